@@ -1,0 +1,61 @@
+//! Registry configuration: a plain struct, validated at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gatehouse_core::ClusterSecret;
+
+/// Everything a registry needs to run.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// gRPC listen address. Loopback unless deliberately exposed to the cluster network.
+    pub listen: SocketAddr,
+    /// Shared secret every member must present.
+    pub secret: ClusterSecret,
+    /// A member that sends nothing for this long is dropped and its routes removed. Bounds how
+    /// long a dead gateway's uids stay routable.
+    pub lease: Duration,
+    /// A route subscriber that leaves an update unacknowledged this long is cut off (it
+    /// reconnects and resynchronises). Bounds how long a `bind_uid` can wait for a stuck worker.
+    pub ack_timeout: Duration,
+    /// After start, the table is not claimed complete (authoritative) before every gateway had
+    /// the chance to reconnect and resync. Subscribers fall back to broadcasting meanwhile.
+    pub warmup: Duration,
+}
+
+/// Why a registry configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A duration is zero or out of proportion with another.
+    #[error("invalid timing: {0}")]
+    Timing(&'static str),
+}
+
+impl RegistryConfig {
+    /// Returns a configuration with production defaults for `listen`.
+    pub fn new(listen: SocketAddr, secret: ClusterSecret) -> RegistryConfig {
+        RegistryConfig {
+            listen,
+            secret,
+            lease: Duration::from_secs(6),
+            ack_timeout: Duration::from_secs(3),
+            warmup: Duration::from_secs(6),
+        }
+    }
+
+    /// Heartbeat interval asked of members: a third of the lease, so two beats may be lost.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// Checks the timings make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lease < Duration::from_millis(300) {
+            return Err(ConfigError::Timing("lease must be at least 300ms"));
+        }
+        if self.ack_timeout.is_zero() {
+            return Err(ConfigError::Timing("ack timeout must be positive"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! `Config → bind → run(listener, token)`: the registry's entry points.
+
+use std::net::SocketAddr;
+
+use gatehouse_core::NodeId;
+use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
+use gatehouse_proto::tonic::service::interceptor::InterceptedService;
+use gatehouse_proto::tonic::transport::Server;
+use gatehouse_proto::v1::registry_server::RegistryServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RegistryConfig;
+use crate::error::Result;
+use crate::service::RegistryService;
+
+/// A registry whose listener is bound but not yet serving.
+pub struct BoundRegistry {
+    config: RegistryConfig,
+    listener: TcpListener,
+}
+
+/// Validates the configuration and binds the gRPC listener.
+pub async fn bind(config: RegistryConfig) -> Result<BoundRegistry> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.listen).await?;
+    Ok(BoundRegistry { config, listener })
+}
+
+impl BoundRegistry {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Serves until `token` is cancelled.
+    pub async fn run(self, token: CancellationToken) -> Result<()> {
+        let id = NodeId::random();
+        let addr = self.local_addr();
+        tracing::info!(kind = %"grpc", %addr, registry_id = %id, "listening");
+        let service = RegistryService::start(id, self.config.clone(), token.clone());
+        let server = InterceptedService::new(
+            RegistryServer::new(service)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            self.config.secret.server_interceptor("registry"),
+        );
+        Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+            .add_service(server)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), token.cancelled_owned())
+            .await?;
+        tracing::info!("registry stopped");
+        Ok(())
+    }
+}

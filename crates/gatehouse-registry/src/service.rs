@@ -1,0 +1,103 @@
+//! The tonic `Registry` service: turns each `Attach` stream into inputs for the state machine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gatehouse_core::NodeId;
+use gatehouse_proto::ErrorCode;
+use gatehouse_proto::tonic::{self, Request, Response, Status, Streaming};
+use gatehouse_proto::v1::registry_server::Registry;
+use gatehouse_proto::v1::{AttachRequest, AttachResponse, MemberKind, attach_request};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RegistryConfig;
+use crate::state::{Input, OUTBOUND_QUEUE, State};
+
+/// How long a new stream may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) struct RegistryService {
+    inputs: mpsc::Sender<Input>,
+    next_session: Arc<AtomicU64>,
+}
+
+impl RegistryService {
+    pub(crate) fn start(id: NodeId, config: RegistryConfig, token: CancellationToken) -> RegistryService {
+        let (inputs, rx) = mpsc::channel(8192);
+        tokio::spawn(State::new(id, config).run(rx, token));
+        RegistryService {
+            inputs,
+            next_session: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Registry for RegistryService {
+    type AttachStream = ReceiverStream<Result<AttachResponse, Status>>;
+
+    async fn attach(&self, request: Request<Streaming<AttachRequest>>) -> Result<Response<Self::AttachStream>, Status> {
+        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AttachRequest {
+                msg: Some(attach_request::Msg::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(ErrorCode::Timeout.status("no hello within 5s")),
+            Ok(_) => return Err(ErrorCode::BadRequest.status("the first message must be hello")),
+        };
+        let member = hello
+            .member
+            .ok_or_else(|| ErrorCode::BadRequest.status("hello without member"))?;
+        let kind = MemberKind::try_from(member.kind).unwrap_or(MemberKind::Unspecified);
+        if kind == MemberKind::Unspecified || member.id == 0 {
+            return Err(ErrorCode::BadRequest.status("hello needs a member kind and a non-zero id"));
+        }
+        if kind == MemberKind::Gateway && member.addr.is_empty() {
+            return Err(ErrorCode::BadRequest.status("a gateway must announce its internal address"));
+        }
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        tracing::info!(session, member = %NodeId(member.id), kind = ?kind, addr = %member.addr, %peer, "member attached");
+        self.inputs
+            .send(Input::Attach {
+                session,
+                member,
+                subscribe: hello.subscribe_routes,
+                tx,
+            })
+            .await
+            .map_err(|_| ErrorCode::Unavailable.status("registry is shutting down"))?;
+
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            let graceful = loop {
+                match inbound.message().await {
+                    Ok(Some(AttachRequest { msg: Some(msg) })) => {
+                        let input = match msg {
+                            attach_request::Msg::Heartbeat(_) => Input::Heartbeat { session },
+                            attach_request::Msg::Routes(batch) => Input::Routes { session, batch },
+                            attach_request::Msg::RouteAck(ack) => Input::RouteAck { session, seq: ack.seq },
+                            attach_request::Msg::Hello(_) => {
+                                tracing::warn!(session, "second hello on one stream; closing it");
+                                break false;
+                            }
+                        };
+                        if inputs.send(input).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(AttachRequest { msg: None })) => {}
+                    Ok(None) => break true,
+                    Err(_) => break false,
+                }
+            };
+            let _ = inputs.send(Input::Detach { session, graceful }).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,475 @@
+//! The registry's state machine. One task owns membership and the routing table; the gRPC
+//! streams talk to it through a channel, so there is no lock and every change has one order.
+//!
+//! Rules it keeps:
+//! - A member lives while it heart-beats. A stream that ends gracefully (the member shut down)
+//!   removes it at once; a broken stream only stops its session, and the member's routes stay
+//!   until its lease runs out or it re-attaches and resynchronises, so a network blip between a
+//!   live gateway and the registry never makes its uids unroutable.
+//! - Every change to the table gets the next sequence number and goes to every route subscriber.
+//!   A gateway's batch is confirmed once every subscriber has acknowledged that sequence number;
+//!   a subscriber that stays behind longer than the ack timeout is cut off and must resync.
+//! - A gateway's reset (a fresh session) is staged and applied as one diff when it is complete,
+//!   so its keys never disappear in between.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use gatehouse_core::NodeId;
+use gatehouse_proto::ErrorCode;
+use gatehouse_proto::tonic::Status;
+use gatehouse_proto::v1::{
+    AttachResponse, BatchApplied, Member, MemberKind, Membership, RouteBatch, RouteEntry, RouteUpdate, Welcome,
+    attach_response,
+};
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RegistryConfig;
+
+/// Messages queued towards one member before it counts as too slow and is cut off.
+pub(crate) const OUTBOUND_QUEUE: usize = 1024;
+/// Entries per snapshot chunk: keeps every message far below the gRPC size limit.
+const SNAPSHOT_CHUNK: usize = 4096;
+
+type Outbound = mpsc::Sender<Result<AttachResponse, Status>>;
+type Key = (i32, String);
+
+/// What the gRPC streams tell the state machine.
+pub(crate) enum Input {
+    Attach {
+        session: u64,
+        member: Member,
+        subscribe: bool,
+        tx: Outbound,
+    },
+    Heartbeat {
+        session: u64,
+    },
+    Routes {
+        session: u64,
+        batch: RouteBatch,
+    },
+    RouteAck {
+        session: u64,
+        seq: u64,
+    },
+    Detach {
+        session: u64,
+        graceful: bool,
+    },
+}
+
+struct Session {
+    member: u64,
+    tx: Outbound,
+    subscribe: bool,
+    /// Highest sequence number sent to this subscriber.
+    sent: u64,
+    /// Highest sequence number it acknowledged.
+    acked: u64,
+    /// Since when it has had unacknowledged updates (reset on progress).
+    behind_since: Option<Instant>,
+}
+
+struct MemberState {
+    member: Member,
+    last_seen: Instant,
+    session: Option<u64>,
+    /// Gateways: the keys they hold.
+    keys: HashSet<Key>,
+    /// Gateways: the keys of a resync in progress.
+    staging: Option<HashSet<Key>>,
+}
+
+pub(crate) struct State {
+    id: NodeId,
+    config: RegistryConfig,
+    started: Instant,
+    sessions: HashMap<u64, Session>,
+    members: HashMap<u64, MemberState>,
+    seq: u64,
+    /// Batches waiting for every subscriber's acknowledgement: (sequence, session, generation).
+    pending: VecDeque<(u64, u64, u64)>,
+    authoritative: bool,
+}
+
+impl State {
+    pub(crate) fn new(id: NodeId, config: RegistryConfig) -> State {
+        State {
+            id,
+            config,
+            started: Instant::now(),
+            sessions: HashMap::new(),
+            members: HashMap::new(),
+            seq: 0,
+            pending: VecDeque::new(),
+            authoritative: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut inputs: mpsc::Receiver<Input>, token: CancellationToken) {
+        let tick_every = (self.config.lease / 10).max(Duration::from_millis(20));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tick.tick() => self.on_tick(),
+                input = inputs.recv() => match input {
+                    Some(input) => self.on_input(input),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Attach {
+                session,
+                member,
+                subscribe,
+                tx,
+            } => self.on_attach(session, member, subscribe, tx),
+            Input::Heartbeat { session } => {
+                self.touch(session);
+            }
+            Input::Routes { session, batch } => self.on_routes(session, batch),
+            Input::RouteAck { session, seq } => self.on_ack(session, seq),
+            Input::Detach { session, graceful } => self.on_detach(session, graceful),
+        }
+    }
+
+    fn on_attach(&mut self, session: u64, member: Member, subscribe: bool, tx: Outbound) {
+        let id = member.id;
+        let welcome = Welcome {
+            registry_id: self.id.0,
+            heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
+            lease_ms: self.config.lease.as_millis() as u64,
+        };
+        if tx.try_send(Ok(msg(attach_response::Msg::Welcome(welcome)))).is_err() {
+            return;
+        }
+        self.sessions.insert(
+            session,
+            Session {
+                member: id,
+                tx,
+                subscribe,
+                sent: 0,
+                acked: 0,
+                behind_since: None,
+            },
+        );
+        let now = Instant::now();
+        match self.members.get_mut(&id) {
+            Some(existing) => {
+                // A re-attach: the old session, if still open, is replaced; routes stay until the
+                // new session's resync says otherwise.
+                if let Some(old) = existing.session.replace(session)
+                    && old != session
+                {
+                    self.sessions.remove(&old);
+                }
+                existing.member = member;
+                existing.last_seen = now;
+                existing.staging = None;
+            }
+            None => {
+                self.members.insert(
+                    id,
+                    MemberState {
+                        member,
+                        last_seen: now,
+                        session: Some(session),
+                        keys: HashSet::new(),
+                        staging: None,
+                    },
+                );
+                self.broadcast_membership();
+            }
+        }
+        // Always tell the newcomer who is here, even when nobody else needed an update.
+        let membership = self.membership();
+        self.send(session, membership);
+        if subscribe {
+            self.send_snapshot(session);
+        }
+        self.confirm();
+    }
+
+    fn touch(&mut self, session: u64) -> Option<u64> {
+        let member = self.sessions.get(&session)?.member;
+        let state = self.members.get_mut(&member)?;
+        if state.session != Some(session) {
+            return None;
+        }
+        state.last_seen = Instant::now();
+        Some(member)
+    }
+
+    fn on_routes(&mut self, session: u64, batch: RouteBatch) {
+        let Some(member) = self.touch(session) else {
+            return;
+        };
+        let state = self.members.get_mut(&member).expect("touched member exists");
+        if state.member.kind != MemberKind::Gateway as i32 {
+            tracing::warn!(member = %NodeId(member), "route batch from a non-gateway ignored");
+            return;
+        }
+        let gateway = member;
+        let mut entries = Vec::new();
+        if batch.reset {
+            state.staging = Some(HashSet::new());
+        }
+        if let Some(staging) = state.staging.as_mut() {
+            for change in batch.changes {
+                let key = (change.kind, change.key);
+                if change.present {
+                    staging.insert(key);
+                } else {
+                    staging.remove(&key);
+                }
+            }
+            if !batch.synced {
+                return;
+            }
+            let fresh = state.staging.take().expect("staging checked above");
+            for key in state.keys.difference(&fresh) {
+                entries.push(entry(key, gateway, false));
+            }
+            for key in fresh.difference(&state.keys) {
+                entries.push(entry(key, gateway, true));
+            }
+            state.keys = fresh;
+            tracing::info!(gateway = %NodeId(gateway), keys = state.keys.len(), "gateway routes resynchronised");
+        } else {
+            for change in batch.changes {
+                let key = (change.kind, change.key);
+                let changed = if change.present {
+                    state.keys.insert(key.clone())
+                } else {
+                    state.keys.remove(&key)
+                };
+                if changed {
+                    entries.push(entry(&key, gateway, change.present));
+                }
+            }
+        }
+        self.publish(entries);
+        self.pending.push_back((self.seq, session, batch.generation));
+        self.confirm();
+    }
+
+    fn on_ack(&mut self, session: u64, seq: u64) {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let acked = seq.min(state.sent).max(state.acked);
+        if acked >= state.sent {
+            state.behind_since = None;
+        } else if acked > state.acked {
+            // Progress restarts the clock; a repeated old ack does not.
+            state.behind_since = Some(Instant::now());
+        }
+        state.acked = acked;
+        self.confirm();
+    }
+
+    fn on_detach(&mut self, session: u64, graceful: bool) {
+        let Some(state) = self.sessions.remove(&session) else {
+            return;
+        };
+        let member = state.member;
+        let current = self.members.get(&member).and_then(|m| m.session);
+        if current == Some(session) {
+            if graceful {
+                tracing::info!(member = %NodeId(member), "member left");
+                self.remove_member(member);
+            } else if let Some(m) = self.members.get_mut(&member) {
+                tracing::info!(member = %NodeId(member), "member stream broke; keeping it until its lease ends");
+                m.session = None;
+                m.staging = None;
+            }
+        }
+        self.confirm();
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let lease = self.config.lease;
+        let expired: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now.duration_since(m.last_seen) > lease)
+            .map(|(id, _)| *id)
+            .collect();
+        for member in expired {
+            tracing::warn!(member = %NodeId(member), lease_ms = lease.as_millis() as u64, "member lease expired");
+            self.remove_member(member);
+        }
+        let ack_timeout = self.config.ack_timeout;
+        let laggards: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.behind_since.is_some_and(|t| now.duration_since(t) > ack_timeout))
+            .map(|(id, _)| *id)
+            .collect();
+        for session in laggards {
+            if let Some(state) = self.sessions.remove(&session) {
+                tracing::warn!(member = %NodeId(state.member), "route subscriber too slow to acknowledge; cut off");
+                let _ = state
+                    .tx
+                    .try_send(Err(ErrorCode::Timeout.status("route updates not acknowledged in time")));
+                if let Some(m) = self.members.get_mut(&state.member)
+                    && m.session == Some(session)
+                {
+                    m.session = None;
+                }
+            }
+        }
+        if !self.authoritative && self.started.elapsed() >= self.config.warmup {
+            self.authoritative = true;
+            tracing::info!("routing table complete (warm-up over)");
+            self.publish(Vec::new());
+        }
+        self.confirm();
+    }
+
+    fn remove_member(&mut self, member: u64) {
+        let Some(state) = self.members.remove(&member) else {
+            return;
+        };
+        if let Some(session) = state.session {
+            self.sessions.remove(&session);
+        }
+        let entries: Vec<RouteEntry> = state.keys.iter().map(|k| entry(k, member, false)).collect();
+        if !entries.is_empty() {
+            self.publish(entries);
+        }
+        self.broadcast_membership();
+    }
+
+    /// Sends a change to every subscriber under a new sequence number (or, with no entries, the
+    /// current one: a flag change only).
+    fn publish(&mut self, entries: Vec<RouteEntry>) {
+        if !entries.is_empty() {
+            self.seq += 1;
+        }
+        let update = RouteUpdate {
+            seq: self.seq,
+            reset: false,
+            authoritative: self.authoritative,
+            entries,
+            partial: false,
+        };
+        let subscribers: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.subscribe)
+            .map(|(id, _)| *id)
+            .collect();
+        for session in subscribers {
+            self.send_update(session, update.clone());
+        }
+    }
+
+    fn send_snapshot(&mut self, session: u64) {
+        let mut entries: Vec<RouteEntry> = Vec::new();
+        for (gateway, state) in &self.members {
+            entries.extend(state.keys.iter().map(|k| entry(k, *gateway, true)));
+        }
+        let chunks: Vec<Vec<RouteEntry>> = if entries.is_empty() {
+            vec![Vec::new()]
+        } else {
+            entries.chunks(SNAPSHOT_CHUNK).map(<[RouteEntry]>::to_vec).collect()
+        };
+        let last = chunks.len() - 1;
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            let update = RouteUpdate {
+                seq: self.seq,
+                reset: index == 0,
+                authoritative: self.authoritative,
+                entries: chunk,
+                partial: index != last,
+            };
+            self.send_update(session, update);
+        }
+    }
+
+    fn send_update(&mut self, session: u64, update: RouteUpdate) {
+        let seq = update.seq;
+        if let Some(state) = self.sessions.get_mut(&session)
+            && (seq > state.acked || update.reset)
+        {
+            state.sent = state.sent.max(seq);
+            state.behind_since.get_or_insert_with(Instant::now);
+        }
+        self.send(session, msg(attach_response::Msg::RouteUpdate(update)));
+    }
+
+    /// Confirms every pending batch that all subscribers have acknowledged.
+    fn confirm(&mut self) {
+        let floor = self
+            .sessions
+            .values()
+            .filter(|s| s.subscribe)
+            .map(|s| s.acked)
+            .min()
+            .unwrap_or(u64::MAX);
+        while let Some(&(seq, session, generation)) = self.pending.front() {
+            if seq > floor {
+                break;
+            }
+            self.pending.pop_front();
+            self.send(
+                session,
+                msg(attach_response::Msg::BatchApplied(BatchApplied { generation })),
+            );
+        }
+    }
+
+    fn membership(&self) -> AttachResponse {
+        let members = self.members.values().map(|m| m.member.clone()).collect();
+        msg(attach_response::Msg::Membership(Membership { members }))
+    }
+
+    fn broadcast_membership(&mut self) {
+        let membership = self.membership();
+        let sessions: Vec<u64> = self.sessions.keys().copied().collect();
+        for session in sessions {
+            self.send(session, membership.clone());
+        }
+    }
+
+    /// Queues a message for one session; a member whose queue is full is cut off.
+    fn send(&mut self, session: u64, message: AttachResponse) {
+        let Some(state) = self.sessions.get(&session) else {
+            return;
+        };
+        if state.tx.try_send(Ok(message)).is_err() {
+            let member = state.member;
+            tracing::warn!(member = %NodeId(member), "member not reading its registry stream; cut off");
+            self.sessions.remove(&session);
+            if let Some(m) = self.members.get_mut(&member)
+                && m.session == Some(session)
+            {
+                m.session = None;
+            }
+        }
+    }
+}
+
+fn msg(msg: attach_response::Msg) -> AttachResponse {
+    AttachResponse { msg: Some(msg) }
+}
+
+fn entry(key: &Key, gateway: u64, present: bool) -> RouteEntry {
+    RouteEntry {
+        kind: key.0,
+        key: key.1.clone(),
+        gateway,
+        present,
+    }
+}

@@ -1,0 +1,755 @@
+//! [`Cluster`]: the API handle to every client of the cluster.
+//!
+//! One handle per process, cheap to clone. Workers get theirs from the runtime; any other
+//! process (a web backend, a script) builds one with [`Cluster::connect`]. Under the hood it
+//! attaches to every registry (membership and the routing table) and keeps one stream to every
+//! gateway. Sends to a client go straight to the gateway its id names; sends to uids and groups
+//! go to exactly the gateways the replicated table lists, with no lookup on the way.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use gatehouse_core::attach::{self, AttachConfig, RegistryPeer, RegistrySender};
+use gatehouse_core::limits::check_key;
+use gatehouse_core::{ClientId, ClusterSecret, NodeId};
+use gatehouse_proto::ErrorCode;
+use gatehouse_proto::v1::{
+    AttachRequest, BindUid, CloseConn, Command, ConnList, JoinGroup, LeaveGroup, Member, MemberKind, Query, QueryAll,
+    QueryOutput, QueryResult, RouteAck, RouteKind, SendToAll, SendToConns, SendToGroups, SendToUids, SetSession,
+    StringList, UnbindUid, Ungroup, attach_request, attach_response, command, query,
+};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::frame::Frame;
+use crate::link::{EventSink, GatewayLink, LinkIdentity};
+use crate::routes::{MAX_REGISTRIES, RouteTable};
+
+/// A JSON object: the shape of a client session.
+pub type Session = Map<String, Value>;
+
+/// How a process joins the cluster as a worker or API client.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Registry addresses; the process attaches to all of them.
+    pub registries: Vec<String>,
+    /// The cluster secret.
+    pub secret: ClusterSecret,
+    /// A label for logs on the other side (the app name).
+    pub name: String,
+    /// Deadline of one query or bind.
+    pub request_timeout: Duration,
+    /// How long the first calls wait for the routing table before falling back to asking every
+    /// gateway.
+    pub ready_timeout: Duration,
+    /// Upper bound of the registry reconnect back-off.
+    pub registry_backoff: Duration,
+}
+
+impl ClusterConfig {
+    /// Returns a configuration with production defaults.
+    pub fn new(registries: Vec<String>, secret: ClusterSecret, name: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            registries,
+            secret,
+            name: name.into(),
+            request_timeout: Duration::from_secs(5),
+            ready_timeout: Duration::from_secs(10),
+            registry_backoff: Duration::from_secs(1),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ApiError> {
+        if self.registries.is_empty() {
+            return Err(ApiError::bad_request("no registry address given"));
+        }
+        if self.registries.len() > MAX_REGISTRIES {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_REGISTRIES} registries are supported"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The cluster API. Clone it freely; all clones share one set of connections.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    config: ClusterConfig,
+    routes: RouteTable,
+    links: DashMap<u64, Arc<GatewayLink>>,
+    /// Per registry: the gateways (id → address) of its last membership message.
+    memberships: Mutex<Vec<Option<HashMap<u64, String>>>>,
+    registry_out: Mutex<Vec<Option<RegistrySender>>>,
+    sink: OnceLock<Arc<dyn EventSink>>,
+    identity: LinkIdentity,
+    token: CancellationToken,
+}
+
+impl Cluster {
+    /// Joins the cluster as an API client (no events) and waits until it can route.
+    pub async fn connect(config: ClusterConfig, token: CancellationToken) -> Result<Cluster, ApiError> {
+        let cluster = Cluster::start(config, MemberKind::Client, None, token)?;
+        cluster.wait_ready().await?;
+        Ok(cluster)
+    }
+
+    pub(crate) fn start(
+        config: ClusterConfig,
+        kind: MemberKind,
+        sink: Option<Arc<dyn EventSink>>,
+        token: CancellationToken,
+    ) -> Result<Cluster, ApiError> {
+        config.validate()?;
+        let id = NodeId::random();
+        let registries = config.registries.len();
+        let inner = Arc::new(Inner {
+            id,
+            routes: RouteTable::new(registries),
+            links: DashMap::new(),
+            memberships: Mutex::new(vec![None; registries]),
+            registry_out: Mutex::new(vec![None; registries]),
+            sink: OnceLock::new(),
+            identity: LinkIdentity {
+                member: id,
+                name: config.name.clone(),
+                secret: config.secret.clone(),
+            },
+            token,
+            config,
+        });
+        if let Some(sink) = sink {
+            let _ = inner.sink.set(sink);
+        }
+        attach::spawn(
+            AttachConfig {
+                registries: inner.config.registries.clone(),
+                secret: inner.config.secret.clone(),
+                member: Member {
+                    kind: kind as i32,
+                    id: id.0,
+                    addr: String::new(),
+                    name: inner.config.name.clone(),
+                },
+                subscribe_routes: true,
+                max_backoff: inner.config.registry_backoff,
+            },
+            inner.clone(),
+            inner.token.clone(),
+        );
+        Ok(Cluster { inner })
+    }
+
+    /// This process's member id.
+    pub fn member_id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Waits until the routing table is complete and every known gateway is linked, or the
+    /// ready timeout passes (then calls fall back to asking every gateway).
+    pub async fn wait_ready(&self) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.ready_timeout;
+        let mut trust = self.inner.routes.trust();
+        if tokio::time::timeout_at(deadline, trust.wait_for(|t| *t)).await.is_err() {
+            return Err(ApiError::unavailable(
+                "no registry delivered a complete routing table in time",
+            ));
+        }
+        while !self
+            .inner
+            .links
+            .iter()
+            .all(|l| l.connected.load(std::sync::atomic::Ordering::Acquire))
+        {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::unavailable("some gateways are not reachable"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ sends
+
+    /// Sends a frame to one client.
+    pub async fn send_to_client(&self, client: ClientId, frame: &Frame) -> Result<(), ApiError> {
+        self.send_to_clients(&[client], frame).await
+    }
+
+    /// Sends a frame to each of `clients` (one command per gateway).
+    pub async fn send_to_clients(&self, clients: &[ClientId], frame: &Frame) -> Result<(), ApiError> {
+        for (gateway, conns) in by_gateway(clients) {
+            let link = self.link_of(gateway)?;
+            link.send(op(command::Op::SendToConns(SendToConns {
+                conns,
+                payload: Some(frame.to_payload()),
+            })))?;
+        }
+        Ok(())
+    }
+
+    /// Sends a frame to every connection bound to `uid`, on whichever gateway.
+    pub async fn send_to_uid(&self, uid: &str, frame: &Frame) -> Result<(), ApiError> {
+        self.send_to_uids(&[uid], frame).await
+    }
+
+    /// Sends a frame to every connection of each uid.
+    pub async fn send_to_uids<S: AsRef<str>>(&self, uids: &[S], frame: &Frame) -> Result<(), ApiError> {
+        for (link, uids) in self.targets(RouteKind::Uid, uids).await? {
+            link.send(op(command::Op::SendToUids(SendToUids {
+                uids,
+                payload: Some(frame.to_payload()),
+            })))?;
+        }
+        Ok(())
+    }
+
+    /// Sends a frame to every member of `group` except the `exclude`d clients.
+    pub async fn send_to_group(&self, group: &str, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
+        self.send_to_groups(&[group], frame, exclude).await
+    }
+
+    /// Sends a frame once to every member of any of `groups`, except the `exclude`d clients.
+    pub async fn send_to_groups<S: AsRef<str>>(
+        &self,
+        groups: &[S],
+        frame: &Frame,
+        exclude: &[ClientId],
+    ) -> Result<(), ApiError> {
+        let exclude = by_gateway(exclude);
+        for (link, groups) in self.targets(RouteKind::Group, groups).await? {
+            let exclude = exclude.get(&link.gateway).cloned().unwrap_or_default();
+            link.send(op(command::Op::SendToGroups(SendToGroups {
+                groups,
+                exclude,
+                payload: Some(frame.to_payload()),
+            })))?;
+        }
+        Ok(())
+    }
+
+    /// Sends a frame to every client of the cluster except the `exclude`d ones.
+    pub async fn send_to_all(&self, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
+        let exclude = by_gateway(exclude);
+        for link in self.all_links().await {
+            let exclude = exclude.get(&link.gateway).cloned().unwrap_or_default();
+            link.send(op(command::Op::SendToAll(SendToAll {
+                exclude,
+                payload: Some(frame.to_payload()),
+            })))?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ uids and groups
+
+    /// Binds a client to a uid (a client has at most one uid; a uid many clients). Returns once
+    /// every worker and API client would route a send to `uid` to this client.
+    pub async fn bind_uid(&self, client: ClientId, uid: &str) -> Result<(), ApiError> {
+        check_key("uid", uid)?;
+        let command = op(command::Op::BindUid(BindUid {
+            conn: client.conn,
+            uid: uid.to_owned(),
+        }));
+        self.request(client.gateway, command).await.map(drop)
+    }
+
+    /// Unbinds a client from a uid (a no-op if it is bound to another).
+    pub async fn unbind_uid(&self, client: ClientId, uid: &str) -> Result<(), ApiError> {
+        check_key("uid", uid)?;
+        let command = op(command::Op::UnbindUid(UnbindUid {
+            conn: client.conn,
+            uid: uid.to_owned(),
+        }));
+        self.request(client.gateway, command).await.map(drop)
+    }
+
+    /// Adds a client to a group; returns once every sender would reach it (like `bind_uid`).
+    pub async fn join_group(&self, client: ClientId, group: &str) -> Result<(), ApiError> {
+        check_key("group", group)?;
+        let command = op(command::Op::JoinGroup(JoinGroup {
+            conn: client.conn,
+            group: group.to_owned(),
+        }));
+        self.request(client.gateway, command).await.map(drop)
+    }
+
+    /// Removes a client from a group.
+    pub async fn leave_group(&self, client: ClientId, group: &str) -> Result<(), ApiError> {
+        check_key("group", group)?;
+        let command = op(command::Op::LeaveGroup(LeaveGroup {
+            conn: client.conn,
+            group: group.to_owned(),
+        }));
+        self.request(client.gateway, command).await.map(drop)
+    }
+
+    /// Dissolves a group on every gateway that has members of it.
+    pub async fn ungroup(&self, group: &str) -> Result<(), ApiError> {
+        check_key("group", group)?;
+        let targets = self.targets(RouteKind::Group, &[group]).await?;
+        let requests = targets.into_iter().map(|(link, _)| {
+            let command = op(command::Op::Ungroup(Ungroup {
+                group: group.to_owned(),
+            }));
+            let timeout = self.inner.config.request_timeout;
+            async move { link.request(command, timeout).await }
+        });
+        futures_util::future::try_join_all(requests).await.map(drop)
+    }
+
+    // ------------------------------------------------------------------ sessions
+
+    /// Replaces a client's session.
+    pub async fn set_session(&self, client: ClientId, session: &Session) -> Result<(), ApiError> {
+        self.write_session(client, session, false).await
+    }
+
+    /// Merges `update`'s top-level keys into a client's session.
+    pub async fn update_session(&self, client: ClientId, update: &Session) -> Result<(), ApiError> {
+        self.write_session(client, update, true).await
+    }
+
+    async fn write_session(&self, client: ClientId, session: &Session, merge: bool) -> Result<(), ApiError> {
+        let bytes = serde_json::to_vec(session).expect("json maps serialise");
+        let command = op(command::Op::SetSession(SetSession {
+            conn: client.conn,
+            session: bytes.into(),
+            merge,
+        }));
+        self.request(client.gateway, command).await.map(drop)
+    }
+
+    /// Returns a client's session (`None` if the client is not connected).
+    pub async fn get_session(&self, client: ClientId) -> Result<Option<Session>, ApiError> {
+        let result = self.query_client(client, QueryOutput::Sessions).await?;
+        Ok(result.records.first().map(|r| parse_session(&r.session)))
+    }
+
+    /// Returns the session of every client of the cluster.
+    pub async fn all_sessions(&self) -> Result<HashMap<ClientId, Session>, ApiError> {
+        let results = self.query_all(selector_all(), QueryOutput::Sessions).await?;
+        Ok(records(&results)
+            .map(|(client, r)| (client, parse_session(&r.session)))
+            .collect())
+    }
+
+    /// Returns the session of every member of a group.
+    pub async fn group_sessions(&self, group: &str) -> Result<HashMap<ClientId, Session>, ApiError> {
+        let results = self
+            .query_keys(RouteKind::Group, &[group], QueryOutput::Sessions)
+            .await?;
+        Ok(records(&results)
+            .map(|(client, r)| (client, parse_session(&r.session)))
+            .collect())
+    }
+
+    // ------------------------------------------------------------------ presence and lookups
+
+    /// Whether a client is connected.
+    pub async fn is_online(&self, client: ClientId) -> Result<bool, ApiError> {
+        Ok(self.query_client(client, QueryOutput::Count).await?.count > 0)
+    }
+
+    /// Whether any connection is bound to `uid`.
+    pub async fn is_uid_online(&self, uid: &str) -> Result<bool, ApiError> {
+        Ok(!self.client_ids_by_uid(uid).await?.is_empty())
+    }
+
+    /// Which of `uids` have at least one connection.
+    pub async fn online_uids<S: AsRef<str>>(&self, uids: &[S]) -> Result<HashSet<String>, ApiError> {
+        Ok(self.client_ids_by_uids(uids).await?.into_keys().collect())
+    }
+
+    /// The clients bound to `uid`.
+    pub async fn client_ids_by_uid(&self, uid: &str) -> Result<Vec<ClientId>, ApiError> {
+        Ok(self.client_ids_by_uids(&[uid]).await?.remove(uid).unwrap_or_default())
+    }
+
+    /// The clients bound to each uid; uids with none are absent from the map.
+    pub async fn client_ids_by_uids<S: AsRef<str>>(
+        &self,
+        uids: &[S],
+    ) -> Result<HashMap<String, Vec<ClientId>>, ApiError> {
+        let results = self.query_keys(RouteKind::Uid, uids, QueryOutput::Records).await?;
+        let mut map: HashMap<String, Vec<ClientId>> = HashMap::new();
+        for (client, record) in records(&results) {
+            map.entry(record.matched.clone()).or_default().push(client);
+        }
+        Ok(map)
+    }
+
+    /// The uid a client is bound to.
+    pub async fn uid_of(&self, client: ClientId) -> Result<Option<String>, ApiError> {
+        let result = self.query_client(client, QueryOutput::Records).await?;
+        Ok(result
+            .records
+            .into_iter()
+            .next()
+            .map(|r| r.uid)
+            .filter(|uid| !uid.is_empty()))
+    }
+
+    /// Every client id of the cluster.
+    pub async fn all_client_ids(&self) -> Result<Vec<ClientId>, ApiError> {
+        let results = self.query_all(selector_all(), QueryOutput::Records).await?;
+        Ok(records(&results).map(|(client, _)| client).collect())
+    }
+
+    /// The number of connected clients.
+    pub async fn all_client_count(&self) -> Result<u64, ApiError> {
+        let results = self.query_all(selector_all(), QueryOutput::Count).await?;
+        Ok(results.iter().map(|(_, r)| r.count).sum())
+    }
+
+    /// Every bound uid of the cluster (each once).
+    pub async fn all_uids(&self) -> Result<Vec<String>, ApiError> {
+        let results = self.query_all(selector_all(), QueryOutput::Records).await?;
+        Ok(distinct_uids(&results))
+    }
+
+    /// The number of distinct bound uids.
+    pub async fn all_uid_count(&self) -> Result<u64, ApiError> {
+        Ok(self.all_uids().await?.len() as u64)
+    }
+
+    /// Every group with at least one member.
+    pub async fn all_groups(&self) -> Result<Vec<String>, ApiError> {
+        let results = self
+            .query_all(query::Selector::GroupNames(QueryAll {}), QueryOutput::Records)
+            .await?;
+        let names: HashSet<String> = results.into_iter().flat_map(|(_, r)| r.group_names).collect();
+        let mut names: Vec<String> = names.into_iter().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The members of a group.
+    pub async fn group_client_ids(&self, group: &str) -> Result<Vec<ClientId>, ApiError> {
+        let results = self
+            .query_keys(RouteKind::Group, &[group], QueryOutput::Records)
+            .await?;
+        Ok(records(&results).map(|(client, _)| client).collect())
+    }
+
+    /// The number of members of a group.
+    pub async fn group_client_count(&self, group: &str) -> Result<u64, ApiError> {
+        Ok(self
+            .group_client_counts(&[group])
+            .await?
+            .get(group)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    /// The number of members of each group (groups without members map to 0).
+    pub async fn group_client_counts<S: AsRef<str>>(&self, groups: &[S]) -> Result<HashMap<String, u64>, ApiError> {
+        let results = self.query_keys(RouteKind::Group, groups, QueryOutput::Records).await?;
+        let mut counts: HashMap<String, u64> = groups.iter().map(|g| (g.as_ref().to_owned(), 0)).collect();
+        for (_, record) in records(&results) {
+            *counts.entry(record.matched.clone()).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    /// The distinct uids among a group's members.
+    pub async fn group_uids(&self, group: &str) -> Result<Vec<String>, ApiError> {
+        let results = self
+            .query_keys(RouteKind::Group, &[group], QueryOutput::Records)
+            .await?;
+        Ok(distinct_uids(&results))
+    }
+
+    /// The number of distinct uids among a group's members.
+    pub async fn group_uid_count(&self, group: &str) -> Result<u64, ApiError> {
+        Ok(self.group_uids(group).await?.len() as u64)
+    }
+
+    // ------------------------------------------------------------------ closing
+
+    /// Closes a client after everything already queued for it, optionally with a last frame.
+    pub async fn close_client(&self, client: ClientId, last: Option<&Frame>) -> Result<(), ApiError> {
+        let command = op(command::Op::CloseConn(CloseConn {
+            conn: client.conn,
+            last: last.map(Frame::to_payload),
+            destroy: false,
+        }));
+        self.request(client.gateway, command).await.map(drop)
+    }
+
+    /// Closes a client at once, dropping whatever is queued for it.
+    pub async fn destroy_client(&self, client: ClientId) -> Result<(), ApiError> {
+        let command = op(command::Op::CloseConn(CloseConn {
+            conn: client.conn,
+            last: None,
+            destroy: true,
+        }));
+        self.request(client.gateway, command).await.map(drop)
+    }
+
+    // ------------------------------------------------------------------ plumbing
+
+    fn link_of(&self, gateway: NodeId) -> Result<Arc<GatewayLink>, ApiError> {
+        self.inner
+            .links
+            .get(&gateway.0)
+            .map(|l| l.clone())
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("gateway {gateway} is not in the cluster")))
+    }
+
+    async fn request(&self, gateway: NodeId, command: Command) -> Result<QueryResult, ApiError> {
+        let link = self.link_of(gateway)?;
+        let reply = link.request(command, self.inner.config.request_timeout).await?;
+        Ok(reply.result.unwrap_or_default())
+    }
+
+    /// Waits (bounded) for the table the first time; afterwards returns at once.
+    async fn ensure_ready(&self) -> bool {
+        if self.inner.routes.is_trusted() {
+            return true;
+        }
+        let mut trust = self.inner.routes.trust();
+        let wait = if self.inner.links.is_empty() {
+            self.inner.config.ready_timeout
+        } else {
+            Duration::ZERO
+        };
+        tokio::time::timeout(wait, trust.wait_for(|t| *t)).await.is_ok()
+    }
+
+    async fn all_links(&self) -> Vec<Arc<GatewayLink>> {
+        self.ensure_ready().await;
+        self.inner.links.iter().map(|l| l.clone()).collect()
+    }
+
+    /// The gateways holding any of `keys`, each with the keys it holds. Without a trusted table
+    /// every gateway gets every key.
+    async fn targets<S: AsRef<str>>(
+        &self,
+        kind: RouteKind,
+        keys: &[S],
+    ) -> Result<Vec<(Arc<GatewayLink>, Vec<String>)>, ApiError> {
+        let what = if kind == RouteKind::Group { "group" } else { "uid" };
+        for key in keys {
+            check_key(what, key.as_ref())?;
+        }
+        if !self.ensure_ready().await {
+            let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+            return Ok(self.inner.links.iter().map(|l| (l.clone(), keys.clone())).collect());
+        }
+        let mut per_gateway: HashMap<u64, Vec<String>> = HashMap::new();
+        let mut gateways = Vec::with_capacity(2);
+        for key in keys {
+            gateways.clear();
+            self.inner.routes.lookup(kind, key.as_ref(), &mut gateways);
+            for gateway in &gateways {
+                per_gateway.entry(*gateway).or_default().push(key.as_ref().to_owned());
+            }
+        }
+        let mut targets = Vec::with_capacity(per_gateway.len());
+        for (gateway, keys) in per_gateway {
+            match self.inner.links.get(&gateway) {
+                Some(link) => targets.push((link.clone(), keys)),
+                None => {
+                    tracing::warn!(gateway = %NodeId(gateway), "routing table names a gateway with no link; skipped")
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    async fn query_client(&self, client: ClientId, output: QueryOutput) -> Result<QueryResult, ApiError> {
+        let query = Query {
+            selector: Some(query::Selector::Conns(ConnList {
+                conns: vec![client.conn],
+            })),
+            output: output as i32,
+        };
+        self.request(client.gateway, op(command::Op::Query(query))).await
+    }
+
+    async fn query_keys<S: AsRef<str>>(
+        &self,
+        kind: RouteKind,
+        keys: &[S],
+        output: QueryOutput,
+    ) -> Result<Vec<(NodeId, QueryResult)>, ApiError> {
+        let targets = self.targets(kind, keys).await?;
+        let timeout = self.inner.config.request_timeout;
+        let requests = targets.into_iter().map(|(link, items)| {
+            let list = StringList { items };
+            let selector = if kind == RouteKind::Group {
+                query::Selector::Groups(list)
+            } else {
+                query::Selector::Uids(list)
+            };
+            let command = op(command::Op::Query(Query {
+                selector: Some(selector),
+                output: output as i32,
+            }));
+            async move {
+                link.request(command, timeout)
+                    .await
+                    .map(|r| (link.gateway, r.result.unwrap_or_default()))
+            }
+        });
+        futures_util::future::try_join_all(requests).await
+    }
+
+    async fn query_all(
+        &self,
+        selector: query::Selector,
+        output: QueryOutput,
+    ) -> Result<Vec<(NodeId, QueryResult)>, ApiError> {
+        let timeout = self.inner.config.request_timeout;
+        let requests = self.all_links().await.into_iter().map(|link| {
+            let command = op(command::Op::Query(Query {
+                selector: Some(selector.clone()),
+                output: output as i32,
+            }));
+            async move {
+                link.request(command, timeout)
+                    .await
+                    .map(|r| (link.gateway, r.result.unwrap_or_default()))
+            }
+        });
+        futures_util::future::try_join_all(requests).await
+    }
+}
+
+fn op(op: command::Op) -> Command {
+    Command {
+        request_id: 0,
+        op: Some(op),
+    }
+}
+
+fn selector_all() -> query::Selector {
+    query::Selector::All(QueryAll {})
+}
+
+fn by_gateway(clients: &[ClientId]) -> HashMap<NodeId, Vec<u64>> {
+    let mut map: HashMap<NodeId, Vec<u64>> = HashMap::new();
+    for client in clients {
+        map.entry(client.gateway).or_default().push(client.conn);
+    }
+    map
+}
+
+fn records(results: &[(NodeId, QueryResult)]) -> impl Iterator<Item = (ClientId, &gatehouse_proto::v1::ConnRecord)> {
+    results
+        .iter()
+        .flat_map(|(gateway, result)| result.records.iter().map(move |r| (ClientId::new(*gateway, r.conn), r)))
+}
+
+fn distinct_uids(results: &[(NodeId, QueryResult)]) -> Vec<String> {
+    let uids: HashSet<&str> = records(results)
+        .map(|(_, r)| r.uid.as_str())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let mut uids: Vec<String> = uids.into_iter().map(str::to_owned).collect();
+    uids.sort();
+    uids
+}
+
+fn parse_session(bytes: &[u8]) -> Session {
+    if bytes.is_empty() {
+        return Session::new();
+    }
+    serde_json::from_slice(bytes).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------- registry callbacks
+
+impl Inner {
+    /// Creates links to new gateways; drops links to gateways that every authoritative registry
+    /// has forgotten (a registry still warming up is not believed about absence).
+    fn reconcile_links(&self) {
+        let memberships = self.memberships.lock().expect("memberships poisoned");
+        let mut known: HashMap<u64, String> = HashMap::new();
+        for membership in memberships.iter().flatten() {
+            known.extend(membership.iter().map(|(id, addr)| (*id, addr.clone())));
+        }
+        let authoritative: Vec<&HashMap<u64, String>> = memberships
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.is_some() && self.routes.is_authoritative(*i))
+            .filter_map(|(_, m)| m.as_ref())
+            .collect();
+        let gone: Vec<u64> = if authoritative.is_empty() {
+            Vec::new()
+        } else {
+            self.links
+                .iter()
+                .map(|l| *l.key())
+                .filter(|id| !authoritative.iter().any(|m| m.contains_key(id)))
+                .collect()
+        };
+        drop(memberships);
+        for id in gone {
+            if let Some((_, link)) = self.links.remove(&id) {
+                tracing::info!(gateway = %NodeId(id), "gateway left the cluster; link dropped");
+                link.cancel.cancel();
+            }
+        }
+        for (id, addr) in known {
+            if !self.links.contains_key(&id) {
+                let sink = self.sink.get().cloned();
+                let link = GatewayLink::spawn(NodeId(id), addr, self.identity.clone(), sink, &self.token);
+                self.links.insert(id, link);
+            }
+        }
+    }
+}
+
+impl RegistryPeer for Inner {
+    fn connected(&self, registry: usize, out: RegistrySender) {
+        self.registry_out.lock().expect("registry out poisoned")[registry] = Some(out);
+        self.routes.set_connected(registry, true);
+    }
+
+    fn message(&self, registry: usize, msg: attach_response::Msg) {
+        match msg {
+            attach_response::Msg::Membership(membership) => {
+                let gateways = membership
+                    .members
+                    .into_iter()
+                    .filter(|m| m.kind == MemberKind::Gateway as i32 && m.id != 0)
+                    .map(|m| (m.id, m.addr))
+                    .collect();
+                self.memberships.lock().expect("memberships poisoned")[registry] = Some(gateways);
+                self.reconcile_links();
+            }
+            attach_response::Msg::RouteUpdate(update) => {
+                let seq = update.seq;
+                let was_authoritative = self.routes.is_authoritative(registry);
+                if self.routes.apply(registry, update) {
+                    let ack = AttachRequest {
+                        msg: Some(attach_request::Msg::RouteAck(RouteAck { seq })),
+                    };
+                    if let Some(out) = &self.registry_out.lock().expect("registry out poisoned")[registry] {
+                        let _ = out.try_send(ack);
+                    }
+                }
+                if !was_authoritative && self.routes.is_authoritative(registry) {
+                    self.reconcile_links();
+                }
+            }
+            attach_response::Msg::Welcome(_) | attach_response::Msg::BatchApplied(_) => {}
+        }
+    }
+
+    fn disconnected(&self, registry: usize) {
+        self.registry_out.lock().expect("registry out poisoned")[registry] = None;
+        self.memberships.lock().expect("memberships poisoned")[registry] = None;
+        self.routes.set_connected(registry, false);
+    }
+}

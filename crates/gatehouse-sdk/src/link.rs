@@ -1,0 +1,267 @@
+//! One self-healing stream from this process to one gateway.
+//!
+//! Commands and acknowledgements queue in a bounded channel that outlives sessions: what was
+//! queued while the stream was down goes out on the next session. Requests waiting for a reply
+//! fail with `unavailable` when their session breaks (a reply can no longer come), never hang.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gatehouse_core::attach::endpoint_uri;
+use gatehouse_core::backoff::Backoff;
+use gatehouse_core::secret::log_if_refused;
+use gatehouse_core::{ClusterSecret, NodeId};
+use gatehouse_proto::tonic::Code;
+use gatehouse_proto::tonic::transport::Endpoint;
+use gatehouse_proto::v1::gateway_client::GatewayClient;
+use gatehouse_proto::v1::{Command, Event, EventAck, LinkHello, LinkUp, Reply};
+use gatehouse_proto::{ErrorCode, MAX_GRPC_MESSAGE_BYTES};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+
+/// Commands and acks queued towards one gateway. A full queue means the gateway is not
+/// reading; callers then get `too_many_requests` instead of growing memory.
+const LINK_QUEUE: usize = 16 * 1024;
+/// Items packed into one `LinkUp` at most.
+const BATCH_LIMIT: usize = 512;
+
+/// What goes up a link.
+pub(crate) enum Up {
+    Command(Command),
+    Ack(EventAck),
+}
+
+/// Receives the events a gateway sends (workers only).
+pub(crate) trait EventSink: Send + Sync + 'static {
+    fn events(&self, link: &Arc<GatewayLink>, events: Vec<Event>);
+}
+
+/// Identity a link presents.
+#[derive(Clone)]
+pub(crate) struct LinkIdentity {
+    pub member: NodeId,
+    pub name: String,
+    pub secret: ClusterSecret,
+}
+
+pub(crate) struct GatewayLink {
+    pub gateway: NodeId,
+    pub addr: String,
+    up: mpsc::Sender<Up>,
+    up_rx: tokio::sync::Mutex<mpsc::Receiver<Up>>,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_request: AtomicU64,
+    pub connected: AtomicBool,
+    pub cancel: CancellationToken,
+}
+
+impl GatewayLink {
+    /// Creates the link and starts its connection task.
+    pub(crate) fn spawn(
+        gateway: NodeId,
+        addr: String,
+        identity: LinkIdentity,
+        sink: Option<Arc<dyn EventSink>>,
+        parent: &CancellationToken,
+    ) -> Arc<GatewayLink> {
+        let (up, up_rx) = mpsc::channel(LINK_QUEUE);
+        let link = Arc::new(GatewayLink {
+            gateway,
+            addr,
+            up,
+            up_rx: tokio::sync::Mutex::new(up_rx),
+            waiting: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            connected: AtomicBool::new(false),
+            cancel: parent.child_token(),
+        });
+        tokio::spawn(link.clone().run(identity, sink));
+        link
+    }
+
+    /// Queues a command that needs no reply.
+    pub(crate) fn send(&self, command: Command) -> Result<(), ApiError> {
+        self.up.try_send(Up::Command(command)).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!("queue towards gateway {} is full", self.gateway),
+            ),
+            mpsc::error::TrySendError::Closed(_) => ApiError::unavailable(format!("gateway {} is gone", self.gateway)),
+        })
+    }
+
+    /// Queues an acknowledgement, waiting for room: acks must never be dropped.
+    pub(crate) async fn ack(&self, ack: EventAck) {
+        let _ = self.up.send(Up::Ack(ack)).await;
+    }
+
+    /// Sends a command and waits for its reply.
+    pub(crate) async fn request(&self, mut command: Command, timeout: Duration) -> Result<Reply, ApiError> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        command.request_id = id;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().expect("waiting poisoned").insert(id, tx);
+        if let Err(error) = self.send(command) {
+            self.waiting.lock().expect("waiting poisoned").remove(&id);
+            return Err(error);
+        }
+        let reply = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(ApiError::unavailable(format!("link to gateway {} broke", self.gateway))),
+            Err(_) => {
+                self.waiting.lock().expect("waiting poisoned").remove(&id);
+                return Err(ApiError::timeout(format!(
+                    "gateway {} did not answer in time",
+                    self.gateway
+                )));
+            }
+        };
+        if reply.error_code != 0 {
+            return Err(ApiError::new(
+                ErrorCode::from_u32(reply.error_code),
+                reply.error_message,
+            ));
+        }
+        Ok(reply)
+    }
+
+    fn fail_waiting(&self) {
+        // Dropping the senders wakes every waiter with "link broke".
+        self.waiting.lock().expect("waiting poisoned").clear();
+    }
+
+    async fn run(self: Arc<Self>, identity: LinkIdentity, sink: Option<Arc<dyn EventSink>>) {
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+        loop {
+            let outcome = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                outcome = self.session(&identity, sink.as_ref()) => outcome,
+            };
+            self.connected.store(false, Ordering::Release);
+            self.fail_waiting();
+            match outcome {
+                Ok(()) => backoff.reset(),
+                Err(Fatal(reason)) => {
+                    tracing::info!(gateway = %self.gateway, addr = %self.addr, %reason, "gateway link closed for good");
+                    break;
+                }
+                Err(Retry(reason)) => {
+                    tracing::debug!(gateway = %self.gateway, addr = %self.addr, %reason, "gateway link down; retrying");
+                }
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+        self.connected.store(false, Ordering::Release);
+        self.fail_waiting();
+        self.cancel.cancel();
+    }
+
+    async fn session(
+        self: &Arc<Self>,
+        identity: &LinkIdentity,
+        sink: Option<&Arc<dyn EventSink>>,
+    ) -> Result<(), SessionEnd> {
+        let channel = Endpoint::from_shared(endpoint_uri(&self.addr))
+            .map_err(|e| Fatal(format!("bad gateway address: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(4 * 1024 * 1024))
+            .initial_connection_window_size(Some(8 * 1024 * 1024))
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| Retry(format!("connect failed: {e}")))?;
+        let mut client = GatewayClient::with_interceptor(channel, identity.secret.client_interceptor())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let hello = LinkUp {
+            hello: Some(LinkHello {
+                member_id: identity.member.0,
+                handles_events: sink.is_some(),
+                name: identity.name.clone(),
+                expect_gateway: self.gateway.0,
+            }),
+            ..Default::default()
+        };
+        let this = self.clone();
+        let batches = futures_util::stream::unfold(this, |link| async move {
+            let batch = {
+                let mut rx = link.up_rx.lock().await;
+                let first = rx.recv().await?;
+                let mut batch = LinkUp::default();
+                push(&mut batch, first);
+                let mut count = 1;
+                while count < BATCH_LIMIT {
+                    match rx.try_recv() {
+                        Ok(item) => {
+                            push(&mut batch, item);
+                            count += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            Some((batch, link))
+        });
+        let outbound = futures_util::StreamExt::chain(futures_util::stream::once(async move { hello }), batches);
+        let response = client.link(outbound).await.map_err(|status| {
+            if log_if_refused(&status, &self.addr) {
+                return Retry("cluster secret refused".to_owned());
+            }
+            match status.code() {
+                Code::NotFound => Fatal(status.message().to_owned()),
+                _ => Retry(format!("link refused: {}", status.message())),
+            }
+        })?;
+        let mut inbound = response.into_inner();
+        match inbound.message().await {
+            Ok(Some(down)) if down.welcome.as_ref().is_some_and(|w| w.gateway_id == self.gateway.0) => {}
+            Ok(Some(_)) => return Err(Fatal("a different gateway answered on this address".to_owned())),
+            Ok(None) => return Err(Retry("gateway closed the link".to_owned())),
+            Err(status) => return Err(Retry(format!("link failed: {}", status.message()))),
+        }
+        self.connected.store(true, Ordering::Release);
+        tracing::debug!(gateway = %self.gateway, addr = %self.addr, "gateway link up");
+        loop {
+            match inbound.message().await {
+                Ok(Some(down)) => {
+                    if !down.replies.is_empty() {
+                        let mut waiting = self.waiting.lock().expect("waiting poisoned");
+                        for reply in down.replies {
+                            if let Some(tx) = waiting.remove(&reply.request_id) {
+                                let _ = tx.send(reply);
+                            }
+                        }
+                    }
+                    if let Some(sink) = sink.filter(|_| !down.events.is_empty()) {
+                        sink.events(self, down.events);
+                    }
+                }
+                Ok(None) => return Err(Retry("gateway closed the link".to_owned())),
+                Err(status) => return Err(Retry(format!("link failed: {}", status.message()))),
+            }
+        }
+    }
+}
+
+enum SessionEnd {
+    Retry(String),
+    Fatal(String),
+}
+use SessionEnd::{Fatal, Retry};
+
+fn push(batch: &mut LinkUp, item: Up) {
+    match item {
+        Up::Command(command) => batch.commands.push(command),
+        Up::Ack(ack) => batch.acks.push(ack),
+    }
+}

@@ -1,0 +1,234 @@
+//! The replicated routing table: uid / group → gateways, merged from every registry.
+//!
+//! Each registry's view is one bit in an entry's mask, so a registry's reset clears only its own
+//! bit, and a key routes to a gateway while any registry says so. Extra gateways cost a wasted
+//! command (the gateway filters); a missing one would lose a message, so the merge is a union.
+//!
+//! An update is acknowledged to its registry only after it is applied here. Because a gateway
+//! confirms a bind only after every subscriber acknowledged it, a send issued after
+//! `bind_uid` returned always finds the gateway in this table.
+
+use std::sync::Mutex;
+
+use dashmap::DashMap;
+use gatehouse_proto::v1::{RouteEntry, RouteKind, RouteUpdate};
+use tokio::sync::watch;
+
+/// At most this many registries can be merged (one bit each).
+pub(crate) const MAX_REGISTRIES: usize = 32;
+
+#[derive(Default, Clone, Copy)]
+struct View {
+    connected: bool,
+    /// A complete snapshot was received in this session.
+    complete: bool,
+    authoritative: bool,
+}
+
+pub(crate) struct RouteTable {
+    uids: DashMap<String, Vec<(u64, u32)>>,
+    groups: DashMap<String, Vec<(u64, u32)>>,
+    views: Mutex<Vec<View>>,
+    /// True while at least one registry view is complete and authoritative: absence in the
+    /// table can be trusted. Otherwise callers broadcast to every gateway.
+    trusted: watch::Sender<bool>,
+}
+
+impl RouteTable {
+    pub(crate) fn new(registries: usize) -> RouteTable {
+        RouteTable {
+            uids: DashMap::new(),
+            groups: DashMap::new(),
+            views: Mutex::new(vec![View::default(); registries]),
+            trusted: watch::Sender::new(false),
+        }
+    }
+
+    /// Whether the table can be trusted right now.
+    pub(crate) fn is_trusted(&self) -> bool {
+        *self.trusted.borrow()
+    }
+
+    /// Whether registry `registry`'s view is complete and authoritative.
+    pub(crate) fn is_authoritative(&self, registry: usize) -> bool {
+        let views = self.views.lock().expect("views poisoned");
+        views
+            .get(registry)
+            .is_some_and(|v| v.connected && v.complete && v.authoritative)
+    }
+
+    /// A receiver to wait for trust.
+    pub(crate) fn trust(&self) -> watch::Receiver<bool> {
+        self.trusted.subscribe()
+    }
+
+    /// The gateways that hold `key`, appended to `out`.
+    pub(crate) fn lookup(&self, kind: RouteKind, key: &str, out: &mut Vec<u64>) {
+        if let Some(entry) = self.map(kind).get(key) {
+            out.extend(entry.iter().filter(|(_, mask)| *mask != 0).map(|(gw, _)| *gw));
+        }
+    }
+
+    fn map(&self, kind: RouteKind) -> &DashMap<String, Vec<(u64, u32)>> {
+        match kind {
+            RouteKind::Group => &self.groups,
+            _ => &self.uids,
+        }
+    }
+
+    /// Applies an update from registry `registry`. Returns whether it completes a snapshot or
+    /// is a plain update (then the caller acknowledges `update.seq`).
+    pub(crate) fn apply(&self, registry: usize, update: RouteUpdate) -> bool {
+        let bit = 1u32 << registry;
+        if update.reset {
+            for map in [&self.uids, &self.groups] {
+                map.retain(|_, gateways| {
+                    for entry in gateways.iter_mut() {
+                        entry.1 &= !bit;
+                    }
+                    gateways.retain(|(_, mask)| *mask != 0);
+                    !gateways.is_empty()
+                });
+            }
+        }
+        for entry in update.entries {
+            self.apply_entry(bit, entry);
+        }
+        let done = !update.partial;
+        let mut views = self.views.lock().expect("views poisoned");
+        let view = &mut views[registry];
+        if update.reset {
+            view.complete = false;
+        }
+        if done {
+            view.complete = true;
+        }
+        view.authoritative = update.authoritative;
+        drop(views);
+        self.refresh_trust();
+        done
+    }
+
+    fn apply_entry(&self, bit: u32, entry: RouteEntry) {
+        let kind = RouteKind::try_from(entry.kind).unwrap_or(RouteKind::Unspecified);
+        if kind == RouteKind::Unspecified {
+            return;
+        }
+        let map = self.map(kind);
+        if entry.present {
+            let mut gateways = map.entry(entry.key).or_default();
+            match gateways.iter_mut().find(|(gw, _)| *gw == entry.gateway) {
+                Some(slot) => slot.1 |= bit,
+                None => gateways.push((entry.gateway, bit)),
+            }
+        } else if let dashmap::mapref::entry::Entry::Occupied(mut occupied) = map.entry(entry.key) {
+            let gateways = occupied.get_mut();
+            for slot in gateways.iter_mut().filter(|(gw, _)| *gw == entry.gateway) {
+                slot.1 &= !bit;
+            }
+            gateways.retain(|(_, mask)| *mask != 0);
+            if gateways.is_empty() {
+                occupied.remove();
+            }
+        }
+    }
+
+    /// Marks registry `registry` connected or not.
+    pub(crate) fn set_connected(&self, registry: usize, connected: bool) {
+        let mut views = self.views.lock().expect("views poisoned");
+        views[registry] = View {
+            connected,
+            complete: false,
+            authoritative: false,
+        };
+        drop(views);
+        self.refresh_trust();
+    }
+
+    fn refresh_trust(&self) {
+        let trusted = self
+            .views
+            .lock()
+            .expect("views poisoned")
+            .iter()
+            .any(|v| v.connected && v.complete && v.authoritative);
+        self.trusted.send_if_modified(|current| {
+            let changed = *current != trusted;
+            *current = trusted;
+            changed
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(seq: u64, reset: bool, entries: Vec<(RouteKind, &str, u64, bool)>) -> RouteUpdate {
+        RouteUpdate {
+            seq,
+            reset,
+            authoritative: true,
+            partial: false,
+            entries: entries
+                .into_iter()
+                .map(|(kind, key, gateway, present)| RouteEntry {
+                    kind: kind as i32,
+                    key: key.to_owned(),
+                    gateway,
+                    present,
+                })
+                .collect(),
+        }
+    }
+
+    fn gateways(table: &RouteTable, key: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        table.lookup(RouteKind::Uid, key, &mut out);
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn registries_merge_as_a_union_and_reset_only_their_own_view() {
+        let table = RouteTable::new(2);
+        table.set_connected(0, true);
+        table.set_connected(1, true);
+        table.apply(0, update(1, true, vec![(RouteKind::Uid, "alice", 7, true)]));
+        table.apply(
+            1,
+            update(
+                1,
+                true,
+                vec![(RouteKind::Uid, "alice", 7, true), (RouteKind::Uid, "alice", 8, true)],
+            ),
+        );
+        assert_eq!(gateways(&table, "alice"), vec![7, 8]);
+        assert!(table.is_trusted());
+        // Registry 0 restarts with an empty table: registry 1 still routes both.
+        table.apply(0, update(1, true, vec![]));
+        assert_eq!(gateways(&table, "alice"), vec![7, 8]);
+        table.apply(1, update(2, false, vec![(RouteKind::Uid, "alice", 8, false)]));
+        assert_eq!(gateways(&table, "alice"), vec![7]);
+        table.apply(1, update(3, false, vec![(RouteKind::Uid, "alice", 7, false)]));
+        assert!(gateways(&table, "alice").is_empty());
+    }
+
+    #[test]
+    fn partial_snapshots_and_non_authoritative_registries_are_not_trusted() {
+        let table = RouteTable::new(1);
+        table.set_connected(0, true);
+        let mut first = update(5, true, vec![(RouteKind::Uid, "bob", 1, true)]);
+        first.partial = true;
+        assert!(!table.apply(0, first));
+        assert!(!table.is_trusted());
+        let mut warm = update(5, false, vec![]);
+        warm.authoritative = false;
+        assert!(table.apply(0, warm));
+        assert!(!table.is_trusted());
+        assert!(table.apply(0, update(5, false, vec![])));
+        assert!(table.is_trusted());
+        table.set_connected(0, false);
+        assert!(!table.is_trusted());
+    }
+}

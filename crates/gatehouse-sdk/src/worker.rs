@@ -1,0 +1,205 @@
+//! The [`Worker`] trait applications implement, and what its handlers receive.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use gatehouse_core::ClientId;
+use gatehouse_proto::v1::Open;
+
+use crate::cluster::Cluster;
+use crate::error::ApiError;
+use crate::frame::Frame;
+
+/// What a handler returns. Errors are logged with the client id; the event still counts as
+/// handled (it is not re-delivered), so a handler that must retry does so itself.
+pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Application logic, called by the [`WorkerRuntime`](crate::WorkerRuntime).
+///
+/// Handlers of one client run one at a time in event order; handlers of different clients run
+/// concurrently, so a slow handler stalls only its own client. Events are delivered at least
+/// once: after a worker dies its unfinished events are handled again elsewhere, and a worker may
+/// see a client's messages without having seen its handshake. Every method has a default that
+/// does nothing except [`Worker::on_message`].
+pub trait Worker: Send + Sync + 'static {
+    /// Runs once when the worker starts, before any event.
+    fn on_start(&self, cluster: &Cluster) -> impl Future<Output = ()> + Send {
+        let _ = cluster;
+        async {}
+    }
+
+    /// Runs once when the worker stops.
+    fn on_stop(&self, cluster: &Cluster) -> impl Future<Output = ()> + Send {
+        let _ = cluster;
+        async {}
+    }
+
+    /// Decides whether a WebSocket handshake is accepted. The client is not connected until
+    /// this returns `Ok`; a `Reject` becomes the HTTP status and body of the handshake response.
+    /// Binding a uid or joining groups here is allowed and completes before the client's first
+    /// message is read.
+    fn on_handshake(&self, ctx: &Context, handshake: &Handshake) -> impl Future<Output = Result<(), Reject>> + Send {
+        let _ = (ctx, handshake);
+        async { Ok(()) }
+    }
+
+    /// Runs after an accepted handshake.
+    fn on_connect(&self, ctx: &Context) -> impl Future<Output = HandlerResult> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Runs for every frame the client sends.
+    fn on_message(&self, ctx: &Context, frame: Frame) -> impl Future<Output = HandlerResult> + Send;
+
+    /// Runs when the connection is gone (uid and groups already released).
+    fn on_close(&self, ctx: &Context, close: &CloseInfo) -> impl Future<Output = HandlerResult> + Send {
+        let _ = (ctx, close);
+        async { Ok(()) }
+    }
+}
+
+/// The client an event belongs to, and the cluster API.
+#[derive(Clone)]
+pub struct Context {
+    client: ClientId,
+    uid: Option<String>,
+    cluster: Cluster,
+}
+
+impl Context {
+    pub(crate) fn new(client: ClientId, uid: Option<String>, cluster: Cluster) -> Context {
+        Context { client, uid, cluster }
+    }
+
+    /// The client's cluster-unique id.
+    pub fn client_id(&self) -> ClientId {
+        self.client
+    }
+
+    /// The uid the client was bound to when the event was read.
+    pub fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
+
+    /// The cluster API.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Sends a frame back to this client.
+    pub async fn reply(&self, frame: Frame) -> Result<(), ApiError> {
+        self.cluster.send_to_client(self.client, &frame).await
+    }
+}
+
+/// A handshake refusal: the HTTP status (4xx or 5xx) and a reason for the response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response body.
+    pub reason: String,
+}
+
+impl Reject {
+    /// Builds a refusal.
+    pub fn new(status: u16, reason: impl Into<String>) -> Reject {
+        Reject {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The WebSocket handshake request of a new client.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// Request path (`/ws`).
+    pub path: String,
+    /// Raw query string, without `?`.
+    pub query: String,
+    /// Request headers (names lowercase).
+    pub headers: Vec<(String, Bytes)>,
+    /// The client's address as the gateway saw it.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+impl Handshake {
+    pub(crate) fn from_open(open: Open) -> Handshake {
+        Handshake {
+            path: open.path,
+            query: open.query,
+            headers: open.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            remote_addr: open.remote_addr.parse().ok(),
+        }
+    }
+
+    /// The first value of a header, if it is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The decoded query parameters, in order.
+    pub fn query_params(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.query.as_bytes()).into_owned().collect()
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The cookies of every `Cookie` header.
+    pub fn cookies(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                Some((name.trim().to_owned(), value.trim().to_owned()))
+            })
+            .collect()
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// WebSocket close code (1000 normal, 1001 going away, 1006 lost, 1009 too big, ...).
+    pub code: u16,
+    /// Reason text.
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_parses_query_headers_and_cookies() {
+        let handshake = Handshake {
+            path: "/ws".into(),
+            query: "uid=ann%20b&x=1".into(),
+            headers: vec![
+                ("cookie".into(), Bytes::from_static(b"a=1; b = two")),
+                ("authorization".into(), Bytes::from_static(b"Bearer t")),
+            ],
+            remote_addr: None,
+        };
+        assert_eq!(handshake.query_param("uid").as_deref(), Some("ann b"));
+        assert_eq!(handshake.header("Authorization"), Some("Bearer t"));
+        assert_eq!(
+            handshake.cookies(),
+            vec![("a".into(), "1".into()), ("b".into(), "two".into())]
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! [`Cluster`]: registries, gateways and workers as separate `gatehouse` processes on loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::TEST_SECRET;
+use crate::process::Process;
+
+/// Describes a cluster to start.
+pub struct ClusterBuilder {
+    registries: usize,
+    gateways: usize,
+    workers: Vec<String>,
+    registry_args: Vec<String>,
+    gateway_args: Vec<String>,
+}
+
+/// A running cluster; every process is killed when it is dropped.
+pub struct Cluster {
+    /// Registry processes, in start order.
+    pub registries: Vec<Process>,
+    /// Gateway processes, in start order.
+    pub gateways: Vec<Process>,
+    /// Worker processes, in start order.
+    pub workers: Vec<Process>,
+    registry_addrs: Vec<SocketAddr>,
+    registry_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts describing a cluster: by default one registry, two gateways and no workers.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            registries: 1,
+            gateways: 2,
+            workers: Vec::new(),
+            // Short leases keep failure tests quick; production defaults are longer.
+            registry_args: vec!["--lease".into(), "2s".into()],
+            gateway_args: Vec::new(),
+        }
+    }
+
+    /// The WebSocket URL of gateway `index`.
+    pub fn ws_url(&self, index: usize) -> String {
+        format!("ws://{}/ws", self.gateways[index].addr("ws"))
+    }
+
+    /// The comma-separated registry list every member is given.
+    pub fn registry_list(&self) -> String {
+        self.registry_addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts one more worker running `app`.
+    pub async fn add_worker(&mut self, app: &str) -> Result<()> {
+        let name = format!("worker-{}", self.workers.len());
+        let args = vec![
+            "worker".into(),
+            "--registry".into(),
+            self.registry_list(),
+            "--app".into(),
+            app.into(),
+            "--cluster-secret".into(),
+            TEST_SECRET.into(),
+        ];
+        let mut worker = Process::start(&name, args, &[]).await?;
+        worker.wait_for_log("worker started", Duration::from_secs(10)).await?;
+        self.workers.push(worker);
+        Ok(())
+    }
+
+    /// Waits until every gateway has exactly `count` workers attached and a registry session.
+    pub async fn wait_workers(&self, count: usize) -> Result<()> {
+        let want = format!("\"workers\":{count}}}");
+        for gateway in &self.gateways {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, body) = http_get(gateway.addr("ws"), "/readyz").await.unwrap_or_default();
+                if body.contains(&want) && !body.contains("\"registries\":0") {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("{} never reached {count} workers; last readiness: {body}", gateway.name);
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills registry `index` with SIGKILL.
+    pub async fn kill_registry(&mut self, index: usize) {
+        self.registries[index].kill().await;
+    }
+
+    /// Starts registry `index` again on its previous address (after [`Cluster::kill_registry`]).
+    pub async fn restart_registry(&mut self, index: usize) -> Result<()> {
+        let addr = self.registry_addrs[index];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match start_registry(index, addr, &self.registry_args).await {
+                Ok(process) => {
+                    self.registries[index] = process;
+                    return Ok(());
+                }
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of registries.
+    pub fn registries(mut self, count: usize) -> Self {
+        self.registries = count;
+        self
+    }
+
+    /// Number of gateways.
+    pub fn gateways(mut self, count: usize) -> Self {
+        self.gateways = count;
+        self
+    }
+
+    /// Adds `count` workers running `app`.
+    pub fn workers(mut self, app: &str, count: usize) -> Self {
+        self.workers.extend(std::iter::repeat_n(app.to_owned(), count));
+        self
+    }
+
+    /// Extra arguments for every gateway.
+    pub fn gateway_args(mut self, args: &[&str]) -> Self {
+        self.gateway_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Starts everything and waits until every gateway sees every worker.
+    pub async fn start(self) -> Result<Cluster> {
+        let mut registries = Vec::new();
+        for index in 0..self.registries {
+            registries.push(start_registry(index, "127.0.0.1:0".parse()?, &self.registry_args).await?);
+        }
+        let registry_addrs: Vec<SocketAddr> = registries.iter().map(|r| r.addr("grpc")).collect();
+        let mut cluster = Cluster {
+            registries,
+            gateways: Vec::new(),
+            workers: Vec::new(),
+            registry_addrs,
+            registry_args: self.registry_args,
+        };
+        for index in 0..self.gateways {
+            let mut args: Vec<String> = vec![
+                "gateway".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--internal".into(),
+                "127.0.0.1:0".into(),
+                "--registry".into(),
+                cluster.registry_list(),
+                "--cluster-secret".into(),
+                TEST_SECRET.into(),
+            ];
+            args.extend(self.gateway_args.iter().cloned());
+            cluster
+                .gateways
+                .push(Process::start(&format!("gateway-{index}"), args, &["ws", "grpc"]).await?);
+        }
+        for app in &self.workers {
+            cluster.add_worker(app).await?;
+        }
+        cluster.wait_workers(self.workers.len()).await?;
+        Ok(cluster)
+    }
+}
+
+async fn start_registry(index: usize, addr: SocketAddr, extra: &[String]) -> Result<Process> {
+    let mut args: Vec<String> = vec![
+        "registry".into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--cluster-secret".into(),
+        TEST_SECRET.into(),
+    ];
+    args.extend(extra.iter().cloned());
+    Process::start(&format!("registry-{index}"), args, &["grpc"]).await
+}
+
+/// A minimal HTTP/1.0 GET, returning the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Ok((status, body))
+}

@@ -1,0 +1,25 @@
+//! The shared harness of the end-to-end tests: real `gatehouse` processes on loopback, and
+//! WebSocket clients that speak to them.
+//!
+//! Tests read as specifications because the plumbing lives here: [`Cluster::builder`] starts
+//! registries, gateways and workers as separate processes (bound to port 0, their addresses read
+//! from their `listening` log lines), waits until every gateway sees every worker, and kills
+//! everything on drop. [`WsClient`] and [`ApiClient`] are what a user's client would be.
+//!
+//! It must not depend on any gatehouse crate: it sees the system only from outside.
+//!
+//! # Layout
+//! - [`process`] — one child process, its log, its bound addresses.
+//! - [`cluster`] — [`Cluster`] and its builder.
+//! - [`client`] — [`WsClient`], [`ApiClient`].
+
+pub mod client;
+pub mod cluster;
+pub mod process;
+
+pub use client::{ApiClient, WsClient};
+pub use cluster::{Cluster, ClusterBuilder};
+pub use process::Process;
+
+/// The secret test clusters share.
+pub const TEST_SECRET: &str = "test-cluster-secret";

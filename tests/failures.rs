@@ -1,0 +1,215 @@
+//! Failure behaviour on real processes: killed workers, killed and restarted registries,
+//! a wrong cluster secret, oversized frames.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use gatehouse_testkit::{ApiClient, Cluster, TEST_SECRET, WsClient};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_keeps_text_and_binary_and_per_client_order() -> Result<()> {
+    let cluster = Cluster::builder().gateways(2).workers("echo", 2).start().await?;
+    let mut client = WsClient::connect(&cluster.ws_url(1)).await?;
+    client.send_binary(vec![0, 159, 146, 150]).await?;
+    assert_eq!(
+        client.recv_within(Duration::from_secs(5)).await?.unwrap(),
+        Message::binary(vec![0, 159, 146, 150])
+    );
+    for i in 0..2000 {
+        client.send_text(format!("{i}")).await?;
+    }
+    for i in 0..2000 {
+        assert_eq!(client.recv_text().await?, format!("{i}"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_worker_loses_no_event_and_keeps_clients_connected() -> Result<()> {
+    let mut cluster = Cluster::builder().gateways(2).workers("echo", 2).start().await?;
+    const CLIENTS: usize = 8;
+    const MESSAGES: usize = 300;
+    let mut tasks = Vec::new();
+    for index in 0..CLIENTS {
+        let url = cluster.ws_url(index % 2);
+        tasks.push(tokio::spawn(async move {
+            let client = WsClient::connect(&url).await?;
+            let (mut sink, mut stream) = client.split();
+            let sender = tokio::spawn(async move {
+                for n in 0..MESSAGES {
+                    sink.send_text(format!("{n}")).await?;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                anyhow::Ok(sink)
+            });
+            // Every number must come back; duplicates are allowed (at-least-once), but the first
+            // sighting of each number must be in order.
+            let mut next_new = 0usize;
+            let mut seen: HashMap<usize, usize> = HashMap::new();
+            while next_new < MESSAGES {
+                let text = stream.recv_text().await?;
+                let n: usize = text.parse()?;
+                *seen.entry(n).or_default() += 1;
+                if n == next_new {
+                    next_new += 1;
+                } else {
+                    assert!(n < next_new, "client {index}: {n} arrived before {next_new}");
+                }
+            }
+            sender.await??;
+            anyhow::Ok(seen.values().filter(|c| **c > 1).count())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.workers[0].kill().await;
+    let mut duplicates = 0;
+    for task in tasks {
+        duplicates += task.await??;
+    }
+    eprintln!("duplicates after the kill: {duplicates}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_registry_rebuilds_routing_and_delivery_continues() -> Result<()> {
+    let mut cluster = Cluster::builder().gateways(2).workers("api", 2).start().await?;
+    let mut alice = ApiClient::connect(&cluster.ws_url(0)).await?;
+    let mut bob = ApiClient::connect(&cluster.ws_url(1)).await?;
+    alice.ok("bind_uid", json!({"uid": "alice"})).await?;
+
+    cluster.kill_registry(0).await;
+    // With the registry gone, sends still arrive (workers fall back to every gateway).
+    bob.ok("send_to_uid", json!({"uid": "alice", "data": "during the outage"}))
+        .await?;
+    assert_eq!(alice.next_delivery().await?, "during the outage");
+
+    cluster.restart_registry(0).await?;
+    cluster.registries[0]
+        .wait_for_log("routing table complete", Duration::from_secs(10))
+        .await?;
+    cluster.registries[0]
+        .wait_for_log("gateway routes resynchronised", Duration::from_secs(10))
+        .await?;
+    for round in 0..20 {
+        bob.ok("send_to_uid", json!({"uid": "alice", "data": format!("after {round}")}))
+            .await?;
+        assert_eq!(alice.next_delivery().await?, format!("after {round}"));
+    }
+    // New binds complete and route after the restart.
+    let mut carol = ApiClient::connect(&cluster.ws_url(1)).await?;
+    carol.ok("bind_uid", json!({"uid": "carol"})).await?;
+    alice
+        .ok("send_to_uid", json!({"uid": "carol", "data": "hello carol"}))
+        .await?;
+    assert_eq!(carol.next_delivery().await?, "hello carol");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_registry_takes_over_when_the_first_dies() -> Result<()> {
+    let mut cluster = Cluster::builder()
+        .registries(2)
+        .gateways(2)
+        .workers("api", 2)
+        .start()
+        .await?;
+    let mut alice = ApiClient::connect(&cluster.ws_url(0)).await?;
+    let mut bob = ApiClient::connect(&cluster.ws_url(1)).await?;
+    alice.ok("bind_uid", json!({"uid": "alice"})).await?;
+    cluster.kill_registry(0).await;
+    for round in 0..50 {
+        let mut fresh = ApiClient::connect(&cluster.ws_url(round % 2)).await?;
+        let uid = format!("after-kill-{round}");
+        fresh.ok("bind_uid", json!({"uid": uid})).await?;
+        bob.ok("send_to_uid", json!({"uid": uid, "data": "routed"})).await?;
+        assert_eq!(fresh.next_delivery().await?, "routed");
+    }
+    bob.ok("send_to_uid", json!({"uid": "alice", "data": "still here"}))
+        .await?;
+    assert_eq!(alice.next_delivery().await?, "still here");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_call_without_the_secret_is_refused_and_logged() -> Result<()> {
+    let mut cluster = Cluster::builder().gateways(1).start().await?;
+    // A worker with the wrong secret is refused by the registry, and both sides say why.
+    let registry = cluster.registry_list();
+    let mut intruder = gatehouse_testkit::Process::start(
+        "intruder",
+        vec![
+            "worker".into(),
+            "--registry".into(),
+            registry,
+            "--app".into(),
+            "echo".into(),
+            "--cluster-secret".into(),
+            "wrong-secret".into(),
+        ],
+        &[],
+    )
+    .await?;
+    intruder
+        .wait_for_log("refused our cluster secret", Duration::from_secs(10))
+        .await?;
+    cluster.registries[0]
+        .wait_for_log("refused internal call: wrong cluster secret", Duration::from_secs(10))
+        .await?;
+    // A raw gRPC call to the gateway with no secret at all is refused too.
+    let gateway = cluster.gateways[0].addr("grpc");
+    let refused = grpc_without_secret(gateway).await;
+    assert!(refused, "the gateway accepted a link without the secret");
+    cluster.gateways[0]
+        .wait_for_log("refused internal call: no cluster secret", Duration::from_secs(10))
+        .await?;
+    assert!(
+        !cluster.gateways[0].log_text().contains(TEST_SECRET),
+        "the secret leaked into a log"
+    );
+    Ok(())
+}
+
+/// Opens a gRPC `Link` to the gateway with no secret and reports whether it was refused.
+async fn grpc_without_secret(addr: std::net::SocketAddr) -> bool {
+    use gatehouse_proto::v1::gateway_client::GatewayClient;
+    use gatehouse_proto::v1::{LinkHello, LinkUp};
+    let Ok(mut client) = GatewayClient::connect(format!("http://{addr}")).await else {
+        return false;
+    };
+    let hello = LinkUp {
+        hello: Some(LinkHello {
+            member_id: 1,
+            handles_events: true,
+            name: "nosecret".into(),
+            expect_gateway: 0,
+        }),
+        ..Default::default()
+    };
+    match client.link(futures_util::stream::iter(vec![hello])).await {
+        Err(status) => status.code() == gatehouse_proto::tonic::Code::Unauthenticated,
+        Ok(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_only_its_sender() -> Result<()> {
+    let cluster = Cluster::builder()
+        .gateways(1)
+        .workers("echo", 1)
+        .gateway_args(&["--max-message-bytes", "1024"])
+        .start()
+        .await?;
+    let mut bystander = WsClient::connect(&cluster.ws_url(0)).await?;
+    let mut offender = WsClient::connect(&cluster.ws_url(0)).await?;
+    offender.send_text("x".repeat(4096)).await?;
+    assert_eq!(offender.expect_close().await?, 1009);
+    bystander.send_text("still fine").await?;
+    assert_eq!(bystander.recv_text().await?, "still fine");
+    let mut newcomer = WsClient::connect(&cluster.ws_url(0)).await?;
+    newcomer.send_text("x".repeat(1000)).await?;
+    assert_eq!(newcomer.recv_text().await?.len(), 1000);
+    Ok(())
+}
