@@ -213,3 +213,77 @@ async fn an_oversized_frame_closes_only_its_sender() -> Result<()> {
     assert_eq!(newcomer.recv_text().await?.len(), 1000);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_and_counted_without_hurting_others() -> Result<()> {
+    let cluster = Cluster::builder()
+        .gateways(1)
+        .workers("api", 1)
+        .gateway_args(&["--send-queue", "4"])
+        .start()
+        .await?;
+    let mut sleeper = ApiClient::connect(&cluster.ws_url(0)).await?;
+    let mut flooder = ApiClient::connect(&cluster.ws_url(0)).await?;
+    let target = sleeper.client_id.clone();
+    let chunk = "z".repeat(50_000);
+    // The sleeper reads nothing while 20 MB are pushed at it.
+    for _ in 0..400 {
+        flooder
+            .ok("send_to_client", json!({"client": target, "data": chunk}))
+            .await?;
+    }
+    let (_, metrics) = gatehouse_testkit::cluster::http_get(cluster.gateways[0].addr("ws"), "/metrics").await?;
+    assert!(
+        metrics.contains("gatehouse_gateway_slow_consumers_closed_total 1"),
+        "{metrics}"
+    );
+    // Its buffers are full, so the close frame may not get through: a close or a reset.
+    match sleeper.ws.expect_close().await {
+        Ok(code) => assert!(code == 1013 || code == 1006, "closed with {code}"),
+        Err(error) => assert!(error.to_string().contains("reset"), "{error}"),
+    }
+    // Everyone else is served as before.
+    assert_eq!(
+        flooder.ok("whoami", json!({})).await?["client"],
+        json!(flooder.client_id)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_flag_is_documented_with_its_environment_variable() -> Result<()> {
+    let bin = gatehouse_testkit::process::gatehouse_bin();
+    for (role, flags) in [
+        (
+            "registry",
+            &["--listen", "--lease", "--ack-timeout", "--warmup", "--cluster-secret"][..],
+        ),
+        (
+            "gateway",
+            &[
+                "--listen",
+                "--internal",
+                "--advertise",
+                "--registry",
+                "--max-message-bytes",
+                "--send-queue",
+                "--ping-interval",
+                "--ping-limit",
+                "--cluster-secret",
+            ][..],
+        ),
+        ("worker", &["--registry", "--app", "--cluster-secret"][..]),
+        ("dev", &["--listen", "--app"][..]),
+    ] {
+        let output = std::process::Command::new(&bin).args([role, "--help"]).output()?;
+        let help = String::from_utf8(output.stdout)?;
+        for flag in flags {
+            assert!(help.contains(flag), "{role} --help lacks {flag}:\n{help}");
+        }
+        assert!(
+            help.contains("[env: GATEHOUSE_"),
+            "{role} --help names no environment variables"
+        );
+    }
+    Ok(())
+}

@@ -4,15 +4,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use gatehouse_core::NodeId;
 use gatehouse_core::attach::{self, AttachConfig};
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::Server;
+use gatehouse_proto::tonic::transport::server::TcpIncoming;
 use gatehouse_proto::v1::gateway_server::GatewayServer;
 use gatehouse_proto::v1::{Member, MemberKind};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
@@ -98,16 +99,24 @@ impl BoundGateway {
         );
         let grpc_token = token.clone();
         let grpc_server = Server::builder()
-            .tcp_nodelay(true)
             .initial_stream_window_size(Some(4 * 1024 * 1024))
             .initial_connection_window_size(Some(8 * 1024 * 1024))
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(grpc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.internal), grpc_token.cancelled_owned());
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.internal).with_nodelay(Some(true)),
+                grpc_token.cancelled_owned(),
+            );
 
         let app = crate::http::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let http_server = axum::serve(self.public, app).with_graceful_shutdown(token.clone().cancelled_owned());
+        // Small frames must not wait for Nagle's algorithm (40 ms stalls behind delayed ACKs).
+        let public = self.public.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+        let http_server = axum::serve(public, app).with_graceful_shutdown(token.clone().cancelled_owned());
 
         let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
         grpc_result?;

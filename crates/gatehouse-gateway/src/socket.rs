@@ -42,18 +42,30 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, mut rx: mpsc::Rece
     let silence_limit = config.ping_interval * config.ping_limit;
     let mut last_heard = Instant::now();
     let mut blocked = false;
-    let (code, reason, client_closed) = loop {
+    let (code, reason, client_closed) = 'serve: loop {
         tokio::select! {
             biased;
             _ = hub.shutdown.cancelled() => break (1001, "server shutting down", false),
-            _ = conn.kill.notified() => {
-                let code = conn.kill_code.load(Ordering::Relaxed);
-                let reason = if code == 1013 { "slow consumer: send queue full" } else { "closed by the server" };
-                break (code, reason, false);
-            }
+            _ = conn.kill.notified() => break killed(conn),
             out = rx.recv() => {
                 let Some(out) = out else { break (1011, "internal error", false) };
-                match write(&mut socket, out, &mut rx).await {
+                // A client that stops reading blocks the write; a kill (slow consumer, destroy)
+                // or shutdown must still get through.
+                let write = write(&mut socket, out, &mut rx);
+                tokio::pin!(write);
+                let written = loop {
+                    tokio::select! {
+                        written = &mut write => break written,
+                        _ = conn.kill.notified() => break 'serve killed(conn),
+                        _ = hub.shutdown.cancelled() => break 'serve (1001, "server shutting down", false),
+                        // No timer per write: the ping tick bounds a stalled write too.
+                        _ = ping.tick() => if last_heard.elapsed() > silence_limit {
+                            Stats::inc(&hub.stats.ping_timeouts);
+                            break 'serve (1001, "write stalled", false);
+                        },
+                    }
+                };
+                match written {
                     Ok(true) => {}
                     Ok(false) => break (1000, "", false),
                     Err(()) => break (1006, "write failed", true),
@@ -104,6 +116,17 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, mut rx: mpsc::Rece
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
     }
     (code, reason)
+}
+
+/// The close code and reason of a connection the server killed.
+fn killed(conn: &Conn) -> (u16, &'static str, bool) {
+    let code = conn.kill_code.load(Ordering::Relaxed);
+    let reason = if code == 1013 {
+        "slow consumer: send queue full"
+    } else {
+        "closed by the server"
+    };
+    (code, reason, false)
 }
 
 /// Writes one queued item and whatever else is queued (up to a batch), then flushes once.

@@ -6,9 +6,9 @@ use gatehouse_core::NodeId;
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::Server;
+use gatehouse_proto::tonic::transport::server::TcpIncoming;
 use gatehouse_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegistryConfig;
@@ -47,11 +47,13 @@ impl BoundRegistry {
             self.config.secret.server_interceptor("registry"),
         );
         Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
             .add_service(server)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), token.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                token.cancelled_owned(),
+            )
             .await?;
         tracing::info!("registry stopped");
         Ok(())

@@ -701,11 +701,12 @@ impl Inner {
             }
         }
         for (id, addr) in known {
-            if !self.links.contains_key(&id) {
+            // `entry` holds the shard lock: two registries announcing the same gateway at once
+            // must not start two links.
+            self.links.entry(id).or_insert_with(|| {
                 let sink = self.sink.get().cloned();
-                let link = GatewayLink::spawn(NodeId(id), addr, self.identity.clone(), sink, &self.token);
-                self.links.insert(id, link);
-            }
+                GatewayLink::spawn(NodeId(id), addr, self.identity.clone(), sink, &self.token)
+            });
         }
     }
 }

@@ -28,6 +28,9 @@ use crate::error::ApiError;
 const LINK_QUEUE: usize = 16 * 1024;
 /// Items packed into one `LinkUp` at most.
 const BATCH_LIMIT: usize = 512;
+/// A link down for longer than this fails sends at once instead of queueing them: the gateway
+/// is most likely gone, and a handler must not wait on it.
+const FAIL_FAST_AFTER: Duration = Duration::from_secs(1);
 
 /// What goes up a link.
 pub(crate) enum Up {
@@ -56,6 +59,9 @@ pub(crate) struct GatewayLink {
     waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
     pub connected: AtomicBool,
+    /// Since when the link has been down after having been up (`None` while up or connecting
+    /// for the first time).
+    down_since: Mutex<Option<tokio::time::Instant>>,
     pub cancel: CancellationToken,
 }
 
@@ -77,6 +83,7 @@ impl GatewayLink {
             waiting: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             connected: AtomicBool::new(false),
+            down_since: Mutex::new(None),
             cancel: parent.child_token(),
         });
         tokio::spawn(link.clone().run(identity, sink));
@@ -85,6 +92,22 @@ impl GatewayLink {
 
     /// Queues a command that needs no reply.
     pub(crate) fn send(&self, command: Command) -> Result<(), ApiError> {
+        if !self.connected.load(Ordering::Acquire) && !self.cancel.is_cancelled() {
+            let down_since = *self.down_since.lock().expect("down_since poisoned");
+            if down_since.is_some_and(|t| t.elapsed() > FAIL_FAST_AFTER) {
+                tracing::debug!(gateway = %self.gateway, "send to an unreachable gateway refused");
+                return Err(ApiError::unavailable(format!(
+                    "gateway {} is unreachable",
+                    self.gateway
+                )));
+            }
+        }
+        if self.cancel.is_cancelled() {
+            return Err(ApiError::unavailable(format!(
+                "gateway {} left the cluster",
+                self.gateway
+            )));
+        }
         self.up.try_send(Up::Command(command)).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ApiError::new(
                 ErrorCode::TooManyRequests,
@@ -141,7 +164,10 @@ impl GatewayLink {
                 _ = self.cancel.cancelled() => break,
                 outcome = self.session(&identity, sink.as_ref()) => outcome,
             };
-            self.connected.store(false, Ordering::Release);
+            if self.connected.swap(false, Ordering::AcqRel) {
+                tracing::warn!(gateway = %self.gateway, addr = %self.addr, "gateway link lost; reconnecting");
+                *self.down_since.lock().expect("down_since poisoned") = Some(tokio::time::Instant::now());
+            }
             self.fail_waiting();
             match outcome {
                 Ok(()) => backoff.reset(),
@@ -230,6 +256,7 @@ impl GatewayLink {
             Err(status) => return Err(Retry(format!("link failed: {}", status.message()))),
         }
         self.connected.store(true, Ordering::Release);
+        *self.down_since.lock().expect("down_since poisoned") = None;
         tracing::debug!(gateway = %self.gateway, addr = %self.addr, "gateway link up");
         loop {
             match inbound.message().await {

@@ -36,7 +36,7 @@ impl WsClient {
 
     /// Connects, returning the HTTP refusal (status and body) instead of an error.
     pub async fn try_connect(url: &str) -> Result<std::result::Result<WsClient, Refusal>> {
-        match tokio_tungstenite::connect_async(url).await {
+        match tokio_tungstenite::connect_async_with_config(url, None, true).await {
             Ok((socket, _)) => Ok(Ok(WsClient { socket })),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
