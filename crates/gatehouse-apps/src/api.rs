@@ -66,7 +66,7 @@ impl Api {
         let uid = || need(request.uid.as_deref(), "uid");
         let group = || need(request.group.as_deref(), "group");
         let value = match request.op.as_str() {
-            "whoami" => json!({"client": me, "uid": ctx.uid(), "worker": cluster.member_id().to_string()}),
+            "whoami" => json!({"client": me, "uid": ctx.uid().as_deref(), "worker": cluster.member_id().to_string()}),
             "send_to_client" => json!(cluster.send_to_client(client, &frame()?).await?),
             "send_to_clients" => json!(cluster.send_to_clients(&request.clients, &frame()?).await?),
             "send_to_uid" => json!(cluster.send_to_uid(uid()?, &frame()?).await?),
@@ -142,8 +142,7 @@ impl Worker for Api {
             return Err(Reject::new(status.parse().unwrap_or(403), "rejected on request"));
         }
         if let Some(uid) = handshake.query_param("uid") {
-            ctx.cluster()
-                .bind_uid(ctx.client_id(), &uid)
+            ctx.bind_uid(&uid)
                 .await
                 .map_err(|e| Reject::new(e.code.http_status().as_u16(), e.to_string()))?;
         }

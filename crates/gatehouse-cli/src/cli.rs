@@ -58,6 +58,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run a registry, a gateway and a worker in one process, ready to use.
     Dev(DevArgs),
+    /// Print a chat token (HS256 JWT) for a uid, signed with the configured secret.
+    Token(TokenArgs),
 }
 
 /// The cluster secret, shared by every role.
@@ -136,6 +138,48 @@ pub struct GatewayLimits {
     /// Pings without any answer before a client is dropped.
     #[arg(long, env = "GATEHOUSE_PING_LIMIT", default_value_t = 2)]
     pub ping_limit: u32,
+    /// Let apps accept a bare identity (the chat app's `?uid=`) without a token. For demos and
+    /// tests only; loudly logged.
+    #[arg(long, env = "GATEHOUSE_INSECURE_DEV_AUTH")]
+    pub insecure_dev_auth: bool,
+}
+
+/// Settings of the chat app.
+#[derive(Args, Debug, Clone)]
+pub struct ChatArgs {
+    /// Chat history database: a SQLite file (`sqlite://gatehouse.db`, created on first start) or
+    /// `postgres://user@host/db`. Falls back to the DATABASE_URL environment variable.
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// HS256 secret that signs chat tokens (at least 16 bytes).
+    #[arg(long, env = "GATEHOUSE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+impl ChatArgs {
+    pub fn config(&self, default_database: &str) -> gatehouse_chat::ChatConfig {
+        let url = self
+            .database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .unwrap_or_else(|| default_database.to_owned());
+        let mut config = gatehouse_chat::ChatConfig::new(url);
+        config.jwt_secret = self.jwt_secret.clone();
+        config
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The uid the token names (its `sub`).
+    #[arg(long, env = "GATEHOUSE_TOKEN_UID")]
+    pub uid: String,
+    /// How long the token is valid (`30m`, `12h`, `7days`).
+    #[arg(long, env = "GATEHOUSE_TOKEN_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// HS256 secret (the same as the chat workers').
+    #[arg(long, env = "GATEHOUSE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -143,9 +187,11 @@ pub struct WorkerArgs {
     /// Registry addresses, comma-separated; the worker attaches to all of them.
     #[arg(long, env = "GATEHOUSE_REGISTRY", value_delimiter = ',', required = true)]
     pub registry: Vec<String>,
-    /// The app to run: echo, relay, or api (tests and diagnostics only).
+    /// The app to run: chat, echo, relay, or api (tests and diagnostics only).
     #[arg(long, env = "GATEHOUSE_APP")]
     pub app: String,
+    #[command(flatten)]
+    pub chat: ChatArgs,
     #[command(flatten)]
     pub secret: SecretArg,
 }
@@ -156,8 +202,10 @@ pub struct DevArgs {
     #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// The app to run.
-    #[arg(long, env = "GATEHOUSE_APP", default_value = "echo")]
+    #[arg(long, env = "GATEHOUSE_APP", default_value = "chat")]
     pub app: String,
+    #[command(flatten)]
+    pub chat: ChatArgs,
 }
 
 impl GatewayLimits {
@@ -167,6 +215,7 @@ impl GatewayLimits {
         config.max_unacked_events = self.max_unacked_events;
         config.ping_interval = self.ping_interval;
         config.ping_limit = self.ping_limit;
+        config.insecure_dev_auth = self.insecure_dev_auth;
     }
 }
 
@@ -186,23 +235,47 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
         Command::Gateway(args) => {
             let mut config = GatewayConfig::new(args.listen, args.internal, args.registry, args.secret.secret()?);
             config.advertise = args.advertise;
+            config.index_page = Some(gatehouse_chat::WEB_PAGE);
             args.limits.apply(&mut config);
             let bound = gatehouse_gateway::bind(config).await.context("starting the gateway")?;
             bound.run(token).await?;
         }
         Command::Worker(args) => {
             let config = WorkerConfig::new(args.registry, args.secret.secret()?, args.app.clone());
-            run_app(&args.app, config, token).await?;
+            run_app(&args.app, config, &args.chat.config(DEFAULT_DATABASE), token).await?;
         }
         Command::Dev(args) => crate::dev::run(args, token).await?,
+        Command::Token(args) => {
+            let Some(secret) = args.jwt_secret.as_deref() else {
+                bail!("no jwt secret: set GATEHOUSE_JWT_SECRET or pass --jwt-secret");
+            };
+            if !gatehouse_chat::auth::valid_uid(&args.uid) {
+                bail!("a uid is 1-64 letters, digits or _ . @ -");
+            }
+            println!("{}", gatehouse_chat::auth::sign(secret, &args.uid, args.ttl)?);
+        }
     }
     Ok(())
 }
 
+/// The chat database when none is configured: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE: &str = "sqlite://gatehouse.db";
+
 /// Runs a built-in app by name.
-pub async fn run_app(app: &str, config: WorkerConfig, token: CancellationToken) -> Result<()> {
+pub async fn run_app(
+    app: &str,
+    config: WorkerConfig,
+    chat: &gatehouse_chat::ChatConfig,
+    token: CancellationToken,
+) -> Result<()> {
     use gatehouse_sdk::WorkerRuntime;
     match app {
+        "chat" => {
+            let worker = gatehouse_chat::ChatWorker::open(chat.clone())
+                .await
+                .context("starting the chat app")?;
+            WorkerRuntime::new(config, worker).run(token).await?
+        }
         "echo" => {
             WorkerRuntime::new(config, gatehouse_apps::echo::Echo)
                 .run(token)

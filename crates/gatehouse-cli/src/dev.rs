@@ -10,7 +10,7 @@ use gatehouse_registry::RegistryConfig;
 use gatehouse_sdk::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{DevArgs, run_app};
+use crate::cli::{DEFAULT_DATABASE, DevArgs, run_app};
 
 /// Runs the dev cluster until `token` is cancelled.
 pub async fn run(args: DevArgs, token: CancellationToken) -> Result<()> {
@@ -25,7 +25,10 @@ pub async fn run(args: DevArgs, token: CancellationToken) -> Result<()> {
         .context("starting the registry")?;
     let registry_addr = registry.local_addr().to_string();
 
-    let gateway = GatewayConfig::new(args.listen, loopback, vec![registry_addr.clone()], secret.clone());
+    let mut gateway = GatewayConfig::new(args.listen, loopback, vec![registry_addr.clone()], secret.clone());
+    // A person tries it in a browser with no token tooling: bare uids are accepted (and logged).
+    gateway.insecure_dev_auth = true;
+    gateway.index_page = Some(gatehouse_chat::WEB_PAGE);
     let gateway = gatehouse_gateway::bind(gateway)
         .await
         .with_context(|| format!("binding {} (is another gatehouse running? try --listen)", args.listen))?;
@@ -39,7 +42,7 @@ pub async fn run(args: DevArgs, token: CancellationToken) -> Result<()> {
         "\n  gatehouse dev is running the {} app: open http://{public}/  (websocket: ws://{public}/ws)\n",
         args.app
     );
-    let worker_result = run_app(&args.app, worker, token.clone()).await;
+    let worker_result = run_app(&args.app, worker, &args.chat.config(DEFAULT_DATABASE), token.clone()).await;
     token.cancel();
     let _ = registry_task.await;
     let _ = gateway_task.await;

@@ -55,7 +55,9 @@ impl Hub {
                 for uid in &send.uids {
                     if let Some(members) = self.uids.get(uid) {
                         for (id, tx) in &members.conns {
-                            self.push(*id, tx, &frame);
+                            if !send.exclude.contains(id) {
+                                self.push(*id, tx, &frame);
+                            }
                         }
                     }
                 }

@@ -37,6 +37,12 @@ pub struct GatewayConfig {
     pub bind_timeout: Duration,
     /// Upper bound of the registry reconnect back-off.
     pub registry_backoff: Duration,
+    /// Let applications accept a bare identity (such as `?uid=`) without a token: for demos
+    /// and tests only, loudly logged at start.
+    pub insecure_dev_auth: bool,
+    /// The HTML page served at `/`, supplied by the application (the gateway does not know
+    /// what it shows). `None`: a short page naming the endpoints.
+    pub index_page: Option<&'static str>,
     /// Socket read and write buffer size: 4 KiB keeps an idle connection at a few KB
     /// (tungstenite defaults to 128 KiB each).
     pub socket_buffer: usize,
@@ -75,6 +81,8 @@ impl GatewayConfig {
             handshake_timeout: Duration::from_secs(10),
             bind_timeout: Duration::from_secs(10),
             registry_backoff: Duration::from_secs(1),
+            insecure_dev_auth: false,
+            index_page: None,
             socket_buffer: 4096,
         }
     }

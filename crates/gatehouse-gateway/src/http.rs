@@ -52,6 +52,7 @@ async fn upgrade(
             })
             .collect(),
         remote_addr: remote.to_string(),
+        insecure_dev: hub.config.insecure_dev_auth,
     };
     hub.dispatch(&conn, event::Kind::Open(open));
     match tokio::time::timeout(hub.config.handshake_timeout, verdict).await {
@@ -132,6 +133,6 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         .into_response()
 }
 
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../assets/index.html"))
+async fn index(State(hub): State<Arc<Hub>>) -> Html<&'static str> {
+    Html(hub.config.index_page.unwrap_or(include_str!("../assets/index.html")))
 }

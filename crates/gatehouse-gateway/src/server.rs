@@ -68,6 +68,11 @@ impl BoundGateway {
         tracing::info!(kind = %"ws", addr = %public_addr, gateway_id = %id, "listening");
         tracing::info!(kind = %"grpc", addr = %internal_addr, gateway_id = %id, advertise = %advertise, "listening");
 
+        if self.config.insecure_dev_auth {
+            tracing::warn!(
+                "INSECURE DEV MODE: clients may sign in with a bare uid and no token; never use this in production"
+            );
+        }
         let routes = RouteSync::new(self.config.registries.len());
         let hub = Arc::new(Hub::new(id, self.config.clone(), routes.clone(), token.child_token()));
         tokio::spawn(routes.clone().run(token.clone()));

@@ -24,7 +24,7 @@ impl Worker for Room {
         let room = handshake.query_param("room").unwrap_or_else(|| "lobby".to_owned());
         let cluster = ctx.cluster();
         let fail = |e: gatehouse_sdk::ApiError| Reject::new(503, e.to_string());
-        cluster.bind_uid(ctx.client_id(), &name).await.map_err(fail)?;
+        ctx.bind_uid(&name).await.map_err(fail)?;
         cluster.join_group(ctx.client_id(), &room).await.map_err(fail)?;
         let session = json!({"room": room}).as_object().cloned().unwrap_or_default();
         cluster.set_session(ctx.client_id(), &session).await.map_err(fail)?;
@@ -37,7 +37,7 @@ impl Worker for Room {
         let room = session.get("room").and_then(|r| r.as_str()).unwrap_or("lobby");
         let line = format!(
             "{}: {}",
-            ctx.uid().unwrap_or("?"),
+            ctx.uid().as_deref().unwrap_or("?"),
             frame.as_text().unwrap_or("(binary)")
         );
         cluster

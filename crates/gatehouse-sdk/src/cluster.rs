@@ -203,10 +203,24 @@ impl Cluster {
 
     /// Sends a frame to every connection of each uid.
     pub async fn send_to_uids<S: AsRef<str>>(&self, uids: &[S], frame: &Frame) -> Result<(), ApiError> {
+        self.send_to_uids_except(uids, frame, &[]).await
+    }
+
+    /// Sends a frame to every connection of each uid except the `exclude`d clients — for
+    /// example a user's other devices, without the one that sent the message.
+    pub async fn send_to_uids_except<S: AsRef<str>>(
+        &self,
+        uids: &[S],
+        frame: &Frame,
+        exclude: &[ClientId],
+    ) -> Result<(), ApiError> {
+        let exclude = by_gateway(exclude);
         for (link, uids) in self.targets(RouteKind::Uid, uids).await? {
+            let exclude = exclude.get(&link.gateway).cloned().unwrap_or_default();
             link.send(op(command::Op::SendToUids(SendToUids {
                 uids,
                 payload: Some(frame.to_payload()),
+                exclude,
             })))?;
         }
         Ok(())

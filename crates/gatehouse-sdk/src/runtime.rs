@@ -152,7 +152,7 @@ impl<W: Worker> Actor<W> {
 
     /// Runs the hook for one event; returns its acknowledgement and whether it was the close.
     async fn handle(&self, event: Event) -> (EventAck, bool) {
-        let uid = (!event.uid.is_empty()).then(|| String::from_utf8_lossy(&event.uid).into_owned());
+        let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
         let ctx = Context::new(self.client, uid, self.cluster.clone());
         let mut ack = EventAck {
             conn: event.conn,

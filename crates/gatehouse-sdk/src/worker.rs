@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use gatehouse_core::ClientId;
@@ -37,8 +38,8 @@ pub trait Worker: Send + Sync + 'static {
 
     /// Decides whether a WebSocket handshake is accepted. The client is not connected until
     /// this returns `Ok`; a `Reject` becomes the HTTP status and body of the handshake response.
-    /// Binding a uid or joining groups here is allowed and completes before the client's first
-    /// message is read.
+    /// Binding a uid ([`Context::bind_uid`]) or joining groups here is allowed and completes
+    /// before the client's first message is read; `on_connect` gets the same context.
     fn on_handshake(&self, ctx: &Context, handshake: &Handshake) -> impl Future<Output = Result<(), Reject>> + Send {
         let _ = (ctx, handshake);
         async { Ok(()) }
@@ -61,16 +62,21 @@ pub trait Worker: Send + Sync + 'static {
 }
 
 /// The client an event belongs to, and the cluster API.
-#[derive(Clone)]
 pub struct Context {
     client: ClientId,
-    uid: Option<String>,
+    /// The uid as of the event, updated by [`Context::bind_uid`] and [`Context::unbind_uid`] so
+    /// that `on_connect` sees a uid bound in `on_handshake`.
+    uid: RwLock<Option<Arc<str>>>,
     cluster: Cluster,
 }
 
 impl Context {
-    pub(crate) fn new(client: ClientId, uid: Option<String>, cluster: Cluster) -> Context {
-        Context { client, uid, cluster }
+    pub(crate) fn new(client: ClientId, uid: Option<Arc<str>>, cluster: Cluster) -> Context {
+        Context {
+            client,
+            uid: RwLock::new(uid),
+            cluster,
+        }
     }
 
     /// The client's cluster-unique id.
@@ -78,9 +84,10 @@ impl Context {
         self.client
     }
 
-    /// The uid the client was bound to when the event was read.
-    pub fn uid(&self) -> Option<&str> {
-        self.uid.as_deref()
+    /// The uid the client is bound to: as of when the event was read, or as set through this
+    /// context since.
+    pub fn uid(&self) -> Option<Arc<str>> {
+        self.uid.read().expect("uid lock poisoned").clone()
     }
 
     /// The cluster API.
@@ -91,6 +98,23 @@ impl Context {
     /// Sends a frame back to this client.
     pub async fn reply(&self, frame: Frame) -> Result<(), ApiError> {
         self.cluster.send_to_client(self.client, &frame).await
+    }
+
+    /// Binds this client to `uid` (see [`Cluster::bind_uid`]) and remembers it in the context.
+    pub async fn bind_uid(&self, uid: &str) -> Result<(), ApiError> {
+        self.cluster.bind_uid(self.client, uid).await?;
+        *self.uid.write().expect("uid lock poisoned") = Some(Arc::from(uid));
+        Ok(())
+    }
+
+    /// Unbinds this client from `uid` (see [`Cluster::unbind_uid`]).
+    pub async fn unbind_uid(&self, uid: &str) -> Result<(), ApiError> {
+        self.cluster.unbind_uid(self.client, uid).await?;
+        let mut current = self.uid.write().expect("uid lock poisoned");
+        if current.as_deref() == Some(uid) {
+            *current = None;
+        }
+        Ok(())
     }
 }
 
@@ -124,6 +148,9 @@ pub struct Handshake {
     pub headers: Vec<(String, Bytes)>,
     /// The client's address as the gateway saw it.
     pub remote_addr: Option<SocketAddr>,
+    /// The gateway runs in insecure development mode (`--insecure-dev-auth`): an application
+    /// may accept a bare identity without a token. Always false in production.
+    pub insecure_dev: bool,
 }
 
 impl Handshake {
@@ -133,6 +160,7 @@ impl Handshake {
             query: open.query,
             headers: open.headers.into_iter().map(|h| (h.name, h.value)).collect(),
             remote_addr: open.remote_addr.parse().ok(),
+            insecure_dev: open.insecure_dev,
         }
     }
 
@@ -194,6 +222,7 @@ mod tests {
                 ("authorization".into(), Bytes::from_static(b"Bearer t")),
             ],
             remote_addr: None,
+            insecure_dev: false,
         };
         assert_eq!(handshake.query_param("uid").as_deref(), Some("ann b"));
         assert_eq!(handshake.header("Authorization"), Some("Bearer t"));

@@ -16,6 +16,7 @@ pub struct ClusterBuilder {
     workers: Vec<String>,
     registry_args: Vec<String>,
     gateway_args: Vec<String>,
+    worker_args: Vec<String>,
 }
 
 /// A running cluster; every process is killed when it is dropped.
@@ -28,6 +29,7 @@ pub struct Cluster {
     pub workers: Vec<Process>,
     registry_addrs: Vec<SocketAddr>,
     registry_args: Vec<String>,
+    worker_args: Vec<String>,
 }
 
 impl Cluster {
@@ -40,6 +42,7 @@ impl Cluster {
             // Short leases keep failure tests quick; production defaults are longer.
             registry_args: vec!["--lease".into(), "2s".into()],
             gateway_args: Vec::new(),
+            worker_args: Vec::new(),
         }
     }
 
@@ -60,7 +63,7 @@ impl Cluster {
     /// Starts one more worker running `app`.
     pub async fn add_worker(&mut self, app: &str) -> Result<()> {
         let name = format!("worker-{}", self.workers.len());
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "worker".into(),
             "--registry".into(),
             self.registry_list(),
@@ -69,6 +72,7 @@ impl Cluster {
             "--cluster-secret".into(),
             TEST_SECRET.into(),
         ];
+        args.extend(self.worker_args.iter().cloned());
         let mut worker = Process::start(&name, args, &[]).await?;
         worker.wait_for_log("worker started", Duration::from_secs(10)).await?;
         self.workers.push(worker);
@@ -138,6 +142,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Extra arguments for every worker (for example `--database-url`).
+    pub fn worker_args(mut self, args: &[&str]) -> Self {
+        self.worker_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
     /// Extra arguments for every gateway.
     pub fn gateway_args(mut self, args: &[&str]) -> Self {
         self.gateway_args.extend(args.iter().map(|a| a.to_string()));
@@ -157,6 +167,7 @@ impl ClusterBuilder {
             workers: Vec::new(),
             registry_addrs,
             registry_args: self.registry_args,
+            worker_args: self.worker_args,
         };
         for index in 0..self.gateways {
             let mut args: Vec<String> = vec![

@@ -12,13 +12,22 @@
 //! - [`process`] — one child process, its log, its bound addresses.
 //! - [`cluster`] — [`Cluster`] and its builder.
 //! - [`client`] — [`WsClient`], [`ApiClient`].
+//! - [`chat`] — [`ChatClient`], a client of the chat protocol.
+//! - [`haproxy`] — [`Haproxy`], a real load balancer in front of gateways.
+//! - [`postgres`] — [`TempDatabase`], a throw-away PostgreSQL database per test.
 
+pub mod chat;
 pub mod client;
 pub mod cluster;
+pub mod haproxy;
+pub mod postgres;
 pub mod process;
 
+pub use chat::ChatClient;
 pub use client::{ApiClient, WsClient};
 pub use cluster::{Cluster, ClusterBuilder};
+pub use haproxy::Haproxy;
+pub use postgres::TempDatabase;
 pub use process::Process;
 
 /// The secret test clusters share.

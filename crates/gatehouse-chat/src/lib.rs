@@ -1,0 +1,25 @@
+//! The chat service: direct and group messages pushed in real time, every message stored before
+//! it is acknowledged or pushed, idempotent resends, history and catch-up after reconnect.
+//!
+//! It is an ordinary [`Worker`](gatehouse_sdk::Worker) on the public SDK, plus the
+//! [`gatehouse_store`] history store; it knows nothing of gateways, registries or gRPC. Its wire
+//! protocol is documented in `docs/protocol.md`.
+//!
+//! # Layout
+//! - [`config`] — [`ChatConfig`] and its validation.
+//! - [`auth`] — signed tokens (HS256 JWT) and the insecure dev identity.
+//! - [`protocol`] — client and server frames, error codes.
+//! - [`service`] — [`ChatWorker`], the handlers.
+//! - [`WEB_PAGE`] — the browser client served at `/` by gateways.
+
+pub mod auth;
+pub mod config;
+pub mod protocol;
+pub mod service;
+
+pub use config::ChatConfig;
+pub use service::ChatWorker;
+
+/// The chat page (plain HTML and JavaScript, no build step), served at `/` by every gateway of a
+/// chat deployment.
+pub const WEB_PAGE: &str = include_str!("../web/index.html");

@@ -1,0 +1,415 @@
+//! The chat protocol's frames and error codes (documented in `docs/protocol.md`).
+//!
+//! Parsing is two-step so that every bad input gets the precise code: first the frame must be a
+//! JSON object with a known `type`, then the fields of that type are checked one by one.
+
+use std::collections::HashMap;
+
+use gatehouse_store::StoredMessage;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// Longest `cid`, in characters.
+pub const MAX_CID_CHARS: usize = 64;
+/// Default and largest page of a `sync`.
+pub const SYNC_LIMIT: (u32, u32) = (500, 1000);
+/// Default and largest page of a `history`.
+pub const HISTORY_LIMIT: (u32, u32) = (50, 200);
+
+/// The error codes of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    /// Not JSON, not an object, or a binary frame.
+    BadJson,
+    /// `type` missing or unknown.
+    UnknownType,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong JSON type or an invalid value.
+    InvalidField,
+    /// `text` is empty or whitespace.
+    EmptyText,
+    /// `text` is too long.
+    TextTooLong,
+    /// `to` names a uid that never signed in.
+    UnknownRecipient,
+    /// Not a member of the group or conversation.
+    NotMember,
+    /// The group does not exist.
+    UnknownGroup,
+    /// The group already exists.
+    GroupExists,
+    /// The store's queue is full.
+    Overloaded,
+    /// The store or the cluster cannot be reached.
+    Unavailable,
+    /// A bug.
+    Internal,
+}
+
+/// A refused request: code and human message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    /// The code.
+    pub code: Code,
+    /// Details.
+    pub message: String,
+}
+
+impl ProtocolError {
+    /// Builds an error.
+    pub fn new(code: Code, message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A parsed client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Store and deliver a message.
+    Send {
+        /// The recipient.
+        target: Target,
+        /// The text.
+        text: String,
+    },
+    /// Catch up after the cursor.
+    Sync {
+        /// Conversation → highest seq seen.
+        cursors: HashMap<String, i64>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Page backwards through one conversation.
+    History {
+        /// Conversation id.
+        conversation: String,
+        /// Only messages with a smaller seq.
+        before: Option<i64>,
+        /// Page size.
+        limit: u32,
+    },
+    /// List conversations with unread counts.
+    Conversations,
+    /// Mark read up to `seq`.
+    Read {
+        /// Conversation id.
+        conversation: String,
+        /// Highest seq read.
+        seq: i64,
+    },
+    /// Create a group.
+    CreateGroup {
+        /// Group id.
+        group: String,
+        /// Display name.
+        name: Option<String>,
+    },
+    /// Join a group.
+    JoinGroup {
+        /// Group id.
+        group: String,
+    },
+    /// Leave a group.
+    LeaveGroup {
+        /// Group id.
+        group: String,
+    },
+    /// List a group's members.
+    Members {
+        /// Group id.
+        group: String,
+    },
+    /// List online uids.
+    Online,
+}
+
+/// Where a `send` goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A uid.
+    Direct(String),
+    /// A group id.
+    Group(String),
+}
+
+/// One parsed frame: its `cid` (echoed in answers) and the request or why it is refused.
+pub struct Parsed {
+    /// The frame's `cid`, when it had a string one.
+    pub cid: Option<String>,
+    /// The request.
+    pub request: Result<Request, ProtocolError>,
+}
+
+/// Parses a client text frame.
+pub fn parse(text: &str, max_text_chars: usize) -> Parsed {
+    let object = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => {
+            return Parsed {
+                cid: None,
+                request: Err(ProtocolError::new(Code::BadJson, "a frame must be a json object")),
+            };
+        }
+        Err(error) => {
+            return Parsed {
+                cid: None,
+                request: Err(ProtocolError::new(Code::BadJson, format!("malformed json: {error}"))),
+            };
+        }
+    };
+    let cid = object.get("cid").and_then(Value::as_str).map(str::to_owned);
+    let request = Fields(&object).request(max_text_chars);
+    Parsed { cid, request }
+}
+
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn request(&self, max_text_chars: usize) -> Result<Request, ProtocolError> {
+        let kind = match self.0.get("type") {
+            Some(Value::String(kind)) => kind.as_str(),
+            Some(_) => return Err(ProtocolError::new(Code::UnknownType, "type must be a string")),
+            None => return Err(ProtocolError::new(Code::UnknownType, "the frame has no type")),
+        };
+        Ok(match kind {
+            "send" => self.send(max_text_chars)?,
+            "sync" => Request::Sync {
+                cursors: self.cursors()?,
+                limit: self.limit(SYNC_LIMIT)?,
+            },
+            "history" => Request::History {
+                conversation: self.string("conversation")?,
+                before: self.optional_int("before")?,
+                limit: self.limit(HISTORY_LIMIT)?,
+            },
+            "conversations" => Request::Conversations,
+            "read" => Request::Read {
+                conversation: self.string("conversation")?,
+                seq: self.int("seq")?,
+            },
+            "create_group" => Request::CreateGroup {
+                group: self.group("group")?,
+                name: self.optional_string("name")?,
+            },
+            "join_group" => Request::JoinGroup {
+                group: self.group("group")?,
+            },
+            "leave_group" => Request::LeaveGroup {
+                group: self.group("group")?,
+            },
+            "members" => Request::Members {
+                group: self.group("group")?,
+            },
+            "online" => Request::Online,
+            other => return Err(ProtocolError::new(Code::UnknownType, format!("unknown type {other:?}"))),
+        })
+    }
+
+    fn send(&self, max_text_chars: usize) -> Result<Request, ProtocolError> {
+        let target = match (self.optional_string("to")?, self.optional_string("group")?) {
+            (Some(_), Some(_)) => return Err(invalid("give either to or group, not both")),
+            (Some(to), None) => {
+                if !crate::auth::valid_uid(&to) {
+                    return Err(invalid("to is not a valid uid"));
+                }
+                Target::Direct(to)
+            }
+            (None, Some(_)) => Target::Group(self.group("group")?),
+            (None, None) => return Err(ProtocolError::new(Code::MissingField, "a send needs to or group")),
+        };
+        let cid = self.string("cid")?;
+        if cid.is_empty() || cid.chars().count() > MAX_CID_CHARS || cid.chars().any(char::is_control) {
+            return Err(invalid(format!("cid must be 1-{MAX_CID_CHARS} printable characters")));
+        }
+        let text = self.string("text")?;
+        if text.trim().is_empty() {
+            return Err(ProtocolError::new(Code::EmptyText, "text is empty"));
+        }
+        if text.chars().count() > max_text_chars {
+            return Err(ProtocolError::new(
+                Code::TextTooLong,
+                format!("text is longer than {max_text_chars} characters"),
+            ));
+        }
+        Ok(Request::Send { target, text })
+    }
+
+    fn optional_string(&self, name: &str) -> Result<Option<String>, ProtocolError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(value)) => Ok(Some(value.clone())),
+            Some(_) => Err(invalid(format!("{name} must be a string"))),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<String, ProtocolError> {
+        self.optional_string(name)?.ok_or_else(|| missing(name))
+    }
+
+    fn group(&self, name: &str) -> Result<String, ProtocolError> {
+        let group = self.string(name)?;
+        if !crate::auth::valid_uid(&group) {
+            return Err(invalid(format!("{name} must be 1-64 letters, digits or _ . @ -")));
+        }
+        Ok(group)
+    }
+
+    fn optional_int(&self, name: &str) -> Result<Option<i64>, ProtocolError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_i64()
+                .filter(|v| *v >= 0)
+                .map(Some)
+                .ok_or_else(|| invalid(format!("{name} must be a non-negative integer"))),
+        }
+    }
+
+    fn int(&self, name: &str) -> Result<i64, ProtocolError> {
+        self.optional_int(name)?.ok_or_else(|| missing(name))
+    }
+
+    fn limit(&self, (default, max): (u32, u32)) -> Result<u32, ProtocolError> {
+        match self.optional_int("limit")? {
+            None => Ok(default),
+            Some(limit) if (1..=i64::from(max)).contains(&limit) => Ok(limit as u32),
+            Some(_) => Err(invalid(format!("limit must be between 1 and {max}"))),
+        }
+    }
+
+    fn cursors(&self) -> Result<HashMap<String, i64>, ProtocolError> {
+        match self.0.get("cursors") {
+            None | Some(Value::Null) => Ok(HashMap::new()),
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(conversation, seq)| {
+                    seq.as_i64()
+                        .filter(|s| *s >= 0)
+                        .map(|s| (conversation.clone(), s))
+                        .ok_or_else(|| invalid("cursors map conversations to non-negative integers"))
+                })
+                .collect(),
+            Some(_) => Err(invalid("cursors must be an object")),
+        }
+    }
+}
+
+fn missing(name: &str) -> ProtocolError {
+    ProtocolError::new(Code::MissingField, format!("missing field {name}"))
+}
+
+fn invalid(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(Code::InvalidField, message)
+}
+
+/// The `message` object for a stored message (pushed, and inside `sync` and `history`).
+pub fn message(stored: &StoredMessage) -> Value {
+    let mut frame = json!({
+        "type": "message",
+        "id": stored.id,
+        "conversation": stored.conversation,
+        "seq": stored.seq,
+        "from": stored.sender,
+        "text": stored.text,
+        "ts": stored.ts_ms,
+        "cid": stored.cid,
+    });
+    if let Some(to) = &stored.to {
+        frame["to"] = json!(to);
+    }
+    if let Some(group) = &stored.group {
+        frame["group"] = json!(group);
+    }
+    frame
+}
+
+/// The `ack` for a stored message.
+pub fn ack(stored: &StoredMessage, duplicate: bool) -> Value {
+    json!({
+        "type": "ack",
+        "cid": stored.cid,
+        "id": stored.id,
+        "conversation": stored.conversation,
+        "seq": stored.seq,
+        "ts": stored.ts_ms,
+        "duplicate": duplicate,
+    })
+}
+
+/// An `error` frame.
+pub fn error(error: &ProtocolError, cid: Option<&str>) -> Value {
+    json!({"type": "error", "code": error.code, "message": error.message, "cid": cid})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> Code {
+        parse(text, 10).request.unwrap_err().code
+    }
+
+    #[test]
+    fn every_bad_input_gets_its_code() {
+        assert_eq!(code("{nope"), Code::BadJson);
+        assert_eq!(code("[1]"), Code::BadJson);
+        assert_eq!(code("{}"), Code::UnknownType);
+        assert_eq!(code(r#"{"type":"dance"}"#), Code::UnknownType);
+        assert_eq!(code(r#"{"type":"send","to":"bob","cid":"1"}"#), Code::MissingField);
+        assert_eq!(code(r#"{"type":"send","text":"x","cid":"1"}"#), Code::MissingField);
+        assert_eq!(code(r#"{"type":"send","to":"bob","text":"x"}"#), Code::MissingField);
+        assert_eq!(
+            code(r#"{"type":"send","to":5,"text":"x","cid":"1"}"#),
+            Code::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"send","to":"bob","group":"g","text":"x","cid":"1"}"#),
+            Code::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"send","to":"bob","text":7,"cid":"1"}"#),
+            Code::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"send","to":"bob","text":"x","cid":""}"#),
+            Code::InvalidField
+        );
+        assert_eq!(
+            code(r#"{"type":"send","to":"bob","text":"   ","cid":"1"}"#),
+            Code::EmptyText
+        );
+        assert_eq!(
+            code(r#"{"type":"send","to":"bob","text":"12345678901","cid":"1"}"#),
+            Code::TextTooLong
+        );
+        assert_eq!(code(r#"{"type":"history"}"#), Code::MissingField);
+        assert_eq!(code(r#"{"type":"sync","limit":0}"#), Code::InvalidField);
+        assert_eq!(code(r#"{"type":"sync","cursors":{"d:a:b":-1}}"#), Code::InvalidField);
+    }
+
+    #[test]
+    fn good_frames_parse_and_keep_their_cid() {
+        let parsed = parse(r#"{"type":"send","group":"team","text":"hi","cid":"c1"}"#, 10);
+        assert_eq!(parsed.cid.as_deref(), Some("c1"));
+        assert_eq!(
+            parsed.request.unwrap(),
+            Request::Send {
+                target: Target::Group("team".into()),
+                text: "hi".into()
+            }
+        );
+        let sync = parse(r#"{"type":"sync","cursors":{"g:team":4}}"#, 10).request.unwrap();
+        assert_eq!(
+            sync,
+            Request::Sync {
+                cursors: HashMap::from([("g:team".into(), 4)]),
+                limit: 500
+            }
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! [`ChatWorker`]: the chat handlers.
+//!
+//! A `send` is validated, written through the group committer (one transaction for everything
+//! queued), acknowledged to the sending connection, then pushed: to the recipient's devices and
+//! the sender's other devices for a direct message, to the group's connections for a group.
+//! Nothing is acknowledged or pushed before it is durable. A resend with a known `cid` gets the
+//! original ack and is pushed again (recipients drop repeats by id), so a push lost with a dead
+//! worker is repaired by the client's resend.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gatehouse_sdk::{ApiError, Context, Frame, HandlerResult, Handshake, Reject, Worker};
+use gatehouse_store::{
+    ConversationKind, ConversationRef, GroupCommitter, NewMessage, Store, StoreError, group_conversation_id,
+};
+use serde_json::{Value, json};
+
+use crate::auth;
+use crate::config::{ChatConfig, ConfigError};
+use crate::protocol::{self, Code, ProtocolError, Request, Target};
+
+/// Why the chat worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened or migrated.
+    #[error("cannot open the chat store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The chat service's [`Worker`].
+pub struct ChatWorker {
+    config: ChatConfig,
+    store: Store,
+    committer: GroupCommitter,
+}
+
+impl ChatWorker {
+    /// Opens (and migrates) the store and starts the group committer.
+    pub async fn open(config: ChatConfig) -> Result<ChatWorker, ChatError> {
+        config.validate()?;
+        let store = Store::open(&config.database_url).await?;
+        tracing::info!(backend = ?store.backend(), "chat store ready");
+        let committer = GroupCommitter::spawn(store.clone(), config.commit);
+        Ok(ChatWorker {
+            config,
+            store,
+            committer,
+        })
+    }
+
+    /// Executes one request for `uid`; returns the answer frame.
+    async fn execute(
+        &self,
+        ctx: &Context,
+        uid: &str,
+        request: Request,
+        cid: Option<&str>,
+    ) -> Result<Value, ProtocolError> {
+        let cluster = ctx.cluster();
+        Ok(match request {
+            Request::Send { target, text } => {
+                let cid = cid.expect("parse requires a cid for send").to_owned();
+                let conversation = match target {
+                    Target::Direct(to) => {
+                        if !self.store.user_exists(&to).await.map_err(store_error)? {
+                            return Err(ProtocolError::new(Code::UnknownRecipient, format!("no user {to}")));
+                        }
+                        ConversationRef::Direct { to }
+                    }
+                    Target::Group(id) => ConversationRef::Group { id },
+                };
+                let message = NewMessage {
+                    conversation,
+                    sender: uid.to_owned(),
+                    cid,
+                    text,
+                    ts_ms: now_ms(),
+                };
+                let group = match &message.conversation {
+                    ConversationRef::Group { id } => Some(id.clone()),
+                    ConversationRef::Direct { .. } => None,
+                };
+                let appended = match self.committer.append(message).await {
+                    Ok(appended) => appended,
+                    // "Not a member" of a group that does not exist: say so precisely.
+                    Err(StoreError::NotMember { .. }) if group.is_some() => {
+                        let id = group.expect("checked");
+                        return Err(match self.store.group_members(&id).await {
+                            Err(StoreError::UnknownGroup(_)) => store_error(StoreError::UnknownGroup(id)),
+                            _ => store_error(StoreError::NotMember {
+                                uid: uid.to_owned(),
+                                conversation: group_conversation_id(&id),
+                            }),
+                        });
+                    }
+                    Err(error) => return Err(store_error(error)),
+                };
+                let stored = &appended.message;
+                ctx.reply(Frame::json(&protocol::ack(stored, appended.duplicate)))
+                    .await
+                    .map_err(api_error)?;
+                let push = Frame::json(&protocol::message(stored));
+                let me = [ctx.client_id()];
+                match (&stored.to, &stored.group) {
+                    (Some(to), _) if to == uid => cluster.send_to_uids_except(&[uid], &push, &me).await,
+                    (Some(to), _) => cluster.send_to_uids_except(&[to.as_str(), uid], &push, &me).await,
+                    (None, Some(group)) => cluster.send_to_group(&group_conversation_id(group), &push, &me).await,
+                    (None, None) => Ok(()),
+                }
+                .map_err(api_error)?;
+                return Ok(Value::Null);
+            }
+            Request::Sync { cursors, limit } => {
+                let page = self.store.sync(uid, &cursors, limit).await.map_err(store_error)?;
+                let messages: Vec<Value> = page.messages.iter().map(protocol::message).collect();
+                json!({"type": "sync", "messages": messages, "more": page.more})
+            }
+            Request::History {
+                conversation,
+                before,
+                limit,
+            } => {
+                let page = self
+                    .store
+                    .history(uid, &conversation, before, limit + 1)
+                    .await
+                    .map_err(store_error)?;
+                let more = page.len() > limit as usize;
+                let skip = page.len().saturating_sub(limit as usize);
+                let messages: Vec<Value> = page.iter().skip(skip).map(protocol::message).collect();
+                json!({"type": "history", "conversation": conversation, "messages": messages, "more": more})
+            }
+            Request::Conversations => {
+                let list = self.store.conversations_of(uid).await.map_err(store_error)?;
+                json!({"type": "conversations", "conversations": list})
+            }
+            Request::Read { conversation, seq } => {
+                let read = self
+                    .store
+                    .mark_read(uid, &conversation, seq)
+                    .await
+                    .map_err(store_error)?;
+                json!({"type": "read", "conversation": conversation, "seq": read})
+            }
+            Request::CreateGroup { group, name } => {
+                self.store
+                    .create_group(&group, uid, name.as_deref())
+                    .await
+                    .map_err(store_error)?;
+                self.follow_group(ctx, uid, &group, true).await?;
+                json!({"type": "group", "group": group, "action": "created"})
+            }
+            Request::JoinGroup { group } => {
+                self.store.join_group(&group, uid).await.map_err(store_error)?;
+                self.follow_group(ctx, uid, &group, true).await?;
+                json!({"type": "group", "group": group, "action": "joined"})
+            }
+            Request::LeaveGroup { group } => {
+                self.store.leave_group(&group, uid).await.map_err(store_error)?;
+                self.follow_group(ctx, uid, &group, false).await?;
+                json!({"type": "group", "group": group, "action": "left"})
+            }
+            Request::Members { group } => {
+                if !self
+                    .store
+                    .is_member(&group_conversation_id(&group), uid)
+                    .await
+                    .map_err(store_error)?
+                {
+                    return Err(store_error(StoreError::NotMember {
+                        uid: uid.to_owned(),
+                        conversation: group_conversation_id(&group),
+                    }));
+                }
+                let members = self.store.group_members(&group).await.map_err(store_error)?;
+                json!({"type": "members", "group": group, "members": members})
+            }
+            Request::Online => {
+                let uids = cluster.all_uids().await.map_err(api_error)?;
+                json!({"type": "online", "uids": uids})
+            }
+        })
+    }
+
+    /// Makes every connection of `uid` join (or leave) the cluster group of a chat group, so that
+    /// pushes reach all of the user's devices.
+    async fn follow_group(&self, ctx: &Context, uid: &str, group: &str, join: bool) -> Result<(), ProtocolError> {
+        let cluster = ctx.cluster();
+        let key = group_conversation_id(group);
+        for client in cluster.client_ids_by_uid(uid).await.map_err(api_error)? {
+            let result = if join {
+                cluster.join_group(client, &key).await
+            } else {
+                cluster.leave_group(client, &key).await
+            };
+            // A device that disconnected meanwhile is not an error.
+            if let Err(error) = result.filter_not_found() {
+                return Err(api_error(error));
+            }
+        }
+        Ok(())
+    }
+}
+
+trait IgnoreNotFound {
+    fn filter_not_found(self) -> Result<(), ApiError>;
+}
+
+impl IgnoreNotFound for Result<(), ApiError> {
+    fn filter_not_found(self) -> Result<(), ApiError> {
+        match self {
+            Err(error) if error.code == gatehouse_sdk::ErrorCode::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Worker for ChatWorker {
+    async fn on_handshake(&self, ctx: &Context, handshake: &Handshake) -> Result<(), Reject> {
+        let uid = auth::identify(handshake, self.config.jwt_secret.as_deref())?;
+        let unavailable = |what: &str, error: &dyn std::fmt::Display| {
+            tracing::warn!(%uid, %error, "{what} failed during a handshake");
+            Reject::new(503, format!("{what} failed; retry later"))
+        };
+        self.store
+            .ensure_user(&uid)
+            .await
+            .map_err(|e| unavailable("user registration", &e))?;
+        // The welcome is queued before the bind, so it is the first frame the client reads even
+        // when a message for this uid is pushed while the handshake completes.
+        let welcome = json!({"type": "welcome", "uid": uid, "client": ctx.client_id()});
+        ctx.reply(Frame::json(&welcome))
+            .await
+            .map_err(|e| unavailable("welcoming", &e))?;
+        let cluster = ctx.cluster();
+        ctx.bind_uid(&uid).await.map_err(|e| unavailable("binding", &e))?;
+        let conversations = self
+            .store
+            .conversations_of(&uid)
+            .await
+            .map_err(|e| unavailable("loading groups", &e))?;
+        for conversation in conversations.iter().filter(|c| c.kind == ConversationKind::Group) {
+            cluster
+                .join_group(ctx.client_id(), &conversation.id)
+                .await
+                .map_err(|e| unavailable("joining groups", &e))?;
+        }
+        if handshake.insecure_dev && handshake.query_param("token").is_none() {
+            tracing::info!(%uid, "signed in with a bare uid (insecure dev mode)");
+        }
+        Ok(())
+    }
+
+    async fn on_message(&self, ctx: &Context, frame: Frame) -> HandlerResult {
+        let Some(text) = frame.as_text() else {
+            let error = ProtocolError::new(Code::BadJson, "binary frames are not part of the chat protocol");
+            ctx.reply(Frame::json(&protocol::error(&error, None))).await?;
+            return Ok(());
+        };
+        let parsed = protocol::parse(text, self.config.max_text_chars);
+        let cid = parsed.cid.as_deref();
+        let outcome = match (parsed.request, ctx.uid()) {
+            (Err(error), _) => Err(error),
+            (Ok(_), None) => Err(ProtocolError::new(Code::Internal, "the connection has no uid")),
+            (Ok(request), Some(uid)) => self.execute(ctx, &uid, request, cid).await,
+        };
+        let answer = match outcome {
+            Ok(Value::Null) => return Ok(()),
+            Ok(mut answer) => {
+                if let Some(cid) = cid {
+                    answer["cid"] = json!(cid);
+                }
+                answer
+            }
+            Err(error) => protocol::error(&error, cid),
+        };
+        ctx.reply(Frame::json(&answer)).await?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn store_error(error: StoreError) -> ProtocolError {
+    let code = match &error {
+        StoreError::NotMember { .. } => Code::NotMember,
+        StoreError::UnknownGroup(_) => Code::UnknownGroup,
+        StoreError::GroupExists(_) => Code::GroupExists,
+        StoreError::InvalidInput(_) => Code::InvalidField,
+        StoreError::Overloaded => Code::Overloaded,
+        StoreError::Database(_) | StoreError::Closed | StoreError::Contention(_) => Code::Unavailable,
+        StoreError::Invariant(_) | StoreError::Migrate(_) => Code::Internal,
+    };
+    if matches!(code, Code::Unavailable | Code::Internal) {
+        tracing::error!(%error, "chat store failed");
+    }
+    ProtocolError::new(code, error.to_string())
+}
+
+fn api_error(error: ApiError) -> ProtocolError {
+    tracing::warn!(%error, "cluster call failed");
+    ProtocolError::new(Code::Unavailable, error.to_string())
+}

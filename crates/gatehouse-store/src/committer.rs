@@ -1,0 +1,159 @@
+//! Group commit: one writer task turns a queue of single appends into batched transactions.
+//!
+//! Every caller enqueues its message with a oneshot for the answer. The writer takes whatever
+//! is queued (at least one message, at most `max_batch`), appends it with one
+//! [`Store::append`] transaction, and only after the commit answers every caller. There is no
+//! timer: under light load a batch is a single message and nobody waits for a batch to fill;
+//! under heavy load the queue fills while a transaction runs, so the next batch is larger and
+//! the cost of a commit (round trip, fsync) is shared by many messages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+use crate::model::{Appended, NewMessage};
+use crate::store::Store;
+
+/// Sizing of a [`GroupCommitter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommitConfig {
+    /// Most messages written in one transaction; bounds the latency of one commit and the size
+    /// of one statement. Values below 1 count as 1.
+    pub max_batch: usize,
+    /// Most messages waiting for the writer; when full, `append` waits and `try_append` fails
+    /// with [`StoreError::Overloaded`], so memory stays bounded when the database is slow.
+    /// Values below 1 count as 1.
+    pub queue_capacity: usize,
+}
+
+impl Default for GroupCommitConfig {
+    /// Returns batches of up to 512 behind a queue of 4,096 (about 8 batches of backlog).
+    fn default() -> Self {
+        GroupCommitConfig {
+            max_batch: 512,
+            queue_capacity: 4_096,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+#[derive(Debug)]
+struct Job {
+    message: NewMessage,
+    reply: Reply,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches_committed: AtomicU64,
+    batches_failed: AtomicU64,
+    messages_stored: AtomicU64,
+}
+
+/// A handle to the single writer task of a store; cheap to clone, all clones share the queue.
+///
+/// The writer stops when the last handle is dropped, after writing what is already queued.
+#[derive(Debug, Clone)]
+pub struct GroupCommitter {
+    queue: mpsc::Sender<Job>,
+    counters: Arc<Counters>,
+}
+
+impl GroupCommitter {
+    /// Starts the writer task on the current Tokio runtime and returns its handle.
+    ///
+    /// One writer per store handle is the intent: batches only form when all appends of a
+    /// process go through the same queue.
+    pub fn spawn(store: Store, config: GroupCommitConfig) -> GroupCommitter {
+        let (queue, jobs) = mpsc::channel(config.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run_writer(store, jobs, config.max_batch.max(1), Arc::clone(&counters)));
+        GroupCommitter { queue, counters }
+    }
+
+    /// Appends one message through the next batch and returns its result once the batch has
+    /// committed (never before: an `Ok` means the message is durable).
+    ///
+    /// Waits for queue space when the queue is full (back-pressure). Once enqueued, the message
+    /// is written even if this future is dropped.
+    pub async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { message, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Like [`GroupCommitter::append`], but fails at once with [`StoreError::Overloaded`] when
+    /// the queue is full, for callers that prefer shedding load to waiting. The queue is checked
+    /// when the returned future is first polled.
+    pub async fn try_append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Job { message, reply })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Returns how many batch transactions have committed: with `messages_stored` it shows the
+    /// achieved batching factor (and proves batching in tests).
+    pub fn batches_committed(&self) -> u64 {
+        self.counters.batches_committed.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many batch transactions failed as a whole (every item got the error).
+    pub fn batches_failed(&self) -> u64 {
+        self.counters.batches_failed.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many new messages committed batches have stored (duplicates not counted).
+    pub fn messages_stored(&self) -> u64 {
+        self.counters.messages_stored.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many messages are queued for the writer right now (a saturation gauge).
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+async fn run_writer(store: Store, mut jobs: mpsc::Receiver<Job>, max_batch: usize, counters: Arc<Counters>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    while jobs.recv_many(&mut batch, max_batch).await > 0 {
+        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) =
+            batch.drain(..).map(|job| (job.message, job.reply)).unzip();
+        let size = messages.len();
+        match store.append_batch(messages).await {
+            Ok(outcome) => {
+                if outcome.committed {
+                    let stored = outcome
+                        .results
+                        .iter()
+                        .filter(|r| matches!(r, Ok(appended) if !appended.duplicate))
+                        .count();
+                    counters.batches_committed.fetch_add(1, Ordering::Relaxed);
+                    counters.messages_stored.fetch_add(stored as u64, Ordering::Relaxed);
+                }
+                for (reply, result) in replies.into_iter().zip(outcome.results) {
+                    // The caller may have gone away; its message is stored regardless.
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                counters.batches_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, size, "group commit batch failed");
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+    tracing::debug!("group committer stopped");
+}

@@ -1,0 +1,72 @@
+//! The one error type of the crate.
+
+use std::sync::Arc;
+
+/// Everything a store operation can fail with.
+///
+/// The type is `Clone` because one failed group-commit transaction has to be reported to every
+/// caller whose message was in that batch; database errors are therefore shared behind an `Arc`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The user is not a member of the conversation it tried to write to or read from.
+    #[error("{uid} is not a member of conversation {conversation}")]
+    NotMember {
+        /// The user that was refused.
+        uid: String,
+        /// The conversation id (`d:…` or `g:…`).
+        conversation: String,
+    },
+    /// The group does not exist (groups are created explicitly, never implicitly).
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
+    /// A group with this id already exists, so it cannot be created again.
+    #[error("group {0} already exists")]
+    GroupExists(String),
+    /// A caller-supplied value cannot be stored (empty id, NUL byte, unknown URL scheme …).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The group committer's queue is full; returned by `try_append` so callers can shed load.
+    #[error("write queue is full")]
+    Overloaded,
+    /// The group committer's writer task is gone, so nothing more can be written through it.
+    #[error("group committer has stopped")]
+    Closed,
+    /// Concurrent writers kept inserting the same idempotency keys into other conversations, and
+    /// the batch was retried as often as allowed without reaching a consistent plan.
+    #[error("gave up after {0} attempts against conflicting concurrent writers")]
+    Contention(u32),
+    /// The database contradicted an invariant the store relies on (a locked row vanished).
+    #[error("store invariant violated: {0}")]
+    Invariant(String),
+    /// The database (or the connection pool) failed.
+    #[error("database error: {0}")]
+    Database(Arc<sqlx::Error>),
+    /// The embedded schema migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(Arc<sqlx::migrate::MigrateError>),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(Arc::new(error))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(Arc::new(error))
+    }
+}
+
+impl StoreError {
+    /// Returns the SQLSTATE / SQLite extended code of a database error, if this is one.
+    pub(crate) fn database_code(&self) -> Option<String> {
+        match self {
+            StoreError::Database(error) => error
+                .as_database_error()
+                .and_then(|db| db.code())
+                .map(|code| code.into_owned()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Durable chat history for gatehouse: conversations, members and per-conversation ordered
+//! messages, on SQLite (default, one file) or PostgreSQL (shared by several workers).
+//!
+//! The crate owns the chat schema and its migrations, conversation ids, the sequence numbers
+//! that serve as sync cursors, idempotent appends keyed by `(sender, cid)`, read markers and
+//! unread counts, and group commit (batching many appends into one transaction). It knows
+//! nothing about WebSockets, gRPC, JSON protocol frames, routing or authentication: callers
+//! pass in an already authenticated uid and get plain Rust values back.
+//!
+//! Invariant: within a conversation, `seq` is contiguous from 1 and `seq` order is commit
+//! order, so a client that resumes from cursor `X` gets every later message exactly once.
+//!
+//! # Layout
+//!
+//! - `store`: the public [`Store`] handle, backend choice from the URL, the
+//!   append retry loop, reads (history, sync, conversation list) and group membership.
+//! - `plan`: backend-independent planning of one append batch (validation, in-batch
+//!   duplicates, sequence assignment).
+//! - `sqlite`, `postgres`: the two backends (pools, append transaction, dialect SQL).
+//! - `sql`: SQL shared by both backends.
+//! - `committer`: [`GroupCommitter`], the single writer task that batches appends.
+//! - `ids`: [`direct_conversation_id`], [`group_conversation_id`] and input checks.
+//! - `model`: the values taken and returned ([`NewMessage`], [`StoredMessage`], …).
+//! - `error`: [`StoreError`].
+//! - `migrations/sqlite`, `migrations/postgres`: the schema, embedded at compile time.
+
+mod committer;
+mod error;
+mod ids;
+mod model;
+mod plan;
+mod postgres;
+mod sql;
+mod sqlite;
+mod store;
+
+pub use committer::{GroupCommitConfig, GroupCommitter};
+pub use error::StoreError;
+pub use ids::{direct_conversation_id, group_conversation_id};
+pub use model::{
+    Appended, ConversationKind, ConversationRef, ConversationSummary, NewMessage, StoredMessage, SyncPage,
+};
+pub use store::{BackendKind, MAX_PAGE, Store};

@@ -1,0 +1,534 @@
+//! Backend-independent planning of one append batch.
+//!
+//! A backend runs the same steps inside one transaction and feeds each result back into the
+//! [`Plan`]: the idempotency look-up, membership of group senders, creation of new direct
+//! conversations, the conversation row locks (and on PostgreSQL the look-up again, now under
+//! the locks), one sequence bump per conversation, one multi-row insert, the senders' read
+//! markers. The plan decides everything that does not need
+//! the database (validation, in-batch duplicates, which seq each message gets), so both backends
+//! share that logic and differ only in SQL.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::error::StoreError;
+use crate::ids::{check_ident, check_text, direct_conversation_id, group_conversation_id};
+use crate::model::{Appended, ConversationRef, MessageRow, NewMessage, StoredMessage};
+
+/// One append batch on its way through a transaction.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    slots: Vec<Slot>,
+    primaries: Vec<Primary>,
+}
+
+/// What became of one input item.
+#[derive(Debug)]
+enum Slot {
+    /// Rejected before touching the database.
+    Failed(StoreError),
+    /// The first item of the batch with its `(sender, cid)`: index into `primaries`.
+    Primary(usize),
+    /// A later item with the same `(sender, cid)` as `primaries[i]`: answered like it, as a
+    /// duplicate.
+    Alias(usize),
+}
+
+#[derive(Debug)]
+struct Primary {
+    conversation: String,
+    /// The recipient for a direct message, `None` for a group message.
+    peer: Option<String>,
+    sender: String,
+    cid: String,
+    text: String,
+    ts_ms: i64,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Pending,
+    NotMember,
+    Existing(StoredMessage),
+    Assigned(i64),
+    Stored(StoredMessage),
+}
+
+/// A direct conversation the batch may have to create, with its two members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DirectConversation<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) created_by: &'a str,
+    pub(crate) ts_ms: i64,
+    pub(crate) a: &'a str,
+    pub(crate) b: &'a str,
+}
+
+/// A message row ready for the multi-row insert.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewRow<'a> {
+    pub(crate) conversation: &'a str,
+    pub(crate) seq: i64,
+    pub(crate) sender: &'a str,
+    pub(crate) cid: &'a str,
+    pub(crate) text: &'a str,
+    pub(crate) ts_ms: i64,
+}
+
+/// The part of an inserted row the plan needs back: its key and its new id.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct InsertedRow {
+    pub(crate) conversation_id: String,
+    pub(crate) seq: i64,
+    pub(crate) id: i64,
+}
+
+/// A conversation's `last_seq` after the bump.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct BumpedRow {
+    pub(crate) id: String,
+    pub(crate) last_seq: i64,
+}
+
+/// A `(conversation, uid)` membership that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, sqlx::FromRow)]
+pub(crate) struct MemberRow {
+    pub(crate) conversation_id: String,
+    pub(crate) uid: String,
+}
+
+impl Plan {
+    /// Validates the items and folds in-batch duplicates onto their first occurrence.
+    pub(crate) fn new(messages: Vec<NewMessage>) -> Plan {
+        let mut slots = Vec::with_capacity(messages.len());
+        let mut primaries: Vec<Primary> = Vec::with_capacity(messages.len());
+        let mut first_of: HashMap<(String, String), usize> = HashMap::new();
+        for message in messages {
+            match prepare(message) {
+                Err(error) => slots.push(Slot::Failed(error)),
+                Ok(primary) => {
+                    let key = (primary.sender.clone(), primary.cid.clone());
+                    if let Some(&index) = first_of.get(&key) {
+                        slots.push(Slot::Alias(index));
+                    } else {
+                        first_of.insert(key, primaries.len());
+                        slots.push(Slot::Primary(primaries.len()));
+                        primaries.push(primary);
+                    }
+                }
+            }
+        }
+        Plan { slots, primaries }
+    }
+
+    /// Returns `true` when no item needs the database (empty batch or all invalid).
+    pub(crate) fn is_offline(&self) -> bool {
+        self.primaries.is_empty()
+    }
+
+    /// Forgets all database results so that a rolled-back attempt can be retried from scratch.
+    pub(crate) fn reset(&mut self) {
+        for primary in &mut self.primaries {
+            primary.state = State::Pending;
+        }
+    }
+
+    fn pending(&self) -> impl Iterator<Item = &Primary> {
+        self.primaries.iter().filter(|p| matches!(p.state, State::Pending))
+    }
+
+    /// Returns the distinct `(group conversation, sender)` pairs whose membership must be checked.
+    pub(crate) fn membership_probes(&self) -> Vec<(&str, &str)> {
+        let mut probes: Vec<(&str, &str)> = self
+            .pending()
+            .filter(|p| p.peer.is_none())
+            .map(|p| (p.conversation.as_str(), p.sender.as_str()))
+            .collect();
+        probes.sort_unstable();
+        probes.dedup();
+        probes
+    }
+
+    /// Marks group messages whose sender is not among `members` as refused.
+    pub(crate) fn apply_membership(&mut self, members: &[MemberRow]) {
+        let members: HashSet<(&str, &str)> = members
+            .iter()
+            .map(|m| (m.conversation_id.as_str(), m.uid.as_str()))
+            .collect();
+        for primary in &mut self.primaries {
+            if matches!(primary.state, State::Pending)
+                && primary.peer.is_none()
+                && !members.contains(&(primary.conversation.as_str(), primary.sender.as_str()))
+            {
+                primary.state = State::NotMember;
+            }
+        }
+    }
+
+    /// Returns the direct conversations the batch writes to, sorted by id (the lock order).
+    pub(crate) fn direct_conversations(&self) -> Vec<DirectConversation<'_>> {
+        let mut seen: BTreeMap<&str, DirectConversation<'_>> = BTreeMap::new();
+        for primary in self.pending() {
+            let Some(peer) = primary.peer.as_deref() else {
+                continue;
+            };
+            seen.entry(primary.conversation.as_str()).or_insert(DirectConversation {
+                id: &primary.conversation,
+                created_by: &primary.sender,
+                ts_ms: primary.ts_ms,
+                a: &primary.sender,
+                b: peer,
+            });
+        }
+        seen.into_values().collect()
+    }
+
+    /// Returns the conversations the batch writes to, sorted by id: the order in which their rows
+    /// are locked, so that two batches never wait on each other in a cycle.
+    pub(crate) fn lock_set(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.pending().map(|p| p.conversation.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Returns the `(sender, cid)` keys still to be checked against stored messages.
+    pub(crate) fn dedupe_keys(&self) -> Vec<(&str, &str)> {
+        self.pending().map(|p| (p.sender.as_str(), p.cid.as_str())).collect()
+    }
+
+    /// Turns every pending item whose key is among `rows` into a duplicate of that stored row.
+    pub(crate) fn apply_existing(&mut self, rows: Vec<MessageRow>) {
+        let mut by_key: HashMap<(String, String), MessageRow> = rows
+            .into_iter()
+            .map(|row| ((row.sender.clone(), row.cid.clone()), row))
+            .collect();
+        for primary in &mut self.primaries {
+            if !matches!(primary.state, State::Pending) {
+                continue;
+            }
+            if let Some(row) = by_key.remove(&(primary.sender.clone(), primary.cid.clone())) {
+                primary.state = State::Existing(row.into_stored());
+            }
+        }
+    }
+
+    /// Returns how many new messages each conversation receives, sorted by conversation id.
+    pub(crate) fn seq_demand(&self) -> Vec<(&str, i64)> {
+        let mut demand: BTreeMap<&str, i64> = BTreeMap::new();
+        for primary in self.pending() {
+            *demand.entry(primary.conversation.as_str()).or_insert(0) += 1;
+        }
+        demand.into_iter().collect()
+    }
+
+    /// Hands out sequence numbers from the bumped counters: conversation `c` with `n` new
+    /// messages and new `last_seq = L` gets `L-n+1 ..= L`, in batch order.
+    pub(crate) fn assign_seqs(&mut self, bumped: Vec<BumpedRow>) -> Result<(), StoreError> {
+        let mut next: HashMap<String, i64> = HashMap::new();
+        let demand: HashMap<String, i64> = self
+            .seq_demand()
+            .into_iter()
+            .map(|(id, n)| (id.to_owned(), n))
+            .collect();
+        for row in bumped {
+            let n = demand.get(&row.id).copied().unwrap_or(0);
+            next.insert(row.id, row.last_seq - n + 1);
+        }
+        for primary in &mut self.primaries {
+            if !matches!(primary.state, State::Pending) {
+                continue;
+            }
+            let Some(seq) = next.get_mut(&primary.conversation) else {
+                return Err(StoreError::Invariant(format!(
+                    "conversation {} vanished during append",
+                    primary.conversation
+                )));
+            };
+            primary.state = State::Assigned(*seq);
+            *seq += 1;
+        }
+        Ok(())
+    }
+
+    /// Returns the rows to insert (every item that received a seq).
+    pub(crate) fn new_rows(&self) -> Vec<NewRow<'_>> {
+        self.primaries
+            .iter()
+            .filter_map(|p| match p.state {
+                State::Assigned(seq) => Some(NewRow {
+                    conversation: &p.conversation,
+                    seq,
+                    sender: &p.sender,
+                    cid: &p.cid,
+                    text: &p.text,
+                    ts_ms: p.ts_ms,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Returns `(conversation, sender, highest new seq)` for the inserted messages: sending
+    /// marks the conversation read up to one's own message, so own messages never count as
+    /// unread. Sorted for lock order; call after [`Plan::apply_inserted`].
+    pub(crate) fn read_marks(&self) -> Vec<(&str, &str, i64)> {
+        let mut marks: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for primary in &self.primaries {
+            if let State::Stored(message) = &primary.state {
+                let mark = marks
+                    .entry((primary.conversation.as_str(), primary.sender.as_str()))
+                    .or_insert(message.seq);
+                *mark = (*mark).max(message.seq);
+            }
+        }
+        marks.into_iter().map(|((c, u), s)| (c, u, s)).collect()
+    }
+
+    /// Records the ids of the inserted rows. Returns `false` when some row was not inserted
+    /// (a concurrent writer stored the same `(sender, cid)` in another conversation): the
+    /// attempt must be rolled back, because keeping it would leave a hole in the sequence.
+    pub(crate) fn apply_inserted(&mut self, rows: Vec<InsertedRow>) -> bool {
+        let ids: HashMap<(String, i64), i64> = rows
+            .into_iter()
+            .map(|row| ((row.conversation_id, row.seq), row.id))
+            .collect();
+        let mut complete = true;
+        for primary in &mut self.primaries {
+            let State::Assigned(seq) = primary.state else {
+                continue;
+            };
+            match ids.get(&(primary.conversation.clone(), seq)) {
+                Some(&id) => {
+                    let row = MessageRow {
+                        id,
+                        conversation_id: primary.conversation.clone(),
+                        seq,
+                        sender: primary.sender.clone(),
+                        cid: primary.cid.clone(),
+                        text: primary.text.clone(),
+                        ts_ms: primary.ts_ms,
+                    };
+                    primary.state = State::Stored(row.into_stored());
+                }
+                None => complete = false,
+            }
+        }
+        complete
+    }
+
+    /// Produces one result per input item, in input order.
+    pub(crate) fn finish(self) -> Vec<Result<Appended, StoreError>> {
+        let results: Vec<Result<Appended, StoreError>> = self
+            .primaries
+            .into_iter()
+            .map(|primary| match primary.state {
+                State::Stored(message) => Ok(Appended {
+                    message,
+                    duplicate: false,
+                }),
+                State::Existing(message) => Ok(Appended {
+                    message,
+                    duplicate: true,
+                }),
+                State::NotMember => Err(StoreError::NotMember {
+                    uid: primary.sender,
+                    conversation: primary.conversation,
+                }),
+                State::Pending | State::Assigned(_) => Err(StoreError::Invariant(format!(
+                    "message {} of {} left unresolved",
+                    primary.cid, primary.sender
+                ))),
+            })
+            .collect();
+        self.slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Failed(error) => Err(error),
+                Slot::Primary(index) => results[index].clone(),
+                Slot::Alias(index) => results[index].clone().map(|appended| Appended {
+                    duplicate: true,
+                    ..appended
+                }),
+            })
+            .collect()
+    }
+}
+
+fn prepare(message: NewMessage) -> Result<Primary, StoreError> {
+    check_ident("sender", &message.sender)?;
+    check_ident("cid", &message.cid)?;
+    check_text(&message.text)?;
+    let (conversation, peer) = match message.conversation {
+        ConversationRef::Direct { to } => {
+            check_ident("recipient", &to)?;
+            (direct_conversation_id(&message.sender, &to), Some(to))
+        }
+        ConversationRef::Group { id } => {
+            check_ident("group id", &id)?;
+            (group_conversation_id(&id), None)
+        }
+    };
+    Ok(Primary {
+        conversation,
+        peer,
+        sender: message.sender,
+        cid: message.cid,
+        text: message.text,
+        ts_ms: message.ts_ms,
+        state: State::Pending,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct(sender: &str, to: &str, cid: &str) -> NewMessage {
+        NewMessage {
+            conversation: ConversationRef::Direct { to: to.into() },
+            sender: sender.into(),
+            cid: cid.into(),
+            text: format!("{sender}->{to} {cid}"),
+            ts_ms: 7,
+        }
+    }
+
+    fn group(sender: &str, id: &str, cid: &str) -> NewMessage {
+        NewMessage {
+            conversation: ConversationRef::Group { id: id.into() },
+            sender: sender.into(),
+            cid: cid.into(),
+            text: String::new(),
+            ts_ms: 7,
+        }
+    }
+
+    fn bumped(plan: &Plan, base: i64) -> Vec<BumpedRow> {
+        plan.seq_demand()
+            .into_iter()
+            .map(|(id, n)| BumpedRow {
+                id: id.to_owned(),
+                last_seq: base + n,
+            })
+            .collect()
+    }
+
+    fn insert_all(plan: &mut Plan) {
+        let rows: Vec<InsertedRow> = plan
+            .new_rows()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| InsertedRow {
+                conversation_id: r.conversation.to_owned(),
+                seq: r.seq,
+                id: 100 + i as i64,
+            })
+            .collect();
+        assert!(plan.apply_inserted(rows));
+    }
+
+    #[test]
+    fn seqs_are_contiguous_per_conversation_in_batch_order() {
+        let mut plan = Plan::new(vec![
+            direct("a", "b", "1"),
+            direct("b", "c", "1"),
+            direct("b", "a", "2"),
+            direct("a", "b", "3"),
+        ]);
+        assert_eq!(
+            plan.seq_demand(),
+            vec![("d:a:b", 3), ("d:b:c", 1)],
+            "one bump per conversation"
+        );
+        let rows = bumped(&plan, 10);
+        plan.assign_seqs(rows).expect("assign");
+        insert_all(&mut plan);
+        let seqs: Vec<(String, i64)> = plan
+            .finish()
+            .into_iter()
+            .map(|r| r.map(|a| (a.message.conversation, a.message.seq)))
+            .collect::<Result<_, _>>()
+            .expect("all stored");
+        assert_eq!(
+            seqs,
+            vec![
+                ("d:a:b".into(), 11),
+                ("d:b:c".into(), 11),
+                ("d:a:b".into(), 12),
+                ("d:a:b".into(), 13)
+            ]
+        );
+    }
+
+    #[test]
+    fn read_marks_cover_each_senders_last_new_message() {
+        let mut plan = Plan::new(vec![
+            direct("a", "b", "1"),
+            direct("a", "b", "2"),
+            direct("b", "a", "3"),
+        ]);
+        let rows = bumped(&plan, 4);
+        plan.assign_seqs(rows).expect("assign");
+        insert_all(&mut plan);
+        assert_eq!(plan.read_marks(), vec![("d:a:b", "a", 6), ("d:a:b", "b", 7)]);
+    }
+
+    #[test]
+    fn in_batch_resend_is_answered_with_the_original() {
+        let mut plan = Plan::new(vec![direct("a", "b", "x"), direct("a", "b", "x")]);
+        assert_eq!(plan.dedupe_keys(), vec![("a", "x")]);
+        let rows = bumped(&plan, 0);
+        plan.assign_seqs(rows).expect("assign");
+        insert_all(&mut plan);
+        let results = plan.finish();
+        let first = results[0].clone().expect("first stored");
+        let second = results[1].clone().expect("second answered");
+        assert!(!first.duplicate);
+        assert!(second.duplicate);
+        assert_eq!(first.message, second.message);
+        assert_eq!(first.message.to.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn non_members_are_refused_per_item() {
+        let mut plan = Plan::new(vec![
+            group("a", "g1", "1"),
+            group("z", "g1", "2"),
+            group("z", "g1", "2"),
+        ]);
+        assert_eq!(plan.membership_probes(), vec![("g:g1", "a"), ("g:g1", "z")]);
+        plan.apply_membership(&[MemberRow {
+            conversation_id: "g:g1".into(),
+            uid: "a".into(),
+        }]);
+        let rows = bumped(&plan, 0);
+        plan.assign_seqs(rows).expect("assign");
+        insert_all(&mut plan);
+        let results = plan.finish();
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1], Err(StoreError::NotMember { .. })));
+        assert!(matches!(results[2], Err(StoreError::NotMember { .. })));
+    }
+
+    #[test]
+    fn invalid_items_fail_alone() {
+        let plan = Plan::new(vec![direct("", "b", "1"), direct("a", "b", "\0")]);
+        assert!(plan.is_offline());
+        let results = plan.finish();
+        assert!(results.iter().all(|r| matches!(r, Err(StoreError::InvalidInput(_)))));
+    }
+
+    #[test]
+    fn a_missing_insert_is_reported_as_incomplete() {
+        let mut plan = Plan::new(vec![direct("a", "b", "1"), direct("a", "b", "2")]);
+        let rows = bumped(&plan, 0);
+        plan.assign_seqs(rows).expect("assign");
+        let only_first = vec![InsertedRow {
+            conversation_id: "d:a:b".into(),
+            seq: 1,
+            id: 1,
+        }];
+        assert!(!plan.apply_inserted(only_first));
+    }
+}

@@ -1,0 +1,455 @@
+//! The public [`Store`] handle: backend choice, the append retry loop, and the read paths.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::StoreError;
+use crate::ids::{check_ident, check_seq, group_conversation_id, now_ms};
+use crate::model::{
+    Appended, ConversationSummary, CursorRow, MessageRow, NewMessage, StoredMessage, SummaryRow, SyncPage,
+};
+use crate::plan::Plan;
+use crate::postgres::{self, PgBackend};
+use crate::sql;
+use crate::sqlite::{self, SqliteBackend};
+
+/// Upper bound on `limit` for [`Store::history`] and [`Store::sync`]: one page must fit in
+/// memory and in one client frame, whatever a client asks for.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// How often an append batch is retried after a deadlock or a conflicting concurrent insert
+/// before [`StoreError::Contention`] is returned.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A local SQLite file (single node, the default).
+    Sqlite,
+    /// A PostgreSQL server (several workers share one database).
+    Postgres,
+}
+
+/// The durable chat history store: conversations, members and messages.
+///
+/// Cheap to clone (an `Arc` around the connection pools); every clone uses the same pools.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Backend>,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Sqlite(SqliteBackend),
+    Postgres(PgBackend),
+}
+
+/// The result of one append attempt (see [`Store::append`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The transaction committed.
+    Committed,
+    /// The transaction was rolled back and has to be planned again.
+    Retry,
+}
+
+/// The result of a whole append batch, for the group committer's counters.
+#[derive(Debug)]
+pub(crate) struct BatchOutcome {
+    /// One result per input message, in input order.
+    pub(crate) results: Vec<Result<Appended, StoreError>>,
+    /// `true` when a transaction committed (`false` when every item failed validation).
+    pub(crate) committed: bool,
+}
+
+/// Runs `$body` with `$pool` bound to the chosen pool of whichever backend the store has and
+/// `$mark_read` bound to that backend's dialect of the read-marker update. The body is expanded
+/// once per backend, so it is type-checked against each driver.
+macro_rules! with_pool {
+    ($store:expr, $role:ident, |$pool:ident, $mark_read:ident| $body:expr) => {
+        match &*$store.inner {
+            Backend::Sqlite(backend) => {
+                let $pool = backend.$role();
+                let $mark_read = sqlite::MARK_READ;
+                $body
+            }
+            Backend::Postgres(backend) => {
+                let $pool = backend.$role();
+                let $mark_read = postgres::MARK_READ;
+                $body
+            }
+        }
+    };
+    ($store:expr, $role:ident, |$pool:ident| $body:expr) => {
+        with_pool!($store, $role, |$pool, _mark_read| $body)
+    };
+}
+
+impl Store {
+    /// Opens the store named by `url` and applies pending migrations.
+    ///
+    /// `postgres://…` and `postgresql://…` select PostgreSQL; `sqlite://path`, `sqlite:path`
+    /// and a plain file path select SQLite (the file is created on first start; WAL mode,
+    /// `synchronous=NORMAL`, 5 s busy timeout, foreign keys on). `sqlite::memory:` gives a
+    /// private in-memory database for tests.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(PgBackend::open(url).await?)
+        } else if url.is_empty() || (url.contains("://") && !url.starts_with("sqlite://")) {
+            return Err(StoreError::InvalidInput(format!(
+                "unsupported database url {url:?}: expected postgres://, sqlite: or a file path"
+            )));
+        } else {
+            Backend::Sqlite(SqliteBackend::open(url).await?)
+        };
+        tracing::debug!(backend = ?Self::kind_of(&backend), "store opened");
+        Ok(Store {
+            inner: Arc::new(backend),
+        })
+    }
+
+    fn kind_of(backend: &Backend) -> BackendKind {
+        match backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// Returns which database this store runs on (for logs and health output).
+    pub fn backend(&self) -> BackendKind {
+        Self::kind_of(&self.inner)
+    }
+
+    /// Closes the connection pools; later calls on any clone fail with a database error.
+    ///
+    /// Lets a shutting-down process finish in-flight queries and release its connections
+    /// instead of dropping them mid-transaction.
+    pub async fn close(&self) {
+        match &*self.inner {
+            Backend::Sqlite(backend) => backend.close().await,
+            Backend::Postgres(backend) => backend.close().await,
+        }
+    }
+
+    /// Appends a batch of messages in one transaction and returns one result per message, in
+    /// input order.
+    ///
+    /// Each conversation's `last_seq` is bumped once for all of its new messages in the batch,
+    /// under the conversation's row lock, so sequence order equals commit order. A message
+    /// whose `(sender, cid)` is already stored, or appears earlier in the batch, is not stored
+    /// again; its result is the original message with `duplicate: true`. Item errors (not a
+    /// member of the group, invalid input) do not stop the other items; if the transaction
+    /// itself fails, every item carries that error and nothing was stored.
+    pub async fn append(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
+        let count = messages.len();
+        match self.append_batch(messages).await {
+            Ok(outcome) => outcome.results,
+            Err(error) => vec![Err(error); count],
+        }
+    }
+
+    /// Like [`Store::append`], but reports a failed transaction once instead of per item.
+    pub(crate) async fn append_batch(&self, messages: Vec<NewMessage>) -> Result<BatchOutcome, StoreError> {
+        let mut plan = Plan::new(messages);
+        if plan.is_offline() {
+            return Ok(BatchOutcome {
+                results: plan.finish(),
+                committed: false,
+            });
+        }
+        for attempt in 1..=MAX_ATTEMPTS {
+            let outcome = match &*self.inner {
+                Backend::Sqlite(backend) => backend.append_attempt(&mut plan).await,
+                Backend::Postgres(backend) => backend.append_attempt(&mut plan).await,
+            };
+            match outcome {
+                Ok(Attempt::Committed) => {
+                    return Ok(BatchOutcome {
+                        results: plan.finish(),
+                        committed: true,
+                    });
+                }
+                Ok(Attempt::Retry) => {
+                    tracing::debug!(attempt, "append conflicted with a concurrent insert, retrying");
+                }
+                Err(error) if is_transient(&error) => {
+                    tracing::debug!(attempt, %error, "append hit a transient error, retrying");
+                }
+                Err(error) => return Err(error),
+            }
+            plan.reset();
+        }
+        Err(StoreError::Contention(MAX_ATTEMPTS))
+    }
+
+    /// Creates group `group_id` with `creator` as its first member.
+    ///
+    /// Groups are explicit (unlike direct conversations) so that membership is an admission
+    /// decision; fails with [`StoreError::GroupExists`] if the id is taken.
+    pub async fn create_group(&self, group_id: &str, creator: &str, name: Option<&str>) -> Result<(), StoreError> {
+        check_ident("group id", group_id)?;
+        check_ident("uid", creator)?;
+        if let Some(name) = name {
+            crate::ids::check_text(name)?;
+        }
+        let conversation = group_conversation_id(group_id);
+        let now = now_ms();
+        with_pool!(self, writer, |pool| {
+            let mut tx = pool.begin().await?;
+            let created = sqlx::query(sql::CREATE_GROUP)
+                .bind(&conversation)
+                .bind(name)
+                .bind(creator)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if created == 0 {
+                return Err(StoreError::GroupExists(group_id.to_owned()));
+            }
+            sqlx::query(sql::ADD_CREATOR)
+                .bind(&conversation)
+                .bind(creator)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Adds `uid` to group `group_id`; joining twice is a no-op.
+    ///
+    /// Earlier messages count as read for the new member (no unread flood), but remain
+    /// readable through [`Store::history`] and [`Store::sync`].
+    pub async fn join_group(&self, group_id: &str, uid: &str) -> Result<(), StoreError> {
+        check_ident("group id", group_id)?;
+        check_ident("uid", uid)?;
+        let conversation = group_conversation_id(group_id);
+        let added = with_pool!(self, writer, |pool| {
+            sqlx::query(sql::JOIN_GROUP)
+                .bind(&conversation)
+                .bind(uid)
+                .bind(now_ms())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if added == 0 && !self.group_exists(&conversation).await? {
+            return Err(StoreError::UnknownGroup(group_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Removes `uid` from group `group_id`; leaving when not a member is a no-op.
+    pub async fn leave_group(&self, group_id: &str, uid: &str) -> Result<(), StoreError> {
+        check_ident("group id", group_id)?;
+        check_ident("uid", uid)?;
+        let conversation = group_conversation_id(group_id);
+        let removed = with_pool!(self, writer, |pool| {
+            sqlx::query(sql::LEAVE)
+                .bind(&conversation)
+                .bind(uid)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if removed == 0 && !self.group_exists(&conversation).await? {
+            return Err(StoreError::UnknownGroup(group_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Returns the members of group `group_id`, sorted (the fan-out list of a group message).
+    pub async fn group_members(&self, group_id: &str) -> Result<Vec<String>, StoreError> {
+        check_ident("group id", group_id)?;
+        let conversation = group_conversation_id(group_id);
+        let members: Vec<String> = with_pool!(self, reader, |pool| {
+            sqlx::query_scalar(sql::MEMBERS)
+                .bind(&conversation)
+                .fetch_all(pool)
+                .await?
+        });
+        if members.is_empty() && !self.group_exists(&conversation).await? {
+            return Err(StoreError::UnknownGroup(group_id.to_owned()));
+        }
+        Ok(members)
+    }
+
+    async fn group_exists(&self, conversation: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = with_pool!(self, reader, |pool| {
+            sqlx::query_scalar(sql::GROUP_EXISTS)
+                .bind(conversation)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(found.is_some())
+    }
+
+    /// Records that `uid` has signed in (idempotent), so that others may address it.
+    pub async fn ensure_user(&self, uid: &str) -> Result<(), StoreError> {
+        check_ident("uid", uid)?;
+        with_pool!(self, writer, |pool| {
+            sqlx::query(sql::ENSURE_USER)
+                .bind(uid)
+                .bind(now_ms())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Returns whether `uid` has ever signed in: direct messages to unknown users are refused.
+    pub async fn user_exists(&self, uid: &str) -> Result<bool, StoreError> {
+        check_ident("uid", uid)?;
+        let found: Option<String> = with_pool!(self, reader, |pool| {
+            sqlx::query_scalar(sql::USER_EXISTS)
+                .bind(uid)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(found.is_some())
+    }
+
+    /// Returns whether `uid` belongs to `conversation_id` (a `d:…` or `g:…` id).
+    ///
+    /// The authorisation check for reads and subscriptions; a direct conversation has members
+    /// once its first message is stored.
+    pub async fn is_member(&self, conversation_id: &str, uid: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = with_pool!(self, reader, |pool| {
+            sqlx::query_scalar(sql::IS_MEMBER)
+                .bind(conversation_id)
+                .bind(uid)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(found.is_some())
+    }
+
+    /// Returns `uid`'s conversations (sorted by id) with `last_seq`, read marker and unread
+    /// count, for a client's conversation list.
+    pub async fn conversations_of(&self, uid: &str) -> Result<Vec<ConversationSummary>, StoreError> {
+        check_ident("uid", uid)?;
+        let rows: Vec<SummaryRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(sql::SUMMARIES).bind(uid).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().filter_map(|row| row.into_summary(uid)).collect())
+    }
+
+    /// Returns up to `limit` messages of `conversation_id` with `seq < before_seq` (all when
+    /// `None`): the newest such messages, returned in ascending `seq` order.
+    ///
+    /// Pages backwards through history: pass the first `seq` of a page as `before_seq` to get
+    /// the page before it. Only members may read ([`StoreError::NotMember`]). `limit` is capped
+    /// at [`MAX_PAGE`].
+    pub async fn history(
+        &self,
+        uid: &str,
+        conversation_id: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        check_ident("uid", uid)?;
+        if let Some(before) = before_seq {
+            check_seq("before_seq", before)?;
+        }
+        self.require_member(conversation_id, uid).await?;
+        let before = before_seq.unwrap_or(i64::MAX);
+        let limit = i64::from(limit.min(MAX_PAGE));
+        let mut rows: Vec<MessageRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(sql::MESSAGES_BEFORE)
+                .bind(conversation_id)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.reverse();
+        Ok(rows.into_iter().map(MessageRow::into_stored).collect())
+    }
+
+    async fn require_member(&self, conversation_id: &str, uid: &str) -> Result<(), StoreError> {
+        if self.is_member(conversation_id, uid).await? {
+            Ok(())
+        } else {
+            Err(StoreError::NotMember {
+                uid: uid.to_owned(),
+                conversation: conversation_id.to_owned(),
+            })
+        }
+    }
+
+    /// Returns the messages `uid` missed: for every conversation it is a member of, the
+    /// messages with `seq` above its cursor (0 when absent from `cursors`), at most `limit` in
+    /// total (capped at [`MAX_PAGE`]).
+    ///
+    /// Conversations come in id order and each one's messages in ascending `seq`, so a client
+    /// advances `cursors[conversation]` to the last `seq` it received per conversation and
+    /// calls again while `more` is set. Because `seq` order is commit order, a cursor never
+    /// skips a message that commits later. Cursors of conversations the user does not belong
+    /// to are ignored.
+    pub async fn sync(&self, uid: &str, cursors: &HashMap<String, i64>, limit: u32) -> Result<SyncPage, StoreError> {
+        check_ident("uid", uid)?;
+        for (conversation, &cursor) in cursors {
+            check_seq(&format!("cursor of {conversation}"), cursor)?;
+        }
+        let limit = usize::try_from(limit.min(MAX_PAGE)).unwrap_or(usize::MAX);
+        let conversations: Vec<CursorRow> = with_pool!(self, reader, |pool| {
+            sqlx::query_as(sql::CURSORS).bind(uid).fetch_all(pool).await?
+        });
+        let mut messages: Vec<StoredMessage> = Vec::new();
+        let mut more = false;
+        for conversation in conversations {
+            let cursor = cursors.get(&conversation.conversation_id).copied().unwrap_or(0);
+            if conversation.last_seq <= cursor {
+                continue;
+            }
+            let budget = limit - messages.len();
+            if budget == 0 {
+                more = true;
+                break;
+            }
+            let rows: Vec<MessageRow> = with_pool!(self, reader, |pool| {
+                sqlx::query_as(sql::MESSAGES_AFTER)
+                    .bind(&conversation.conversation_id)
+                    .bind(cursor)
+                    .bind(i64::try_from(budget).unwrap_or(i64::MAX))
+                    .fetch_all(pool)
+                    .await?
+            });
+            let reached = rows.last().map_or(cursor, |row| row.seq);
+            if reached < conversation.last_seq {
+                more = true;
+            }
+            messages.extend(rows.into_iter().map(MessageRow::into_stored));
+        }
+        Ok(SyncPage { messages, more })
+    }
+
+    /// Moves `uid`'s read marker in `conversation_id` forward to `seq` and returns the marker.
+    ///
+    /// Monotonic (an older `seq` from a slow device never moves it back) and capped at the
+    /// conversation's `last_seq` (a marker in the future would hide later messages).
+    pub async fn mark_read(&self, uid: &str, conversation_id: &str, seq: i64) -> Result<i64, StoreError> {
+        check_ident("uid", uid)?;
+        check_seq("seq", seq)?;
+        let marker: Option<i64> = with_pool!(self, writer, |pool, mark_read| {
+            sqlx::query_scalar(mark_read)
+                .bind(conversation_id)
+                .bind(uid)
+                .bind(seq)
+                .fetch_optional(pool)
+                .await?
+        });
+        marker.ok_or_else(|| StoreError::NotMember {
+            uid: uid.to_owned(),
+            conversation: conversation_id.to_owned(),
+        })
+    }
+}
+
+/// Returns `true` for errors after which the whole transaction may simply be run again.
+fn is_transient(error: &StoreError) -> bool {
+    // PostgreSQL: deadlock_detected, serialization_failure.
+    matches!(error.database_code().as_deref(), Some("40P01" | "40001"))
+}

@@ -1,0 +1,1178 @@
+//! One conformance suite for both backends.
+//!
+//! Every case in `cases` runs against a fresh SQLite file (always) and against a fresh schema
+//! of the PostgreSQL database named by `TEST_DATABASE_URL` (when set; otherwise the PostgreSQL
+//! variants print a note and pass). The cases only use the public API, plus a raw connection
+//! where a test has to act as a second, misbehaving or slow writer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use gatehouse_store::{
+    Appended, ConversationKind, ConversationRef, GroupCommitConfig, GroupCommitter, NewMessage, Store, StoreError,
+    direct_conversation_id, group_conversation_id,
+};
+use sqlx::{Connection, PgConnection, SqliteConnection};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// What a case gets: where its private database is.
+#[derive(Debug, Clone)]
+struct Ctx {
+    kind: Kind,
+    url: String,
+}
+
+impl Ctx {
+    async fn open(&self) -> Store {
+        Store::open(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.url))
+    }
+
+    async fn raw(&self) -> Raw {
+        match self.kind {
+            Kind::Sqlite => Raw::Sqlite(
+                SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("raw sqlite connection"),
+            ),
+            Kind::Postgres => Raw::Postgres(PgConnection::connect(&self.url).await.expect("raw postgres connection")),
+        }
+    }
+}
+
+/// A private database, removed after the case.
+struct TestDb {
+    ctx: Ctx,
+    _dir: Option<tempfile::TempDir>,
+    pg_schema: Option<(String, String)>,
+}
+
+static SCHEMA_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    async fn create(kind: Kind) -> Option<TestDb> {
+        match kind {
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let path = dir.path().join("chat.db");
+                Some(TestDb {
+                    ctx: Ctx {
+                        kind,
+                        url: format!("sqlite://{}", path.display()),
+                    },
+                    _dir: Some(dir),
+                    pg_schema: None,
+                })
+            }
+            Kind::Postgres => {
+                let base = std::env::var("TEST_DATABASE_URL").ok()?;
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                let schema = format!(
+                    "t_{}_{}_{}",
+                    std::process::id(),
+                    nanos,
+                    SCHEMA_COUNTER.fetch_add(1, Ordering::Relaxed)
+                );
+                let mut admin = PgConnection::connect(&base)
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test schema");
+                let separator = if base.contains('?') { '&' } else { '?' };
+                Some(TestDb {
+                    ctx: Ctx {
+                        kind,
+                        url: format!("{base}{separator}options[search_path]={schema}"),
+                    },
+                    _dir: None,
+                    pg_schema: Some((base, schema)),
+                })
+            }
+        }
+    }
+
+    async fn cleanup(self) {
+        if let Some((base, schema)) = self.pg_schema {
+            let mut admin = PgConnection::connect(&base).await.expect("connect for cleanup");
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                .execute(&mut admin)
+                .await
+                .expect("drop test schema");
+        }
+    }
+}
+
+/// Runs `case` on a fresh database of `kind`, then removes the database even if the case
+/// panicked, then re-raises the panic.
+async fn run_case<F, Fut>(kind: Kind, case: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(db) = TestDb::create(kind).await else {
+        eprintln!("skipped: TEST_DATABASE_URL is not set");
+        return;
+    };
+    let task = tokio::spawn(case(db.ctx.clone()));
+    let abort = task.abort_handle();
+    let outcome = tokio::time::timeout(CASE_TIMEOUT, task).await;
+    abort.abort();
+    db.cleanup().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => panic!("case did not finish within {CASE_TIMEOUT:?}"),
+    }
+}
+
+/// A hung case fails instead of blocking the suite.
+const CASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls `condition` every few milliseconds; panics after 10 s.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Generates `sqlite::<case>` and `postgres::<case>` tests for every listed case.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::run_case(super::Kind::Sqlite, super::cases::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::run_case(super::Kind::Postgres, super::cases::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    direct_and_group_sequences,
+    group_membership_management,
+    resend_is_idempotent_within_and_across_batches,
+    concurrent_resend_from_two_stores_stores_once,
+    non_members_cannot_send_or_read,
+    history_pages_backwards,
+    sync_returns_missed_messages_once_with_paging,
+    unread_counts_and_monotonic_mark_read,
+    late_committing_writer_blocks_the_next_seq,
+    reader_never_skips_under_concurrent_writers,
+    failed_transaction_stores_nothing,
+    group_commit_batches_a_thousand_appends,
+    group_commit_resends_in_one_batch,
+    group_commit_failure_reaches_every_caller,
+    try_append_sheds_load_when_queue_is_full,
+    uids_with_colons_and_invalid_input,
+    users_are_known_after_their_first_sign_in,
+);
+
+/// A raw connection acting as another writer, outside the store.
+enum Raw {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl Raw {
+    async fn exec(&mut self, sql: &'static str) {
+        match self {
+            Raw::Sqlite(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+            Raw::Postgres(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Opens a write transaction and holds it: SQLite's database write lock, or the
+    /// PostgreSQL row lock of `conversation` (which must exist).
+    async fn block_writes(&mut self, conversation: &str) {
+        match self {
+            Raw::Sqlite(c) => {
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(c)
+                    .await
+                    .expect("begin immediate");
+            }
+            Raw::Postgres(c) => {
+                sqlx::raw_sql("BEGIN").execute(&mut *c).await.expect("begin");
+                sqlx::query("SELECT id FROM conversations WHERE id = $1 FOR UPDATE")
+                    .bind(conversation)
+                    .execute(c)
+                    .await
+                    .expect("lock conversation row");
+            }
+        }
+    }
+
+    /// Acts as a writer that takes the next seq of `conversation` in an open transaction
+    /// (the way the store does) and returns it without committing.
+    async fn take_next_seq(&mut self, conversation: &str) -> i64 {
+        const BUMP: &str = "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq";
+        match self {
+            Raw::Sqlite(c) => {
+                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *c).await.expect("begin");
+                sqlx::query_scalar(BUMP).bind(conversation).fetch_one(c).await
+            }
+            Raw::Postgres(c) => {
+                sqlx::raw_sql("BEGIN").execute(&mut *c).await.expect("begin");
+                sqlx::query_scalar(BUMP).bind(conversation).fetch_one(c).await
+            }
+        }
+        .expect("bump last_seq")
+    }
+
+    async fn insert_message(&mut self, conversation: &str, seq: i64, sender: &str, cid: &str) {
+        const INSERT: &str = "INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms) \
+             VALUES ($1, $2, $3, $4, 'late', 0)";
+        match self {
+            Raw::Sqlite(c) => sqlx::query(INSERT)
+                .bind(conversation)
+                .bind(seq)
+                .bind(sender)
+                .bind(cid)
+                .execute(c)
+                .await
+                .map(|_| ()),
+            Raw::Postgres(c) => sqlx::query(INSERT)
+                .bind(conversation)
+                .bind(seq)
+                .bind(sender)
+                .bind(cid)
+                .execute(c)
+                .await
+                .map(|_| ()),
+        }
+        .expect("insert late message");
+    }
+}
+
+fn dm(from: &str, to: &str, cid: &str) -> NewMessage {
+    NewMessage {
+        conversation: ConversationRef::Direct { to: to.into() },
+        sender: from.into(),
+        cid: cid.into(),
+        text: format!("{from} says {cid}"),
+        ts_ms: 1_700_000_000_000,
+    }
+}
+
+fn gm(from: &str, group: &str, cid: &str) -> NewMessage {
+    NewMessage {
+        conversation: ConversationRef::Group { id: group.into() },
+        sender: from.into(),
+        cid: cid.into(),
+        text: format!("{from} to {group}: {cid}"),
+        ts_ms: 1_700_000_000_000,
+    }
+}
+
+fn ok(result: Result<Appended, StoreError>) -> Appended {
+    result.unwrap_or_else(|e| panic!("append failed: {e}"))
+}
+
+async fn append_one(store: &Store, message: NewMessage) -> Result<Appended, StoreError> {
+    store.append(vec![message]).await.pop().expect("one result per message")
+}
+
+/// Asserts the whole history of `conversation` has seqs exactly `1..=expected`.
+async fn assert_contiguous(store: &Store, reader: &str, conversation: &str, expected: i64) {
+    let all = store
+        .history(reader, conversation, None, 10_000)
+        .await
+        .expect("history");
+    let seqs: Vec<i64> = all.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=expected).collect::<Vec<_>>(), "seqs of {conversation}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------------------------
+
+mod cases {
+    use super::*;
+
+    pub async fn direct_and_group_sequences(ctx: Ctx) {
+        let store = ctx.open().await;
+        let ab = direct_conversation_id("alice", "bob");
+        assert_eq!(ab, "d:alice:bob");
+
+        let results = store
+            .append(vec![
+                dm("alice", "bob", "1"),
+                dm("bob", "alice", "2"),
+                dm("alice", "carol", "3"),
+                dm("alice", "bob", "4"),
+            ])
+            .await;
+        let stored: Vec<Appended> = results.into_iter().map(ok).collect();
+        let keyed: Vec<(&str, i64)> = stored
+            .iter()
+            .map(|a| (a.message.conversation.as_str(), a.message.seq))
+            .collect();
+        assert_eq!(
+            keyed,
+            vec![
+                (ab.as_str(), 1),
+                (ab.as_str(), 2),
+                ("d:alice:carol", 1),
+                (ab.as_str(), 3)
+            ]
+        );
+        assert!(stored.iter().all(|a| !a.duplicate));
+        assert_eq!(stored[0].message.to.as_deref(), Some("bob"));
+        assert_eq!(stored[1].message.to.as_deref(), Some("alice"));
+        assert_eq!(stored[0].message.group, None);
+        assert_eq!(stored[0].message.text, "alice says 1");
+        assert_eq!(stored[0].message.ts_ms, 1_700_000_000_000);
+        let mut ids: Vec<i64> = stored.iter().map(|a| a.message.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "ids are unique");
+
+        // A later batch continues the sequence.
+        let next = ok(append_one(&store, dm("bob", "alice", "5")).await);
+        assert_eq!(next.message.seq, 4);
+        assert!(store.is_member(&ab, "alice").await.expect("is_member"));
+        assert!(store.is_member(&ab, "bob").await.expect("is_member"));
+        assert!(!store.is_member(&ab, "carol").await.expect("is_member"));
+
+        store
+            .create_group("team", "alice", Some("The team"))
+            .await
+            .expect("create group");
+        store.join_group("team", "bob").await.expect("join");
+        let group: Vec<Appended> = store
+            .append(vec![gm("alice", "team", "g1"), gm("bob", "team", "g2")])
+            .await
+            .into_iter()
+            .map(ok)
+            .collect();
+        assert_eq!(group[0].message.conversation, group_conversation_id("team"));
+        assert_eq!(group[0].message.seq, 1);
+        assert_eq!(group[1].message.seq, 2);
+        assert_eq!(group[1].message.group.as_deref(), Some("team"));
+        assert_eq!(group[1].message.to, None);
+        let third = ok(append_one(&store, gm("bob", "team", "g3")).await);
+        assert_eq!(third.message.seq, 3);
+
+        let list = store.conversations_of("alice").await.expect("list");
+        let ids: Vec<(&str, ConversationKind, &str, i64)> = list
+            .iter()
+            .map(|c| (c.id.as_str(), c.kind, c.peer_or_group.as_str(), c.last_seq))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("d:alice:bob", ConversationKind::Direct, "bob", 4),
+                ("d:alice:carol", ConversationKind::Direct, "carol", 1),
+                ("g:team", ConversationKind::Group, "team", 3),
+            ]
+        );
+        assert_eq!(list[2].name.as_deref(), Some("The team"));
+    }
+
+    pub async fn group_membership_management(ctx: Ctx) {
+        let store = ctx.open().await;
+        store.create_group("g", "alice", None).await.expect("create");
+        assert!(matches!(
+            store.create_group("g", "bob", None).await,
+            Err(StoreError::GroupExists(id)) if id == "g"
+        ));
+        store.join_group("g", "bob").await.expect("join");
+        store.join_group("g", "bob").await.expect("join is idempotent");
+        store.join_group("g", "carol").await.expect("join");
+        assert_eq!(
+            store.group_members("g").await.expect("members"),
+            vec!["alice", "bob", "carol"]
+        );
+        assert!(matches!(
+            store.join_group("nope", "bob").await,
+            Err(StoreError::UnknownGroup(id)) if id == "nope"
+        ));
+        assert!(matches!(
+            store.group_members("nope").await,
+            Err(StoreError::UnknownGroup(_))
+        ));
+        assert!(matches!(
+            store.leave_group("nope", "bob").await,
+            Err(StoreError::UnknownGroup(_))
+        ));
+        store.leave_group("g", "carol").await.expect("leave");
+        store.leave_group("g", "carol").await.expect("leave is idempotent");
+        assert_eq!(store.group_members("g").await.expect("members"), vec!["alice", "bob"]);
+        let g = group_conversation_id("g");
+        assert!(!store.is_member(&g, "carol").await.expect("is_member"));
+        // A left member can no longer send.
+        assert!(matches!(
+            append_one(&store, gm("carol", "g", "x")).await,
+            Err(StoreError::NotMember { .. })
+        ));
+        // A group that everyone left still exists.
+        store.leave_group("g", "alice").await.expect("leave");
+        store.leave_group("g", "bob").await.expect("leave");
+        assert_eq!(store.group_members("g").await.expect("members"), Vec::<String>::new());
+        store.join_group("g", "dave").await.expect("rejoin empty group");
+    }
+
+    pub async fn resend_is_idempotent_within_and_across_batches(ctx: Ctx) {
+        let store = ctx.open().await;
+        let mut resend = dm("alice", "bob", "c1");
+        resend.text = "changed on resend".into();
+        resend.ts_ms += 5;
+        let results = store
+            .append(vec![dm("alice", "bob", "c1"), dm("alice", "bob", "c2"), resend.clone()])
+            .await;
+        let first = ok(results[0].clone());
+        let second = ok(results[1].clone());
+        let third = ok(results[2].clone());
+        assert!(!first.duplicate && !second.duplicate);
+        assert!(third.duplicate, "same batch resend is a duplicate");
+        assert_eq!(third.message, first.message, "the original is returned");
+        assert_eq!(second.message.seq, 2);
+
+        // Separate batch: nothing stored, the original comes back.
+        let again = ok(append_one(&store, resend).await);
+        assert!(again.duplicate);
+        assert_eq!(again.message, first.message);
+        assert_eq!(again.message.text, "alice says c1");
+
+        // The same cid from another sender is a different message.
+        let other = ok(append_one(&store, dm("bob", "alice", "c1")).await);
+        assert!(!other.duplicate);
+        assert_eq!(other.message.seq, 3, "duplicates did not consume seqs");
+
+        // A resend addressed elsewhere still returns the original (the key is sender+cid).
+        let moved = ok(append_one(&store, dm("alice", "carol", "c2")).await);
+        assert!(moved.duplicate);
+        assert_eq!(moved.message, second.message);
+        assert!(
+            !store
+                .is_member(&direct_conversation_id("alice", "carol"), "carol")
+                .await
+                .expect("is_member"),
+            "a resend creates no conversation"
+        );
+        assert_contiguous(&store, "alice", &direct_conversation_id("alice", "bob"), 3).await;
+    }
+
+    pub async fn concurrent_resend_from_two_stores_stores_once(ctx: Ctx) {
+        let s1 = ctx.open().await;
+        let s2 = ctx.open().await;
+        let ab = direct_conversation_id("alice", "bob");
+        let ac = direct_conversation_id("alice", "carol");
+        const ROUNDS: usize = 25;
+        for round in 0..ROUNDS {
+            let cid = format!("same-{round}");
+            let (x, y) = tokio::join!(
+                append_one(&s1, dm("alice", "bob", &cid)),
+                append_one(&s2, dm("alice", "bob", &cid))
+            );
+            let (x, y) = (ok(x), ok(y));
+            assert_eq!(x.message, y.message, "both writers see the same row");
+            assert_eq!(
+                usize::from(x.duplicate) + usize::from(y.duplicate),
+                1,
+                "exactly one of the two stored it"
+            );
+        }
+        assert_contiguous(&s1, "alice", &ab, ROUNDS as i64).await;
+
+        // The same key sent to two different conversations at once: stored once, and neither
+        // conversation gets a hole in its sequence.
+        for round in 0..ROUNDS {
+            let cid = format!("split-{round}");
+            let (x, y) = tokio::join!(
+                append_one(&s1, dm("alice", "bob", &cid)),
+                append_one(&s2, dm("alice", "carol", &cid))
+            );
+            let (x, y) = (ok(x), ok(y));
+            assert_eq!(x.message, y.message);
+            assert_eq!(usize::from(x.duplicate) + usize::from(y.duplicate), 1);
+        }
+        let in_ab = s1.history("alice", &ab, None, 1000).await.expect("history").len() as i64;
+        let in_ac = s1.history("alice", &ac, None, 1000).await.unwrap_or_default().len() as i64;
+        assert_eq!(in_ab + in_ac, 2 * ROUNDS as i64);
+        assert_contiguous(&s1, "alice", &ab, in_ab).await;
+        if in_ac > 0 {
+            assert_contiguous(&s1, "alice", &ac, in_ac).await;
+        }
+        // The counters agree with the rows.
+        let list = s2.conversations_of("alice").await.expect("list");
+        for summary in list {
+            let rows = if summary.id == ab { in_ab } else { in_ac };
+            assert_eq!(summary.last_seq, rows, "last_seq of {}", summary.id);
+        }
+    }
+
+    pub async fn non_members_cannot_send_or_read(ctx: Ctx) {
+        let store = ctx.open().await;
+        store.create_group("club", "alice", None).await.expect("create");
+        let results = store
+            .append(vec![
+                gm("alice", "club", "1"),
+                gm("mallory", "club", "2"),
+                gm("alice", "club", "3"),
+                gm("mallory", "nowhere", "4"),
+            ])
+            .await;
+        assert_eq!(ok(results[0].clone()).message.seq, 1);
+        assert!(matches!(
+            &results[1],
+            Err(StoreError::NotMember { uid, conversation }) if uid == "mallory" && conversation == "g:club"
+        ));
+        assert_eq!(ok(results[2].clone()).message.seq, 2, "the refused item took no seq");
+        assert!(matches!(&results[3], Err(StoreError::NotMember { .. })));
+
+        let club = group_conversation_id("club");
+        assert!(matches!(
+            store.history("mallory", &club, None, 10).await,
+            Err(StoreError::NotMember { .. })
+        ));
+        ok(append_one(&store, dm("alice", "bob", "dm")).await);
+        let ab = direct_conversation_id("alice", "bob");
+        assert!(matches!(
+            store.history("mallory", &ab, None, 10).await,
+            Err(StoreError::NotMember { .. })
+        ));
+        assert!(matches!(
+            store.mark_read("mallory", &ab, 1).await,
+            Err(StoreError::NotMember { .. })
+        ));
+        let cursors = HashMap::from([(club.clone(), 0), (ab.clone(), 0)]);
+        let page = store.sync("mallory", &cursors, 100).await.expect("sync");
+        assert!(page.messages.is_empty() && !page.more, "foreign cursors are ignored");
+        assert_eq!(store.history("alice", &club, None, 10).await.expect("history").len(), 2);
+    }
+
+    pub async fn history_pages_backwards(ctx: Ctx) {
+        let store = ctx.open().await;
+        let batch: Vec<NewMessage> = (1..=25).map(|i| dm("alice", "bob", &format!("m{i}"))).collect();
+        store.append(batch).await.into_iter().for_each(|r| {
+            ok(r);
+        });
+        let ab = direct_conversation_id("alice", "bob");
+        let seqs = |page: &[gatehouse_store::StoredMessage]| -> Vec<i64> { page.iter().map(|m| m.seq).collect() };
+        let newest = store.history("bob", &ab, None, 10).await.expect("page 1");
+        assert_eq!(seqs(&newest), (16..=25).collect::<Vec<_>>());
+        assert_eq!(newest[0].cid, "m16");
+        let older = store
+            .history("bob", &ab, Some(newest[0].seq), 10)
+            .await
+            .expect("page 2");
+        assert_eq!(seqs(&older), (6..=15).collect::<Vec<_>>());
+        let oldest = store.history("bob", &ab, Some(older[0].seq), 10).await.expect("page 3");
+        assert_eq!(seqs(&oldest), (1..=5).collect::<Vec<_>>());
+        let none = store.history("bob", &ab, Some(1), 10).await.expect("page 4");
+        assert!(none.is_empty());
+        assert!(store.history("bob", &ab, None, 0).await.expect("limit 0").is_empty());
+        assert!(matches!(
+            store.history("bob", &ab, Some(-1), 10).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
+
+    pub async fn sync_returns_missed_messages_once_with_paging(ctx: Ctx) {
+        let store = ctx.open().await;
+        store.create_group("g", "alice", None).await.expect("create");
+        store.join_group("g", "carol").await.expect("join");
+        let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+        for i in 0..7 {
+            let cid = format!("d{i}");
+            let a = ok(append_one(&store, dm("alice", "carol", &cid)).await);
+            expected.entry(a.message.conversation).or_default().push(cid);
+            let cid = format!("g{i}");
+            let a = ok(append_one(&store, gm("alice", "g", &cid)).await);
+            expected.entry(a.message.conversation).or_default().push(cid);
+        }
+        // Noise carol must not see.
+        ok(append_one(&store, dm("alice", "bob", "secret")).await);
+
+        let mut cursors: HashMap<String, i64> = HashMap::new();
+        let mut got: HashMap<String, Vec<String>> = HashMap::new();
+        let mut pages = 0;
+        loop {
+            let page = store.sync("carol", &cursors, 3).await.expect("sync");
+            pages += 1;
+            assert!(page.messages.len() <= 3);
+            for m in &page.messages {
+                let cursor = cursors.entry(m.conversation.clone()).or_insert(0);
+                assert_eq!(m.seq, *cursor + 1, "ascending and gap-free per conversation");
+                *cursor = m.seq;
+                got.entry(m.conversation.clone()).or_default().push(m.cid.clone());
+            }
+            if !page.more {
+                break;
+            }
+            assert_eq!(page.messages.len(), 3, "a page with more is full");
+            assert!(pages < 20, "sync terminates");
+        }
+        assert_eq!(got, expected, "every missed message exactly once");
+        assert_eq!(pages, 5, "14 messages in pages of 3");
+        let again = store.sync("carol", &cursors, 3).await.expect("sync");
+        assert!(again.messages.is_empty() && !again.more);
+
+        // Resuming from a cursor in the middle returns only what follows it.
+        let ac = direct_conversation_id("alice", "carol");
+        let from_five = HashMap::from([(ac.clone(), 5), (group_conversation_id("g"), 7)]);
+        let page = store.sync("carol", &from_five, 100).await.expect("sync");
+        let seqs: Vec<(String, i64)> = page.messages.iter().map(|m| (m.conversation.clone(), m.seq)).collect();
+        assert_eq!(seqs, vec![(ac.clone(), 6), (ac, 7)]);
+        assert!(!page.more);
+
+        // New messages after the sync show up in the next one.
+        ok(append_one(&store, gm("alice", "g", "late")).await);
+        let page = store.sync("carol", &cursors, 3).await.expect("sync");
+        assert_eq!(page.messages.len(), 1);
+        assert_eq!(page.messages[0].cid, "late");
+        assert_eq!(page.messages[0].seq, 8);
+
+        assert!(matches!(
+            store.sync("carol", &HashMap::from([("g:g".to_string(), -1)]), 3).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+        let empty = store.sync("carol", &cursors, 0).await.expect("sync");
+        assert!(empty.messages.is_empty() && empty.more, "limit 0 reports pending");
+    }
+
+    pub async fn unread_counts_and_monotonic_mark_read(ctx: Ctx) {
+        let store = ctx.open().await;
+        for i in 0..3 {
+            ok(append_one(&store, dm("alice", "bob", &format!("a{i}"))).await);
+        }
+        let ab = direct_conversation_id("alice", "bob");
+        let unread = |list: Vec<gatehouse_store::ConversationSummary>| -> Vec<(String, i64, i64)> {
+            list.into_iter()
+                .map(|c| (c.peer_or_group, c.read_seq, c.unread))
+                .collect()
+        };
+        assert_eq!(
+            unread(store.conversations_of("bob").await.expect("list")),
+            vec![("alice".to_string(), 0, 3)]
+        );
+        assert_eq!(
+            unread(store.conversations_of("alice").await.expect("list")),
+            vec![("bob".to_string(), 3, 0)],
+            "own messages are read"
+        );
+        assert_eq!(store.mark_read("bob", &ab, 2).await.expect("mark"), 2);
+        assert_eq!(store.mark_read("bob", &ab, 1).await.expect("mark"), 2, "never back");
+        assert_eq!(
+            unread(store.conversations_of("bob").await.expect("list")),
+            vec![("alice".to_string(), 2, 1)]
+        );
+        assert_eq!(
+            store.mark_read("bob", &ab, 99).await.expect("mark"),
+            3,
+            "capped at last_seq"
+        );
+        ok(append_one(&store, dm("alice", "bob", "a3")).await);
+        assert_eq!(
+            unread(store.conversations_of("bob").await.expect("list")),
+            vec![("alice".to_string(), 3, 1)]
+        );
+        // Replying marks the conversation read up to the reply.
+        ok(append_one(&store, dm("bob", "alice", "b0")).await);
+        assert_eq!(
+            unread(store.conversations_of("bob").await.expect("list")),
+            vec![("alice".to_string(), 5, 0)]
+        );
+        assert_eq!(
+            unread(store.conversations_of("alice").await.expect("list")),
+            vec![("bob".to_string(), 4, 1)]
+        );
+        assert!(matches!(
+            store.mark_read("bob", &ab, -1).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+
+        // A group joiner starts with nothing unread.
+        store.create_group("g", "alice", None).await.expect("create");
+        ok(append_one(&store, gm("alice", "g", "before")).await);
+        store.join_group("g", "bob").await.expect("join");
+        ok(append_one(&store, gm("alice", "g", "after")).await);
+        let bob = store.conversations_of("bob").await.expect("list");
+        let g = bob.iter().find(|c| c.id == "g:g").expect("group listed");
+        assert_eq!((g.last_seq, g.read_seq, g.unread), (2, 1, 1));
+    }
+
+    /// Writer A takes seq N in an open transaction; writer B (the store) must not be able to
+    /// commit N+1 before A commits, so a reader can never see N+1 without N.
+    pub async fn late_committing_writer_blocks_the_next_seq(ctx: Ctx) {
+        let store = ctx.open().await;
+        let ab = direct_conversation_id("alice", "bob");
+        assert_eq!(ok(append_one(&store, dm("alice", "bob", "m1")).await).message.seq, 1);
+
+        let mut writer_a = ctx.raw().await;
+        let taken = writer_a.take_next_seq(&ab).await;
+        assert_eq!(taken, 2);
+
+        let writer_b = tokio::spawn({
+            let store = store.clone();
+            async move { append_one(&store, dm("bob", "alice", "m3")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!writer_b.is_finished(), "writer B must wait for writer A's transaction");
+        let cursors = HashMap::from([(ab.clone(), 1)]);
+        let during = store.sync("bob", &cursors, 100).await.expect("sync");
+        assert!(
+            during.messages.is_empty(),
+            "nothing after seq 1 is visible while seq 2 is uncommitted: {:?}",
+            during.messages
+        );
+
+        writer_a.insert_message(&ab, taken, "alice", "m2").await;
+        writer_a.exec("COMMIT").await;
+        let b = ok(writer_b.await.expect("writer B task"));
+        assert_eq!(b.message.seq, 3, "B continues after A's seq");
+
+        let after = store.sync("bob", &cursors, 100).await.expect("sync");
+        let seqs: Vec<(i64, String)> = after.messages.iter().map(|m| (m.seq, m.cid.clone())).collect();
+        assert_eq!(seqs, vec![(2, "m2".to_string()), (3, "m3".to_string())]);
+    }
+
+    /// Many writers on two store instances append to one conversation while a reader syncs
+    /// with an advancing cursor: the reader must see every seq exactly once, in order, and
+    /// never a page that starts past its cursor.
+    pub async fn reader_never_skips_under_concurrent_writers(ctx: Ctx) {
+        let s1 = ctx.open().await;
+        let s2 = ctx.open().await;
+        let ab = direct_conversation_id("alice", "bob");
+        const WRITERS: usize = 8;
+        const PER_WRITER: usize = 40;
+        let done = Arc::new(AtomicBool::new(false));
+
+        let reader = tokio::spawn({
+            let store = s2.clone();
+            let done = Arc::clone(&done);
+            let ab = ab.clone();
+            async move {
+                let mut cursor = 0i64;
+                let mut seen = Vec::new();
+                let mut syncs = 0u32;
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let cursors = HashMap::from([(ab.clone(), cursor)]);
+                    let page = store.sync("bob", &cursors, 16).await.expect("sync");
+                    syncs += 1;
+                    for m in &page.messages {
+                        assert_eq!(m.seq, cursor + 1, "reader skipped or repeated a seq");
+                        cursor = m.seq;
+                        seen.push(m.seq);
+                    }
+                    if finished && !page.more {
+                        break;
+                    }
+                    if page.messages.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                (seen, syncs)
+            }
+        });
+
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let store = if w % 2 == 0 { s1.clone() } else { s2.clone() };
+            writers.push(tokio::spawn(async move {
+                let mut i = 0;
+                while i < PER_WRITER {
+                    let size = (i % 3 + 1).min(PER_WRITER - i);
+                    let batch: Vec<NewMessage> = (i..i + size)
+                        .map(|k| {
+                            let (from, to) = if k % 2 == 0 { ("alice", "bob") } else { ("bob", "alice") };
+                            dm(from, to, &format!("w{w}-{k}"))
+                        })
+                        .collect();
+                    for result in store.append(batch).await {
+                        assert!(!ok(result).duplicate);
+                    }
+                    i += size;
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.expect("writer task");
+        }
+        done.store(true, Ordering::SeqCst);
+        let (seen, syncs) = reader.await.expect("reader task");
+        let total = (WRITERS * PER_WRITER) as i64;
+        assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+        assert!(syncs > 1, "the reader ran during the writes");
+        assert_contiguous(&s1, "alice", &ab, total).await;
+    }
+
+    /// A transaction that fails part-way stores nothing: no message, no seq consumed.
+    pub async fn failed_transaction_stores_nothing(ctx: Ctx) {
+        let store = ctx.open().await;
+        ok(append_one(&store, dm("alice", "bob", "before")).await);
+        let mut raw = ctx.raw().await;
+        match ctx.kind {
+            Kind::Sqlite => {
+                raw.exec(
+                    "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.text = 'boom' \
+                     BEGIN SELECT RAISE(ABORT, 'boom'); END",
+                )
+                .await
+            }
+            Kind::Postgres => {
+                raw.exec("ALTER TABLE messages ADD CONSTRAINT boom CHECK (text <> 'boom')")
+                    .await
+            }
+        }
+        let mut boom = dm("bob", "alice", "boom");
+        boom.text = "boom".into();
+        let results = store
+            .append(vec![dm("alice", "bob", "x1"), boom, dm("alice", "carol", "x2")])
+            .await;
+        assert_eq!(results.len(), 3);
+        assert!(
+            results.iter().all(|r| matches!(r, Err(StoreError::Database(_)))),
+            "{results:?}"
+        );
+        let ab = direct_conversation_id("alice", "bob");
+        assert_contiguous(&store, "alice", &ab, 1).await;
+        assert!(
+            !store
+                .is_member(&direct_conversation_id("alice", "carol"), "alice")
+                .await
+                .expect("is_member"),
+            "the new conversation was rolled back too"
+        );
+        match ctx.kind {
+            Kind::Sqlite => raw.exec("DROP TRIGGER boom").await,
+            Kind::Postgres => raw.exec("ALTER TABLE messages DROP CONSTRAINT boom").await,
+        }
+        let retried = ok(append_one(&store, dm("alice", "bob", "x1")).await);
+        assert!(!retried.duplicate, "the failed attempt left no row behind");
+        assert_eq!(retried.message.seq, 2, "the failed attempt consumed no seq");
+    }
+
+    pub async fn group_commit_batches_a_thousand_appends(ctx: Ctx) {
+        let store = ctx.open().await;
+        let committer = GroupCommitter::spawn(
+            store.clone(),
+            GroupCommitConfig {
+                max_batch: 256,
+                queue_capacity: 1024,
+            },
+        );
+        const N: usize = 1000;
+        const SENDERS: usize = 10;
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let committer = committer.clone();
+                tokio::spawn(async move {
+                    committer
+                        .append(dm(&format!("u{}", i % SENDERS), "hub", &format!("m{i}")))
+                        .await
+                })
+            })
+            .collect();
+        let mut per_conversation: HashMap<String, Vec<i64>> = HashMap::new();
+        for task in tasks {
+            let appended = ok(task.await.expect("append task"));
+            assert!(!appended.duplicate);
+            per_conversation
+                .entry(appended.message.conversation)
+                .or_default()
+                .push(appended.message.seq);
+        }
+        assert_eq!(per_conversation.len(), SENDERS);
+        for (conversation, mut seqs) in per_conversation {
+            seqs.sort_unstable();
+            assert_eq!(seqs, (1..=(N / SENDERS) as i64).collect::<Vec<_>>(), "{conversation}");
+            assert_contiguous(&store, "hub", &conversation, (N / SENDERS) as i64).await;
+        }
+        let batches = committer.batches_committed();
+        eprintln!("{:?}: 1000 appends in {batches} transactions", ctx.kind);
+        assert_eq!(committer.messages_stored(), N as u64);
+        assert!(batches >= 1);
+        assert!(batches <= 100, "{batches} transactions for {N} appends");
+        assert_eq!(committer.batches_failed(), 0);
+        assert_eq!(committer.queued(), 0);
+    }
+
+    pub async fn group_commit_resends_in_one_batch(ctx: Ctx) {
+        let store = ctx.open().await;
+        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default());
+        let results =
+            futures_util::future::join_all((0..20).map(|_| committer.append(dm("alice", "bob", "same")))).await;
+        let appended: Vec<Appended> = results.into_iter().map(ok).collect();
+        assert_eq!(appended.iter().filter(|a| !a.duplicate).count(), 1);
+        assert!(appended.iter().all(|a| a.message == appended[0].message));
+        assert_eq!(committer.messages_stored(), 1);
+        assert_contiguous(&store, "bob", &direct_conversation_id("alice", "bob"), 1).await;
+    }
+
+    pub async fn group_commit_failure_reaches_every_caller(ctx: Ctx) {
+        let store = ctx.open().await;
+        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default());
+        ok(committer.append(dm("alice", "bob", "ok")).await);
+        store.close().await;
+        let results =
+            futures_util::future::join_all((0..10).map(|i| committer.append(dm("alice", "bob", &format!("lost{i}")))))
+                .await;
+        assert!(
+            results.iter().all(|r| matches!(r, Err(StoreError::Database(_)))),
+            "{results:?}"
+        );
+        assert!(committer.batches_failed() >= 1);
+        assert_eq!(committer.batches_committed(), 1);
+        assert_eq!(committer.messages_stored(), 1);
+
+        let reopened = ctx.open().await;
+        assert_contiguous(&reopened, "bob", &direct_conversation_id("alice", "bob"), 1).await;
+    }
+
+    pub async fn try_append_sheds_load_when_queue_is_full(ctx: Ctx) {
+        let store = ctx.open().await;
+        let ab = direct_conversation_id("alice", "bob");
+        ok(append_one(&store, dm("alice", "bob", "m0")).await);
+        let committer = GroupCommitter::spawn(
+            store.clone(),
+            GroupCommitConfig {
+                max_batch: 1,
+                queue_capacity: 1,
+            },
+        );
+        let mut blocker = ctx.raw().await;
+        blocker.block_writes(&ab).await;
+
+        let in_flight = tokio::spawn({
+            let committer = committer.clone();
+            async move { committer.append(dm("alice", "bob", "m1")).await }
+        });
+        // Give the writer time to take m1 (it then waits on the lock). Should it not have taken
+        // it yet, m1 itself fills the queue below and the test still holds.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let queued = tokio::spawn({
+            let committer = committer.clone();
+            async move { committer.append(dm("alice", "bob", "m2")).await }
+        });
+        wait_until("m2 to be queued", || committer.queued() == 1).await;
+        assert!(matches!(
+            committer.try_append(dm("alice", "bob", "m3")).await,
+            Err(StoreError::Overloaded)
+        ));
+
+        blocker.exec("ROLLBACK").await;
+        assert_eq!(ok(in_flight.await.expect("task")).message.seq, 2);
+        assert_eq!(ok(queued.await.expect("task")).message.seq, 3);
+        let m4 = ok(committer.try_append(dm("alice", "bob", "m4")).await);
+        assert_eq!(m4.message.seq, 4);
+    }
+
+    pub async fn users_are_known_after_their_first_sign_in(ctx: Ctx) {
+        let store = ctx.open().await;
+        assert!(!store.user_exists("zoe").await.expect("lookup"));
+        store.ensure_user("zoe").await.expect("first sign-in");
+        store.ensure_user("zoe").await.expect("second sign-in is a no-op");
+        assert!(store.user_exists("zoe").await.expect("lookup"));
+        assert!(!store.user_exists("zo").await.expect("lookup"));
+        assert!(matches!(store.ensure_user("").await, Err(StoreError::InvalidInput(_))));
+    }
+
+    pub async fn uids_with_colons_and_invalid_input(ctx: Ctx) {
+        let store = ctx.open().await;
+        let x = ok(append_one(&store, dm("a", "b:c", "1")).await);
+        let y = ok(append_one(&store, dm("a:b", "c", "1")).await);
+        assert_ne!(x.message.conversation, y.message.conversation);
+        assert_eq!(x.message.to.as_deref(), Some("b:c"));
+        assert_eq!(y.message.to.as_deref(), Some("c"));
+        assert_eq!(x.message.seq, 1);
+        assert_eq!(y.message.seq, 1);
+        let list = store.conversations_of("b:c").await.expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].peer_or_group, "a");
+        assert_eq!(list[0].unread, 1);
+        let to_self = ok(append_one(&store, dm("me", "me", "note")).await);
+        assert_eq!(to_self.message.to.as_deref(), Some("me"));
+        assert_eq!(store.conversations_of("me").await.expect("list")[0].unread, 0);
+
+        let results = store
+            .append(vec![
+                dm("", "b", "1"),
+                dm("a", "", "2"),
+                dm("a", "b", ""),
+                gm("a", "", "3"),
+                NewMessage {
+                    text: "nul \0 byte".into(),
+                    ..dm("a", "b", "4")
+                },
+                dm("a", "b", "fine"),
+            ])
+            .await;
+        for result in &results[..5] {
+            assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
+        }
+        assert_eq!(ok(results[5].clone()).message.seq, 1);
+        assert!(store.append(Vec::new()).await.is_empty());
+        assert!(matches!(
+            store.create_group("", "a", None).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// URL handling (SQLite only: it needs no server)
+// ---------------------------------------------------------------------------------------------
+
+mod open {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_urls_and_plain_paths_open_the_same_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.db");
+        let plain = Store::open(path.to_str().expect("utf-8 path"))
+            .await
+            .expect("plain path");
+        ok(append_one(&plain, dm("a", "b", "1")).await);
+        plain.close().await;
+        for url in [
+            format!("sqlite://{}", path.display()),
+            format!("sqlite:{}", path.display()),
+        ] {
+            let store = Store::open(&url).await.expect("sqlite url");
+            assert_eq!(store.backend(), gatehouse_store::BackendKind::Sqlite);
+            let again = ok(append_one(&store, dm("a", "b", "1")).await);
+            assert!(again.duplicate, "{url} opened the same database");
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn in_memory_database_works() {
+        let store = Store::open("sqlite::memory:").await.expect("memory");
+        for i in 0..3 {
+            ok(append_one(&store, dm("a", "b", &format!("{i}"))).await);
+        }
+        let history = store
+            .history("a", &direct_conversation_id("a", "b"), None, 10)
+            .await
+            .expect("history");
+        assert_eq!(history.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn unsupported_schemes_are_rejected() {
+        for url in ["mysql://localhost/db", "", "http://x"] {
+            assert!(
+                matches!(Store::open(url).await, Err(StoreError::InvalidInput(_))),
+                "{url}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput (opt-in, numbers only):
+//   cargo test --release -p gatehouse-store --test conformance -- --ignored --nocapture
+// ---------------------------------------------------------------------------------------------
+
+mod throughput {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Message `i` of a run: 100 senders writing to one hub, so 100 conversations.
+    fn message(i: usize, tag: &str) -> NewMessage {
+        dm(&format!("u{}", i % 100), "hub", &format!("{tag}{i}"))
+    }
+
+    async fn measure(ctx: Ctx) {
+        let store = ctx.open().await;
+
+        let singles = 2_000;
+        let started = Instant::now();
+        for i in 0..singles {
+            ok(append_one(&store, message(i, "s")).await);
+        }
+        let single_rate = singles as f64 / started.elapsed().as_secs_f64();
+
+        let mut rates = Vec::new();
+        for batch in [100usize, 1_000] {
+            let total = 50_000;
+            let tag = format!("b{batch}-");
+            let started = Instant::now();
+            for chunk in (0..total).collect::<Vec<_>>().chunks(batch) {
+                for result in store.append(chunk.iter().map(|&i| message(i, &tag)).collect()).await {
+                    ok(result);
+                }
+            }
+            rates.push((batch, total as f64 / started.elapsed().as_secs_f64()));
+        }
+
+        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default());
+        let total = 50_000;
+        let producers = 1_000;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..producers)
+            .map(|p| {
+                let committer = committer.clone();
+                tokio::spawn(async move {
+                    for i in (p..total).step_by(producers) {
+                        ok(committer.append(message(i, "c")).await);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("producer");
+        }
+        let committer_rate = total as f64 / started.elapsed().as_secs_f64();
+        eprintln!(
+            "{:?}: 1/commit {single_rate:.0} msg/s; {}; group commit ({producers} producers) \
+             {committer_rate:.0} msg/s in {} transactions",
+            ctx.kind,
+            rates
+                .iter()
+                .map(|(b, r)| format!("{b}/commit {r:.0} msg/s"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            committer.batches_committed()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, run in release mode"]
+    async fn sqlite_append_rates() {
+        run_case(Kind::Sqlite, measure).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, run in release mode"]
+    async fn postgres_append_rates() {
+        run_case(Kind::Postgres, measure).await;
+    }
+}

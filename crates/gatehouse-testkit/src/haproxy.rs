@@ -1,0 +1,82 @@
+//! [`Haproxy`]: Debian's HAProxy in front of gateways, as in production.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::process::{Child, Command};
+
+/// A running HAProxy balancing WebSockets over gateways, health-checking `/readyz`.
+pub struct Haproxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    child: Child,
+    config: PathBuf,
+}
+
+impl Haproxy {
+    /// Starts HAProxy round-robin over `gateways` (their public addresses).
+    pub async fn start(gateways: &[SocketAddr]) -> Result<Haproxy> {
+        let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .context("haproxy is not installed (scripts/services installs it)")?;
+        // HAProxy cannot report a port it chose, so take a free one and hand it over.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let servers: String = gateways
+            .iter()
+            .enumerate()
+            .map(|(i, gw)| format!("  server gw{i} {gw} check inter 200ms fall 2 rise 1\n"))
+            .collect();
+        let config = std::env::temp_dir().join(format!("gatehouse-haproxy-{}-{}.cfg", std::process::id(), addr.port()));
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\n\n\
+                 frontend clients\n  bind {addr}\n  default_backend gateways\n\n\
+                 backend gateways\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n{servers}"
+            ),
+        )?;
+        let child = Command::new(binary)
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting haproxy")?;
+        let haproxy = Haproxy { addr, child, config };
+        haproxy.wait_until_serving().await?;
+        Ok(haproxy)
+    }
+
+    /// The WebSocket URL through the balancer.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Waits until every gateway is marked up (`/readyz` through the balancer answers 200).
+    async fn wait_until_serving(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok((200, _)) = crate::cluster::http_get(self.addr, "/readyz").await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("haproxy at {} never served /readyz", self.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}

@@ -1,0 +1,425 @@
+//! The chat service end to end, on a real cluster (two gateways, two chat workers) against each
+//! database: SQLite (a file per test) and PostgreSQL (a fresh database per test).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::Result;
+use gatehouse_testkit::client::Refusal;
+use gatehouse_testkit::{ChatClient, Cluster, TempDatabase};
+use serde_json::{Value, json};
+
+/// Where a test cluster keeps its chat history.
+enum Backend {
+    Sqlite(std::path::PathBuf),
+    Postgres(TempDatabase),
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        let path = std::env::temp_dir().join(format!(
+            "gatehouse-chat-{}-{}.db",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        Backend::Sqlite(path)
+    }
+
+    fn postgres() -> Backend {
+        Backend::Postgres(TempDatabase::create().expect("PostgreSQL at 127.0.0.1:5432 (scripts/services starts it)"))
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Backend::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Backend::Postgres(db) => db.url(),
+        }
+    }
+
+    /// Counts the rows of the messages table (proof that rejected input stored nothing).
+    fn stored_messages(&self) -> Result<i64> {
+        let count = match self {
+            Backend::Postgres(db) => db.query("SELECT count(*) FROM messages")?,
+            Backend::Sqlite(path) => {
+                let output = std::process::Command::new("sqlite3")
+                    .arg(path)
+                    .arg("SELECT count(*) FROM messages")
+                    .output()?;
+                anyhow::ensure!(
+                    output.status.success(),
+                    "sqlite3 failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            }
+        };
+        Ok(count.parse()?)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Sqlite(path) = self {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
+
+async fn chat_cluster(backend: &Backend) -> Result<Cluster> {
+    Cluster::builder()
+        .gateways(2)
+        .workers("chat", 2)
+        .gateway_args(&["--insecure-dev-auth"])
+        .worker_args(&["--database-url", &backend.url()])
+        .start()
+        .await
+}
+
+async fn direct_and_group_messages_cross_gateways(backend: Backend) -> Result<()> {
+    let cluster = chat_cluster(&backend).await?;
+    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+    let mut ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
+    let ack = ann.send_to("ben", "hello ben", "c1").await?;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["conversation"], "d:ann:ben");
+    assert_eq!(ack["seq"], 1);
+    let pushed = ben.next_message().await?;
+    assert_eq!(
+        (pushed["from"].clone(), pushed["to"].clone(), pushed["text"].clone()),
+        (json!("ann"), json!("ben"), json!("hello ben"))
+    );
+    assert_eq!(pushed["id"], ack["id"]);
+    assert_eq!(pushed["cid"], "c1");
+
+    assert_eq!(
+        ann.request(json!({"type": "create_group", "group": "team", "name": "Team"}))
+            .await?["action"],
+        "created"
+    );
+    assert_eq!(
+        ben.request(json!({"type": "join_group", "group": "team"})).await?["action"],
+        "joined"
+    );
+    let mut cat = ChatClient::connect_as(&cluster.ws_url(0), "cat").await?;
+    let members = ann.request(json!({"type": "members", "group": "team"})).await?;
+    assert_eq!(members["members"], json!(["ann", "ben"]));
+    let ack = ben.send_to_group("team", "hi team", "g1").await?;
+    assert_eq!(ack["conversation"], "g:team");
+    let pushed = ann.next_message().await?;
+    assert_eq!(
+        (pushed["group"].clone(), pushed["from"].clone(), pushed["text"].clone()),
+        (json!("team"), json!("ben"), json!("hi team"))
+    );
+    cat.expect_no_message(Duration::from_millis(300)).await?;
+    let refused = cat.send_to_group("team", "let me in", "x1").await?;
+    assert_eq!(refused["code"], "not_member");
+    Ok(())
+}
+
+async fn an_offline_recipient_gets_everything_on_reconnect(backend: Backend) -> Result<()> {
+    let cluster = chat_cluster(&backend).await?;
+    let dan = ChatClient::connect_as(&cluster.ws_url(1), "dan").await?;
+    dan.ws.close().await?;
+    let mut eve = ChatClient::connect_as(&cluster.ws_url(0), "eve").await?;
+    eve.request(json!({"type": "create_group", "group": "club"})).await?;
+    let mut sent = Vec::new();
+    for i in 0..23 {
+        let text = format!("while you were away {i}");
+        eve.send_to("dan", &text, &format!("away-{i}")).await?;
+        sent.push(text);
+    }
+    // Dan comes back on the other gateway and catches up from an empty cursor, page by page.
+    let mut dan = ChatClient::connect_as(&cluster.ws_url(0), "dan").await?;
+    let mut cursors = serde_json::Map::new();
+    let caught_up = dan.sync_all(&mut cursors).await?;
+    let texts: Vec<&str> = caught_up.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, sent.iter().map(String::as_str).collect::<Vec<_>>());
+    let seqs: Vec<i64> = caught_up.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=23).collect::<Vec<_>>());
+    // With the advanced cursor, nothing more; after one new message, exactly that one.
+    assert!(dan.sync_all(&mut cursors).await?.is_empty());
+    eve.send_to("dan", "one more", "away-x").await?;
+    let newer = dan.sync_all(&mut cursors).await?;
+    assert_eq!(newer.len(), 1);
+    assert_eq!(newer[0]["text"], "one more");
+    let list = dan.request(json!({"type": "conversations"})).await?;
+    assert_eq!(list["conversations"][0]["unread"], 24);
+    let read = dan
+        .request(json!({"type": "read", "conversation": "d:dan:eve", "seq": 24}))
+        .await?;
+    assert_eq!(read["seq"], 24);
+    let back = dan
+        .request(json!({"type": "read", "conversation": "d:dan:eve", "seq": 3}))
+        .await?;
+    assert_eq!(back["seq"], 24, "read markers never move back");
+    Ok(())
+}
+
+async fn history_pages_backwards(backend: Backend) -> Result<()> {
+    let cluster = chat_cluster(&backend).await?;
+    let mut fay = ChatClient::connect_as(&cluster.ws_url(0), "fay").await?;
+    let _gus = ChatClient::connect_as(&cluster.ws_url(1), "gus").await?;
+    for i in 1..=12 {
+        fay.send_to("gus", &format!("m{i}"), &format!("h{i}")).await?;
+    }
+    let newest = fay
+        .request(json!({"type": "history", "conversation": "d:fay:gus", "limit": 5}))
+        .await?;
+    let seqs = |page: &Value| {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(&newest), vec![8, 9, 10, 11, 12]);
+    assert_eq!(newest["more"], true);
+    let older = fay
+        .request(json!({"type": "history", "conversation": "d:fay:gus", "before": 8, "limit": 5}))
+        .await?;
+    assert_eq!(seqs(&older), vec![3, 4, 5, 6, 7]);
+    let oldest = fay
+        .request(json!({"type": "history", "conversation": "d:fay:gus", "before": 3, "limit": 5}))
+        .await?;
+    assert_eq!(seqs(&oldest), vec![1, 2]);
+    assert_eq!(oldest["more"], false);
+    let mut stranger = ChatClient::connect_as(&cluster.ws_url(1), "hal").await?;
+    let refused = stranger
+        .request(json!({"type": "history", "conversation": "d:fay:gus"}))
+        .await?;
+    assert_eq!(refused["code"], "not_member");
+    Ok(())
+}
+
+async fn a_resend_with_the_same_cid_is_stored_and_delivered_once(backend: Backend) -> Result<()> {
+    let cluster = chat_cluster(&backend).await?;
+    let mut ivy = ChatClient::connect_as(&cluster.ws_url(0), "ivy").await?;
+    let mut jon = ChatClient::connect_as(&cluster.ws_url(1), "jon").await?;
+    let first = ivy.send_to("jon", "only once", "dup-1").await?;
+    let again = ivy.send_to("jon", "only once", "dup-1").await?;
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(again["duplicate"], true);
+    for field in ["id", "seq", "ts", "conversation"] {
+        assert_eq!(
+            first[field], again[field],
+            "{field} differs between the ack and the resend's ack"
+        );
+    }
+    let history = jon
+        .request(json!({"type": "history", "conversation": "d:ivy:jon"}))
+        .await?;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(backend.stored_messages()?, 1);
+    // The recipient may see a repeated push; it is the same message (same id).
+    let pushed = jon.next_message().await?;
+    assert_eq!(pushed["id"], first["id"]);
+    Ok(())
+}
+
+async fn every_device_of_both_users_sees_a_message(backend: Backend) -> Result<()> {
+    let cluster = chat_cluster(&backend).await?;
+    let mut kim_phone = ChatClient::connect_as(&cluster.ws_url(0), "kim").await?;
+    let mut kim_laptop = ChatClient::connect_as(&cluster.ws_url(1), "kim").await?;
+    let mut leo_phone = ChatClient::connect_as(&cluster.ws_url(1), "leo").await?;
+    let mut leo_laptop = ChatClient::connect_as(&cluster.ws_url(0), "leo").await?;
+    let ack = kim_phone.send_to("leo", "on every screen", "md-1").await?;
+    for device in [&mut kim_laptop, &mut leo_phone, &mut leo_laptop] {
+        let pushed = device.next_message().await?;
+        assert_eq!(pushed["id"], ack["id"]);
+    }
+    kim_phone.expect_no_message(Duration::from_millis(300)).await?;
+    Ok(())
+}
+
+async fn bad_input_gets_a_typed_error_and_stores_nothing(backend: Backend) -> Result<()> {
+    let cluster = chat_cluster(&backend).await?;
+    let mut max = ChatClient::connect_as(&cluster.ws_url(0), "max").await?;
+    let _ned = ChatClient::connect_as(&cluster.ws_url(1), "ned").await?;
+    let cases: Vec<(&str, &str)> = vec![
+        ("{not json", "bad_json"),
+        ("[1,2]", "bad_json"),
+        (r#"{"cid":"e1"}"#, "unknown_type"),
+        (r#"{"type":"teleport","cid":"e2"}"#, "unknown_type"),
+        (r#"{"type":"send","to":"ned","cid":"e3"}"#, "missing_field"),
+        (r#"{"type":"send","text":"hi","cid":"e4"}"#, "missing_field"),
+        (r#"{"type":"send","to":"ned","text":"hi"}"#, "missing_field"),
+        (r#"{"type":"send","to":42,"text":"hi","cid":"e5"}"#, "invalid_field"),
+        (
+            r#"{"type":"send","to":"ned","text":["hi"],"cid":"e6"}"#,
+            "invalid_field",
+        ),
+        (
+            r#"{"type":"send","to":"ned","group":"g","text":"hi","cid":"e7"}"#,
+            "invalid_field",
+        ),
+        (r#"{"type":"send","to":"ned","text":"","cid":"e8"}"#, "empty_text"),
+        (r#"{"type":"send","to":"ned","text":"   ","cid":"e9"}"#, "empty_text"),
+        (
+            r#"{"type":"send","to":"nobody-here","text":"hi","cid":"e10"}"#,
+            "unknown_recipient",
+        ),
+        (
+            r#"{"type":"send","group":"ghosts","text":"hi","cid":"e11"}"#,
+            "unknown_group",
+        ),
+        (
+            r#"{"type":"history","conversation":"d:ned:zed","cid":"e12"}"#,
+            "not_member",
+        ),
+        (r#"{"type":"sync","limit":"all","cid":"e13"}"#, "invalid_field"),
+    ];
+    let long = format!(
+        r#"{{"type":"send","to":"ned","text":"{}","cid":"e14"}}"#,
+        "x".repeat(4001)
+    );
+    for (frame, code) in cases.iter().copied().chain([(long.as_str(), "text_too_long")]) {
+        max.ws.send_text(frame).await?;
+        let answer = max.ws.recv_json().await?;
+        assert_eq!(answer["type"], "error", "{frame} -> {answer}");
+        assert_eq!(answer["code"], code, "{frame} -> {answer}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    max.ws.send_binary(vec![1, 2, 3]).await?;
+    assert_eq!(max.ws.recv_json().await?["code"], "bad_json");
+    max.request(json!({"type": "create_group", "group": "taken"})).await?;
+    assert_eq!(
+        max.request(json!({"type": "create_group", "group": "taken"})).await?["code"],
+        "group_exists"
+    );
+    // The error echoes the cid, and the connection still works.
+    max.ws
+        .send_text(r#"{"type":"send","to":"ned","text":"","cid":"echo-me"}"#)
+        .await?;
+    assert_eq!(max.ws.recv_json().await?["cid"], "echo-me");
+    assert_eq!(backend.stored_messages()?, 0);
+    assert_eq!(max.send_to("ned", "finally valid", "ok-1").await?["type"], "ack");
+    assert_eq!(backend.stored_messages()?, 1);
+    Ok(())
+}
+
+async fn killing_a_chat_worker_loses_no_acknowledged_message(backend: Backend) -> Result<()> {
+    let mut cluster = chat_cluster(&backend).await?;
+    const SENDERS: usize = 4;
+    const PER_SENDER: usize = 60;
+    let mut reader = ChatClient::connect_as(&cluster.ws_url(1), "sink").await?;
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let url = cluster.ws_url(s % 2);
+        tasks.push(tokio::spawn(async move {
+            let uid = format!("src{s}");
+            // Send each message until it is acknowledged, reconnecting when the connection or
+            // the worker fails: what a real client does with its unacknowledged messages.
+            let mut client = ChatClient::connect_as(&url, &uid).await?;
+            let mut acked = Vec::new();
+            for i in 0..PER_SENDER {
+                let cid = format!("{uid}-{i}");
+                loop {
+                    match tokio::time::timeout(
+                        Duration::from_secs(3),
+                        client.send_to("sink", &format!("{uid} #{i}"), &cid),
+                    )
+                    .await
+                    {
+                        Ok(Ok(ack)) if ack["type"] == "ack" => {
+                            acked.push(ack["id"].as_i64().unwrap());
+                            break;
+                        }
+                        _ => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            if let Ok(fresh) = ChatClient::connect_as(&url, &uid).await {
+                                client = fresh;
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            anyhow::Ok(acked)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cluster.workers[0].kill().await;
+    let mut acked = HashSet::new();
+    for task in tasks {
+        acked.extend(task.await??);
+    }
+    assert_eq!(
+        acked.len(),
+        SENDERS * PER_SENDER,
+        "an ack repeated an id: a resend was stored twice"
+    );
+    // Every acknowledged message is stored exactly once, and the recipient gets all of them.
+    assert_eq!(backend.stored_messages()?, (SENDERS * PER_SENDER) as i64);
+    let mut cursors = serde_json::Map::new();
+    let all = reader.sync_all(&mut cursors).await?;
+    let ids: HashSet<i64> = all.iter().map(|m| m["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, acked);
+    let mut per_conversation: HashMap<String, Vec<i64>> = HashMap::new();
+    for message in &all {
+        per_conversation
+            .entry(message["conversation"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(message["seq"].as_i64().unwrap());
+    }
+    for (conversation, seqs) in per_conversation {
+        assert_eq!(
+            seqs,
+            (1..=PER_SENDER as i64).collect::<Vec<_>>(),
+            "{conversation} has gaps or repeats"
+        );
+    }
+    Ok(())
+}
+
+async fn handshakes_need_a_valid_identity(backend: Backend) -> Result<()> {
+    let cluster = chat_cluster(&backend).await?;
+    for (query, status) in [("", 401), ("?token=not-a-jwt", 401), ("?uid=bad%20name", 400)] {
+        match ChatClient::try_connect(&format!("{}{query}", cluster.ws_url(0))).await? {
+            Err(Refusal::Http(code, reason)) => {
+                assert_eq!(code, status, "{query}: {reason}");
+                assert!(!reason.trim().is_empty());
+            }
+            Err(other) => panic!("{query}: {other:?}"),
+            Ok(_) => panic!("{query} was accepted"),
+        }
+    }
+    Ok(())
+}
+
+macro_rules! on_both_databases {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(super::Backend::sqlite()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(super::Backend::postgres()).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    direct_and_group_messages_cross_gateways,
+    an_offline_recipient_gets_everything_on_reconnect,
+    history_pages_backwards,
+    a_resend_with_the_same_cid_is_stored_and_delivered_once,
+    every_device_of_both_users_sees_a_message,
+    bad_input_gets_a_typed_error_and_stores_nothing,
+    killing_a_chat_worker_loses_no_acknowledged_message,
+    handshakes_need_a_valid_identity,
+);
