@@ -287,3 +287,29 @@ async fn every_flag_is_documented_with_its_environment_variable() -> Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_answers_pings_is_dropped() -> Result<()> {
+    let cluster = Cluster::builder()
+        .gateways(1)
+        .workers("api", 1)
+        .gateway_args(&["--ping-interval", "200ms", "--ping-limit", "2"])
+        .start()
+        .await?;
+    let mut observer = ApiClient::connect(&cluster.ws_url(0)).await?;
+    // A raw TCP client that completes the handshake and then never reads again: it can answer
+    // no ping.
+    let silent = WsClient::connect(&cluster.ws_url(0)).await?;
+    let silent_count = observer.ok("all_client_count", json!({})).await?;
+    assert_eq!(silent_count, json!(2));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // The observer keeps talking (its client library answers pings); the silent one is dropped.
+    while observer.ok("all_client_count", json!({})).await? != json!(1) {
+        assert!(tokio::time::Instant::now() < deadline, "the silent client was never dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, metrics) = gatehouse_testkit::cluster::http_get(cluster.gateways[0].addr("ws"), "/metrics").await?;
+    assert!(metrics.contains("gatehouse_gateway_ping_timeouts_total 1"), "{metrics}");
+    drop(silent);
+    Ok(())
+}

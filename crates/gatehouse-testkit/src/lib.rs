@@ -12,10 +12,12 @@
 //! - [`process`] — one child process, its log, its bound addresses.
 //! - [`cluster`] — [`Cluster`] and its builder.
 //! - [`client`] — [`WsClient`], [`ApiClient`].
+//! - [`browser`] — a headless-Chromium driver (DevTools protocol) for tests of the web page.
 //! - [`chat`] — [`ChatClient`], a client of the chat protocol.
 //! - [`haproxy`] — [`Haproxy`], a real load balancer in front of gateways.
 //! - [`postgres`] — [`TempDatabase`], a throw-away PostgreSQL database per test.
 
+pub mod browser;
 pub mod chat;
 pub mod client;
 pub mod cluster;
