@@ -305,7 +305,10 @@ async fn a_client_that_never_answers_pings_is_dropped() -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     // The observer keeps talking (its client library answers pings); the silent one is dropped.
     while observer.ok("all_client_count", json!({})).await? != json!(1) {
-        assert!(tokio::time::Instant::now() < deadline, "the silent client was never dropped");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the silent client was never dropped"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, metrics) = gatehouse_testkit::cluster::http_get(cluster.gateways[0].addr("ws"), "/metrics").await?;
