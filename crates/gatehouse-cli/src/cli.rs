@@ -60,6 +60,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Print a chat token (HS256 JWT) for a uid, signed with the configured secret.
     Token(TokenArgs),
+    /// Load generator and the one-hop baseline server (see docs/benchmarks.md).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// The cluster secret, shared by every role.
@@ -245,6 +247,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             run_app(&args.app, config, &args.chat.config(DEFAULT_DATABASE), token).await?;
         }
         Command::Dev(args) => crate::dev::run(args, token).await?,
+        Command::Bench(args) => crate::bench::run(args).await?,
         Command::Token(args) => {
             let Some(secret) = args.jwt_secret.as_deref() else {
                 bail!("no jwt secret: set GATEHOUSE_JWT_SECRET or pass --jwt-secret");

@@ -10,6 +10,7 @@
 //! - [`hrw`] — rendezvous hashing, stable across processes and versions.
 //! - [`secret`] — the cluster secret, attached to and checked on every internal call.
 //! - [`backoff`] — capped exponential back-off with jitter for reconnect loops.
+//! - [`shutdown`] — graceful shutdown with a bounded grace period.
 //! - [`telemetry`] — one-call tracing initialisation (plain or JSON lines).
 //! - [`limits`] — name validation shared by the gateway and the SDK.
 
@@ -19,6 +20,7 @@ pub mod hrw;
 pub mod ids;
 pub mod limits;
 pub mod secret;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use ids::{ClientId, NodeId};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use gatehouse_core::NodeId;
 use gatehouse_core::attach::{self, AttachConfig};
+use gatehouse_core::shutdown::{GRACE, with_grace};
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::Server;
@@ -123,9 +124,11 @@ impl BoundGateway {
         });
         let http_server = axum::serve(public, app).with_graceful_shutdown(token.clone().cancelled_owned());
 
-        let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
-        grpc_result?;
-        http_result?;
+        let servers = async { tokio::join!(grpc_server, http_server) };
+        if let Some((grpc_result, http_result)) = with_grace(servers, &token, GRACE, "gateway").await {
+            grpc_result?;
+            http_result?;
+        }
         tracing::info!("gateway stopped");
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use gatehouse_core::NodeId;
+use gatehouse_core::shutdown::{GRACE, with_grace};
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::Server;
@@ -46,15 +47,17 @@ impl BoundRegistry {
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             self.config.secret.server_interceptor("registry"),
         );
-        Server::builder()
+        let server = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
             .add_service(server)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                token.cancelled_owned(),
-            )
-            .await?;
+                token.clone().cancelled_owned(),
+            );
+        if let Some(result) = with_grace(server, &token, GRACE, "registry").await {
+            result?;
+        }
         tracing::info!("registry stopped");
         Ok(())
     }

@@ -1,0 +1,347 @@
+//! What a run does, as a plain struct: no flag parsing here (the `gatehouse bench` command maps
+//! its flags onto [`BenchConfig`]), so tests and other programs can drive the generator directly.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::BenchError;
+
+/// Largest client count one run accepts: client indices travel in 24 bits of the duplicate
+/// detector's key (and one process cannot hold that many sockets anyway).
+pub const MAX_CLIENTS: usize = 1 << 24;
+
+/// Above this many clients, and with no `source_ips` given, loopback clients are spread over
+/// 127.0.0.2, 127.0.0.3, … so that no source address runs out of ephemeral ports (about 28k
+/// per address).
+pub const AUTO_SPREAD_CLIENTS: usize = 20_000;
+
+/// The traffic pattern of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Every sender logs in and sends direct messages (`"to"`) to random other clients,
+    /// preferably on another gateway: the cross-gateway routing path.
+    Dm,
+    /// Clients join groups spread over all gateways; senders send to their own group, so every
+    /// message fans out to the whole group (the sender included).
+    Group,
+    /// A few senders send `"type":"broadcast"` frames that every client receives.
+    Broadcast,
+    /// Clients connect, log in and stay silent: measures connect rate and per-connection memory.
+    Idle,
+    /// The chat app protocol (`send` → `ack` to the sender, `message` to the recipient), with
+    /// clients authenticated by `?uid=` in the URL.
+    Chat,
+}
+
+impl Scenario {
+    /// The lowercase name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Dm => "dm",
+            Scenario::Group => "group",
+            Scenario::Broadcast => "broadcast",
+            Scenario::Idle => "idle",
+            Scenario::Chat => "chat",
+        }
+    }
+
+    /// Whether clients speak the relay protocol (login/join/to/group/broadcast).
+    pub(crate) fn is_relay(self) -> bool {
+        !matches!(self, Scenario::Chat)
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = BenchError;
+
+    fn from_str(s: &str) -> Result<Scenario, BenchError> {
+        Ok(match s {
+            "dm" => Scenario::Dm,
+            "group" => Scenario::Group,
+            "broadcast" => Scenario::Broadcast,
+            "idle" => Scenario::Idle,
+            "chat" => Scenario::Chat,
+            other => {
+                return Err(BenchError::Config(format!(
+                    "unknown scenario {other:?} (expected dm, group, broadcast, idle or chat)"
+                )));
+            }
+        })
+    }
+}
+
+/// How senders decide when to send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// A fixed offered load: `rate` messages per second in total, spread evenly over the
+    /// senders and sent on schedule whatever the server does. A message that leaves more than
+    /// 2 ms (timer slack) after its scheduled time carries the *scheduled* time, so a generator
+    /// or server that falls behind shows up as latency instead of silently lowering the load
+    /// (no coordinated omission).
+    Open {
+        /// Messages per second, all senders together.
+        rate: f64,
+    },
+    /// Each sender keeps at most `inflight` messages unanswered (a message is answered when all
+    /// its deliveries arrived; in the chat scenario, when its ack arrived). Finds the maximum
+    /// throughput at that concurrency.
+    Closed {
+        /// Unanswered messages per sender.
+        inflight: u32,
+    },
+}
+
+impl Mode {
+    /// `open` or `closed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Open { .. } => "open",
+            Mode::Closed { .. } => "closed",
+        }
+    }
+}
+
+/// Everything a run needs. Build it with [`BenchConfig::new`] and adjust the public fields.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The traffic pattern.
+    pub scenario: Scenario,
+    /// Gateway WebSocket URLs (`ws://host:port/ws`); client `i` uses `urls[i % urls.len()]`.
+    pub urls: Vec<String>,
+    /// Number of WebSocket clients this process opens.
+    pub clients: usize,
+    /// Open (fixed rate) or closed (bounded in-flight) load.
+    pub mode: Mode,
+    /// Traffic before the measured window; absorbs connection warm-up and JIT-like effects
+    /// (allocator growth, TCP windows) so they do not skew the figures.
+    pub warmup: Duration,
+    /// Length of the measured window: only messages stamped inside it are counted.
+    pub duration: Duration,
+    /// Longest wait after the window for measured messages still in flight before the rest is
+    /// declared lost; the wait ends earlier once every expected delivery arrived.
+    pub drain: Duration,
+    /// Members per group in the group scenario.
+    pub group_size: usize,
+    /// Number of sending clients; `None` picks the scenario's default (every client for dm and
+    /// chat, one per group for group, one for broadcast, none for idle). Senders are spread
+    /// evenly over the client indices, hence over gateways and groups.
+    pub senders: Option<usize>,
+    /// Extra bytes of padding in each message, to test larger frames.
+    pub payload_bytes: usize,
+    /// Connection attempts in flight at once; bounds the SYN and handshake burst.
+    pub connect_concurrency: usize,
+    /// Time allowed for one TCP connect plus WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// Time allowed for each set-up answer (`login_ok`, `join_ok`), which in a cluster waits
+    /// for the route to reach every worker.
+    pub setup_timeout: Duration,
+    /// Local addresses the client sockets bind to, round-robin (empty: let the kernel choose,
+    /// or spread over 127.0.0.x automatically above [`AUTO_SPREAD_CLIENTS`] clients).
+    pub source_ips: Vec<IpAddr>,
+    /// Text appended to every client URL's query (for example a token or a tenant).
+    pub url_query: Option<String>,
+    /// Prefix of uids (`{prefix}{i}`) and group names (`{prefix}g{n}`): give each concurrent
+    /// bench process its own prefix so their clients do not share uids.
+    pub uid_prefix: String,
+    /// Server processes whose memory and CPU are reported (read from /proc).
+    pub server_pids: Vec<u32>,
+}
+
+impl BenchConfig {
+    /// A configuration with the usual defaults: open mode at 1000 msg/s, 1 s warm-up, 10 s
+    /// measured, up to 2 s drain, groups of 10, 256 concurrent connects.
+    pub fn new(scenario: Scenario, urls: Vec<String>, clients: usize) -> BenchConfig {
+        BenchConfig {
+            scenario,
+            urls,
+            clients,
+            mode: Mode::Open { rate: 1000.0 },
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(10),
+            drain: Duration::from_secs(2),
+            group_size: 10,
+            senders: None,
+            payload_bytes: 0,
+            connect_concurrency: 256,
+            connect_timeout: Duration::from_secs(10),
+            setup_timeout: Duration::from_secs(30),
+            source_ips: Vec::new(),
+            url_query: None,
+            uid_prefix: "b".to_owned(),
+            server_pids: Vec::new(),
+        }
+    }
+
+    /// Checks the configuration for contradictions, before any socket is opened.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let fail = |message: String| Err(BenchError::Config(message));
+        if self.urls.is_empty() {
+            return fail("at least one gateway url is needed".into());
+        }
+        for url in &self.urls {
+            if !url.starts_with("ws://") {
+                return fail(format!("{url:?} is not a ws:// url (wss is not supported)"));
+            }
+        }
+        if self.clients == 0 || self.clients > MAX_CLIENTS {
+            return fail(format!("clients must be between 1 and {MAX_CLIENTS}"));
+        }
+        if matches!(self.scenario, Scenario::Dm | Scenario::Chat) && self.clients < 2 {
+            return fail(format!("the {} scenario needs at least 2 clients", self.scenario));
+        }
+        if self.scenario == Scenario::Group && self.group_size == 0 {
+            return fail("group size must be at least 1".into());
+        }
+        match self.mode {
+            Mode::Open { rate } if !(rate.is_finite() && rate > 0.0) => {
+                return fail(format!(
+                    "rate must be a positive number of messages per second, not {rate}"
+                ));
+            }
+            Mode::Closed { inflight: 0 } => return fail("inflight must be at least 1".into()),
+            _ => {}
+        }
+        if self.duration.is_zero() {
+            return fail("duration must be positive".into());
+        }
+        if self.connect_concurrency == 0 {
+            return fail("connect concurrency must be at least 1".into());
+        }
+        if let Some(senders) = self.senders
+            && self.scenario != Scenario::Idle
+            && !(1..=self.clients).contains(&senders)
+        {
+            return fail(format!(
+                "senders must be between 1 and the client count ({})",
+                self.clients
+            ));
+        }
+        if self.uid_prefix.is_empty() || self.uid_prefix.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+            return fail("uid prefix must be non-empty text without quotes, backslashes or control characters".into());
+        }
+        if let Some(query) = &self.url_query
+            && query.contains(['#', ' '])
+        {
+            return fail("url query must not contain '#' or spaces (percent-encode them)".into());
+        }
+        Ok(())
+    }
+
+    /// How many clients send, after applying the scenario's default.
+    pub fn sender_count(&self) -> usize {
+        let default = match self.scenario {
+            Scenario::Dm | Scenario::Chat => self.clients,
+            Scenario::Group => self.clients.div_ceil(self.group_size.max(1)),
+            Scenario::Broadcast => 1,
+            Scenario::Idle => 0,
+        };
+        match self.scenario {
+            Scenario::Idle => 0,
+            _ => self.senders.unwrap_or(default).min(self.clients),
+        }
+    }
+
+    /// The source addresses to bind, after applying the automatic loopback spread.
+    pub(crate) fn effective_source_ips(&self, all_loopback_v4: bool) -> Vec<IpAddr> {
+        if !self.source_ips.is_empty() || self.clients <= AUTO_SPREAD_CLIENTS || !all_loopback_v4 {
+            return self.source_ips.clone();
+        }
+        let count = self.clients.div_ceil(AUTO_SPREAD_CLIENTS).min(250);
+        (0..count)
+            .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + k as u8)))
+            .collect()
+    }
+}
+
+/// Parses source addresses: a comma-separated list of single IPv4/IPv6 addresses and IPv4
+/// ranges `A-B` (inclusive, e.g. `127.0.0.2-127.0.0.50`).
+pub fn parse_source_ips(text: &str) -> Result<Vec<IpAddr>, BenchError> {
+    let bad = |part: &str, why: &str| BenchError::Config(format!("source ips {part:?}: {why}"));
+    let mut ips = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((from, to)) = part.split_once('-') {
+            let from: Ipv4Addr = from.trim().parse().map_err(|_| bad(part, "not an ipv4 range"))?;
+            let to: Ipv4Addr = to.trim().parse().map_err(|_| bad(part, "not an ipv4 range"))?;
+            let (from, to) = (u32::from(from), u32::from(to));
+            if from > to {
+                return Err(bad(part, "the range is reversed"));
+            }
+            if to - from >= 1 << 16 {
+                return Err(bad(part, "the range is larger than 65536 addresses"));
+            }
+            ips.extend((from..=to).map(|ip| IpAddr::V4(Ipv4Addr::from(ip))));
+        } else {
+            ips.push(part.parse().map_err(|_| bad(part, "not an ip address"))?);
+        }
+    }
+    if ips.is_empty() {
+        return Err(bad(text, "no address given"));
+    }
+    Ok(ips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(scenario: Scenario, clients: usize) -> BenchConfig {
+        BenchConfig::new(scenario, vec!["ws://127.0.0.1:1/ws".into()], clients)
+    }
+
+    #[test]
+    fn source_ip_ranges_are_expanded() {
+        let ips = parse_source_ips("127.0.0.2-127.0.0.4, 10.0.0.1").unwrap();
+        let text: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "10.0.0.1"]);
+        assert!(parse_source_ips("127.0.0.4-127.0.0.2").is_err());
+        assert!(parse_source_ips("nope").is_err());
+        assert!(parse_source_ips("").is_err());
+    }
+
+    #[test]
+    fn sender_defaults_follow_the_scenario() {
+        assert_eq!(config(Scenario::Dm, 20).sender_count(), 20);
+        let mut group = config(Scenario::Group, 25);
+        group.group_size = 10;
+        assert_eq!(group.sender_count(), 3);
+        assert_eq!(config(Scenario::Broadcast, 20).sender_count(), 1);
+        assert_eq!(config(Scenario::Idle, 20).sender_count(), 0);
+        let mut limited = config(Scenario::Dm, 20);
+        limited.senders = Some(5);
+        assert_eq!(limited.sender_count(), 5);
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        assert!(config(Scenario::Dm, 20).validate().is_ok());
+        assert!(config(Scenario::Dm, 1).validate().is_err());
+        let mut no_rate = config(Scenario::Dm, 20);
+        no_rate.mode = Mode::Open { rate: 0.0 };
+        assert!(no_rate.validate().is_err());
+        let mut wss = config(Scenario::Dm, 20);
+        wss.urls = vec!["wss://example.com/ws".into()];
+        assert!(wss.validate().is_err());
+        let mut quote = config(Scenario::Dm, 20);
+        quote.uid_prefix = "a\"b".into();
+        assert!(quote.validate().is_err());
+    }
+
+    #[test]
+    fn large_loopback_runs_spread_sources() {
+        let small = config(Scenario::Idle, 100);
+        assert!(small.effective_source_ips(true).is_empty());
+        let large = config(Scenario::Idle, 45_000);
+        let ips = large.effective_source_ips(true);
+        assert_eq!(ips.len(), 3);
+        assert_eq!(ips[0].to_string(), "127.0.0.2");
+        assert!(large.effective_source_ips(false).is_empty());
+    }
+}

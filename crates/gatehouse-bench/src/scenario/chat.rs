@@ -1,0 +1,142 @@
+//! The chat app protocol, with storage on the server side:
+//!
+//! - the client connects with `?uid=NAME` (the dev insecure mode; `--url-query` adds anything
+//!   else the server needs);
+//! - it sends `{"type":"send","to":U,"text":…,"cid":C}`;
+//! - the server answers the sender `{"type":"ack","cid":C,"id":…}` once the message is durably
+//!   stored, and pushes `{"type":"message","id":…,"from":…,"to":U,"text":…,"ts":…,"cid":C}` to
+//!   the recipient.
+//!
+//! The server's own `from` and `ts` fields are not the generator's, so everything the
+//! accounting needs travels in the client id: `cid = "{run}.{sender}.{seq}.{ts_ns}"`, unique per
+//! message and echoed by both the ack and the push. Latency is measured send→push and send→ack.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+use super::Incoming;
+
+/// The `uid=NAME` query parameter, percent-encoded.
+pub(crate) fn uid_param(uid: &str) -> String {
+    let mut param = String::from("uid=");
+    for byte in uid.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            param.push(char::from(byte));
+        } else {
+            let _ = write!(param, "%{byte:02X}");
+        }
+    }
+    param
+}
+
+/// Writes `{"type":"send","to":"{prefix}{to}","text":"hello{pad}","cid":"{run}.{from}.{seq}.{ts}"}`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write(out: &mut String, prefix: &str, to: u32, from: u32, seq: u64, ts: u64, run: u32, pad: &str) {
+    let _ = write!(
+        out,
+        r#"{{"type":"send","to":"{prefix}{to}","text":"hello{pad}","cid":"{run}.{from}.{seq}.{ts}"}}"#
+    );
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    cid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+}
+
+/// `(run, sender, seq, ts)` from a client id this generator wrote.
+fn decode_cid(cid: &str) -> Option<(u32, u32, u64, u64)> {
+    let mut parts = cid.split('.');
+    let run = parts.next()?.parse().ok()?;
+    let from = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let ts = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((run, from, seq, ts))
+}
+
+/// Classifies one received text frame.
+pub(crate) fn parse(text: &str, run: u32) -> Incoming<'_> {
+    let Ok(frame) = serde_json::from_str::<Frame<'_>>(text) else {
+        return Incoming::Ignored;
+    };
+    let ours = || {
+        frame
+            .cid
+            .as_deref()
+            .and_then(decode_cid)
+            .filter(|&(frame_run, ..)| frame_run == run)
+    };
+    match frame.kind.as_deref() {
+        Some("message") => match ours() {
+            Some((_, from, seq, ts)) => Incoming::Data { from, seq, ts },
+            None => Incoming::Ignored,
+        },
+        Some("ack") => match ours() {
+            Some((_, from, seq, ts)) => Incoming::Ack { from, seq, ts },
+            None => Incoming::Ignored,
+        },
+        Some("error") => Incoming::Error(frame.message.unwrap_or(Cow::Borrowed("error without a message"))),
+        _ => Incoming::Ignored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_carry_the_accounting_in_the_cid() {
+        let mut out = String::new();
+        write(&mut out, "b", 4, 2, 10, 123_456, 77, "");
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value["type"], "send");
+        assert_eq!(value["to"], "b4");
+        assert_eq!(value["cid"], "77.2.10.123456");
+        assert_eq!(decode_cid("77.2.10.123456"), Some((77, 2, 10, 123_456)));
+        assert_eq!(decode_cid("77.2.10"), None);
+        assert_eq!(decode_cid("77.2.10.1.5"), None);
+    }
+
+    #[test]
+    fn pushes_and_acks_are_told_apart() {
+        let push = r#"{"type":"message","id":5,"from":"b2","to":"b4","text":"hello","ts":1700000000000,"cid":"77.2.10.123456"}"#;
+        assert_eq!(
+            parse(push, 77),
+            Incoming::Data {
+                from: 2,
+                seq: 10,
+                ts: 123_456
+            }
+        );
+        assert_eq!(parse(push, 78), Incoming::Ignored);
+        let ack = r#"{"type":"ack","cid":"77.2.10.123456","id":"5"}"#;
+        assert_eq!(
+            parse(ack, 77),
+            Incoming::Ack {
+                from: 2,
+                seq: 10,
+                ts: 123_456
+            }
+        );
+        assert_eq!(
+            parse(r#"{"type":"error","message":"unknown uid"}"#, 77),
+            Incoming::Error(Cow::Borrowed("unknown uid"))
+        );
+        assert_eq!(
+            parse(r#"{"type":"message","cid":"someone-else"}"#, 77),
+            Incoming::Ignored
+        );
+    }
+
+    #[test]
+    fn uids_are_percent_encoded() {
+        assert_eq!(uid_param("b12"), "uid=b12");
+        assert_eq!(uid_param("a b&c"), "uid=a%20b%26c");
+    }
+}

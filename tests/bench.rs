@@ -1,0 +1,122 @@
+//! Smoke tests of the load generator against real clusters: every scenario runs briefly and
+//! must account for every message (correctness of the counts, not speed).
+
+use anyhow::{Result, ensure};
+use gatehouse_testkit::Cluster;
+use gatehouse_testkit::process::gatehouse_bin;
+use serde_json::Value;
+
+/// Runs `gatehouse bench run ARGS` and returns its JSON report.
+async fn bench(args: &[&str]) -> Result<Value> {
+    let output = tokio::process::Command::new(gatehouse_bin())
+        .args([
+            "bench",
+            "run",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--drain",
+            "3",
+            "-q",
+        ])
+        .args(args)
+        .output()
+        .await?;
+    ensure!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let line = stdout.lines().last().unwrap_or_default();
+    Ok(serde_json::from_str(line)?)
+}
+
+fn assert_complete(report: &Value) {
+    assert!(report["sent"].as_u64().unwrap_or(0) > 0, "nothing sent: {report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicated"], 0, "{report}");
+    assert_eq!(report["delivered"], report["expected"], "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_relay_scenario_accounts_for_every_message() -> Result<()> {
+    let cluster = Cluster::builder().gateways(2).workers("relay", 2).start().await?;
+    let (a, b) = (cluster.ws_url(0), cluster.ws_url(1));
+    let urls = ["--url", a.as_str(), "--url", b.as_str()];
+    for scenario in [
+        vec!["--scenario", "dm", "--clients", "20", "--mode", "open", "--rate", "500"],
+        vec![
+            "--scenario",
+            "dm",
+            "--clients",
+            "20",
+            "--mode",
+            "closed",
+            "--inflight",
+            "2",
+        ],
+        vec![
+            "--scenario",
+            "group",
+            "--clients",
+            "20",
+            "--group-size",
+            "10",
+            "--senders",
+            "2",
+            "--rate",
+            "100",
+        ],
+        vec![
+            "--scenario",
+            "broadcast",
+            "--clients",
+            "20",
+            "--senders",
+            "1",
+            "--rate",
+            "50",
+        ],
+    ] {
+        let report = bench(&[&urls[..], &scenario[..]].concat()).await?;
+        assert_complete(&report);
+    }
+    let idle = bench(&[&urls[..], &["--scenario", "idle", "--clients", "30"][..]].concat()).await?;
+    assert_eq!(idle["connect"]["count"], 30, "{idle}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_scenario_stores_and_delivers_every_message() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-chat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = format!("sqlite://{}", dir.join("chat.db").display());
+    let cluster = Cluster::builder()
+        .gateways(2)
+        .workers("chat", 2)
+        .gateway_args(&["--insecure-dev-auth"])
+        .worker_args(&["--database-url", &db])
+        .start()
+        .await?;
+    let (a, b) = (cluster.ws_url(0), cluster.ws_url(1));
+    let report = bench(&[
+        "--url",
+        &a,
+        "--url",
+        &b,
+        "--scenario",
+        "chat",
+        "--clients",
+        "20",
+        "--mode",
+        "open",
+        "--rate",
+        "300",
+    ])
+    .await?;
+    assert_complete(&report);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
