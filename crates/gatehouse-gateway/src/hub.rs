@@ -12,6 +12,7 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use futures_util::task::AtomicWaker;
 use gatehouse_core::NodeId;
 use gatehouse_proto::v1::{Event, Reject, RouteKind};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -37,11 +38,41 @@ pub(crate) struct Conn {
     pub inner: Mutex<ConnInner>,
     /// Woken when acknowledgements free room in the unacknowledged-event window.
     pub credit: Notify,
-    /// Woken to close the connection at once with `kill_code`.
-    pub kill: Notify,
-    pub kill_code: AtomicU16,
+    /// Set to close the connection at once with a code.
+    pub kill: KillSwitch,
     /// Set once the socket is gone; the entry stays until its last event is acknowledged.
     pub closed: AtomicBool,
+}
+
+/// A request to close a connection now, with its close code. The socket task polls it on every
+/// turn of its loop, so it costs two atomic operations there (no lock, no waiter list).
+#[derive(Default)]
+pub(crate) struct KillSwitch {
+    code: AtomicU16,
+    waker: AtomicWaker,
+}
+
+impl KillSwitch {
+    /// Asks for a close with `code`; returns whether this was the first request.
+    pub(crate) fn trigger(&self, code: u16) -> bool {
+        let first = self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        self.waker.wake();
+        first
+    }
+
+    /// Resolves to the close code once triggered.
+    pub(crate) fn triggered(&self) -> impl std::future::Future<Output = u16> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            match self.code.load(Ordering::Acquire) {
+                0 => std::task::Poll::Pending,
+                code => std::task::Poll::Ready(code),
+            }
+        })
+    }
 }
 
 /// The mutable part of a connection, behind its own mutex.
@@ -130,8 +161,7 @@ impl Hub {
                 verdict: Some(verdict_tx),
             }),
             credit: Notify::new(),
-            kill: Notify::new(),
-            kill_code: AtomicU16::new(0),
+            kill: KillSwitch::default(),
             closed: AtomicBool::new(false),
         });
         self.conns.insert(id, conn.clone());
@@ -147,8 +177,14 @@ impl Hub {
 
     /// Asks a connection's socket task to close now with `code`.
     pub(crate) fn kill(&self, conn: &Conn, code: u16) {
-        conn.kill_code.store(code, Ordering::Relaxed);
-        conn.kill.notify_one();
+        conn.kill.trigger(code);
+    }
+
+    /// Closes every connection with 1001 (the gateway is shutting down).
+    pub(crate) fn kill_all(&self) {
+        for conn in self.conns.iter() {
+            conn.kill.trigger(1001);
+        }
     }
 
     /// Queues a frame for a client; a full queue closes the client as a slow consumer.
@@ -157,11 +193,10 @@ impl Hub {
             Ok(()) => Stats::inc(&self.stats.frames_out),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if let Some(conn) = self.conns.get(&conn_id).map(|c| c.clone()) {
-                    if conn.kill_code.swap(1013, Ordering::Relaxed) != 1013 {
+                    if conn.kill.trigger(1013) {
                         Stats::inc(&self.stats.slow_consumers_closed);
                         tracing::warn!(client = %gatehouse_core::ClientId::new(self.id, conn_id), "slow consumer: send queue full, closing with 1013");
                     }
-                    conn.kill.notify_one();
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}

@@ -77,6 +77,12 @@ impl BoundGateway {
         let routes = RouteSync::new(self.config.registries.len());
         let hub = Arc::new(Hub::new(id, self.config.clone(), routes.clone(), token.child_token()));
         tokio::spawn(routes.clone().run(token.clone()));
+        let closing = hub.clone();
+        let shutdown = token.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            closing.kill_all();
+        });
         attach::spawn(
             AttachConfig {
                 registries: self.config.registries.clone(),

@@ -45,8 +45,7 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, mut rx: mpsc::Rece
     let (code, reason, client_closed) = 'serve: loop {
         tokio::select! {
             biased;
-            _ = hub.shutdown.cancelled() => break (1001, "server shutting down", false),
-            _ = conn.kill.notified() => break killed(conn),
+            code = conn.kill.triggered() => break killed(code),
             out = rx.recv() => {
                 let Some(out) = out else { break (1011, "internal error", false) };
                 // A client that stops reading blocks the write; a kill (slow consumer, destroy)
@@ -56,8 +55,7 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, mut rx: mpsc::Rece
                 let written = loop {
                     tokio::select! {
                         written = &mut write => break written,
-                        _ = conn.kill.notified() => break 'serve killed(conn),
-                        _ = hub.shutdown.cancelled() => break 'serve (1001, "server shutting down", false),
+                        code = conn.kill.triggered() => break 'serve killed(code),
                         // No timer per write: the ping tick bounds a stalled write too.
                         _ = ping.tick() => if last_heard.elapsed() > silence_limit {
                             Stats::inc(&hub.stats.ping_timeouts);
@@ -119,12 +117,11 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, mut rx: mpsc::Rece
 }
 
 /// The close code and reason of a connection the server killed.
-fn killed(conn: &Conn) -> (u16, &'static str, bool) {
-    let code = conn.kill_code.load(Ordering::Relaxed);
-    let reason = if code == 1013 {
-        "slow consumer: send queue full"
-    } else {
-        "closed by the server"
+fn killed(code: u16) -> (u16, &'static str, bool) {
+    let reason = match code {
+        1013 => "slow consumer: send queue full",
+        1001 => "server shutting down",
+        _ => "closed by the server",
     };
     (code, reason, false)
 }

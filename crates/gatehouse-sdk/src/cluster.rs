@@ -555,9 +555,23 @@ impl Cluster {
         for key in keys {
             check_key(what, key.as_ref())?;
         }
-        if !self.ensure_ready().await {
+        if !self.inner.routes.is_trusted() && !self.ensure_ready().await {
             let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
             return Ok(self.inner.links.iter().map(|l| (l.clone(), keys.clone())).collect());
+        }
+        if let [key] = keys {
+            // The common case, one uid or group: no map.
+            let mut gateways = Vec::with_capacity(2);
+            self.inner.routes.lookup(kind, key.as_ref(), &mut gateways);
+            return Ok(gateways
+                .into_iter()
+                .filter_map(|gateway| {
+                    self.inner
+                        .links
+                        .get(&gateway)
+                        .map(|l| (l.clone(), vec![key.as_ref().to_owned()]))
+                })
+                .collect());
         }
         let mut per_gateway: HashMap<u64, Vec<String>> = HashMap::new();
         let mut gateways = Vec::with_capacity(2);

@@ -4,11 +4,15 @@
 //! queued while the stream was down goes out on the next session. Requests waiting for a reply
 //! fail with `unavailable` when their session breaks (a reply can no longer come), never hang.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use gatehouse_core::attach::endpoint_uri;
 use gatehouse_core::backoff::Backoff;
 use gatehouse_core::secret::log_if_refused;
@@ -38,9 +42,14 @@ pub(crate) enum Up {
     Ack(EventAck),
 }
 
-/// Receives the events a gateway sends (workers only).
+/// A handler run for one event: resolves to the client's connection number and the event's
+/// acknowledgement.
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = (u64, EventAck)> + Send>>;
+
+/// Runs the handlers of the events a gateway sends (workers only).
 pub(crate) trait EventSink: Send + Sync + 'static {
-    fn events(&self, link: &Arc<GatewayLink>, events: Vec<Event>);
+    /// Returns the future that handles `event`; the link polls it on its own task.
+    fn handle(&self, link: &Arc<GatewayLink>, event: Event) -> HandlerFuture;
 }
 
 /// Identity a link presents.
@@ -115,11 +124,6 @@ impl GatewayLink {
             ),
             mpsc::error::TrySendError::Closed(_) => ApiError::unavailable(format!("gateway {} is gone", self.gateway)),
         })
-    }
-
-    /// Queues an acknowledgement, waiting for room: acks must never be dropped.
-    pub(crate) async fn ack(&self, ack: EventAck) {
-        let _ = self.up.send(Up::Ack(ack)).await;
     }
 
     /// Sends a command and waits for its reply.
@@ -238,7 +242,7 @@ impl GatewayLink {
             };
             Some((batch, link))
         });
-        let outbound = futures_util::StreamExt::chain(futures_util::stream::once(async move { hello }), batches);
+        let outbound = futures_util::stream::once(async move { hello }).chain(batches);
         let response = client.link(outbound).await.map_err(|status| {
             if log_if_refused(&status, &self.addr) {
                 return Retry("cluster secret refused".to_owned());
@@ -258,23 +262,90 @@ impl GatewayLink {
         self.connected.store(true, Ordering::Release);
         *self.down_since.lock().expect("down_since poisoned") = None;
         tracing::debug!(gateway = %self.gateway, addr = %self.addr, "gateway link up");
-        loop {
-            match inbound.message().await {
-                Ok(Some(down)) => {
-                    if !down.replies.is_empty() {
-                        let mut waiting = self.waiting.lock().expect("waiting poisoned");
-                        for reply in down.replies {
-                            if let Some(tx) = waiting.remove(&reply.request_id) {
-                                let _ = tx.send(reply);
+        let mut events = EventLoop::default();
+        let result = loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(down)) => {
+                        if !down.replies.is_empty() {
+                            let mut waiting = self.waiting.lock().expect("waiting poisoned");
+                            for reply in down.replies {
+                                if let Some(tx) = waiting.remove(&reply.request_id) {
+                                    let _ = tx.send(reply);
+                                }
+                            }
+                        }
+                        if let Some(sink) = sink {
+                            for event in down.events {
+                                events.admit(sink, self, event);
                             }
                         }
                     }
-                    if let Some(sink) = sink.filter(|_| !down.events.is_empty()) {
-                        sink.events(self, down.events);
+                    Ok(None) => break Err(Retry("gateway closed the link".to_owned())),
+                    Err(status) => break Err(Retry(format!("link failed: {}", status.message()))),
+                },
+                Some((conn, ack)) = events.running.next(), if !events.running.is_empty() => {
+                    events.finished(sink, self, conn);
+                    self.queue_ack(ack, &mut events.overflow);
+                }
+                permit = self.up.reserve(), if !events.overflow.is_empty() => {
+                    if let (Ok(permit), Some(ack)) = (permit, events.overflow.pop_front()) {
+                        permit.send(Up::Ack(ack));
                     }
                 }
-                Ok(None) => return Err(Retry("gateway closed the link".to_owned())),
-                Err(status) => return Err(Retry(format!("link failed: {}", status.message()))),
+            }
+        };
+        // Handlers already running finish (their effects are real); their acks cannot reach the
+        // gateway any more, which re-sends those events elsewhere.
+        if !events.running.is_empty() {
+            let mut running = std::mem::take(&mut events.running);
+            tokio::spawn(async move { while running.next().await.is_some() {} });
+        }
+        result
+    }
+
+    /// Queues an acknowledgement without waiting; if the queue is full it waits in `overflow`
+    /// (acks must never be dropped, and the event loop must never block).
+    fn queue_ack(&self, ack: EventAck, overflow: &mut VecDeque<EventAck>) {
+        if !overflow.is_empty() {
+            overflow.push_back(ack);
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(Up::Ack(ack))) = self.up.try_send(Up::Ack(ack)) {
+            overflow.push_back(ack);
+        }
+    }
+}
+
+/// The handlers running for one gateway link, polled by the link's own task: no task per client,
+/// no cross-thread wake-up per event. Each client has at most one handler running; its later
+/// events wait in order.
+#[derive(Default)]
+struct EventLoop {
+    running: FuturesUnordered<HandlerFuture>,
+    /// Clients with a running handler, and their queued events.
+    busy: HashMap<u64, VecDeque<Event>>,
+    /// Acknowledgements waiting for room in the link's queue.
+    overflow: VecDeque<EventAck>,
+}
+
+impl EventLoop {
+    fn admit(&mut self, sink: &Arc<dyn EventSink>, link: &Arc<GatewayLink>, event: Event) {
+        match self.busy.get_mut(&event.conn) {
+            Some(queue) => queue.push_back(event),
+            None => {
+                self.busy.insert(event.conn, VecDeque::new());
+                self.running.push(sink.handle(link, event));
+            }
+        }
+    }
+
+    fn finished(&mut self, sink: Option<&Arc<dyn EventSink>>, link: &Arc<GatewayLink>, conn: u64) {
+        let next = self.busy.get_mut(&conn).and_then(VecDeque::pop_front);
+        match (next, sink) {
+            (Some(event), Some(sink)) => self.running.push(sink.handle(link, event)),
+            _ => {
+                self.busy.remove(&conn);
             }
         }
     }
