@@ -192,11 +192,11 @@ impl Hub {
         match tx.try_send(Outbound::Frame(frame.clone())) {
             Ok(()) => Stats::inc(&self.stats.frames_out),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if let Some(conn) = self.conns.get(&conn_id).map(|c| c.clone()) {
-                    if conn.kill.trigger(1013) {
-                        Stats::inc(&self.stats.slow_consumers_closed);
-                        tracing::warn!(client = %gatehouse_core::ClientId::new(self.id, conn_id), "slow consumer: send queue full, closing with 1013");
-                    }
+                if let Some(conn) = self.conns.get(&conn_id).map(|c| c.clone())
+                    && conn.kill.trigger(1013)
+                {
+                    Stats::inc(&self.stats.slow_consumers_closed);
+                    tracing::warn!(client = %gatehouse_core::ClientId::new(self.id, conn_id), "slow consumer: send queue full, closing with 1013");
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
