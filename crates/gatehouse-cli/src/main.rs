@@ -7,10 +7,6 @@ mod dev;
 
 use anyhow::Result;
 
-/// mimalloc instead of glibc malloc: the message path allocates small short-lived buffers on
-/// several threads, where glibc's arena locking and consolidation showed up in profiles.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 

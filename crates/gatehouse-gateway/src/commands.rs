@@ -46,7 +46,7 @@ impl Hub {
             command::Op::SendToConns(send) => self.frame(send.payload).map(|frame| {
                 for id in send.conns {
                     if let Some(conn) = self.live_conn(id) {
-                        self.push(id, &conn.tx, &frame);
+                        self.push(&conn, &frame);
                     }
                 }
                 None
@@ -54,9 +54,9 @@ impl Hub {
             command::Op::SendToUids(send) => self.frame(send.payload).map(|frame| {
                 for uid in &send.uids {
                     if let Some(members) = self.uids.get(uid) {
-                        for (id, tx) in &members.conns {
-                            if !send.exclude.contains(id) {
-                                self.push(*id, tx, &frame);
+                        for conn in &members.conns {
+                            if !send.exclude.contains(&conn.id) {
+                                self.push(conn, &frame);
                             }
                         }
                     }
@@ -69,11 +69,11 @@ impl Hub {
                 let dedupe = send.groups.len() > 1;
                 for group in &send.groups {
                     if let Some(members) = self.groups.get(group) {
-                        for (id, tx) in &members.conns {
-                            if exclude.contains(id) || (dedupe && !seen.insert(*id)) {
+                        for conn in &members.conns {
+                            if exclude.contains(&conn.id) || (dedupe && !seen.insert(conn.id)) {
                                 continue;
                             }
-                            self.push(*id, tx, &frame);
+                            self.push(conn, &frame);
                         }
                     }
                 }
@@ -83,7 +83,7 @@ impl Hub {
                 let exclude: HashSet<u64> = send.exclude.into_iter().collect();
                 for conn in self.conns.iter() {
                     if !exclude.contains(conn.key()) && !conn.closed.load(std::sync::atomic::Ordering::Acquire) {
-                        self.push(conn.id, &conn.tx, &frame);
+                        self.push(&conn, &frame);
                     }
                 }
                 None
@@ -227,7 +227,7 @@ impl Hub {
             return Ok(None);
         }
         let last = last.map(|p| self.frame(Some(p))).transpose()?;
-        if conn.tx.try_send(Outbound::Close { last }).is_err() {
+        if conn.queue.push(Outbound::Close { last }).is_err() {
             // The queue is full: draining would wait on a slow client; close now instead.
             self.kill(&conn, 1000);
         }
@@ -249,14 +249,14 @@ impl Hub {
             Some(query::Selector::Uids(list)) => {
                 for uid in list.items {
                     if let Some(members) = self.uids.get(&uid) {
-                        matched.extend(members.conns.iter().map(|(id, _)| (*id, uid.clone())));
+                        matched.extend(members.conns.iter().map(|c| (c.id, uid.clone())));
                     }
                 }
             }
             Some(query::Selector::Groups(list)) => {
                 for group in list.items {
                     if let Some(members) = self.groups.get(&group) {
-                        matched.extend(members.conns.iter().map(|(id, _)| (*id, group.clone())));
+                        matched.extend(members.conns.iter().map(|c| (c.id, group.clone())));
                     }
                 }
             }

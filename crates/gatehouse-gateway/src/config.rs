@@ -43,9 +43,13 @@ pub struct GatewayConfig {
     /// The HTML page served at `/`, supplied by the application (the gateway does not know
     /// what it shows). `None`: a short page naming the endpoints.
     pub index_page: Option<&'static str>,
-    /// Socket read and write buffer size: 4 KiB keeps an idle connection at a few KB
-    /// (tungstenite defaults to 128 KiB each).
-    pub socket_buffer: usize,
+    /// Socket read buffer: the buffer every idle connection keeps. Chat frames are a few hundred
+    /// bytes, so 1 KiB reads them in one system call and keeps an idle connection small (larger
+    /// frames take a few reads). tungstenite's default is 128 KiB.
+    pub read_buffer: usize,
+    /// Size at which written frames are flushed to the socket (the write buffer itself grows
+    /// only while writing). tungstenite's default is 128 KiB.
+    pub write_buffer: usize,
 }
 
 /// Why a gateway configuration is refused.
@@ -83,7 +87,8 @@ impl GatewayConfig {
             registry_backoff: Duration::from_secs(1),
             insecure_dev_auth: false,
             index_page: None,
-            socket_buffer: 4096,
+            read_buffer: 1024,
+            write_buffer: 4096,
         }
     }
 

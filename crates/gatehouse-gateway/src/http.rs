@@ -40,7 +40,7 @@ async fn upgrade(
     if hub.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "gateway shutting down\n").into_response();
     }
-    let (conn, rx, verdict) = hub.open_conn();
+    let (conn, verdict) = hub.open_conn();
     let open = Open {
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
@@ -61,13 +61,13 @@ async fn upgrade(
             let config = &hub.config;
             let failed_hub = hub.clone();
             let failed_conn = conn.clone();
-            ws.read_buffer_size(config.socket_buffer)
-                .write_buffer_size(config.socket_buffer)
-                .max_write_buffer_size(config.socket_buffer.max(config.max_message_bytes) * 4)
+            ws.read_buffer_size(config.read_buffer)
+                .write_buffer_size(config.write_buffer)
+                .max_write_buffer_size(config.write_buffer.max(config.max_message_bytes) * 4)
                 .max_message_size(config.max_message_bytes)
                 .max_frame_size(config.max_message_bytes)
                 .on_failed_upgrade(move |_| failed_hub.retire(&failed_conn, 1006, "upgrade failed"))
-                .on_upgrade(move |socket| socket::run(hub, conn, socket, rx))
+                .on_upgrade(move |socket| socket::run(hub, conn, socket))
         }
         Ok(Ok(Some(reject))) => {
             Stats::inc(&hub.stats.connections_rejected);

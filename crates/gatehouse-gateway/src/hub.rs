@@ -15,10 +15,11 @@ use dashmap::mapref::entry::Entry;
 use futures_util::task::AtomicWaker;
 use gatehouse_core::NodeId;
 use gatehouse_proto::v1::{Event, Reject, RouteKind};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::config::GatewayConfig;
 use crate::events::WorkerSet;
+use crate::queue::{PushError, SendQueue};
 use crate::routes::RouteSync;
 use crate::stats::Stats;
 
@@ -34,7 +35,7 @@ pub(crate) enum Outbound {
 pub(crate) struct Conn {
     pub id: u64,
     /// Frames towards the client; bounded by `send_queue`.
-    pub tx: mpsc::Sender<Outbound>,
+    pub queue: SendQueue,
     pub inner: Mutex<ConnInner>,
     /// Woken when acknowledgements free room in the unacknowledged-event window.
     pub credit: Notify,
@@ -97,7 +98,7 @@ pub(crate) struct EventQueue {
 
 /// A set of connections of one uid or one group, with their send queues for fan-out.
 pub(crate) struct Members {
-    pub conns: Vec<(u64, mpsc::Sender<Outbound>)>,
+    pub conns: Vec<Arc<Conn>>,
     /// Route-log generation of the key's last appearance; a bind waits for its confirmation.
     pub added_gen: u64,
 }
@@ -141,13 +142,12 @@ impl Hub {
     }
 
     /// Creates a connection entry; the socket task takes the receiver.
-    pub(crate) fn open_conn(&self) -> (Arc<Conn>, mpsc::Receiver<Outbound>, oneshot::Receiver<Option<Reject>>) {
+    pub(crate) fn open_conn(&self) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.config.send_queue);
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let conn = Arc::new(Conn {
             id,
-            tx,
+            queue: SendQueue::new(self.config.send_queue),
             inner: Mutex::new(ConnInner {
                 uid: None,
                 uid_bytes: Bytes::new(),
@@ -166,7 +166,7 @@ impl Hub {
         });
         self.conns.insert(id, conn.clone());
         self.open_count.fetch_add(1, Ordering::Relaxed);
-        (conn, rx, verdict_rx)
+        (conn, verdict_rx)
     }
 
     /// Returns a live (not closed) connection.
@@ -188,24 +188,22 @@ impl Hub {
     }
 
     /// Queues a frame for a client; a full queue closes the client as a slow consumer.
-    pub(crate) fn push(&self, conn_id: u64, tx: &mpsc::Sender<Outbound>, frame: &Message) {
-        match tx.try_send(Outbound::Frame(frame.clone())) {
+    pub(crate) fn push(&self, conn: &Conn, frame: &Message) {
+        match conn.queue.push(Outbound::Frame(frame.clone())) {
             Ok(()) => Stats::inc(&self.stats.frames_out),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if let Some(conn) = self.conns.get(&conn_id).map(|c| c.clone())
-                    && conn.kill.trigger(1013)
-                {
+            Err(PushError::Full) => {
+                if conn.kill.trigger(1013) {
                     Stats::inc(&self.stats.slow_consumers_closed);
-                    tracing::warn!(client = %gatehouse_core::ClientId::new(self.id, conn_id), "slow consumer: send queue full, closing with 1013");
+                    tracing::warn!(client = %gatehouse_core::ClientId::new(self.id, conn.id), "slow consumer: send queue full, closing with 1013");
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(PushError::Closed) => {}
         }
     }
 
     /// Binds `conn` to `uid` (replacing any previous uid). Returns the route generation the
     /// caller must see confirmed before the bind counts as complete.
-    pub(crate) fn bind_uid(&self, conn: &Conn, uid: &str) -> u64 {
+    pub(crate) fn bind_uid(&self, conn: &Arc<Conn>, uid: &str) -> u64 {
         let mut inner = conn.inner.lock().expect("conn mutex poisoned");
         if inner.uid.as_deref() == Some(uid) {
             return self.uids.get(uid).map(|m| m.added_gen).unwrap_or(0);
@@ -229,7 +227,7 @@ impl Hub {
     }
 
     /// Adds `conn` to `group`; returns the generation to wait for, like [`Hub::bind_uid`].
-    pub(crate) fn join_group(&self, conn: &Conn, group: &str) -> u64 {
+    pub(crate) fn join_group(&self, conn: &Arc<Conn>, group: &str) -> u64 {
         let mut inner = conn.inner.lock().expect("conn mutex poisoned");
         if !inner.groups.insert(group.to_owned()) {
             return self.groups.get(group).map(|m| m.added_gen).unwrap_or(0);
@@ -248,7 +246,7 @@ impl Hub {
     /// Dissolves a group on this gateway.
     pub(crate) fn ungroup(&self, group: &str) {
         let members: Vec<u64> = match self.groups.get(group) {
-            Some(m) => m.conns.iter().map(|(id, _)| *id).collect(),
+            Some(m) => m.conns.iter().map(|c| c.id).collect(),
             None => return,
         };
         for id in members {
@@ -276,7 +274,7 @@ impl Hub {
         }
     }
 
-    fn join_index(&self, kind: RouteKind, key: &str, conn: &Conn) -> u64 {
+    fn join_index(&self, kind: RouteKind, key: &str, conn: &Arc<Conn>) -> u64 {
         let mut members = self.index(kind).entry(key.to_owned()).or_insert_with(|| Members {
             conns: Vec::new(),
             added_gen: 0,
@@ -284,13 +282,13 @@ impl Hub {
         if members.conns.is_empty() {
             members.added_gen = self.routes.record(kind, key, true);
         }
-        members.conns.push((conn.id, conn.tx.clone()));
+        members.conns.push(conn.clone());
         members.added_gen
     }
 
     fn leave_index(&self, kind: RouteKind, key: &str, conn_id: u64) {
         if let Entry::Occupied(mut entry) = self.index(kind).entry(key.to_owned()) {
-            entry.get_mut().conns.retain(|(id, _)| *id != conn_id);
+            entry.get_mut().conns.retain(|c| c.id != conn_id);
             if entry.get().conns.is_empty() {
                 self.routes.record(kind, key, false);
                 entry.remove();

@@ -15,6 +15,7 @@
 //! - `events`: per-connection event queues, worker choice, at-least-once delivery and fail-over.
 //! - `links`: the internal gRPC service workers attach to; batching both ways.
 //! - `commands`: execution of worker commands and queries against the hub.
+//! - `queue` — the per-connection send queue (bounded, free when empty).
 //! - `routes`: the uid / group announcements to the registries, and bind confirmation.
 //! - `socket`: the per-connection task (reads, writes, pings, slow-consumer policy).
 //! - `http`: the public axum router (`/ws`, `/healthz`, `/readyz`, `/metrics`, `/`).
@@ -29,6 +30,7 @@ mod events;
 mod http;
 mod hub;
 mod links;
+mod queue;
 mod routes;
 mod socket;
 mod stats;

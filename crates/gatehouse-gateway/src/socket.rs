@@ -4,6 +4,7 @@
 //! Close codes: 1000 normal (worker asked), 1001 going away (server shutdown or ping timeout),
 //! 1009 message too big, 1011 internal error, 1013 try again later (slow consumer).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,21 +13,17 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use gatehouse_core::ClientId;
 use gatehouse_proto::v1::{Closed, Payload, event};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::hub::{Conn, Hub, Outbound};
 use crate::stats::Stats;
 
-/// Frames written before one flush at most, so one busy client cannot starve its own reads.
-const WRITE_BATCH: usize = 64;
-
 /// Runs the connection until it closes, then retires it.
-pub(crate) async fn run(hub: Arc<Hub>, conn: Arc<Conn>, socket: WebSocket, rx: mpsc::Receiver<Outbound>) {
+pub(crate) async fn run(hub: Arc<Hub>, conn: Arc<Conn>, socket: WebSocket) {
     let span = tracing::info_span!("client", client = %ClientId::new(hub.id, conn.id));
     async move {
-        let (code, reason) = serve(&hub, &conn, socket, rx).await;
+        let (code, reason) = serve(&hub, &conn, socket).await;
         tracing::debug!(code, reason, "connection closed");
         hub.retire(&conn, code, reason);
     }
@@ -34,7 +31,7 @@ pub(crate) async fn run(hub: Arc<Hub>, conn: Arc<Conn>, socket: WebSocket, rx: m
     .await
 }
 
-async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) -> (u16, &'static str) {
+async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket) -> (u16, &'static str) {
     let config = &hub.config;
     let limit = config.max_unacked_events;
     let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
@@ -42,15 +39,15 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, mut rx: mpsc::Rece
     let silence_limit = config.ping_interval * config.ping_limit;
     let mut last_heard = Instant::now();
     let mut blocked = false;
+    let mut batch = VecDeque::new();
     let (code, reason, client_closed) = 'serve: loop {
         tokio::select! {
             biased;
             code = conn.kill.triggered() => break killed(code),
-            out = rx.recv() => {
-                let Some(out) = out else { break (1011, "internal error", false) };
+            _ = conn.queue.take(&mut batch) => {
                 // A client that stops reading blocks the write; a kill (slow consumer, destroy)
                 // or shutdown must still get through.
-                let write = write(&mut socket, out, &mut rx);
+                let write = write(&mut socket, &mut batch);
                 tokio::pin!(write);
                 let written = loop {
                     tokio::select! {
@@ -126,25 +123,20 @@ fn killed(code: u16) -> (u16, &'static str, bool) {
     (code, reason, false)
 }
 
-/// Writes one queued item and whatever else is queued (up to a batch), then flushes once.
-/// Returns `Ok(false)` when the server asked to close.
-async fn write(socket: &mut WebSocket, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Result<bool, ()> {
-    let mut next = Some(first);
-    let mut written = 0;
-    while let Some(item) = next.take() {
+/// Writes every frame of `batch`, then flushes once. Returns `Ok(false)` when the server asked
+/// to close (frames queued after the close are dropped).
+async fn write(socket: &mut WebSocket, batch: &mut VecDeque<Outbound>) -> Result<bool, ()> {
+    while let Some(item) = batch.pop_front() {
         match item {
             Outbound::Frame(frame) => socket.feed(frame).await.map_err(|_| ())?,
             Outbound::Close { last } => {
+                batch.clear();
                 if let Some(frame) = last {
                     socket.feed(frame).await.map_err(|_| ())?;
                 }
                 socket.flush().await.map_err(|_| ())?;
                 return Ok(false);
             }
-        }
-        written += 1;
-        if written < WRITE_BATCH {
-            next = rx.try_recv().ok();
         }
     }
     socket.flush().await.map_err(|_| ())?;
@@ -186,6 +178,7 @@ impl Hub {
 
     fn mark_closed(&self, conn: &Conn) {
         conn.closed.store(true, Ordering::Release);
+        conn.queue.close();
         self.open_count.fetch_sub(1, Ordering::Relaxed);
         let drained = conn.inner.lock().expect("conn mutex poisoned").queue.pending.is_empty();
         if drained {
