@@ -130,6 +130,9 @@ pub struct BenchConfig {
     pub drain: Duration,
     /// Members per group in the group scenario.
     pub group_size: usize,
+    /// dm and chat: each sender writes to at most this many fixed partners (its ongoing
+    /// conversations) instead of anyone; `None`: a random recipient every time.
+    pub peers: Option<usize>,
     /// Number of sending clients; `None` picks the scenario's default (every client for dm and
     /// chat, one per group for group, one for broadcast, none for idle). Senders are spread
     /// evenly over the client indices, hence over gateways and groups.
@@ -168,6 +171,7 @@ impl BenchConfig {
             duration: Duration::from_secs(10),
             drain: Duration::from_secs(2),
             group_size: 10,
+            peers: None,
             senders: None,
             payload_bytes: 0,
             connect_concurrency: 256,

@@ -430,7 +430,7 @@ impl Session {
             let rng = self
                 .rng
                 .get_or_insert_with(|| StdRng::seed_from_u64(u64::from(self.index)));
-            match dm::pick(&self.traffic.candidates[gateway], self.index, rng) {
+            match dm::pick(&self.traffic.candidates[gateway], self.index, plan.peers, rng) {
                 Some(to) => to,
                 None => {
                     self.stop_sending();

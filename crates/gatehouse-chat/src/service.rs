@@ -9,6 +9,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use dashmap::DashSet;
 use gatehouse_sdk::{ApiError, Context, Frame, HandlerResult, Handshake, Reject, Worker};
 use gatehouse_store::{
     ConversationKind, ConversationRef, GroupCommitter, NewMessage, Store, StoreError, group_conversation_id,
@@ -35,6 +36,9 @@ pub struct ChatWorker {
     config: ChatConfig,
     store: Store,
     committer: GroupCommitter,
+    /// Uids known to have signed in. Users are never removed, so a positive answer can be kept
+    /// forever and a direct message costs no lookup query.
+    known_users: DashSet<String>,
 }
 
 impl ChatWorker {
@@ -48,6 +52,7 @@ impl ChatWorker {
             config,
             store,
             committer,
+            known_users: DashSet::new(),
         })
     }
 
@@ -65,7 +70,7 @@ impl ChatWorker {
                 let cid = cid.expect("parse requires a cid for send").to_owned();
                 let conversation = match target {
                     Target::Direct(to) => {
-                        if !self.store.user_exists(&to).await.map_err(store_error)? {
+                        if !self.user_exists(&to).await? {
                             return Err(ProtocolError::new(Code::UnknownRecipient, format!("no user {to}")));
                         }
                         ConversationRef::Direct { to }
@@ -183,6 +188,18 @@ impl ChatWorker {
                 json!({"type": "online", "uids": uids})
             }
         })
+    }
+
+    /// Whether `uid` has ever signed in (cached once true).
+    async fn user_exists(&self, uid: &str) -> Result<bool, ProtocolError> {
+        if self.known_users.contains(uid) {
+            return Ok(true);
+        }
+        let exists = self.store.user_exists(uid).await.map_err(store_error)?;
+        if exists {
+            self.known_users.insert(uid.to_owned());
+        }
+        Ok(exists)
     }
 
     /// Makes every connection of `uid` join (or leave) the cluster group of a chat group, so that

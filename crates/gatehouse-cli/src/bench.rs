@@ -163,6 +163,10 @@ pub struct RunArgs {
     /// Group scenario: members per group (client i joins group i / size).
     #[arg(long, env = "GATEHOUSE_BENCH_GROUP_SIZE", default_value_t = 10)]
     pub group_size: usize,
+    /// dm and chat: each sender writes only to this many fixed partners (its ongoing
+    /// conversations) instead of a random client each time.
+    #[arg(long, env = "GATEHOUSE_BENCH_PEERS")]
+    pub peers: Option<usize>,
     /// Number of sending clients, spread evenly over the clients; default: all (dm, chat), one
     /// per group (group), one (broadcast).
     #[arg(long, env = "GATEHOUSE_BENCH_SENDERS")]
@@ -218,6 +222,7 @@ impl RunArgs {
         config.warmup = self.warmup;
         config.drain = self.drain;
         config.group_size = self.group_size;
+        config.peers = self.peers;
         config.senders = self.senders;
         config.payload_bytes = self.payload_bytes;
         config.server_pids = self.server_pids.clone();

@@ -27,13 +27,24 @@ pub(crate) fn candidates(gateways: usize, ready: &[u32]) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// A random recipient other than `me`, or `None` when `me` is the only candidate.
-pub(crate) fn pick(candidates: &[u32], me: u32, rng: &mut impl Rng) -> Option<u32> {
+/// A random recipient other than `me`, or `None` when `me` is the only candidate. With `peers`,
+/// the choice is among `me`'s fixed partners only (the same ones every time: its ongoing
+/// conversations).
+pub(crate) fn pick(candidates: &[u32], me: u32, peers: Option<usize>, rng: &mut impl Rng) -> Option<u32> {
     match candidates {
         [] => None,
         [only] if *only == me => None,
         _ => loop {
-            let pick = candidates[rng.random_range(0..candidates.len())];
+            let slot = match peers {
+                Some(peers) => {
+                    (me as usize)
+                        .wrapping_mul(7919)
+                        .wrapping_add(rng.random_range(0..peers))
+                        % candidates.len()
+                }
+                None => rng.random_range(0..candidates.len()),
+            };
+            let pick = candidates[slot];
             if pick != me {
                 return Some(pick);
             }
@@ -66,11 +77,11 @@ mod tests {
         assert_eq!(single[0], ready);
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..100 {
-            let to = pick(&single[0], 3, &mut rng).unwrap();
+            let to = pick(&single[0], 3, None, &mut rng).unwrap();
             assert_ne!(to, 3);
         }
-        assert_eq!(pick(&[3], 3, &mut rng), None);
-        assert_eq!(pick(&[], 3, &mut rng), None);
+        assert_eq!(pick(&[3], 3, None, &mut rng), None);
+        assert_eq!(pick(&[], 3, None, &mut rng), None);
     }
 
     #[test]

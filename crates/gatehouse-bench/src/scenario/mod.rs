@@ -43,6 +43,8 @@ pub(crate) struct Plan {
     pub clients: usize,
     pub gateways: usize,
     pub group_size: usize,
+    /// Fixed partners per sender (dm, chat), if limited.
+    pub peers: Option<usize>,
     /// Number of sending clients.
     pub senders: usize,
     /// `rank + 1` of each client among the senders; 0 for clients that only receive.
@@ -72,6 +74,7 @@ impl Plan {
             clients,
             gateways: config.urls.len(),
             group_size: config.group_size.max(1),
+            peers: config.peers.filter(|p| *p > 0),
             senders,
             sender_rank,
             prefix: config.uid_prefix.clone(),
