@@ -316,3 +316,20 @@ async fn a_client_that_never_answers_pings_is_dropped() -> Result<()> {
     drop(silent);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_heart_beating_is_dropped_within_its_lease() -> Result<()> {
+    let mut cluster = Cluster::builder().gateways(1).workers("echo", 1).start().await?;
+    let pid = cluster.workers[0].pid().expect("worker running").to_string();
+    // Freeze the worker: its connections stay open, but it sends nothing (the test lease is 2s).
+    std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
+    let frozen = std::time::Instant::now();
+    let outcome = cluster.registries[0]
+        .wait_for_log("member lease expired", Duration::from_secs(6))
+        .await;
+    std::process::Command::new("kill").args(["-CONT", &pid]).status()?;
+    outcome?;
+    let waited = frozen.elapsed();
+    assert!(waited < Duration::from_secs(4), "dropped only after {waited:?}");
+    Ok(())
+}

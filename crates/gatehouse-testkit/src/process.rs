@@ -127,6 +127,11 @@ impl Process {
             .unwrap_or_else(|| panic!("{} has no {kind} address", self.name))
     }
 
+    /// The operating-system process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The arguments it was started with.
     pub fn args(&self) -> &[String] {
         &self.args
