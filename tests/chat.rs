@@ -194,6 +194,14 @@ async fn history_pages_backwards(backend: Backend) -> Result<()> {
         .request(json!({"type": "history", "conversation": "d:fay:gus"}))
         .await?;
     assert_eq!(refused["code"], "not_member");
+    // Hal's own conversation with Fay exists in name only: an empty page, not an error.
+    let empty = stranger
+        .request(json!({"type": "history", "conversation": "d:fay:hal"}))
+        .await?;
+    assert_eq!(
+        (empty["type"].clone(), empty["messages"].clone()),
+        (json!("history"), json!([]))
+    );
     Ok(())
 }
 

@@ -128,11 +128,11 @@ impl ChatWorker {
                 before,
                 limit,
             } => {
-                let page = self
-                    .store
-                    .history(uid, &conversation, before, limit + 1)
-                    .await
-                    .map_err(store_error)?;
+                let page = match self.store.history(uid, &conversation, before, limit + 1).await {
+                    // A direct conversation of this user with no message yet: empty, not forbidden.
+                    Err(StoreError::NotMember { .. }) if is_own_direct(&conversation, uid) => Vec::new(),
+                    other => other.map_err(store_error)?,
+                };
                 let more = page.len() > limit as usize;
                 let skip = page.len().saturating_sub(limit as usize);
                 let messages: Vec<Value> = page.iter().skip(skip).map(protocol::message).collect();
@@ -213,25 +213,13 @@ impl ChatWorker {
             } else {
                 cluster.leave_group(client, &key).await
             };
-            // A device that disconnected meanwhile is not an error.
-            if let Err(error) = result.filter_not_found() {
-                return Err(api_error(error));
+            match result {
+                // A device that disconnected meanwhile is not an error.
+                Err(error) if error.code != gatehouse_sdk::ErrorCode::NotFound => return Err(api_error(error)),
+                _ => {}
             }
         }
         Ok(())
-    }
-}
-
-trait IgnoreNotFound {
-    fn filter_not_found(self) -> Result<(), ApiError>;
-}
-
-impl IgnoreNotFound for Result<(), ApiError> {
-    fn filter_not_found(self) -> Result<(), ApiError> {
-        match self {
-            Err(error) if error.code == gatehouse_sdk::ErrorCode::NotFound => Ok(()),
-            other => other,
-        }
     }
 }
 
@@ -297,6 +285,15 @@ impl Worker for ChatWorker {
         ctx.reply(Frame::json(&answer)).await?;
         Ok(())
     }
+}
+
+/// Whether `conversation` is a direct conversation (`d:a:b`) with `uid` as one of the two.
+/// Chat uids contain neither `:` nor `%`, so the two parts are the uids verbatim.
+fn is_own_direct(conversation: &str, uid: &str) -> bool {
+    conversation
+        .strip_prefix("d:")
+        .and_then(|pair| pair.split_once(':'))
+        .is_some_and(|(a, b)| (a == uid || b == uid) && auth::valid_uid(a) && auth::valid_uid(b))
 }
 
 fn now_ms() -> i64 {
