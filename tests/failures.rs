@@ -333,3 +333,33 @@ async fn a_member_that_stops_heart_beating_is_dropped_within_its_lease() -> Resu
     assert!(waited < Duration::from_secs(4), "dropped only after {waited:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_frozen_worker_are_served_by_another_within_the_lease() -> Result<()> {
+    let cluster = Cluster::builder().gateways(1).workers("echo", 2).start().await?;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(WsClient::connect(&cluster.ws_url(0)).await?);
+    }
+    // Freeze a worker: no crash, no closed socket, it just stops (the test lease is 2s).
+    let pid = cluster.workers[0].pid().expect("worker running").to_string();
+    std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
+    let frozen = std::time::Instant::now();
+    let mut outcome = Ok(());
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send_text(format!("still there {i}")).await?;
+        match client.recv_within(Duration::from_secs(6)).await {
+            Ok(Ok(Message::Text(text))) if text.as_str() == format!("still there {i}") => {}
+            other => {
+                outcome = Err(anyhow::anyhow!("client {i}: {other:?}"));
+                break;
+            }
+        }
+    }
+    let waited = frozen.elapsed();
+    std::process::Command::new("kill").args(["-CONT", &pid]).status()?;
+    outcome?;
+    // Well before HTTP/2 keep-alive (10 s) would have noticed.
+    assert!(waited < Duration::from_secs(5), "served again only after {waited:?}");
+    Ok(())
+}

@@ -36,7 +36,13 @@ pub(crate) struct WorkerLink {
     pub alive: AtomicBool,
     /// Cancelled to drop the link.
     pub cancel: CancellationToken,
+    /// When the link attached: a worker is only judged gone by the registries' membership once
+    /// its link is older than [`MEMBERSHIP_GRACE`] (the membership may still be in flight).
+    pub attached_at: tokio::time::Instant,
 }
+
+/// How old a link must be before an absent membership entry may drop it.
+pub(crate) const MEMBERSHIP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl WorkerLink {
     fn is_alive(&self) -> bool {
@@ -153,6 +159,30 @@ impl Hub {
         let drained = after == 0;
         if drained && conn.closed.load(Ordering::Acquire) {
             self.conns.remove(&conn_id);
+        }
+    }
+
+    /// Drops the links of workers the registries say have left (lease expired): their clients'
+    /// events go to the remaining workers without waiting for the HTTP/2 keep-alive.
+    pub(crate) fn prune_departed_workers(&self) {
+        let mut recheck = false;
+        for link in self.workers.snapshot().iter() {
+            if !self.routes.worker_left(link.member) {
+                continue;
+            }
+            if link.attached_at.elapsed() < MEMBERSHIP_GRACE {
+                recheck = true;
+                continue;
+            }
+            tracing::warn!(member = %gatehouse_core::NodeId(link.member), name = %link.name, "worker left the cluster (lease expired); dropping its link");
+            link.cancel.cancel();
+        }
+        if recheck {
+            let routes = self.routes.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(MEMBERSHIP_GRACE).await;
+                routes.membership_changed.notify_one();
+            });
         }
     }
 

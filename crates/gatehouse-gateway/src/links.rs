@@ -61,6 +61,7 @@ impl Gateway for LinkService {
             down,
             alive: AtomicBool::new(true),
             cancel: self.token.child_token(),
+            attached_at: tokio::time::Instant::now(),
         });
         tracing::info!(member = %NodeId(link.member), name = %link.name, handles_events = link.handles_events, "worker link attached");
         if link.handles_events {

@@ -47,6 +47,12 @@ pub(crate) struct RouteSync {
     confirmed: watch::Sender<u64>,
     /// Whether at least one registry session is up (for `/readyz`).
     pub attached: watch::Sender<usize>,
+    /// Per registry: the worker member ids of its last membership, when that registry is past
+    /// its warm-up (absence is then real). Lets the gateway drop the link of a worker whose
+    /// lease expired (frozen, partitioned) instead of waiting for HTTP/2 keep-alive.
+    workers: Mutex<Vec<Option<HashSet<u64>>>>,
+    /// Woken when a registry's membership changes.
+    pub membership_changed: Notify,
 }
 
 impl RouteSync {
@@ -58,6 +64,8 @@ impl RouteSync {
             sent: Mutex::new(0),
             confirmed: watch::Sender::new(0),
             attached: watch::Sender::new(0),
+            workers: Mutex::new((0..registries).map(|_| None).collect()),
+            membership_changed: Notify::new(),
         })
     }
 
@@ -75,6 +83,14 @@ impl RouteSync {
     /// Returns the generation every attached registry has confirmed.
     pub(crate) fn confirmed_now(&self) -> watch::Ref<'_, u64> {
         self.confirmed.borrow()
+    }
+
+    /// Whether worker `member` has left the cluster: absent from every registry that knows
+    /// (is past its warm-up); `false` when no registry knows.
+    pub(crate) fn worker_left(&self, member: u64) -> bool {
+        let workers = self.workers.lock().expect("workers poisoned");
+        let mut knowing = workers.iter().flatten().peekable();
+        knowing.peek().is_some() && knowing.all(|set| !set.contains(&member))
     }
 
     /// Waits until every attached registry has confirmed `generation`.
@@ -219,6 +235,19 @@ impl RegistryPeer for RouteSync {
     }
 
     fn message(&self, registry: usize, msg: attach_response::Msg) {
+        if let attach_response::Msg::Membership(membership) = &msg {
+            let workers = membership.authoritative.then(|| {
+                membership
+                    .members
+                    .iter()
+                    .filter(|m| m.kind == gatehouse_proto::v1::MemberKind::Worker as i32)
+                    .map(|m| m.id)
+                    .collect()
+            });
+            self.workers.lock().expect("workers poisoned")[registry] = workers;
+            self.membership_changed.notify_one();
+            return;
+        }
         if let attach_response::Msg::BatchApplied(applied) = msg {
             if let Some(session) = self.registries.lock().expect("registries poisoned")[registry].as_mut() {
                 session.applied = session.applied.max(applied.generation);
@@ -228,6 +257,7 @@ impl RegistryPeer for RouteSync {
     }
 
     fn disconnected(&self, registry: usize) {
+        self.workers.lock().expect("workers poisoned")[registry] = None;
         let mut registries = self.registries.lock().expect("registries poisoned");
         registries[registry] = None;
         let attached = registries.iter().flatten().count();

@@ -77,6 +77,16 @@ impl BoundGateway {
         let routes = RouteSync::new(self.config.registries.len());
         let hub = Arc::new(Hub::new(id, self.config.clone(), routes.clone(), token.child_token()));
         tokio::spawn(routes.clone().run(token.clone()));
+        let pruning = hub.clone();
+        let stop_pruning = token.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop_pruning.cancelled() => return,
+                    _ = pruning.routes.membership_changed.notified() => pruning.prune_departed_workers(),
+                }
+            }
+        });
         let closing = hub.clone();
         let shutdown = token.clone();
         tokio::spawn(async move {

@@ -333,6 +333,7 @@ impl State {
             self.authoritative = true;
             tracing::info!("routing table complete (warm-up over)");
             self.publish(Vec::new());
+            self.broadcast_membership();
         }
         self.confirm();
     }
@@ -432,7 +433,10 @@ impl State {
 
     fn membership(&self) -> AttachResponse {
         let members = self.members.values().map(|m| m.member.clone()).collect();
-        msg(attach_response::Msg::Membership(Membership { members }))
+        msg(attach_response::Msg::Membership(Membership {
+            members,
+            authoritative: self.authoritative,
+        }))
     }
 
     fn broadcast_membership(&mut self) {
