@@ -316,9 +316,11 @@ async fn killing_a_chat_worker_loses_no_acknowledged_message(backend: Backend) -
     const SENDERS: usize = 4;
     const PER_SENDER: usize = 60;
     let mut reader = ChatClient::connect_as(&cluster.ws_url(1), "sink").await?;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for s in 0..SENDERS {
         let url = cluster.ws_url(s % 2);
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let uid = format!("src{s}");
             // Send each message until it is acknowledged, reconnecting when the connection or
@@ -336,6 +338,7 @@ async fn killing_a_chat_worker_loses_no_acknowledged_message(backend: Backend) -
                     {
                         Ok(Ok(ack)) if ack["type"] == "ack" => {
                             acked.push(ack["id"].as_i64().unwrap());
+                            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             break;
                         }
                         _ => {
@@ -351,7 +354,12 @@ async fn killing_a_chat_worker_loses_no_acknowledged_message(backend: Backend) -
             anyhow::Ok(acked)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Kill mid-stream: once a quarter of the messages are acknowledged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < SENDERS * PER_SENDER / 4 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     cluster.workers[0].kill().await;
     let mut acked = HashSet::new();
     for task in tasks {

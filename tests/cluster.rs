@@ -204,8 +204,7 @@ async fn a_send_right_after_a_bind_always_arrives() -> Result<()> {
     for round in 0..150 {
         let mut target = ApiClient::connect(&cluster.ws_url(0)).await?;
         let uid = format!("fresh-{round}");
-        let who = target.ok("bind_uid", json!({"uid": uid})).await;
-        who?;
+        target.ok("bind_uid", json!({"uid": uid})).await?;
         workers_seen.insert(target.ok("whoami", json!({})).await?["worker"].to_string());
         sender
             .ok("send_to_uid", json!({"uid": uid, "data": format!("m{round}")}))

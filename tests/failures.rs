@@ -32,9 +32,11 @@ async fn killing_a_worker_loses_no_event_and_keeps_clients_connected() -> Result
     let mut cluster = Cluster::builder().gateways(2).workers("echo", 2).start().await?;
     const CLIENTS: usize = 8;
     const MESSAGES: usize = 300;
+    let echoed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for index in 0..CLIENTS {
         let url = cluster.ws_url(index % 2);
+        let echoed = echoed.clone();
         tasks.push(tokio::spawn(async move {
             let client = WsClient::connect(&url).await?;
             let (mut sink, mut stream) = client.split();
@@ -55,6 +57,7 @@ async fn killing_a_worker_loses_no_event_and_keeps_clients_connected() -> Result
                 *seen.entry(n).or_default() += 1;
                 if n == next_new {
                     next_new += 1;
+                    echoed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 } else {
                     assert!(n < next_new, "client {index}: {n} arrived before {next_new}");
                 }
@@ -63,7 +66,8 @@ async fn killing_a_worker_loses_no_event_and_keeps_clients_connected() -> Result
             anyhow::Ok(seen.values().filter(|c| **c > 1).count())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill mid-stream: once a quarter of the messages have come back.
+    wait_until(|| echoed.load(std::sync::atomic::Ordering::Relaxed) >= CLIENTS * MESSAGES / 4).await?;
     cluster.workers[0].kill().await;
     let mut duplicates = 0;
     for task in tasks {
@@ -361,5 +365,18 @@ async fn clients_of_a_frozen_worker_are_served_by_another_within_the_lease() -> 
     outcome?;
     // Well before HTTP/2 keep-alive (10 s) would have noticed.
     assert!(waited < Duration::from_secs(5), "served again only after {waited:?}");
+    Ok(())
+}
+
+/// Polls `condition` until it holds, failing after 20 seconds.
+async fn wait_until(condition: impl Fn() -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     Ok(())
 }

@@ -89,7 +89,9 @@ impl<W: Worker> EventSink for Dispatcher<W> {
         Box::pin(async move {
             let conn = event.conn;
             let Some(cluster) = cluster else {
-                // Not started yet: leave the event unacknowledged; the gateway re-sends it.
+                // Cannot happen: the cluster is set as soon as `Cluster::start` returns, and links
+                // (hence events) only appear after a registry answered. Acknowledging nothing
+                // (seq 0) keeps the event pending at the gateway rather than losing it.
                 return (
                     conn,
                     EventAck {

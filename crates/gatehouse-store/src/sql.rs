@@ -56,3 +56,22 @@ pub(crate) const ENSURE_USER: &str =
 
 /// Whether a user has ever signed in.
 pub(crate) const USER_EXISTS: &str = "SELECT uid FROM users WHERE uid = $1";
+
+/// Every statement shared by both backends, for the tests that check each one is served by an
+/// index (the backends add their own dialect statements).
+#[cfg(test)]
+pub(crate) const SHARED: [&str; 13] = [
+    IS_MEMBER,
+    GROUP_EXISTS,
+    CREATE_GROUP,
+    ADD_CREATOR,
+    JOIN_GROUP,
+    LEAVE,
+    MEMBERS,
+    SUMMARIES,
+    CURSORS,
+    MESSAGES_AFTER,
+    MESSAGES_BEFORE,
+    ENSURE_USER,
+    USER_EXISTS,
+];

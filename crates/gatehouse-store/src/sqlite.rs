@@ -233,7 +233,7 @@ mod tests {
         let backend = SqliteBackend::open("sqlite::memory:")
             .await
             .expect("open in-memory store");
-        let statements = [
+        let own = [
             MEMBERSHIP,
             CREATE_DIRECTS,
             ADD_MEMBERS,
@@ -242,18 +242,8 @@ mod tests {
             INSERT,
             READ_MARKS,
             MARK_READ,
-            sql::IS_MEMBER,
-            sql::GROUP_EXISTS,
-            sql::CREATE_GROUP,
-            sql::ADD_CREATOR,
-            sql::JOIN_GROUP,
-            sql::LEAVE,
-            sql::MEMBERS,
-            sql::SUMMARIES,
-            sql::CURSORS,
-            sql::MESSAGES_AFTER,
-            sql::MESSAGES_BEFORE,
         ];
+        let statements: Vec<&str> = own.into_iter().chain(sql::SHARED).collect();
         for statement in statements {
             let lines = plan_of(backend.reader(), statement).await;
             for line in &lines {
