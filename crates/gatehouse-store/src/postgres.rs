@@ -46,6 +46,13 @@ const ADD_MEMBERS: &str = "INSERT INTO members (conversation_id, uid, joined_at_
 const LOCK: &str = "SELECT id FROM conversations WHERE id = ANY($1::text[]) \
      ORDER BY id FOR NO KEY UPDATE";
 
+/// Planner settings of every store connection. Every statement is written for, and tested to
+/// get, index probes driven by the batch arrays; the same settings in production make it run
+/// the tested plans. Without them a table whose statistics lag (one that grew fast since the
+/// last `ANALYZE`) gets a hash join over a sequential scan of the whole message history, once
+/// per batch. Set by statement rather than as startup options, which poolers may refuse.
+const PLANNER: &str = "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan";
+
 const EXISTING: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms \
      FROM UNNEST($1::text[], $2::text[]) AS k (sender, cid) \
      JOIN messages AS m ON m.sender = k.sender AND m.cid = k.cid";
@@ -83,6 +90,7 @@ impl PgBackend {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| Box::pin(async move { sqlx::raw_sql(PLANNER).execute(conn).await.map(drop) }))
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -259,13 +267,16 @@ mod tests {
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options[search_path]={schema}");
         let backend = PgBackend::open(&url).await.expect("open");
-        backend.close().await;
-
-        let mut conn = PgConnection::connect(&url).await.expect("connect");
-        sqlx::raw_sql("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan")
-            .execute(&mut conn)
+        // A connection of the store's own pool: the plans checked are those its settings give.
+        let mut conn = backend.pool.acquire().await.expect("acquire");
+        let setting: String = sqlx::query_scalar("SHOW enable_seqscan")
+            .fetch_one(&mut *conn)
             .await
-            .expect("planner settings");
+            .expect("show");
+        assert_eq!(
+            setting, "off",
+            "store connections run with the planner settings the plans are tested with"
+        );
         let own = [
             MEMBERSHIP,
             CREATE_DIRECTS,
@@ -288,11 +299,11 @@ mod tests {
                 format!("({nulls})")
             };
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE s{i} AS {statement}")))
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await
                 .unwrap_or_else(|e| panic!("prepare {statement}: {e}"));
             let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE s{i}{args}")))
-                .fetch_all(&mut conn)
+                .fetch_all(&mut *conn)
                 .await
                 .unwrap_or_else(|e| panic!("explain {statement}: {e}"));
             if !reaches_rows_by_index(&plan) {
@@ -300,6 +311,7 @@ mod tests {
             }
         }
         drop(conn);
+        backend.close().await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .execute(&mut admin)
             .await

@@ -1,0 +1,107 @@
+//! Measures the store alone: `--users` concurrent senders append direct messages through one
+//! [`GroupCommitter`] as fast as commits come back, like the chat worker under the closed-loop
+//! chat benchmark, and prints appended messages per second and the batching factor.
+//!
+//! ```text
+//! cargo run --release -p gatehouse-store --example append -- [DATABASE_URL] [--users N] [--peers P] [--seconds S]
+//! ```
+//!
+//! Without a URL it uses a fresh SQLite file in a temporary directory. `--peers P` makes each
+//! user talk to P fixed peers (ongoing conversations); without it every message goes to a
+//! random user (almost every message starts a conversation).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gatehouse_store::{ConversationRef, GroupCommitConfig, GroupCommitter, NewMessage, Store};
+
+struct Options {
+    url: Option<String>,
+    users: u64,
+    peers: Option<u64>,
+    seconds: f64,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        url: None,
+        users: 1000,
+        peers: None,
+        seconds: 5.0,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--users" => options.users = value().parse().expect("--users N"),
+            "--peers" => options.peers = Some(value().parse().expect("--peers P")),
+            "--seconds" => options.seconds = value().parse().expect("--seconds S"),
+            url => options.url = Some(url.to_owned()),
+        }
+    }
+    options
+}
+
+/// A small deterministic generator (xorshift), so that runs are comparable.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = options
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("append.db").display()));
+    let store = Store::open(&url).await.expect("open store");
+    let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let appended = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for user in 0..options.users {
+        let (committer, stop, appended) = (committer.clone(), Arc::clone(&stop), Arc::clone(&appended));
+        let (users, peers) = (options.users, options.peers);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = user.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let to = match peers {
+                    Some(p) => (user + 1 + next(&mut rng) % p.max(1)) % users,
+                    None => next(&mut rng) % users,
+                };
+                let message = NewMessage {
+                    conversation: ConversationRef::Direct { to: format!("u{to}") },
+                    sender: format!("u{user}"),
+                    cid: format!("{}.{user}.{n}", started.elapsed().as_nanos()),
+                    text: "hello from the store benchmark".to_owned(),
+                    ts_ms: 1,
+                };
+                committer.append(message).await.expect("append");
+                appended.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let count = appended.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    for task in tasks {
+        task.await.expect("sender");
+    }
+    println!(
+        "{:?}: {count} messages in {elapsed:.1} s = {:.0}/s, {} batches (avg {:.0} per batch)",
+        store.backend(),
+        count as f64 / elapsed,
+        committer.batches_committed(),
+        committer.messages_stored() as f64 / committer.batches_committed().max(1) as f64,
+    );
+    store.close().await;
+}
