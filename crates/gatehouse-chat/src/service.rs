@@ -66,58 +66,7 @@ impl ChatWorker {
     ) -> Result<Value, ProtocolError> {
         let cluster = ctx.cluster();
         Ok(match request {
-            Request::Send { target, text } => {
-                let cid = cid.expect("parse requires a cid for send").to_owned();
-                let conversation = match target {
-                    Target::Direct(to) => {
-                        if !self.user_exists(&to).await? {
-                            return Err(ProtocolError::new(Code::UnknownRecipient, format!("no user {to}")));
-                        }
-                        ConversationRef::Direct { to }
-                    }
-                    Target::Group(id) => ConversationRef::Group { id },
-                };
-                let message = NewMessage {
-                    conversation,
-                    sender: uid.to_owned(),
-                    cid,
-                    text,
-                    ts_ms: now_ms(),
-                };
-                let group = match &message.conversation {
-                    ConversationRef::Group { id } => Some(id.clone()),
-                    ConversationRef::Direct { .. } => None,
-                };
-                let appended = match self.committer.append(message).await {
-                    Ok(appended) => appended,
-                    // "Not a member" of a group that does not exist: say so precisely.
-                    Err(StoreError::NotMember { .. }) if group.is_some() => {
-                        let id = group.expect("checked");
-                        return Err(match self.store.group_members(&id).await {
-                            Err(StoreError::UnknownGroup(_)) => store_error(StoreError::UnknownGroup(id)),
-                            _ => store_error(StoreError::NotMember {
-                                uid: uid.to_owned(),
-                                conversation: group_conversation_id(&id),
-                            }),
-                        });
-                    }
-                    Err(error) => return Err(store_error(error)),
-                };
-                let stored = &appended.message;
-                ctx.reply(Frame::json(&protocol::ack(stored, appended.duplicate)))
-                    .await
-                    .map_err(api_error)?;
-                let push = Frame::json(&protocol::message(stored));
-                let me = [ctx.client_id()];
-                match (&stored.to, &stored.group) {
-                    (Some(to), _) if to == uid => cluster.send_to_uids_except(&[uid], &push, &me).await,
-                    (Some(to), _) => cluster.send_to_uids_except(&[to.as_str(), uid], &push, &me).await,
-                    (None, Some(group)) => cluster.send_to_group(&group_conversation_id(group), &push, &me).await,
-                    (None, None) => Ok(()),
-                }
-                .map_err(api_error)?;
-                return Ok(Value::Null);
-            }
+            Request::Send { target, text } => return Box::pin(self.send(ctx, uid, target, text, cid)).await,
             Request::Sync { cursors, limit } => {
                 let page = self.store.sync(uid, &cursors, limit).await.map_err(store_error)?;
                 let messages: Vec<Value> = page.messages.iter().map(protocol::message).collect();
@@ -190,12 +139,76 @@ impl ChatWorker {
         })
     }
 
+    /// Stores one message, acknowledges it, then pushes it. The hot path: everything rare in
+    /// it (a recipient not yet cached, the error look-up) is boxed, so the future allocated
+    /// for every message stays small.
+    async fn send(
+        &self,
+        ctx: &Context,
+        uid: &str,
+        target: Target,
+        text: String,
+        cid: Option<&str>,
+    ) -> Result<Value, ProtocolError> {
+        let cluster = ctx.cluster();
+        let cid = cid.expect("parse requires a cid for send").to_owned();
+        let conversation = match target {
+            Target::Direct(to) => {
+                if !self.user_exists(&to).await? {
+                    return Err(ProtocolError::new(Code::UnknownRecipient, format!("no user {to}")));
+                }
+                ConversationRef::Direct { to }
+            }
+            Target::Group(id) => ConversationRef::Group { id },
+        };
+        let message = NewMessage {
+            conversation,
+            sender: uid.to_owned(),
+            cid,
+            text,
+            ts_ms: now_ms(),
+        };
+        let group = match &message.conversation {
+            ConversationRef::Group { id } => Some(id.clone()),
+            ConversationRef::Direct { .. } => None,
+        };
+        let appended = match self.committer.append(message).await {
+            Ok(appended) => appended,
+            // "Not a member" of a group that does not exist: say so precisely.
+            Err(StoreError::NotMember { .. }) if group.is_some() => {
+                let id = group.expect("checked");
+                return Err(match Box::pin(self.store.group_members(&id)).await {
+                    Err(StoreError::UnknownGroup(_)) => store_error(StoreError::UnknownGroup(id)),
+                    _ => store_error(StoreError::NotMember {
+                        uid: uid.to_owned(),
+                        conversation: group_conversation_id(&id),
+                    }),
+                });
+            }
+            Err(error) => return Err(store_error(error)),
+        };
+        let stored = &appended.message;
+        ctx.reply(Frame::json(&protocol::ack(stored, appended.duplicate)))
+            .await
+            .map_err(api_error)?;
+        let push = Frame::json(&protocol::message(stored));
+        let me = [ctx.client_id()];
+        match (&stored.to, &stored.group) {
+            (Some(to), _) if to == uid => cluster.send_to_uids_except(&[uid], &push, &me).await,
+            (Some(to), _) => cluster.send_to_uids_except(&[to.as_str(), uid], &push, &me).await,
+            (None, Some(group)) => cluster.send_to_group(&group_conversation_id(group), &push, &me).await,
+            (None, None) => Ok(()),
+        }
+        .map_err(api_error)?;
+        Ok(Value::Null)
+    }
+
     /// Whether `uid` has ever signed in (cached once true).
     async fn user_exists(&self, uid: &str) -> Result<bool, ProtocolError> {
         if self.known_users.contains(uid) {
             return Ok(true);
         }
-        let exists = self.store.user_exists(uid).await.map_err(store_error)?;
+        let exists = Box::pin(self.store.user_exists(uid)).await.map_err(store_error)?;
         if exists {
             self.known_users.insert(uid.to_owned());
         }
@@ -270,7 +283,10 @@ impl Worker for ChatWorker {
         let outcome = match (parsed.request, ctx.uid()) {
             (Err(error), _) => Err(error),
             (Ok(_), None) => Err(ProtocolError::new(Code::Internal, "the connection has no uid")),
-            (Ok(request), Some(uid)) => self.execute(ctx, &uid, request, cid).await,
+            (Ok(Request::Send { target, text }), Some(uid)) => self.send(ctx, &uid, target, text, cid).await,
+            // Everything but sending is rare next to it and holds much more state (store
+            // queries): boxed, so that state is not allocated for every message.
+            (Ok(request), Some(uid)) => Box::pin(self.execute(ctx, &uid, request, cid)).await,
         };
         let answer = match outcome {
             Ok(Value::Null) => return Ok(()),

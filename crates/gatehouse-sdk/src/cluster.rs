@@ -519,9 +519,12 @@ impl Cluster {
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("gateway {gateway} is not in the cluster")))
     }
 
+    /// One command with an answer. The wait (a timer and the reply slot) is boxed: a handler
+    /// that might bind a uid would otherwise carry that state in the future allocated for
+    /// every one of its events, even those that only send.
     async fn request(&self, gateway: NodeId, command: Command) -> Result<QueryResult, ApiError> {
         let link = self.link_of(gateway)?;
-        let reply = link.request(command, self.inner.config.request_timeout).await?;
+        let reply = Box::pin(link.request(command, self.inner.config.request_timeout)).await?;
         Ok(reply.result.unwrap_or_default())
     }
 
@@ -536,7 +539,10 @@ impl Cluster {
         } else {
             Duration::ZERO
         };
-        tokio::time::timeout(wait, trust.wait_for(|t| *t)).await.is_ok()
+        // Boxed like `request`: only the first calls of a process wait here.
+        Box::pin(tokio::time::timeout(wait, trust.wait_for(|t| *t)))
+            .await
+            .is_ok()
     }
 
     async fn all_links(&self) -> Vec<Arc<GatewayLink>> {

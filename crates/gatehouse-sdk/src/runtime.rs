@@ -117,17 +117,11 @@ async fn handle<W: Worker>(worker: &W, cluster: Cluster, client: ClientId, event
         reject: None,
     };
     match event.kind {
+        // Connects and closes happen once per connection; their hooks are boxed on their own so
+        // that the future allocated for every event is sized for `on_message` alone (a
+        // handshake that touches a database can be kilobytes of state).
         Some(event::Kind::Open(open)) => {
-            let handshake = Handshake::from_open(open);
-            match worker.on_handshake(&ctx, &handshake).await {
-                Ok(()) => log_failure(client, "connect", worker.on_connect(&ctx).await),
-                Err(refusal) => {
-                    ack.reject = Some(gatehouse_proto::v1::Reject {
-                        status: u32::from(refusal.status),
-                        reason: refusal.reason,
-                    });
-                }
-            }
+            ack.reject = Box::pin(open_hooks(worker, &ctx, client, open)).await;
         }
         Some(event::Kind::Message(payload)) => {
             log_failure(
@@ -141,11 +135,31 @@ async fn handle<W: Worker>(worker: &W, cluster: Cluster, client: ClientId, event
                 code: u16::try_from(close.code).unwrap_or(1006),
                 reason: close.reason,
             };
-            log_failure(client, "close", worker.on_close(&ctx, &info).await);
+            log_failure(client, "close", Box::pin(worker.on_close(&ctx, &info)).await);
         }
         None => {}
     }
     ack
+}
+
+/// Runs `on_handshake` and, when it admits the client, `on_connect`; returns the refusal.
+async fn open_hooks<W: Worker>(
+    worker: &W,
+    ctx: &Context,
+    client: ClientId,
+    open: gatehouse_proto::v1::Open,
+) -> Option<gatehouse_proto::v1::Reject> {
+    let handshake = Handshake::from_open(open);
+    match worker.on_handshake(ctx, &handshake).await {
+        Ok(()) => {
+            log_failure(client, "connect", worker.on_connect(ctx).await);
+            None
+        }
+        Err(refusal) => Some(gatehouse_proto::v1::Reject {
+            status: u32::from(refusal.status),
+            reason: refusal.reason,
+        }),
+    }
 }
 
 fn log_failure(client: ClientId, hook: &'static str, result: crate::HandlerResult) {
