@@ -533,16 +533,19 @@ impl Cluster {
         if self.inner.routes.is_trusted() {
             return true;
         }
+        if !self.inner.links.is_empty() {
+            // A running cluster without a trusted table (a registry warming up): send to every
+            // gateway now rather than wait (and without arming a timer per call).
+            return false;
+        }
         let mut trust = self.inner.routes.trust();
-        let wait = if self.inner.links.is_empty() {
-            self.inner.config.ready_timeout
-        } else {
-            Duration::ZERO
-        };
         // Boxed like `request`: only the first calls of a process wait here.
-        Box::pin(tokio::time::timeout(wait, trust.wait_for(|t| *t)))
-            .await
-            .is_ok()
+        Box::pin(tokio::time::timeout(
+            self.inner.config.ready_timeout,
+            trust.wait_for(|t| *t),
+        ))
+        .await
+        .is_ok()
     }
 
     async fn all_links(&self) -> Vec<Arc<GatewayLink>> {

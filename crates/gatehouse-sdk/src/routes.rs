@@ -9,6 +9,7 @@
 //! `bind_uid` returned always finds the gateway in this table.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
 use gatehouse_proto::v1::{RouteEntry, RouteKind, RouteUpdate};
@@ -32,6 +33,8 @@ pub(crate) struct RouteTable {
     /// True while at least one registry view is complete and authoritative: absence in the
     /// table can be trusted. Otherwise callers broadcast to every gateway.
     trusted: watch::Sender<bool>,
+    /// The same flag for the per-message path: one atomic load instead of the watch's lock.
+    trusted_now: AtomicBool,
 }
 
 impl RouteTable {
@@ -41,12 +44,13 @@ impl RouteTable {
             groups: DashMap::new(),
             views: Mutex::new(vec![View::default(); registries]),
             trusted: watch::Sender::new(false),
+            trusted_now: AtomicBool::new(false),
         }
     }
 
     /// Whether the table can be trusted right now.
     pub(crate) fn is_trusted(&self) -> bool {
-        *self.trusted.borrow()
+        self.trusted_now.load(Ordering::Acquire)
     }
 
     /// Whether registry `registry`'s view is complete and authoritative.
@@ -155,6 +159,14 @@ impl RouteTable {
         self.trusted.send_if_modified(|current| {
             let changed = *current != trusted;
             *current = trusted;
+            if changed {
+                self.trusted_now.store(trusted, Ordering::Release);
+                if trusted {
+                    tracing::info!("routing table trusted; sends go to the gateways that hold their keys");
+                } else {
+                    tracing::warn!("routing table not trusted; uid and group sends go to every gateway");
+                }
+            }
             changed
         });
     }
