@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use gatehouse_testkit::client::Refusal;
+use gatehouse_testkit::cluster::metric;
 use gatehouse_testkit::{ApiClient, Cluster, WsClient};
 use serde_json::json;
 
@@ -21,6 +22,39 @@ async fn send_to_uid_crosses_gateways() -> Result<()> {
     bob.ok("send_to_uid", json!({"uid": "alice", "data": "hi alice"}))
         .await?;
     assert_eq!(alice.next_delivery().await?, "hi alice");
+    Ok(())
+}
+
+/// The point of the registry: once its warm-up is over, a send to a uid is a command to the
+/// gateway holding the uid only. The other gateway executes nothing for it (GatewayWorker sends
+/// every `sendToUid` to every gateway). Single-threaded processes, as on a shared machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_uid_goes_only_to_the_gateway_that_holds_the_uid() -> Result<()> {
+    let mut cluster = Cluster::builder()
+        .gateways(2)
+        .workers("api", 1)
+        .threads(1)
+        .start()
+        .await?;
+    cluster.workers[0]
+        .wait_for_log("routing table trusted", Duration::from_secs(20))
+        .await?;
+    let mut alice = ApiClient::connect(&cluster.ws_url(0)).await?;
+    let mut bob = ApiClient::connect(&cluster.ws_url(0)).await?;
+    let _carol = ApiClient::connect(&cluster.ws_url(1)).await?;
+    alice.ok("bind_uid", json!({"uid": "alice"})).await?;
+    let elsewhere = cluster.gateways[1].addr("ws");
+    let before = metric(elsewhere, "gatehouse_gateway_commands_total").await?;
+    for n in 0..20 {
+        bob.ok("send_to_uid", json!({"uid": "alice", "data": format!("note {n}")}))
+            .await?;
+        assert_eq!(alice.next_delivery().await?, format!("note {n}"));
+    }
+    assert_eq!(
+        metric(elsewhere, "gatehouse_gateway_commands_total").await?,
+        before,
+        "the gateway without alice executed commands for her"
+    );
     Ok(())
 }
 

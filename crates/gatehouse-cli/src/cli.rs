@@ -26,6 +26,12 @@ pub struct Cli {
         default_value = "plain"
     )]
     pub log_format: LogFormatArg,
+    /// Runtime threads of this process (default: one per core). Several gatehouse processes on
+    /// one machine should share its cores: give each a part, e.g. `--threads 1` for four
+    /// processes on two cores. 1 runs a single-threaded runtime, which wakes no other thread
+    /// per event.
+    #[arg(long, global = true, env = "GATEHOUSE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -13,7 +13,14 @@ use tokio_util::sync::CancellationToken;
 fn main() -> Result<()> {
     let cli = cli::Cli::parse();
     gatehouse_core::telemetry::init(cli.log_format.into());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Some(threads) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(threads))
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
     runtime.block_on(async move {
         let token = CancellationToken::new();
         tokio::spawn(shutdown_on_signal(token.clone()));

@@ -154,6 +154,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs every process with `count` runtime threads (`--threads`) instead of one per core.
+    pub fn threads(mut self, count: u16) -> Self {
+        for args in [&mut self.registry_args, &mut self.gateway_args, &mut self.worker_args] {
+            args.extend(["--threads".to_owned(), count.to_string()]);
+        }
+        self
+    }
+
     /// Starts everything and waits until every gateway sees every worker.
     pub async fn start(self) -> Result<Cluster> {
         let mut registries = Vec::new();
@@ -204,6 +212,15 @@ async fn start_registry(index: usize, addr: SocketAddr, extra: &[String]) -> Res
     ];
     args.extend(extra.iter().cloned());
     Process::start(&format!("registry-{index}"), args, &["grpc"]).await
+}
+
+/// Reads one counter or gauge from a gateway's `/metrics` (0 when it is absent).
+pub async fn metric(addr: SocketAddr, name: &str) -> Result<u64> {
+    let (_, body) = http_get(addr, "/metrics").await?;
+    Ok(body
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0))
 }
 
 /// A minimal HTTP/1.0 GET, returning the status code and the body.
