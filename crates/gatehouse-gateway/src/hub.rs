@@ -5,14 +5,13 @@
 //! index shard read guard (fan-out); nothing global.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Message;
 use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use futures_util::task::AtomicWaker;
 use gatehouse_core::NodeId;
 use gatehouse_proto::v1::{Event, Reject, RouteKind};
 use tokio::sync::{Notify, oneshot};
@@ -34,46 +33,13 @@ pub(crate) enum Outbound {
 /// One client connection, shared by its socket task, the indexes and the worker links.
 pub(crate) struct Conn {
     pub id: u64,
-    /// Frames towards the client; bounded by `send_queue`.
+    /// Frames towards the client (bounded by `send_queue`) and the request to close it now.
     pub queue: SendQueue,
     pub inner: Mutex<ConnInner>,
     /// Woken when acknowledgements free room in the unacknowledged-event window.
     pub credit: Notify,
-    /// Set to close the connection at once with a code.
-    pub kill: KillSwitch,
     /// Set once the socket is gone; the entry stays until its last event is acknowledged.
     pub closed: AtomicBool,
-}
-
-/// A request to close a connection now, with its close code. The socket task polls it on every
-/// turn of its loop, so it costs two atomic operations there (no lock, no waiter list).
-#[derive(Default)]
-pub(crate) struct KillSwitch {
-    code: AtomicU16,
-    waker: AtomicWaker,
-}
-
-impl KillSwitch {
-    /// Asks for a close with `code`; returns whether this was the first request.
-    pub(crate) fn trigger(&self, code: u16) -> bool {
-        let first = self
-            .code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        self.waker.wake();
-        first
-    }
-
-    /// Resolves to the close code once triggered.
-    pub(crate) fn triggered(&self) -> impl std::future::Future<Output = u16> + '_ {
-        std::future::poll_fn(move |cx| {
-            self.waker.register(cx.waker());
-            match self.code.load(Ordering::Acquire) {
-                0 => std::task::Poll::Pending,
-                code => std::task::Poll::Ready(code),
-            }
-        })
-    }
 }
 
 /// The mutable part of a connection, behind its own mutex.
@@ -161,7 +127,6 @@ impl Hub {
                 verdict: Some(verdict_tx),
             }),
             credit: Notify::new(),
-            kill: KillSwitch::default(),
             closed: AtomicBool::new(false),
         });
         self.conns.insert(id, conn.clone());
@@ -177,13 +142,13 @@ impl Hub {
 
     /// Asks a connection's socket task to close now with `code`.
     pub(crate) fn kill(&self, conn: &Conn, code: u16) {
-        conn.kill.trigger(code);
+        conn.queue.kill(code);
     }
 
     /// Closes every connection with 1001 (the gateway is shutting down).
     pub(crate) fn kill_all(&self) {
         for conn in self.conns.iter() {
-            conn.kill.trigger(1001);
+            conn.queue.kill(1001);
         }
     }
 
@@ -192,7 +157,7 @@ impl Hub {
         match conn.queue.push(Outbound::Frame(frame.clone())) {
             Ok(()) => Stats::inc(&self.stats.frames_out),
             Err(PushError::Full) => {
-                if conn.kill.trigger(1013) {
+                if conn.queue.kill(1013) {
                     Stats::inc(&self.stats.slow_consumers_closed);
                     tracing::warn!(client = %gatehouse_core::ClientId::new(self.id, conn.id), "slow consumer: send queue full, closing with 1013");
                 }

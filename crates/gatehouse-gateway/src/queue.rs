@@ -1,17 +1,22 @@
-//! The send queue of one connection: bounded, and free when empty.
+//! The send queue of one connection: bounded, free when empty, and the connection's kill switch.
 //!
 //! A tokio `mpsc` channel allocates a 32-slot block up front (about 1.5 KB per connection with
 //! our item size) whether or not anything is ever sent; with 100,000 mostly idle connections
-//! that is 150 MB. This queue is a `VecDeque` behind the connection's own (uncontended) mutex
-//! plus an `AtomicWaker`: nothing is allocated until frames are queued, and the socket task takes
-//! everything queued in one swap, so a burst costs one lock on each side.
+//! that is 150 MB. This queue is a `VecDeque` behind the connection's own (uncontended) mutex:
+//! nothing is allocated until frames are queued, and the socket task takes everything queued in
+//! one swap, so a burst costs one lock on each side.
+//!
+//! The socket task's waker lives under the same mutex and is kept between waits, so a wait
+//! costs the lock it takes anyway plus a pointer comparison (no atomic waker registration), and
+//! a push wakes the task only when it is actually waiting (a burst of pushes wakes it once). A
+//! close request (slow consumer, destroy, shutdown) is an atomic code that the socket task reads
+//! on every turn, also while a write to a stalled client is pending.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
-use std::task::Poll;
-
-use futures_util::task::AtomicWaker;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use crate::hub::Outbound;
 
@@ -24,15 +29,48 @@ pub(crate) enum PushError {
     Closed,
 }
 
+/// What the socket task woke up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// The connection must close now with this code.
+    Kill(u16),
+    /// Frames were moved into the caller's batch.
+    Frames,
+}
+
 pub(crate) struct SendQueue {
     state: Mutex<State>,
-    waker: AtomicWaker,
+    /// The requested close code; 0 while none was requested.
+    kill: AtomicU16,
     capacity: usize,
 }
 
 struct State {
     items: VecDeque<Outbound>,
     closed: bool,
+    /// The socket task's waker, kept across waits.
+    waker: Option<Waker>,
+    /// Whether the socket task waits for a push or a kill.
+    waiting: bool,
+}
+
+impl State {
+    /// Records that the task polling with `cx` waits.
+    fn wait(&mut self, cx: &Context<'_>) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        self.waiting = true;
+    }
+
+    /// Wakes the socket task if it waits.
+    fn wake(&mut self) {
+        if std::mem::take(&mut self.waiting)
+            && let Some(waker) = &self.waker
+        {
+            waker.wake_by_ref();
+        }
+    }
 }
 
 impl SendQueue {
@@ -41,15 +79,21 @@ impl SendQueue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 closed: false,
+                waker: None,
+                waiting: false,
             }),
-            waker: AtomicWaker::new(),
+            kill: AtomicU16::new(0),
             capacity,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("send queue poisoned")
+    }
+
     /// Queues an item for the socket task, or says why not.
     pub(crate) fn push(&self, item: Outbound) -> Result<(), PushError> {
-        let mut state = self.state.lock().expect("send queue poisoned");
+        let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
         }
@@ -57,30 +101,73 @@ impl SendQueue {
             return Err(PushError::Full);
         }
         state.items.push_back(item);
-        drop(state);
-        self.waker.wake();
+        state.wake();
         Ok(())
     }
 
-    /// Waits until something is queued, then moves everything queued into `batch` (which must be
-    /// empty; its capacity is reused by the next swap).
-    pub(crate) fn take<'a>(&'a self, batch: &'a mut VecDeque<Outbound>) -> impl Future<Output = ()> + 'a {
+    /// Asks the socket task to close the connection now with `code`; returns whether this was
+    /// the first request (later codes are ignored).
+    pub(crate) fn kill(&self, code: u16) -> bool {
+        let first = self
+            .kill
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        // The code is stored before the lock is taken: a waiter that checks the code under the
+        // lock either sees it or is already marked waiting (and is woken here).
+        self.lock().wake();
+        first
+    }
+
+    fn killed(&self) -> Option<u16> {
+        match self.kill.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// Waits until a kill is requested or something is queued; moves everything queued into
+    /// `batch` (which must be empty; its capacity is reused by the next swap).
+    pub(crate) fn next<'a>(&'a self, batch: &'a mut VecDeque<Outbound>) -> impl Future<Output = Next> + 'a {
         std::future::poll_fn(move |cx| {
-            self.waker.register(cx.waker());
-            let mut state = self.state.lock().expect("send queue poisoned");
+            if let Some(code) = self.killed() {
+                return Poll::Ready(Next::Kill(code));
+            }
+            let mut state = self.lock();
+            if let Some(code) = self.killed() {
+                return Poll::Ready(Next::Kill(code));
+            }
             if state.items.is_empty() {
+                state.wait(cx);
                 return Poll::Pending;
             }
             std::mem::swap(&mut state.items, batch);
-            Poll::Ready(())
+            Poll::Ready(Next::Frames)
+        })
+    }
+
+    /// Resolves to the close code once a kill is requested (for a socket task busy writing).
+    pub(crate) fn killed_signal(&self) -> impl Future<Output = u16> + '_ {
+        std::future::poll_fn(move |cx| {
+            if let Some(code) = self.killed() {
+                return Poll::Ready(code);
+            }
+            let mut state = self.lock();
+            match self.killed() {
+                Some(code) => Poll::Ready(code),
+                None => {
+                    state.wait(cx);
+                    Poll::Pending
+                }
+            }
         })
     }
 
     /// Refuses further items and drops what is queued (the connection is gone).
     pub(crate) fn close(&self) {
-        let mut state = self.state.lock().expect("send queue poisoned");
+        let mut state = self.lock();
         state.closed = true;
         state.items = VecDeque::new();
+        state.waker = None;
     }
 }
 
@@ -100,7 +187,7 @@ mod tests {
         assert_eq!(queue.push(frame("b")), Ok(()));
         assert_eq!(queue.push(frame("c")), Err(PushError::Full));
         let mut batch = VecDeque::new();
-        queue.take(&mut batch).await;
+        assert_eq!(queue.next(&mut batch).await, Next::Frames);
         let texts: Vec<String> = batch
             .drain(..)
             .map(|item| match item {
@@ -120,11 +207,29 @@ mod tests {
         let pusher = queue.clone();
         let waiter = tokio::spawn(async move {
             let mut batch = VecDeque::new();
-            queue.take(&mut batch).await;
+            queue.next(&mut batch).await;
             batch.len()
         });
         tokio::task::yield_now().await;
         pusher.push(frame("x")).unwrap();
         assert_eq!(waiter.await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_kill_wakes_a_waiting_or_writing_task_and_wins_over_frames() {
+        let queue = std::sync::Arc::new(SendQueue::new(8));
+        let killer = queue.clone();
+        let idle = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.killed_signal().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(killer.kill(1013));
+        assert!(!killer.kill(1000), "only the first code counts");
+        assert_eq!(idle.await.unwrap(), 1013);
+        queue.push(frame("late")).unwrap();
+        let mut batch = VecDeque::new();
+        assert_eq!(queue.next(&mut batch).await, Next::Kill(1013));
+        assert!(batch.is_empty());
     }
 }

@@ -14,24 +14,25 @@ use futures_util::SinkExt;
 use gatehouse_core::ClientId;
 use gatehouse_proto::v1::{Closed, Payload, event};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::hub::{Conn, Hub, Outbound};
+use crate::queue::Next;
 use crate::stats::Stats;
 
 /// Runs the connection until it closes, then retires it.
+///
+/// The client's span is the parent of what the task logs, but it is not entered on every poll
+/// of the task (entering a span costs the subscriber's bookkeeping, per wake-up, per client).
 pub(crate) async fn run(hub: Arc<Hub>, conn: Arc<Conn>, socket: WebSocket) {
     let span = tracing::info_span!("client", client = %ClientId::new(hub.id, conn.id));
-    async move {
-        let (code, reason) = serve(&hub, &conn, socket).await;
+    let (code, reason) = serve(&hub, &conn, socket, &span).await;
+    span.in_scope(|| {
         tracing::debug!(code, reason, "connection closed");
         hub.retire(&conn, code, reason);
-    }
-    .instrument(span)
-    .await
+    });
 }
 
-async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket) -> (u16, &'static str) {
+async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, span: &tracing::Span) -> (u16, &'static str) {
     let config = &hub.config;
     let limit = config.max_unacked_events;
     let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
@@ -43,8 +44,10 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket) -> (u16, &'static 
     let (code, reason, client_closed) = 'serve: loop {
         tokio::select! {
             biased;
-            code = conn.kill.triggered() => break killed(code),
-            _ = conn.queue.take(&mut batch) => {
+            next = conn.queue.next(&mut batch) => {
+                if let Next::Kill(code) = next {
+                    break killed(code);
+                }
                 // A client that stops reading blocks the write; a kill (slow consumer, destroy)
                 // or shutdown must still get through.
                 let write = write(&mut socket, &mut batch);
@@ -52,7 +55,7 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket) -> (u16, &'static 
                 let written = loop {
                     tokio::select! {
                         written = &mut write => break written,
-                        code = conn.kill.triggered() => break 'serve killed(code),
+                        code = conn.queue.killed_signal() => break 'serve killed(code),
                         // No timer per write: the ping tick bounds a stalled write too.
                         _ = ping.tick() => if last_heard.elapsed() > silence_limit {
                             Stats::inc(&hub.stats.ping_timeouts);
@@ -82,7 +85,7 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket) -> (u16, &'static 
                     Some(Err(error)) => {
                         if is_too_big(error) {
                             Stats::inc(&hub.stats.oversized_closed);
-                            tracing::info!(limit = config.max_message_bytes, "client sent an oversized message; closing with 1009");
+                            tracing::info!(parent: span, limit = config.max_message_bytes, "client sent an oversized message; closing with 1009");
                             break (1009, "message too big", false);
                         }
                         break (1006, "read failed", true);
