@@ -277,7 +277,9 @@ impl GatewayLink {
                         }
                         if let Some(sink) = sink {
                             for event in down.events {
-                                events.admit(sink, self, event);
+                                if let Some(ack) = events.admit(sink, self, event) {
+                                    self.queue_ack(ack, &mut events.overflow);
+                                }
                             }
                         }
                     }
@@ -285,8 +287,10 @@ impl GatewayLink {
                     Err(status) => break Err(Retry(format!("link failed: {}", status.message()))),
                 },
                 Some((conn, ack)) = events.running.next(), if !events.running.is_empty() => {
-                    events.finished(sink, self, conn);
                     self.queue_ack(ack, &mut events.overflow);
+                    for ack in events.finished(sink, self, conn) {
+                        self.queue_ack(ack, &mut events.overflow);
+                    }
                 }
                 permit = self.up.reserve(), if !events.overflow.is_empty() => {
                     if let (Ok(permit), Some(ack)) = (permit, events.overflow.pop_front()) {
@@ -320,6 +324,10 @@ impl GatewayLink {
 /// The handlers running for one gateway link, polled by the link's own task: no task per client,
 /// no cross-thread wake-up per event. Each client has at most one handler running; its later
 /// events wait in order.
+///
+/// A handler is polled once as soon as its event arrives: one that finishes without waiting
+/// (a relay, a reply) never enters the set of running futures, which saves that set's
+/// bookkeeping (a task allocation and a wake-up queue entry) on the common path.
 #[derive(Default)]
 struct EventLoop {
     running: FuturesUnordered<HandlerFuture>,
@@ -330,22 +338,47 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn admit(&mut self, sink: &Arc<dyn EventSink>, link: &Arc<GatewayLink>, event: Event) {
-        match self.busy.get_mut(&event.conn) {
-            Some(queue) => queue.push_back(event),
-            None => {
-                self.busy.insert(event.conn, VecDeque::new());
-                self.running.push(sink.handle(link, event));
-            }
+    /// Starts or queues the handler of `event`; returns its acknowledgement if it finished at once.
+    fn admit(&mut self, sink: &Arc<dyn EventSink>, link: &Arc<GatewayLink>, event: Event) -> Option<EventAck> {
+        if let Some(queue) = self.busy.get_mut(&event.conn) {
+            queue.push_back(event);
+            return None;
         }
+        let conn = event.conn;
+        let ack = self.start(sink.handle(link, event));
+        if ack.is_none() {
+            self.busy.insert(conn, VecDeque::new());
+        }
+        ack
     }
 
-    fn finished(&mut self, sink: Option<&Arc<dyn EventSink>>, link: &Arc<GatewayLink>, conn: u64) {
-        let next = self.busy.get_mut(&conn).and_then(VecDeque::pop_front);
-        match (next, sink) {
-            (Some(event), Some(sink)) => self.running.push(sink.handle(link, event)),
-            _ => {
-                self.busy.remove(&conn);
+    /// A handler of `conn` finished: starts its queued events in order until one has to wait.
+    /// Returns the acknowledgements of those that finished at once.
+    fn finished(&mut self, sink: Option<&Arc<dyn EventSink>>, link: &Arc<GatewayLink>, conn: u64) -> Vec<EventAck> {
+        let mut acks = Vec::new();
+        let Some(sink) = sink else {
+            self.busy.remove(&conn);
+            return acks;
+        };
+        while let Some(event) = self.busy.get_mut(&conn).and_then(VecDeque::pop_front) {
+            match self.start(sink.handle(link, event)) {
+                Some(ack) => acks.push(ack),
+                None => return acks,
+            }
+        }
+        self.busy.remove(&conn);
+        acks
+    }
+
+    /// Polls a new handler once; if it has to wait, it joins the running set, whose next poll
+    /// registers the link task's waker (the first poll used a no-op waker).
+    fn start(&mut self, mut handler: HandlerFuture) -> Option<EventAck> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match handler.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready((_, ack)) => Some(ack),
+            std::task::Poll::Pending => {
+                self.running.push(handler);
+                None
             }
         }
     }
