@@ -54,6 +54,9 @@ async fn serve(hub: &Hub, conn: &Conn, mut socket: WebSocket, span: &tracing::Sp
                 tokio::pin!(write);
                 let written = loop {
                     tokio::select! {
+                        // The write first: it usually completes at once, and then the kill and
+                        // the ping watches are not even polled.
+                        biased;
                         written = &mut write => break written,
                         code = conn.queue.killed_signal() => break 'serve killed(code),
                         // No timer per write: the ping tick bounds a stalled write too.
