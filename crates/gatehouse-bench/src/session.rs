@@ -146,10 +146,15 @@ pub(crate) async fn run_client(shared: Arc<Shared>, index: u32) {
     }
     shared.setup.ready.lock().unwrap_or_else(|e| e.into_inner()).push(index);
     shared.setup.settle(clients);
-    let Some(traffic) = await_traffic(&shared, index, &mut ws, &mut phase).await else {
+    let mut early = Vec::new();
+    let Some(traffic) = await_traffic(&shared, index, &mut ws, &mut phase, &mut early).await else {
         return;
     };
-    Session::new(shared, index, ws, traffic).run(&mut phase).await;
+    let mut session = Session::new(shared, index, ws, traffic);
+    for text in early {
+        session.on_text(text.as_str());
+    }
+    session.run(&mut phase).await;
 }
 
 async fn open(shared: &Shared, index: u32) -> Result<Ws, String> {
@@ -195,11 +200,16 @@ async fn set_up(shared: &Shared, index: u32, ws: &mut Ws) -> Result<(), String> 
 }
 
 /// Keeps reading (pings, stray frames) until the coordinator starts the traffic phase.
+///
+/// Another client may see the traffic phase first and send before this one does: its frames
+/// are kept in `early` for the session to account, not dropped (which would count a message
+/// that did arrive as lost and stall its sender in closed mode).
 async fn await_traffic(
     shared: &Shared,
     index: u32,
     ws: &mut Ws,
     phase: &mut watch::Receiver<Phase>,
+    early: &mut Vec<tungstenite::Utf8Bytes>,
 ) -> Option<Arc<Traffic>> {
     loop {
         let current = phase.borrow_and_update().clone();
@@ -220,12 +230,14 @@ async fn await_traffic(
                     shared.note_error(|| format!("client {index}: disconnected before the traffic phase"));
                     return None;
                 }
-                Some(Ok(Message::Text(text))) => {
-                    if let Incoming::Error(message) = shared.plan.parse(text.as_str()) {
+                Some(Ok(Message::Text(text))) => match shared.plan.parse(text.as_str()) {
+                    Incoming::Error(message) => {
                         Counters::bump(&shared.counters.error_frames);
                         shared.note_error(|| format!("client {index}: server error: {message}"));
                     }
-                }
+                    Incoming::Data { .. } | Incoming::Ack { .. } => early.push(text),
+                    _ => {}
+                },
                 Some(Ok(_)) => {}
             }
         }
