@@ -233,3 +233,69 @@ mod tests {
         assert!(batch.is_empty());
     }
 }
+
+#[cfg(test)]
+mod stress {
+    use std::sync::Arc;
+
+    use axum::extract::ws::Message;
+
+    use super::*;
+
+    /// A producer pushes while the consumer, like the socket task, waits on the queue in a
+    /// `select!` with another source of wake-ups; every item must come out (no lost wake-up).
+    async fn every_item_comes_out(items: usize) {
+        let queue = Arc::new(SendQueue::new(1 << 20));
+        let (noise_tx, mut noise_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let consumer = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut taken = 0;
+                let mut batch = VecDeque::new();
+                while taken < items {
+                    tokio::select! {
+                        biased;
+                        next = queue.next(&mut batch) => {
+                            assert_eq!(next, Next::Frames);
+                            taken += batch.len();
+                            batch.clear();
+                            if taken % 7 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        _ = noise_rx.recv() => {}
+                    }
+                }
+                taken
+            })
+        };
+        for i in 0..items {
+            queue.push(Outbound::Frame(Message::Text("x".into()))).unwrap();
+            if i % 3 == 0 {
+                let _ = noise_tx.send(());
+            }
+            if i % 5 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let taken = tokio::time::timeout(std::time::Duration::from_secs(5), consumer)
+            .await
+            .expect("the consumer missed a wake-up")
+            .unwrap();
+        assert_eq!(taken, items);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn no_wake_up_is_lost_on_one_thread() {
+        for _ in 0..200 {
+            every_item_comes_out(1000).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_wake_up_is_lost_across_threads() {
+        for _ in 0..200 {
+            every_item_comes_out(1000).await;
+        }
+    }
+}
