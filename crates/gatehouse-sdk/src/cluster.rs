@@ -178,32 +178,31 @@ impl Cluster {
     }
 
     // ------------------------------------------------------------------ sends
+    //
+    // A send does all its work synchronously; only the first calls of a process may wait for the
+    // routing table, and that wait is boxed. So each of these futures is little more than its
+    // arguments: a handler's future, allocated with every event, stays small.
 
     /// Sends a frame to one client.
     pub async fn send_to_client(&self, client: ClientId, frame: &Frame) -> Result<(), ApiError> {
-        self.send_to_clients(&[client], frame).await
+        self.send_to_clients_now(&[client], frame)
     }
 
     /// Sends a frame to each of `clients` (one command per gateway).
     pub async fn send_to_clients(&self, clients: &[ClientId], frame: &Frame) -> Result<(), ApiError> {
-        for (gateway, conns) in by_gateway(clients) {
-            let link = self.link_of(gateway)?;
-            link.send(op(command::Op::SendToConns(SendToConns {
-                conns,
-                payload: Some(frame.to_payload()),
-            })))?;
-        }
-        Ok(())
+        self.send_to_clients_now(clients, frame)
     }
 
     /// Sends a frame to every connection bound to `uid`, on whichever gateway.
     pub async fn send_to_uid(&self, uid: &str, frame: &Frame) -> Result<(), ApiError> {
-        self.send_to_uids(&[uid], frame).await
+        let trusted = self.routable().await;
+        self.send_to_uids_now(&[uid], frame, &[], trusted)
     }
 
     /// Sends a frame to every connection of each uid.
     pub async fn send_to_uids<S: AsRef<str>>(&self, uids: &[S], frame: &Frame) -> Result<(), ApiError> {
-        self.send_to_uids_except(uids, frame, &[]).await
+        let trusted = self.routable().await;
+        self.send_to_uids_now(uids, frame, &[], trusted)
     }
 
     /// Sends a frame to every connection of each uid except the `exclude`d clients — for
@@ -214,21 +213,14 @@ impl Cluster {
         frame: &Frame,
         exclude: &[ClientId],
     ) -> Result<(), ApiError> {
-        let exclude = by_gateway(exclude);
-        for (link, uids) in self.targets(RouteKind::Uid, uids).await? {
-            let exclude = exclude.get(&link.gateway).cloned().unwrap_or_default();
-            link.send(op(command::Op::SendToUids(SendToUids {
-                uids,
-                payload: Some(frame.to_payload()),
-                exclude,
-            })))?;
-        }
-        Ok(())
+        let trusted = self.routable().await;
+        self.send_to_uids_now(uids, frame, exclude, trusted)
     }
 
     /// Sends a frame to every member of `group` except the `exclude`d clients.
     pub async fn send_to_group(&self, group: &str, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
-        self.send_to_groups(&[group], frame, exclude).await
+        let trusted = self.routable().await;
+        self.send_to_groups_now(&[group], frame, exclude, trusted)
     }
 
     /// Sends a frame once to every member of any of `groups`, except the `exclude`d clients.
@@ -238,29 +230,74 @@ impl Cluster {
         frame: &Frame,
         exclude: &[ClientId],
     ) -> Result<(), ApiError> {
-        let exclude = by_gateway(exclude);
-        for (link, groups) in self.targets(RouteKind::Group, groups).await? {
-            let exclude = exclude.get(&link.gateway).cloned().unwrap_or_default();
-            link.send(op(command::Op::SendToGroups(SendToGroups {
-                groups,
-                exclude,
+        let trusted = self.routable().await;
+        self.send_to_groups_now(groups, frame, exclude, trusted)
+    }
+
+    /// Sends a frame to every client of the cluster except the `exclude`d ones.
+    pub async fn send_to_all(&self, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
+        self.routable().await;
+        for link in self.inner.links.iter() {
+            link.send(op(command::Op::SendToAll(SendToAll {
+                exclude: excluded_on(exclude, link.gateway),
                 payload: Some(frame.to_payload()),
             })))?;
         }
         Ok(())
     }
 
-    /// Sends a frame to every client of the cluster except the `exclude`d ones.
-    pub async fn send_to_all(&self, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
-        let exclude = by_gateway(exclude);
-        for link in self.all_links().await {
-            let exclude = exclude.get(&link.gateway).cloned().unwrap_or_default();
-            link.send(op(command::Op::SendToAll(SendToAll {
-                exclude,
+    /// [`Cluster::send_to_client`] without a future, for [`crate::Context::reply`].
+    pub(crate) fn send_to_client_now(&self, client: ClientId, frame: &Frame) -> Result<(), ApiError> {
+        self.send_to_clients_now(&[client], frame)
+    }
+
+    fn send_to_clients_now(&self, clients: &[ClientId], frame: &Frame) -> Result<(), ApiError> {
+        let send = |gateway: NodeId, conns: Vec<u64>| {
+            self.link_of(gateway)?.send(op(command::Op::SendToConns(SendToConns {
+                conns,
                 payload: Some(frame.to_payload()),
-            })))?;
+            })))
+        };
+        if let [client] = clients {
+            // The common case, a reply to one client: no map.
+            return send(client.gateway, vec![client.conn]);
+        }
+        for (gateway, conns) in by_gateway(clients) {
+            send(gateway, conns)?;
         }
         Ok(())
+    }
+
+    fn send_to_uids_now<S: AsRef<str>>(
+        &self,
+        uids: &[S],
+        frame: &Frame,
+        exclude: &[ClientId],
+        trusted: bool,
+    ) -> Result<(), ApiError> {
+        self.for_each_target(RouteKind::Uid, uids, trusted, |link, uids| {
+            link.send(op(command::Op::SendToUids(SendToUids {
+                uids,
+                payload: Some(frame.to_payload()),
+                exclude: excluded_on(exclude, link.gateway),
+            })))
+        })
+    }
+
+    fn send_to_groups_now<S: AsRef<str>>(
+        &self,
+        groups: &[S],
+        frame: &Frame,
+        exclude: &[ClientId],
+        trusted: bool,
+    ) -> Result<(), ApiError> {
+        self.for_each_target(RouteKind::Group, groups, trusted, |link, groups| {
+            link.send(op(command::Op::SendToGroups(SendToGroups {
+                groups,
+                exclude: excluded_on(exclude, link.gateway),
+                payload: Some(frame.to_payload()),
+            })))
+        })
     }
 
     // ------------------------------------------------------------------ uids and groups
@@ -309,8 +346,13 @@ impl Cluster {
     /// Dissolves a group on every gateway that has members of it.
     pub async fn ungroup(&self, group: &str) -> Result<(), ApiError> {
         check_key("group", group)?;
-        let targets = self.targets(RouteKind::Group, &[group]).await?;
-        let requests = targets.into_iter().map(|(link, _)| {
+        let trusted = self.routable().await;
+        let mut targets = Vec::new();
+        self.for_each_target(RouteKind::Group, &[group], trusted, |link, _| {
+            targets.push(link.clone());
+            Ok(())
+        })?;
+        let requests = targets.into_iter().map(|link| {
             let command = op(command::Op::Ungroup(Ungroup {
                 group: group.to_owned(),
             }));
@@ -519,13 +561,20 @@ impl Cluster {
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("gateway {gateway} is not in the cluster")))
     }
 
-    /// One command with an answer. The wait (a timer and the reply slot) is boxed: a handler
-    /// that might bind a uid would otherwise carry that state in the future allocated for
+    /// One command with an answer, as a boxed future: a handler that might bind a uid would
+    /// otherwise carry the command, the timer and the reply slot in the future allocated for
     /// every one of its events, even those that only send.
-    async fn request(&self, gateway: NodeId, command: Command) -> Result<QueryResult, ApiError> {
-        let link = self.link_of(gateway)?;
-        let reply = Box::pin(link.request(command, self.inner.config.request_timeout)).await?;
-        Ok(reply.result.unwrap_or_default())
+    fn request(
+        &self,
+        gateway: NodeId,
+        command: Command,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<QueryResult, ApiError>> + Send>> {
+        let link = self.link_of(gateway);
+        let timeout = self.inner.config.request_timeout;
+        Box::pin(async move {
+            let reply = link?.request(command, timeout).await?;
+            Ok(reply.result.unwrap_or_default())
+        })
     }
 
     /// Waits (bounded) for the table the first time; afterwards returns at once.
@@ -549,58 +598,66 @@ impl Cluster {
     }
 
     async fn all_links(&self) -> Vec<Arc<GatewayLink>> {
-        self.ensure_ready().await;
+        self.routable().await;
         self.inner.links.iter().map(|l| l.clone()).collect()
     }
 
-    /// The gateways holding any of `keys`, each with the keys it holds. Without a trusted table
-    /// every gateway gets every key.
-    async fn targets<S: AsRef<str>>(
+    /// Whether uid and group sends may go by the routing table (otherwise they go to every
+    /// gateway). Only the first calls of a process can wait, so that wait is boxed: the common
+    /// case adds one flag test and no state to the caller's future.
+    async fn routable(&self) -> bool {
+        self.inner.routes.is_trusted() || Box::pin(self.ensure_ready()).await
+    }
+
+    /// Calls `send` once per gateway holding any of `keys`, with the keys it holds; with an
+    /// untrusted table (`trusted == false`) every gateway gets every key. Synchronous: nothing
+    /// on the send path waits.
+    fn for_each_target<S: AsRef<str>>(
         &self,
         kind: RouteKind,
         keys: &[S],
-    ) -> Result<Vec<(Arc<GatewayLink>, Vec<String>)>, ApiError> {
+        trusted: bool,
+        mut send: impl FnMut(&Arc<GatewayLink>, Vec<String>) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
         let what = if kind == RouteKind::Group { "group" } else { "uid" };
         for key in keys {
             check_key(what, key.as_ref())?;
         }
-        if !self.inner.routes.is_trusted() && !self.ensure_ready().await {
+        if !trusted {
             let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
-            return Ok(self.inner.links.iter().map(|l| (l.clone(), keys.clone())).collect());
+            for link in self.inner.links.iter() {
+                send(&link, keys.clone())?;
+            }
+            return Ok(());
         }
         if let [key] = keys {
-            // The common case, one uid or group: no map.
-            let mut gateways = Vec::with_capacity(2);
-            self.inner.routes.lookup(kind, key.as_ref(), &mut gateways);
-            return Ok(gateways
-                .into_iter()
-                .filter_map(|gateway| {
-                    self.inner
-                        .links
-                        .get(&gateway)
-                        .map(|l| (l.clone(), vec![key.as_ref().to_owned()]))
-                })
-                .collect());
+            // The common case, one uid or group: no map, no list of gateways.
+            let key = key.as_ref();
+            let mut outcome = Ok(());
+            self.inner.routes.for_each_gateway(kind, key, |gateway| {
+                if outcome.is_ok()
+                    && let Some(link) = self.inner.links.get(&gateway)
+                {
+                    outcome = send(&link, vec![key.to_owned()]);
+                }
+            });
+            return outcome;
         }
         let mut per_gateway: HashMap<u64, Vec<String>> = HashMap::new();
-        let mut gateways = Vec::with_capacity(2);
         for key in keys {
-            gateways.clear();
-            self.inner.routes.lookup(kind, key.as_ref(), &mut gateways);
-            for gateway in &gateways {
-                per_gateway.entry(*gateway).or_default().push(key.as_ref().to_owned());
-            }
+            self.inner.routes.for_each_gateway(kind, key.as_ref(), |gateway| {
+                per_gateway.entry(gateway).or_default().push(key.as_ref().to_owned());
+            });
         }
-        let mut targets = Vec::with_capacity(per_gateway.len());
         for (gateway, keys) in per_gateway {
             match self.inner.links.get(&gateway) {
-                Some(link) => targets.push((link.clone(), keys)),
+                Some(link) => send(&link, keys)?,
                 None => {
                     tracing::warn!(gateway = %NodeId(gateway), "routing table names a gateway with no link; skipped")
                 }
             }
         }
-        Ok(targets)
+        Ok(())
     }
 
     async fn query_client(&self, client: ClientId, output: QueryOutput) -> Result<QueryResult, ApiError> {
@@ -619,7 +676,12 @@ impl Cluster {
         keys: &[S],
         output: QueryOutput,
     ) -> Result<Vec<(NodeId, QueryResult)>, ApiError> {
-        let targets = self.targets(kind, keys).await?;
+        let trusted = self.routable().await;
+        let mut targets = Vec::new();
+        self.for_each_target(kind, keys, trusted, |link, items| {
+            targets.push((link.clone(), items));
+            Ok(())
+        })?;
         let timeout = self.inner.config.request_timeout;
         let requests = targets.into_iter().map(|(link, items)| {
             let list = StringList { items };
@@ -671,6 +733,15 @@ fn op(op: command::Op) -> Command {
 
 fn selector_all() -> query::Selector {
     query::Selector::All(QueryAll {})
+}
+
+/// The connections among `clients` that `gateway` holds (no allocation when there are none).
+fn excluded_on(clients: &[ClientId], gateway: NodeId) -> Vec<u64> {
+    clients
+        .iter()
+        .filter(|c| c.gateway == gateway)
+        .map(|c| c.conn)
+        .collect()
 }
 
 fn by_gateway(clients: &[ClientId]) -> HashMap<NodeId, Vec<u64>> {

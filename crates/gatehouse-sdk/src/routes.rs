@@ -66,10 +66,13 @@ impl RouteTable {
         self.trusted.subscribe()
     }
 
-    /// The gateways that hold `key`, appended to `out`.
-    pub(crate) fn lookup(&self, kind: RouteKind, key: &str, out: &mut Vec<u64>) {
+    /// Calls `f` with each gateway that holds `key`. `f` runs under a read guard of the key's
+    /// shard: it must not write to this table (it may read other maps and queue commands).
+    pub(crate) fn for_each_gateway(&self, kind: RouteKind, key: &str, mut f: impl FnMut(u64)) {
         if let Some(entry) = self.map(kind).get(key) {
-            out.extend(entry.iter().filter(|(_, mask)| *mask != 0).map(|(gw, _)| *gw));
+            for (gateway, _) in entry.iter().filter(|(_, mask)| *mask != 0) {
+                f(*gateway);
+            }
         }
     }
 
@@ -196,7 +199,7 @@ mod tests {
 
     fn gateways(table: &RouteTable, key: &str) -> Vec<u64> {
         let mut out = Vec::new();
-        table.lookup(RouteKind::Uid, key, &mut out);
+        table.for_each_gateway(RouteKind::Uid, key, |gateway| out.push(gateway));
         out.sort();
         out
     }

@@ -83,63 +83,46 @@ struct Dispatcher<W: Worker> {
 
 impl<W: Worker> EventSink for Dispatcher<W> {
     fn handle(&self, link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
-        let worker = self.worker.clone();
-        let cluster = self.cluster.get().cloned();
+        let conn = event.conn;
+        let ack = EventAck {
+            conn,
+            seq: event.seq,
+            reject: None,
+        };
+        let Some(cluster) = self.cluster.get().cloned() else {
+            // Cannot happen: the cluster is set as soon as `Cluster::start` returns, and links
+            // (hence events) only appear after a registry answered. Acknowledging nothing
+            // (seq 0) keeps the event pending at the gateway rather than losing it.
+            return Box::pin(std::future::ready((conn, EventAck { seq: 0, ..ack })));
+        };
         let client = ClientId::new(link.gateway, event.conn);
-        Box::pin(async move {
-            let conn = event.conn;
-            let Some(cluster) = cluster else {
-                // Cannot happen: the cluster is set as soon as `Cluster::start` returns, and links
-                // (hence events) only appear after a registry answered. Acknowledging nothing
-                // (seq 0) keeps the event pending at the gateway rather than losing it.
-                return (
-                    conn,
-                    EventAck {
-                        conn,
-                        seq: 0,
-                        reject: None,
-                    },
-                );
-            };
-            let ack = handle(&*worker, cluster, client, event).await;
-            (conn, ack)
-        })
+        let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
+        let ctx = Context::new(client, uid, cluster);
+        let worker = self.worker.clone();
+        // One future type per kind of event, each boxed on its own, so the future allocated for
+        // every message holds `on_message`'s state only (a handshake that touches a database can
+        // be kilobytes), and small enough for the allocator's per-thread cache.
+        match event.kind {
+            Some(event::Kind::Message(payload)) => Box::pin(async move {
+                let result = worker.on_message(&ctx, Frame::from_payload(payload)).await;
+                log_failure(client, "message", result);
+                (conn, ack)
+            }),
+            Some(event::Kind::Open(open)) => Box::pin(async move {
+                let reject = open_hooks(&*worker, &ctx, client, open).await;
+                (conn, EventAck { reject, ..ack })
+            }),
+            Some(event::Kind::Closed(close)) => Box::pin(async move {
+                let info = CloseInfo {
+                    code: u16::try_from(close.code).unwrap_or(1006),
+                    reason: close.reason,
+                };
+                log_failure(client, "close", worker.on_close(&ctx, &info).await);
+                (conn, ack)
+            }),
+            None => Box::pin(std::future::ready((conn, ack))),
+        }
     }
-}
-
-/// Runs the hook for one event and returns its acknowledgement.
-async fn handle<W: Worker>(worker: &W, cluster: Cluster, client: ClientId, event: Event) -> EventAck {
-    let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
-    let ctx = Context::new(client, uid, cluster);
-    let mut ack = EventAck {
-        conn: event.conn,
-        seq: event.seq,
-        reject: None,
-    };
-    match event.kind {
-        // Connects and closes happen once per connection; their hooks are boxed on their own so
-        // that the future allocated for every event is sized for `on_message` alone (a
-        // handshake that touches a database can be kilobytes of state).
-        Some(event::Kind::Open(open)) => {
-            ack.reject = Box::pin(open_hooks(worker, &ctx, client, open)).await;
-        }
-        Some(event::Kind::Message(payload)) => {
-            log_failure(
-                client,
-                "message",
-                worker.on_message(&ctx, Frame::from_payload(payload)).await,
-            );
-        }
-        Some(event::Kind::Closed(close)) => {
-            let info = CloseInfo {
-                code: u16::try_from(close.code).unwrap_or(1006),
-                reason: close.reason,
-            };
-            log_failure(client, "close", Box::pin(worker.on_close(&ctx, &info)).await);
-        }
-        None => {}
-    }
-    ack
 }
 
 /// Runs `on_handshake` and, when it admits the client, `on_connect`; returns the refusal.
