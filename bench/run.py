@@ -92,10 +92,17 @@ def rss_kb(pid):
 
 
 class Cluster:
-    """One registry, N gateways, M workers of `app`."""
+    """One registry, N gateways, M workers of `app`.
 
-    def __init__(self, app, gateways=2, workers=2, worker_args=(), gateway_args=()):
+    Every process gets `threads` runtime threads (`--threads`; None = one per core). Five
+    server processes and the load generator share this machine's cores, so the suite gives
+    each server process one thread: with a thread per core each, every event would also wake
+    a second runtime thread of its process.
+    """
+
+    def __init__(self, app, gateways=2, workers=2, worker_args=(), gateway_args=(), threads=1):
         self.procs = []
+        self.threads = threads
         reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", "--cluster-secret", SECRET], ["grpc"])
         self.registry = reg.addrs["grpc"]
         self.gateways = [self._start(f"gateway-{i}", ["gateway", "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0",
@@ -107,6 +114,10 @@ class Cluster:
                                             "--cluster-secret", SECRET, *worker_args], [])
             w.wait_log("worker started")
             self.workers.append(w)
+        # Measure the steady state: until the registry's warm-up is over, workers cannot trust
+        # their routing table and send every uid or group command to every gateway.
+        for w in self.workers:
+            w.wait_log("routing table trusted", timeout=60)
         # Wait until every gateway sees every worker.
         deadline = time.time() + 30
         for g in self.gateways:
@@ -116,6 +127,8 @@ class Cluster:
                 time.sleep(0.05)
 
     def _start(self, name, args, expect):
+        if self.threads:
+            args = ["--threads", str(self.threads), *args]
         p = Proc(name, args, expect)
         self.procs.append(p)
         return p
@@ -241,19 +254,40 @@ def main():
     results = {}
 
     if want("dm"):
-        print("dm: one-hop baseline", flush=True)
+        # Baseline and cluster run side by side and their runs alternate, so that a noisy minute
+        # on this shared machine hits both rather than one.
+        print("dm: one-hop baseline and cluster (relay), alternating", flush=True)
         base = Proc("baseline", ["bench", "baseline", "--listen", "127.0.0.1:0"], ["ws"])
         burl = [f"ws://{base.addrs['ws']}/ws"]
-        results["base_max"] = agg(runs_of(opts.runs, lambda: bench(burl, ["--scenario", "dm", "--clients", opts.clients, "--mode", "closed", "--inflight", 1, *common], [base.pid], "baseline dm max")))
-        results["base_5k"] = agg(runs_of(opts.runs, lambda: bench(burl, ["--scenario", "dm", "--clients", opts.clients, "--mode", "open", "--rate", 5000, *common], [base.pid], "baseline dm 5k/s")))
-        print("dm: cluster (relay)", flush=True)
         cl = Cluster("relay")
-        results["cl_max"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), ["--scenario", "dm", "--clients", opts.clients, "--mode", "closed", "--inflight", 1, *common], cl.pids(), "cluster dm max")))
-        results["cl_5k"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), ["--scenario", "dm", "--clients", opts.clients, "--mode", "open", "--rate", 5000, *common], cl.pids(), "cluster dm 5k/s")))
+        dm = ["--scenario", "dm", "--clients", opts.clients]
+        closed = [*dm, "--mode", "closed", "--inflight", 1, *common]
+        at = lambda rate: [*dm, "--mode", "open", "--rate", rate, *common]
+        pairs = [(bench(burl, closed, [base.pid], "baseline dm max"), bench(cl.urls(), closed, cl.pids(), "cluster dm max"))
+                 for _ in range(opts.runs)]
+        results["base_max"] = agg([b for b, _ in pairs])
+        results["cl_max"] = agg([c for _, c in pairs])
+        results["pair_ratios"] = {
+            "throughput": [c["delivered_per_sec"] / b["delivered_per_sec"] for b, c in pairs],
+            "cpu": [server_cpu_us_per_delivered(c) / server_cpu_us_per_delivered(b) for b, c in pairs],
+        }
+        pairs = [(bench(burl, at(5000), [base.pid], "baseline dm 5k/s"), bench(cl.urls(), at(5000), cl.pids(), "cluster dm 5k/s"))
+                 for _ in range(opts.runs)]
+        results["base_5k"] = agg([b for b, _ in pairs])
+        results["cl_5k"] = agg([c for _, c in pairs])
+        results["pair_ratios"]["p99_5k_ms"] = [(c["latency_us"]["p99"] - b["latency_us"]["p99"]) / 1000 for b, c in pairs]
         half = int(results["cl_max"]["delivered_per_sec"] / 2)
         results["half_rate"] = half
-        results["cl_half"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), ["--scenario", "dm", "--clients", opts.clients, "--mode", "open", "--rate", half, *common], cl.pids(), "cluster dm half max")))
-        results["base_half"] = agg(runs_of(opts.runs, lambda: bench(burl, ["--scenario", "dm", "--clients", opts.clients, "--mode", "open", "--rate", half, *common], [base.pid], "baseline dm half max")))
+        pairs = [(bench(burl, at(half), [base.pid], "baseline dm half max"), bench(cl.urls(), at(half), cl.pids(), "cluster dm half max"))
+                 for _ in range(opts.runs)]
+        results["base_half"] = agg([b for b, _ in pairs])
+        results["cl_half"] = agg([c for _, c in pairs])
+        cl.stop()
+        # The same cluster with the default runtime (a thread per core in every process), for
+        # comparison: what an untuned deployment of five processes on two cores gets.
+        print("dm: cluster with default threads", flush=True)
+        cl = Cluster("relay", threads=None)
+        results["cl_max_default_threads"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), closed, cl.pids(), "cluster dm max, default threads")))
         cl.stop()
         base.stop()
 
@@ -351,6 +385,16 @@ def fmt(v, digits=0):
     return "–"
 
 
+def spread(values, spec=".2f"):
+    """`min–max` of a list of figures."""
+    return f"{format(min(values), spec)}–{format(max(values), spec)}"
+
+
+def tally(r, *keys):
+    """`lost / duplicated` summed over the runs of several scenarios."""
+    return f"{sum(r[k]['lost'] for k in keys)} / {sum(r[k]['duplicated'] for k in keys)}"
+
+
 def write_report(r, opts):
     lines = ["# Benchmarks", "",
              "Generated by `python3 bench/run.py` (see its `--help`) with the release binary. Every figure is the",
@@ -368,7 +412,10 @@ def write_report(r, opts):
                   f"| server CPU µs per delivered message | {fmt(b['cpu_us'], 1)} | {fmt(c['cpu_us'], 1)} | {c['cpu_us'] / b['cpu_us']:.2f} | ≤ 1.40 |",
                   f"| p50 / p99 latency at 5,000 msg/s (µs) | {fmt(r['base_5k']['p50'])} / {fmt(r['base_5k']['p99'])} | {fmt(r['cl_5k']['p50'])} / {fmt(r['cl_5k']['p99'])} | {(r['cl_5k']['p99'] - r['base_5k']['p99']) / 1000:+.2f} ms | p99 ≤ baseline + 0.5 ms |",
                   f"| p50 / p99 at half the cluster max ({fmt(r['half_rate'])} msg/s, µs) | {fmt(r['base_half']['p50'])} / {fmt(r['base_half']['p99'])} | {fmt(r['cl_half']['p50'])} / {fmt(r['cl_half']['p99'])} | | |",
-                  f"| lost / duplicated (all runs) | {b['lost'] + r['base_5k']['lost']} / {b['duplicated']} | {c['lost'] + r['cl_5k']['lost'] + r['cl_half']['lost']} / {c['duplicated']} | | 0 / 0 |",
+                  f"| max delivered msg/s with the default runtime (a thread per core in each of the five processes) | | {fmt(r['cl_max_default_threads']['delivered_per_sec'])} | {r['cl_max_default_threads']['delivered_per_sec'] / b['delivered_per_sec']:.2f} | |",
+                  f"| server CPU µs per message with the default runtime | | {fmt(r['cl_max_default_threads']['cpu_us'], 1)} | {r['cl_max_default_threads']['cpu_us'] / b['cpu_us']:.2f} | |",
+                  f"| the same three figures per alternating pair of runs | | | {spread(r['pair_ratios']['throughput'])} / {spread(r['pair_ratios']['cpu'])} / {spread(r['pair_ratios']['p99_5k_ms'], '+.2f')} ms | |",
+                  f"| lost / duplicated (all runs) | {tally(r, 'base_max', 'base_5k', 'base_half')} | {tally(r, 'cl_max', 'cl_5k', 'cl_half', 'cl_max_default_threads')} | | 0 / 0 |",
                   ""]
     if "fanout" in r:
         f, bf = r["fanout"], r["base_fanout"]
@@ -394,8 +441,9 @@ def write_report(r, opts):
                     ratio = c["acked_per_sec"] / r["cl_max"]["delivered_per_sec"] if "cl_max" in r else float("nan")
                     lines.append(f"| {backend}, {what} | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | ≥ 0.50 |")
         lines.append("")
-    lines += ["## Commands", "", "Each run started fresh processes (`gatehouse registry`, `gateway` ×2, `worker --app relay|chat` ×2,",
-              "or `gatehouse bench baseline`) on loopback, then:", ""]
+    lines += ["## Commands", "", "Each scenario started fresh processes on loopback (`gatehouse --threads 1 registry`, `gatehouse --threads 1 gateway` ×2,",
+              "`gatehouse --threads 1 worker --app relay|chat` ×2, and `gatehouse bench baseline` with its default runtime), waited until",
+              "every worker logged `routing table trusted` (the registry's warm-up is over), then ran:", ""]
     for label, cmd in COMMANDS:
         lines.append(f"- {label}: `{cmd}`")
     lines.append("")
