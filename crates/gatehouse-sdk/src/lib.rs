@@ -32,7 +32,7 @@
 //!
 //! # Layout
 //! - [`worker`] — the [`Worker`] trait, [`Context`], [`Handshake`], [`Reject`], [`CloseInfo`].
-//! - [`runtime`] — [`WorkerRuntime`]: per-client actors, acknowledgements.
+//! - [`runtime`] — [`WorkerRuntime`]: one future per event, run on its gateway link's task; acknowledgements.
 //! - [`cluster`] — [`Cluster`], the API handle, and [`ClusterConfig`].
 //! - [`frame`] — [`Frame`], a text or binary message.
 //! - [`error`] — [`ApiError`].
