@@ -246,12 +246,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// [`Cluster::send_to_client`] without a future, for [`crate::Context::reply`].
-    pub(crate) fn send_to_client_now(&self, client: ClientId, frame: &Frame) -> Result<(), ApiError> {
-        self.send_to_clients_now(&[client], frame)
-    }
-
-    fn send_to_clients_now(&self, clients: &[ClientId], frame: &Frame) -> Result<(), ApiError> {
+    /// [`Cluster::send_to_clients`] without a future (also for [`crate::Context::reply`]).
+    pub(crate) fn send_to_clients_now(&self, clients: &[ClientId], frame: &Frame) -> Result<(), ApiError> {
         let send = |gateway: NodeId, conns: Vec<u64>| {
             self.link_of(gateway)?.send(op(command::Op::SendToConns(SendToConns {
                 conns,

@@ -97,7 +97,7 @@ impl Context {
 
     /// Sends a frame back to this client.
     pub async fn reply(&self, frame: Frame) -> Result<(), ApiError> {
-        self.cluster.send_to_client_now(self.client, &frame)
+        self.cluster.send_to_clients_now(&[self.client], &frame)
     }
 
     /// Binds this client to `uid` (see [`Cluster::bind_uid`]) and remembers it in the context.

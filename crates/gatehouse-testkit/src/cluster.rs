@@ -214,13 +214,17 @@ async fn start_registry(index: usize, addr: SocketAddr, extra: &[String]) -> Res
     Process::start(&format!("registry-{index}"), args, &["grpc"]).await
 }
 
-/// Reads one counter or gauge from a gateway's `/metrics` (0 when it is absent).
+/// Reads one counter or gauge from a gateway's `/metrics`; a metric that is not there is an
+/// error, so an assertion on it cannot pass by comparing two absent values.
 pub async fn metric(addr: SocketAddr, name: &str) -> Result<u64> {
     let (_, body) = http_get(addr, "/metrics").await?;
-    Ok(body
+    match body
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0))
+    {
+        Some(value) => Ok(value),
+        None => bail!("{addr}/metrics has no {name}"),
+    }
 }
 
 /// A minimal HTTP/1.0 GET, returning the status code and the body.
