@@ -45,6 +45,16 @@ async fn send_to_uid_goes_only_to_the_gateway_that_holds_the_uid() -> Result<()>
     alice.ok("bind_uid", json!({"uid": "alice"})).await?;
     let elsewhere = cluster.gateways[1].addr("ws");
     let before = metric(elsewhere, "gatehouse_gateway_commands_total").await?;
+    let here = cluster.gateways[0].addr("ws");
+    let link_counters = async || -> Result<[u64; 4]> {
+        Ok([
+            metric(here, "gatehouse_gateway_link_messages_out_total").await?,
+            metric(here, "gatehouse_gateway_link_items_out_total").await?,
+            metric(here, "gatehouse_gateway_link_messages_in_total").await?,
+            metric(here, "gatehouse_gateway_link_items_in_total").await?,
+        ])
+    };
+    let links_before = link_counters().await?;
     for n in 0..20 {
         bob.ok("send_to_uid", json!({"uid": "alice", "data": format!("note {n}")}))
             .await?;
@@ -54,6 +64,18 @@ async fn send_to_uid_goes_only_to_the_gateway_that_holds_the_uid() -> Result<()>
         metric(elsewhere, "gatehouse_gateway_commands_total").await?,
         before,
         "the gateway without alice executed commands for her"
+    );
+    // Alice's gateway sent bob's 20 frames as events and got back, per frame, at least its
+    // acknowledgement and the send; its link counters show it (with the batching factor).
+    let links_after = link_counters().await?;
+    let [messages_out, events, messages_in, items_in] = [0, 1, 2, 3].map(|i| links_after[i] - links_before[i]);
+    assert!(
+        events >= 20 && (1..=events).contains(&messages_out),
+        "{links_before:?} -> {links_after:?}"
+    );
+    assert!(
+        items_in >= 40 && (1..=items_in).contains(&messages_in),
+        "{links_before:?} -> {links_after:?}"
     );
     Ok(())
 }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Down, WorkerLink};
 use crate::hub::Hub;
+use crate::stats::Stats;
 
 /// Items packed into one `LinkDown` message at most.
 const BATCH_LIMIT: usize = 512;
@@ -79,6 +80,8 @@ impl Gateway for LinkService {
                 };
                 match next {
                     Ok(Some(up)) => {
+                        Stats::inc(&hub.stats.link_messages_in);
+                        Stats::add(&hub.stats.link_items_in, (up.acks.len() + up.commands.len()) as u64);
                         for ack in up.acks {
                             hub.ack(ack.conn, ack.seq, ack.reject);
                         }
@@ -105,7 +108,8 @@ impl Gateway for LinkService {
             ..Default::default()
         };
         let cancel = link.cancel.clone();
-        let batches = futures_util::stream::unfold(rx, |mut rx| async move {
+        let out_hub = self.hub.clone();
+        let batches = futures_util::stream::unfold((rx, out_hub), |(mut rx, hub)| async move {
             let first = rx.recv().await?;
             if !rx.is_empty() {
                 // Under load (more than one event already waiting), let the client sockets that
@@ -128,7 +132,9 @@ impl Gateway for LinkService {
                     Err(_) => break,
                 }
             }
-            Some((Ok(batch), rx))
+            Stats::inc(&hub.stats.link_messages_out);
+            Stats::add(&hub.stats.link_items_out, count as u64);
+            Some((Ok(batch), (rx, hub)))
         });
         let stream = futures_util::stream::once(async move { Ok(welcome) })
             .chain(batches)

@@ -17,6 +17,13 @@ pub(crate) struct Stats {
     pub ping_timeouts: AtomicU64,
     pub events_redelivered: AtomicU64,
     pub commands: AtomicU64,
+    /// gRPC messages received from workers, and the acks plus commands they carried: their
+    /// ratio is the batching factor of the worker side of the links.
+    pub link_messages_in: AtomicU64,
+    pub link_items_in: AtomicU64,
+    /// gRPC messages sent to workers, and the events plus replies they carried.
+    pub link_messages_out: AtomicU64,
+    pub link_items_out: AtomicU64,
 }
 
 impl Stats {
@@ -30,7 +37,7 @@ impl Stats {
 
     /// Renders the counters plus the given gauges.
     pub(crate) fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "gatehouse_gateway_connections_opened_total",
                 "websocket connections accepted",
@@ -75,6 +82,26 @@ impl Stats {
                 "gatehouse_gateway_commands_total",
                 "worker commands executed",
                 &self.commands,
+            ),
+            (
+                "gatehouse_gateway_link_messages_in_total",
+                "grpc messages received from workers",
+                &self.link_messages_in,
+            ),
+            (
+                "gatehouse_gateway_link_items_in_total",
+                "acknowledgements and commands those messages carried",
+                &self.link_items_in,
+            ),
+            (
+                "gatehouse_gateway_link_messages_out_total",
+                "grpc messages sent to workers",
+                &self.link_messages_out,
+            ),
+            (
+                "gatehouse_gateway_link_items_out_total",
+                "events and replies those messages carried",
+                &self.link_items_out,
             ),
         ];
         let mut out = String::new();
