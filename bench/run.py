@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The gatehouse benchmark suite.
 
-Starts real processes with the release binary (a one-hop baseline relay, and clusters of one
-registry, two gateways and two workers), drives them with `gatehouse bench run`, takes the
+Starts real processes with the release binary (a one-hop baseline relay, the two-hop reference
+of `gatehouse bench hop`, and clusters of one registry, two gateways and two workers), drives them with `gatehouse bench run`, takes the
 median of several runs per scenario, and writes docs/benchmarks.md with the machine, the exact
 commands, the figures and their ratios to the baseline measured in the same run.
 
@@ -256,32 +256,45 @@ def main():
     if want("dm"):
         # Baseline and cluster run side by side and their runs alternate, so that a noisy minute
         # on this shared machine hits both rather than one.
-        print("dm: one-hop baseline and cluster (relay), alternating", flush=True)
+        print("dm: one-hop baseline, two-hop reference and cluster (relay), alternating", flush=True)
         base = Proc("baseline", ["bench", "baseline", "--listen", "127.0.0.1:0"], ["ws"])
         burl = [f"ws://{base.addrs['ws']}/ws"]
+        # The two-hop reference: the cluster's shape (two edges, two processes in the middle,
+        # one thread each) with plain TCP records instead of gRPC, and no acks or registry.
+        hops = [Proc(f"hop-{i}", ["--threads", "1", "bench", "hop", "--listen", "127.0.0.1:0"], ["hop"]) for i in range(2)]
+        via = [a for h in hops for a in ("--hop", h.addrs["hop"])]
+        edges = [Proc(f"edge-{i}", ["--threads", "1", "bench", "baseline", "--listen", "127.0.0.1:0", *via], ["ws"]) for i in range(2)]
+        hurl = [f"ws://{e.addrs['ws']}/ws" for e in edges]
+        hpids = [p.pid for p in hops + edges]
         cl = Cluster("relay")
         dm = ["--scenario", "dm", "--clients", opts.clients]
         closed = [*dm, "--mode", "closed", "--inflight", 1, *common]
         at = lambda rate: [*dm, "--mode", "open", "--rate", rate, *common]
-        pairs = [(bench(burl, closed, [base.pid], "baseline dm max"), bench(cl.urls(), closed, cl.pids(), "cluster dm max"))
-                 for _ in range(opts.runs)]
-        results["base_max"] = agg([b for b, _ in pairs])
-        results["cl_max"] = agg([c for _, c in pairs])
+
+        def triples(args, what):
+            return [(bench(burl, args, [base.pid], f"baseline dm {what}"), bench(hurl, args, hpids, f"two-hop dm {what}"),
+                     bench(cl.urls(), args, cl.pids(), f"cluster dm {what}")) for _ in range(opts.runs)]
+
+        def keep(runs, key):
+            for i, name in enumerate(["base", "hop", "cl"]):
+                results[f"{name}_{key}"] = agg([t[i] for t in runs])
+
+        runs = triples(closed, "max")
+        keep(runs, "max")
         results["pair_ratios"] = {
-            "throughput": [c["delivered_per_sec"] / b["delivered_per_sec"] for b, c in pairs],
-            "cpu": [server_cpu_us_per_delivered(c) / server_cpu_us_per_delivered(b) for b, c in pairs],
+            "throughput": [c["delivered_per_sec"] / b["delivered_per_sec"] for b, _, c in runs],
+            "cpu": [server_cpu_us_per_delivered(c) / server_cpu_us_per_delivered(b) for b, _, c in runs],
+            "hop_cpu": [server_cpu_us_per_delivered(h) / server_cpu_us_per_delivered(b) for b, h, _ in runs],
         }
-        pairs = [(bench(burl, at(5000), [base.pid], "baseline dm 5k/s"), bench(cl.urls(), at(5000), cl.pids(), "cluster dm 5k/s"))
-                 for _ in range(opts.runs)]
-        results["base_5k"] = agg([b for b, _ in pairs])
-        results["cl_5k"] = agg([c for _, c in pairs])
-        results["pair_ratios"]["p99_5k_ms"] = [(c["latency_us"]["p99"] - b["latency_us"]["p99"]) / 1000 for b, c in pairs]
+        runs = triples(at(5000), "5k/s")
+        keep(runs, "5k")
+        results["pair_ratios"]["p99_5k_ms"] = [(c["latency_us"]["p99"] - b["latency_us"]["p99"]) / 1000 for b, _, c in runs]
+        results["pair_ratios"]["hop_p99_5k_ms"] = [(h["latency_us"]["p99"] - b["latency_us"]["p99"]) / 1000 for b, h, _ in runs]
         half = int(results["cl_max"]["delivered_per_sec"] / 2)
         results["half_rate"] = half
-        pairs = [(bench(burl, at(half), [base.pid], "baseline dm half max"), bench(cl.urls(), at(half), cl.pids(), "cluster dm half max"))
-                 for _ in range(opts.runs)]
-        results["base_half"] = agg([b for b, _ in pairs])
-        results["cl_half"] = agg([c for _, c in pairs])
+        keep(triples(at(half), "half max"), "half")
+        for p in edges + hops:
+            p.stop()
         cl.stop()
         # The same cluster with the default runtime (a thread per core in every process), for
         # comparison: what an untuned deployment of five processes on two cores gets.
@@ -405,17 +418,27 @@ def write_report(r, opts):
              f"- load average at the end: {os.getloadavg()[0]:.2f}", ""]
     if "cl_max" in r:
         b, c = r["base_max"], r["cl_max"]
+        h = r["hop_max"]
+        ratio = lambda key, field: r[f"cl_{key}"][field] / r[f"base_{key}"][field]
+        hop_ratio = lambda key, field: r[f"hop_{key}"][field] / r[f"base_{key}"][field]
+        lat = lambda x: f"{fmt(x['p50'])} / {fmt(x['p99'])}"
+        pr = r["pair_ratios"]
         lines += ["## Direct messages (relay app, 1,000 clients, each sending one frame at a time)", "",
-                  "| figure | one-hop baseline | cluster (2 gateways, 2 workers) | ratio | target |",
-                  "| --- | --- | --- | --- | --- |",
-                  f"| max delivered msg/s (closed loop) | {fmt(b['delivered_per_sec'])} | {fmt(c['delivered_per_sec'])} | {c['delivered_per_sec'] / b['delivered_per_sec']:.2f} | ≥ 0.70 |",
-                  f"| server CPU µs per delivered message | {fmt(b['cpu_us'], 1)} | {fmt(c['cpu_us'], 1)} | {c['cpu_us'] / b['cpu_us']:.2f} | ≤ 1.40 |",
-                  f"| p50 / p99 latency at 5,000 msg/s (µs) | {fmt(r['base_5k']['p50'])} / {fmt(r['base_5k']['p99'])} | {fmt(r['cl_5k']['p50'])} / {fmt(r['cl_5k']['p99'])} | {(r['cl_5k']['p99'] - r['base_5k']['p99']) / 1000:+.2f} ms | p99 ≤ baseline + 0.5 ms |",
-                  f"| p50 / p99 at half the cluster max ({fmt(r['half_rate'])} msg/s, µs) | {fmt(r['base_half']['p50'])} / {fmt(r['base_half']['p99'])} | {fmt(r['cl_half']['p50'])} / {fmt(r['cl_half']['p99'])} | | |",
-                  f"| max delivered msg/s with the default runtime (a thread per core in each of the five processes) | | {fmt(r['cl_max_default_threads']['delivered_per_sec'])} | {r['cl_max_default_threads']['delivered_per_sec'] / b['delivered_per_sec']:.2f} | |",
-                  f"| server CPU µs per message with the default runtime | | {fmt(r['cl_max_default_threads']['cpu_us'], 1)} | {r['cl_max_default_threads']['cpu_us'] / b['cpu_us']:.2f} | |",
-                  f"| the same three figures per alternating pair of runs | | | {spread(r['pair_ratios']['throughput'])} / {spread(r['pair_ratios']['cpu'])} / {spread(r['pair_ratios']['p99_5k_ms'], '+.2f')} ms | |",
-                  f"| lost / duplicated (all runs) | {tally(r, 'base_max', 'base_5k', 'base_half')} | {tally(r, 'cl_max', 'cl_5k', 'cl_half', 'cl_max_default_threads')} | | 0 / 0 |",
+                  "The two-hop reference is the cluster's topology without the cluster (`gatehouse bench hop`, see",
+                  "below): two baseline edges that route every direct message through one of two hop processes over",
+                  "plain TCP, one thread per process. It has no gRPC, acknowledgements, redelivery or registry, so it is",
+                  "the cheapest way to put three processes on a message's path.", "",
+                  "| figure | one-hop baseline | two-hop reference | cluster (2 gateways, 2 workers) | cluster / baseline | two-hop / baseline | target (cluster) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |",
+                  f"| max delivered msg/s (closed loop) | {fmt(b['delivered_per_sec'])} | {fmt(h['delivered_per_sec'])} | {fmt(c['delivered_per_sec'])} | {ratio('max', 'delivered_per_sec'):.2f} | {hop_ratio('max', 'delivered_per_sec'):.2f} | ≥ 0.70 |",
+                  f"| server CPU µs per delivered message | {fmt(b['cpu_us'], 1)} | {fmt(h['cpu_us'], 1)} | {fmt(c['cpu_us'], 1)} | {ratio('max', 'cpu_us'):.2f} | {hop_ratio('max', 'cpu_us'):.2f} | ≤ 1.40 |",
+                  f"| p50 / p99 latency at 5,000 msg/s (µs) | {lat(r['base_5k'])} | {lat(r['hop_5k'])} | {lat(r['cl_5k'])} | {(r['cl_5k']['p99'] - r['base_5k']['p99']) / 1000:+.2f} ms | {(r['hop_5k']['p99'] - r['base_5k']['p99']) / 1000:+.2f} ms | p99 ≤ baseline + 0.5 ms |",
+                  f"| server CPU µs per message at 5,000 msg/s | {fmt(r['base_5k']['cpu_us'], 1)} | {fmt(r['hop_5k']['cpu_us'], 1)} | {fmt(r['cl_5k']['cpu_us'], 1)} | {ratio('5k', 'cpu_us'):.2f} | {hop_ratio('5k', 'cpu_us'):.2f} | |",
+                  f"| p50 / p99 at half the cluster max ({fmt(r['half_rate'])} msg/s, µs) | {lat(r['base_half'])} | {lat(r['hop_half'])} | {lat(r['cl_half'])} | | | |",
+                  f"| max delivered msg/s with the default runtime (a thread per core in each of the five processes) | | | {fmt(r['cl_max_default_threads']['delivered_per_sec'])} | {r['cl_max_default_threads']['delivered_per_sec'] / b['delivered_per_sec']:.2f} | | |",
+                  f"| server CPU µs per message with the default runtime | | | {fmt(r['cl_max_default_threads']['cpu_us'], 1)} | {r['cl_max_default_threads']['cpu_us'] / b['cpu_us']:.2f} | | |",
+                  f"| per alternating set of runs: max msg/s ratio / CPU ratio / p99 difference at 5k msg/s | | | | {spread(pr['throughput'])} / {spread(pr['cpu'])} / {spread(pr['p99_5k_ms'], '+.2f')} ms | – / {spread(pr['hop_cpu'])} / {spread(pr['hop_p99_5k_ms'], '+.2f')} ms | |",
+                  f"| lost / duplicated (all runs) | {tally(r, 'base_max', 'base_5k', 'base_half')} | {tally(r, 'hop_max', 'hop_5k', 'hop_half')} | {tally(r, 'cl_max', 'cl_5k', 'cl_half', 'cl_max_default_threads')} | | | 0 / 0 |",
                   ""]
     if "fanout" in r:
         f, bf = r["fanout"], r["base_fanout"]
@@ -442,7 +465,8 @@ def write_report(r, opts):
                     lines.append(f"| {backend}, {what} | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | ≥ 0.50 |")
         lines.append("")
     lines += ["## Commands", "", "Each scenario started fresh processes on loopback (`gatehouse --threads 1 registry`, `gatehouse --threads 1 gateway` ×2,",
-              "`gatehouse --threads 1 worker --app relay|chat` ×2, and `gatehouse bench baseline` with its default runtime), waited until",
+              "`gatehouse --threads 1 worker --app relay|chat` ×2, `gatehouse bench baseline` with its default runtime, and for the",
+              "two-hop reference `gatehouse --threads 1 bench hop` ×2 and `gatehouse --threads 1 bench baseline --hop HOP --hop HOP` ×2), waited until",
               "every worker logged `routing table trusted` (the registry's warm-up is over), then ran:", ""]
     for label, cmd in COMMANDS:
         lines.append(f"- {label}: `{cmd}`")

@@ -5,12 +5,17 @@
 //! sharded `std` mutex maps, a bounded outbound queue per connection filled with `try_send`
 //! (a full queue closes the client with 1013, as the gateway does), and one shared payload
 //! buffer per fan-out.
+//!
+//! With [`BaselineConfig::hops`] set, the process becomes an edge of the two-hop reference
+//! ([`crate::hop`]): direct messages go through a hop process instead of straight to the
+//! recipient's queue.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,10 +27,12 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use futures_util::SinkExt;
 use serde::Deserialize;
+use tokio::io::BufReader;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::BenchError;
+use crate::hop;
 
 /// Lock shards per map: more than the cores that could contend, few enough to scan for
 /// broadcasts.
@@ -43,6 +50,10 @@ pub struct BaselineConfig {
     pub max_message_bytes: usize,
     /// tungstenite read and write buffer per connection, in bytes.
     pub socket_buffer: usize,
+    /// Hop processes ([`crate::hop::serve_hop`]) to route direct messages through; empty for
+    /// the one-hop baseline. Each client's messages go to one hop (by connection id), logins
+    /// to all of them.
+    pub hops: Vec<SocketAddr>,
 }
 
 impl Default for BaselineConfig {
@@ -51,6 +62,7 @@ impl Default for BaselineConfig {
             send_queue: 1024,
             max_message_bytes: 64 * 1024,
             socket_buffer: 4 * 1024,
+            hops: Vec::new(),
         }
     }
 }
@@ -73,14 +85,27 @@ pub async fn serve_baseline_with(
 ) -> Result<(), BenchError> {
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut hops = Vec::with_capacity(config.hops.len());
+    let mut hop_readers = Vec::with_capacity(config.hops.len());
+    for &hop_addr in &config.hops {
+        let (read, write) = hop::connect(hop_addr).await?.into_split();
+        let (tx, rx) = mpsc::channel(hop::QUEUE);
+        tokio::spawn(hop::write_records(write, rx));
+        hops.push(tx);
+        hop_readers.push((hop_addr, read));
+    }
     let hub = Arc::new(Hub {
         config,
         next_id: AtomicU64::new(1),
         conns: Shards::new(),
         uids: Shards::new(),
         groups: Shards::new(),
+        hops,
         stop: stop_rx,
     });
+    for (hop_addr, read) in hop_readers {
+        tokio::spawn(deliver_from_hop(hub.clone(), hop_addr, read));
+    }
     tracing::info!(kind = %"ws", addr = %addr, role = %"baseline", "listening");
     let app = Router::new()
         .route("/ws", get(upgrade))
@@ -102,21 +127,50 @@ pub async fn serve_baseline_with(
     Ok(())
 }
 
+/// Writes the frames a hop hands over to the local connections they name, until the hop's
+/// stream ends (then direct messages through it are lost, which the load generator reports).
+async fn deliver_from_hop(hub: Arc<Hub>, addr: SocketAddr, read: tokio::net::tcp::OwnedReadHalf) {
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut buf = Vec::new();
+    loop {
+        match hop::read_record(&mut reader, &mut buf).await {
+            Ok(Some((hop::DELIVER, conn))) => {
+                let Ok(text) = std::str::from_utf8(&buf[hop::HEADER..]) else {
+                    continue;
+                };
+                let conn = hub.conns.shard(&conn).get(&conn).cloned();
+                if let Some(conn) = conn {
+                    conn.push(&Utf8Bytes::from(text));
+                }
+            }
+            Ok(Some((kind, _))) => tracing::warn!(%addr, kind, "unexpected record from a hop"),
+            Ok(None) => {
+                tracing::warn!(%addr, "hop closed its stream");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%addr, %error, "hop stream failed");
+                return;
+            }
+        }
+    }
+}
+
 /// A map split over [`SHARDS`] mutexes by key hash.
-struct Shards<K, V> {
+pub(crate) struct Shards<K, V> {
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<K, V>>>,
+    pub(crate) shards: Vec<Mutex<HashMap<K, V>>>,
 }
 
 impl<K: Hash + Eq, V> Shards<K, V> {
-    fn new() -> Shards<K, V> {
+    pub(crate) fn new() -> Shards<K, V> {
         Shards {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    pub(crate) fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
         let index = self.hasher.hash_one(key) as usize % SHARDS;
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -146,6 +200,8 @@ struct Hub {
     conns: Shards<u64, Conn>,
     uids: Shards<String, Vec<Conn>>,
     groups: Shards<String, Vec<Conn>>,
+    /// Writer queues towards the hops of the two-hop reference (empty: one hop, no chain).
+    hops: Vec<mpsc::Sender<Vec<u8>>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -188,6 +244,7 @@ impl Hub {
                     return Some(error("login needs a uid"));
                 };
                 if let Some(old) = membership.uid.take() {
+                    self.announce(hop::LOGOUT, conn.id, &old);
                     remove(&self.uids, old, conn.id);
                 }
                 self.uids
@@ -195,10 +252,21 @@ impl Hub {
                     .entry(uid.to_string())
                     .or_default()
                     .push(conn.clone());
+                if !self.announce(hop::LOGIN, conn.id, &uid) {
+                    return Some(error("hop queue full or hop gone"));
+                }
                 let answer = reply(serde_json::json!({"type": "login_ok", "uid": uid}));
                 membership.uid = Some(uid.into_owned());
                 Some(answer)
             }
+            (_, Some(_), _) if !self.hops.is_empty() => {
+                let tx = &self.hops[(conn.id % self.hops.len() as u64) as usize];
+                match tx.try_send(hop::record(hop::FRAME, conn.id, frame.as_bytes())) {
+                    Ok(()) => None,
+                    Err(_) => Some(error("hop queue full or hop gone")),
+                }
+            }
+            _ if !self.hops.is_empty() => Some(error("the two-hop reference routes direct messages only")),
             (Some("join"), _, Some(group)) => {
                 if !membership.groups.iter().any(|g| *g == group) {
                     self.groups
@@ -232,9 +300,21 @@ impl Hub {
         }
     }
 
+    /// Tells every hop about a login or logout of connection `id`; `false` if one could not
+    /// take it.
+    fn announce(&self, kind: u8, id: u64, uid: &str) -> bool {
+        let mut all = true;
+        for tx in &self.hops {
+            all &= tx.try_send(hop::record(kind, id, uid.as_bytes())).is_ok();
+        }
+        all
+    }
+
     fn leave(&self, conn: &Conn, membership: Membership) {
         self.conns.shard(&conn.id).remove(&conn.id);
         if let Some(uid) = membership.uid {
+            // A full queue here only leaves a stale route to a closed connection behind.
+            self.announce(hop::LOGOUT, conn.id, &uid);
             remove(&self.uids, uid, conn.id);
         }
         for group in membership.groups {
@@ -353,6 +433,7 @@ mod tests {
             conns: Shards::new(),
             uids: Shards::new(),
             groups: Shards::new(),
+            hops: Vec::new(),
             stop,
         }
     }

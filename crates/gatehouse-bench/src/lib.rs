@@ -6,7 +6,8 @@
 //! returns a [`Report`]: what was sent, delivered, lost and duplicated in the measured window,
 //! latency percentiles from an HDR histogram, the connect rate, and the memory and CPU time of
 //! the server processes named by pid. [`baseline::serve_baseline`] is a minimal one-hop relay
-//! speaking the same protocol: the reference every cluster figure is divided by.
+//! speaking the same protocol: the reference every cluster figure is divided by;
+//! [`hop::serve_hop`] splits it into the cluster's three-process shape without the cluster.
 //!
 //! The crate owns the clients, the accounting and the report. It must not know how gatehouse
 //! works inside and must not depend on any other gatehouse crate: it sees the system only from
@@ -31,6 +32,8 @@
 //! - [`report`] — [`Report`] (JSON and human summary) and [`Progress`].
 //! - [`proc`] — /proc readings: memory, CPU time, the open-file limit.
 //! - [`baseline`] — the single-process reference relay server.
+//! - [`hop`] — the two-hop reference: baseline edges routing direct messages through hop
+//!   processes, to measure what the cluster's topology costs by itself.
 //! - [`error`] — [`BenchError`].
 
 mod accounting;
@@ -38,6 +41,7 @@ pub mod baseline;
 mod client;
 pub mod config;
 pub mod error;
+pub mod hop;
 pub mod proc;
 pub mod report;
 pub mod runner;
@@ -48,5 +52,6 @@ pub use baseline::{BaselineConfig, serve_baseline, serve_baseline_with};
 pub use client::SOCKET_BUFFER;
 pub use config::{BenchConfig, Mode, Scenario, parse_source_ips};
 pub use error::BenchError;
+pub use hop::serve_hop;
 pub use report::{Latency, Progress, Report};
 pub use runner::run;

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gatehouse_bench::{BenchConfig, Mode, Report, Scenario, serve_baseline};
+use gatehouse_bench::{
+    BaselineConfig, BenchConfig, Mode, Report, Scenario, serve_baseline, serve_baseline_with, serve_hop,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -26,10 +28,45 @@ async fn baseline() -> Baseline {
     Baseline { addr, _stop: stop }
 }
 
+/// The two-hop reference on free ports: two hops and two edges routing through both; dropping
+/// the guards stops them.
+async fn two_hop() -> (Vec<Baseline>, Vec<oneshot::Sender<()>>) {
+    let mut stops = Vec::new();
+    let mut hops = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        hops.push(listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve_hop(listener, async move {
+            let _ = stopped.await;
+        }));
+        stops.push(stop);
+    }
+    let mut edges = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = BaselineConfig {
+            hops: hops.clone(),
+            ..BaselineConfig::default()
+        };
+        tokio::spawn(serve_baseline_with(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        edges.push(Baseline { addr, _stop: stop });
+    }
+    (edges, stops)
+}
+
 fn config(server: &Baseline, scenario: Scenario) -> BenchConfig {
     let url = format!("ws://{}/ws", server.addr);
     // Two URLs to the same server exercise the round-robin and cross-gateway recipient choice.
-    let mut config = BenchConfig::new(scenario, vec![url.clone(), url], CLIENTS);
+    config_for(vec![url.clone(), url], scenario)
+}
+
+fn config_for(urls: Vec<String>, scenario: Scenario) -> BenchConfig {
+    let mut config = BenchConfig::new(scenario, urls, CLIENTS);
     config.warmup = Duration::from_millis(200);
     config.duration = Duration::from_secs(1);
     config.drain = Duration::from_secs(3);
@@ -79,6 +116,29 @@ async fn dm_open_and_closed() {
     let report = run(closed).await;
     assert_clean(&report);
     assert_eq!(report.inflight, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_two_hop_reference_routes_every_direct_message_through_a_hop() {
+    let (edges, _hops) = two_hop().await;
+    let urls: Vec<String> = edges.iter().map(|e| format!("ws://{}/ws", e.addr)).collect();
+    let report = run(config_for(urls.clone(), Scenario::Dm)).await;
+    assert_clean(&report);
+    assert_eq!(report.expected, report.sent);
+
+    let mut closed = config_for(urls.clone(), Scenario::Dm);
+    closed.mode = Mode::Closed { inflight: 2 };
+    closed.duration = Duration::from_millis(500);
+    assert_clean(&run(closed).await);
+
+    // Anything but a direct message (here: joining a group) is refused with an error frame.
+    let mut group = config_for(urls, Scenario::Group);
+    group.group_size = 5;
+    let error = gatehouse_bench::run(group, |_| {}).await.unwrap_err().to_string();
+    assert!(
+        error.contains("set-up refused: the two-hop reference routes direct messages only"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

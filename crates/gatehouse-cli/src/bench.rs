@@ -1,5 +1,6 @@
-//! `gatehouse bench`: the load generator (`run`) and the single-process baseline relay
-//! (`baseline`) every cluster figure is compared with. Flags map onto
+//! `gatehouse bench`: the load generator (`run`), the single-process baseline relay
+//! (`baseline`) every cluster figure is compared with, and the hop of the two-hop reference
+//! (`hop`). Flags map onto
 //! [`gatehouse_bench::BenchConfig`]; all the work is in the `gatehouse-bench` crate.
 
 use std::net::{IpAddr, SocketAddr};
@@ -68,6 +69,14 @@ pub enum BenchCommand {
     /// the same figure measured here. Logs `listening kind=ws addr=…` and serves
     /// `ws://ADDR/ws` until SIGINT or SIGTERM.
     Baseline(BaselineArgs),
+    /// Run a hop of the two-hop reference (the cluster's topology without the cluster).
+    ///
+    /// `gatehouse bench baseline --hop ADDR` processes become edges that route direct messages
+    /// through hop processes over plain TCP: three processes on a message's path, as in the
+    /// cluster (gateway, worker, gateway), but no gRPC, acknowledgements or registry. Measured
+    /// next to the baseline and the cluster, it shows what the split itself costs. Logs
+    /// `listening kind=hop addr=…`; serves until SIGINT or SIGTERM. Direct messages only.
+    Hop(HopArgs),
 }
 
 /// Traffic patterns (see `gatehouse bench run --help`).
@@ -248,6 +257,18 @@ pub struct BaselineArgs {
     /// Largest client message in bytes, as on a gateway.
     #[arg(long, env = "GATEHOUSE_BENCH_MAX_MESSAGE_BYTES", default_value_t = 65536)]
     pub max_message_bytes: usize,
+    /// Route direct messages through this `gatehouse bench hop` process instead of delivering
+    /// them here (repeat for several hops; each client uses one, logins go to all). Makes this
+    /// process an edge of the two-hop reference, which handles direct messages only.
+    #[arg(long = "hop", value_name = "ADDR")]
+    pub hops: Vec<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+pub struct HopArgs {
+    /// Address the edges (`gatehouse bench baseline --hop`) connect to.
+    #[arg(long, env = "GATEHOUSE_BENCH_HOP_LISTEN", default_value = "127.0.0.1:8091")]
+    pub listen: SocketAddr,
 }
 
 /// Runs `gatehouse bench run` or `gatehouse bench baseline`.
@@ -255,6 +276,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Run(args) => run_load(*args).await,
         BenchCommand::Baseline(args) => run_baseline(args).await,
+        BenchCommand::Hop(args) => run_hop(args).await,
     }
 }
 
@@ -289,9 +311,21 @@ async fn run_baseline(args: BaselineArgs) -> Result<()> {
     let config = BaselineConfig {
         send_queue: args.send_queue,
         max_message_bytes: args.max_message_bytes,
+        hops: args.hops,
         ..BaselineConfig::default()
     };
     gatehouse_bench::serve_baseline_with(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_hop(args: HopArgs) -> Result<()> {
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "binding {} (is something else listening there? try --listen)",
+            args.listen
+        )
+    })?;
+    gatehouse_bench::serve_hop(listener, shutdown_signal()).await?;
     Ok(())
 }
 
