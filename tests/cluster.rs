@@ -65,8 +65,9 @@ async fn send_to_uid_goes_only_to_the_gateway_that_holds_the_uid() -> Result<()>
         before,
         "the gateway without alice executed commands for her"
     );
-    // Alice's gateway sent bob's 20 frames as events and got back, per frame, at least its
-    // acknowledgement and the send; its link counters show it (with the batching factor).
+    // Alice's gateway sent bob's 20 frames as events and got back, per frame, its
+    // acknowledgement, the send to alice and the reply to bob; its link counters show it (and
+    // the batching factor).
     let links_after = link_counters().await?;
     let [messages_out, events, messages_in, items_in] = [0, 1, 2, 3].map(|i| links_after[i] - links_before[i]);
     assert!(

@@ -103,8 +103,11 @@ pub async fn serve_baseline_with(
         hops,
         stop: stop_rx,
     });
+    // Aborted once the server has stopped: they hold the hub, whose hop queues keep the hop
+    // writers running.
+    let mut readers = tokio::task::JoinSet::new();
     for (hop_addr, read) in hop_readers {
-        tokio::spawn(deliver_from_hop(hub.clone(), hop_addr, read));
+        readers.spawn(deliver_from_hop(hub.clone(), hop_addr, read));
     }
     tracing::info!(kind = %"ws", addr = %addr, role = %"baseline", "listening");
     let app = Router::new()
@@ -123,6 +126,7 @@ pub async fn serve_baseline_with(
             let _ = stop_tx.send(true);
         })
         .await?;
+    readers.shutdown().await;
     tracing::info!("baseline stopped");
     Ok(())
 }
@@ -243,8 +247,19 @@ impl Hub {
                 let Some(uid) = envelope.uid.filter(|uid| !uid.is_empty()) else {
                     return Some(error("login needs a uid"));
                 };
+                // The hops learn of the change first: if one cannot take it, nothing changes
+                // here and the client gets an error (a hop that took a new login is told to
+                // forget it again).
+                if let Some(old) = membership.uid.as_deref()
+                    && !self.announce(hop::LOGOUT, conn.id, old)
+                {
+                    return Some(error("hop queue full or hop gone"));
+                }
+                if !self.announce(hop::LOGIN, conn.id, &uid) {
+                    self.announce(hop::LOGOUT, conn.id, &uid);
+                    return Some(error("hop queue full or hop gone"));
+                }
                 if let Some(old) = membership.uid.take() {
-                    self.announce(hop::LOGOUT, conn.id, &old);
                     remove(&self.uids, old, conn.id);
                 }
                 self.uids
@@ -252,9 +267,6 @@ impl Hub {
                     .entry(uid.to_string())
                     .or_default()
                     .push(conn.clone());
-                if !self.announce(hop::LOGIN, conn.id, &uid) {
-                    return Some(error("hop queue full or hop gone"));
-                }
                 let answer = reply(serde_json::json!({"type": "login_ok", "uid": uid}));
                 membership.uid = Some(uid.into_owned());
                 Some(answer)

@@ -29,7 +29,7 @@ async fn baseline() -> Baseline {
 }
 
 /// The two-hop reference on free ports: two hops and two edges routing through both; dropping
-/// the guards stops them.
+/// the guards shuts them down (each server then stops its per-peer tasks).
 async fn two_hop() -> (Vec<Baseline>, Vec<oneshot::Sender<()>>) {
     let mut stops = Vec::new();
     let mut hops = Vec::new();

@@ -271,7 +271,7 @@ pub struct HopArgs {
     pub listen: SocketAddr,
 }
 
-/// Runs `gatehouse bench run` or `gatehouse bench baseline`.
+/// Runs `gatehouse bench run`, `gatehouse bench baseline` or `gatehouse bench hop`.
 pub async fn run(args: BenchArgs) -> Result<()> {
     match args.command {
         BenchCommand::Run(args) => run_load(*args).await,

@@ -17,12 +17,14 @@ pub(crate) struct Stats {
     pub ping_timeouts: AtomicU64,
     pub events_redelivered: AtomicU64,
     pub commands: AtomicU64,
-    /// gRPC messages received from workers, and the acks plus commands they carried: their
-    /// ratio is the batching factor of the worker side of the links.
+    /// gRPC messages received on links (from workers and API clients).
     pub link_messages_in: AtomicU64,
+    /// Acks plus commands those messages carried: divided by `link_messages_in`, the batching
+    /// factor of the peers' side of the links, which shows whether HTTP/2 framing is amortised.
     pub link_items_in: AtomicU64,
-    /// gRPC messages sent to workers, and the events plus replies they carried.
+    /// gRPC messages sent on links.
     pub link_messages_out: AtomicU64,
+    /// Events plus replies those messages carried (the gateway side's batching factor).
     pub link_items_out: AtomicU64,
 }
 
@@ -85,7 +87,7 @@ impl Stats {
             ),
             (
                 "gatehouse_gateway_link_messages_in_total",
-                "grpc messages received from workers",
+                "grpc messages received on worker and api client links",
                 &self.link_messages_in,
             ),
             (
@@ -95,7 +97,7 @@ impl Stats {
             ),
             (
                 "gatehouse_gateway_link_messages_out_total",
-                "grpc messages sent to workers",
+                "grpc messages sent on worker and api client links",
                 &self.link_messages_out,
             ),
             (
