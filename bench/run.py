@@ -16,6 +16,8 @@ It needs nothing but Python 3 and, for the PostgreSQL chat figures, a server at
 """
 
 import argparse
+import html
+import math
 import json
 import os
 import platform
@@ -199,9 +201,23 @@ def runs_of(n, fn):
     return [fn() for _ in range(n)]
 
 
+def median_run(reports, key):
+    """The run whose p99 of `key` is the median one (the run a plot shows)."""
+    runs = sorted((r for r in reports if r.get(key)), key=lambda r: p99_of(r[key]))
+    return runs[len(runs) // 2] if runs else None
+
+
+def p99_of(curve):
+    return next((p["us"] for p in curve if p["quantile"] >= 0.99), 0)
+
+
 def agg(reports):
-    """Median of each figure over runs."""
+    """Median of each figure over runs, plus the latency curve of the median run."""
+    dist = median_run(reports, "latency_distribution_us")
+    ack = median_run(reports, "ack_latency_distribution_us")
     return {
+        "dist": dist["latency_distribution_us"] if dist else [],
+        "ack_dist": ack["ack_latency_distribution_us"] if ack else [],
         "delivered_per_sec": median([r["delivered_per_sec"] for r in reports]),
         "p50": median([r["latency_us"]["p50"] for r in reports]),
         "p99": median([r["latency_us"]["p99"] for r in reports]),
@@ -388,6 +404,51 @@ def main():
         write_report(results, opts)
 
 
+PLOT_COLOURS = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"]
+
+
+def svg_plot(name, title, series):
+    """Writes docs/plots/NAME.svg: latency (log scale) against percentile ("nines" scale) for
+    each `(label, curve)`; returns the Markdown that embeds it, or "" when there is no curve."""
+    series = [(label, curve) for label, curve in series if curve]
+    if not series:
+        return ""
+    w, h, left, right, top, bottom = 720, 400, 70, 170, 40, 50
+    nines = lambda q: 4.5 if q >= 1 else min(4.0, -math.log10(1 - q))
+    values = [p["us"] for _, c in series for p in c if p["us"] > 0]
+    lo = 10 ** math.floor(math.log10(max(1, min(values))))
+    hi = 10 ** math.ceil(math.log10(max(values)))
+    x = lambda q: left + nines(q) / 4.5 * (w - left - right)
+    y = lambda us: top + (1 - (math.log10(max(us, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))) * (h - top - bottom)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="14">{html.escape(title)}</text>']
+    for n, label in [(0, "0%"), (1, "90%"), (2, "99%"), (3, "99.9%"), (4, "99.99%"), (4.5, "max")]:
+        px = left + n / 4.5 * (w - left - right)
+        out.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{h - bottom}" stroke="#ddd"/>')
+        out.append(f'<text x="{px:.1f}" y="{h - bottom + 16}" text-anchor="middle">{label}</text>')
+    decade = lo
+    while decade <= hi:
+        py = y(decade)
+        text = f"{decade / 1000:g} ms" if decade >= 1000 else f"{decade:g} µs"
+        out.append(f'<line x1="{left}" y1="{py:.1f}" x2="{w - right}" y2="{py:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end">{text}</text>')
+        decade *= 10
+    out.append(f'<text x="{(left + w - right) / 2}" y="{h - 12}" text-anchor="middle">percentile</text>')
+    for i, (label, curve) in enumerate(series):
+        colour = PLOT_COLOURS[i % len(PLOT_COLOURS)]
+        points = " ".join(f"{x(p['quantile']):.1f},{y(p['us']):.1f}" for p in curve)
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
+        ly = top + 10 + i * 20
+        out.append(f'<line x1="{w - right + 12}" y1="{ly}" x2="{w - right + 32}" y2="{ly}" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{w - right + 38}" y="{ly + 4}">{html.escape(label)}</text>')
+    out.append("</svg>")
+    os.makedirs(os.path.join(ROOT, "docs", "plots"), exist_ok=True)
+    with open(os.path.join(ROOT, "docs", "plots", f"{name}.svg"), "w") as f:
+        f.write("\n".join(out) + "\n")
+    return f"![{title}](plots/{name}.svg)"
+
+
 def gauge(gateway, name):
     body = http_get(gateway.addrs["ws"], "/metrics")
     m = re.search(rf"^{name} (\d+)", body, re.M)
@@ -441,13 +502,18 @@ def write_report(r, opts):
                   f"| server CPU µs per message with the default runtime | | | {fmt(r['cl_max_default_threads']['cpu_us'], 1)} | {r['cl_max_default_threads']['cpu_us'] / b['cpu_us']:.2f} | | |",
                   f"| per alternating set of runs: max msg/s ratio / CPU ratio / p99 difference at 5k msg/s | | | | {spread(pr['throughput'])} / {spread(pr['cpu'])} / {spread(pr['p99_5k_ms'], '+.2f')} ms | {spread(pr['hop_throughput'])} / {spread(pr['hop_cpu'])} / {spread(pr['hop_p99_5k_ms'], '+.2f')} ms | |",
                   f"| lost / duplicated (all runs) | {tally(r, 'base_max', 'base_5k', 'base_half')} | {tally(r, 'hop_max', 'hop_5k', 'hop_half')} | {tally(r, 'cl_max', 'cl_5k', 'cl_half', 'cl_max_default_threads')} | | | 0 / 0 |",
-                  ""]
+                  "", "Latency distributions (the run with the median p99 of each system):", ""]
+        for key, what in [("5k", "at 5,000 msg/s"), ("half", f"at {fmt(r['half_rate'])} msg/s"), ("max", "at the closed-loop maximum")]:
+            lines += [svg_plot(f"dm-{key}", f"direct messages {what}", [("one-hop baseline", r[f"base_{key}"]["dist"]),
+                                                                          ("two-hop reference", r[f"hop_{key}"]["dist"]),
+                                                                          ("cluster", r[f"cl_{key}"]["dist"])]), ""]
     if "fanout" in r:
         f, bf = r["fanout"], r["base_fanout"]
         lines += ["## Fan-out", "",
                   "| figure | baseline | cluster | target |", "| --- | --- | --- | --- |",
                   f"| deliveries/s, one 10,000-member group over two gateways | {fmt(bf['delivered_per_sec'])} | {fmt(f['delivered_per_sec'])} | ≥ 1,000,000 |",
-                  f"| p99 of a fan-out (all 10,000 deliveries), µs | {fmt(bf['p99'])} | {fmt(f['p99'])} | |", ""]
+                  f"| p99 of a fan-out (all 10,000 deliveries), µs | {fmt(bf['p99'])} | {fmt(f['p99'])} | |", "",
+                  svg_plot("fanout", "deliveries of a message to a 10,000-member group", [("one-hop baseline", bf["dist"]), ("cluster", f["dist"])]), ""]
     if "broadcast" in r:
         lines += [f"Broadcast to 2,000 clients: {fmt(r['broadcast']['delivered_per_sec'])} deliveries/s, p99 {fmt(r['broadcast']['p99'])} µs.", ""]
     if r.get("idle"):
@@ -465,7 +531,9 @@ def write_report(r, opts):
                 if c:
                     ratio = c["acked_per_sec"] / r["cl_max"]["delivered_per_sec"] if "cl_max" in r else float("nan")
                     lines.append(f"| {backend}, {what} | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | ≥ 0.50 |")
-        lines.append("")
+        lines += ["", svg_plot("chat", "chat send → ack, closed loop", [(label, r[key]["ack_dist"]) for key, label in
+                                                                       [("chat_sqlite", "sqlite, random"), ("chat_sqlite_peers", "sqlite, 4 peers"),
+                                                                        ("chat_postgres", "postgres, random"), ("chat_postgres_peers", "postgres, 4 peers")] if key in r]), ""]
     lines += ["## Commands", "", "Each scenario started fresh processes on loopback (`gatehouse --threads 1 registry`, `gatehouse --threads 1 gateway` ×2,",
               "`gatehouse --threads 1 worker --app relay|chat` ×2, `gatehouse bench baseline` with its default runtime, and for the",
               "two-hop reference `gatehouse --threads 1 bench hop` ×2 and `gatehouse --threads 1 bench baseline --hop HOP --hop HOP` ×2), waited until",

@@ -53,5 +53,5 @@ pub use client::SOCKET_BUFFER;
 pub use config::{BenchConfig, Mode, Scenario, parse_source_ips};
 pub use error::BenchError;
 pub use hop::serve_hop;
-pub use report::{Latency, Progress, Report};
+pub use report::{Latency, PLOT_QUANTILES, Progress, QuantileValue, Report};
 pub use runner::run;

@@ -50,10 +50,16 @@ pub struct Report {
     pub delivered_per_sec: f64,
     /// Delivery latency (send → receive), µs.
     pub latency_us: Latency,
+    /// The whole delivery latency distribution at [`PLOT_QUANTILES`], for plots: a tail is
+    /// only visible as a curve, and two systems' curves can cross between the percentiles
+    /// `latency_us` names.
+    pub latency_distribution_us: Vec<QuantileValue>,
     /// Chat only: distinct acknowledgements of measured messages.
     pub acked: Option<u64>,
     /// Chat only: send → ack latency, µs.
     pub ack_latency_us: Option<Latency>,
+    /// Chat only: the send → ack distribution at [`PLOT_QUANTILES`].
+    pub ack_latency_distribution_us: Option<Vec<QuantileValue>>,
     /// How connecting went.
     pub connect: ConnectStats,
     /// How set-up (login, join) went.
@@ -104,6 +110,36 @@ impl Latency {
             max: histogram.max(),
         }
     }
+}
+
+/// Quantiles a distribution is reported at: dense in the "nines" (0.9, 0.99, 0.999, …), where
+/// latency distributions differ, and including the minimum and maximum.
+pub const PLOT_QUANTILES: [f64; 21] = [
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99, 0.995, 0.997, 0.999, 0.9995,
+    0.9999, 1.0,
+];
+
+/// One point of a latency distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QuantileValue {
+    /// Fraction of the samples at or below `us` (0 is the minimum, 1 the maximum).
+    pub quantile: f64,
+    /// Latency in microseconds.
+    pub us: u64,
+}
+
+/// Returns `histogram` at [`PLOT_QUANTILES`] (empty when the histogram is).
+pub fn distribution(histogram: &Histogram<u64>) -> Vec<QuantileValue> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    PLOT_QUANTILES
+        .iter()
+        .map(|&quantile| QuantileValue {
+            quantile,
+            us: histogram.value_at_quantile(quantile),
+        })
+        .collect()
 }
 
 /// The connect phase.
@@ -354,6 +390,19 @@ mod tests {
         assert!((9_980..=10_000).contains(&latency.p999), "{latency:?}");
         assert!((9_995..=10_010).contains(&latency.max), "{latency:?}");
         assert_eq!(Latency::from_histogram(&Histogram::new(3).unwrap()), Latency::default());
+
+        let points = distribution(&histogram);
+        assert_eq!(points.len(), PLOT_QUANTILES.len());
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w[0].quantile < w[1].quantile && w[0].us <= w[1].us)
+        );
+        assert_eq!(points[0].us, histogram.min());
+        assert_eq!(points.last().map(|p| p.us), Some(histogram.max()));
+        let median = points.iter().find(|p| p.quantile == 0.5).map(|p| p.us);
+        assert_eq!(median, Some(latency.p50));
+        assert!(distribution(&Histogram::new(3).unwrap()).is_empty());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::client;
 use crate::config::{BenchConfig, Mode, Scenario};
 use crate::error::BenchError;
 use crate::proc::{self, ProcSample};
-use crate::report::{ConnectStats, ErrorStats, Latency, ProcessStats, Progress, Report, SetupStats};
+use crate::report::{ConnectStats, ErrorStats, Latency, ProcessStats, Progress, Report, SetupStats, distribution};
 use crate::scenario::Plan;
 use crate::session::{self, Phase, SetupState, Shared};
 
@@ -161,6 +161,8 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
         Mode::Open { rate } => (Some(rate), None),
         Mode::Closed { inflight } => (None, Some(inflight)),
     };
+    let latency = shared.latency.merged();
+    let ack_latency = shared.ack_latency.merged();
     Ok(Report {
         scenario: config.scenario.name().to_owned(),
         mode: config.mode.name().to_owned(),
@@ -180,9 +182,11 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
         duplicated: totals.duplicated,
         sent_per_sec: totals.sent as f64 / window_seconds,
         delivered_per_sec: totals.delivered as f64 / window_seconds,
-        latency_us: Latency::from_histogram(&shared.latency.merged()),
+        latency_us: Latency::from_histogram(&latency),
+        latency_distribution_us: distribution(&latency),
         acked: chat.then(|| Counters::get(&counters.acked)),
-        ack_latency_us: chat.then(|| Latency::from_histogram(&shared.ack_latency.merged())),
+        ack_latency_us: chat.then(|| Latency::from_histogram(&ack_latency)),
+        ack_latency_distribution_us: chat.then(|| distribution(&ack_latency)),
         connect: ConnectStats {
             count: connected,
             seconds: connect_seconds,

@@ -98,6 +98,10 @@ fn assert_clean(report: &Report) {
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["delivered"], report.delivered);
     assert!(json["latency_us"]["p999"].is_u64());
+    let curve = &report.latency_distribution_us;
+    assert_eq!(curve.len(), gatehouse_bench::PLOT_QUANTILES.len(), "{report}");
+    assert_eq!(curve.last().map(|p| p.us), Some(report.latency_us.max));
+    assert_eq!(json["latency_distribution_us"][0]["quantile"], 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
