@@ -301,13 +301,15 @@ async fn run_load(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Binds `--listen`, with advice in the error when the address is taken.
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (is something else listening there? try --listen)"))
+}
+
 async fn run_baseline(args: BaselineArgs) -> Result<()> {
-    let listener = TcpListener::bind(args.listen).await.with_context(|| {
-        format!(
-            "binding {} (is something else listening there? try --listen)",
-            args.listen
-        )
-    })?;
+    let listener = bind(args.listen).await?;
     let config = BaselineConfig {
         send_queue: args.send_queue,
         max_message_bytes: args.max_message_bytes,
@@ -319,12 +321,7 @@ async fn run_baseline(args: BaselineArgs) -> Result<()> {
 }
 
 async fn run_hop(args: HopArgs) -> Result<()> {
-    let listener = TcpListener::bind(args.listen).await.with_context(|| {
-        format!(
-            "binding {} (is something else listening there? try --listen)",
-            args.listen
-        )
-    })?;
+    let listener = bind(args.listen).await?;
     gatehouse_bench::serve_hop(listener, shutdown_signal()).await?;
     Ok(())
 }
