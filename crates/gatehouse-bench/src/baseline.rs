@@ -142,8 +142,9 @@ async fn deliver_from_hop(hub: Arc<Hub>, addr: SocketAddr, read: tokio::net::tcp
                 let Ok(text) = std::str::from_utf8(&buf[hop::HEADER..]) else {
                     continue;
                 };
-                let conn = hub.conns.shard(&conn).get(&conn).cloned();
-                if let Some(conn) = conn {
+                // `push` never waits, so it runs under the shard lock (no clone of the
+                // connection per message), as `fan_out` does.
+                if let Some(conn) = hub.conns.shard(&conn).get(&conn) {
                     conn.push(&Utf8Bytes::from(text));
                 }
             }
