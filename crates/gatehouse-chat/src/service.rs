@@ -47,7 +47,7 @@ impl ChatWorker {
         config.validate()?;
         let store = Store::open(&config.database_url).await?;
         tracing::info!(backend = ?store.backend(), "chat store ready");
-        let committer = GroupCommitter::spawn(store.clone(), config.commit);
+        let committer = GroupCommitter::spawn(store.clone(), config.commit)?;
         Ok(ChatWorker {
             config,
             store,
@@ -327,7 +327,7 @@ fn store_error(error: StoreError) -> ProtocolError {
         StoreError::InvalidInput(_) => Code::InvalidField,
         StoreError::Overloaded => Code::Overloaded,
         StoreError::Database(_) | StoreError::Closed | StoreError::Contention(_) => Code::Unavailable,
-        StoreError::Invariant(_) | StoreError::Migrate(_) => Code::Internal,
+        StoreError::Invariant(_) | StoreError::Migrate(_) | StoreError::Start(_) => Code::Internal,
     };
     if matches!(code, Code::Unavailable | Code::Internal) {
         tracing::error!(%error, "chat store failed");

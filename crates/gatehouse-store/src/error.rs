@@ -31,6 +31,9 @@ pub enum StoreError {
     /// The group committer's writer task is gone, so nothing more can be written through it.
     #[error("group committer has stopped")]
     Closed,
+    /// The group committer's writer thread (or its runtime) could not be started.
+    #[error("cannot start the group committer: {0}")]
+    Start(Arc<std::io::Error>),
     /// Concurrent writers kept inserting the same idempotency keys into other conversations, and
     /// the batch was retried as often as allowed without reaching a consistent plan.
     #[error("gave up after {0} attempts against conflicting concurrent writers")]

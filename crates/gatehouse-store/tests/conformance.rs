@@ -884,7 +884,8 @@ mod cases {
                 max_batch: 256,
                 queue_capacity: 1024,
             },
-        );
+        )
+        .expect("start the group committer");
         const N: usize = 1000;
         const SENDERS: usize = 10;
         let tasks: Vec<_> = (0..N)
@@ -923,7 +924,8 @@ mod cases {
 
     pub async fn group_commit_resends_in_one_batch(ctx: Ctx) {
         let store = ctx.open().await;
-        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default());
+        let committer =
+            GroupCommitter::spawn(store.clone(), GroupCommitConfig::default()).expect("start the group committer");
         let results =
             futures_util::future::join_all((0..20).map(|_| committer.append(dm("alice", "bob", "same")))).await;
         let appended: Vec<Appended> = results.into_iter().map(ok).collect();
@@ -935,7 +937,8 @@ mod cases {
 
     pub async fn group_commit_failure_reaches_every_caller(ctx: Ctx) {
         let store = ctx.open().await;
-        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default());
+        let committer =
+            GroupCommitter::spawn(store.clone(), GroupCommitConfig::default()).expect("start the group committer");
         ok(committer.append(dm("alice", "bob", "ok")).await);
         store.close().await;
         let results =
@@ -963,7 +966,8 @@ mod cases {
                 max_batch: 1,
                 queue_capacity: 1,
             },
-        );
+        )
+        .expect("start the group committer");
         let mut blocker = ctx.raw().await;
         blocker.block_writes(&ab).await;
 
@@ -1133,7 +1137,8 @@ mod throughput {
             rates.push((batch, total as f64 / started.elapsed().as_secs_f64()));
         }
 
-        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default());
+        let committer =
+            GroupCommitter::spawn(store.clone(), GroupCommitConfig::default()).expect("start the group committer");
         let total = 50_000;
         let producers = 1_000;
         let started = Instant::now();
