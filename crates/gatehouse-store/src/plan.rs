@@ -183,9 +183,10 @@ impl Plan {
         seen.into_values().collect()
     }
 
-    /// Returns the conversations the batch writes to, sorted by id: the order in which their rows
-    /// are locked, so that two batches never wait on each other in a cycle.
-    pub(crate) fn lock_set(&self) -> Vec<&str> {
+    /// Returns the conversations of the pending items, sorted by id: on PostgreSQL the order in
+    /// which their rows are locked, so that two batches never wait on each other in a cycle; on
+    /// SQLite the counters read before duplicates and refused items are known.
+    pub(crate) fn conversations(&self) -> Vec<&str> {
         let mut ids: Vec<&str> = self.pending().map(|p| p.conversation.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -269,25 +270,29 @@ impl Plan {
             .collect()
     }
 
-    /// Returns `(conversation, sender, highest new seq)` for the inserted messages: sending
-    /// marks the conversation read up to one's own message, so own messages never count as
-    /// unread. Sorted for lock order; call after [`Plan::apply_inserted`].
+    /// Returns `(conversation, sender, highest new seq)` for the new messages: sending marks
+    /// the conversation read up to one's own message, so own messages never count as unread.
+    /// Sorted for lock order; call after [`Plan::assign_seqs`] (the ids are not needed, so the
+    /// markers can be written in the same statement as the messages).
     pub(crate) fn read_marks(&self) -> Vec<(&str, &str, i64)> {
         let mut marks: BTreeMap<(&str, &str), i64> = BTreeMap::new();
         for primary in &self.primaries {
-            if let State::Stored(message) = &primary.state {
-                let mark = marks
-                    .entry((primary.conversation.as_str(), primary.sender.as_str()))
-                    .or_insert(message.seq);
-                *mark = (*mark).max(message.seq);
-            }
+            let seq = match &primary.state {
+                State::Assigned(seq) => *seq,
+                State::Stored(message) => message.seq,
+                _ => continue,
+            };
+            let mark = marks
+                .entry((primary.conversation.as_str(), primary.sender.as_str()))
+                .or_insert(seq);
+            *mark = (*mark).max(seq);
         }
         marks.into_iter().map(|((c, u), s)| (c, u, s)).collect()
     }
 
-    /// Records the ids of the inserted rows. Returns `false` when some row was not inserted
-    /// (a concurrent writer stored the same `(sender, cid)` in another conversation): the
-    /// attempt must be rolled back, because keeping it would leave a hole in the sequence.
+    /// Records the ids of the inserted rows. Returns `false` when a planned row is missing
+    /// from `rows`, which the backends report as a broken invariant: their inserts store every
+    /// row or fail, because a skipped row would leave a hole in its conversation's sequence.
     pub(crate) fn apply_inserted(&mut self, rows: Vec<InsertedRow>) -> bool {
         let ids: HashMap<(String, i64), i64> = rows
             .into_iter()
@@ -470,8 +475,10 @@ mod tests {
         ]);
         let rows = bumped(&plan, 4);
         plan.assign_seqs(rows).expect("assign");
+        let expected = vec![("d:a:b", "a", 6), ("d:a:b", "b", 7)];
+        assert_eq!(plan.read_marks(), expected, "known once sequence numbers are assigned");
         insert_all(&mut plan);
-        assert_eq!(plan.read_marks(), vec![("d:a:b", "a", 6), ("d:a:b", "b", 7)]);
+        assert_eq!(plan.read_marks(), expected, "and unchanged once the ids are known");
     }
 
     #[test]

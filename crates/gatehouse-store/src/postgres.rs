@@ -1,16 +1,21 @@
 //! The PostgreSQL backend: one pool, arrays bound as parameters and unpacked with `UNNEST`.
 //!
 //! Several worker processes may append to the same database at once. Every append transaction
-//! takes the row locks of the conversations it writes to, sorted by id (`FOR NO KEY UPDATE`),
-//! before its final look-up for stored duplicates and its `last_seq` bump. Two writers of one
-//! conversation therefore run one after the other: the second sees the first's committed
-//! messages (so a resend is found, not re-inserted) and continues its sequence (so sequence
-//! order is commit order). Sorted lock order rules out deadlocks between batches that share
-//! conversations. The one race the locks cannot cover, the same `(sender, cid)` sent to two
-//! different conversations at once, shows up as a row the insert skipped; the attempt is then
-//! rolled back and planned again, so no sequence number is ever left unused.
+//! first takes the row locks of the conversations it writes to, sorted by id (`FOR NO KEY
+//! UPDATE`), reading their `last_seq` on the way, and only then looks for stored duplicates.
+//! Two writers of one conversation therefore run one after the other: the second sees the
+//! first's committed messages (so a resend is found, not re-inserted) and continues its sequence
+//! (so sequence order is commit order). Sorted lock order rules out deadlocks between batches
+//! that share conversations. The one race the locks cannot cover, the same `(sender, cid)` sent
+//! to two different conversations at once, makes the insert fail on the `(sender, cid)` key; the
+//! attempt is rolled back and planned again, and the second attempt finds the other writer's
+//! message as a duplicate, so no sequence number is ever left unused.
+//!
+//! A batch costs five round trips in the steady state (begin, lock, duplicate look-up, one
+//! statement for every write, commit); new direct conversations and group senders add a
+//! statement each.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -18,8 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::StoreError;
 use crate::model::MessageRow;
-use crate::plan::{BumpedRow, InsertedRow, MemberRow, Plan};
-use crate::store::Attempt;
+use crate::plan::{BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
 
 /// Connections per store (per worker process): writes are batched, reads are short.
 const MAX_CONNECTIONS: u32 = 8;
@@ -30,6 +34,8 @@ const MEMBERSHIP: &str = "SELECT m.conversation_id, m.uid \
      FROM UNNEST($1::text[], $2::text[]) AS k (conversation_id, uid) \
      JOIN members AS m ON m.conversation_id = k.conversation_id AND m.uid = k.uid";
 
+/// Creates the direct conversations that the lock found missing. `DO NOTHING` covers a
+/// concurrent writer that created one of them first: only the rows created here come back.
 const CREATE_DIRECTS: &str = "INSERT INTO conversations \
      (id, kind, name, created_by, created_at_ms, last_seq) \
      SELECT k.id, 'direct', NULL, k.created_by, k.ts_ms, 0 \
@@ -43,7 +49,9 @@ const ADD_MEMBERS: &str = "INSERT INTO members (conversation_id, uid, joined_at_
      ORDER BY k.conversation_id, k.uid \
      ON CONFLICT (conversation_id, uid) DO NOTHING";
 
-const LOCK: &str = "SELECT id FROM conversations WHERE id = ANY($1::text[]) \
+/// Locks the existing conversations among `$1` in id order and returns their counters, which
+/// stay valid until the commit because nobody else can bump them meanwhile.
+const LOCK: &str = "SELECT id, last_seq FROM conversations WHERE id = ANY($1::text[]) \
      ORDER BY id FOR NO KEY UPDATE";
 
 /// Planner settings of every store connection. Every statement is written for, and tested to
@@ -57,17 +65,20 @@ const EXISTING: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, 
      FROM UNNEST($1::text[], $2::text[]) AS k (sender, cid) \
      JOIN messages AS m ON m.sender = k.sender AND m.cid = k.cid";
 
-const BUMP: &str = "UPDATE conversations AS c SET last_seq = c.last_seq + k.n \
-     FROM UNNEST($1::text[], $2::int8[]) AS k (id, n) WHERE c.id = k.id \
-     RETURNING c.id, c.last_seq";
-
-const INSERT: &str = "INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms) \
-     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[]) \
-     ON CONFLICT DO NOTHING RETURNING conversation_id, seq, id";
-
-const READ_MARKS: &str = "UPDATE members AS m SET read_seq = GREATEST(m.read_seq, k.seq) \
-     FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS k (conversation_id, uid, seq) \
-     WHERE m.conversation_id = k.conversation_id AND m.uid = k.uid";
+/// Every write of a batch in one statement: the counter bumps (`$1`, `$2`: of rows this
+/// transaction has locked or created), the senders' read markers (`$3`..`$5`) and the messages
+/// (`$6`..`$11`), which come back with their ids. A plain insert: any conflict fails the
+/// statement, so a batch is stored whole or not at all.
+const WRITE: &str = "WITH bump AS (\
+     UPDATE conversations AS c SET last_seq = c.last_seq + k.n \
+     FROM UNNEST($1::text[], $2::int8[]) AS k (id, n) WHERE c.id = k.id), \
+     marks AS (\
+     UPDATE members AS m SET read_seq = GREATEST(m.read_seq, k.seq) \
+     FROM UNNEST($3::text[], $4::text[], $5::int8[]) AS k (conversation_id, uid, seq) \
+     WHERE m.conversation_id = k.conversation_id AND m.uid = k.uid) \
+     INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms) \
+     SELECT * FROM UNNEST($6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[]) \
+     RETURNING conversation_id, seq, id";
 
 /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
 pub(crate) const MARK_READ: &str = "UPDATE members \
@@ -113,11 +124,18 @@ impl PgBackend {
     }
 
     /// Runs one attempt of an append batch in one transaction.
-    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
+    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
 
-        // Unlocked pre-check: a plain resend is answered without needing membership and
-        // without creating a direct conversation.
+        let mut counters: HashMap<String, i64> = HashMap::new();
+        let ids = plan.conversations();
+        if !ids.is_empty() {
+            let locked: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(ids).fetch_all(&mut *tx).await?;
+            counters.extend(locked);
+        }
+
+        // Authoritative: the locks above make every earlier writer of these conversations
+        // committed and visible. Before membership and creation, so that a resend needs neither.
         find_existing(&mut tx, plan).await?;
 
         let probes = plan.membership_probes();
@@ -131,26 +149,30 @@ impl PgBackend {
             plan.apply_membership(&rows);
         }
 
-        let directs = plan.direct_conversations();
-        if !directs.is_empty() {
+        let missing: Vec<DirectConversation<'_>> = plan
+            .direct_conversations()
+            .into_iter()
+            .filter(|d| !counters.contains_key(d.id))
+            .collect();
+        if !missing.is_empty() {
             let created: Vec<String> = sqlx::query_scalar(CREATE_DIRECTS)
-                .bind(directs.iter().map(|d| d.id).collect::<Vec<_>>())
-                .bind(directs.iter().map(|d| d.created_by).collect::<Vec<_>>())
-                .bind(directs.iter().map(|d| d.ts_ms).collect::<Vec<_>>())
+                .bind(missing.iter().map(|d| d.id).collect::<Vec<_>>())
+                .bind(missing.iter().map(|d| d.created_by).collect::<Vec<_>>())
+                .bind(missing.iter().map(|d| d.ts_ms).collect::<Vec<_>>())
                 .fetch_all(&mut *tx)
                 .await?;
-            if !created.is_empty() {
-                let by_id: HashMap<&str, _> = directs.iter().map(|d| (d.id, d)).collect();
-                let (mut ids, mut uids, mut ts) = (Vec::new(), Vec::new(), Vec::new());
-                for id in &created {
-                    if let Some(d) = by_id.get(id.as_str()) {
-                        for uid in if d.a == d.b { vec![d.a] } else { vec![d.a, d.b] } {
-                            ids.push(d.id);
-                            uids.push(uid);
-                            ts.push(d.ts_ms);
-                        }
+            let by_id: HashMap<&str, &DirectConversation<'_>> = missing.iter().map(|d| (d.id, d)).collect();
+            let (mut ids, mut uids, mut ts) = (Vec::new(), Vec::new(), Vec::new());
+            for id in &created {
+                if let Some(d) = by_id.get(id.as_str()) {
+                    for uid in if d.a == d.b { vec![d.a] } else { vec![d.a, d.b] } {
+                        ids.push(d.id);
+                        uids.push(uid);
+                        ts.push(d.ts_ms);
                     }
                 }
+            }
+            if !ids.is_empty() {
                 sqlx::query(ADD_MEMBERS)
                     .bind(ids)
                     .bind(uids)
@@ -158,25 +180,48 @@ impl PgBackend {
                     .execute(&mut *tx)
                     .await?;
             }
+            // Created by a concurrent writer after the lock above: lock them now. A message of
+            // theirs with one of this batch's keys makes the insert fail, and the retry finds
+            // it as a duplicate.
+            let raced: Vec<&str> = missing
+                .iter()
+                .map(|d| d.id)
+                .filter(|id| !created.iter().any(|c| c == id))
+                .collect();
+            counters.extend(created.into_iter().map(|id| (id, 0)));
+            if !raced.is_empty() {
+                let locked: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(raced).fetch_all(&mut *tx).await?;
+                counters.extend(locked);
+            }
         }
-
-        let lock_set = plan.lock_set();
-        if !lock_set.is_empty() {
-            sqlx::query(LOCK).bind(lock_set).execute(&mut *tx).await?;
-        }
-
-        // Authoritative duplicate check: the locks above make every earlier writer of these
-        // conversations committed and visible to this statement.
-        find_existing(&mut tx, plan).await?;
 
         let demand = plan.seq_demand();
         if !demand.is_empty() {
-            let (ids, counts): (Vec<&str>, Vec<i64>) = demand.into_iter().unzip();
-            let bumped: Vec<BumpedRow> = sqlx::query_as(BUMP).bind(ids).bind(counts).fetch_all(&mut *tx).await?;
+            // A conversation missing from `counters` vanished, which `assign_seqs` reports.
+            let bumped: Vec<BumpedRow> = demand
+                .iter()
+                .filter_map(|&(id, n)| {
+                    counters.get(id).map(|last| BumpedRow {
+                        id: id.to_owned(),
+                        last_seq: last + n,
+                    })
+                })
+                .collect();
             plan.assign_seqs(bumped)?;
 
+            let marks = plan.read_marks();
             let rows = plan.new_rows();
-            let inserted: Vec<InsertedRow> = sqlx::query_as(INSERT)
+            let mut bumps: BTreeMap<&str, i64> = BTreeMap::new();
+            for row in &rows {
+                *bumps.entry(row.conversation).or_insert(0) += 1;
+            }
+            let (ids, counts): (Vec<&str>, Vec<i64>) = bumps.into_iter().unzip();
+            let inserted: Vec<InsertedRow> = sqlx::query_as(WRITE)
+                .bind(ids)
+                .bind(counts)
+                .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
+                .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
+                .bind(marks.iter().map(|m| m.2).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.conversation).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.sender).collect::<Vec<_>>())
@@ -186,21 +231,14 @@ impl PgBackend {
                 .fetch_all(&mut *tx)
                 .await?;
             if !plan.apply_inserted(inserted) {
-                tx.rollback().await?;
-                return Ok(Attempt::Retry);
+                return Err(StoreError::Invariant(
+                    "an inserted message came back without its id".to_owned(),
+                ));
             }
-
-            let marks = plan.read_marks();
-            sqlx::query(READ_MARKS)
-                .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
-                .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
-                .bind(marks.iter().map(|m| m.2).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
         }
 
         tx.commit().await?;
-        Ok(Attempt::Committed)
+        Ok(())
     }
 }
 
@@ -283,15 +321,19 @@ mod tests {
             ADD_MEMBERS,
             LOCK,
             EXISTING,
-            BUMP,
-            INSERT,
-            READ_MARKS,
+            WRITE,
             MARK_READ,
         ];
         let statements: Vec<&str> = own.into_iter().chain(sql::SHARED).collect();
         let mut failures = Vec::new();
         for (i, statement) in statements.iter().enumerate() {
-            let params = (1..=9).filter(|n| statement.contains(&format!("${n}"))).count();
+            // The highest `$n` placeholder: every parameter up to it must be given.
+            let params = statement
+                .split('$')
+                .skip(1)
+                .filter_map(|tail| tail.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
+                .max()
+                .unwrap_or(0);
             let nulls = vec!["NULL"; params].join(", ");
             let args = if params == 0 {
                 String::new()

@@ -7,17 +7,17 @@
 //! unnecessary. Multi-row statements take their rows as one JSON array parameter unpacked with
 //! `json_each`, so the SQL text is static and one statement covers the whole batch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::StoreError;
 use crate::model::MessageRow;
 use crate::plan::{BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
-use crate::store::Attempt;
 
 /// How long a write waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,41 +33,38 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 /// Read connections: reads run concurrently with the writer in WAL mode.
 const READ_CONNECTIONS: u32 = 4;
 
-const MEMBERSHIP: &str = "SELECT m.conversation_id, m.uid FROM json_each($1) AS k \
-     JOIN members AS m ON m.conversation_id = k.value ->> 0 AND m.uid = k.value ->> 1";
+/// The read phase of an append: four statements sent as one command, so one round trip to
+/// the database thread. Each returns exactly one row holding a JSON array, so no result
+/// streams back row by row either. In order: the stored messages with one of the batch's
+/// `(sender, cid)` keys (`$1`), the batch's `(group, sender)` memberships that exist (`$2`), the
+/// `last_seq` of the batch's conversations that exist (`$3`), and the highest message id.
+const READ: &str = "\
+SELECT json_group_array(json_array(m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms)) \
+FROM json_each($1) AS k JOIN messages AS m ON m.sender = k.value ->> 0 AND m.cid = k.value ->> 1;
+SELECT json_group_array(json_array(m.conversation_id, m.uid)) \
+FROM json_each($2) AS k JOIN members AS m ON m.conversation_id = k.value ->> 0 AND m.uid = k.value ->> 1;
+SELECT json_group_array(json_array(c.id, c.last_seq)) \
+FROM json_each($3) AS k JOIN conversations AS c ON c.id = k.value;
+SELECT json_array(coalesce(max(id), 0)) FROM messages";
 
-/// Creates direct conversations that the bump found missing, with `last_seq` already covering
-/// the batch's messages to them (the bump and the creation together hand out `1..=n`).
-const CREATE_DIRECTS: &str = "INSERT INTO conversations \
-     (id, kind, name, created_by, created_at_ms, last_seq) \
-     SELECT k.value ->> 0, 'direct', NULL, k.value ->> 1, k.value ->> 2, k.value ->> 3 \
-     FROM json_each($1) AS k WHERE true \
-     ON CONFLICT (id) DO NOTHING RETURNING id, last_seq";
-
-const ADD_MEMBERS: &str = "INSERT INTO members (conversation_id, uid, joined_at_ms, read_seq) \
-     SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, 0 FROM json_each($1) AS k WHERE true \
-     ON CONFLICT (conversation_id, uid) DO NOTHING";
-
-const EXISTING: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms \
-     FROM json_each($1) AS k \
-     JOIN messages AS m ON m.sender = k.value ->> 0 AND m.cid = k.value ->> 1";
-
-const BUMP: &str = "UPDATE conversations SET last_seq = last_seq + (k.value ->> 1) \
-     FROM json_each($1) AS k WHERE conversations.id = k.value ->> 0 \
-     RETURNING conversations.id AS id, conversations.last_seq AS last_seq";
-
-/// The highest message id so far: the batch's rows get the next ids explicitly, so the insert
-/// needs no `RETURNING` (which costs about a third of the insert on big batches).
-const LAST_ID: &str = "SELECT coalesce(max(id), 0) FROM messages";
-
-const INSERT: &str = "INSERT INTO messages (id, conversation_id, seq, sender, cid, text, ts_ms) \
-     SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, \
-     k.value ->> 5, k.value ->> 6 FROM json_each($1) AS k WHERE true \
-     ON CONFLICT DO NOTHING";
-
-const READ_MARKS: &str = "UPDATE members SET read_seq = max(read_seq, k.value ->> 2) \
-     FROM json_each($1) AS k \
-     WHERE members.conversation_id = k.value ->> 0 AND members.uid = k.value ->> 1";
+/// The write phase of an append: five statements sent as one command. In order: the new
+/// direct conversations with `last_seq` already covering their messages (`$1`), their members
+/// (`$2`), the counter bumps of existing conversations (`$3`), the messages with their ids and
+/// sequence numbers (`$4`), and the senders' read markers (`$5`). Every value was decided from
+/// the read phase under the same write lock, so no statement can meet a conflict; one that did
+/// would fail the command and roll the batch back, never store part of it.
+const WRITE: &str = "\
+INSERT INTO conversations (id, kind, name, created_by, created_at_ms, last_seq) \
+SELECT k.value ->> 0, 'direct', NULL, k.value ->> 1, k.value ->> 2, k.value ->> 3 FROM json_each($1) AS k;
+INSERT INTO members (conversation_id, uid, joined_at_ms, read_seq) \
+SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, 0 FROM json_each($2) AS k;
+UPDATE conversations SET last_seq = last_seq + (k.value ->> 1) \
+FROM json_each($3) AS k WHERE conversations.id = k.value ->> 0;
+INSERT INTO messages (id, conversation_id, seq, sender, cid, text, ts_ms) \
+SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5, k.value ->> 6 \
+FROM json_each($4) AS k;
+UPDATE members SET read_seq = max(read_seq, k.value ->> 2) FROM json_each($5) AS k \
+WHERE members.conversation_id = k.value ->> 0 AND members.uid = k.value ->> 1";
 
 /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
 pub(crate) const MARK_READ: &str = "UPDATE members \
@@ -147,87 +144,96 @@ impl SqliteBackend {
         self.writer.close().await;
     }
 
-    /// Runs one attempt of an append batch in one `BEGIN IMMEDIATE` transaction.
-    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
+    /// Runs one attempt of an append batch in one `BEGIN IMMEDIATE` transaction: four round
+    /// trips to the database thread (begin, read, write, commit) whatever the batch holds.
+    ///
+    /// `BEGIN IMMEDIATE` holds the database write lock from the start to the commit, so what
+    /// the read phase finds (stored duplicates, memberships, counters, the last id) stays true
+    /// until the write phase, and no row lock step is needed.
+    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<(), StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
 
-        // `BEGIN IMMEDIATE` holds the database write lock from here to the commit, so this one
-        // look-up for stored duplicates is final and no row lock step is needed. It comes first
-        // so that a resend neither needs membership nor creates a conversation.
-        let keys = plan.dedupe_keys();
-        if !keys.is_empty() {
-            let rows: Vec<MessageRow> = sqlx::query_as(EXISTING)
-                .bind(to_json(&keys)?)
-                .fetch_all(&mut *tx)
-                .await?;
-            plan.apply_existing(rows);
-        }
+        let read: Vec<(String,)> = sqlx::query_as(READ)
+            .bind(to_json(&plan.dedupe_keys())?)
+            .bind(to_json(&plan.membership_probes())?)
+            .bind(to_json(&plan.conversations())?)
+            .fetch_all(&mut *tx)
+            .await?;
+        let [(existing,), (members,), (counters,), (last_id,)]: [(String,); 4] = read
+            .try_into()
+            .map_err(|rows: Vec<_>| StoreError::Invariant(format!("read phase returned {} rows, not 4", rows.len())))?;
+        // Duplicates first, so that a resend neither needs membership nor creates a conversation.
+        let existing: Vec<(i64, String, i64, String, String, String, i64)> = from_json(&existing)?;
+        plan.apply_existing(
+            existing
+                .into_iter()
+                .map(|(id, conversation_id, seq, sender, cid, text, ts_ms)| MessageRow {
+                    id,
+                    conversation_id,
+                    seq,
+                    sender,
+                    cid,
+                    text,
+                    ts_ms,
+                })
+                .collect(),
+        );
+        let members: Vec<MemberRow> = from_json::<Vec<(String, String)>>(&members)?
+            .into_iter()
+            .map(|(conversation_id, uid)| MemberRow { conversation_id, uid })
+            .collect();
+        plan.apply_membership(&members);
+        let counters: HashMap<String, i64> = from_json::<Vec<(String, i64)>>(&counters)?.into_iter().collect();
+        let (last_id,): (i64,) = from_json(&last_id)?;
 
-        let probes = plan.membership_probes();
-        if !probes.is_empty() {
-            let rows: Vec<MemberRow> = sqlx::query_as(MEMBERSHIP)
-                .bind(to_json(&probes)?)
-                .fetch_all(&mut *tx)
-                .await?;
-            plan.apply_membership(&rows);
-        }
-
-        let demand = plan.seq_demand();
-        if !demand.is_empty() {
-            let mut bumped: Vec<BumpedRow> = sqlx::query_as(BUMP).bind(to_json(&demand)?).fetch_all(&mut *tx).await?;
-            // Only direct conversations can be missing (a group sender's membership was just
-            // checked); they are created here, so an ongoing conversation costs no statement.
-            if bumped.len() < demand.len() {
-                let have: HashSet<&str> = bumped.iter().map(|b| b.id.as_str()).collect();
-                let wanted: HashMap<&str, i64> = demand.iter().copied().collect();
-                let missing: Vec<DirectConversation<'_>> = plan
-                    .direct_conversations()
-                    .into_iter()
-                    .filter(|d| !have.contains(d.id))
-                    .collect();
-                if !missing.is_empty() {
-                    let rows: Vec<(&str, &str, i64, i64)> = missing
-                        .iter()
-                        .map(|d| (d.id, d.created_by, d.ts_ms, wanted.get(d.id).copied().unwrap_or(0)))
-                        .collect();
-                    let created: Vec<BumpedRow> = sqlx::query_as(CREATE_DIRECTS)
-                        .bind(to_json(&rows)?)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let mut members: Vec<(&str, &str, i64)> = Vec::with_capacity(missing.len() * 2);
-                    for d in &missing {
-                        members.push((d.id, d.a, d.ts_ms));
+        if !plan.seq_demand().is_empty() {
+            // Existing conversations are bumped; missing direct ones are created with the
+            // counter already covering their messages. A missing group cannot occur (its
+            // sender's membership was just found) and would fail `assign_seqs`.
+            let (bumped, created, new_members, bumps, counts) = {
+                let directs: HashMap<&str, DirectConversation<'_>> =
+                    plan.direct_conversations().into_iter().map(|d| (d.id, d)).collect();
+                let demand = plan.seq_demand();
+                let mut bumped = Vec::with_capacity(demand.len());
+                let mut bumps: Vec<(&str, i64)> = Vec::with_capacity(demand.len());
+                let mut created: Vec<(&str, &str, i64, i64)> = Vec::new();
+                let mut new_members: Vec<(&str, &str, i64)> = Vec::new();
+                for &(id, n) in &demand {
+                    if let Some(&last) = counters.get(id) {
+                        bumps.push((id, n));
+                        bumped.push(BumpedRow {
+                            id: id.to_owned(),
+                            last_seq: last + n,
+                        });
+                    } else if let Some(d) = directs.get(id) {
+                        created.push((d.id, d.created_by, d.ts_ms, n));
+                        new_members.push((d.id, d.a, d.ts_ms));
                         if d.b != d.a {
-                            members.push((d.id, d.b, d.ts_ms));
+                            new_members.push((d.id, d.b, d.ts_ms));
                         }
+                        bumped.push(BumpedRow {
+                            id: id.to_owned(),
+                            last_seq: n,
+                        });
                     }
-                    sqlx::query(ADD_MEMBERS)
-                        .bind(to_json(&members)?)
-                        .execute(&mut *tx)
-                        .await?;
-                    bumped.extend(created);
                 }
-            }
+                let counts = created.len() + new_members.len() + bumps.len();
+                (
+                    bumped,
+                    to_json(&created)?,
+                    to_json(&new_members)?,
+                    to_json(&bumps)?,
+                    counts,
+                )
+            };
             plan.assign_seqs(bumped)?;
 
-            let last_id: i64 = sqlx::query_scalar(LAST_ID).fetch_one(&mut *tx).await?;
-            let new_rows = plan.new_rows();
-            let rows: Vec<(i64, &str, i64, &str, &str, &str, i64)> = new_rows
+            let rows: Vec<(i64, &str, i64, &str, &str, &str, i64)> = plan
+                .new_rows()
                 .iter()
                 .zip(last_id + 1..)
                 .map(|(r, id)| (id, r.conversation, r.seq, r.sender, r.cid, r.text, r.ts_ms))
                 .collect();
-            let stored = sqlx::query(INSERT)
-                .bind(to_json(&rows)?)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            // Under the write lock nothing else inserts, so every row is stored; if one was not,
-            // keeping the others would leave a hole in its conversation's sequence.
-            if stored != rows.len() as u64 {
-                tx.rollback().await?;
-                return Ok(Attempt::Retry);
-            }
             let inserted: Vec<InsertedRow> = rows
                 .iter()
                 .map(|r| InsertedRow {
@@ -236,22 +242,40 @@ impl SqliteBackend {
                     id: r.0,
                 })
                 .collect();
+            let (rows, row_count) = (to_json(&rows)?, rows.len());
             if !plan.apply_inserted(inserted) {
-                tx.rollback().await?;
-                return Ok(Attempt::Retry);
+                return Err(StoreError::Invariant("a planned message row got no id".to_owned()));
             }
-
             let marks = plan.read_marks();
-            sqlx::query(READ_MARKS).bind(to_json(&marks)?).execute(&mut *tx).await?;
+            let expected = counts + row_count + marks.len();
+            let changed = sqlx::query(WRITE)
+                .bind(created)
+                .bind(new_members)
+                .bind(bumps)
+                .bind(rows)
+                .bind(to_json(&marks)?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            // Dropping `tx` rolls back: a batch is stored whole or not at all.
+            if changed != expected as u64 {
+                return Err(StoreError::Invariant(format!(
+                    "append wrote {changed} rows where {expected} were planned"
+                )));
+            }
         }
 
         tx.commit().await?;
-        Ok(Attempt::Committed)
+        Ok(())
     }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Invariant(format!("cannot encode batch rows: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Invariant(format!("cannot decode a read-phase result: {e}")))
 }
 
 #[cfg(test)]
@@ -276,25 +300,21 @@ mod tests {
             .collect()
     }
 
-    /// Every statement reaches table rows through an index: the only full scan allowed is of
-    /// the batch itself (`json_each`, alias `k`).
+    /// Every statement (each statement of the multi-statement commands on its own) reaches
+    /// table rows through an index: the only full scan allowed is of the batch itself
+    /// (`json_each`, alias `k`).
     #[tokio::test]
     async fn every_statement_uses_an_index() {
         let backend = SqliteBackend::open("sqlite::memory:")
             .await
             .expect("open in-memory store");
-        let own = [
-            MEMBERSHIP,
-            CREATE_DIRECTS,
-            ADD_MEMBERS,
-            EXISTING,
-            BUMP,
-            LAST_ID,
-            INSERT,
-            READ_MARKS,
-            MARK_READ,
-        ];
-        let statements: Vec<&str> = own.into_iter().chain(sql::SHARED).collect();
+        let commands = [READ, WRITE].into_iter().flat_map(|command| command.split(';'));
+        let statements: Vec<&str> = commands.chain([MARK_READ]).chain(sql::SHARED).collect();
+        assert_eq!(
+            statements.len(),
+            4 + 5 + 1 + sql::SHARED.len(),
+            "one entry per statement"
+        );
         for statement in statements {
             let lines = plan_of(backend.reader(), statement).await;
             for line in &lines {

@@ -44,15 +44,6 @@ enum Backend {
     Postgres(PgBackend),
 }
 
-/// The result of one append attempt (see [`Store::append`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Attempt {
-    /// The transaction committed.
-    Committed,
-    /// The transaction was rolled back and has to be planned again.
-    Retry,
-}
-
 /// The result of a whole append batch, for the group committer's counters.
 #[derive(Debug)]
 pub(crate) struct BatchOutcome {
@@ -163,14 +154,11 @@ impl Store {
                 Backend::Postgres(backend) => backend.append_attempt(&mut plan).await,
             };
             match outcome {
-                Ok(Attempt::Committed) => {
+                Ok(()) => {
                     return Ok(BatchOutcome {
                         results: plan.finish(),
                         committed: true,
                     });
-                }
-                Ok(Attempt::Retry) => {
-                    tracing::debug!(attempt, "append conflicted with a concurrent insert, retrying");
                 }
                 Err(error) if is_transient(&error) => {
                     tracing::debug!(attempt, %error, "append hit a transient error, retrying");
@@ -450,6 +438,9 @@ impl Store {
 
 /// Returns `true` for errors after which the whole transaction may simply be run again.
 fn is_transient(error: &StoreError) -> bool {
-    // PostgreSQL: deadlock_detected, serialization_failure.
-    matches!(error.database_code().as_deref(), Some("40P01" | "40001"))
+    // PostgreSQL: deadlock_detected, serialization_failure, and unique_violation, which an
+    // append meets only when a concurrent writer stored the same `(sender, cid)` in another
+    // conversation (the next attempt finds that message as a duplicate). SQLite's codes are
+    // numeric and never match: its writes run under the database lock and cannot conflict.
+    matches!(error.database_code().as_deref(), Some("40P01" | "40001" | "23505"))
 }
