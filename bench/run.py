@@ -160,7 +160,7 @@ def http_get(addr, path):
         return ""
 
 
-def bench(urls, args, pids=(), label=""):
+def bench(urls, args, pids=(), label="", db_pids=()):
     """Runs one `gatehouse bench run` and returns its JSON report."""
     cmd = [BIN, "bench", "run", "-q"]
     for u in urls:
@@ -168,8 +168,11 @@ def bench(urls, args, pids=(), label=""):
     cmd += [str(a) for a in args]
     for pid in pids:
         cmd += ["--server-pid", str(pid)]
+    for pid in db_pids:
+        cmd += ["--db-pid", str(pid)]
     shown = " ".join(shlex.quote(c) for c in cmd).replace(BIN, "gatehouse")
     shown = re.sub(r"--server-pid \d+", "--server-pid PID", shown)
+    shown = re.sub(r"--db-pid \d+", "--db-pid PID", shown)
     shown = re.sub(r"ws://127\.0\.0\.1:\d+/ws", "ws://GATEWAY/ws", shown)
     if (label, shown) not in COMMANDS:
         COMMANDS.append((label, shown))
@@ -186,10 +189,30 @@ def server_cpu_us_per_delivered(report):
     return value if value is not None else float("nan")
 
 
+# Threads of a chat worker that do the storage work: sqlx's SQLite connection threads and the
+# group committer (thread names are cut to 15 bytes by Linux).
+STORAGE_THREADS = ("sqlx-sqlite", "group-commit")
+
+
+def storage_cpu_us(report):
+    """CPU µs per delivered message spent on storage: the workers' storage threads plus the
+    database server's processes (`--db-pid`)."""
+    threads = sum(t["cpu_us_per_delivered"] or 0 for s in report.get("servers", []) for t in s.get("threads", [])
+                  if t["name"].startswith(STORAGE_THREADS))
+    return threads + (report.get("database_cpu_us_per_delivered") or 0)
+
+
+def generator_cpu_us(report):
+    value = report.get("load_generator", {}).get("cpu_us_per_delivered")
+    return value if value is not None else float("nan")
+
+
 def summary(r):
     lat = r.get("latency_us", {})
+    storage = storage_cpu_us(r)
     return (f"delivered {r.get('delivered')} ({r.get('delivered_per_sec', 0):.0f}/s) lost {r.get('lost')} dup {r.get('duplicated')} "
-            f"p50 {lat.get('p50')}us p99 {lat.get('p99')}us cpu/msg {server_cpu_us_per_delivered(r):.1f}us")
+            f"p50 {lat.get('p50')}us p99 {lat.get('p99')}us cpu/msg {server_cpu_us_per_delivered(r):.1f}us"
+            + (f" (storage {storage:.1f}us)" if storage else ""))
 
 
 def median(values):
@@ -230,6 +253,12 @@ def agg(reports):
         "acked_per_sec": median([(r.get("acked") or 0) / r["duration_seconds"] for r in reports]),
         "ack_p50": median([(r.get("ack_latency_us") or {}).get("p50", float("nan")) for r in reports]),
         "ack_p99": median([(r.get("ack_latency_us") or {}).get("p99", float("nan")) for r in reports]),
+        # CPU µs per delivered message: storage (worker storage threads + database server), the
+        # servers' other work, and the load generator.
+        "storage_us": median([storage_cpu_us(r) for r in reports]),
+        "other_us": median([server_cpu_us_per_delivered(r) + (r.get("database_cpu_us_per_delivered") or 0) - storage_cpu_us(r)
+                            for r in reports]),
+        "generator_us": median([generator_cpu_us(r) for r in reports]),
     }
 
 
@@ -242,6 +271,16 @@ def machine():
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def postgres_pids(database):
+    """The PostgreSQL processes that serve `database`: its backends, and the server's WAL writer,
+    checkpointer and background writer, which write what every backend commits."""
+    query = (f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}' "
+             "OR backend_type IN ('walwriter', 'checkpointer', 'background writer')")
+    out = subprocess.run(["psql", "-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", query],
+                         check=True, capture_output=True, text=True)
+    return [int(line) for line in out.stdout.split()]
 
 
 def scratch_postgres():
@@ -387,14 +426,19 @@ def main():
                 tmp = tempfile.mkdtemp(prefix="gatehouse-bench-")
                 url = f"sqlite://{tmp}/chat.db"
             else:
-                _, url, cleanup = scratch_postgres()
+                database, url, cleanup = scratch_postgres()
             # SQLite is the single-node default: one writer process (two processes writing one
             # file fight over its lock). PostgreSQL is shared by two chat workers.
             workers = 1 if backend == "sqlite" else 2
             cl = Cluster("chat", workers=workers, worker_args=["--database-url", url], gateway_args=["--insecure-dev-auth"])
             chat = ["--scenario", "chat", "--clients", opts.clients, "--mode", "closed", "--inflight", 1, *common]
-            results[f"chat_{backend}"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), chat, cl.pids(), f"chat {backend}")))
-            results[f"chat_{backend}_peers"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), [*chat, "--peers", 4], cl.pids(), f"chat {backend} 4 peers")))
+            # One short unmeasured run opens the workers' database connections (pools open them
+            # on demand), so that every PostgreSQL backend is known before the measured runs.
+            bench(cl.urls(), ["--scenario", "chat", "--clients", opts.clients, "--mode", "closed", "--inflight", 1,
+                              "--duration", 1, "--warmup", 1, "--drain", 3], cl.pids(), f"chat {backend}, priming run (not reported)")
+            db = postgres_pids(database) if backend == "postgres" else []
+            results[f"chat_{backend}"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), chat, cl.pids(), f"chat {backend}", db)))
+            results[f"chat_{backend}_peers"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), [*chat, "--peers", 4], cl.pids(), f"chat {backend} 4 peers", db)))
             cl.stop()
             if cleanup:
                 cleanup()
@@ -524,13 +568,18 @@ def write_report(r, opts):
     if "chat_sqlite" in r:
         lines += ["## Chat with storage (chat app, 1,000 clients, closed loop: next message after the ack)", "",
                   "Two gateways; one chat worker on SQLite (the single-node default), two on PostgreSQL.", "",
-                  "| database, traffic | persisted msg/s | p50 / p99 send→ack (µs) | ratio to the no-storage cluster | target |", "| --- | --- | --- | --- | --- |"]
+                  "CPU per persisted message is split three ways: storage (the chat worker's `sqlx-sqlite` and",
+                  "`group-commit` threads, plus every PostgreSQL process serving the database), the rest of the",
+                  "servers (gateways, the workers' runtimes, the registry) and the load generator.", "",
+                  "| database, traffic | persisted msg/s | p50 / p99 send→ack (µs) | ratio to the no-storage cluster | CPU µs per message: storage / rest of the servers / load generator | target |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for backend in ["sqlite", "postgres"]:
             for suffix, what in [("", "a random recipient per message (mostly new conversations)"), ("_peers", "4 ongoing conversations per user")]:
                 c = r.get(f"chat_{backend}{suffix}")
                 if c:
                     ratio = c["acked_per_sec"] / r["cl_max"]["delivered_per_sec"] if "cl_max" in r else float("nan")
-                    lines.append(f"| {backend}, {what} | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | ≥ 0.50 |")
+                    cpu = f"{c['storage_us']:.1f} / {c['other_us']:.1f} / {c['generator_us']:.1f}"
+                    lines.append(f"| {backend}, {what} | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | {cpu} | ≥ 0.50 |")
         lines += ["", svg_plot("chat", "chat send → ack, closed loop", [(label, r[key]["ack_dist"]) for key, label in
                                                                        [("chat_sqlite", "sqlite, random"), ("chat_sqlite_peers", "sqlite, 4 peers"),
                                                                         ("chat_postgres", "postgres, random"), ("chat_postgres_peers", "postgres, 4 peers")] if key in r]), ""]

@@ -156,6 +156,9 @@ pub struct BenchConfig {
     pub uid_prefix: String,
     /// Server processes whose memory and CPU are reported (read from /proc).
     pub server_pids: Vec<u32>,
+    /// Database server processes (e.g. PostgreSQL's backends) reported apart from the servers,
+    /// so that what storage costs per message shows on its own.
+    pub database_pids: Vec<u32>,
 }
 
 impl BenchConfig {
@@ -181,6 +184,7 @@ impl BenchConfig {
             url_query: None,
             uid_prefix: "b".to_owned(),
             server_pids: Vec::new(),
+            database_pids: Vec::new(),
         }
     }
 

@@ -5,7 +5,9 @@
 //! fixed offered rate) or closed mode (a bounded number of unanswered messages per sender), and
 //! returns a [`Report`]: what was sent, delivered, lost and duplicated in the measured window,
 //! latency percentiles from an HDR histogram, the connect rate, and the memory and CPU time of
-//! the server processes named by pid. [`baseline::serve_baseline`] is a minimal one-hop relay
+//! the server processes named by pid (split by thread name, so that a worker's database
+//! threads show apart from its runtime) and of database server processes, kept apart so that
+//! what storage costs per message shows on its own. [`baseline::serve_baseline`] is a minimal one-hop relay
 //! speaking the same protocol: the reference every cluster figure is divided by;
 //! [`hop::serve_hop`] splits it into the cluster's three-process shape without the cluster.
 //!

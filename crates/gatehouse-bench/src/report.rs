@@ -71,6 +71,11 @@ pub struct Report {
     /// CPU time of all server processes in the window per delivered message, µs: the figure to
     /// compare between the cluster and the baseline.
     pub server_cpu_us_per_delivered: Option<f64>,
+    /// Each `--db-pid` process: an external database server's processes (PostgreSQL runs one
+    /// per connection), kept apart from the servers so that what storage costs shows on its own.
+    pub databases: Vec<ProcessStats>,
+    /// CPU time of all `--db-pid` processes in the window per delivered message, µs.
+    pub database_cpu_us_per_delivered: Option<f64>,
     /// This process, to tell when the generator itself was the bottleneck.
     pub load_generator: ProcessStats,
 }
@@ -199,14 +204,30 @@ pub struct ProcessStats {
     pub cpu_percent: Option<f64>,
     /// CPU µs per delivered message.
     pub cpu_us_per_delivered: Option<f64>,
+    /// `cpu_seconds` split by thread name, busiest first (names that used no CPU in the window
+    /// are left out): tells a worker's runtime from its database driver's threads. These are
+    /// the kernel's per-thread times, which it scales separately from the process total, and
+    /// threads that ended in the window are missing, so they add up to about `cpu_seconds`.
+    pub threads: Vec<ThreadCpu>,
+}
+
+/// The CPU of one process's threads of one name during the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThreadCpu {
+    /// The thread name (`comm`, at most 15 bytes), e.g. `group-commit` or `sqlx-sqlite-wor`.
+    pub name: String,
+    /// User plus system CPU seconds in the window.
+    pub cpu_seconds: f64,
+    /// CPU µs per delivered message.
+    pub cpu_us_per_delivered: Option<f64>,
 }
 
 impl ProcessStats {
     /// Derives the figures from samples taken before connecting and at the window's edges.
     pub fn from_samples(
         pid: u32,
-        before: ProcSample,
-        window: (Option<ProcSample>, Option<ProcSample>),
+        before: &ProcSample,
+        window: (Option<&ProcSample>, Option<&ProcSample>),
         ticks_per_second: u64,
         duration: Duration,
         ready: usize,
@@ -220,6 +241,26 @@ impl ProcessStats {
             _ => None,
         };
         let seconds = duration.as_secs_f64();
+        let tick = 1.0 / ticks_per_second.max(1) as f64;
+        let per_delivered = |cpu: f64| (delivered > 0).then(|| cpu * 1e6 / delivered as f64);
+        let mut threads: Vec<ThreadCpu> = match (start, end) {
+            (Some(start), Some(end)) => end
+                .thread_ticks
+                .iter()
+                .map(|(name, &ticks)| {
+                    let used = ticks.saturating_sub(start.thread_ticks.get(name).copied().unwrap_or(0));
+                    (name, used as f64 * tick)
+                })
+                .filter(|&(_, cpu)| cpu > 0.0)
+                .map(|(name, cpu)| ThreadCpu {
+                    name: name.clone(),
+                    cpu_seconds: cpu,
+                    cpu_us_per_delivered: per_delivered(cpu),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        threads.sort_by(|a, b| b.cpu_seconds.total_cmp(&a.cpu_seconds));
         ProcessStats {
             pid,
             rss_before_bytes: before.rss_bytes,
@@ -231,9 +272,8 @@ impl ProcessStats {
                 .map(|s| (s.rss_bytes as f64 - before.rss_bytes as f64) / ready as f64),
             cpu_seconds,
             cpu_percent: cpu_seconds.filter(|_| seconds > 0.0).map(|cpu| cpu / seconds * 100.0),
-            cpu_us_per_delivered: cpu_seconds
-                .filter(|_| delivered > 0)
-                .map(|cpu| cpu * 1e6 / delivered as f64),
+            cpu_us_per_delivered: cpu_seconds.and_then(per_delivered),
+            threads,
         }
     }
 }
@@ -305,7 +345,9 @@ impl fmt::Display for Report {
             writeln!(f, "held      {:.1} s", self.duration_seconds)?;
         }
         let labelled = self.servers.iter().map(|s| (format!("pid {}", s.pid), s));
-        for (label, server) in labelled.chain(std::iter::once(("generator".to_owned(), &self.load_generator))) {
+        let databases = self.databases.iter().map(|s| (format!("db {}", s.pid), s));
+        let generator = std::iter::once(("generator".to_owned(), &self.load_generator));
+        for (label, server) in labelled.chain(databases).chain(generator) {
             write!(f, "{label:<9} rss {:.1} MiB", mib(server.rss_bytes.unwrap_or(0)))?;
             if let Some(per_client) = server.rss_per_client_bytes {
                 write!(f, " ({per_client:.0} B/client)")?;
@@ -317,9 +359,23 @@ impl fmt::Display for Report {
                 write!(f, ", {per:.1} µs/delivered")?;
             }
             writeln!(f)?;
+            if server.threads.len() > 1 {
+                let threads: Vec<String> = server
+                    .threads
+                    .iter()
+                    .map(|t| match t.cpu_us_per_delivered {
+                        Some(per) => format!("{} {per:.1}", t.name),
+                        None => format!("{} {:.2} s", t.name, t.cpu_seconds),
+                    })
+                    .collect();
+                writeln!(f, "          threads (µs/delivered): {}", threads.join(", "))?;
+            }
         }
         if let Some(per) = self.server_cpu_us_per_delivered {
             writeln!(f, "servers   {per:.1} cpu µs per delivered message")?;
+        }
+        if let Some(per) = self.database_cpu_us_per_delivered {
+            writeln!(f, "databases {per:.1} cpu µs per delivered message")?;
         }
         if self.errors.error_frames > 0 || self.errors.disconnects > 0 || self.errors.first_error.is_some() {
             writeln!(
@@ -412,11 +468,17 @@ mod tests {
             peak_rss_bytes: rss_mib << 20,
             pss_bytes: None,
             cpu_ticks: ticks,
+            // A runtime thread with three quarters of the time, a driver thread with the rest;
+            // an idle thread is left out of the split.
+            thread_ticks: [("main", ticks * 3 / 4), ("db", ticks / 4), ("idle", 0)]
+                .into_iter()
+                .map(|(name, t)| (name.to_owned(), t))
+                .collect(),
         };
         let stats = ProcessStats::from_samples(
             7,
-            sample(10, 0),
-            (Some(sample(20, 100)), Some(sample(30, 300))),
+            &sample(10, 0),
+            (Some(&sample(20, 100)), Some(&sample(30, 300))),
             100,
             Duration::from_secs(4),
             1024,
@@ -426,10 +488,13 @@ mod tests {
         assert_eq!(stats.cpu_percent, Some(50.0));
         assert_eq!(stats.cpu_us_per_delivered, Some(2.0));
         assert_eq!(stats.rss_per_client_bytes, Some(20.0 * 1024.0));
+        let split: Vec<(&str, f64)> = stats.threads.iter().map(|t| (t.name.as_str(), t.cpu_seconds)).collect();
+        assert_eq!(split, [("main", 1.5), ("db", 0.5)]);
+        assert_eq!(stats.threads[1].cpu_us_per_delivered, Some(0.5));
         let gone = ProcessStats::from_samples(
             7,
-            sample(10, 0),
-            (Some(sample(20, 100)), None),
+            &sample(10, 0),
+            (Some(&sample(20, 100)), None),
             100,
             Duration::from_secs(4),
             1,
@@ -437,5 +502,6 @@ mod tests {
         );
         assert_eq!(gone.cpu_seconds, None);
         assert_eq!(gone.rss_bytes, None);
+        assert!(gone.threads.is_empty());
     }
 }

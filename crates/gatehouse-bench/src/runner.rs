@@ -42,11 +42,13 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
         .all(|e| matches!(e.addr.ip(), IpAddr::V4(ip) if ip.is_loopback()));
     let source_ips = config.effective_source_ips(loopback_v4);
     let ticks_per_second = proc::clock_ticks_per_second();
-    let servers_before = config
-        .server_pids
-        .iter()
-        .map(|&pid| proc::sample(Some(pid)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sample_before = |pids: &[u32]| {
+        pids.iter()
+            .map(|&pid| proc::sample(Some(pid)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let servers_before = sample_before(&config.server_pids)?;
+    let databases_before = sample_before(&config.database_pids)?;
     let generator_before = proc::sample(None)?;
 
     let plan = Plan::new(&config, rand::random());
@@ -108,9 +110,11 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
 
     monitor.hold("warmup", window.start_ns, None).await;
     let servers_start = sample_all(&config.server_pids);
+    let databases_start = sample_all(&config.database_pids);
     let generator_start = proc::sample(None).ok();
     monitor.hold("measure", window.end_ns, None).await;
     let servers_end = sample_all(&config.server_pids);
+    let databases_end = sample_all(&config.database_pids);
     let generator_end = proc::sample(None).ok();
 
     let chat = config.scenario == Scenario::Chat;
@@ -132,7 +136,7 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
     // The report.
     let totals = counters.totals();
     let duration = config.duration;
-    let process = |pid, before, start, end| {
+    let process = |pid, before: &ProcSample, start: Option<&ProcSample>, end: Option<&ProcSample>| {
         ProcessStats::from_samples(
             pid,
             before,
@@ -143,17 +147,32 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
             totals.delivered,
         )
     };
-    let servers: Vec<ProcessStats> = config
-        .server_pids
-        .iter()
-        .enumerate()
-        .map(|(i, &pid)| process(pid, servers_before[i], servers_start[i], servers_end[i]))
-        .collect();
-    let server_cpu: Option<f64> = servers.iter().map(|s| s.cpu_seconds).sum();
-    let server_cpu_us_per_delivered = server_cpu
-        .filter(|_| totals.delivered > 0 && !servers.is_empty())
-        .map(|cpu| cpu * 1e6 / totals.delivered as f64);
-    let load_generator = process(std::process::id(), generator_before, generator_start, generator_end);
+    let processes = |pids: &[u32], before: &[ProcSample], start: &[Option<ProcSample>], end: &[Option<ProcSample>]| {
+        pids.iter()
+            .enumerate()
+            .map(|(i, &pid)| process(pid, &before[i], start[i].as_ref(), end[i].as_ref()))
+            .collect::<Vec<ProcessStats>>()
+    };
+    let servers = processes(&config.server_pids, &servers_before, &servers_start, &servers_end);
+    let databases = processes(
+        &config.database_pids,
+        &databases_before,
+        &databases_start,
+        &databases_end,
+    );
+    let cpu_us_per_delivered = |stats: &[ProcessStats]| {
+        let cpu: Option<f64> = stats.iter().map(|s| s.cpu_seconds).sum();
+        cpu.filter(|_| totals.delivered > 0 && !stats.is_empty())
+            .map(|cpu| cpu * 1e6 / totals.delivered as f64)
+    };
+    let server_cpu_us_per_delivered = cpu_us_per_delivered(&servers);
+    let database_cpu_us_per_delivered = cpu_us_per_delivered(&databases);
+    let load_generator = process(
+        std::process::id(),
+        &generator_before,
+        generator_start.as_ref(),
+        generator_end.as_ref(),
+    );
     let connected = Counters::get(&shared.setup.connected);
     let connect_seconds = seconds_between(connect_start_ns, shared.setup.last_connect_ns.load(Ordering::Relaxed));
     let window_seconds = duration.as_secs_f64();
@@ -214,6 +233,8 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
         },
         servers,
         server_cpu_us_per_delivered,
+        databases,
+        database_cpu_us_per_delivered,
         load_generator,
     })
 }

@@ -72,6 +72,8 @@ fn config_for(urls: Vec<String>, scenario: Scenario) -> BenchConfig {
     config.drain = Duration::from_secs(3);
     config.mode = Mode::Open { rate: 400.0 };
     config.server_pids = vec![std::process::id()];
+    // The in-process servers stand in for a database process as well, to prove that path.
+    config.database_pids = vec![std::process::id()];
     config
 }
 
@@ -95,8 +97,14 @@ fn assert_clean(report: &Report) {
     assert!(report.latency_us.p50 > 0 && report.latency_us.p50 <= report.latency_us.max);
     assert_eq!(report.servers.len(), 1);
     assert!(report.servers[0].cpu_seconds.is_some());
+    assert_eq!(report.databases.len(), 1);
+    assert!(report.database_cpu_us_per_delivered.is_some(), "{report}");
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["delivered"], report.delivered);
+    // Which threads used CPU depends on timing (a tick is 10 ms); that the split is reported
+    // does not. Its arithmetic is unit-tested in `report`.
+    assert!(json["servers"][0]["threads"].is_array(), "{report}");
+    assert!(json["databases"][0]["cpu_seconds"].is_number(), "{report}");
     assert!(json["latency_us"]["p999"].is_u64());
     let curve = &report.latency_distribution_us;
     assert_eq!(curve.len(), gatehouse_bench::PLOT_QUANTILES.len(), "{report}");

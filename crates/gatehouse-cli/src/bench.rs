@@ -187,6 +187,10 @@ pub struct RunArgs {
     /// Pss) and CPU time during the window are reported; repeatable.
     #[arg(long = "server-pid", env = "GATEHOUSE_BENCH_SERVER_PID", value_delimiter = ',')]
     pub server_pids: Vec<u32>,
+    /// Pid of a database server process (e.g. each PostgreSQL backend the chat workers use)
+    /// whose CPU and memory are reported apart from the servers'; repeatable.
+    #[arg(long = "db-pid", env = "GATEHOUSE_BENCH_DB_PID", value_delimiter = ',')]
+    pub database_pids: Vec<u32>,
     /// Also write the JSON result to this file.
     #[arg(long, env = "GATEHOUSE_BENCH_JSON")]
     pub json: Option<PathBuf>,
@@ -235,6 +239,7 @@ impl RunArgs {
         config.senders = self.senders;
         config.payload_bytes = self.payload_bytes;
         config.server_pids = self.server_pids.clone();
+        config.database_pids = self.database_pids.clone();
         config.source_ips = self.source_ips.clone().map(|ips| ips.0).unwrap_or_default();
         config.url_query = self.url_query.clone();
         config.uid_prefix = self.uid_prefix.clone();
