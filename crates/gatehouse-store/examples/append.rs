@@ -3,12 +3,14 @@
 //! chat benchmark, and prints appended messages per second and the batching factor.
 //!
 //! ```text
-//! cargo run --release -p gatehouse-store --example append -- [DATABASE_URL] [--users N] [--peers P] [--seconds S]
+//! cargo run --release -p gatehouse-store --example append -- [DATABASE_URL] [--users N] [--peers P] [--seconds S] [--every S]
 //! ```
 //!
 //! Without a URL it uses a fresh SQLite file in a temporary directory. `--peers P` makes each
 //! user talk to P fixed peers (ongoing conversations); without it every message goes to a
-//! random user (almost every message starts a conversation).
+//! random user (almost every message starts a conversation). `--every S` prints the rate of
+//! each S-second interval with the number of messages stored so far: a store's cost per message
+//! grows with what it holds, and one long run shows how.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +23,7 @@ struct Options {
     users: u64,
     peers: Option<u64>,
     seconds: f64,
+    every: Option<f64>,
 }
 
 fn options() -> Options {
@@ -29,6 +32,7 @@ fn options() -> Options {
         users: 1000,
         peers: None,
         seconds: 5.0,
+        every: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -37,6 +41,7 @@ fn options() -> Options {
             "--users" => options.users = value().parse().expect("--users N"),
             "--peers" => options.peers = Some(value().parse().expect("--peers P")),
             "--seconds" => options.seconds = value().parse().expect("--seconds S"),
+            "--every" => options.every = Some(value().parse().expect("--every S")),
             url => options.url = Some(url.to_owned()),
         }
     }
@@ -90,7 +95,22 @@ async fn main() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await;
+    match options.every {
+        Some(every) => {
+            let mut last = (started, 0);
+            while started.elapsed().as_secs_f64() < options.seconds {
+                tokio::time::sleep(Duration::from_secs_f64(every.min(options.seconds))).await;
+                let count = appended.load(Ordering::Relaxed);
+                let rate = (count - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                println!(
+                    "{:6.1} s  {count:>9} stored  {rate:>7.0}/s",
+                    started.elapsed().as_secs_f64()
+                );
+                last = (Instant::now(), count);
+            }
+        }
+        None => tokio::time::sleep(Duration::from_secs_f64(options.seconds)).await,
+    }
     stop.store(true, Ordering::Relaxed);
     let count = appended.load(Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
