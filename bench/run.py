@@ -283,6 +283,18 @@ def postgres_pids(database):
     return [int(line) for line in out.stdout.split()]
 
 
+def postgres_messages(database):
+    out = subprocess.run(["psql", "-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-c",
+                          "SELECT count(*) FROM messages"], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip())
+
+
+def sqlite_messages(path):
+    import sqlite3
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+
 def scratch_postgres():
     name = f"gatehouse_bench_{os.getpid()}"
     admin = ["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"]
@@ -419,29 +431,36 @@ def main():
             cl.stop()
 
     if want("chat"):
+        # Every configuration gets a fresh database and cluster: a store's cost per message grows
+        # with what it holds, so configurations that shared one database would measure its
+        # size as much as their traffic. The table states the size each one ended at.
         for backend in ["sqlite", "postgres"]:
-            print(f"chat: {backend}", flush=True)
-            cleanup = None
-            if backend == "sqlite":
-                tmp = tempfile.mkdtemp(prefix="gatehouse-bench-")
-                url = f"sqlite://{tmp}/chat.db"
-            else:
-                database, url, cleanup = scratch_postgres()
-            # SQLite is the single-node default: one writer process (two processes writing one
-            # file fight over its lock). PostgreSQL is shared by two chat workers.
-            workers = 1 if backend == "sqlite" else 2
-            cl = Cluster("chat", workers=workers, worker_args=["--database-url", url], gateway_args=["--insecure-dev-auth"])
-            chat = ["--scenario", "chat", "--clients", opts.clients, "--mode", "closed", "--inflight", 1, *common]
-            # One short unmeasured run opens the workers' database connections (pools open them
-            # on demand), so that every PostgreSQL backend is known before the measured runs.
-            bench(cl.urls(), ["--scenario", "chat", "--clients", opts.clients, "--mode", "closed", "--inflight", 1,
-                              "--duration", 1, "--warmup", 1, "--drain", 3], cl.pids(), f"chat {backend}, priming run (not reported)")
-            db = postgres_pids(database) if backend == "postgres" else []
-            results[f"chat_{backend}"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), chat, cl.pids(), f"chat {backend}", db)))
-            results[f"chat_{backend}_peers"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), [*chat, "--peers", 4], cl.pids(), f"chat {backend} 4 peers", db)))
-            cl.stop()
-            if cleanup:
-                cleanup()
+            for suffix, extra in [("", []), ("_peers", ["--peers", 4])]:
+                what = f"chat {backend}" + (" 4 peers" if extra else "")
+                print(f"{what}: fresh database and cluster", flush=True)
+                cleanup = None
+                if backend == "sqlite":
+                    tmp = tempfile.mkdtemp(prefix="gatehouse-bench-")
+                    url = f"sqlite://{tmp}/chat.db"
+                    count = lambda: sqlite_messages(f"{tmp}/chat.db")
+                else:
+                    database, url, cleanup = scratch_postgres()
+                    count = lambda: postgres_messages(database)
+                # SQLite is the single-node default: one writer process (two processes writing
+                # one file fight over its lock). PostgreSQL is shared by two chat workers.
+                workers = 1 if backend == "sqlite" else 2
+                cl = Cluster("chat", workers=workers, worker_args=["--database-url", url], gateway_args=["--insecure-dev-auth"])
+                chat = ["--scenario", "chat", "--clients", opts.clients, "--mode", "closed", "--inflight", 1, *extra]
+                # One short unmeasured run opens the workers' database connections (pools open
+                # them on demand), so that every PostgreSQL backend is known before the measured
+                # runs.
+                bench(cl.urls(), [*chat, "--duration", 1, "--warmup", 1, "--drain", 3], cl.pids(), f"{what}, priming run (not reported)")
+                db = postgres_pids(database) if backend == "postgres" else []
+                results[f"chat_{backend}{suffix}"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), [*chat, *common], cl.pids(), what, db)))
+                cl.stop()
+                results[f"chat_{backend}{suffix}"]["messages_at_end"] = count()
+                if cleanup:
+                    cleanup()
 
     print(json.dumps(results, indent=1, default=str))
     if not opts.no_write:
@@ -571,15 +590,17 @@ def write_report(r, opts):
                   "CPU per persisted message is split three ways: storage (the chat worker's `sqlx-sqlite` and",
                   "`group-commit` threads, plus every PostgreSQL process serving the database), the rest of the",
                   "servers (gateways, the workers' runtimes, the registry) and the load generator.", "",
-                  "| database, traffic | persisted msg/s | p50 / p99 send→ack (µs) | ratio to the no-storage cluster | CPU µs per message: storage / rest of the servers / load generator | target |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "Each line ran on a fresh database and cluster; the database held the last column's number of",
+                  "messages when its last run ended.", "",
+                  "| database, traffic | persisted msg/s | p50 / p99 send→ack (µs) | ratio to the no-storage cluster | CPU µs per message: storage / rest of the servers / load generator | target | messages stored at the end |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for backend in ["sqlite", "postgres"]:
             for suffix, what in [("", "a random recipient per message (mostly new conversations)"), ("_peers", "4 ongoing conversations per user")]:
                 c = r.get(f"chat_{backend}{suffix}")
                 if c:
                     ratio = c["acked_per_sec"] / r["cl_max"]["delivered_per_sec"] if "cl_max" in r else float("nan")
                     cpu = f"{c['storage_us']:.1f} / {c['other_us']:.1f} / {c['generator_us']:.1f}"
-                    lines.append(f"| {backend}, {what} | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | {cpu} | ≥ 0.50 |")
+                    lines.append(f"| {backend}, {what} | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | {cpu} | ≥ 0.50 | {fmt(c.get('messages_at_end'))} |")
         lines += ["", svg_plot("chat", "chat send → ack, closed loop", [(label, r[key]["ack_dist"]) for key, label in
                                                                        [("chat_sqlite", "sqlite, random"), ("chat_sqlite_peers", "sqlite, 4 peers"),
                                                                         ("chat_postgres", "postgres, random"), ("chat_postgres_peers", "postgres, 4 peers")] if key in r]), ""]
