@@ -1,4 +1,4 @@
-//! Group commit: one writer task turns a queue of single appends into batched transactions.
+//! Group commit: one writer thread turns a queue of single appends into batched transactions.
 //!
 //! Every caller enqueues its message with a oneshot for the answer. The writer takes whatever
 //! is queued (at least one message, at most `max_batch`), appends it with one
@@ -61,7 +61,7 @@ struct Counters {
     messages_stored: AtomicU64,
 }
 
-/// A handle to the single writer task of a store; cheap to clone, all clones share the queue.
+/// A handle to the single writer of a store; cheap to clone, all clones share the queue.
 ///
 /// The writer stops when the last handle is dropped, after writing what is already queued.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@
 //!   duplicates, sequence assignment).
 //! - `sqlite`, `postgres`: the two backends (pools, append transaction, dialect SQL).
 //! - `sql`: SQL shared by both backends.
-//! - `committer`: [`GroupCommitter`], the single writer task that batches appends.
+//! - `committer`: [`GroupCommitter`], the single writer (a thread of its own) that batches appends.
 //! - `ids`: [`direct_conversation_id`], [`group_conversation_id`] and input checks.
 //! - `model`: the values taken and returned ([`NewMessage`], [`StoredMessage`], …).
 //! - `error`: [`StoreError`].
