@@ -47,7 +47,7 @@ impl ChatWorker {
         config.validate()?;
         let store = Store::open(&config.database_url).await?;
         tracing::info!(backend = ?store.backend(), "chat store ready");
-        let committer = GroupCommitter::spawn(store.clone(), config.commit)?;
+        let committer = GroupCommitter::spawn(store.clone(), config.commit).await?;
         Ok(ChatWorker {
             config,
             store,

@@ -65,8 +65,9 @@ async fn main() {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("append.db").display()));
     let store = Store::open(&url).await.expect("open store");
-    let committer =
-        GroupCommitter::spawn(store.clone(), GroupCommitConfig::default()).expect("start the group committer");
+    let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default())
+        .await
+        .expect("start the group committer");
     let stop = Arc::new(AtomicBool::new(false));
     let appended = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -71,24 +72,48 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the writer on a thread of its own (`group-commit`) and returns its handle.
+    /// Starts the writer on a thread of its own (`group-commit`) and returns its handle once
+    /// the thread runs.
     ///
     /// One writer per store handle is the intent: batches only form when all appends of a
-    /// process go through the same queue. Fails with [`StoreError::Start`] when the operating
-    /// system refuses the thread or its runtime.
-    pub fn spawn(store: Store, config: GroupCommitConfig) -> Result<GroupCommitter, StoreError> {
+    /// process go through the same queue. The writer uses its own handle on the store
+    /// ([`Store::for_this_runtime`]), so its round trips never wait for the caller's runtime and
+    /// what is queued is still written after that runtime has stopped. Fails with
+    /// [`StoreError::Start`] when the operating system refuses the thread or its runtime.
+    pub async fn spawn(store: Store, config: GroupCommitConfig) -> Result<GroupCommitter, StoreError> {
         let (queue, jobs) = mpsc::channel(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| StoreError::Start(Arc::new(error)))?;
-        let writer = run_writer(store, jobs, config.max_batch.max(1), Arc::clone(&counters));
+        let writer_counters = Arc::clone(&counters);
+        let max_batch = config.max_batch.max(1);
+        let (report, started) = oneshot::channel();
         std::thread::Builder::new()
             .name("group-commit".to_owned())
-            .spawn(move || runtime.block_on(writer))
+            .spawn(move || {
+                // Built here rather than by the caller: were the thread refused, a runtime
+                // owned by this closure would be dropped in the caller's async context, which
+                // panics.
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = report.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = report.send(Ok(()));
+                runtime.block_on(async move {
+                    let store = store.for_this_runtime();
+                    run_writer(&store, jobs, max_batch, &writer_counters).await;
+                    store.close_own_pools().await;
+                    finish_spawned_tasks().await;
+                });
+            })
             .map_err(|error| StoreError::Start(Arc::new(error)))?;
-        Ok(GroupCommitter { queue, counters })
+        match started.await {
+            Ok(Ok(())) => Ok(GroupCommitter { queue, counters }),
+            Ok(Err(error)) => Err(StoreError::Start(Arc::new(error))),
+            // The thread ended without a word, which only a panic does.
+            Err(_) => Err(StoreError::Closed),
+        }
     }
 
     /// Appends one message through the next batch and returns its result once the batch has
@@ -141,7 +166,7 @@ impl GroupCommitter {
     }
 }
 
-async fn run_writer(store: Store, mut jobs: mpsc::Receiver<Job>, max_batch: usize, counters: Arc<Counters>) {
+async fn run_writer(store: &Store, mut jobs: mpsc::Receiver<Job>, max_batch: usize, counters: &Counters) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
         let (messages, replies): (Vec<NewMessage>, Vec<Reply>) =
@@ -173,4 +198,15 @@ async fn run_writer(store: Store, mut jobs: mpsc::Receiver<Job>, max_batch: usiz
         }
     }
     tracing::debug!("group committer stopped");
+}
+
+/// Waits, for at most 5 s, until the tasks spawned on the writer's runtime have finished. sqlx
+/// hands a connection back to its pool in such a task; a runtime dropped with it pending closes
+/// the connection instead, and for an in-memory SQLite store that connection is the database.
+async fn finish_spawned_tasks() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let runtime = tokio::runtime::Handle::current();
+    while runtime.metrics().num_alive_tasks() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }

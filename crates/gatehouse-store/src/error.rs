@@ -62,6 +62,18 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 impl StoreError {
+    /// Returns the name of the constraint a database error violated, if this is one and the
+    /// database names it.
+    pub(crate) fn database_constraint(&self) -> Option<String> {
+        match self {
+            StoreError::Database(error) => error
+                .as_database_error()
+                .and_then(|db| db.constraint())
+                .map(str::to_owned),
+            _ => None,
+        }
+    }
+
     /// Returns the SQLSTATE / SQLite extended code of a database error, if this is one.
     pub(crate) fn database_code(&self) -> Option<String> {
         match self {

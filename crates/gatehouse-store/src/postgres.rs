@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -24,6 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::error::StoreError;
 use crate::model::MessageRow;
 use crate::plan::{BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
+use crate::store::Attempt;
 
 /// Connections per store (per worker process): writes are batched, reads are short.
 const MAX_CONNECTIONS: u32 = 8;
@@ -85,10 +87,24 @@ pub(crate) const MARK_READ: &str = "UPDATE members \
      SET read_seq = GREATEST(read_seq, LEAST($3, (SELECT last_seq FROM conversations WHERE id = $1))) \
      WHERE conversation_id = $1 AND uid = $2 RETURNING read_seq";
 
+/// Takes the row lock of conversation `$1`, as an append does first: membership changes take
+/// it too, so an append checks membership either before a change starts or after it committed.
+pub(crate) const LOCK_CONVERSATION: &str = "SELECT id FROM conversations WHERE id = $1 FOR NO KEY UPDATE";
+
+/// Every append and membership change relies on `READ COMMITTED` (a statement that waited for a
+/// row lock sees the row as committed by its holder), so it does not depend on the server's
+/// default isolation level.
+pub(crate) const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
 /// The PostgreSQL pool.
 #[derive(Debug)]
 pub(crate) struct PgBackend {
     pool: PgPool,
+    /// Kept to open further pools ([`PgBackend::for_this_runtime`]); boxed, being large.
+    options: Box<PgConnectOptions>,
+    /// The pools of the backends made from this one, closed with it: a store that is closed
+    /// stops writing through every handle, including the group committer's.
+    derived: Mutex<Vec<PgPool>>,
 }
 
 impl PgBackend {
@@ -98,14 +114,29 @@ impl PgBackend {
     /// another schema.
     pub(crate) async fn open(url: &str) -> Result<PgBackend, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(|conn, _| Box::pin(async move { sqlx::raw_sql(PLANNER).execute(conn).await.map(drop) }))
-            .connect_with(options)
-            .await?;
+        let pool = pool_options(MAX_CONNECTIONS).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgBackend { pool })
+        Ok(PgBackend {
+            pool,
+            options: Box::new(options),
+            derived: Mutex::default(),
+        })
+    }
+
+    /// Returns a backend with a pool of its own, which opens its one connection on first use:
+    /// on the runtime that uses it, which drives that connection's socket from then on. Closing
+    /// this backend closes that pool too.
+    pub(crate) fn for_this_runtime(&self) -> PgBackend {
+        let pool = pool_options(1).connect_lazy_with((*self.options).clone());
+        self.derived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pool.clone());
+        PgBackend {
+            pool,
+            options: self.options.clone(),
+            derived: Mutex::default(),
+        }
     }
 
     /// Returns the pool for queries that only read.
@@ -118,14 +149,19 @@ impl PgBackend {
         &self.pool
     }
 
-    /// Closes the pool, waiting for connections in use to be returned.
+    /// Closes the pool and those of the backends made from this one, waiting for connections
+    /// in use to be returned.
     pub(crate) async fn close(&self) {
+        let derived: Vec<PgPool> = self.derived.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for pool in derived {
+            pool.close().await;
+        }
         self.pool.close().await;
     }
 
     /// Runs one attempt of an append batch in one transaction.
-    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN).await?;
 
         let mut counters: HashMap<String, i64> = HashMap::new();
         let ids = plan.conversations();
@@ -161,38 +197,29 @@ impl PgBackend {
                 .bind(missing.iter().map(|d| d.ts_ms).collect::<Vec<_>>())
                 .fetch_all(&mut *tx)
                 .await?;
-            let by_id: HashMap<&str, &DirectConversation<'_>> = missing.iter().map(|d| (d.id, d)).collect();
+            // A conversation a concurrent writer created after the lock above cannot be locked
+            // now without breaking the id order of the locks (a deadlock with a third writer);
+            // the next attempt finds it existing and locks everything in order.
+            if created.len() < missing.len() {
+                tx.rollback().await?;
+                return Ok(Attempt::Retry);
+            }
             let (mut ids, mut uids, mut ts) = (Vec::new(), Vec::new(), Vec::new());
-            for id in &created {
-                if let Some(d) = by_id.get(id.as_str()) {
-                    for uid in if d.a == d.b { vec![d.a] } else { vec![d.a, d.b] } {
-                        ids.push(d.id);
-                        uids.push(uid);
-                        ts.push(d.ts_ms);
-                    }
+            for d in &missing {
+                let members = if d.a == d.b { 1 } else { 2 };
+                for uid in [d.a, d.b].into_iter().take(members) {
+                    ids.push(d.id);
+                    uids.push(uid);
+                    ts.push(d.ts_ms);
                 }
             }
-            if !ids.is_empty() {
-                sqlx::query(ADD_MEMBERS)
-                    .bind(ids)
-                    .bind(uids)
-                    .bind(ts)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            // Created by a concurrent writer after the lock above: lock them now. A message of
-            // theirs with one of this batch's keys makes the insert fail, and the retry finds
-            // it as a duplicate.
-            let raced: Vec<&str> = missing
-                .iter()
-                .map(|d| d.id)
-                .filter(|id| !created.iter().any(|c| c == id))
-                .collect();
+            sqlx::query(ADD_MEMBERS)
+                .bind(ids)
+                .bind(uids)
+                .bind(ts)
+                .execute(&mut *tx)
+                .await?;
             counters.extend(created.into_iter().map(|id| (id, 0)));
-            if !raced.is_empty() {
-                let locked: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(raced).fetch_all(&mut *tx).await?;
-                counters.extend(locked);
-            }
         }
 
         let demand = plan.seq_demand();
@@ -238,8 +265,16 @@ impl PgBackend {
         }
 
         tx.commit().await?;
-        Ok(())
+        Ok(Attempt::Committed)
     }
+}
+
+/// The options of every pool: `connections` at most, and the planner settings on each one.
+fn pool_options(connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _| Box::pin(async move { sqlx::raw_sql(PLANNER).execute(conn).await.map(drop) }))
 }
 
 /// Turns pending items whose `(sender, cid)` is already stored into duplicates.

@@ -18,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::error::StoreError;
 use crate::model::MessageRow;
 use crate::plan::{BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
+use crate::store::Attempt;
 
 /// How long a write waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,6 +71,15 @@ WHERE members.conversation_id = k.value ->> 0 AND members.uid = k.value ->> 1";
 pub(crate) const MARK_READ: &str = "UPDATE members \
      SET read_seq = max(read_seq, min($3, (SELECT last_seq FROM conversations WHERE id = $1))) \
      WHERE conversation_id = $1 AND uid = $2 RETURNING read_seq";
+
+/// Begins every transaction that writes: the database write lock is taken at once, so no
+/// statement of the transaction can fail because another connection wrote since it read.
+pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// The conversation read of a membership change. On SQLite every write goes through the one
+/// writer connection, so a membership change is already ordered with every append; the read
+/// only keeps the two backends' code alike (PostgreSQL takes the row lock here).
+pub(crate) const LOCK_CONVERSATION: &str = "SELECT id FROM conversations WHERE id = $1";
 
 /// The SQLite pools.
 #[derive(Debug)]
@@ -150,8 +160,8 @@ impl SqliteBackend {
     /// `BEGIN IMMEDIATE` holds the database write lock from the start to the commit, so what
     /// the read phase finds (stored duplicates, memberships, counters, the last id) stays true
     /// until the write phase, and no row lock step is needed.
-    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
+        let mut tx = self.writer.begin_with(BEGIN).await?;
 
         let read: Vec<(String,)> = sqlx::query_as(READ)
             .bind(to_json(&plan.dedupe_keys())?)
@@ -266,7 +276,7 @@ impl SqliteBackend {
         }
 
         tx.commit().await?;
-        Ok(())
+        Ok(Attempt::Committed)
     }
 }
 

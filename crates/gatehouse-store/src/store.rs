@@ -36,12 +36,35 @@ pub enum BackendKind {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Backend>,
+    /// Whether `inner`'s pools belong to this handle alone, not to the handle it was made from
+    /// (see [`Store::for_this_runtime`]).
+    own_pools: bool,
 }
 
 #[derive(Debug)]
 enum Backend {
     Sqlite(SqliteBackend),
     Postgres(PgBackend),
+}
+
+/// The result of one append attempt (see [`Store::append`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The transaction committed.
+    Committed,
+    /// The transaction was rolled back and has to be planned again: on PostgreSQL, a concurrent
+    /// writer created one of the batch's conversations after this attempt had taken its locks.
+    Retry,
+}
+
+/// Statements whose text differs between the backends, for code shared by both.
+struct Dialect {
+    /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
+    mark_read: &'static str,
+    /// Takes conversation `$1`'s row lock where the backend has row locks.
+    lock_conversation: &'static str,
+    /// Begins a transaction that writes, the way appends begin theirs.
+    begin_write: &'static str,
 }
 
 /// The result of a whole append batch, for the group committer's counters.
@@ -54,25 +77,33 @@ pub(crate) struct BatchOutcome {
 }
 
 /// Runs `$body` with `$pool` bound to the chosen pool of whichever backend the store has and
-/// `$mark_read` bound to that backend's dialect of the read-marker update. The body is expanded
-/// once per backend, so it is type-checked against each driver.
+/// `$dialect` bound to that backend's [`Dialect`]. The body is expanded once per backend, so it
+/// is type-checked against each driver.
 macro_rules! with_pool {
-    ($store:expr, $role:ident, |$pool:ident, $mark_read:ident| $body:expr) => {
+    ($store:expr, $role:ident, |$pool:ident, $dialect:ident| $body:expr) => {
         match &*$store.inner {
             Backend::Sqlite(backend) => {
                 let $pool = backend.$role();
-                let $mark_read = sqlite::MARK_READ;
+                let $dialect = Dialect {
+                    mark_read: sqlite::MARK_READ,
+                    lock_conversation: sqlite::LOCK_CONVERSATION,
+                    begin_write: sqlite::BEGIN,
+                };
                 $body
             }
             Backend::Postgres(backend) => {
                 let $pool = backend.$role();
-                let $mark_read = postgres::MARK_READ;
+                let $dialect = Dialect {
+                    mark_read: postgres::MARK_READ,
+                    lock_conversation: postgres::LOCK_CONVERSATION,
+                    begin_write: postgres::BEGIN,
+                };
                 $body
             }
         }
     };
     ($store:expr, $role:ident, |$pool:ident| $body:expr) => {
-        with_pool!($store, $role, |$pool, _mark_read| $body)
+        with_pool!($store, $role, |$pool, _dialect| $body)
     };
 }
 
@@ -96,7 +127,36 @@ impl Store {
         tracing::debug!(backend = ?Self::kind_of(&backend), "store opened");
         Ok(Store {
             inner: Arc::new(backend),
+            own_pools: false,
         })
+    }
+
+    /// Returns a handle for a writer that runs on a runtime of its own (the group committer's
+    /// thread).
+    ///
+    /// A PostgreSQL connection belongs to the runtime that opened it: that runtime's I/O driver
+    /// wakes whoever waits on its socket. A writer sharing the caller's connections would still
+    /// wait for the caller's runtime on every round trip, and would lose them when that runtime
+    /// stops. So on PostgreSQL the handle gets a pool of its own, whose one connection is opened
+    /// by the runtime that first uses it; call this on the writer's runtime. SQLite connections
+    /// each run on a thread of their own and are shared, so that the one writer connection
+    /// stays the only one.
+    pub(crate) fn for_this_runtime(&self) -> Store {
+        match &*self.inner {
+            Backend::Sqlite(_) => self.clone(),
+            Backend::Postgres(backend) => Store {
+                inner: Arc::new(Backend::Postgres(backend.for_this_runtime())),
+                own_pools: true,
+            },
+        }
+    }
+
+    /// Closes the pools of a handle from [`Store::for_this_runtime`] that are its alone; the
+    /// pools it shares stay open for the other handles.
+    pub(crate) async fn close_own_pools(&self) {
+        if self.own_pools {
+            self.close().await;
+        }
     }
 
     fn kind_of(backend: &Backend) -> BackendKind {
@@ -154,11 +214,17 @@ impl Store {
                 Backend::Postgres(backend) => backend.append_attempt(&mut plan).await,
             };
             match outcome {
-                Ok(()) => {
+                Ok(Attempt::Committed) => {
                     return Ok(BatchOutcome {
                         results: plan.finish(),
                         committed: true,
                     });
+                }
+                Ok(Attempt::Retry) => {
+                    tracing::debug!(
+                        attempt,
+                        "a conversation of the batch was created concurrently, retrying"
+                    );
                 }
                 Err(error) if is_transient(&error) => {
                     tracing::debug!(attempt, %error, "append hit a transient error, retrying");
@@ -182,8 +248,8 @@ impl Store {
         }
         let conversation = group_conversation_id(group_id);
         let now = now_ms();
-        with_pool!(self, writer, |pool| {
-            let mut tx = pool.begin().await?;
+        with_pool!(self, writer, |pool, dialect| {
+            let mut tx = pool.begin_with(dialect.begin_write).await?;
             let created = sqlx::query(sql::CREATE_GROUP)
                 .bind(&conversation)
                 .bind(name)
@@ -214,14 +280,23 @@ impl Store {
         check_ident("group id", group_id)?;
         check_ident("uid", uid)?;
         let conversation = group_conversation_id(group_id);
-        let added = with_pool!(self, writer, |pool| {
-            sqlx::query(sql::JOIN_GROUP)
+        let added = with_pool!(self, writer, |pool, dialect| {
+            let mut tx = pool.begin_with(dialect.begin_write).await?;
+            // The lock an append takes first: an append sees the member either not yet or
+            // already joined, never a join half-way.
+            sqlx::query(dialect.lock_conversation)
+                .bind(&conversation)
+                .execute(&mut *tx)
+                .await?;
+            let added = sqlx::query(sql::JOIN_GROUP)
                 .bind(&conversation)
                 .bind(uid)
                 .bind(now_ms())
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            tx.commit().await?;
+            added
         });
         if added == 0 && !self.group_exists(&conversation).await? {
             return Err(StoreError::UnknownGroup(group_id.to_owned()));
@@ -234,13 +309,23 @@ impl Store {
         check_ident("group id", group_id)?;
         check_ident("uid", uid)?;
         let conversation = group_conversation_id(group_id);
-        let removed = with_pool!(self, writer, |pool| {
-            sqlx::query(sql::LEAVE)
+        let removed = with_pool!(self, writer, |pool, dialect| {
+            let mut tx = pool.begin_with(dialect.begin_write).await?;
+            // The lock an append takes first: a message from the leaving member is either
+            // stored before the leave or refused after it, never stored after the leave
+            // committed because its membership was read while the leave was in flight.
+            sqlx::query(dialect.lock_conversation)
+                .bind(&conversation)
+                .execute(&mut *tx)
+                .await?;
+            let removed = sqlx::query(sql::LEAVE)
                 .bind(&conversation)
                 .bind(uid)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            tx.commit().await?;
+            removed
         });
         if removed == 0 && !self.group_exists(&conversation).await? {
             return Err(StoreError::UnknownGroup(group_id.to_owned()));
@@ -421,8 +506,8 @@ impl Store {
     pub async fn mark_read(&self, uid: &str, conversation_id: &str, seq: i64) -> Result<i64, StoreError> {
         check_ident("uid", uid)?;
         check_seq("seq", seq)?;
-        let marker: Option<i64> = with_pool!(self, writer, |pool, mark_read| {
-            sqlx::query_scalar(mark_read)
+        let marker: Option<i64> = with_pool!(self, writer, |pool, dialect| {
+            sqlx::query_scalar(dialect.mark_read)
                 .bind(conversation_id)
                 .bind(uid)
                 .bind(seq)
@@ -438,9 +523,18 @@ impl Store {
 
 /// Returns `true` for errors after which the whole transaction may simply be run again.
 fn is_transient(error: &StoreError) -> bool {
-    // PostgreSQL: deadlock_detected, serialization_failure, and unique_violation, which an
-    // append meets only when a concurrent writer stored the same `(sender, cid)` in another
-    // conversation (the next attempt finds that message as a duplicate). SQLite's codes are
-    // numeric and never match: its writes run under the database lock and cannot conflict.
-    matches!(error.database_code().as_deref(), Some("40P01" | "40001" | "23505"))
+    // PostgreSQL: deadlock_detected, serialization_failure, and a unique violation of the
+    // idempotency key, which an append meets when a concurrent writer stored the same
+    // `(sender, cid)` in another conversation (the next attempt finds that message as a
+    // duplicate). Any other violation (a message row ahead of its conversation's counter) is a
+    // broken database and fails at once. SQLite's codes are numeric and never match: its
+    // writes run under the database lock and cannot race.
+    match error.database_code().as_deref() {
+        Some("40P01" | "40001") => true,
+        Some("23505") => error.database_constraint().as_deref() == Some(IDEMPOTENCY_KEY),
+        _ => false,
+    }
 }
+
+/// The name PostgreSQL gives the `UNIQUE (sender, cid)` constraint of `messages`.
+const IDEMPOTENCY_KEY: &str = "messages_sender_cid_key";

@@ -143,6 +143,99 @@ where
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The group committer and the runtimes around it
+// ---------------------------------------------------------------------------------------------
+
+/// The committer's writer runs on a thread of its own; when the last handle goes, the writer
+/// stops without taking the store's connections with it. For an in-memory store the one
+/// connection is the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_store_outlives_its_committer() {
+    for round in 0..20 {
+        let store = Store::open("sqlite::memory:").await.expect("open");
+        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default())
+            .await
+            .expect("start the group committer");
+        ok(committer.append(dm("alice", "bob", "1")).await);
+        drop(committer);
+        // Gives the writer's thread time to stop before the store is used again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let history = store
+            .history("alice", &direct_conversation_id("alice", "bob"), None, 10)
+            .await;
+        assert_eq!(history.map(|h| h.len()).ok(), Some(1), "round {round}");
+    }
+}
+
+/// What the committer accepted is written even when the runtime of whoever queued it stops
+/// before the writer is done (the process shuts down its runtime, say): every queued message
+/// is stored, once, in order.
+fn queued_messages_are_written_after_the_callers_runtime_stops(kind: Kind) {
+    const QUEUED: usize = 2000;
+    let new_runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let setup = new_runtime();
+    let Some(db) = setup.block_on(TestDb::create(kind)) else {
+        eprintln!("skipped: TEST_DATABASE_URL is not set");
+        return;
+    };
+    let url = db.ctx.url.clone();
+    let callers = new_runtime();
+    callers.block_on(async {
+        let store = Store::open(&url).await.expect("open");
+        // Connections the callers' runtime opened, as a worker's handlers would have.
+        store.conversations_of("alice").await.expect("read");
+        let committer = GroupCommitter::spawn(store, GroupCommitConfig::default())
+            .await
+            .expect("start the group committer");
+        for i in 0..QUEUED {
+            // The first poll queues the message (the queue has room); the future is dropped.
+            let mut append = std::pin::pin!(committer.append(dm("alice", "bob", &format!("q{i}"))));
+            let first = tokio::task::unconstrained(async { futures_util::poll!(append.as_mut()) }).await;
+            assert!(first.is_pending());
+        }
+    });
+    drop(callers);
+
+    setup.block_on(async {
+        let store = Store::open(&url).await.expect("reopen");
+        let ab = direct_conversation_id("alice", "bob");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let stored = store.history("alice", &ab, None, 10_000).await.unwrap_or_default();
+            if stored.len() == QUEUED || tokio::time::Instant::now() > deadline {
+                let first_wrong =
+                    (0..QUEUED).find(|&i| stored.get(i).map(|m| m.cid.as_str()) != Some(&format!("q{i}")));
+                assert_eq!(
+                    (stored.len(), first_wrong),
+                    (QUEUED, None),
+                    "every queued message, once, in queue order (stored, first position that differs)"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        store.close().await;
+        db.cleanup().await;
+    });
+}
+
+#[test]
+fn sqlite_queued_messages_are_written_after_the_callers_runtime_stops() {
+    queued_messages_are_written_after_the_callers_runtime_stops(Kind::Sqlite);
+}
+
+#[test]
+fn postgres_queued_messages_are_written_after_the_callers_runtime_stops() {
+    queued_messages_are_written_after_the_callers_runtime_stops(Kind::Postgres);
+}
+
 /// A hung case fails instead of blocking the suite.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -195,6 +288,9 @@ conformance!(
     try_append_sheds_load_when_queue_is_full,
     uids_with_colons_and_invalid_input,
     users_are_known_after_their_first_sign_in,
+    a_leave_waits_for_an_append_in_flight,
+    an_append_waits_for_a_leave_in_flight_and_is_refused,
+    a_row_ahead_of_its_counter_fails_the_batch_at_once,
 );
 
 /// A raw connection acting as another writer, outside the store.
@@ -759,6 +855,88 @@ mod cases {
         assert_eq!(seqs, vec![(2, "m2".to_string()), (3, "m3".to_string())]);
     }
 
+    /// A member who leaves while an append to the group is in flight (holding the conversation,
+    /// as every append does first) leaves only after that append: the message was written
+    /// while the sender was a member.
+    pub async fn a_leave_waits_for_an_append_in_flight(ctx: Ctx) {
+        let store = ctx.open().await;
+        store.create_group("club", "alice", None).await.expect("create");
+        store.join_group("club", "bob").await.expect("join");
+        let mut append = ctx.raw().await;
+        append.block_writes(&group_conversation_id("club")).await;
+
+        let leave = tokio::spawn({
+            let store = store.clone();
+            async move { store.leave_group("club", "bob").await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!leave.is_finished(), "the leave waits for the append in flight");
+        append.exec("COMMIT").await;
+        leave.await.expect("leave task").expect("leave");
+        assert_eq!(store.group_members("club").await.expect("members"), vec!["alice"]);
+    }
+
+    /// An append from a member whose leave is in flight waits for the leave and is then refused:
+    /// a message is never stored after its sender's leave committed.
+    pub async fn an_append_waits_for_a_leave_in_flight_and_is_refused(ctx: Ctx) {
+        let store = ctx.open().await;
+        store.create_group("club", "alice", None).await.expect("create");
+        store.join_group("club", "bob").await.expect("join");
+        // A leave half-way, done the way `leave_group` does it: the conversation first.
+        let mut leave = ctx.raw().await;
+        leave
+            .exec(match ctx.kind {
+                Kind::Sqlite => "BEGIN IMMEDIATE; DELETE FROM members WHERE conversation_id = 'g:club' AND uid = 'bob'",
+                Kind::Postgres => {
+                    "BEGIN; SELECT id FROM conversations WHERE id = 'g:club' FOR NO KEY UPDATE; \
+                     DELETE FROM members WHERE conversation_id = 'g:club' AND uid = 'bob'"
+                }
+            })
+            .await;
+
+        let append = tokio::spawn({
+            let store = store.clone();
+            async move { append_one(&store, gm("bob", "club", "bye")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!append.is_finished(), "the append waits for the leave in flight");
+        leave.exec("COMMIT").await;
+        let result = append.await.expect("append task");
+        assert!(matches!(result, Err(StoreError::NotMember { .. })), "{result:?}");
+        assert!(
+            store
+                .history("alice", &group_conversation_id("club"), None, 10)
+                .await
+                .expect("history")
+                .is_empty(),
+            "nothing was stored"
+        );
+    }
+
+    /// A message row ahead of its conversation's counter (a damaged database) fails every
+    /// batch that writes to that conversation with the database's error, at once: no retries
+    /// that cannot succeed, and nothing of the batch stored.
+    pub async fn a_row_ahead_of_its_counter_fails_the_batch_at_once(ctx: Ctx) {
+        let store = ctx.open().await;
+        let ab = direct_conversation_id("alice", "bob");
+        ok(append_one(&store, dm("alice", "bob", "m1")).await);
+        let mut raw = ctx.raw().await;
+        raw.insert_message(&ab, 2, "alice", "stray").await;
+
+        let results = store
+            .append(vec![dm("alice", "bob", "m2"), dm("carol", "dave", "unrelated")])
+            .await;
+        assert!(
+            results.iter().all(|r| matches!(r, Err(StoreError::Database(_)))),
+            "{results:?}"
+        );
+        let cd = direct_conversation_id("carol", "dave");
+        assert!(
+            !store.is_member(&cd, "carol").await.expect("is_member"),
+            "nothing of the batch was stored"
+        );
+    }
+
     /// Many writers on two store instances append to one conversation while a reader syncs
     /// with an advancing cursor: the reader must see every seq exactly once, in order, and
     /// never a page that starts past its cursor.
@@ -885,6 +1063,7 @@ mod cases {
                 queue_capacity: 1024,
             },
         )
+        .await
         .expect("start the group committer");
         const N: usize = 1000;
         const SENDERS: usize = 10;
@@ -924,8 +1103,9 @@ mod cases {
 
     pub async fn group_commit_resends_in_one_batch(ctx: Ctx) {
         let store = ctx.open().await;
-        let committer =
-            GroupCommitter::spawn(store.clone(), GroupCommitConfig::default()).expect("start the group committer");
+        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default())
+            .await
+            .expect("start the group committer");
         let results =
             futures_util::future::join_all((0..20).map(|_| committer.append(dm("alice", "bob", "same")))).await;
         let appended: Vec<Appended> = results.into_iter().map(ok).collect();
@@ -937,8 +1117,9 @@ mod cases {
 
     pub async fn group_commit_failure_reaches_every_caller(ctx: Ctx) {
         let store = ctx.open().await;
-        let committer =
-            GroupCommitter::spawn(store.clone(), GroupCommitConfig::default()).expect("start the group committer");
+        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default())
+            .await
+            .expect("start the group committer");
         ok(committer.append(dm("alice", "bob", "ok")).await);
         store.close().await;
         let results =
@@ -967,6 +1148,7 @@ mod cases {
                 queue_capacity: 1,
             },
         )
+        .await
         .expect("start the group committer");
         let mut blocker = ctx.raw().await;
         blocker.block_writes(&ab).await;
@@ -1137,8 +1319,9 @@ mod throughput {
             rates.push((batch, total as f64 / started.elapsed().as_secs_f64()));
         }
 
-        let committer =
-            GroupCommitter::spawn(store.clone(), GroupCommitConfig::default()).expect("start the group committer");
+        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default())
+            .await
+            .expect("start the group committer");
         let total = 50_000;
         let producers = 1_000;
         let started = Instant::now();
