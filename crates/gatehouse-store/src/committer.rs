@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::StoreError;
 use crate::model::{Appended, NewMessage};
@@ -69,6 +69,8 @@ struct Counters {
 pub struct GroupCommitter {
     queue: mpsc::Sender<Job>,
     counters: Arc<Counters>,
+    /// Becomes `true` when the writer has stopped and its runtime is gone.
+    stopped: watch::Receiver<bool>,
 }
 
 impl GroupCommitter {
@@ -86,6 +88,7 @@ impl GroupCommitter {
         let writer_counters = Arc::clone(&counters);
         let max_batch = config.max_batch.max(1);
         let (report, started) = oneshot::channel();
+        let (stop, stopped) = watch::channel(false);
         std::thread::Builder::new()
             .name("group-commit".to_owned())
             .spawn(move || {
@@ -106,14 +109,30 @@ impl GroupCommitter {
                     store.close_own_pools().await;
                     finish_spawned_tasks().await;
                 });
+                drop(runtime);
+                stop.send_replace(true);
             })
             .map_err(|error| StoreError::Start(Arc::new(error)))?;
         match started.await {
-            Ok(Ok(())) => Ok(GroupCommitter { queue, counters }),
+            Ok(Ok(())) => Ok(GroupCommitter {
+                queue,
+                counters,
+                stopped,
+            }),
             Ok(Err(error)) => Err(StoreError::Start(Arc::new(error))),
             // The thread ended without a word, which only a panic does.
             Err(_) => Err(StoreError::Closed),
         }
+    }
+
+    /// Drops this handle and waits until the writer has stopped: once every other handle is
+    /// gone too, after writing everything queued. Lets a process flush the queue before it
+    /// exits.
+    pub async fn shutdown(self) {
+        let GroupCommitter { queue, mut stopped, .. } = self;
+        drop(queue);
+        // An error means the writer's thread ended without saying so (a panic): stopped too.
+        let _ = stopped.wait_for(|&done| done).await;
     }
 
     /// Appends one message through the next batch and returns its result once the batch has

@@ -65,22 +65,17 @@ impl StoreError {
     /// Returns the name of the constraint a database error violated, if this is one and the
     /// database names it.
     pub(crate) fn database_constraint(&self) -> Option<String> {
-        match self {
-            StoreError::Database(error) => error
-                .as_database_error()
-                .and_then(|db| db.constraint())
-                .map(str::to_owned),
-            _ => None,
-        }
+        self.database_error()?.constraint().map(str::to_owned)
     }
 
     /// Returns the SQLSTATE / SQLite extended code of a database error, if this is one.
     pub(crate) fn database_code(&self) -> Option<String> {
+        self.database_error()?.code().map(|code| code.into_owned())
+    }
+
+    fn database_error(&self) -> Option<&dyn sqlx::error::DatabaseError> {
         match self {
-            StoreError::Database(error) => error
-                .as_database_error()
-                .and_then(|db| db.code())
-                .map(|code| code.into_owned()),
+            StoreError::Database(error) => error.as_database_error(),
             _ => None,
         }
     }

@@ -225,8 +225,8 @@ impl Plan {
 
     /// Hands out sequence numbers from the bumped counters: conversation `c` with `n` new
     /// messages and new `last_seq = L` gets `L-n+1 ..= L`, in batch order.
-    pub(crate) fn assign_seqs(&mut self, bumped: Vec<BumpedRow>) -> Result<(), StoreError> {
-        let mut next: HashMap<String, i64> = HashMap::new();
+    pub(crate) fn assign_seqs(&mut self, bumped: &[BumpedRow]) -> Result<(), StoreError> {
+        let mut next: HashMap<&str, i64> = HashMap::new();
         let demand: HashMap<String, i64> = self
             .seq_demand()
             .into_iter()
@@ -234,13 +234,13 @@ impl Plan {
             .collect();
         for row in bumped {
             let n = demand.get(&row.id).copied().unwrap_or(0);
-            next.insert(row.id, row.last_seq - n + 1);
+            next.insert(&row.id, row.last_seq - n + 1);
         }
         for primary in &mut self.primaries {
             if !matches!(primary.state, State::Pending) {
                 continue;
             }
-            let Some(seq) = next.get_mut(&primary.conversation) else {
+            let Some(seq) = next.get_mut(primary.conversation.as_str()) else {
                 return Err(StoreError::Invariant(format!(
                     "conversation {} vanished during append",
                     primary.conversation
@@ -447,7 +447,7 @@ mod tests {
             "one bump per conversation"
         );
         let rows = bumped(&plan, 10);
-        plan.assign_seqs(rows).expect("assign");
+        plan.assign_seqs(&rows).expect("assign");
         insert_all(&mut plan);
         let seqs: Vec<(String, i64)> = plan
             .finish()
@@ -474,7 +474,7 @@ mod tests {
             direct("b", "a", "3"),
         ]);
         let rows = bumped(&plan, 4);
-        plan.assign_seqs(rows).expect("assign");
+        plan.assign_seqs(&rows).expect("assign");
         let expected = vec![("d:a:b", "a", 6), ("d:a:b", "b", 7)];
         assert_eq!(plan.read_marks(), expected, "known once sequence numbers are assigned");
         insert_all(&mut plan);
@@ -486,7 +486,7 @@ mod tests {
         let mut plan = Plan::new(vec![direct("a", "b", "x"), direct("a", "b", "x")]);
         assert_eq!(plan.dedupe_keys(), vec![("a", "x")]);
         let rows = bumped(&plan, 0);
-        plan.assign_seqs(rows).expect("assign");
+        plan.assign_seqs(&rows).expect("assign");
         insert_all(&mut plan);
         let results = plan.finish();
         let first = results[0].clone().expect("first stored");
@@ -510,7 +510,7 @@ mod tests {
             uid: "a".into(),
         }]);
         let rows = bumped(&plan, 0);
-        plan.assign_seqs(rows).expect("assign");
+        plan.assign_seqs(&rows).expect("assign");
         insert_all(&mut plan);
         let results = plan.finish();
         assert!(results[0].is_ok());
@@ -530,7 +530,7 @@ mod tests {
     fn a_missing_insert_is_reported_as_incomplete() {
         let mut plan = Plan::new(vec![direct("a", "b", "1"), direct("a", "b", "2")]);
         let rows = bumped(&plan, 0);
-        plan.assign_seqs(rows).expect("assign");
+        plan.assign_seqs(&rows).expect("assign");
         let only_first = vec![InsertedRow {
             conversation_id: "d:a:b".into(),
             seq: 1,

@@ -15,7 +15,7 @@
 //! statement for every write, commit); new direct conversations and group senders add a
 //! statement each.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -225,26 +225,22 @@ impl PgBackend {
         let demand = plan.seq_demand();
         if !demand.is_empty() {
             // A conversation missing from `counters` vanished, which `assign_seqs` reports.
-            let bumped: Vec<BumpedRow> = demand
+            let (bumped, counts): (Vec<BumpedRow>, Vec<i64>) = demand
                 .iter()
                 .filter_map(|&(id, n)| {
-                    counters.get(id).map(|last| BumpedRow {
+                    let bumped = BumpedRow {
                         id: id.to_owned(),
-                        last_seq: last + n,
-                    })
+                        last_seq: counters.get(id)? + n,
+                    };
+                    Some((bumped, n))
                 })
-                .collect();
-            plan.assign_seqs(bumped)?;
+                .unzip();
+            plan.assign_seqs(&bumped)?;
 
             let marks = plan.read_marks();
             let rows = plan.new_rows();
-            let mut bumps: BTreeMap<&str, i64> = BTreeMap::new();
-            for row in &rows {
-                *bumps.entry(row.conversation).or_insert(0) += 1;
-            }
-            let (ids, counts): (Vec<&str>, Vec<i64>) = bumps.into_iter().unzip();
             let inserted: Vec<InsertedRow> = sqlx::query_as(WRITE)
-                .bind(ids)
+                .bind(bumped.iter().map(|b| b.id.as_str()).collect::<Vec<_>>())
                 .bind(counts)
                 .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
                 .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
@@ -358,6 +354,7 @@ mod tests {
             EXISTING,
             WRITE,
             MARK_READ,
+            LOCK_CONVERSATION,
         ];
         let statements: Vec<&str> = own.into_iter().chain(sql::SHARED).collect();
         let mut failures = Vec::new();

@@ -236,7 +236,7 @@ impl SqliteBackend {
                     counts,
                 )
             };
-            plan.assign_seqs(bumped)?;
+            plan.assign_seqs(&bumped)?;
 
             let rows: Vec<(i64, &str, i64, &str, &str, &str, i64)> = plan
                 .new_rows()
@@ -319,10 +319,13 @@ mod tests {
             .await
             .expect("open in-memory store");
         let commands = [READ, WRITE].into_iter().flat_map(|command| command.split(';'));
-        let statements: Vec<&str> = commands.chain([MARK_READ]).chain(sql::SHARED).collect();
+        let statements: Vec<&str> = commands
+            .chain([MARK_READ, LOCK_CONVERSATION])
+            .chain(sql::SHARED)
+            .collect();
         assert_eq!(
             statements.len(),
-            4 + 5 + 1 + sql::SHARED.len(),
+            4 + 5 + 2 + sql::SHARED.len(),
             "one entry per statement"
         );
         for statement in statements {

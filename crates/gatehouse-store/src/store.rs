@@ -280,24 +280,7 @@ impl Store {
         check_ident("group id", group_id)?;
         check_ident("uid", uid)?;
         let conversation = group_conversation_id(group_id);
-        let added = with_pool!(self, writer, |pool, dialect| {
-            let mut tx = pool.begin_with(dialect.begin_write).await?;
-            // The lock an append takes first: an append sees the member either not yet or
-            // already joined, never a join half-way.
-            sqlx::query(dialect.lock_conversation)
-                .bind(&conversation)
-                .execute(&mut *tx)
-                .await?;
-            let added = sqlx::query(sql::JOIN_GROUP)
-                .bind(&conversation)
-                .bind(uid)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            added
-        });
+        let added = self.change_membership(&conversation, uid, Some(now_ms())).await?;
         if added == 0 && !self.group_exists(&conversation).await? {
             return Err(StoreError::UnknownGroup(group_id.to_owned()));
         }
@@ -309,28 +292,39 @@ impl Store {
         check_ident("group id", group_id)?;
         check_ident("uid", uid)?;
         let conversation = group_conversation_id(group_id);
-        let removed = with_pool!(self, writer, |pool, dialect| {
-            let mut tx = pool.begin_with(dialect.begin_write).await?;
-            // The lock an append takes first: a message from the leaving member is either
-            // stored before the leave or refused after it, never stored after the leave
-            // committed because its membership was read while the leave was in flight.
-            sqlx::query(dialect.lock_conversation)
-                .bind(&conversation)
-                .execute(&mut *tx)
-                .await?;
-            let removed = sqlx::query(sql::LEAVE)
-                .bind(&conversation)
-                .bind(uid)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            removed
-        });
+        let removed = self.change_membership(&conversation, uid, None).await?;
         if removed == 0 && !self.group_exists(&conversation).await? {
             return Err(StoreError::UnknownGroup(group_id.to_owned()));
         }
         Ok(())
+    }
+
+    /// Adds `uid` to group conversation `conversation` (joined at `joined_at_ms`) or, given
+    /// `None`, removes it; returns the number of member rows changed.
+    ///
+    /// Takes the conversation's lock first, as appends do, so that an append checks a sender's
+    /// membership either before the change starts or after it committed: a message is never
+    /// stored after its sender's leave committed.
+    async fn change_membership(
+        &self,
+        conversation: &str,
+        uid: &str,
+        joined_at_ms: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        Ok(with_pool!(self, writer, |pool, dialect| {
+            let mut tx = pool.begin_with(dialect.begin_write).await?;
+            sqlx::query(dialect.lock_conversation)
+                .bind(conversation)
+                .execute(&mut *tx)
+                .await?;
+            let change = match joined_at_ms {
+                Some(at) => sqlx::query(sql::JOIN_GROUP).bind(conversation).bind(uid).bind(at),
+                None => sqlx::query(sql::LEAVE).bind(conversation).bind(uid),
+            };
+            let changed = change.execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            changed
+        }))
     }
 
     /// Returns the members of group `group_id`, sorted (the fan-out list of a group message).

@@ -149,7 +149,8 @@ where
 
 /// The committer's writer runs on a thread of its own; when the last handle goes, the writer
 /// stops without taking the store's connections with it. For an in-memory store the one
-/// connection is the database.
+/// connection is the database. `shutdown` returns once the writer's thread has let go of
+/// everything, so the store is used only after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_memory_store_outlives_its_committer() {
     for round in 0..20 {
@@ -158,9 +159,7 @@ async fn an_in_memory_store_outlives_its_committer() {
             .await
             .expect("start the group committer");
         ok(committer.append(dm("alice", "bob", "1")).await);
-        drop(committer);
-        // Gives the writer's thread time to stop before the store is used again.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        committer.shutdown().await;
         let history = store
             .history("alice", &direct_conversation_id("alice", "bob"), None, 10)
             .await;
