@@ -50,7 +50,7 @@ pub mod worker;
 mod link;
 mod routes;
 
-pub use cluster::{Cluster, ClusterConfig};
+pub use cluster::{Cluster, ClusterConfig, Deadline};
 pub use error::ApiError;
 pub use frame::Frame;
 pub use gatehouse_core::{ClientId, ClusterSecret};

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,12 +15,14 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use gatehouse_core::attach::endpoint_uri;
 use gatehouse_core::backoff::Backoff;
+use gatehouse_core::batch::{self, BatchLimits};
 use gatehouse_core::secret::log_if_refused;
 use gatehouse_core::{ClusterSecret, NodeId};
+use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::tonic::Code;
 use gatehouse_proto::tonic::transport::Endpoint;
 use gatehouse_proto::v1::gateway_client::GatewayClient;
-use gatehouse_proto::v1::{Command, Event, EventAck, LinkHello, LinkUp, Reply};
+use gatehouse_proto::v1::{Command, Event, EventAck, LinkDown, LinkHello, LinkUp, Reply};
 use gatehouse_proto::{ErrorCode, MAX_GRPC_MESSAGE_BYTES};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -30,8 +32,16 @@ use crate::error::ApiError;
 /// Commands and acks queued towards one gateway. A full queue means the gateway is not
 /// reading; callers then get `too_many_requests` instead of growing memory.
 const LINK_QUEUE: usize = 16 * 1024;
-/// Items packed into one `LinkUp` at most.
-const BATCH_LIMIT: usize = 512;
+/// What one `LinkUp` message carries at most: far below the gateway's 32 MiB limit, so that no
+/// batch of commands can fail the stream (single commands are bounded by the gateway's frame
+/// and list limits, checked before they are queued).
+const UP_BATCH: BatchLimits = BatchLimits {
+    items: 512,
+    bytes: 4 * 1024 * 1024,
+};
+/// The gateway's limits until its welcome says otherwise (the defaults of a gateway).
+const DEFAULT_MAX_FRAME_BYTES: u64 = 1024 * 1024;
+const DEFAULT_MAX_COMMAND_KEYS: u32 = 4096;
 /// A link down for longer than this fails sends at once instead of queueing them: the gateway
 /// is most likely gone, and a handler must not wait on it.
 const FAIL_FAST_AFTER: Duration = Duration::from_secs(1);
@@ -60,11 +70,22 @@ pub(crate) struct LinkIdentity {
     pub secret: ClusterSecret,
 }
 
+/// The receiving end of the up queue, with the item that did not fit in the last batch.
+struct UpQueue {
+    rx: mpsc::Receiver<Up>,
+    /// Kept here, not in a session's stream, so that a session that ends does not lose it.
+    carry: Option<Up>,
+}
+
 pub(crate) struct GatewayLink {
     pub gateway: NodeId,
     pub addr: String,
     up: mpsc::Sender<Up>,
-    up_rx: tokio::sync::Mutex<mpsc::Receiver<Up>>,
+    up_rx: tokio::sync::Mutex<UpQueue>,
+    /// The largest frame the gateway writes to a client (from its welcome).
+    max_frame_bytes: AtomicU64,
+    /// The most entries per list in one command (from its welcome).
+    max_command_keys: AtomicU32,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
     pub connected: AtomicBool,
@@ -88,7 +109,9 @@ impl GatewayLink {
             gateway,
             addr,
             up,
-            up_rx: tokio::sync::Mutex::new(up_rx),
+            up_rx: tokio::sync::Mutex::new(UpQueue { rx: up_rx, carry: None }),
+            max_frame_bytes: AtomicU64::new(DEFAULT_MAX_FRAME_BYTES),
+            max_command_keys: AtomicU32::new(DEFAULT_MAX_COMMAND_KEYS),
             waiting: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             connected: AtomicBool::new(false),
@@ -97,6 +120,16 @@ impl GatewayLink {
         });
         tokio::spawn(link.clone().run(identity, sink));
         link
+    }
+
+    /// The largest frame this gateway accepts for a client.
+    pub(crate) fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes.load(Ordering::Relaxed) as usize
+    }
+
+    /// The most entries one list of a command may hold on this gateway.
+    pub(crate) fn max_command_keys(&self) -> usize {
+        self.max_command_keys.load(Ordering::Relaxed).max(1) as usize
     }
 
     /// Queues a command that needs no reply.
@@ -224,20 +257,20 @@ impl GatewayLink {
         let this = self.clone();
         let batches = futures_util::stream::unfold(this, |link| async move {
             let batch = {
-                let mut rx = link.up_rx.lock().await;
-                let first = rx.recv().await?;
+                let mut queue = link.up_rx.lock().await;
+                let first = match queue.carry.take() {
+                    Some(item) => item,
+                    None => queue.rx.recv().await?,
+                };
                 let mut batch = LinkUp::default();
-                push(&mut batch, first);
-                let mut count = 1;
-                while count < BATCH_LIMIT {
-                    match rx.try_recv() {
-                        Ok(item) => {
-                            push(&mut batch, item);
-                            count += 1;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let UpQueue { rx, carry } = &mut *queue;
+                *carry = batch::fill(
+                    first,
+                    UP_BATCH,
+                    up_size,
+                    || rx.try_recv().ok(),
+                    |item| push(&mut batch, item),
+                );
                 batch
             };
             Some((batch, link))
@@ -254,7 +287,16 @@ impl GatewayLink {
         })?;
         let mut inbound = response.into_inner();
         match inbound.message().await {
-            Ok(Some(down)) if down.welcome.as_ref().is_some_and(|w| w.gateway_id == self.gateway.0) => {}
+            Ok(Some(LinkDown {
+                welcome: Some(welcome), ..
+            })) if welcome.gateway_id == self.gateway.0 => {
+                if welcome.max_frame_bytes > 0 {
+                    self.max_frame_bytes.store(welcome.max_frame_bytes, Ordering::Relaxed);
+                }
+                if welcome.max_command_keys > 0 {
+                    self.max_command_keys.store(welcome.max_command_keys, Ordering::Relaxed);
+                }
+            }
             Ok(Some(_)) => return Err(Fatal("a different gateway answered on this address".to_owned())),
             Ok(None) => return Err(Retry("gateway closed the link".to_owned())),
             Err(status) => return Err(Retry(format!("link failed: {}", status.message()))),
@@ -389,6 +431,14 @@ enum SessionEnd {
     Fatal(String),
 }
 use SessionEnd::{Fatal, Retry};
+
+/// The encoded size of one item in a `LinkUp`.
+fn up_size(item: &Up) -> usize {
+    match item {
+        Up::Command(command) => command.encoded_len() + 4,
+        Up::Ack(ack) => ack.encoded_len() + 4,
+    }
+}
 
 fn push(batch: &mut LinkUp, item: Up) {
     match item {

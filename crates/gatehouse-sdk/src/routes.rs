@@ -76,6 +76,13 @@ impl RouteTable {
         }
     }
 
+    /// Whether any gateway holds `key`.
+    pub(crate) fn holds(&self, kind: RouteKind, key: &str) -> bool {
+        self.map(kind)
+            .get(key)
+            .is_some_and(|gateways| gateways.iter().any(|(_, mask)| *mask != 0))
+    }
+
     fn map(&self, kind: RouteKind) -> &DashMap<String, Vec<(u64, u32)>> {
         match kind {
             RouteKind::Group => &self.groups,
