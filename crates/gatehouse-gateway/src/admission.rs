@@ -22,6 +22,7 @@ pub(crate) struct Admission {
     max_tcp: usize,
     /// Handshakes waiting for a worker's verdict.
     pending: Arc<Semaphore>,
+    max_pending: usize,
 }
 
 /// A place counted against one client address; given back on drop.
@@ -48,6 +49,7 @@ impl Admission {
             tcp_open: Arc::new(AtomicUsize::new(0)),
             max_tcp,
             pending: Arc::new(Semaphore::new(max_pending)),
+            max_pending,
         }
     }
 
@@ -82,6 +84,11 @@ impl Admission {
     /// Takes a place among the handshakes waiting for a verdict, or refuses when they are full.
     pub(crate) fn pending(&self) -> Option<PendingSlot> {
         self.pending.clone().try_acquire_owned().ok()
+    }
+
+    /// Handshakes waiting for a verdict now.
+    pub(crate) fn pending_count(&self) -> usize {
+        self.max_pending - self.pending.available_permits()
     }
 
     /// Open TCP connections.

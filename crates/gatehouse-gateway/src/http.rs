@@ -165,6 +165,11 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             hub.admission().tcp_open() as u64,
         ),
         (
+            "gatehouse_gateway_pending_handshakes",
+            "handshakes waiting for a worker's verdict",
+            hub.admission().pending_count() as u64,
+        ),
+        (
             "gatehouse_gateway_client_addresses",
             "distinct client addresses with connections",
             hub.admission().addresses() as u64,
