@@ -104,6 +104,12 @@ pub struct RegistryArgs {
     /// defaults to the lease.
     #[arg(long, env = "GATEHOUSE_WARMUP", value_parser = humantime::parse_duration)]
     pub warmup: Option<Duration>,
+    /// Members (gateways, workers, API clients) at once; more are refused.
+    #[arg(long, env = "GATEHOUSE_MAX_MEMBERS", default_value_t = 10_000)]
+    pub max_members: usize,
+    /// Uids and groups one gateway may announce; a gateway announcing more is cut off.
+    #[arg(long, env = "GATEHOUSE_MAX_KEYS_PER_GATEWAY", default_value_t = 4_000_000)]
+    pub max_keys_per_gateway: usize,
     #[command(flatten)]
     pub secret: SecretArg,
 }
@@ -327,6 +333,8 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             config.lease = args.lease;
             config.ack_timeout = args.ack_timeout;
             config.warmup = args.warmup.unwrap_or(args.lease);
+            config.max_members = args.max_members;
+            config.max_keys_per_gateway = args.max_keys_per_gateway;
             let bound = gatehouse_registry::bind(config)
                 .await
                 .context("starting the registry")?;
