@@ -156,32 +156,59 @@ mod tests {
         assert_eq!(client_addr(&config, proxy, &junk), proxy);
     }
 
-    #[test]
-    fn arbitrary_headers_never_panic_and_always_respect_the_budget() {
-        // A deterministic sweep over header shapes (sizes, counts, names on and off the list).
-        let config = config();
-        let names = [
-            "authorization",
-            "cookie",
-            "origin",
-            "user-agent",
-            "x-other",
-            "sec-websocket-protocol",
-        ];
-        for count in 0..40usize {
-            for size in [0usize, 1, 100, 1000, 5000] {
-                let mut map = HeaderMap::new();
-                for i in 0..count {
-                    let value = "v".repeat(size + i);
-                    map.append(names[i % names.len()], HeaderValue::from_str(&value).unwrap());
+    proptest::proptest! {
+        /// Whatever headers, path and query a client sends, building the open event never
+        /// panics, forwards only allowed headers, and either stays within the budget or is
+        /// refused as too large.
+        #[test]
+        fn any_handshake_is_forwarded_within_the_budget_or_refused(
+            headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["authorization", "cookie", "origin", "user-agent", "x-other", "sec-websocket-protocol", "host"]),
+                    "[ -~]{0,3000}",
+                ),
+                0..40,
+            ),
+            path in "/[ -~]{0,200}",
+            query in "[ -~]{0,3000}",
+            budget in 1024usize..20_000,
+        ) {
+            let mut config = config();
+            config.max_handshake_bytes = budget;
+            let mut map = HeaderMap::new();
+            for (name, value) in &headers {
+                map.append(*name, HeaderValue::from_str(value).unwrap());
+            }
+            match open_event(&config, &path, &query, &map, "192.0.2.1:1".parse().unwrap()) {
+                Ok(open) => {
+                    let bytes: usize = open.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
+                        + open.path.len() + open.query.len();
+                    proptest::prop_assert!(bytes <= budget);
+                    proptest::prop_assert!(open.headers.iter().all(|h| config.forward_headers.contains(&h.name)));
                 }
-                match open_event(&config, "/ws", "q", &map, "192.0.2.1:1".parse().unwrap()) {
-                    Ok(open) => {
-                        let bytes: usize = open.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
-                        assert!(bytes + 4 <= config.max_handshake_bytes);
-                    }
-                    Err(HandshakeError::TooLarge { bytes, limit }) => assert!(bytes > limit),
-                }
+                Err(HandshakeError::TooLarge { bytes, limit }) => proptest::prop_assert!(bytes > limit),
+            }
+        }
+
+        /// No `X-Forwarded-For` content makes an untrusted peer appear as another address, and a
+        /// trusted proxy's header never yields a trusted proxy's address as the client.
+        #[test]
+        fn forwarded_for_never_lets_a_peer_choose_a_trusted_address(
+            header in "[0-9a-f:., ]{0,200}",
+            trusted_peer in proptest::bool::ANY,
+        ) {
+            let mut config = config();
+            config.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+            let peer: SocketAddr = if trusted_peer { "10.0.0.1:1".parse().unwrap() } else { "198.51.100.1:1".parse().unwrap() };
+            let mut map = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&header) {
+                map.append("x-forwarded-for", value);
+            }
+            let client = client_addr(&config, peer, &map);
+            if !trusted_peer {
+                proptest::prop_assert_eq!(client, peer);
+            } else if client != peer {
+                proptest::prop_assert!(!config.is_trusted_proxy(client.ip()));
             }
         }
     }
