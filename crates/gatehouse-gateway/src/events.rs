@@ -14,7 +14,7 @@
 //! back-pressure) instead of buffering or dropping.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use gatehouse_core::{ClientId, NodeId};
 use gatehouse_proto::prost::Message as _;
@@ -50,8 +50,11 @@ pub(crate) struct EventRouter {
     workers: WorkerSet,
     /// Bytes of every connection's unacknowledged events.
     pending_bytes: AtomicUsize,
-    /// Whether `pending_bytes` is at or over the gateway's window. A watch, not a `Notify`:
-    /// a socket task that checks it and then waits cannot miss the change in between.
+    /// Whether `pending_bytes` is at or over the gateway's window, for the per-message path:
+    /// one atomic load, no lock.
+    over: AtomicBool,
+    /// The same flag for waiting. A watch, not a `Notify`: a socket task that checks it and
+    /// then waits cannot miss the change in between.
     over_budget: watch::Sender<bool>,
 }
 
@@ -62,6 +65,7 @@ impl EventRouter {
             windows,
             workers: WorkerSet::default(),
             pending_bytes: AtomicUsize::new(0),
+            over: AtomicBool::new(false),
             over_budget: watch::Sender::new(false),
         }
     }
@@ -103,7 +107,7 @@ impl EventRouter {
 
     /// Whether the gateway-wide window is full.
     pub(crate) fn gateway_over_budget(&self) -> bool {
-        *self.over_budget.borrow()
+        self.over.load(Ordering::Acquire)
     }
 
     /// Waits until the gateway-wide window has room.
@@ -114,16 +118,28 @@ impl EventRouter {
 
     fn add_pending(&self, bytes: usize) {
         let total = self.pending_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if total >= self.windows.gateway_bytes && !*self.over_budget.borrow() {
-            self.over_budget.send_replace(true);
+        if total >= self.windows.gateway_bytes && !self.over.load(Ordering::Acquire) {
+            self.set_over();
         }
     }
 
     fn sub_pending(&self, bytes: usize) {
         let total = self.pending_bytes.fetch_sub(bytes, Ordering::Relaxed) - bytes;
-        if total < self.windows.gateway_bytes && *self.over_budget.borrow() {
-            self.over_budget.send_replace(false);
+        if total < self.windows.gateway_bytes && self.over.load(Ordering::Acquire) {
+            self.set_over();
         }
+    }
+
+    /// Brings the flag (and its watch) in line with the counter. Under the watch's lock, so
+    /// that two threads crossing the limit in opposite directions settle on the true state.
+    fn set_over(&self) {
+        self.over_budget.send_if_modified(|over| {
+            let now = self.pending_bytes.load(Ordering::Relaxed) >= self.windows.gateway_bytes;
+            self.over.store(now, Ordering::Release);
+            let changed = *over != now;
+            *over = now;
+            changed
+        });
     }
 
     /// Sends `new` to the connection's worker; if that worker is gone, picks another and re-sends
