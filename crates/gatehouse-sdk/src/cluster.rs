@@ -331,42 +331,49 @@ impl Cluster {
     /// Binds a client to a uid (a client has at most one uid; a uid many clients). Returns once
     /// every worker and API client would route a send to `uid` to this client.
     pub async fn bind_uid(&self, client: ClientId, uid: &str) -> Result<(), ApiError> {
-        check_key("uid", uid)?;
-        let command = op(command::Op::BindUid(BindUid {
-            conn: client.conn,
-            uid: uid.to_owned(),
-        }));
-        self.request(client.gateway, command).await.map(drop)
+        self.key_command(client, "uid", uid, |conn, uid| {
+            command::Op::BindUid(BindUid { conn, uid })
+        })
+        .await
     }
 
     /// Unbinds a client from a uid (a no-op if it is bound to another).
     pub async fn unbind_uid(&self, client: ClientId, uid: &str) -> Result<(), ApiError> {
-        check_key("uid", uid)?;
-        let command = op(command::Op::UnbindUid(UnbindUid {
-            conn: client.conn,
-            uid: uid.to_owned(),
-        }));
-        self.request(client.gateway, command).await.map(drop)
+        self.key_command(client, "uid", uid, |conn, uid| {
+            command::Op::UnbindUid(UnbindUid { conn, uid })
+        })
+        .await
     }
 
     /// Adds a client to a group; returns once every sender would reach it (like `bind_uid`).
     pub async fn join_group(&self, client: ClientId, group: &str) -> Result<(), ApiError> {
-        check_key("group", group)?;
-        let command = op(command::Op::JoinGroup(JoinGroup {
-            conn: client.conn,
-            group: group.to_owned(),
-        }));
-        self.request(client.gateway, command).await.map(drop)
+        self.key_command(client, "group", group, |conn, group| {
+            command::Op::JoinGroup(JoinGroup { conn, group })
+        })
+        .await
     }
 
     /// Removes a client from a group.
     pub async fn leave_group(&self, client: ClientId, group: &str) -> Result<(), ApiError> {
-        check_key("group", group)?;
-        let command = op(command::Op::LeaveGroup(LeaveGroup {
-            conn: client.conn,
-            group: group.to_owned(),
-        }));
-        self.request(client.gateway, command).await.map(drop)
+        self.key_command(client, "group", group, |conn, group| {
+            command::Op::LeaveGroup(LeaveGroup { conn, group })
+        })
+        .await
+    }
+
+    /// Checks `key` and sends the command `op` builds for the client's gateway, waiting for its
+    /// answer.
+    async fn key_command(
+        &self,
+        client: ClientId,
+        what: &'static str,
+        key: &str,
+        op: impl FnOnce(u64, String) -> command::Op,
+    ) -> Result<(), ApiError> {
+        check_key(what, key)?;
+        self.request(client.gateway, self::op(op(client.conn, key.to_owned())))
+            .await
+            .map(drop)
     }
 
     /// Dissolves a group on every gateway that has members of it.

@@ -253,4 +253,23 @@ mod tests {
         table.set_connected(0, false);
         assert!(!table.is_trusted());
     }
+
+    #[test]
+    fn a_uid_is_held_while_any_registry_lists_a_gateway_for_it() {
+        let table = RouteTable::new(2);
+        table.set_connected(0, true);
+        table.set_connected(1, true);
+        assert!(!table.holds(RouteKind::Uid, "carol"));
+        table.apply(0, update(1, true, vec![(RouteKind::Uid, "carol", 3, true)]));
+        table.apply(1, update(1, true, vec![(RouteKind::Uid, "carol", 3, true)]));
+        assert!(table.holds(RouteKind::Uid, "carol"));
+        assert!(!table.holds(RouteKind::Group, "carol"), "uids and groups are separate");
+        table.apply(0, update(2, false, vec![(RouteKind::Uid, "carol", 3, false)]));
+        assert!(
+            table.holds(RouteKind::Uid, "carol"),
+            "the other registry still lists it"
+        );
+        table.apply(1, update(2, false, vec![(RouteKind::Uid, "carol", 3, false)]));
+        assert!(!table.holds(RouteKind::Uid, "carol"));
+    }
 }
