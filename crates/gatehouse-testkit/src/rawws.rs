@@ -63,6 +63,7 @@ pub struct RawWs {
     client_closed_first: bool,
     end: Option<End>,
     violations: Vec<String>,
+    notes: Vec<String>,
     write_errors: Vec<String>,
     server_pings: usize,
 }
@@ -144,6 +145,7 @@ impl RawWs {
             client_closed_first: false,
             end: None,
             violations: Vec::new(),
+            notes: Vec::new(),
             write_errors: Vec::new(),
             server_pings: 0,
         })
@@ -235,7 +237,7 @@ impl RawWs {
             let deadline = Instant::now() + within;
             while self.end.is_none() {
                 match self.next_frame(deadline).await {
-                    FrameRead::Frame(frame) => self.violations.push(format!("{frame:?} after its Close frame")),
+                    FrameRead::Frame(frame) => self.after_close(&frame),
                     FrameRead::End(end) => self.end = Some(end),
                     FrameRead::Timeout => self.end = Some(End::Timeout(within)),
                 }
@@ -247,6 +249,7 @@ impl RawWs {
             client_closed_first: self.client_closed_first,
             end: self.end.expect("the loops above set an end"),
             violations: self.violations,
+            notes: self.notes,
             write_errors: self.write_errors,
             server_pings: self.server_pings,
         }
@@ -262,7 +265,7 @@ impl RawWs {
             };
             self.check_header(&frame);
             if self.close.is_some() {
-                self.violations.push(format!("{frame:?} after its Close frame"));
+                self.after_close(&frame);
                 continue;
             }
             if opcode::is_control(frame.opcode) {
@@ -335,6 +338,18 @@ impl RawWs {
                 // Reserved opcodes were reported by `check_header`.
                 _ => {}
             }
+        }
+    }
+
+    /// Records a frame that came after the server's Close: a data frame breaks §5.5.1 (no data
+    /// after a Close); a control frame is only odd (the handshake is over), so it is a note.
+    fn after_close(&mut self, frame: &ServerFrame) {
+        if opcode::is_control(frame.opcode) {
+            self.notes.push(format!("{frame:?} after its Close frame"));
+        } else {
+            self.violations.push(format!(
+                "{frame:?} after its Close frame (§5.5.1: no data frames after a Close)"
+            ));
         }
     }
 

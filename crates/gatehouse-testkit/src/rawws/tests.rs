@@ -208,6 +208,7 @@ async fn every_kind_of_server_violation_is_reported() {
             Frame::pong(vec![b'p'; 126]).mask(Mask::None),
             Frame::close(1005, "").mask(Mask::None),
             Frame::text("after close").mask(Mask::None),
+            Frame::pong("after close").mask(Mask::None),
         ];
         stream.write_all(&encode_all(&frames)).await.unwrap();
         // Read the client's Close reply, then close.
@@ -234,6 +235,11 @@ async fn every_kind_of_server_violation_is_reported() {
         assert!(all.contains(needle), "no {needle:?} in:\n{all}");
     }
     assert_eq!(transcript.close.as_ref().and_then(|c| c.code), Some(1005));
+    assert!(
+        transcript.notes.iter().any(|n| n.starts_with("pong")),
+        "{:?}",
+        transcript.notes
+    );
 }
 
 #[tokio::test]

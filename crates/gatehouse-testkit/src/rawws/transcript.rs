@@ -71,8 +71,10 @@ pub struct Transcript {
     pub end: End,
     /// Protocol violations by the server: masked frames, RSV bits, reserved opcodes, bad
     /// fragmentation, oversized or fragmented control frames, invalid UTF-8 in a text
-    /// message, an invalid Close payload, frames after its Close.
+    /// message, an invalid Close payload, data frames after its Close.
     pub violations: Vec<String>,
+    /// Oddities that break no MUST of the RFC (a control frame after its Close).
+    pub notes: Vec<String>,
     /// Writes of the client that failed (the server may legitimately have closed already).
     pub write_errors: Vec<String>,
     /// Pings the server sent (answered automatically; not part of [`Transcript::events`]).
@@ -122,8 +124,15 @@ impl Transcript {
     /// One line for a report: the events, then how it ended, then any violation.
     pub fn summary(&self) -> String {
         let mut out = String::new();
-        if !self.events.is_empty() {
-            out.push_str(&format!("{:?}; ", self.events));
+        match self.events.as_slice() {
+            [] => {}
+            [_, _, _, _, _, ..] => out.push_str(&format!(
+                "{} events ({:?} … {:?}); ",
+                self.events.len(),
+                self.events[0],
+                self.events[self.events.len() - 1]
+            )),
+            events => out.push_str(&format!("{events:?}; ")),
         }
         match (&self.close, &self.end) {
             (Some(close), end) => {
@@ -146,6 +155,9 @@ impl Transcript {
         if !self.violations.is_empty() {
             out.push_str(&format!("; VIOLATIONS: {}", self.violations.join("; ")));
         }
+        if !self.notes.is_empty() {
+            out.push_str(&format!("; notes: {}", self.notes.join("; ")));
+        }
         out
     }
 }
@@ -161,6 +173,7 @@ mod tests {
             client_closed_first: true,
             end,
             violations: Vec::new(),
+            notes: Vec::new(),
             write_errors: Vec::new(),
             server_pings: 0,
         }
