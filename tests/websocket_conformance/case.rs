@@ -300,16 +300,20 @@ pub struct CaseResult {
     pub observed: String,
     /// The verdict.
     pub verdict: Verdict,
+    /// How long the case took, connection to TCP close.
+    pub elapsed: Duration,
 }
 
 /// Runs `case` over a fresh connection to `url`.
 pub async fn run(url: &str, case: &Case) -> CaseResult {
+    let started = std::time::Instant::now();
     let result = |observed: String, verdict: Verdict| CaseResult {
         id: case.id.clone(),
         title: case.title.clone(),
         expected: case.expect.describe(),
         observed,
         verdict,
+        elapsed: started.elapsed(),
     };
     let mut ws = match RawWs::connect_url(url).await {
         Ok(ws) => ws,

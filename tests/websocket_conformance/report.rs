@@ -38,6 +38,15 @@ pub fn render(target: &str, section: &Section, results: &[CaseResult]) -> String
         count("NON-STRICT"),
         count("FAILED"),
     );
+    let mut slowest: Vec<&CaseResult> = results.iter().collect();
+    slowest.sort_by_key(|r| std::cmp::Reverse(r.elapsed));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|r| format!("{} {:.2?}", r.id, r.elapsed))
+        .collect();
+    let total: std::time::Duration = results.iter().map(|r| r.elapsed).sum();
+    let _ = writeln!(out, "{total:.2?} in all; slowest: {}", slowest.join(", "));
     for verdict in ["FAILED", "NON-STRICT"] {
         let rows: Vec<&CaseResult> = results.iter().filter(|r| r.verdict.to_string() == verdict).collect();
         if rows.is_empty() {
