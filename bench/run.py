@@ -107,17 +107,25 @@ class Cluster:
         self.procs = []
         self.threads = threads
         self.binary = binary
-        reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", "--cluster-secret", SECRET], ["grpc"])
+        # Every process gets an admin listener on a free port (several share this machine).
+        # Builds from before the admin listener served /readyz and /metrics on the public port
+        # (bench/compare.py runs them side by side with today's).
+        self.has_admin = has_flag(binary or BIN, "gateway", "--admin-listen")
+        admin = ["--admin-listen", "127.0.0.1:0"] if self.has_admin else []
+        kinds = ["admin"] if self.has_admin else []
+        reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", "--cluster-secret", SECRET, *admin],
+                          ["grpc", *kinds])
         self.registry = reg.addrs["grpc"]
         self.gateways = [self._start(f"gateway-{i}", ["gateway", "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0",
                                                        "--registry", self.registry, "--cluster-secret", SECRET,
-                                                       *gateway_args], ["ws", "grpc"]) for i in range(gateways)]
+                                                       *admin, *gateway_args], ["ws", "grpc", *kinds])
+                         for i in range(gateways)]
         self.workers = []
         for i in range(workers):
             # relay authenticates nobody: a benchmark-only app, allowed explicitly.
             unauth = ["--allow-unauthenticated"] if app in ("relay", "api") else []
             w = self._start(f"worker-{i}", ["worker", "--registry", self.registry, "--app", app,
-                                            "--cluster-secret", SECRET, *unauth, *worker_args], [])
+                                            "--cluster-secret", SECRET, *admin, *unauth, *worker_args], kinds)
             w.wait_log("worker started")
             self.workers.append(w)
         # Measure the steady state: until the registry's warm-up is over, workers cannot trust
@@ -127,7 +135,7 @@ class Cluster:
         # Wait until every gateway sees every worker.
         deadline = time.time() + 30
         for g in self.gateways:
-            while f'"workers":{workers}' not in http_get(g.addrs["ws"], "/readyz"):
+            while not re.search(f'"workers":{workers}[,}}]', http_get(admin_addr(g), "/readyz")):
                 if time.time() > deadline:
                     raise RuntimeError("workers never attached")
                 time.sleep(0.05)
@@ -515,10 +523,22 @@ def svg_plot(name, title, series):
     return f"![{title}](plots/{name}.svg)"
 
 
+def has_flag(binary, role, flag):
+    """Whether `binary ROLE --help` lists `flag`."""
+    out = subprocess.run([binary, role, "--help"], capture_output=True, text=True)
+    return flag in out.stdout
+
+
+def admin_addr(proc):
+    """Where a process serves /readyz and /metrics: its admin listener, or (older builds) its
+    public port."""
+    return proc.addrs.get("admin") or proc.addrs["ws"]
+
+
 def gauge(gateway, name):
-    body = http_get(gateway.addrs["ws"], "/metrics")
-    m = re.search(rf"^{name} (\d+)", body, re.M)
-    return int(m.group(1)) if m else 0
+    body = http_get(admin_addr(gateway), "/metrics")
+    m = re.search(rf"^{name} ([0-9.eE+]+)", body, re.M)
+    return int(float(m.group(1))) if m else 0
 
 
 def fmt(v, digits=0):

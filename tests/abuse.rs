@@ -152,7 +152,7 @@ async fn a_batch_of_events_bigger_than_a_grpc_message_does_not_break_the_worker_
                 client.send_text(format!("{i:03}:{n:03}:{payload}")).await?;
             }
         }
-        let gateway = cluster.gateways[0].addr("ws");
+        let gateway = cluster.gateways[0].addr("admin");
         wait_metric(gateway, "gatehouse_gateway_messages_in_total", |n| {
             n >= (CLIENTS * EACH) as u64
         })
@@ -189,7 +189,7 @@ async fn a_handshake_with_oversized_forwarded_headers_is_refused_with_431() -> R
     // Headers that are not forwarded cost nothing: the same bulk under another name is fine.
     let accepted = WsClient::try_connect_with_headers(&url, &[("x-junk", &big)]).await?;
     assert!(accepted.is_ok(), "a header that is not forwarded does not count");
-    let gateway = cluster.gateways[0].addr("ws");
+    let gateway = cluster.gateways[0].addr("admin");
     assert_eq!(
         metric(gateway, "gatehouse_gateway_refused_handshake_too_large_total").await?,
         1
@@ -223,7 +223,7 @@ async fn a_client_that_floods_is_read_slower_then_closed_with_1008_and_others_ar
         polite.send_text(format!("polite {n}")).await?;
         assert_eq!(polite.recv_text().await?, format!("polite {n}"));
     }
-    let gateway = cluster.gateways[0].addr("ws");
+    let gateway = cluster.gateways[0].addr("admin");
     assert_eq!(metric(gateway, "gatehouse_gateway_rate_limit_closed_total").await?, 1);
     assert!(metric(gateway, "gatehouse_gateway_rate_limited_total").await? > 0);
     Ok(())
@@ -264,7 +264,7 @@ async fn connections_per_address_are_capped_with_429_and_a_full_gateway_answers_
     for client in held {
         client.close().await?;
     }
-    let gateway = cluster.gateways[0].addr("ws");
+    let gateway = cluster.gateways[0].addr("admin");
     let refused = wait_metric(gateway, "gatehouse_gateway_refused_per_ip_total", |_| true).await?
         + metric(gateway, "gatehouse_gateway_refused_gateway_full_total").await?;
     assert!(refused >= 1);
@@ -286,7 +286,7 @@ async fn a_full_gateway_refuses_new_websockets_with_503() -> Result<()> {
         Err(Refusal::Http(503, body)) => assert!(body.contains("gateway full"), "{body}"),
         other => bail!("expected 503, got {:?}", other.map(|_| "accepted")),
     }
-    let gateway = cluster.gateways[0].addr("ws");
+    let gateway = cluster.gateways[0].addr("admin");
     assert_eq!(
         metric(gateway, "gatehouse_gateway_refused_gateway_full_total").await?,
         1
@@ -302,8 +302,8 @@ async fn a_client_that_trickles_its_headers_is_dropped_after_the_header_timeout(
         .gateway_args(&["--header-read-timeout", "500ms"])
         .start()
         .await?;
-    let gateway = cluster.gateways[0].addr("ws");
-    let mut slow = tokio::net::TcpStream::connect(gateway).await?;
+    let gateway = cluster.gateways[0].addr("admin");
+    let mut slow = tokio::net::TcpStream::connect(cluster.gateways[0].addr("ws")).await?;
     slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await?;
     // One header byte every 100 ms, for at most 10 s: the gateway must hang up long before.
     let started = std::time::Instant::now();
@@ -346,7 +346,7 @@ async fn handshakes_waiting_for_a_worker_are_capped_with_503() -> Result<()> {
         .start()
         .await?;
     let url = cluster.ws_url(0);
-    let gateway = cluster.gateways[0].addr("ws");
+    let gateway = cluster.gateways[0].addr("admin");
     let worker = cluster.workers[0].pid().expect("worker running");
     signal(worker, "-STOP")?;
     let waiting: Vec<_> = (0..2)
@@ -420,7 +420,7 @@ async fn a_deadline_warns_then_closes_with_the_applications_code() -> Result<()>
     assert_eq!(client.next_delivery().await?, "expiring soon");
     let (code, reason) = client.ws.expect_close_frame().await?;
     assert_eq!((code, reason.as_str()), (4001, "token expired"));
-    let gateway = cluster.gateways[0].addr("ws");
+    let gateway = cluster.gateways[0].addr("admin");
     assert_eq!(metric(gateway, "gatehouse_gateway_deadlines_closed_total").await?, 1);
 
     // A refreshed (replaced) deadline does not fire at the old time; a cleared one never.

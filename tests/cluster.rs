@@ -43,9 +43,9 @@ async fn send_to_uid_goes_only_to_the_gateway_that_holds_the_uid() -> Result<()>
     let mut bob = ApiClient::connect(&cluster.ws_url(0)).await?;
     let _carol = ApiClient::connect(&cluster.ws_url(1)).await?;
     alice.ok("bind_uid", json!({"uid": "alice"})).await?;
-    let elsewhere = cluster.gateways[1].addr("ws");
+    let elsewhere = cluster.gateways[1].addr("admin");
     let before = metric(elsewhere, "gatehouse_gateway_commands_total").await?;
-    let here = cluster.gateways[0].addr("ws");
+    let here = cluster.gateways[0].addr("admin");
     let link_counters = async || -> Result<[u64; 4]> {
         Ok([
             metric(here, "gatehouse_gateway_link_messages_out_total").await?,

@@ -87,7 +87,7 @@ async fn killing_a_worker_loses_no_event_and_keeps_clients_connected() -> Result
     // The failover happened: the dead worker's clients had their events re-sent elsewhere.
     let mut redelivered = 0;
     for gateway in &cluster.gateways {
-        redelivered += metric(gateway.addr("ws"), "gatehouse_gateway_events_redelivered_total").await?;
+        redelivered += metric(gateway.addr("admin"), "gatehouse_gateway_events_redelivered_total").await?;
     }
     assert!(
         redelivered > 0,
@@ -171,6 +171,8 @@ async fn an_internal_call_without_the_secret_is_refused_and_logged() -> Result<(
             "echo".into(),
             "--cluster-secret".into(),
             "wrong-secret".into(),
+            "--admin-listen".into(),
+            "off".into(),
         ],
         &[],
     )
@@ -257,7 +259,7 @@ async fn a_slow_consumer_is_closed_and_counted_without_hurting_others() -> Resul
             .ok("send_to_client", json!({"client": target, "data": chunk}))
             .await?;
     }
-    let (_, metrics) = gatehouse_testkit::cluster::http_get(cluster.gateways[0].addr("ws"), "/metrics").await?;
+    let (_, metrics) = gatehouse_testkit::cluster::http_get(cluster.gateways[0].addr("admin"), "/metrics").await?;
     assert!(
         metrics.contains("gatehouse_gateway_slow_consumers_closed_total 1"),
         "{metrics}"
@@ -303,12 +305,20 @@ async fn every_flag_is_documented_with_its_environment_variable() -> Result<()> 
                 "--message-rate",
                 "--byte-rate",
                 "--rate-limit-close-after",
+                "--admin-listen",
+                "--drain",
                 "--cluster-secret",
             ][..],
         ),
         (
             "worker",
-            &["--registry", "--app", "--allow-unauthenticated", "--cluster-secret"][..],
+            &[
+                "--registry",
+                "--app",
+                "--allow-unauthenticated",
+                "--admin-listen",
+                "--cluster-secret",
+            ][..],
         ),
         ("dev", &["--listen", "--app"][..]),
     ] {
@@ -348,7 +358,7 @@ async fn a_client_that_never_answers_pings_is_dropped() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, metrics) = gatehouse_testkit::cluster::http_get(cluster.gateways[0].addr("ws"), "/metrics").await?;
+    let (_, metrics) = gatehouse_testkit::cluster::http_get(cluster.gateways[0].addr("admin"), "/metrics").await?;
     assert!(metrics.contains("gatehouse_gateway_ping_timeouts_total 1"), "{metrics}");
     drop(silent);
     Ok(())
@@ -399,7 +409,7 @@ async fn clients_of_a_frozen_worker_are_served_by_another_within_the_lease() -> 
     outcome?;
     // Well before HTTP/2 keep-alive (10 s) would have noticed.
     assert!(waited < Duration::from_secs(5), "served again only after {waited:?}");
-    let gateway = cluster.gateways[0].addr("ws");
+    let gateway = cluster.gateways[0].addr("admin");
     assert!(
         metric(gateway, "gatehouse_gateway_events_redelivered_total").await? > 0,
         "no event was re-sent: the frozen worker served no client"

@@ -10,7 +10,10 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_behind_haproxy_reach_each_other_across_gateways() -> Result<()> {
     let mut cluster = Cluster::builder().gateways(2).workers("api", 2).start().await?;
-    let gateways = [cluster.gateways[0].addr("ws"), cluster.gateways[1].addr("ws")];
+    let gateways = [
+        (cluster.gateways[0].addr("ws"), cluster.gateways[0].addr("admin")),
+        (cluster.gateways[1].addr("ws"), cluster.gateways[1].addr("admin")),
+    ];
     let balancer = Haproxy::start(&gateways).await?;
 
     // Round robin spreads clients over both gateways (the client id names the gateway).

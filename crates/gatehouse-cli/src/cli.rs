@@ -13,6 +13,9 @@ use gatehouse_registry::RegistryConfig;
 use gatehouse_sdk::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminListen};
+use crate::apps::{DEFAULT_DATABASE, Trust, run_app};
+
 /// gatehouse: real-time push over WebSockets, as a cluster of gateways, workers and registries.
 #[derive(Parser, Debug)]
 #[command(name = "gatehouse", version, about, long_about = None)]
@@ -110,15 +113,25 @@ pub struct RegistryArgs {
     /// Uids and groups one gateway may announce; a gateway announcing more is cut off.
     #[arg(long, env = "GATEHOUSE_MAX_KEYS_PER_GATEWAY", default_value_t = 4_000_000)]
     pub max_keys_per_gateway: usize,
+    /// Admin listener (/healthz, /readyz, /metrics), or `off`.
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:9102")]
+    pub admin_listen: AdminListen,
     #[command(flatten)]
     pub secret: SecretArg,
 }
 
 #[derive(Args, Debug)]
 pub struct GatewayArgs {
-    /// Public address for WebSocket clients (`/ws`) and HTTP (`/healthz`, `/readyz`, `/metrics`).
+    /// Public address for WebSocket clients (`/ws`) and the page (`/`).
     #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Admin listener (/healthz, /readyz, /metrics), away from the public port; or `off`.
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: AdminListen,
+    /// On SIGTERM, how long the gateway takes to close its clients (gradually, with 1012) so
+    /// that they reconnect elsewhere without a thundering herd.
+    #[arg(long, env = "GATEHOUSE_DRAIN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
     /// Internal gRPC address workers attach to.
     #[arg(long, env = "GATEHOUSE_INTERNAL", default_value = "127.0.0.1:7100")]
     pub internal: SocketAddr,
@@ -272,6 +285,9 @@ pub struct WorkerArgs {
     /// `gatehouse dev`.
     #[arg(long, env = "GATEHOUSE_ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,
+    /// Admin listener (/healthz, /readyz, /metrics), or `off`.
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:9101")]
+    pub admin_listen: AdminListen,
     #[command(flatten)]
     pub chat: ChatArgs,
     #[command(flatten)]
@@ -286,6 +302,9 @@ pub struct DevArgs {
     /// The app to run.
     #[arg(long, env = "GATEHOUSE_APP", default_value = "chat")]
     pub app: String,
+    /// Admin listener of the whole dev cluster (/healthz, /readyz, /metrics), or `off`.
+    #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: AdminListen,
     #[command(flatten)]
     pub chat: ChatArgs,
 }
@@ -346,15 +365,32 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             let bound = gatehouse_registry::bind(config)
                 .await
                 .context("starting the registry")?;
+            let admin = admin::serve(
+                args.admin_listen.bind().await?,
+                vec![bound.admin_hooks()],
+                token.clone(),
+            );
             bound.run(token).await?;
+            wait(admin).await;
         }
         Command::Gateway(args) => {
             let mut config = GatewayConfig::new(args.listen, args.internal, args.registry, args.secret.secret()?);
             config.advertise = args.advertise;
             config.index_page = Some(gatehouse_chat::WEB_PAGE);
+            config.drain = args.drain;
             args.limits.apply(&mut config);
             let bound = gatehouse_gateway::bind(config).await.context("starting the gateway")?;
-            bound.run(token).await?;
+            // The admin listener outlives the drain: /readyz answers 503 while it lasts.
+            let admin_token = CancellationToken::new();
+            let admin = admin::serve(
+                args.admin_listen.bind().await?,
+                vec![bound.admin_hooks()],
+                admin_token.clone(),
+            );
+            let result = bound.run(token).await;
+            admin_token.cancel();
+            wait(admin).await;
+            result?;
         }
         Command::Worker(args) => {
             let config = WorkerConfig::new(args.registry, args.secret.secret()?, args.app.clone());
@@ -363,9 +399,27 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             } else {
                 Trust::Production
             };
-            run_app(&args.app, config, &args.chat.config(DEFAULT_DATABASE), trust, token).await?;
+            crate::apps::check_trust(&args.app, trust)?;
+            let admin = args.admin_listen.bind().await?;
+            run_app(
+                &args.app,
+                config,
+                &args.chat.config(DEFAULT_DATABASE),
+                trust,
+                admin,
+                token,
+            )
+            .await?;
         }
-        Command::Dev(args) => crate::dev::run(args, token).await?,
+        Command::Dev(args) => {
+            let dev = crate::dev::Dev {
+                listen: args.listen,
+                chat: args.chat.config(DEFAULT_DATABASE),
+                app: args.app,
+                admin: args.admin_listen.bind().await?,
+            };
+            crate::dev::run(dev, token).await?
+        }
         Command::Bench(args) => crate::bench::run(args).await?,
         Command::Token(args) => {
             let Some(secret) = args.jwt_secret.as_deref() else {
@@ -380,61 +434,9 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
     Ok(())
 }
 
-/// The chat database when none is configured: a SQLite file in the working directory.
-pub const DEFAULT_DATABASE: &str = "sqlite://gatehouse.db";
-
-/// Whether apps that authenticate nobody may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trust {
-    /// Refuse them: a production cluster must not hand every client every identity.
-    Production,
-    /// The operator said so (`--allow-unauthenticated`), or this is `gatehouse dev`.
-    AllowUnauthenticated,
-}
-
-/// Apps that authenticate nobody.
-const UNAUTHENTICATED_APPS: [&str; 2] = ["relay", "api"];
-
-/// Runs a built-in app by name.
-pub async fn run_app(
-    app: &str,
-    config: WorkerConfig,
-    chat: &gatehouse_chat::ChatConfig,
-    trust: Trust,
-    token: CancellationToken,
-) -> Result<()> {
-    use gatehouse_sdk::WorkerRuntime;
-    if UNAUTHENTICATED_APPS.contains(&app) && trust == Trust::Production {
-        bail!(
-            "the {app} app authenticates nobody: any client could act as any user. Run it only for tests or \
-             benchmarks, with --allow-unauthenticated (GATEHOUSE_ALLOW_UNAUTHENTICATED=true)"
-        );
+/// Waits for an admin listener's task to end.
+async fn wait(admin: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(admin) = admin {
+        let _ = admin.await;
     }
-    match app {
-        "chat" => {
-            let worker = gatehouse_chat::ChatWorker::open(chat.clone())
-                .await
-                .context("starting the chat app")?;
-            WorkerRuntime::new(config, worker).run(token).await?
-        }
-        "echo" => {
-            WorkerRuntime::new(config, gatehouse_apps::echo::Echo)
-                .run(token)
-                .await?
-        }
-        "relay" => {
-            WorkerRuntime::new(config, gatehouse_apps::relay::Relay)
-                .run(token)
-                .await?
-        }
-        "api" => {
-            tracing::warn!("the api app lets every client act on every other; use it for tests and diagnostics only");
-            WorkerRuntime::new(config, gatehouse_apps::api::Api).run(token).await?
-        }
-        other => bail!(
-            "unknown app {other:?}; built-in apps: chat, {}",
-            gatehouse_apps::APP_NAMES.join(", ")
-        ),
-    }
-    Ok(())
 }

@@ -1,19 +1,34 @@
 //! `gatehouse dev`: a registry, a gateway and a worker in one process, on loopback, with a fresh
 //! random cluster secret: a working cluster with one command.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use gatehouse_core::ClusterSecret;
+use gatehouse_core::admin::AdminServer;
 use gatehouse_gateway::GatewayConfig;
 use gatehouse_registry::RegistryConfig;
 use gatehouse_sdk::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{DEFAULT_DATABASE, DevArgs, Trust, run_app};
+use crate::apps::{Trust, run_app};
 
-/// Runs the dev cluster until `token` is cancelled.
-pub async fn run(args: DevArgs, token: CancellationToken) -> Result<()> {
+/// What `gatehouse dev` runs.
+pub struct Dev {
+    /// The gateway's public address.
+    pub listen: SocketAddr,
+    /// The app the worker runs.
+    pub app: String,
+    /// The chat app's settings.
+    pub chat: gatehouse_chat::ChatConfig,
+    /// The admin listener serving all three roles, if any.
+    pub admin: Option<AdminServer>,
+}
+
+/// Runs the dev cluster until `token` is cancelled: then the gateway drains first (briefly),
+/// while the worker and the registry still serve it, and they stop after it.
+pub async fn run(dev: Dev, token: CancellationToken) -> Result<()> {
     let secret = ClusterSecret::random();
     let loopback = "127.0.0.1:0".parse().expect("valid address");
 
@@ -25,35 +40,46 @@ pub async fn run(args: DevArgs, token: CancellationToken) -> Result<()> {
         .context("starting the registry")?;
     let registry_addr = registry.local_addr().to_string();
 
-    let mut gateway = GatewayConfig::new(args.listen, loopback, vec![registry_addr.clone()], secret.clone());
+    let mut gateway = GatewayConfig::new(dev.listen, loopback, vec![registry_addr.clone()], secret.clone());
     // A person tries it in a browser with no token tooling: bare uids are accepted (and logged).
     gateway.insecure_dev_auth = true;
     gateway.index_page = Some(gatehouse_chat::WEB_PAGE);
+    // Ctrl-C should not wait 30 s for a graceful drain of a laptop's two tabs.
+    gateway.drain = Duration::from_millis(500);
     let gateway = gatehouse_gateway::bind(gateway)
         .await
-        .with_context(|| format!("binding {} (is another gatehouse running? try --listen)", args.listen))?;
+        .with_context(|| format!("binding {} (is another gatehouse running? try --listen)", dev.listen))?;
     let public = gateway.public_addr();
 
-    let worker = WorkerConfig::new(vec![registry_addr], secret, args.app.clone());
-    let registry_task = tokio::spawn(registry.run(token.clone()));
+    let worker = WorkerConfig::new(vec![registry_addr], secret, dev.app.clone());
+    let behind = CancellationToken::new();
+    let hooks = vec![registry.admin_hooks(), gateway.admin_hooks()];
+    let admin = match dev.admin {
+        Some(mut admin) => {
+            for hook in hooks {
+                admin.add(hook);
+            }
+            Some(admin)
+        }
+        None => None,
+    };
+    let registry_task = tokio::spawn(registry.run(behind.clone()));
     let gateway_task = tokio::spawn(gateway.run(token.clone()));
-    tracing::info!(app = %args.app, "dev cluster ready: open http://{public}/ (websocket endpoint ws://{public}/ws)");
+    tracing::info!(app = %dev.app, "dev cluster ready: open http://{public}/ (websocket endpoint ws://{public}/ws)");
     eprintln!(
         "\n  gatehouse dev is running the {} app: open http://{public}/  (websocket: ws://{public}/ws)\n",
-        args.app
+        dev.app
     );
     // Everything runs on loopback in one process: the unauthenticated apps are fine here.
     let trust = Trust::AllowUnauthenticated;
-    let worker_result = run_app(
-        &args.app,
-        worker,
-        &args.chat.config(DEFAULT_DATABASE),
-        trust,
-        token.clone(),
-    )
-    .await;
-    token.cancel();
-    let _ = registry_task.await;
+    let worker_task = {
+        let behind = behind.clone();
+        let app = dev.app.clone();
+        tokio::spawn(async move { run_app(&app, worker, &dev.chat, trust, admin, behind).await })
+    };
     let _ = gateway_task.await;
+    behind.cancel();
+    let worker_result = worker_task.await.context("the worker task panicked")?;
+    let _ = registry_task.await;
     worker_result
 }

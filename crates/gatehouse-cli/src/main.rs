@@ -1,6 +1,8 @@
 //! `gatehouse`: one binary for every role. Parses flags and environment into each role's plain
 //! config struct, validates it, and runs the role until SIGINT or SIGTERM.
 
+mod admin;
+mod apps;
 mod bench;
 mod cli;
 mod dev;

@@ -1,11 +1,13 @@
 //! What every gatehouse role shares and nothing more: identifiers, the stable routing hash, the
-//! cluster-secret check for internal gRPC, reconnect back-off and logging set-up.
+//! cluster-secret check for internal gRPC, reconnect back-off, logging set-up and the admin
+//! listener.
 //!
 //! This crate must not know about any particular role: no sockets, no routing tables, no
 //! application logic. The registry *client* lives here because every role needs the same one.
 //!
 //! # Layout
 //! - [`ids`] — [`ClientId`], [`NodeId`]: cluster-unique, self-describing identifiers.
+//! - [`admin`] — the admin listener (`/healthz`, `/readyz`, `/metrics`) and the metrics recorder.
 //! - [`attach`] — the member side of the registry protocol: one self-healing stream per registry.
 //! - [`hrw`] — rendezvous hashing, stable across processes and versions.
 //! - [`secret`] — the cluster secret, attached to and checked on every internal call.
@@ -15,6 +17,7 @@
 //! - [`telemetry`] — one-call tracing initialisation (plain or JSON lines).
 //! - [`limits`] — name validation shared by the gateway and the SDK.
 
+pub mod admin;
 pub mod attach;
 pub mod backoff;
 pub mod batch;

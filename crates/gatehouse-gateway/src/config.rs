@@ -91,6 +91,9 @@ pub struct GatewayConfig {
     pub max_session_bytes: usize,
     /// Largest answer to one query, in bytes; a larger one is refused with `bad_request`.
     pub max_query_result_bytes: usize,
+    /// How long a stopping gateway takes to close its clients (gradually, with 1012), so that
+    /// their reconnects spread over the other gateways instead of arriving at once.
+    pub drain: Duration,
     /// How long a bind or join may wait for the registries' confirmation.
     pub bind_timeout: Duration,
     /// Upper bound of the registry reconnect back-off.
@@ -176,6 +179,7 @@ impl GatewayConfig {
             max_groups_per_conn: 1024,
             max_session_bytes: 16 * 1024,
             max_query_result_bytes: 16 * 1024 * 1024,
+            drain: Duration::from_secs(30),
             bind_timeout: Duration::from_secs(10),
             registry_backoff: Duration::from_secs(1),
             insecure_dev_auth: false,

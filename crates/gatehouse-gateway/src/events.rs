@@ -80,6 +80,14 @@ impl EventRouter {
         self.pending_bytes.load(Ordering::Relaxed)
     }
 
+    /// Waits until no event awaits acknowledgement. Polls: it runs only while draining, and a
+    /// notification on the per-message path would cost every message.
+    pub(crate) async fn drained(&self) {
+        while self.pending_bytes() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Numbers a new event of `conn`, keeps it until acknowledged and sends it to the
     /// connection's worker. Returns whether the connection must stop reading (its window or the
     /// gateway's is full).

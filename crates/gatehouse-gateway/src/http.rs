@@ -1,4 +1,5 @@
-//! The public HTTP side: the WebSocket endpoint, health, readiness, metrics and the page.
+//! The public HTTP side: the WebSocket endpoint and the page. Health, readiness and metrics are
+//! on the admin listener (`--admin-listen`), away from untrusted clients.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -27,9 +28,6 @@ pub(crate) struct PeerSlots(pub Arc<Mutex<Option<Slots>>>);
 pub(crate) fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/ws", get(upgrade))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/", get(index))
         .with_state(hub)
 }
@@ -60,7 +58,10 @@ async fn upgrade(
     let config = hub.config();
     if hub.is_stopping() {
         Stats::inc(&stats.refused_draining);
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "gateway shutting down");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway draining: reconnect to another",
+        );
     }
     if hub.conns().open_count() >= config.max_connections as u64 {
         Stats::inc(&stats.refused_gateway_full);
@@ -138,68 +139,6 @@ async fn upgrade(
             )
         }
     }
-}
-
-async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
-    let registries = hub.routes().attached_count();
-    let workers = hub.events().workers().len();
-    let body = format!("{{\"registries\":{registries},\"workers\":{workers}}}\n");
-    let status = if registries > 0 && workers > 0 && !hub.is_stopping() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, [("content-type", "application/json")], body).into_response()
-}
-
-async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    let gauges = [
-        (
-            "gatehouse_gateway_connections",
-            "open websocket connections",
-            hub.conns().open_count(),
-        ),
-        (
-            "gatehouse_gateway_tcp_connections",
-            "open tcp connections on the public listener",
-            hub.admission().tcp_open() as u64,
-        ),
-        (
-            "gatehouse_gateway_pending_handshakes",
-            "handshakes waiting for a worker's verdict",
-            hub.admission().pending_count() as u64,
-        ),
-        (
-            "gatehouse_gateway_client_addresses",
-            "distinct client addresses with connections",
-            hub.admission().addresses() as u64,
-        ),
-        (
-            "gatehouse_gateway_uids",
-            "distinct uids bound on this gateway",
-            hub.index().uid_count() as u64,
-        ),
-        (
-            "gatehouse_gateway_groups",
-            "groups with members on this gateway",
-            hub.index().group_count() as u64,
-        ),
-        (
-            "gatehouse_gateway_workers",
-            "attached workers taking events",
-            hub.events().workers().len() as u64,
-        ),
-        (
-            "gatehouse_gateway_unacked_event_bytes",
-            "bytes of client events awaiting a worker's acknowledgement",
-            hub.events().pending_bytes() as u64,
-        ),
-    ];
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        hub.stats().render(&gauges),
-    )
-        .into_response()
 }
 
 async fn index(State(hub): State<Arc<Hub>>) -> Html<&'static str> {

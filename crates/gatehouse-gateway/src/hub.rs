@@ -6,12 +6,12 @@
 //! Each part keeps its own state private; the hub only calls their methods.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::ws::{Message, Utf8Bytes};
+use axum::extract::ws::Message;
 use gatehouse_core::{ClientId, NodeId};
 use gatehouse_proto::v1::{Closed, Reject, event};
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::config::GatewayConfig;
@@ -42,12 +42,12 @@ pub(crate) struct Hub {
     admission: Admission,
     /// Counters for `/metrics`.
     stats: Stats,
-    /// Cancelled when the gateway shuts down: handshakes are refused, sockets close with 1001.
-    shutdown: CancellationToken,
+    /// Set when the gateway starts draining: it is unready and refuses handshakes.
+    draining: AtomicBool,
 }
 
 impl Hub {
-    pub(crate) fn new(id: NodeId, config: GatewayConfig, routes: Arc<RouteSync>, shutdown: CancellationToken) -> Hub {
+    pub(crate) fn new(id: NodeId, config: GatewayConfig, routes: Arc<RouteSync>) -> Hub {
         let windows = Windows {
             conn_events: config.max_unacked_events,
             conn_bytes: config.max_unacked_bytes,
@@ -65,7 +65,7 @@ impl Hub {
             ),
             routes,
             stats: Stats::default(),
-            shutdown,
+            draining: AtomicBool::new(false),
             config,
         }
     }
@@ -108,9 +108,38 @@ impl Hub {
         &self.stats
     }
 
-    /// Whether the gateway is shutting down.
+    /// Whether the gateway is draining (shutting down).
     pub(crate) fn is_stopping(&self) -> bool {
-        self.shutdown.is_cancelled()
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts the drain: from now on the gateway is unready and refuses handshakes.
+    pub(crate) fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Copies the counters and the state gauges into the metrics recorder (before a scrape).
+    pub(crate) fn publish_metrics(&self) {
+        self.stats.publish();
+        let gauges = [
+            ("gatehouse_gateway_connections", self.conns.open_count() as f64),
+            ("gatehouse_gateway_tcp_connections", self.admission.tcp_open() as f64),
+            (
+                "gatehouse_gateway_pending_handshakes",
+                self.admission.pending_count() as f64,
+            ),
+            ("gatehouse_gateway_client_addresses", self.admission.addresses() as f64),
+            ("gatehouse_gateway_uids", self.index.uid_count() as f64),
+            ("gatehouse_gateway_groups", self.index.group_count() as f64),
+            ("gatehouse_gateway_workers", self.events.workers().len() as f64),
+            (
+                "gatehouse_gateway_unacked_event_bytes",
+                self.events.pending_bytes() as f64,
+            ),
+            ("gatehouse_gateway_registries", self.routes.attached_count() as f64),
+            ("gatehouse_gateway_draining", if self.is_stopping() { 1.0 } else { 0.0 }),
+        ];
+        gatehouse_core::admin::set_gauges(&gauges);
     }
 
     // ------------------------------------------------------------------ connection life cycle
@@ -188,11 +217,10 @@ impl Hub {
         }
     }
 
-    /// Closes every connection now with `code` (the gateway is shutting down).
-    pub(crate) fn kill_all(&self, code: u16, reason: &'static str) {
-        for conn in self.conns.snapshot() {
-            conn.queue().kill(code, Utf8Bytes::from_static(reason));
-        }
+    /// Closes a connection now with 1012 (service restart): its client reconnects, through
+    /// the load balancer, to another gateway.
+    pub(crate) fn close_for_restart(&self, conn: &Conn) {
+        conn.queue().kill(1012, "service restart: reconnect");
     }
 
     // ------------------------------------------------------------------ worker links

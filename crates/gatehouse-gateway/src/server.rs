@@ -1,10 +1,17 @@
-//! `Config → bind → run(listeners, token)`: the gateway's entry points.
+//! `Config → bind → run(listeners, token)`: the gateway's entry points, and its drain.
+//!
+//! Stopping is a drain, not a cut: when `token` is cancelled the gateway turns unready at once
+//! (`/readyz` 503, new handshakes 503), closes its clients gradually over `drain` with 1012
+//! (service restart) so that the load balancer spreads their reconnects over the other
+//! gateways instead of a thundering herd, waits until the events it already read are
+//! acknowledged by workers, and only then leaves the cluster and stops its listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_core::NodeId;
+use gatehouse_core::admin::{AdminHooks, Readiness};
 use gatehouse_core::attach::{self, AttachConfig};
 use gatehouse_core::shutdown::{GRACE, with_grace};
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
@@ -22,11 +29,15 @@ use crate::hub::Hub;
 use crate::links::LinkService;
 use crate::routes::RouteSync;
 
+/// How long a drained gateway waits for workers to acknowledge the events it already read.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// A gateway whose two listeners are bound but not yet serving.
 pub struct BoundGateway {
-    config: GatewayConfig,
     public: TcpListener,
     internal: TcpListener,
+    hub: Arc<Hub>,
+    routes: Arc<RouteSync>,
 }
 
 /// Validates the configuration and binds the public and internal listeners.
@@ -34,10 +45,13 @@ pub async fn bind(config: GatewayConfig) -> Result<BoundGateway, GatewayError> {
     config.validate()?;
     let public = TcpListener::bind(config.listen).await?;
     let internal = TcpListener::bind(config.internal).await?;
+    let routes = RouteSync::new(config.registries.len());
+    let hub = Arc::new(Hub::new(NodeId::random(), config, routes.clone()));
     Ok(BoundGateway {
-        config,
         public,
         internal,
+        hub,
+        routes,
     })
 }
 
@@ -52,41 +66,54 @@ impl BoundGateway {
         self.internal.local_addr().expect("bound listener has an address")
     }
 
-    /// Serves until `token` is cancelled, then closes clients with 1001 and leaves the cluster.
+    /// What this gateway serves on the admin listener: ready while it has a worker to hand
+    /// clients to and is not draining. A restarting registry does not make it unready: its
+    /// clients are still served.
+    pub fn admin_hooks(&self) -> AdminHooks {
+        let ready = self.hub.clone();
+        let scrape = self.hub.clone();
+        AdminHooks {
+            role: "gateway",
+            ready: Arc::new(move || {
+                let registries = ready.routes().attached_count();
+                let workers = ready.events().workers().len();
+                let draining = ready.is_stopping();
+                Readiness {
+                    ready: workers > 0 && !draining,
+                    detail: format!("{{\"registries\":{registries},\"workers\":{workers},\"draining\":{draining}}}"),
+                }
+            }),
+            scrape: Some(Arc::new(move || scrape.publish_metrics())),
+        }
+    }
+
+    /// Serves until `token` is cancelled, then drains (see the module doc) and leaves.
     pub async fn run(self, token: CancellationToken) -> Result<(), GatewayError> {
-        let id = NodeId::random();
+        let hub = self.hub.clone();
+        let config = hub.config().clone();
+        let id = hub.id();
         let public_addr = self.public_addr();
         let internal_addr = self.internal_addr();
-        let advertise = self
-            .config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| internal_addr.to_string());
-        if self.config.advertise.is_none() && internal_addr.ip().is_unspecified() {
+        let advertise = config.advertise.clone().unwrap_or_else(|| internal_addr.to_string());
+        if config.advertise.is_none() && internal_addr.ip().is_unspecified() {
             tracing::warn!(%internal_addr, "internal address is unspecified; set --advertise to the address workers can reach");
         }
         tracing::info!(kind = %"ws", addr = %public_addr, gateway_id = %id, "listening");
         tracing::info!(kind = %"grpc", addr = %internal_addr, gateway_id = %id, advertise = %advertise, "listening");
-
-        if self.config.insecure_dev_auth {
+        if config.insecure_dev_auth {
             tracing::warn!(
                 "INSECURE DEV MODE: clients may sign in with a bare uid and no token; never use this in production"
             );
         }
-        let routes = RouteSync::new(self.config.registries.len());
-        let hub = Arc::new(Hub::new(id, self.config.clone(), routes.clone(), token.child_token()));
-        tokio::spawn(routes.clone().run(token.clone()));
-        tokio::spawn(prune_departed_workers(hub.clone(), token.clone()));
-        let closing = hub.clone();
-        let shutdown = token.clone();
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            closing.kill_all(1001, "server shutting down");
-        });
+
+        // The listeners, links and registry sessions live until the drain is over.
+        let serving = CancellationToken::new();
+        tokio::spawn(self.routes.clone().run(serving.clone()));
+        tokio::spawn(prune_departed_workers(hub.clone(), serving.clone()));
         attach::spawn(
             AttachConfig {
-                registries: self.config.registries.clone(),
-                secret: self.config.secret.clone(),
+                registries: config.registries.clone(),
+                secret: config.secret.clone(),
                 member: Member {
                     kind: MemberKind::Gateway as i32,
                     id: id.0,
@@ -94,22 +121,21 @@ impl BoundGateway {
                     name: public_addr.to_string(),
                 },
                 subscribe_routes: false,
-                max_backoff: self.config.registry_backoff,
+                max_backoff: config.registry_backoff,
             },
-            routes,
-            token.clone(),
+            self.routes.clone(),
+            serving.clone(),
         );
 
         let grpc = InterceptedService::new(
             GatewayServer::new(LinkService {
                 hub: hub.clone(),
-                token: token.clone(),
+                token: serving.clone(),
             })
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-            self.config.secret.server_interceptor("gateway"),
+            config.secret.server_interceptor("gateway"),
         );
-        let grpc_token = token.clone();
         let grpc_server = Server::builder()
             .initial_stream_window_size(Some(4 * 1024 * 1024))
             .initial_connection_window_size(Some(8 * 1024 * 1024))
@@ -118,22 +144,59 @@ impl BoundGateway {
             .add_service(grpc)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(self.internal).with_nodelay(Some(true)),
-                grpc_token.cancelled_owned(),
+                serving.clone().cancelled_owned(),
             );
-
         let router = crate::http::router(hub.clone());
         let http_server = async {
-            crate::accept::serve(self.public, hub.clone(), router, token.clone()).await;
+            crate::accept::serve(self.public, hub.clone(), router, serving.clone()).await;
             Ok::<(), GatewayError>(())
         };
-
-        let servers = async { tokio::join!(grpc_server, http_server) };
-        if let Some((grpc_result, http_result)) = with_grace(servers, &token, GRACE, "gateway").await {
+        let drain = async {
+            token.cancelled().await;
+            drain(&hub, config.drain).await;
+            serving.cancel();
+        };
+        let servers = async { tokio::join!(grpc_server, http_server, drain) };
+        let stopped = with_grace(servers, &serving, GRACE, "gateway").await;
+        if let Some((grpc_result, http_result, ())) = stopped {
             grpc_result?;
             http_result?;
         }
         tracing::info!("gateway stopped");
         Ok(())
+    }
+}
+
+/// Turns the gateway unready, closes its clients gradually over `window` with 1012, then waits
+/// (bounded) until workers acknowledged every event already read.
+async fn drain(hub: &Hub, window: Duration) {
+    hub.begin_drain();
+    let clients = hub.conns().snapshot();
+    tracing::info!(
+        clients = clients.len(),
+        window_ms = window.as_millis() as u64,
+        "draining: closing clients gradually with 1012"
+    );
+    if !clients.is_empty() {
+        // Evenly spread over the window, in steps of at least 10 ms.
+        let steps = (window.as_millis() / 10).clamp(1, clients.len() as u128) as usize;
+        let per_step = clients.len().div_ceil(steps);
+        let pause = window / steps as u32;
+        for (index, batch) in clients.chunks(per_step).enumerate() {
+            if index > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for conn in batch {
+                hub.close_for_restart(conn);
+            }
+        }
+    }
+    let acked = tokio::time::timeout(ACK_WAIT, hub.events().drained()).await.is_ok();
+    if !acked {
+        tracing::warn!(
+            pending_bytes = hub.events().pending_bytes(),
+            "some events read before the drain were not acknowledged in time"
+        );
     }
 }
 

@@ -18,12 +18,14 @@
 //! - [`server`] — bind and run the gRPC service ([`bind`], [`BoundRegistry::run`]).
 //! - `state`: the single-task state machine that owns membership and the table.
 //! - `service`: the tonic `Registry` service feeding the state machine.
+//! - `stats`: counters and gauges for the admin listener's `/metrics`.
 
 pub mod config;
 pub mod error;
 pub mod server;
 mod service;
 mod state;
+mod stats;
 
 pub use config::{ConfigError, RegistryConfig};
 pub use error::RegistryError;

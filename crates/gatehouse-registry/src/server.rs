@@ -1,8 +1,10 @@
 //! `Config → bind → run(listener, token)`: the registry's entry points.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use gatehouse_core::NodeId;
+use gatehouse_core::admin::{AdminHooks, Readiness};
 use gatehouse_core::shutdown::{GRACE, with_grace};
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
@@ -15,18 +17,24 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RegistryConfig;
 use crate::error::Result;
 use crate::service::RegistryService;
+use crate::stats::Stats;
 
 /// A registry whose listener is bound but not yet serving.
 pub struct BoundRegistry {
     config: RegistryConfig,
     listener: TcpListener,
+    stats: Arc<Stats>,
 }
 
 /// Validates the configuration and binds the gRPC listener.
 pub async fn bind(config: RegistryConfig) -> Result<BoundRegistry> {
     config.validate()?;
     let listener = TcpListener::bind(config.listen).await?;
-    Ok(BoundRegistry { config, listener })
+    Ok(BoundRegistry {
+        config,
+        listener,
+        stats: Arc::default(),
+    })
 }
 
 impl BoundRegistry {
@@ -35,12 +43,31 @@ impl BoundRegistry {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// What this registry serves on the admin listener: ready while it serves (a registry in
+    /// its warm-up serves too; its table says it is not authoritative yet).
+    pub fn admin_hooks(&self) -> AdminHooks {
+        let ready = self.stats.clone();
+        let scrape = self.stats.clone();
+        AdminHooks {
+            role: "registry",
+            ready: Arc::new(move || Readiness {
+                ready: true,
+                detail: format!(
+                    "{{\"members\":{},\"authoritative\":{}}}",
+                    ready.members(),
+                    ready.is_authoritative()
+                ),
+            }),
+            scrape: Some(Arc::new(move || scrape.publish())),
+        }
+    }
+
     /// Serves until `token` is cancelled.
     pub async fn run(self, token: CancellationToken) -> Result<()> {
         let id = NodeId::random();
         let addr = self.local_addr();
         tracing::info!(kind = %"grpc", %addr, registry_id = %id, "listening");
-        let service = RegistryService::start(id, self.config.clone(), token.clone());
+        let service = RegistryService::start(id, self.config.clone(), self.stats.clone(), token.clone());
         let server = InterceptedService::new(
             RegistryServer::new(service)
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)

@@ -27,9 +27,14 @@ pub(crate) struct RegistryService {
 }
 
 impl RegistryService {
-    pub(crate) fn start(id: NodeId, config: RegistryConfig, token: CancellationToken) -> RegistryService {
+    pub(crate) fn start(
+        id: NodeId,
+        config: RegistryConfig,
+        stats: Arc<crate::stats::Stats>,
+        token: CancellationToken,
+    ) -> RegistryService {
         let (inputs, rx) = mpsc::channel(8192);
-        tokio::spawn(State::new(id, config).run(rx, token));
+        tokio::spawn(State::new(id, config, stats).run(rx, token));
         RegistryService {
             inputs,
             next_session: Arc::new(AtomicU64::new(1)),

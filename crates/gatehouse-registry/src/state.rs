@@ -27,6 +27,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegistryConfig;
+use crate::stats::{Counters, Stats};
 
 /// Messages queued towards one member before it counts as too slow and is cut off.
 pub(crate) const OUTBOUND_QUEUE: usize = 1024;
@@ -95,11 +96,14 @@ pub(crate) struct State {
     /// Batches waiting for every subscriber's acknowledgement: (sequence, session, generation).
     pending: VecDeque<(u64, u64, u64)>,
     authoritative: bool,
+    /// What the admin listener shows.
+    stats: std::sync::Arc<Stats>,
 }
 
 impl State {
-    pub(crate) fn new(id: NodeId, config: RegistryConfig) -> State {
+    pub(crate) fn new(id: NodeId, config: RegistryConfig, stats: std::sync::Arc<Stats>) -> State {
         State {
+            stats,
             id,
             config,
             started: Instant::now(),
@@ -124,7 +128,23 @@ impl State {
                     None => return,
                 },
             }
+            self.record_sizes();
         }
+    }
+
+    fn record_sizes(&self) {
+        let gateways = self
+            .members
+            .values()
+            .filter(|m| m.member.kind == MemberKind::Gateway as i32);
+        let (gateways, keys) = gateways.fold((0, 0), |(g, k), m| (g + 1, k + m.keys.len()));
+        let subscribers = self.sessions.values().filter(|s| s.subscribe).count();
+        self.stats
+            .set_sizes(self.members.len(), gateways, subscribers, keys, self.authoritative);
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.stats.counters
     }
 
     fn on_input(&mut self, input: Input) {
@@ -148,6 +168,7 @@ impl State {
         let id = member.id;
         if !self.members.contains_key(&id) && self.members.len() >= self.config.max_members {
             tracing::warn!(member = %NodeId(id), max = self.config.max_members, "member refused: the registry holds its maximum of members");
+            Counters::inc(&self.counters().members_refused);
             let _ = tx.try_send(Err(ErrorCode::TooManyRequests.status(format!(
                 "the registry holds its maximum of {} members",
                 self.config.max_members
@@ -231,6 +252,7 @@ impl State {
         let gateway = member;
         if let Some(refusal) = self.refuse_routes(gateway, &batch) {
             tracing::warn!(gateway = %NodeId(gateway), %refusal, "route batch refused; cutting the gateway off");
+            Counters::inc(&self.counters().batches_refused);
             self.cut_off(session, ErrorCode::TooManyRequests.status(refusal));
             return;
         }
@@ -259,6 +281,7 @@ impl State {
                 entries.push(entry(key, gateway, true));
             }
             state.keys = fresh;
+            Counters::inc(&self.stats.counters.resyncs);
             tracing::info!(gateway = %NodeId(gateway), keys = state.keys.len(), "gateway routes resynchronised");
         } else {
             for change in batch.changes {
@@ -355,6 +378,7 @@ impl State {
             .collect();
         for member in expired {
             tracing::warn!(member = %NodeId(member), lease_ms = lease.as_millis() as u64, "member lease expired");
+            Counters::inc(&self.counters().members_expired);
             self.remove_member(member);
         }
         let ack_timeout = self.config.ack_timeout;
@@ -367,6 +391,7 @@ impl State {
         for session in laggards {
             if let Some(state) = self.sessions.remove(&session) {
                 tracing::warn!(member = %NodeId(state.member), "route subscriber too slow to acknowledge; cut off");
+                Counters::inc(&self.stats.counters.subscribers_cut_off);
                 let _ = state
                     .tx
                     .try_send(Err(ErrorCode::Timeout.status("route updates not acknowledged in time")));
@@ -415,9 +440,11 @@ impl State {
         } else {
             entries.chunks(UPDATE_CHUNK).map(<[RouteEntry]>::to_vec).collect()
         };
+        Counters::add(&self.counters().entries_published, entries.len() as u64);
         for chunk in chunks {
             if !chunk.is_empty() {
                 self.seq += 1;
+                Counters::add(&self.counters().updates_published, subscribers.len() as u64);
             }
             let update = RouteUpdate {
                 seq: self.seq,
@@ -433,6 +460,7 @@ impl State {
     }
 
     fn send_snapshot(&mut self, session: u64) {
+        Counters::inc(&self.counters().snapshots);
         let mut entries: Vec<RouteEntry> = Vec::new();
         for (gateway, state) in &self.members {
             entries.extend(state.keys.iter().map(|k| entry(k, *gateway, true)));
@@ -511,6 +539,7 @@ impl State {
         if state.tx.try_send(Ok(message)).is_err() {
             let member = state.member;
             tracing::warn!(member = %NodeId(member), "member not reading its registry stream; cut off");
+            Counters::inc(&self.stats.counters.subscribers_cut_off);
             self.sessions.remove(&session);
             if let Some(m) = self.members.get_mut(&member)
                 && m.session == Some(session)
@@ -549,7 +578,7 @@ mod tests {
         config.warmup = Duration::ZERO;
         config.max_members = 3;
         config.max_keys_per_gateway = 10_000;
-        State::new(NodeId(1), config)
+        State::new(NodeId(1), config, Default::default())
     }
 
     fn member(id: u64, kind: MemberKind) -> Member {

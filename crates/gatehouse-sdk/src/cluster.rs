@@ -168,6 +168,38 @@ impl Cluster {
         self.inner.id
     }
 
+    /// Whether the routing table is trusted and every known gateway is linked right now.
+    pub fn is_ready(&self) -> bool {
+        self.inner.routes.is_trusted()
+            && self
+                .inner
+                .links
+                .iter()
+                .all(|l| l.connected.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// The number of gateways this process links to.
+    pub fn gateway_count(&self) -> usize {
+        self.inner.links.len()
+    }
+
+    /// Whether every known gateway (at least one) is linked: the process can serve, even
+    /// while its routing table is not trusted yet (uid and group sends then go to every
+    /// gateway).
+    pub fn is_linked(&self) -> bool {
+        !self.inner.links.is_empty()
+            && self
+                .inner
+                .links
+                .iter()
+                .all(|l| l.connected.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Whether uid and group sends go by the routing table (rather than to every gateway).
+    pub fn is_routing_trusted(&self) -> bool {
+        self.inner.routes.is_trusted()
+    }
+
     /// Waits until the routing table is complete and every known gateway is linked, or the
     /// ready timeout passes (then calls fall back to asking every gateway).
     pub async fn wait_ready(&self) -> Result<(), ApiError> {

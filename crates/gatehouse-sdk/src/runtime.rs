@@ -8,6 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::OnceLock;
+
+use gatehouse_core::admin::metrics::Histogram;
+use gatehouse_core::admin::{AdminHooks, Readiness};
 use gatehouse_core::{ClientId, ClusterSecret};
 use gatehouse_proto::v1::{Event, EventAck, MemberKind, event};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +42,17 @@ impl WorkerConfig {
 pub struct WorkerRuntime<W: Worker> {
     config: WorkerConfig,
     worker: Arc<W>,
+    /// The cluster handle once running (for readiness).
+    cluster: Arc<OnceLock<Cluster>>,
+    stats: Arc<WorkerStats>,
+}
+
+gatehouse_core::counters! {
+    /// What a worker counts, exported at the admin listener's `/metrics`.
+    pub(crate) struct WorkerStats {
+        events => "gatehouse_worker_events_total", "client events handled (handshakes, messages, closes)";
+        handler_errors => "gatehouse_worker_handler_errors_total", "handlers that returned an error (logged with the client id)";
+    }
 }
 
 impl<W: Worker> WorkerRuntime<W> {
@@ -46,6 +61,33 @@ impl<W: Worker> WorkerRuntime<W> {
         WorkerRuntime {
             config,
             worker: Arc::new(worker),
+            cluster: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// What this worker serves on an admin listener: ready while every known gateway is
+    /// linked (it then takes events; whether its routing table is trusted yet is reported).
+    pub fn admin_hooks(&self) -> AdminHooks {
+        let cluster = self.cluster.clone();
+        let stats = self.stats.clone();
+        AdminHooks {
+            role: "worker",
+            ready: Arc::new(move || {
+                let (ready, gateways, trusted) = match cluster.get() {
+                    Some(cluster) => (
+                        cluster.is_linked(),
+                        cluster.gateway_count(),
+                        cluster.is_routing_trusted(),
+                    ),
+                    None => (false, 0, false),
+                };
+                Readiness {
+                    ready,
+                    detail: format!("{{\"gateways\":{gateways},\"routing_trusted\":{trusted}}}"),
+                }
+            }),
+            scrape: Some(Arc::new(move || stats.publish())),
         }
     }
 
@@ -54,6 +96,8 @@ impl<W: Worker> WorkerRuntime<W> {
         let dispatcher = Arc::new(Dispatcher {
             worker: self.worker.clone(),
             cluster: std::sync::OnceLock::new(),
+            stats: self.stats.clone(),
+            handler_seconds: gatehouse_core::admin::metrics::histogram!("gatehouse_worker_handler_seconds"),
         });
         let cluster = Cluster::start(
             self.config.cluster.clone(),
@@ -62,6 +106,7 @@ impl<W: Worker> WorkerRuntime<W> {
             token.clone(),
         )?;
         let _ = dispatcher.cluster.set(cluster.clone());
+        let _ = self.cluster.set(cluster.clone());
         tracing::info!(app = %self.config.cluster.name, member = %cluster.member_id(), "worker started");
         if tokio::time::timeout(Duration::from_secs(30), cluster.wait_ready())
             .await
@@ -80,6 +125,9 @@ impl<W: Worker> WorkerRuntime<W> {
 struct Dispatcher<W: Worker> {
     worker: Arc<W>,
     cluster: std::sync::OnceLock<Cluster>,
+    stats: Arc<WorkerStats>,
+    /// Time from an event's arrival to its handler's end.
+    handler_seconds: Histogram,
 }
 
 impl<W: Worker> EventSink for Dispatcher<W> {
@@ -100,17 +148,24 @@ impl<W: Worker> EventSink for Dispatcher<W> {
         let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
         let ctx = Context::new(client, uid, cluster);
         let worker = self.worker.clone();
+        let done = Done {
+            started: tokio::time::Instant::now(),
+            stats: self.stats.clone(),
+            seconds: self.handler_seconds.clone(),
+            client,
+        };
         // One future type per kind of event, each boxed on its own, so the future allocated for
         // every message holds `on_message`'s state only (a handshake that touches a database can
         // be kilobytes), and small enough for the allocator's per-thread cache.
         match event.kind {
             Some(event::Kind::Message(payload)) => Box::pin(async move {
                 let result = worker.on_message(&ctx, Frame::from_payload(payload)).await;
-                log_failure(client, "message", result);
+                done.record("message", result);
                 (conn, ack)
             }),
             Some(event::Kind::Open(open)) => Box::pin(async move {
-                let reject = open_hooks(&*worker, &ctx, client, open).await;
+                let (reject, result) = open_hooks(&*worker, &ctx, open).await;
+                done.record("connect", result);
                 (conn, EventAck { reject, ..ack })
             }),
             Some(event::Kind::Closed(close)) => Box::pin(async move {
@@ -118,7 +173,8 @@ impl<W: Worker> EventSink for Dispatcher<W> {
                     code: u16::try_from(close.code).unwrap_or(1006),
                     reason: close.reason,
                 };
-                log_failure(client, "close", worker.on_close(&ctx, &info).await);
+                let result = worker.on_close(&ctx, &info).await;
+                done.record("close", result);
                 (conn, ack)
             }),
             None => Box::pin(std::future::ready((conn, ack))),
@@ -126,28 +182,41 @@ impl<W: Worker> EventSink for Dispatcher<W> {
     }
 }
 
-/// Runs `on_handshake` and, when it admits the client, `on_connect`; returns the refusal.
-async fn open_hooks<W: Worker>(
-    worker: &W,
-    ctx: &Context,
+/// What is recorded when a handler ends.
+struct Done {
+    started: tokio::time::Instant,
+    stats: Arc<WorkerStats>,
+    seconds: Histogram,
     client: ClientId,
-    open: gatehouse_proto::v1::Open,
-) -> Option<gatehouse_proto::v1::Reject> {
-    let handshake = Handshake::from_open(open);
-    match worker.on_handshake(ctx, &handshake).await {
-        Ok(()) => {
-            log_failure(client, "connect", worker.on_connect(ctx).await);
-            None
+}
+
+impl Done {
+    fn record(self, hook: &'static str, result: crate::HandlerResult) {
+        self.seconds.record(self.started.elapsed());
+        WorkerStats::inc(&self.stats.events);
+        if let Err(error) = result {
+            WorkerStats::inc(&self.stats.handler_errors);
+            tracing::warn!(client = %self.client, hook, %error, "handler failed");
         }
-        Err(refusal) => Some(gatehouse_proto::v1::Reject {
-            status: u32::from(refusal.status),
-            reason: refusal.reason,
-        }),
     }
 }
 
-fn log_failure(client: ClientId, hook: &'static str, result: crate::HandlerResult) {
-    if let Err(error) = result {
-        tracing::warn!(%client, hook, %error, "handler failed");
+/// Runs `on_handshake` and, when it admits the client, `on_connect`; returns the refusal and
+/// `on_connect`'s result.
+async fn open_hooks<W: Worker>(
+    worker: &W,
+    ctx: &Context,
+    open: gatehouse_proto::v1::Open,
+) -> (Option<gatehouse_proto::v1::Reject>, crate::HandlerResult) {
+    let handshake = Handshake::from_open(open);
+    match worker.on_handshake(ctx, &handshake).await {
+        Ok(()) => (None, worker.on_connect(ctx).await),
+        Err(refusal) => (
+            Some(gatehouse_proto::v1::Reject {
+                status: u32::from(refusal.status),
+                reason: refusal.reason,
+            }),
+            Ok(()),
+        ),
     }
 }

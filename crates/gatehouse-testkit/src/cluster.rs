@@ -74,13 +74,15 @@ impl Cluster {
             app.into(),
             "--cluster-secret".into(),
             TEST_SECRET.into(),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
         ];
         if UNAUTHENTICATED_APPS.contains(&app) {
             // The test apps authenticate nobody; a worker refuses to run them unless told.
             args.push("--allow-unauthenticated".into());
         }
         args.extend(self.worker_args.iter().cloned());
-        let mut worker = Process::start(&name, args, &[]).await?;
+        let mut worker = Process::start(&name, args, &["admin"]).await?;
         worker.wait_for_log("worker started", Duration::from_secs(10)).await?;
         self.workers.push(worker);
         Ok(())
@@ -88,11 +90,11 @@ impl Cluster {
 
     /// Waits until every gateway has exactly `count` workers attached and a registry session.
     pub async fn wait_workers(&self, count: usize) -> Result<()> {
-        let want = format!("\"workers\":{count}}}");
+        let want = format!("\"workers\":{count},");
         for gateway in &self.gateways {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             loop {
-                let (_, body) = http_get(gateway.addr("ws"), "/readyz").await.unwrap_or_default();
+                let (_, body) = http_get(gateway.addr("admin"), "/readyz").await.unwrap_or_default();
                 if body.contains(&want) && !body.contains("\"registries\":0") {
                     break;
                 }
@@ -203,11 +205,17 @@ impl ClusterBuilder {
                 cluster.registry_list(),
                 "--cluster-secret".into(),
                 TEST_SECRET.into(),
+                "--admin-listen".into(),
+                "127.0.0.1:0".into(),
             ];
+            if !self.gateway_args.iter().any(|a| a == "--drain") {
+                // Tests stop gateways with SIGTERM and wait for them: a short drain.
+                args.extend(["--drain".into(), "1s".into()]);
+            }
             args.extend(self.gateway_args.iter().cloned());
             cluster
                 .gateways
-                .push(Process::start(&format!("gateway-{index}"), args, &["ws", "grpc"]).await?);
+                .push(Process::start(&format!("gateway-{index}"), args, &["ws", "grpc", "admin"]).await?);
         }
         for app in &self.workers {
             cluster.add_worker(app).await?;
@@ -224,9 +232,11 @@ async fn start_registry(index: usize, addr: SocketAddr, extra: &[String]) -> Res
         addr.to_string(),
         "--cluster-secret".into(),
         TEST_SECRET.into(),
+        "--admin-listen".into(),
+        "127.0.0.1:0".into(),
     ];
     args.extend(extra.iter().cloned());
-    Process::start(&format!("registry-{index}"), args, &["grpc"]).await
+    Process::start(&format!("registry-{index}"), args, &["grpc", "admin"]).await
 }
 
 /// Reads one counter or gauge from a gateway's `/metrics`; a metric that is not there is an
@@ -235,7 +245,8 @@ pub async fn metric(addr: SocketAddr, name: &str) -> Result<u64> {
     let (_, body) = http_get(addr, "/metrics").await?;
     match body
         .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
     {
         Some(value) => Ok(value),
         None => bail!("{addr}/metrics has no {name}"),

@@ -17,8 +17,9 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
-    /// Starts HAProxy round-robin over `gateways` (their public addresses).
-    pub async fn start(gateways: &[SocketAddr]) -> Result<Haproxy> {
+    /// Starts HAProxy round-robin over `gateways`: each one's public address, and its admin
+    /// address, whose `/readyz` HAProxy health-checks (as a production load balancer would).
+    pub async fn start(gateways: &[(SocketAddr, SocketAddr)]) -> Result<Haproxy> {
         let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -28,7 +29,13 @@ impl Haproxy {
         let servers: String = gateways
             .iter()
             .enumerate()
-            .map(|(i, gw)| format!("  server gw{i} {gw} check inter 200ms fall 2 rise 1\n"))
+            .map(|(i, (gw, admin))| {
+                format!(
+                    "  server gw{i} {gw} check addr {} port {} inter 200ms fall 2 rise 1\n",
+                    admin.ip(),
+                    admin.port()
+                )
+            })
             .collect();
         let config = std::env::temp_dir().join(format!("gatehouse-haproxy-{}-{}.cfg", std::process::id(), addr.port()));
         std::fs::write(
@@ -59,15 +66,20 @@ impl Haproxy {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// Waits until every gateway is marked up (`/readyz` through the balancer answers 200).
+    /// Waits until the balancer serves the gateways' page (every server starts up; failed
+    /// readiness checks on the admin ports would take one out).
     async fn wait_until_serving(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut served = 0;
         loop {
-            if let Ok((200, _)) = crate::cluster::http_get(self.addr, "/readyz").await {
-                return Ok(());
+            if let Ok((200, _)) = crate::cluster::http_get(self.addr, "/").await {
+                served += 1;
+                if served == 2 {
+                    return Ok(());
+                }
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("haproxy at {} never served /readyz", self.addr);
+                bail!("haproxy at {} never served the gateways' page", self.addr);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
