@@ -57,6 +57,13 @@ pub(crate) struct EventQueue {
     pub pending: VecDeque<Event>,
     /// The payload bytes of `pending`, for the per-connection and per-gateway byte budgets.
     pub pending_bytes: usize,
+    /// How many events at the front of `pending` were sent to `worker`; the rest wait (for a
+    /// worker, for a draining worker to finish the ones it has, or for a retry after a nack).
+    pub sent: usize,
+    /// A nacked event waits for its retry: nothing is sent until then.
+    pub held: bool,
+    /// Nacks in a row (the retry back-off grows with them; an acknowledgement resets it).
+    pub retries: u32,
     /// The worker this connection's events go to while it lives (rendezvous hashing).
     pub worker: Option<Arc<WorkerLink>>,
 }
@@ -78,6 +85,9 @@ impl Conn {
                     next_seq: 0,
                     pending: VecDeque::new(),
                     pending_bytes: 0,
+                    sent: 0,
+                    held: false,
+                    retries: 0,
                     worker: None,
                 },
                 verdict: Some(verdict_tx),

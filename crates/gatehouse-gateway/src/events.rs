@@ -102,9 +102,9 @@ impl EventRouter {
         };
         let bytes = event.encoded_len();
         state.events.pending_bytes += bytes;
-        state.events.pending.push_back(event.clone());
+        state.events.pending.push_back(event);
         self.add_pending(bytes);
-        self.deliver(conn, &mut state, Some(event), stats);
+        self.flush(conn, &mut state, stats);
         self.conn_window_full(&state) || self.gateway_over_budget()
     }
 
@@ -150,51 +150,112 @@ impl EventRouter {
         });
     }
 
-    /// Sends `new` to the connection's worker; if that worker is gone, picks another and re-sends
-    /// everything pending (which includes `new`) first.
-    fn deliver(&self, conn: &Conn, state: &mut ConnState, new: Option<Event>, stats: &Stats) {
-        if let Some(worker) = state.events.worker.as_ref().filter(|w| w.is_alive()) {
-            if let Some(event) = new {
-                let _ = worker.down.send(Down::Event(event));
-            }
+    /// Sends the connection's waiting events (those after `sent`) where they belong:
+    /// - to its worker, while that worker lives, is not draining, and no retry is pending;
+    /// - nowhere yet, while a draining worker (or one that gave events back) still holds
+    ///   earlier events of the client: order comes first;
+    /// - otherwise to the next worker rendezvous hashing picks, re-sending everything pending
+    ///   first if the old worker died with events unacknowledged.
+    fn flush(&self, conn: &Conn, state: &mut ConnState, stats: &Stats) {
+        let queue = &mut state.events;
+        if queue.held {
             return;
         }
-        let had_worker = state.events.worker.take().is_some();
+        if let Some(worker) = queue.worker.as_ref().filter(|w| w.is_alive()) {
+            if !worker.is_draining() {
+                for event in queue.pending.iter().skip(queue.sent) {
+                    let _ = worker.down.send(Down::Event(event.clone()));
+                }
+                queue.sent = queue.pending.len();
+                return;
+            }
+            if queue.sent > 0 {
+                return; // the draining worker still answers for earlier events
+            }
+        }
+        let died = queue.worker.as_ref().is_some_and(|w| !w.is_alive());
+        if !died && queue.pending.len() == queue.sent {
+            return;
+        }
         let key = ClientId::new(self.gateway, conn.id()).hash_key();
-        let Some(worker) = self.workers.pick(&key) else {
+        let Some(next) = self.workers.pick(&key) else {
+            if died {
+                queue.worker = None;
+                queue.sent = 0;
+            }
             return; // kept pending until a worker attaches
         };
-        if had_worker {
-            Stats::add(&stats.events_redelivered, state.events.pending.len() as u64);
+        if died {
+            Stats::inc(&stats.clients_failed_over);
+            Stats::add(&stats.events_redelivered, queue.sent as u64);
+            queue.sent = 0;
         }
-        for event in &state.events.pending {
-            let _ = worker.down.send(Down::Event(event.clone()));
+        for event in queue.pending.iter().skip(queue.sent) {
+            let _ = next.down.send(Down::Event(event.clone()));
         }
-        state.events.worker = Some(worker);
+        queue.sent = queue.pending.len();
+        queue.worker = Some(next);
     }
 
-    /// Re-sends the pending events of `conn` if its worker is gone (or it never had one).
+    /// Sends the waiting events of `conn` if its worker is gone, draining or absent.
     pub(crate) fn rehome(&self, conn: &Conn, stats: &Stats) {
         let mut state = conn.lock();
-        let orphaned = state.events.worker.as_ref().is_none_or(|w| !w.is_alive());
-        if orphaned && !state.events.pending.is_empty() {
-            self.deliver(conn, &mut state, None, stats);
+        let queue = &state.events;
+        let stranded = queue.worker.as_ref().is_none_or(|w| !w.is_alive() || w.is_draining());
+        if stranded && !queue.pending.is_empty() {
+            self.flush(conn, &mut state, stats);
         }
+    }
+
+    /// A worker gave back the events of `conn` from `seq` on: they wait for a retry (after a
+    /// back-off) on a worker that is not draining, or move at once once the draining worker
+    /// answered for the earlier ones. Returns the back-off before the retry, if one is due.
+    pub(crate) fn nack(&self, conn: &Conn, seq: u64, link: &Arc<WorkerLink>) -> Option<std::time::Duration> {
+        let mut state = conn.lock();
+        let queue = &mut state.events;
+        if !queue.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, link)) {
+            return None; // a stale answer from a worker the client already left
+        }
+        queue.sent = queue.pending.iter().take_while(|e| e.seq < seq).count();
+        if link.is_draining() {
+            return None; // moves with the acknowledgements of the earlier events
+        }
+        queue.held = true;
+        queue.retries = queue.retries.saturating_add(1);
+        Some(retry_backoff(queue.retries))
+    }
+
+    /// The back-off of a nacked connection is over: its events go out again.
+    pub(crate) fn retry(&self, conn: &Conn, stats: &Stats) {
+        let mut state = conn.lock();
+        state.events.held = false;
+        self.flush(conn, &mut state, stats);
     }
 
     /// Applies a worker's cumulative acknowledgement of `conn`'s events up to `seq`; a verdict on
     /// the handshake (`seq` 1) resolves the waiting upgrade.
-    pub(crate) fn ack(&self, conn: &Conn, seq: u64, reject: Option<Reject>) -> Acked {
+    pub(crate) fn ack(&self, conn: &Conn, seq: u64, reject: Option<Reject>, stats: &Stats) -> Acked {
         let mut state = conn.lock();
         let was_full = self.conn_window_full(&state);
         let mut opened = false;
         let mut freed = 0;
+        let mut popped = 0;
         while state.events.pending.front().is_some_and(|e| e.seq <= seq) {
             let event = state.events.pending.pop_front().expect("front checked");
             freed += event.encoded_len();
             opened |= matches!(event.kind, Some(event::Kind::Open(_)));
+            popped += 1;
         }
         state.events.pending_bytes -= freed;
+        state.events.sent = state.events.sent.saturating_sub(popped);
+        if popped > 0 {
+            state.events.retries = 0;
+        }
+        let draining = state.events.worker.as_ref().is_some_and(|w| w.is_draining());
+        if draining && state.events.sent == 0 && !state.events.pending.is_empty() {
+            // The draining worker answered for everything it had: the rest moves on.
+            self.flush(conn, &mut state, stats);
+        }
         if opened && let Some(verdict) = state.verdict.take() {
             let _ = verdict.send(reject.filter(|_| seq == 1));
         }
@@ -217,6 +278,18 @@ impl EventRouter {
         }
     }
 
+    /// A worker is stopping: it takes no new client; the caller then moves the clients it has
+    /// no unanswered events of.
+    pub(crate) fn drain(&self, link: &Arc<WorkerLink>) -> bool {
+        if !link.mark_draining() {
+            return false;
+        }
+        if link.handles_events {
+            self.workers.remove(link);
+        }
+        true
+    }
+
     /// Marks a link dead and removes it from the live set; the caller then re-homes the
     /// connections whose events it held.
     pub(crate) fn detach(&self, link: &Arc<WorkerLink>) {
@@ -225,6 +298,13 @@ impl EventRouter {
             self.workers.remove(link);
         }
     }
+}
+
+/// The pause before nacked events go out again: 100 ms doubling to at most 5 s, so that a
+/// worker that cannot reach what it needs is not flooded with retries.
+fn retry_backoff(retries: u32) -> std::time::Duration {
+    let millis = 100u64.saturating_mul(1 << retries.saturating_sub(1).min(6));
+    std::time::Duration::from_millis(millis.min(5_000))
 }
 
 #[cfg(test)]
@@ -296,12 +376,13 @@ mod tests {
             router.dispatch(&conn, message(text), &stats);
         }
         assert_eq!(seqs(&mut first_rx), [1, 2, 3]);
-        router.ack(&conn, 1, None);
+        router.ack(&conn, 1, None, &stats);
         router.detach(&first);
         let (_second, mut second_rx) = worker(&router, 2);
         router.dispatch(&conn, message("d"), &stats);
         assert_eq!(seqs(&mut second_rx), [2, 3, 4], "2 and 3 again, before 4");
-        assert_eq!(Stats::get(&stats.events_redelivered), 3);
+        assert_eq!(Stats::get(&stats.events_redelivered), 2, "the two sent again");
+        assert_eq!(Stats::get(&stats.clients_failed_over), 1);
     }
 
     #[test]
@@ -312,7 +393,7 @@ mod tests {
         let (_link, _rx) = worker(&router, 1);
         assert!(!router.dispatch(&conn, message("a"), &stats));
         assert!(router.dispatch(&conn, message("b"), &stats), "two of two: stop reading");
-        let acked = router.ack(&conn, 1, None);
+        let acked = router.ack(&conn, 1, None, &stats);
         assert!(!acked.drained);
         assert!(!router.conn_window_full(&conn.lock()));
         let credit = conn.credit();
@@ -320,7 +401,7 @@ mod tests {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         assert!(credit.as_mut().poll(&mut cx).is_ready(), "the ack left a permit");
-        assert!(router.ack(&conn, 2, None).drained);
+        assert!(router.ack(&conn, 2, None, &stats).drained);
     }
 
     #[test]
@@ -342,9 +423,9 @@ mod tests {
             "80+ bytes of framing: over 100"
         );
         assert!(router.gateway_over_budget());
-        router.ack(&a, 1, None);
+        router.ack(&a, 1, None, &stats);
         assert!(!router.gateway_over_budget());
-        router.ack(&b, 1, None);
+        router.ack(&b, 1, None, &stats);
         assert_eq!(router.pending_bytes(), 0, "every byte counted in is counted out");
     }
 
@@ -359,13 +440,13 @@ mod tests {
         };
         let (refused, mut verdict) = Conn::new(1, 8);
         router.dispatch(&refused, event::Kind::Open(Default::default()), &stats);
-        router.ack(&refused, 1, Some(refusal.clone()));
+        router.ack(&refused, 1, Some(refusal.clone()), &stats);
         assert_eq!(verdict.try_recv().unwrap(), Some(refusal.clone()));
 
         let (accepted, mut verdict) = Conn::new(2, 8);
         router.dispatch(&accepted, event::Kind::Open(Default::default()), &stats);
         router.dispatch(&accepted, message("hi"), &stats);
-        router.ack(&accepted, 2, None);
+        router.ack(&accepted, 2, None, &stats);
         assert_eq!(
             verdict.try_recv().unwrap(),
             None,
@@ -381,7 +462,95 @@ mod tests {
             }),
             &stats,
         );
-        router.ack(&closing, 1, Some(refusal));
+        router.ack(&closing, 1, Some(refusal), &stats);
         assert!(verdict.try_recv().is_err(), "no open event, no verdict");
+    }
+
+    #[test]
+    fn a_draining_worker_keeps_what_it_has_and_the_client_moves_on_after_its_acks_in_order() {
+        let router = router(16);
+        let stats = Stats::default();
+        let (conn, _) = Conn::new(1, 8);
+        let (first, mut first_rx) = worker(&router, 1);
+        router.dispatch(&conn, message("a"), &stats);
+        router.dispatch(&conn, message("b"), &stats);
+        assert_eq!(seqs(&mut first_rx), [1, 2]);
+        let (_second, mut second_rx) = worker(&router, 2);
+        assert!(router.drain(&first));
+        router.dispatch(&conn, message("c"), &stats);
+        assert!(
+            seqs(&mut second_rx).is_empty(),
+            "3 waits: 1 and 2 are still the draining worker's"
+        );
+        assert!(seqs(&mut first_rx).is_empty(), "a draining worker gets nothing new");
+        router.ack(&conn, 1, None, &stats);
+        assert!(seqs(&mut second_rx).is_empty(), "2 is still unanswered");
+        router.ack(&conn, 2, None, &stats);
+        assert_eq!(seqs(&mut second_rx), [3]);
+        router.dispatch(&conn, message("d"), &stats);
+        assert_eq!(seqs(&mut second_rx), [4], "the client now belongs to the other worker");
+        assert_eq!(Stats::get(&stats.events_redelivered), 0, "nothing was sent twice");
+    }
+
+    #[test]
+    fn nacked_events_are_held_for_a_back_off_then_sent_again_from_the_nacked_one() {
+        let router = router(16);
+        let stats = Stats::default();
+        let (conn, _) = Conn::new(1, 8);
+        let (link, mut rx) = worker(&router, 1);
+        for text in ["a", "b", "c"] {
+            router.dispatch(&conn, message(text), &stats);
+        }
+        assert_eq!(seqs(&mut rx), [1, 2, 3]);
+        router.ack(&conn, 1, None, &stats);
+        let backoff = router.nack(&conn, 2, &link).expect("a retry is due");
+        assert_eq!(backoff, std::time::Duration::from_millis(100));
+        router.dispatch(&conn, message("d"), &stats);
+        assert!(seqs(&mut rx).is_empty(), "nothing goes out during the back-off");
+        router.retry(&conn, &stats);
+        assert_eq!(seqs(&mut rx), [2, 3, 4], "again from the nacked event, in order");
+        let second = router.nack(&conn, 2, &link).unwrap();
+        assert_eq!(second, std::time::Duration::from_millis(200), "the back-off grows");
+        router.retry(&conn, &stats);
+        seqs(&mut rx);
+        router.ack(&conn, 4, None, &stats);
+        assert_eq!(
+            router.nack(&conn, 5, &link),
+            Some(std::time::Duration::from_millis(100)),
+            "an ack resets it"
+        );
+    }
+
+    #[test]
+    fn events_a_draining_worker_gives_back_go_to_another_worker_at_once() {
+        let router = router(16);
+        let stats = Stats::default();
+        let (conn, _) = Conn::new(1, 8);
+        let (first, mut first_rx) = worker(&router, 1);
+        router.dispatch(&conn, message("a"), &stats);
+        router.dispatch(&conn, message("b"), &stats);
+        seqs(&mut first_rx);
+        let (_second, mut second_rx) = worker(&router, 2);
+        router.drain(&first);
+        assert_eq!(router.nack(&conn, 1, &first), None, "no back-off: it is leaving");
+        router.rehome(&conn, &stats);
+        assert_eq!(seqs(&mut second_rx), [1, 2]);
+    }
+
+    #[test]
+    fn a_nack_from_a_worker_the_client_already_left_is_ignored() {
+        let router = router(16);
+        let stats = Stats::default();
+        let (conn, _) = Conn::new(1, 8);
+        let (first, mut first_rx) = worker(&router, 1);
+        router.dispatch(&conn, message("a"), &stats);
+        seqs(&mut first_rx);
+        router.detach(&first);
+        let (_second, mut second_rx) = worker(&router, 2);
+        router.rehome(&conn, &stats);
+        assert_eq!(seqs(&mut second_rx), [1]);
+        assert_eq!(router.nack(&conn, 1, &first), None);
+        router.dispatch(&conn, message("b"), &stats);
+        assert_eq!(seqs(&mut second_rx), [2], "the stale nack changed nothing");
     }
 }

@@ -187,7 +187,7 @@ impl Hub {
         let Some(conn) = self.conns.get(conn_id) else {
             return;
         };
-        if self.events.ack(&conn, seq, reject).drained {
+        if self.events.ack(&conn, seq, reject, &self.stats).drained {
             self.conns.remove_if_closed(&conn);
         }
     }
@@ -231,6 +231,31 @@ impl Hub {
         self.events.attach(link);
         if link.handles_events {
             self.sweep();
+        }
+    }
+
+    /// A worker says it is stopping: it gets no new client, and its clients move to other
+    /// workers as soon as it answered for their events.
+    pub(crate) fn link_draining(&self, link: &Arc<WorkerLink>) {
+        if self.events.drain(link) {
+            tracing::info!(member = %link.node(), name = %link.name, "worker draining: moving its clients");
+            self.sweep();
+        }
+    }
+
+    /// A worker gave back events of `conn` from `seq` on; they go out again after a back-off
+    /// (or, if it is draining, to another worker).
+    pub(crate) fn nack(self: &Arc<Self>, conn_id: u64, seq: u64, link: &Arc<WorkerLink>) {
+        let Some(conn) = self.conns.get(conn_id) else {
+            return;
+        };
+        Stats::inc(&self.stats.events_nacked);
+        if let Some(backoff) = self.events.nack(&conn, seq, link) {
+            let hub = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(backoff).await;
+                hub.events.retry(&conn, &hub.stats);
+            });
         }
     }
 

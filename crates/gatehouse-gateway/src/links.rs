@@ -118,8 +118,14 @@ async fn read_up(hub: Arc<Hub>, link: Arc<WorkerLink>, mut inbound: Streaming<Li
                 for ack in up.acks {
                     hub.ack(ack.conn, ack.seq, ack.reject);
                 }
+                for nack in up.nacks {
+                    hub.nack(nack.conn, nack.seq, &link);
+                }
                 for command in up.commands {
                     commands::execute(&hub, &link, command);
+                }
+                if up.draining {
+                    hub.link_draining(&link);
                 }
             }
             Ok(None) => break,

@@ -36,6 +36,9 @@ pub(crate) struct WorkerLink {
     pub down: mpsc::UnboundedSender<Down>,
     /// Cleared when the stream breaks: connections then move to another worker.
     alive: AtomicBool,
+    /// Set when the worker says it is stopping: it gets no new client, and its clients move
+    /// once it has answered for the events it holds.
+    draining: AtomicBool,
     /// Cancelled to drop the link (worker left the cluster, gateway shutting down).
     pub cancel: CancellationToken,
     /// When the link attached (see [`MEMBERSHIP_GRACE`]).
@@ -57,6 +60,7 @@ impl WorkerLink {
             handles_events,
             down,
             alive: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             cancel,
             attached_at: tokio::time::Instant::now(),
         }
@@ -70,6 +74,16 @@ impl WorkerLink {
     /// Marks the stream broken.
     pub(crate) fn mark_dead(&self) {
         self.alive.store(false, Ordering::Release);
+    }
+
+    /// Whether the worker is stopping.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks the worker stopping; returns `false` if it already was.
+    pub(crate) fn mark_draining(&self) -> bool {
+        !self.draining.swap(true, Ordering::AcqRel)
     }
 
     /// The member id as a [`NodeId`], for logs.
