@@ -107,8 +107,12 @@ impl Scopes {
 
     /// Parses a comma-separated list (`publish,query`).
     pub fn parse_list(list: &str) -> Result<Scopes, KeyFileError> {
-        let names: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
-        parse_scopes(&names)
+        let names: Vec<String> = list
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        parse_scopes(&names).map_err(KeyFileError::into_usage)
     }
 
     /// The scope names, for the key file.
@@ -138,6 +142,18 @@ pub enum KeyFileError {
     /// An entry or the file breaks a rule.
     #[error("the API key file is not valid: {0}")]
     Invalid(String),
+    /// A name or scope list given to [`generate`] or [`Scopes::parse_list`] breaks a rule.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl KeyFileError {
+    fn into_usage(self) -> KeyFileError {
+        match self {
+            KeyFileError::Invalid(message) => KeyFileError::Usage(message),
+            other => other,
+        }
+    }
 }
 
 /// One key entry as stored in the file.
@@ -188,9 +204,9 @@ pub struct NewKey {
 
 /// Generates a key with 256 random bits from the operating system's generator.
 pub fn generate(name: &str, scopes: Scopes) -> Result<NewKey, KeyFileError> {
-    check_name(name)?;
+    check_name(name).map_err(KeyFileError::into_usage)?;
     if scopes == Scopes::default() {
-        return Err(KeyFileError::Invalid("a key needs at least one scope".into()));
+        return Err(KeyFileError::Usage("a key needs at least one scope".into()));
     }
     let bytes: [u8; 32] = rand::random();
     let secret = format!(

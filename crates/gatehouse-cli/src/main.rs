@@ -1,6 +1,7 @@
 //! `gatehouse`: one binary for every role. Parses flags and environment into each role's plain
 //! config struct, validates it, and runs the role until SIGINT or SIGTERM.
 
+mod api;
 mod bench;
 mod cli;
 mod dev;
