@@ -52,16 +52,20 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            failure_response(&Failure {
-                refusal: Refusal::NoRoute,
-                ..Failure::new(
-                    ErrorCode::NotFound,
-                    "no such endpoint: operations are POST /api/v1/<operation>",
-                )
-            })
-        })
+        .fallback(no_route)
         .with_state(api)
+}
+
+async fn no_route(State(api): State<Arc<Api>>) -> Response {
+    let failure = Failure {
+        refusal: Refusal::NoRoute,
+        ..Failure::new(
+            ErrorCode::NotFound,
+            "no such endpoint: operations are POST /api/v1/<operation>",
+        )
+    };
+    api.stats().failure(&failure);
+    failure_response(&failure)
 }
 
 async fn readyz(State(api): State<Arc<Api>>) -> Response {

@@ -267,7 +267,7 @@ pub async fn http_request(
     let _ = stream.write_all(body).await;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(15), async {
-        let mut buf = [0u8; 64 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,

@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //! - [`process`] — one child process, its log, its bound addresses.
-//! - [`api_server`] — [`ApiServer`], a `gatehouse api` process, its keys and an HTTP client.
+//! - [`api_server`] — `ApiServer`, a `gatehouse api` process, its keys and an HTTP client.
 //! - [`cluster`] — [`Cluster`] and its builder.
 //! - [`client`] — [`WsClient`], [`ApiClient`].
 //! - [`browser`] — a headless-Chromium driver (DevTools protocol) for tests of the web page.
