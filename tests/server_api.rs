@@ -1076,3 +1076,249 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() -> Result<()> {
     assert_eq!(api.ok("all_uid_count", "reader", json!({})).await?, json!({"count": 0}));
     Ok(())
 }
+
+// ---------------------------------------------------------------------- documentation
+
+fn repo_file(path: &str) -> Result<String> {
+    Ok(std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
+    )?)
+}
+
+/// The first fenced block after `<!-- tested: NAME`.
+fn tested_block(doc: &str, name: &str) -> Result<String> {
+    let marker = format!("<!-- tested: {name}");
+    let Some(start) = doc.find(&marker) else {
+        bail!("no {marker} in the document");
+    };
+    let mut lines = doc[start..].lines().skip_while(|l| !l.starts_with("```"));
+    lines.next();
+    let block: Vec<&str> = lines.take_while(|l| !l.starts_with("```")).collect();
+    Ok(block.join("\n") + "\n")
+}
+
+/// Whether `tool` runs; without it the test fails under CI and is skipped (loudly) elsewhere.
+fn have_tool(tool: &str, arg: &str) -> Result<bool> {
+    let found = std::process::Command::new(tool)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            bail!("{tool} is required under CI (scripts/services installs it)");
+        }
+        eprintln!("SKIPPED: {tool} is not installed");
+    }
+    Ok(found)
+}
+
+async fn run_script(program: &str, args: Vec<String>, env: Vec<(&str, String)>) -> Result<String> {
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    if !output.status.success() {
+        bail!(
+            "{program} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_curl_and_python_examples_bind_a_uid_and_push_to_it() -> Result<()> {
+    if !have_tool("curl", "--version")? || !have_tool("python3", "--version")? {
+        return Ok(());
+    }
+    let doc = repo_file("docs/server-api.md")?;
+    let curl = tested_block(&doc, "curl")?;
+    let python = tested_block(&doc, "python")?;
+    let cluster = cluster().await?;
+    let api = ApiServer::start(&cluster, &[("backend", "admin")], &[]).await?;
+    let env = |client: &str| {
+        vec![
+            ("GATEHOUSE_API", api.url()),
+            ("GATEHOUSE_API_KEY", api.key("backend").to_owned()),
+            ("CLIENT_ID", client.to_owned()),
+        ]
+    };
+
+    let mut alice = ApiClient::connect(&cluster.ws_url(0)).await?;
+    let out = run_script(
+        "bash",
+        vec!["-euo".into(), "pipefail".into(), "-c".into(), curl.clone()],
+        env(&alice.client_id),
+    )
+    .await?;
+    // Every answer is the one the document shows under its command.
+    let shown: Vec<&str> = curl.lines().filter_map(|l| l.strip_prefix("# {")).collect();
+    let printed: Vec<&str> = out.lines().collect();
+    assert_eq!(printed.len(), shown.len(), "{out}");
+    for (printed, shown) in printed.iter().zip(&shown) {
+        assert_eq!(printed.strip_prefix('{'), Some(*shown));
+    }
+    let frame: Value = serde_json::from_str(&next_frame(&mut alice).await?)?;
+    assert_eq!(frame, json!({"type": "notice", "text": "hello from curl"}));
+    // The block once more: the keyed send is not delivered again (the marker comes first).
+    let again = run_script(
+        "bash",
+        vec!["-euo".into(), "pipefail".into(), "-c".into(), curl],
+        env(&alice.client_id),
+    )
+    .await?;
+    assert!(again.contains(r#"{"result":{"replayed":true}}"#), "{again}");
+    api.ok(
+        "send_to_client",
+        "backend",
+        json!({"client": alice.client_id, "data": "marker"}),
+    )
+    .await?;
+    assert_eq!(next_frame(&mut alice).await?, "marker");
+
+    let mut bob = ApiClient::connect(&cluster.ws_url(1)).await?;
+    let script = std::env::temp_dir().join(format!("gatehouse-example-{}.py", std::process::id()));
+    std::fs::write(&script, &python)?;
+    let out = run_script("python3", vec![script.display().to_string()], env(&bob.client_id)).await;
+    let _ = std::fs::remove_file(&script);
+    assert!(out?.contains(&bob.client_id));
+    let frame: Value = serde_json::from_str(&next_frame(&mut bob).await?)?;
+    assert_eq!(frame, json!({"type": "notice", "text": "hello from python"}));
+    Ok(())
+}
+
+/// The example deadline of docs/openapi.json, replaced by one an hour ahead.
+const EXAMPLE_AT_MS: &str = "1767225600000";
+/// The example client ids of docs/openapi.json, replaced by live ones.
+const EXAMPLE_CLIENTS: [&str; 2] = ["3f0c9a1b2c3d4e5f0000000000000001", "3f0c9a1b2c3d4e5f0000000000000002"];
+
+/// Validates `instance` against the schema at `pointer` in the OpenAPI document (OpenAPI 3.1
+/// schemas are JSON Schema 2020-12; `$ref`s resolve against the whole document).
+fn conforms(doc: &Value, pointer: &str, instance: &Value) -> Result<()> {
+    let mut root = doc.clone();
+    root["$ref"] = json!(format!("#{pointer}"));
+    let validator = jsonschema::draft202012::new(&root)?;
+    let errors: Vec<String> = validator.iter_errors(instance).map(|e| e.to_string()).collect();
+    if !errors.is_empty() {
+        bail!("{instance} does not match {pointer}: {errors:?}");
+    }
+    Ok(())
+}
+
+/// The JSON schema pointer of an operation's documented answer with `status`, if documented.
+fn answer_schema(doc: &Value, path: &str, method: &str, status: u16) -> Option<String> {
+    let escaped = path.replace('~', "~0").replace('/', "~1");
+    let response = &doc["paths"][path][method]["responses"][status.to_string()];
+    let base = match response["$ref"].as_str() {
+        Some(reference) => reference.trim_start_matches('#').to_owned(),
+        None if response.is_object() => format!("/paths/{escaped}/{method}/responses/{status}"),
+        None => return None,
+    };
+    Some(format!("{base}/content/application~1json/schema"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_what_the_server_answers() -> Result<()> {
+    Box::pin(openapi_conformance()).await
+}
+
+async fn openapi_conformance() -> Result<()> {
+    let text = repo_file("docs/openapi.json")?;
+    let doc: Value = serde_json::from_str(&text)?;
+    if have_tool("python3", "--version")? {
+        let generated = run_script(
+            "python3",
+            vec![format!("{}/docs/openapi.py", env!("CARGO_MANIFEST_DIR"))],
+            vec![],
+        )
+        .await?;
+        assert!(
+            generated == text,
+            "docs/openapi.json is stale: run python3 docs/openapi.py > docs/openapi.json"
+        );
+    }
+    // The validator is no rubber stamp: it refuses what the schemas exclude.
+    let error = "/components/schemas/Error";
+    conforms(&doc, error, &json!({"error": {"code": "bad_request", "message": "m"}}))?;
+    assert!(conforms(&doc, error, &json!({"error": {"code": "teapot", "message": "m"}})).is_err());
+    assert!(
+        conforms(
+            &doc,
+            "/components/schemas/ClientIdList",
+            &json!({"client_ids": ["xyz"]})
+        )
+        .is_err()
+    );
+    assert!(conforms(&doc, "/components/schemas/Count", &json!({"count": 1, "extra": true})).is_err());
+
+    let cluster = cluster().await?;
+    let api = ApiServer::start(&cluster, &[("admin", "admin")], &[]).await?;
+    let one = ApiClient::connect(&cluster.ws_url(0)).await?;
+    let two = ApiClient::connect(&cluster.ws_url(1)).await?;
+    api.ok("bind_uid", "admin", json!({"client": one.client_id, "uid": "alice"}))
+        .await?;
+    api.ok("join_group", "admin", json!({"client": one.client_id, "group": "room"}))
+        .await?;
+
+    let mut not_ok = Vec::new();
+    let mut checked = 0;
+    // The closes last, so that the other examples find their clients connected.
+    let mut paths: Vec<(&String, &Value)> = doc["paths"].as_object().unwrap().iter().collect();
+    paths.sort_by_key(|(path, _)| path.ends_with("close_client") || path.ends_with("destroy_client"));
+    for (path, item) in paths {
+        let Some(operation) = item.get("post") else {
+            continue;
+        };
+        let example = &operation["requestBody"]["content"]["application/json"]["example"];
+        let body = example
+            .to_string()
+            .replace(EXAMPLE_CLIENTS[0], &one.client_id)
+            .replace(EXAMPLE_CLIENTS[1], &two.client_id)
+            .replace(EXAMPLE_AT_MS, &(now_ms() + 3_600_000).to_string());
+        let response = api.post_raw(path, Some("admin"), &[], body.as_bytes()).await?;
+        let pointer = answer_schema(&doc, path, "post", response.status).unwrap_or_else(|| {
+            panic!(
+                "{path} answered an undocumented {}: {}",
+                response.status,
+                response.text()
+            )
+        });
+        conforms(&doc, &pointer, &response.json()?)?;
+        if response.status != 200 {
+            not_ok.push(format!("{path} {}", response.status));
+        }
+        // Errors are documented and shaped as documented too.
+        for (key, body, status) in [
+            (None, body.as_bytes(), 401),
+            (Some("admin"), &b"{\"not a field\": 1}"[..], 400),
+        ] {
+            let response = api.post_raw(path, key, &[], body).await?;
+            assert_eq!(response.status, status, "{path}: {}", response.text());
+            let pointer = answer_schema(&doc, path, "post", status).expect("documented error");
+            conforms(&doc, &pointer, &response.json()?)?;
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 37, "every operation and the batch");
+    // The examples succeed; destroying the client that close_client just closed may find it gone.
+    assert!(
+        not_ok.iter().all(|s| s == "/api/v1/destroy_client 404"),
+        "answers other than 200: {not_ok:?}"
+    );
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, body) = gatehouse_testkit::cluster::http_get(api.http_addr(), path).await?;
+        assert!(
+            doc["paths"][path]["get"]["responses"][status.to_string()].is_object(),
+            "{path} {status}"
+        );
+        if path == "/readyz" {
+            let pointer = answer_schema(&doc, path, "get", status).expect("documented");
+            conforms(&doc, &pointer, &serde_json::from_str(&body)?)?;
+        }
+    }
+    Ok(())
+}
