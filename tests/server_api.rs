@@ -85,12 +85,7 @@ async fn every_http_operation() -> Result<()> {
 }
 
 /// Sends (publish), each proved by what arrives, exclusions by a later marker arriving first.
-async fn http_sends(
-    api: &ApiServer,
-    mut a: &mut ApiClient,
-    mut b: &mut ApiClient,
-    mut c: &mut ApiClient,
-) -> Result<()> {
+async fn http_sends(api: &ApiServer, a: &mut ApiClient, b: &mut ApiClient, c: &mut ApiClient) -> Result<()> {
     let (ida, idb, idc) = (a.client_id.clone(), b.client_id.clone(), c.client_id.clone());
     let sent = json!({"replayed": false});
     assert_eq!(
@@ -98,15 +93,15 @@ async fn http_sends(
             .await?,
         sent
     );
-    assert_eq!(next_frame(&mut a).await?, "one");
+    assert_eq!(next_frame(a).await?, "one");
     api.ok(
         "send_to_clients",
         "publisher",
         json!({"clients": [ida, idb], "data": "two"}),
     )
     .await?;
-    assert_eq!(next_frame(&mut a).await?, "two");
-    assert_eq!(next_frame(&mut b).await?, "two");
+    assert_eq!(next_frame(a).await?, "two");
+    assert_eq!(next_frame(b).await?, "two");
     api.ok(
         "send_to_uid",
         "publisher",
@@ -115,20 +110,16 @@ async fn http_sends(
     .await?;
     api.ok("send_to_uid", "publisher", json!({"uid": "bob", "data": "bob marker"}))
         .await?;
-    assert_eq!(next_frame(&mut b).await?, "not c");
-    assert_eq!(next_frame(&mut b).await?, "bob marker");
-    assert_eq!(
-        next_frame(&mut c).await?,
-        "bob marker",
-        "the excluded client got the send"
-    );
+    assert_eq!(next_frame(b).await?, "not c");
+    assert_eq!(next_frame(b).await?, "bob marker");
+    assert_eq!(next_frame(c).await?, "bob marker", "the excluded client got the send");
     api.ok(
         "send_to_uids",
         "publisher",
         json!({"uids": ["alice", "bob"], "data_base64": "AAEC"}),
     )
     .await?;
-    for client in [&mut a, &mut b, &mut c] {
+    for client in [&mut *a, &mut *b, &mut *c] {
         assert_eq!(next_frame(client).await?, "binary:000102");
     }
     api.ok(
@@ -137,7 +128,7 @@ async fn http_sends(
         json!({"group": "room", "data": "room", "exclude": [ida]}),
     )
     .await?;
-    assert_eq!(next_frame(&mut b).await?, "room");
+    assert_eq!(next_frame(b).await?, "room");
     api.ok(
         "send_to_groups",
         "publisher",
@@ -145,26 +136,22 @@ async fn http_sends(
     )
     .await?;
     assert_eq!(
-        next_frame(&mut a).await?,
+        next_frame(a).await?,
         "rooms",
         "a was excluded from the previous send only"
     );
-    assert_eq!(next_frame(&mut b).await?, "rooms");
+    assert_eq!(next_frame(b).await?, "rooms");
     api.ok("send_to_all", "publisher", json!({"data": "all", "exclude": [idb]}))
         .await?;
-    assert_eq!(next_frame(&mut a).await?, "all");
-    assert_eq!(next_frame(&mut c).await?, "all");
+    assert_eq!(next_frame(a).await?, "all");
+    assert_eq!(next_frame(c).await?, "all");
     api.ok(
         "send_to_client",
         "publisher",
         json!({"client": idb, "data": "b marker"}),
     )
     .await?;
-    assert_eq!(
-        next_frame(&mut b).await?,
-        "b marker",
-        "the excluded client got send_to_all"
-    );
+    assert_eq!(next_frame(b).await?, "b marker", "the excluded client got send_to_all");
     Ok(())
 }
 
@@ -492,7 +479,7 @@ async fn every_grpc_operation() -> Result<()> {
     let ids = g
         .client_ids_by_uid(req(&api, "reader", pb::ClientIdsByUidRequest { uid: "bob".into() }))
         .await?;
-    assert_eq!(ids.into_inner().client_ids, [idb.clone()]);
+    assert_eq!(ids.into_inner().client_ids, std::slice::from_ref(&idb));
     let by_uid = g
         .client_ids_by_uids(req(
             &api,
@@ -505,7 +492,7 @@ async fn every_grpc_operation() -> Result<()> {
         .into_inner()
         .client_ids_by_uid;
     assert_eq!(by_uid.len(), 1);
-    assert_eq!(by_uid["alice"].client_ids, [ida.clone()]);
+    assert_eq!(by_uid["alice"].client_ids, std::slice::from_ref(&ida));
     let uid = g
         .uid_of(req(&api, "reader", pb::UidOfRequest { client: idb.clone() }))
         .await?;
