@@ -109,9 +109,10 @@ impl OpKind {
     }
 }
 
-/// A checked request: ids parsed, names and lists within their limits, frames built.
+/// A checked request: ids parsed, names and lists within their limits, frames built. One
+/// variant per [`OpKind`], with the fields of that operation's request (docs/server-api.md);
+/// building one is the only way in, so [`execute`] never sees unchecked input.
 #[derive(Debug, Clone)]
-#[allow(missing_docs)]
 pub enum Op {
     SendToClient {
         client: ClientId,
@@ -320,11 +321,11 @@ impl Op {
     }
 }
 
-/// The answer of one operation. Serialised as the `result` object of the HTTP API; the gRPC
-/// API converts it into the operation's response message.
+/// The answer of one operation. Serialised as the `result` object of the HTTP API (each
+/// variant's field names are the JSON keys, so the shapes in docs/openapi.json are these); the
+/// gRPC API converts it into the operation's response message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-#[allow(missing_docs)]
 pub enum Output {
     /// A send: `replayed` when an idempotency key matched an earlier success (nothing sent).
     Sent {
