@@ -387,3 +387,51 @@ async fn refuse(mut stream: TcpStream) {
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Limits;
+
+    fn send(body: &str) -> Call {
+        json::parse_body(OpKind::SendToUid, body.as_bytes(), &Limits::default()).unwrap()
+    }
+
+    fn header(key: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(IDEMPOTENCY_HEADER, HeaderValue::from_str(key).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_idempotency_header_and_field_must_agree() {
+        let call = with_header_key(send(r#"{"uid":"a","data":"x"}"#), &header("k1")).unwrap();
+        assert_eq!(call.idempotency_key.as_deref(), Some("k1"));
+        let same = with_header_key(send(r#"{"uid":"a","data":"x","idempotency_key":"k1"}"#), &header("k1"));
+        assert_eq!(same.unwrap().idempotency_key.as_deref(), Some("k1"));
+        let other = with_header_key(send(r#"{"uid":"a","data":"x","idempotency_key":"k2"}"#), &header("k1"));
+        assert!(other.unwrap_err().message.contains("differ"));
+        let none = with_header_key(send(r#"{"uid":"a","data":"x"}"#), &HeaderMap::new()).unwrap();
+        assert_eq!(none.idempotency_key, None);
+        let spaced = with_header_key(send(r#"{"uid":"a","data":"x"}"#), &header("has space"));
+        assert!(spaced.is_err());
+    }
+
+    #[test]
+    fn failures_become_json_with_their_status_and_headers() {
+        let response = failure_response(&Failure::unauthenticated("missing API key"));
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let response = failure_response(
+            &Failure::new(ErrorCode::TooManyRequests, "slow down").retry_after(Duration::from_millis(2500)),
+        );
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let body: serde_json::Value =
+            serde_json::from_slice(&error_json(&Failure::forbidden("no admin scope"))).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "unauthenticated", "message": "forbidden: no admin scope"}})
+        );
+    }
+}
