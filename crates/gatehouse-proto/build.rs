@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "../../proto/gatehouse/v1/common.proto",
             "../../proto/gatehouse/v1/registry.proto",
             "../../proto/gatehouse/v1/gateway.proto",
+            "../../proto/gatehouse/v1/api.proto",
         ],
         &["../../proto"],
     )?;

@@ -71,6 +71,10 @@ pub enum Command {
     Token(TokenArgs),
     /// Load generator and the one-hop baseline server (see docs/benchmarks.md).
     Bench(crate::bench::BenchArgs),
+    /// Run the server API: the cluster API over HTTP/JSON and gRPC for any backend.
+    Api(Box<crate::api::ApiArgs>),
+    /// Manage server API keys.
+    ApiKey(crate::api::ApiKeyArgs),
 }
 
 /// The cluster secret, shared by every role.
@@ -421,6 +425,8 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             crate::dev::run(dev, token).await?
         }
         Command::Bench(args) => crate::bench::run(args).await?,
+        Command::Api(args) => crate::api::run(*args, token).await?,
+        Command::ApiKey(args) => crate::api::run_key(args)?,
         Command::Token(args) => {
             let Some(secret) = args.jwt_secret.as_deref() else {
                 bail!("no jwt secret: set GATEHOUSE_JWT_SECRET or pass --jwt-secret");

@@ -2,6 +2,7 @@
 //! config struct, validates it, and runs the role until SIGINT or SIGTERM.
 
 mod admin;
+mod api;
 mod apps;
 mod bench;
 mod cli;

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`process`] — one child process, its log, its bound addresses.
+//! - [`api_server`] — `ApiServer`, a `gatehouse api` process, its keys and an HTTP client.
 //! - [`cluster`] — [`Cluster`] and its builder.
 //! - [`client`] — [`WsClient`], [`ApiClient`].
 //! - [`browser`] — a headless-Chromium driver (DevTools protocol) for tests of the web page.
@@ -18,6 +19,7 @@
 //! - [`postgres`] — [`TempDatabase`], a throw-away PostgreSQL database per test.
 //! - [`rawws`] — [`RawWs`], a raw-frame WebSocket client for protocol conformance tests.
 
+pub mod api_server;
 pub mod browser;
 pub mod chat;
 pub mod client;
