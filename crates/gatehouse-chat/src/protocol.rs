@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use gatehouse_store::StoredMessage;
+use gatehouse_store::{Access, HistoryVisibility, MAX_GROUP_NAME_CHARS, StoredMessage};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -15,6 +15,8 @@ pub const MAX_CID_CHARS: usize = 64;
 pub const SYNC_LIMIT: (u32, u32) = (500, 1000);
 /// Default and largest page of a `history`.
 pub const HISTORY_LIMIT: (u32, u32) = (50, 200);
+/// Default and largest page of `members`.
+pub const MEMBERS_LIMIT: (u32, u32) = (200, 1000);
 
 /// The error codes of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,6 +42,18 @@ pub enum Code {
     UnknownGroup,
     /// The group already exists.
     GroupExists,
+    /// The group is invite-only and the user has no invitation.
+    NotInvited,
+    /// The user is banned from the group.
+    Banned,
+    /// The user's role in the group does not allow the action.
+    Forbidden,
+    /// The recipient (or invitee) blocks the user.
+    Blocked,
+    /// The uid has never signed in.
+    UnknownUser,
+    /// A count or size bound was reached; the error names it (`limit`) and its value (`max`).
+    LimitExceeded,
     /// The store's queue is full.
     Overloaded,
     /// The store or the cluster cannot be reached.
@@ -48,13 +62,16 @@ pub enum Code {
     Internal,
 }
 
-/// A refused request: code and human message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A refused request: code, human message, and fields some codes carry (`limit_exceeded`:
+/// `limit` and `max`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProtocolError {
     /// The code.
     pub code: Code,
     /// Details.
     pub message: String,
+    /// Extra fields of the error frame, documented per code.
+    pub fields: Vec<(&'static str, Value)>,
 }
 
 impl ProtocolError {
@@ -63,6 +80,16 @@ impl ProtocolError {
         ProtocolError {
             code,
             message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// A `limit_exceeded` error naming the bound and its value.
+    pub fn limit(limit: &str, max: u64, message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code: Code::LimitExceeded,
+            message: message.into(),
+            fields: vec![("limit", json!(limit)), ("max", json!(max))],
         }
     }
 }
@@ -108,6 +135,10 @@ pub enum Request {
         group: String,
         /// Display name.
         name: Option<String>,
+        /// Who may join (default `invite`).
+        access: Option<Access>,
+        /// What members read (default `joined`).
+        history: Option<HistoryVisibility>,
     },
     /// Join a group.
     JoinGroup {
@@ -119,11 +150,92 @@ pub enum Request {
         /// Group id.
         group: String,
     },
-    /// List a group's members.
+    /// List a group's members, a page at a time.
     Members {
         /// Group id.
         group: String,
+        /// Only members whose uid sorts after this one.
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
     },
+    /// Invite a user to a group (owner or admin).
+    Invite {
+        /// Group id.
+        group: String,
+        /// The invitee.
+        uid: String,
+    },
+    /// Decline (withdraw) one's invitation to a group.
+    Decline {
+        /// Group id.
+        group: String,
+    },
+    /// List one's invitations.
+    Invitations,
+    /// Remove a member from a group (owner or admin).
+    Kick {
+        /// Group id.
+        group: String,
+        /// The member.
+        uid: String,
+    },
+    /// Ban a user from a group (owner or admin).
+    Ban {
+        /// Group id.
+        group: String,
+        /// The user.
+        uid: String,
+    },
+    /// Lift a ban (owner or admin).
+    Unban {
+        /// Group id.
+        group: String,
+        /// The user.
+        uid: String,
+    },
+    /// Make a member an admin (owner).
+    Promote {
+        /// Group id.
+        group: String,
+        /// The member.
+        uid: String,
+    },
+    /// Make an admin a plain member again (owner).
+    Demote {
+        /// Group id.
+        group: String,
+        /// The admin.
+        uid: String,
+    },
+    /// Change a group's settings (owner or admin).
+    UpdateGroup {
+        /// Group id.
+        group: String,
+        /// New display name.
+        name: Option<String>,
+        /// New access mode.
+        access: Option<Access>,
+        /// New history visibility.
+        history: Option<HistoryVisibility>,
+    },
+    /// A group's settings and one's role in it.
+    GroupInfo {
+        /// Group id.
+        group: String,
+    },
+    /// Refuse a user's direct messages and invitations.
+    Block {
+        /// The user to block.
+        uid: String,
+    },
+    /// Accept a blocked user again.
+    Unblock {
+        /// The user.
+        uid: String,
+    },
+    /// List the users one blocks.
+    Blocks,
     /// List online uids.
     Online,
 }
@@ -194,7 +306,9 @@ impl Fields<'_> {
             },
             "create_group" => Request::CreateGroup {
                 group: self.group("group")?,
-                name: self.optional_string("name")?,
+                name: self.name()?,
+                access: self.access()?,
+                history: self.history()?,
             },
             "join_group" => Request::JoinGroup {
                 group: self.group("group")?,
@@ -204,7 +318,49 @@ impl Fields<'_> {
             },
             "members" => Request::Members {
                 group: self.group("group")?,
+                after: self.optional_uid("after")?,
+                limit: self.limit(MEMBERS_LIMIT)?,
             },
+            "invite" => Request::Invite {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "decline" => Request::Decline {
+                group: self.group("group")?,
+            },
+            "invitations" => Request::Invitations,
+            "kick" => Request::Kick {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "ban" => Request::Ban {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "unban" => Request::Unban {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "promote" => Request::Promote {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "demote" => Request::Demote {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "update_group" => Request::UpdateGroup {
+                group: self.group("group")?,
+                name: self.name()?,
+                access: self.access()?,
+                history: self.history()?,
+            },
+            "group_info" => Request::GroupInfo {
+                group: self.group("group")?,
+            },
+            "block" => Request::Block { uid: self.uid("uid")? },
+            "unblock" => Request::Unblock { uid: self.uid("uid")? },
+            "blocks" => Request::Blocks,
             "online" => Request::Online,
             other => return Err(ProtocolError::new(Code::UnknownType, format!("unknown type {other:?}"))),
         })
@@ -257,6 +413,56 @@ impl Fields<'_> {
             return Err(invalid(format!("{name} must be 1-64 letters, digits or _ . @ -")));
         }
         Ok(group)
+    }
+
+    fn optional_uid(&self, name: &str) -> Result<Option<String>, ProtocolError> {
+        let Some(uid) = self.optional_string(name)? else {
+            return Ok(None);
+        };
+        if !crate::auth::valid_uid(&uid) {
+            return Err(invalid(format!("{name} must be 1-64 letters, digits or _ . @ -")));
+        }
+        Ok(Some(uid))
+    }
+
+    fn uid(&self, name: &str) -> Result<String, ProtocolError> {
+        self.optional_uid(name)?.ok_or_else(|| missing(name))
+    }
+
+    /// A group display name: 1–100 characters, not only whitespace, no control characters.
+    fn name(&self) -> Result<Option<String>, ProtocolError> {
+        let Some(name) = self.optional_string("name")? else {
+            return Ok(None);
+        };
+        if name.chars().count() > MAX_GROUP_NAME_CHARS {
+            return Err(ProtocolError::limit(
+                "name_chars",
+                MAX_GROUP_NAME_CHARS as u64,
+                format!("name is longer than {MAX_GROUP_NAME_CHARS} characters"),
+            ));
+        }
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            return Err(invalid("name must be printable text, not only whitespace"));
+        }
+        Ok(Some(name))
+    }
+
+    fn access(&self) -> Result<Option<Access>, ProtocolError> {
+        match self.optional_string("access")? {
+            None => Ok(None),
+            Some(value) => Access::parse(&value)
+                .map(Some)
+                .ok_or_else(|| invalid("access must be \"open\" or \"invite\"")),
+        }
+    }
+
+    fn history(&self) -> Result<Option<HistoryVisibility>, ProtocolError> {
+        match self.optional_string("history")? {
+            None => Ok(None),
+            Some(value) => HistoryVisibility::parse(&value)
+                .map(Some)
+                .ok_or_else(|| invalid("history must be \"joined\" or \"shared\"")),
+        }
     }
 
     fn optional_int(&self, name: &str) -> Result<Option<i64>, ProtocolError> {
@@ -341,9 +547,27 @@ pub fn ack(stored: &StoredMessage, duplicate: bool) -> Value {
     })
 }
 
+/// The `group_info` frame: a group as one of its members sees it.
+pub fn group_info(info: &gatehouse_store::GroupInfo) -> Value {
+    json!({
+        "type": "group_info",
+        "group": info.group,
+        "name": info.name,
+        "owner": info.owner,
+        "access": info.access,
+        "history": info.history,
+        "member_count": info.member_count,
+        "role": info.role,
+    })
+}
+
 /// An `error` frame.
 pub fn error(error: &ProtocolError, cid: Option<&str>) -> Value {
-    json!({"type": "error", "code": error.code, "message": error.message, "cid": cid})
+    let mut frame = json!({"type": "error", "code": error.code, "message": error.message, "cid": cid});
+    for (name, value) in &error.fields {
+        frame[*name] = value.clone();
+    }
+    frame
 }
 
 #[cfg(test)]

@@ -10,11 +10,12 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashSet;
-use gatehouse_sdk::{ApiError, Context, Frame, HandlerResult, Handshake, Reject, Worker};
+use gatehouse_sdk::{ApiError, ClientId, Context, Frame, HandlerResult, Handshake, Reject, Worker};
 use gatehouse_store::{
-    ConversationKind, ConversationRef, GroupCommitter, NewMessage, Store, StoreError, group_conversation_id,
+    Access, ConversationRef, GroupCommitter, GroupUpdate, HistoryVisibility, InviteOutcome, NewGroup, NewMessage, Role,
+    Store, StoreError, group_conversation_id,
 };
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::auth;
 use crate::config::{ChatConfig, ConfigError};
@@ -99,38 +100,135 @@ impl ChatWorker {
                     .map_err(store_error)?;
                 json!({"type": "read", "conversation": conversation, "seq": read})
             }
-            Request::CreateGroup { group, name } => {
+            Request::CreateGroup {
+                group,
+                name,
+                access,
+                history,
+            } => {
+                let settings = NewGroup {
+                    name,
+                    access: access.unwrap_or(Access::Invite),
+                    history: history.unwrap_or(HistoryVisibility::Joined),
+                };
                 self.store
-                    .create_group(&group, uid, name.as_deref())
+                    .create_group(&group, uid, &settings)
                     .await
                     .map_err(store_error)?;
                 self.follow_group(ctx, uid, &group, true).await?;
-                json!({"type": "group", "group": group, "action": "created"})
+                group_frame(&group, "created", None)
             }
             Request::JoinGroup { group } => {
                 self.store.join_group(&group, uid).await.map_err(store_error)?;
                 self.follow_group(ctx, uid, &group, true).await?;
-                json!({"type": "group", "group": group, "action": "joined"})
+                group_frame(&group, "joined", None)
             }
             Request::LeaveGroup { group } => {
                 self.store.leave_group(&group, uid).await.map_err(store_error)?;
                 self.follow_group(ctx, uid, &group, false).await?;
-                json!({"type": "group", "group": group, "action": "left"})
+                group_frame(&group, "left", None)
             }
-            Request::Members { group } => {
-                if !self
+            Request::Members { group, after, limit } => {
+                let page = self
                     .store
-                    .is_member(&group_conversation_id(&group), uid)
+                    .group_members(&group, uid, after.as_deref(), limit)
                     .await
-                    .map_err(store_error)?
-                {
-                    return Err(store_error(StoreError::NotMember {
-                        uid: uid.to_owned(),
-                        conversation: group_conversation_id(&group),
-                    }));
+                    .map_err(store_error)?;
+                let members: Vec<&str> = page.members.iter().map(|m| m.uid.as_str()).collect();
+                let roles: Map<String, Value> = page
+                    .members
+                    .iter()
+                    .filter(|m| m.role != Role::Member)
+                    .map(|m| (m.uid.clone(), json!(m.role)))
+                    .collect();
+                json!({"type": "members", "group": group, "members": members, "roles": roles, "more": page.more})
+            }
+            Request::Invite { group, uid: invitee } => {
+                let outcome = self.store.invite(&group, uid, &invitee).await.map_err(store_error)?;
+                if outcome == InviteOutcome::Invited {
+                    let push = json!({"type": "invited", "group": group, "by": uid});
+                    cluster
+                        .send_to_uid(&invitee, &Frame::json(&push))
+                        .await
+                        .map_err(api_error)?;
                 }
-                let members = self.store.group_members(&group).await.map_err(store_error)?;
-                json!({"type": "members", "group": group, "members": members})
+                let mut answer = group_frame(&group, "invited", Some(&invitee));
+                match outcome {
+                    InviteOutcome::Invited => {}
+                    InviteOutcome::AlreadyInvited => answer["already"] = json!("invited"),
+                    InviteOutcome::AlreadyMember => answer["already"] = json!("member"),
+                }
+                answer
+            }
+            Request::Decline { group } => {
+                self.store.decline_invitation(&group, uid).await.map_err(store_error)?;
+                group_frame(&group, "declined", None)
+            }
+            Request::Invitations => {
+                let invitations = self.store.invitations_of(uid).await.map_err(store_error)?;
+                let list: Vec<Value> = invitations
+                    .iter()
+                    .map(|i| json!({"group": i.group, "name": i.name, "by": i.by, "ts": i.ts_ms}))
+                    .collect();
+                json!({"type": "invitations", "invitations": list})
+            }
+            Request::Kick { group, uid: target } => {
+                self.store.kick(&group, uid, &target).await.map_err(store_error)?;
+                self.remove_from_group(ctx, uid, &target, &group, "kicked").await?;
+                group_frame(&group, "kicked", Some(&target))
+            }
+            Request::Ban { group, uid: target } => {
+                self.store.ban(&group, uid, &target).await.map_err(store_error)?;
+                self.remove_from_group(ctx, uid, &target, &group, "banned").await?;
+                group_frame(&group, "banned", Some(&target))
+            }
+            Request::Unban { group, uid: target } => {
+                self.store.unban(&group, uid, &target).await.map_err(store_error)?;
+                group_frame(&group, "unbanned", Some(&target))
+            }
+            Request::Promote { group, uid: target } => {
+                self.store
+                    .set_admin(&group, uid, &target, true)
+                    .await
+                    .map_err(store_error)?;
+                group_frame(&group, "promoted", Some(&target))
+            }
+            Request::Demote { group, uid: target } => {
+                self.store
+                    .set_admin(&group, uid, &target, false)
+                    .await
+                    .map_err(store_error)?;
+                group_frame(&group, "demoted", Some(&target))
+            }
+            Request::UpdateGroup {
+                group,
+                name,
+                access,
+                history,
+            } => {
+                let update = GroupUpdate { name, access, history };
+                let info = self
+                    .store
+                    .update_group(&group, uid, &update)
+                    .await
+                    .map_err(store_error)?;
+                protocol::group_info(&info)
+            }
+            Request::GroupInfo { group } => {
+                let info = self.store.group_info(&group, uid).await.map_err(store_error)?;
+                protocol::group_info(&info)
+            }
+            Request::Block { uid: blocked } => {
+                self.store.block(uid, &blocked).await.map_err(store_error)?;
+                json!({"type": "block", "uid": blocked, "action": "blocked"})
+            }
+            Request::Unblock { uid: blocked } => {
+                self.store.unblock(uid, &blocked).await.map_err(store_error)?;
+                json!({"type": "block", "uid": blocked, "action": "unblocked"})
+            }
+            Request::Blocks => {
+                let blocked = self.store.blocks_of(uid).await.map_err(store_error)?;
+                json!({"type": "blocks", "uids": blocked})
             }
             Request::Online => {
                 let uids = cluster.all_uids().await.map_err(api_error)?;
@@ -177,8 +275,8 @@ impl ChatWorker {
             // "Not a member" of a group that does not exist: say so precisely.
             Err(StoreError::NotMember { .. }) if group.is_some() => {
                 let id = group.expect("checked");
-                return Err(match Box::pin(self.store.group_members(&id)).await {
-                    Err(StoreError::UnknownGroup(_)) => store_error(StoreError::UnknownGroup(id)),
+                return Err(match Box::pin(self.store.group_exists(&id)).await {
+                    Ok(false) => store_error(StoreError::UnknownGroup(id)),
                     _ => store_error(StoreError::NotMember {
                         uid: uid.to_owned(),
                         conversation: group_conversation_id(&id),
@@ -216,24 +314,60 @@ impl ChatWorker {
     }
 
     /// Makes every connection of `uid` join (or leave) the cluster group of a chat group, so that
-    /// pushes reach all of the user's devices.
+    /// pushes reach all of the user's devices. Called after the store committed the membership
+    /// change and before the request is answered: once a removal is answered, no connection of
+    /// the removed user gets the group's pushes any more.
     async fn follow_group(&self, ctx: &Context, uid: &str, group: &str, join: bool) -> Result<(), ProtocolError> {
         let cluster = ctx.cluster();
         let key = group_conversation_id(group);
         for client in cluster.client_ids_by_uid(uid).await.map_err(api_error)? {
-            let result = if join {
-                cluster.join_group(client, &key).await
-            } else {
-                cluster.leave_group(client, &key).await
-            };
-            match result {
-                // A device that disconnected meanwhile is not an error.
-                Err(error) if error.code != gatehouse_sdk::ErrorCode::NotFound => return Err(api_error(error)),
-                _ => {}
-            }
+            follow(ctx, client, &key, join).await?;
         }
         Ok(())
     }
+
+    /// After `target`'s removal from `group` committed (kick or ban by `actor`): takes every
+    /// connection of `target` out of the group's pushes and tells its devices.
+    async fn remove_from_group(
+        &self,
+        ctx: &Context,
+        actor: &str,
+        target: &str,
+        group: &str,
+        reason: &str,
+    ) -> Result<(), ProtocolError> {
+        self.follow_group(ctx, target, group, false).await?;
+        let notice = json!({"type": "removed", "group": group, "by": actor, "reason": reason});
+        ctx.cluster()
+            .send_to_uid(target, &Frame::json(&notice))
+            .await
+            .map_err(api_error)
+    }
+}
+
+/// Makes one connection join or leave cluster group `key`; a connection that went away
+/// meanwhile is not an error.
+async fn follow(ctx: &Context, client: ClientId, key: &str, join: bool) -> Result<(), ProtocolError> {
+    let cluster = ctx.cluster();
+    let result = if join {
+        cluster.join_group(client, key).await
+    } else {
+        cluster.leave_group(client, key).await
+    };
+    match result {
+        Err(error) if error.code != gatehouse_sdk::ErrorCode::NotFound => Err(api_error(error)),
+        _ => Ok(()),
+    }
+}
+
+/// The answer to a group action: `{"type":"group","group":…,"action":…}` and, for actions on
+/// another user, its `uid`.
+fn group_frame(group: &str, action: &str, uid: Option<&str>) -> Value {
+    let mut frame = json!({"type": "group", "group": group, "action": action});
+    if let Some(uid) = uid {
+        frame["uid"] = json!(uid);
+    }
+    frame
 }
 
 impl Worker for ChatWorker {
@@ -253,18 +387,33 @@ impl Worker for ChatWorker {
         ctx.reply(Frame::json(&welcome))
             .await
             .map_err(|e| unavailable("welcoming", &e))?;
-        let cluster = ctx.cluster();
         ctx.bind_uid(&uid).await.map_err(|e| unavailable("binding", &e))?;
-        let conversations = self
+        // Bind, read the groups, join them, read again, leave what is no longer held. A removal
+        // commits in the store and then takes every connection the cluster lists for the uid
+        // out of the group. Against this handshake it either committed before the first read
+        // (the group is never joined), or after the second (the bind had returned by then, so
+        // the removal's lookup finds this connection, and its leave follows our join), or in
+        // between (the second read misses the group and we leave it ourselves). No order of
+        // the two leaves this connection in a group its user no longer belongs to.
+        let groups = self
             .store
-            .conversations_of(&uid)
+            .groups_of(&uid)
             .await
             .map_err(|e| unavailable("loading groups", &e))?;
-        for conversation in conversations.iter().filter(|c| c.kind == ConversationKind::Group) {
-            cluster
-                .join_group(ctx.client_id(), &conversation.id)
+        for group in &groups {
+            follow(ctx, ctx.client_id(), &group_conversation_id(group), true)
                 .await
-                .map_err(|e| unavailable("joining groups", &e))?;
+                .map_err(|e| unavailable("joining groups", &e.message))?;
+        }
+        let still = self
+            .store
+            .groups_of(&uid)
+            .await
+            .map_err(|e| unavailable("loading groups", &e))?;
+        for group in groups.iter().filter(|g| still.binary_search(g).is_err()) {
+            follow(ctx, ctx.client_id(), &group_conversation_id(group), false)
+                .await
+                .map_err(|e| unavailable("leaving groups", &e.message))?;
         }
         if handshake.insecure_dev && handshake.query_param("token").is_none() {
             tracing::info!(%uid, "signed in with a bare uid (insecure dev mode)");
@@ -321,9 +470,17 @@ fn now_ms() -> i64 {
 
 fn store_error(error: StoreError) -> ProtocolError {
     let code = match &error {
+        StoreError::LimitExceeded { limit, max } => {
+            return ProtocolError::limit(limit.as_str(), u64::from(*max), error.to_string());
+        }
         StoreError::NotMember { .. } => Code::NotMember,
         StoreError::UnknownGroup(_) => Code::UnknownGroup,
         StoreError::GroupExists(_) => Code::GroupExists,
+        StoreError::NotInvited { .. } => Code::NotInvited,
+        StoreError::Banned { .. } => Code::Banned,
+        StoreError::Forbidden { .. } => Code::Forbidden,
+        StoreError::Blocked { .. } => Code::Blocked,
+        StoreError::UnknownUser(_) => Code::UnknownUser,
         StoreError::InvalidInput(_) => Code::InvalidField,
         StoreError::Overloaded => Code::Overloaded,
         StoreError::Database(_) | StoreError::Closed | StoreError::Contention(_) => Code::Unavailable,

@@ -49,6 +49,8 @@ struct Primary {
 enum State {
     Pending,
     NotMember,
+    /// The recipient of a direct message blocks its sender.
+    Blocked,
     Existing(StoredMessage),
     Assigned(i64),
     Stored(StoredMessage),
@@ -161,6 +163,36 @@ impl Plan {
                 && !members.contains(&(primary.conversation.as_str(), primary.sender.as_str()))
             {
                 primary.state = State::NotMember;
+            }
+        }
+    }
+
+    /// Returns the distinct `(recipient, sender)` pairs of pending direct messages (notes to
+    /// oneself excluded): a stored block `recipient → sender` refuses the message.
+    pub(crate) fn block_probes(&self) -> Vec<(&str, &str)> {
+        let mut probes: Vec<(&str, &str)> = self
+            .pending()
+            .filter_map(|p| Some((p.peer.as_deref()?, p.sender.as_str())))
+            .filter(|(recipient, sender)| recipient != sender)
+            .collect();
+        probes.sort_unstable();
+        probes.dedup();
+        probes
+    }
+
+    /// Marks direct messages whose recipient blocks their sender (`(blocker, blocked)` rows) as
+    /// refused.
+    pub(crate) fn apply_blocks(&mut self, blocks: &[(String, String)]) {
+        if blocks.is_empty() {
+            return;
+        }
+        let blocks: HashSet<(&str, &str)> = blocks.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        for primary in &mut self.primaries {
+            if matches!(primary.state, State::Pending)
+                && let Some(peer) = primary.peer.as_deref()
+                && blocks.contains(&(peer, primary.sender.as_str()))
+            {
+                primary.state = State::Blocked;
             }
         }
     }
@@ -340,6 +372,10 @@ impl Plan {
                     uid: primary.sender,
                     conversation: primary.conversation,
                 }),
+                State::Blocked => Err(StoreError::Blocked {
+                    uid: primary.sender,
+                    by: primary.peer.unwrap_or_default(),
+                }),
                 State::Pending | State::Assigned(_) => Err(StoreError::Invariant(format!(
                     "message {} of {} left unresolved",
                     primary.cid, primary.sender
@@ -516,6 +552,24 @@ mod tests {
         assert!(results[0].is_ok());
         assert!(matches!(results[1], Err(StoreError::NotMember { .. })));
         assert!(matches!(results[2], Err(StoreError::NotMember { .. })));
+    }
+
+    #[test]
+    fn blocked_direct_messages_are_refused_per_item() {
+        let mut plan = Plan::new(vec![
+            direct("eve", "bob", "1"),
+            direct("ann", "bob", "2"),
+            direct("eve", "eve", "3"),
+        ]);
+        assert_eq!(plan.block_probes(), vec![("bob", "ann"), ("bob", "eve")]);
+        plan.apply_blocks(&[("bob".into(), "eve".into())]);
+        let rows = bumped(&plan, 0);
+        plan.assign_seqs(&rows).expect("assign");
+        insert_all(&mut plan);
+        let results = plan.finish();
+        assert!(matches!(&results[0], Err(StoreError::Blocked { uid, by }) if uid == "eve" && by == "bob"));
+        assert!(results[1].is_ok());
+        assert!(results[2].is_ok(), "a note to oneself is never blocked");
     }
 
     #[test]

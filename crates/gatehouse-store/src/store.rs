@@ -3,15 +3,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::access::StoreLimits;
 use crate::error::StoreError;
-use crate::ids::{check_ident, check_seq, group_conversation_id, now_ms};
+use crate::ids::{check_ident, check_seq, now_ms};
 use crate::model::{
     Appended, ConversationSummary, CursorRow, MessageRow, NewMessage, StoredMessage, SummaryRow, SyncPage,
 };
 use crate::plan::Plan;
-use crate::postgres::{self, PgBackend};
+use crate::postgres::PgBackend;
 use crate::sql;
-use crate::sqlite::{self, SqliteBackend};
+use crate::sqlite::SqliteBackend;
 
 /// Upper bound on `limit` for [`Store::history`] and [`Store::sync`]: one page must fit in
 /// memory and in one client frame, whatever a client asks for.
@@ -35,14 +36,16 @@ pub enum BackendKind {
 /// Cheap to clone (an `Arc` around the connection pools); every clone uses the same pools.
 #[derive(Debug, Clone)]
 pub struct Store {
-    inner: Arc<Backend>,
+    pub(crate) inner: Arc<Backend>,
     /// Whether `inner`'s pools belong to this handle alone, not to the handle it was made from
     /// (see [`Store::for_this_runtime`]).
     own_pools: bool,
+    /// The caps group and block operations enforce.
+    pub(crate) limits: StoreLimits,
 }
 
 #[derive(Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(SqliteBackend),
     Postgres(PgBackend),
 }
@@ -58,13 +61,16 @@ pub(crate) enum Attempt {
 }
 
 /// Statements whose text differs between the backends, for code shared by both.
-struct Dialect {
+pub(crate) struct Dialect {
     /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
-    mark_read: &'static str,
+    pub(crate) mark_read: &'static str,
     /// Takes conversation `$1`'s row lock where the backend has row locks.
-    lock_conversation: &'static str,
+    pub(crate) lock_conversation: &'static str,
+    /// Returns user `$1` if it exists, taking its row lock where the backend has row locks:
+    /// per-user caps are counted under it. Always taken after the conversation's lock.
+    pub(crate) lock_user: &'static str,
     /// Begins a transaction that writes, the way appends begin theirs.
-    begin_write: &'static str,
+    pub(crate) begin_write: &'static str,
 }
 
 /// The result of a whole append batch, for the group committer's counters.
@@ -82,21 +88,23 @@ pub(crate) struct BatchOutcome {
 macro_rules! with_pool {
     ($store:expr, $role:ident, |$pool:ident, $dialect:ident| $body:expr) => {
         match &*$store.inner {
-            Backend::Sqlite(backend) => {
+            $crate::store::Backend::Sqlite(backend) => {
                 let $pool = backend.$role();
-                let $dialect = Dialect {
-                    mark_read: sqlite::MARK_READ,
-                    lock_conversation: sqlite::LOCK_CONVERSATION,
-                    begin_write: sqlite::BEGIN,
+                let $dialect = $crate::store::Dialect {
+                    mark_read: $crate::sqlite::MARK_READ,
+                    lock_conversation: $crate::sqlite::LOCK_CONVERSATION,
+                    lock_user: $crate::sqlite::LOCK_USER,
+                    begin_write: $crate::sqlite::BEGIN,
                 };
                 $body
             }
-            Backend::Postgres(backend) => {
+            $crate::store::Backend::Postgres(backend) => {
                 let $pool = backend.$role();
-                let $dialect = Dialect {
-                    mark_read: postgres::MARK_READ,
-                    lock_conversation: postgres::LOCK_CONVERSATION,
-                    begin_write: postgres::BEGIN,
+                let $dialect = $crate::store::Dialect {
+                    mark_read: $crate::postgres::MARK_READ,
+                    lock_conversation: $crate::postgres::LOCK_CONVERSATION,
+                    lock_user: $crate::postgres::LOCK_USER,
+                    begin_write: $crate::postgres::BEGIN,
                 };
                 $body
             }
@@ -106,6 +114,7 @@ macro_rules! with_pool {
         with_pool!($store, $role, |$pool, _dialect| $body)
     };
 }
+pub(crate) use with_pool;
 
 impl Store {
     /// Opens the store named by `url` and applies pending migrations.
@@ -128,7 +137,19 @@ impl Store {
         Ok(Store {
             inner: Arc::new(backend),
             own_pools: false,
+            limits: StoreLimits::default(),
         })
+    }
+
+    /// Returns a handle (sharing the same pools) that enforces `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: StoreLimits) -> Store {
+        self.limits = limits;
+        self
+    }
+
+    /// Returns the caps this handle enforces.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
     }
 
     /// Returns a handle for a writer that runs on a runtime of its own (the group committer's
@@ -147,6 +168,7 @@ impl Store {
             Backend::Postgres(backend) => Store {
                 inner: Arc::new(Backend::Postgres(backend.for_this_runtime())),
                 own_pools: true,
+                limits: self.limits,
             },
         }
     }
@@ -236,123 +258,6 @@ impl Store {
         Err(StoreError::Contention(MAX_ATTEMPTS))
     }
 
-    /// Creates group `group_id` with `creator` as its first member.
-    ///
-    /// Groups are explicit (unlike direct conversations) so that membership is an admission
-    /// decision; fails with [`StoreError::GroupExists`] if the id is taken.
-    pub async fn create_group(&self, group_id: &str, creator: &str, name: Option<&str>) -> Result<(), StoreError> {
-        check_ident("group id", group_id)?;
-        check_ident("uid", creator)?;
-        if let Some(name) = name {
-            crate::ids::check_text(name)?;
-        }
-        let conversation = group_conversation_id(group_id);
-        let now = now_ms();
-        with_pool!(self, writer, |pool, dialect| {
-            let mut tx = pool.begin_with(dialect.begin_write).await?;
-            let created = sqlx::query(sql::CREATE_GROUP)
-                .bind(&conversation)
-                .bind(name)
-                .bind(creator)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if created == 0 {
-                return Err(StoreError::GroupExists(group_id.to_owned()));
-            }
-            sqlx::query(sql::ADD_CREATOR)
-                .bind(&conversation)
-                .bind(creator)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    /// Adds `uid` to group `group_id`; joining twice is a no-op.
-    ///
-    /// Earlier messages count as read for the new member (no unread flood), but remain
-    /// readable through [`Store::history`] and [`Store::sync`].
-    pub async fn join_group(&self, group_id: &str, uid: &str) -> Result<(), StoreError> {
-        check_ident("group id", group_id)?;
-        check_ident("uid", uid)?;
-        let conversation = group_conversation_id(group_id);
-        let added = self.change_membership(&conversation, uid, Some(now_ms())).await?;
-        if added == 0 && !self.group_exists(&conversation).await? {
-            return Err(StoreError::UnknownGroup(group_id.to_owned()));
-        }
-        Ok(())
-    }
-
-    /// Removes `uid` from group `group_id`; leaving when not a member is a no-op.
-    pub async fn leave_group(&self, group_id: &str, uid: &str) -> Result<(), StoreError> {
-        check_ident("group id", group_id)?;
-        check_ident("uid", uid)?;
-        let conversation = group_conversation_id(group_id);
-        let removed = self.change_membership(&conversation, uid, None).await?;
-        if removed == 0 && !self.group_exists(&conversation).await? {
-            return Err(StoreError::UnknownGroup(group_id.to_owned()));
-        }
-        Ok(())
-    }
-
-    /// Adds `uid` to group conversation `conversation` (joined at `joined_at_ms`) or, given
-    /// `None`, removes it; returns the number of member rows changed.
-    ///
-    /// Takes the conversation's lock first, as appends do, so that an append checks a sender's
-    /// membership either before the change starts or after it committed: a message is never
-    /// stored after its sender's leave committed.
-    async fn change_membership(
-        &self,
-        conversation: &str,
-        uid: &str,
-        joined_at_ms: Option<i64>,
-    ) -> Result<u64, StoreError> {
-        Ok(with_pool!(self, writer, |pool, dialect| {
-            let mut tx = pool.begin_with(dialect.begin_write).await?;
-            sqlx::query(dialect.lock_conversation)
-                .bind(conversation)
-                .execute(&mut *tx)
-                .await?;
-            let change = match joined_at_ms {
-                Some(at) => sqlx::query(sql::JOIN_GROUP).bind(conversation).bind(uid).bind(at),
-                None => sqlx::query(sql::LEAVE).bind(conversation).bind(uid),
-            };
-            let changed = change.execute(&mut *tx).await?.rows_affected();
-            tx.commit().await?;
-            changed
-        }))
-    }
-
-    /// Returns the members of group `group_id`, sorted (the fan-out list of a group message).
-    pub async fn group_members(&self, group_id: &str) -> Result<Vec<String>, StoreError> {
-        check_ident("group id", group_id)?;
-        let conversation = group_conversation_id(group_id);
-        let members: Vec<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::MEMBERS)
-                .bind(&conversation)
-                .fetch_all(pool)
-                .await?
-        });
-        if members.is_empty() && !self.group_exists(&conversation).await? {
-            return Err(StoreError::UnknownGroup(group_id.to_owned()));
-        }
-        Ok(members)
-    }
-
-    async fn group_exists(&self, conversation: &str) -> Result<bool, StoreError> {
-        let found: Option<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::GROUP_EXISTS)
-                .bind(conversation)
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(found.is_some())
-    }
-
     /// Records that `uid` has signed in (idempotent), so that others may address it.
     pub async fn ensure_user(&self, uid: &str) -> Result<(), StoreError> {
         check_ident("uid", uid)?;
@@ -404,11 +309,12 @@ impl Store {
     }
 
     /// Returns up to `limit` messages of `conversation_id` with `seq < before_seq` (all when
-    /// `None`): the newest such messages, returned in ascending `seq` order.
+    /// `None`) that `uid` may read: the newest such messages, returned in ascending `seq` order.
     ///
     /// Pages backwards through history: pass the first `seq` of a page as `before_seq` to get
-    /// the page before it. Only members may read ([`StoreError::NotMember`]). `limit` is capped
-    /// at [`MAX_PAGE`].
+    /// the page before it. Only members may read ([`StoreError::NotMember`]), and in a group with
+    /// `joined` history only what was stored after they joined. `limit` is capped at
+    /// [`MAX_PAGE`].
     pub async fn history(
         &self,
         uid: &str,
@@ -420,13 +326,20 @@ impl Store {
         if let Some(before) = before_seq {
             check_seq("before_seq", before)?;
         }
-        self.require_member(conversation_id, uid).await?;
+        let Some(floor) = self.floor(conversation_id, uid).await? else {
+            return Err(StoreError::NotMember {
+                uid: uid.to_owned(),
+                conversation: conversation_id.to_owned(),
+            });
+        };
         let before = before_seq.unwrap_or(i64::MAX);
         let limit = i64::from(limit.min(MAX_PAGE));
         let mut rows: Vec<MessageRow> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::MESSAGES_BEFORE)
+            sqlx::query_as(sql::VISIBLE_BEFORE)
                 .bind(conversation_id)
+                .bind(uid)
                 .bind(before)
+                .bind(floor)
                 .bind(limit)
                 .fetch_all(pool)
                 .await?
@@ -435,26 +348,28 @@ impl Store {
         Ok(rows.into_iter().map(MessageRow::into_stored).collect())
     }
 
-    async fn require_member(&self, conversation_id: &str, uid: &str) -> Result<(), StoreError> {
-        if self.is_member(conversation_id, uid).await? {
-            Ok(())
-        } else {
-            Err(StoreError::NotMember {
-                uid: uid.to_owned(),
-                conversation: conversation_id.to_owned(),
-            })
-        }
+    /// Returns the seq at and below which `uid` may not read `conversation_id`, or `None` when
+    /// it is not a member.
+    async fn floor(&self, conversation_id: &str, uid: &str) -> Result<Option<i64>, StoreError> {
+        Ok(with_pool!(self, reader, |pool| {
+            sqlx::query_scalar(sql::FLOOR)
+                .bind(conversation_id)
+                .bind(uid)
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     /// Returns the messages `uid` missed: for every conversation it is a member of, the
-    /// messages with `seq` above its cursor (0 when absent from `cursors`), at most `limit` in
-    /// total (capped at [`MAX_PAGE`]).
+    /// messages it may read with `seq` above its cursor (0 when absent from `cursors`), at most
+    /// `limit` in total (capped at [`MAX_PAGE`]).
     ///
     /// Conversations come in id order and each one's messages in ascending `seq`, so a client
     /// advances `cursors[conversation]` to the last `seq` it received per conversation and
     /// calls again while `more` is set. Because `seq` order is commit order, a cursor never
     /// skips a message that commits later. Cursors of conversations the user does not belong
-    /// to are ignored.
+    /// to are ignored; messages of a `joined`-history group from before the user joined are
+    /// never returned.
     pub async fn sync(&self, uid: &str, cursors: &HashMap<String, i64>, limit: u32) -> Result<SyncPage, StoreError> {
         check_ident("uid", uid)?;
         for (conversation, &cursor) in cursors {
@@ -467,7 +382,11 @@ impl Store {
         let mut messages: Vec<StoredMessage> = Vec::new();
         let mut more = false;
         for conversation in conversations {
-            let cursor = cursors.get(&conversation.conversation_id).copied().unwrap_or(0);
+            let cursor = cursors
+                .get(&conversation.conversation_id)
+                .copied()
+                .unwrap_or(0)
+                .max(conversation.floor);
             if conversation.last_seq <= cursor {
                 continue;
             }
@@ -477,15 +396,16 @@ impl Store {
                 break;
             }
             let rows: Vec<MessageRow> = with_pool!(self, reader, |pool| {
-                sqlx::query_as(sql::MESSAGES_AFTER)
+                sqlx::query_as(sql::VISIBLE_AFTER)
                     .bind(&conversation.conversation_id)
+                    .bind(uid)
                     .bind(cursor)
                     .bind(i64::try_from(budget).unwrap_or(i64::MAX))
                     .fetch_all(pool)
                     .await?
             });
             let reached = rows.last().map_or(cursor, |row| row.seq);
-            if reached < conversation.last_seq {
+            if rows.len() == budget && reached < conversation.last_seq {
                 more = true;
             }
             messages.extend(rows.into_iter().map(MessageRow::into_stored));

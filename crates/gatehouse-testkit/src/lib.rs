@@ -25,7 +25,7 @@ pub mod haproxy;
 pub mod postgres;
 pub mod process;
 
-pub use chat::ChatClient;
+pub use chat::{ChatClient, ChatDatabase};
 pub use client::{ApiClient, WsClient};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use haproxy::Haproxy;

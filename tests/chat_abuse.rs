@@ -1,0 +1,309 @@
+//! The chat service against a hostile signed-in user (issue #10), end to end on a real cluster
+//! (two gateways, two chat workers, a SQLite file): every attack that worked before is refused
+//! with a typed error, and honest users keep being served.
+
+use anyhow::Result;
+use gatehouse_testkit::{ChatClient, ChatDatabase, Cluster};
+use serde_json::{Value, json};
+
+/// Two gateways and two chat workers in insecure dev mode (bare `?uid=` sign-in), with `extra`
+/// worker flags.
+async fn chat_cluster(db: &ChatDatabase, extra: &[&str]) -> Result<Cluster> {
+    let url = db.url();
+    let mut worker_args = vec!["--database-url", url.as_str()];
+    worker_args.extend_from_slice(extra);
+    Cluster::builder()
+        .gateways(2)
+        .workers("chat", 2)
+        .gateway_args(&["--insecure-dev-auth"])
+        .worker_args(&worker_args)
+        .start()
+        .await
+}
+
+/// Sends a request and asserts it was refused with `code`.
+async fn refused(client: &mut ChatClient, request: Value, code: &str) -> Result<Value> {
+    let answer = client.request(request.clone()).await?;
+    assert_eq!(
+        (answer["type"].as_str(), answer["code"].as_str()),
+        (Some("error"), Some(code)),
+        "{request} -> {answer}"
+    );
+    Ok(answer)
+}
+
+/// `owner` creates `group` (default settings unless `settings` adds some) and brings `members`
+/// in by invitation.
+async fn group_with(
+    owner: &mut ChatClient,
+    group: &str,
+    settings: Value,
+    members: &mut [&mut ChatClient],
+) -> Result<()> {
+    let mut create = json!({"type": "create_group", "group": group});
+    if let (Some(create), Some(settings)) = (create.as_object_mut(), settings.as_object()) {
+        create.extend(settings.clone());
+    }
+    assert_eq!(owner.request(create).await?["action"], "created");
+    for member in members.iter_mut() {
+        let invited = owner
+            .request(json!({"type": "invite", "group": group, "uid": member.uid}))
+            .await?;
+        assert_eq!(invited["action"], "invited", "{invited}");
+        let joined = member.request(json!({"type": "join_group", "group": group})).await?;
+        assert_eq!(joined["action"], "joined", "{joined}");
+    }
+    Ok(())
+}
+
+fn texts(messages: &[Value]) -> Vec<&str> {
+    messages.iter().filter_map(|m| m["text"].as_str()).collect()
+}
+
+/// The first attack of issue #10: `mallory` guessed the group's name, joined it, and read
+/// alice's earlier messages and its member list. Groups are invite-only now, and nothing of a
+/// group is readable without membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_cannot_walk_into_a_group_nor_read_or_list_it() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut alice = ChatClient::connect_as(&cluster.ws_url(0), "alice").await?;
+    let mut mallory = ChatClient::connect_as(&cluster.ws_url(1), "mallory").await?;
+    group_with(&mut alice, "team", json!({}), &mut []).await?;
+    assert_eq!(
+        alice.send_to_group("team", "the secret plan", "s1").await?["type"],
+        "ack"
+    );
+
+    refused(
+        &mut mallory,
+        json!({"type": "join_group", "group": "team"}),
+        "not_invited",
+    )
+    .await?;
+    refused(
+        &mut mallory,
+        json!({"type": "history", "conversation": "g:team"}),
+        "not_member",
+    )
+    .await?;
+    refused(&mut mallory, json!({"type": "members", "group": "team"}), "not_member").await?;
+    refused(
+        &mut mallory,
+        json!({"type": "group_info", "group": "team"}),
+        "not_member",
+    )
+    .await?;
+    refused(
+        &mut mallory,
+        json!({"type": "invite", "group": "team", "uid": "mallory"}),
+        "not_member",
+    )
+    .await?;
+    let synced = mallory
+        .request(json!({"type": "sync", "cursors": {"g:team": 0}}))
+        .await?;
+    assert_eq!(synced["messages"], json!([]), "{synced}");
+    let info = alice.request(json!({"type": "group_info", "group": "team"})).await?;
+    assert_eq!(
+        (info["access"].clone(), info["history"].clone(), info["role"].clone()),
+        (json!("invite"), json!("joined"), json!("owner"))
+    );
+    Ok(())
+}
+
+/// With the default `joined` history a newcomer reads what was sent after it joined, through
+/// history and catch-up alike, and nothing from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_reads_only_what_was_said_after_it_joined() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut alice = ChatClient::connect_as(&cluster.ws_url(0), "alice").await?;
+    let mut carol = ChatClient::connect_as(&cluster.ws_url(1), "carol").await?;
+    group_with(&mut alice, "team", json!({}), &mut []).await?;
+    alice.send_to_group("team", "before carol", "b1").await?;
+    alice
+        .request(json!({"type": "invite", "group": "team", "uid": "carol"}))
+        .await?;
+    carol.request(json!({"type": "join_group", "group": "team"})).await?;
+    alice.send_to_group("team", "after carol", "a1").await?;
+
+    let history = carol
+        .request(json!({"type": "history", "conversation": "g:team"}))
+        .await?;
+    assert_eq!(texts(history["messages"].as_array().unwrap()), vec!["after carol"]);
+    let mut cursors = serde_json::Map::new();
+    let synced = carol.sync_all(&mut cursors).await?;
+    assert_eq!(texts(&synced), vec!["after carol"]);
+
+    // A group created with shared history shows a newcomer everything.
+    group_with(&mut alice, "open-book", json!({"history": "shared"}), &mut []).await?;
+    alice.send_to_group("open-book", "chapter one", "c1").await?;
+    alice
+        .request(json!({"type": "invite", "group": "open-book", "uid": "carol"}))
+        .await?;
+    carol
+        .request(json!({"type": "join_group", "group": "open-book"}))
+        .await?;
+    let history = carol
+        .request(json!({"type": "history", "conversation": "g:open-book"}))
+        .await?;
+    assert_eq!(texts(history["messages"].as_array().unwrap()), vec!["chapter one"]);
+    Ok(())
+}
+
+/// A kick takes effect before it is answered: every device of the kicked user is told, stops
+/// getting the group's messages, and reads nothing more of it. Proven in order: after the kick,
+/// alice writes to the group and then directly to bob; bob's devices get the direct message
+/// and never the group message, which would have arrived first on the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_member_stops_receiving_and_reading_the_group_at_once() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut alice = ChatClient::connect_as(&cluster.ws_url(0), "alice").await?;
+    let mut bob_phone = ChatClient::connect_as(&cluster.ws_url(1), "bob").await?;
+    let mut bob_laptop = ChatClient::connect_as(&cluster.ws_url(0), "bob").await?;
+    group_with(&mut alice, "team", json!({}), &mut [&mut bob_phone]).await?;
+    let ack = alice.send_to_group("team", "welcome bob", "w1").await?;
+    for device in [&mut bob_phone, &mut bob_laptop] {
+        assert_eq!(device.next_message().await?["id"], ack["id"]);
+    }
+
+    let kicked = alice
+        .request(json!({"type": "kick", "group": "team", "uid": "bob"}))
+        .await?;
+    assert_eq!(
+        (kicked["action"].as_str(), kicked["uid"].as_str()),
+        (Some("kicked"), Some("bob"))
+    );
+    for device in [&mut bob_phone, &mut bob_laptop] {
+        let notice = device.next_of("removed").await?;
+        assert_eq!(
+            (
+                notice["group"].as_str(),
+                notice["by"].as_str(),
+                notice["reason"].as_str()
+            ),
+            (Some("team"), Some("alice"), Some("kicked"))
+        );
+    }
+    alice.send_to_group("team", "bob must not see this", "x1").await?;
+    alice.send_to("bob", "marker", "m1").await?;
+    for device in [&mut bob_phone, &mut bob_laptop] {
+        let seen = device.messages_until("marker").await?;
+        assert_eq!(texts(&seen), vec!["marker"], "only the marker after the kick");
+    }
+    refused(
+        &mut bob_phone,
+        json!({"type": "history", "conversation": "g:team"}),
+        "not_member",
+    )
+    .await?;
+    refused(
+        &mut bob_laptop,
+        json!({"type": "members", "group": "team"}),
+        "not_member",
+    )
+    .await?;
+    let refusal = bob_phone.send_to_group("team", "let me back", "r1").await?;
+    assert_eq!(refusal["code"], "not_member");
+    refused(
+        &mut bob_phone,
+        json!({"type": "join_group", "group": "team"}),
+        "not_invited",
+    )
+    .await?;
+    Ok(())
+}
+
+/// A ban removes the member and keeps it out, even of an open group and even when invited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_user_cannot_come_back_even_to_an_open_group() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut alice = ChatClient::connect_as(&cluster.ws_url(0), "alice").await?;
+    let mut bob = ChatClient::connect_as(&cluster.ws_url(1), "bob").await?;
+    let mut carol = ChatClient::connect_as(&cluster.ws_url(1), "carol").await?;
+    group_with(&mut alice, "lobby", json!({"access": "open"}), &mut []).await?;
+    assert_eq!(
+        carol.request(json!({"type": "join_group", "group": "lobby"})).await?["action"],
+        "joined",
+        "anyone may join an open group"
+    );
+    bob.request(json!({"type": "join_group", "group": "lobby"})).await?;
+    refused(
+        &mut carol,
+        json!({"type": "ban", "group": "lobby", "uid": "bob"}),
+        "forbidden",
+    )
+    .await?;
+    assert_eq!(
+        alice
+            .request(json!({"type": "ban", "group": "lobby", "uid": "bob"}))
+            .await?["action"],
+        "banned"
+    );
+    assert_eq!(bob.next_of("removed").await?["reason"], "banned");
+    refused(&mut bob, json!({"type": "join_group", "group": "lobby"}), "banned").await?;
+    refused(
+        &mut alice,
+        json!({"type": "invite", "group": "lobby", "uid": "bob"}),
+        "banned",
+    )
+    .await?;
+    refused(
+        &mut alice,
+        json!({"type": "kick", "group": "lobby", "uid": "alice2"}),
+        "not_member",
+    )
+    .await?;
+    alice
+        .request(json!({"type": "unban", "group": "lobby", "uid": "bob"}))
+        .await?;
+    assert_eq!(
+        bob.request(json!({"type": "join_group", "group": "lobby"})).await?["action"],
+        "joined"
+    );
+    Ok(())
+}
+
+/// A user blocks another: the blocked user's direct messages and invitations are refused with
+/// `blocked`, nothing is stored or pushed, and everyone else still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_user_can_neither_message_nor_invite() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut bob = ChatClient::connect_as(&cluster.ws_url(0), "bob").await?;
+    let mut eve = ChatClient::connect_as(&cluster.ws_url(1), "eve").await?;
+    let mut ann = ChatClient::connect_as(&cluster.ws_url(1), "ann").await?;
+    let blocked = bob.request(json!({"type": "block", "uid": "eve"})).await?;
+    assert_eq!(
+        (blocked["type"].as_str(), blocked["action"].as_str()),
+        (Some("block"), Some("blocked"))
+    );
+    assert_eq!(bob.request(json!({"type": "blocks"})).await?["uids"], json!(["eve"]));
+
+    let refusal = eve.send_to("bob", "you cannot ignore me", "e1").await?;
+    assert_eq!(refusal["code"], "blocked", "{refusal}");
+    group_with(&mut eve, "eves", json!({}), &mut []).await?;
+    refused(
+        &mut eve,
+        json!({"type": "invite", "group": "eves", "uid": "bob"}),
+        "blocked",
+    )
+    .await?;
+    assert_eq!(db.stored_messages()?, 0);
+    ann.send_to("bob", "marker", "a1").await?;
+    assert_eq!(texts(&bob.messages_until("marker").await?), vec!["marker"]);
+
+    bob.request(json!({"type": "unblock", "uid": "eve"})).await?;
+    assert_eq!(eve.send_to("bob", "hello again", "e2").await?["type"], "ack");
+    assert_eq!(bob.next_message().await?["text"], "hello again");
+    refused(
+        &mut bob,
+        json!({"type": "block", "uid": "nobody-signed-in"}),
+        "unknown_user",
+    )
+    .await?;
+    Ok(())
+}
