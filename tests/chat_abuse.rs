@@ -307,3 +307,44 @@ async fn a_blocked_user_can_neither_message_nor_invite() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// Reusing a cid for another message used to be acknowledged as a duplicate of the old one
+/// while the new one was silently dropped. Now it is a `cid_conflict`: nothing stored, nothing
+/// pushed (proven by a later marker arriving alone), and an identical resend is still a
+/// duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cid_reused_for_another_message_is_refused_not_dropped() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+    let mut ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
+    let mut cat = ChatClient::connect_as(&cluster.ws_url(1), "cat").await?;
+    let first = ann.send_to("ben", "the original", "c1").await?;
+    assert_eq!(first["type"], "ack");
+    assert_eq!(ben.next_message().await?["text"], "the original");
+
+    let elsewhere = ann.send_to("cat", "for cat", "c1").await?;
+    assert_eq!(
+        (elsewhere["code"].as_str(), elsewhere["cid"].as_str()),
+        (Some("cid_conflict"), Some("c1"))
+    );
+    let edited = ann.send_to("ben", "the original, edited", "c1").await?;
+    assert_eq!(edited["code"], "cid_conflict", "{edited}");
+    assert_eq!(db.stored_messages()?, 1);
+    let again = ann.send_to("ben", "the original", "c1").await?;
+    assert_eq!(
+        (again["duplicate"].as_bool(), again["id"].clone()),
+        (Some(true), first["id"].clone())
+    );
+
+    ann.send_to("cat", "marker", "c2").await?;
+    assert_eq!(texts(&cat.messages_until("marker").await?), vec!["marker"]);
+    ann.send_to("ben", "marker", "c3").await?;
+    let seen = ben.messages_until("marker").await?;
+    assert_eq!(
+        texts(&seen),
+        vec!["the original", "marker"],
+        "the identical resend is pushed again (clients drop it by id), the conflicting one never"
+    );
+    Ok(())
+}

@@ -36,6 +36,9 @@ pub enum Code {
     TextTooLong,
     /// `to` names a uid that never signed in.
     UnknownRecipient,
+    /// The `cid` was already used by this sender for another message (other recipient or
+    /// text); nothing was stored.
+    CidConflict,
     /// Not a member of the group or conversation.
     NotMember,
     /// The group does not exist.

@@ -5,7 +5,8 @@
 //! the sender's other devices for a direct message, to the group's connections for a group.
 //! Nothing is acknowledged or pushed before it is durable. A resend with a known `cid` gets the
 //! original ack and is pushed again (recipients drop repeats by id), so a push lost with a dead
-//! worker is repaired by the client's resend.
+//! worker is repaired by the client's resend; a known `cid` reused for another message is a
+//! `cid_conflict` (nothing stored, nothing pushed).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -481,6 +482,7 @@ fn store_error(error: StoreError) -> ProtocolError {
         StoreError::Forbidden { .. } => Code::Forbidden,
         StoreError::Blocked { .. } => Code::Blocked,
         StoreError::UnknownUser(_) => Code::UnknownUser,
+        StoreError::CidConflict { .. } => Code::CidConflict,
         StoreError::InvalidInput(_) => Code::InvalidField,
         StoreError::Overloaded => Code::Overloaded,
         StoreError::Database(_) | StoreError::Closed | StoreError::Contention(_) => Code::Unavailable,

@@ -59,6 +59,15 @@ pub enum StoreError {
         /// The user who blocked it.
         by: String,
     },
+    /// The sender's `cid` is already stored for another message (another conversation or
+    /// text); nothing was stored. An identical resend is a duplicate, not a conflict.
+    #[error("cid {cid} of {sender} was already used for a different message")]
+    CidConflict {
+        /// The sender.
+        sender: String,
+        /// The reused idempotency key.
+        cid: String,
+    },
     /// A cap of [`StoreLimits`](crate::StoreLimits) would be exceeded.
     #[error("limit {limit} reached (at most {max})")]
     LimitExceeded {

@@ -28,8 +28,8 @@ enum Slot {
     Failed(StoreError),
     /// The first item of the batch with its `(sender, cid)`: index into `primaries`.
     Primary(usize),
-    /// A later item with the same `(sender, cid)` as `primaries[i]`: answered like it, as a
-    /// duplicate.
+    /// A later item with the same `(sender, cid)`, conversation and text as `primaries[i]`:
+    /// answered like it, as a duplicate.
     Alias(usize),
 }
 
@@ -51,6 +51,8 @@ enum State {
     NotMember,
     /// The recipient of a direct message blocks its sender.
     Blocked,
+    /// `(sender, cid)` is stored with another conversation or text.
+    Conflict,
     Existing(StoredMessage),
     Assigned(i64),
     Stored(StoredMessage),
@@ -111,7 +113,15 @@ impl Plan {
                 Ok(primary) => {
                     let key = (primary.sender.clone(), primary.cid.clone());
                     if let Some(&index) = first_of.get(&key) {
-                        slots.push(Slot::Alias(index));
+                        let first = &primaries[index];
+                        if first.conversation == primary.conversation && first.text == primary.text {
+                            slots.push(Slot::Alias(index));
+                        } else {
+                            slots.push(Slot::Failed(StoreError::CidConflict {
+                                sender: primary.sender,
+                                cid: primary.cid,
+                            }));
+                        }
                     } else {
                         first_of.insert(key, primaries.len());
                         slots.push(Slot::Primary(primaries.len()));
@@ -230,7 +240,10 @@ impl Plan {
         self.pending().map(|p| (p.sender.as_str(), p.cid.as_str())).collect()
     }
 
-    /// Turns every pending item whose key is among `rows` into a duplicate of that stored row.
+    /// Turns every pending item whose key is among `rows` into a duplicate of that stored row
+    /// when it is the same message (same conversation and text), or into a conflict when the
+    /// key was used for another one: a client that reuses a cid for a new message must learn
+    /// that it was not stored, rather than get the old message's ack.
     pub(crate) fn apply_existing(&mut self, rows: Vec<MessageRow>) {
         let mut by_key: HashMap<(String, String), MessageRow> = rows
             .into_iter()
@@ -241,7 +254,11 @@ impl Plan {
                 continue;
             }
             if let Some(row) = by_key.remove(&(primary.sender.clone(), primary.cid.clone())) {
-                primary.state = State::Existing(row.into_stored());
+                primary.state = if row.conversation_id == primary.conversation && row.text == primary.text {
+                    State::Existing(row.into_stored())
+                } else {
+                    State::Conflict
+                };
             }
         }
     }
@@ -371,6 +388,10 @@ impl Plan {
                 State::NotMember => Err(StoreError::NotMember {
                     uid: primary.sender,
                     conversation: primary.conversation,
+                }),
+                State::Conflict => Err(StoreError::CidConflict {
+                    sender: primary.sender,
+                    cid: primary.cid,
                 }),
                 State::Blocked => Err(StoreError::Blocked {
                     uid: primary.sender,
@@ -531,6 +552,50 @@ mod tests {
         assert!(second.duplicate);
         assert_eq!(first.message, second.message);
         assert_eq!(first.message.to.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn an_in_batch_reuse_of_a_cid_for_another_message_is_a_conflict() {
+        let mut other_text = direct("a", "b", "x");
+        other_text.text = "something else".into();
+        let mut plan = Plan::new(vec![direct("a", "b", "x"), direct("a", "c", "x"), other_text]);
+        assert_eq!(plan.dedupe_keys(), vec![("a", "x")], "only the first is planned");
+        let rows = bumped(&plan, 0);
+        plan.assign_seqs(&rows).expect("assign");
+        insert_all(&mut plan);
+        let results = plan.finish();
+        assert!(results[0].is_ok());
+        for conflict in &results[1..] {
+            assert!(matches!(conflict, Err(StoreError::CidConflict { sender, cid }) if sender == "a" && cid == "x"));
+        }
+    }
+
+    #[test]
+    fn a_stored_key_with_other_content_is_a_conflict_and_the_same_content_a_duplicate() {
+        let stored = |conversation: &str, text: &str| MessageRow {
+            id: 9,
+            conversation_id: conversation.into(),
+            seq: 1,
+            sender: "a".into(),
+            cid: "x".into(),
+            text: text.into(),
+            ts_ms: 1,
+        };
+        let same = direct("a", "b", "x");
+        for (row, duplicate) in [
+            (stored("d:a:b", &same.text), true),
+            (stored("d:a:c", &same.text), false),
+            (stored("d:a:b", "edited"), false),
+        ] {
+            let mut plan = Plan::new(vec![same.clone()]);
+            plan.apply_existing(vec![row]);
+            let result = plan.finish().pop().expect("one result");
+            if duplicate {
+                assert!(result.expect("duplicate").duplicate);
+            } else {
+                assert!(matches!(result, Err(StoreError::CidConflict { .. })), "{result:?}");
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! that share conversations. The one race the locks cannot cover, the same `(sender, cid)` sent
 //! to two different conversations at once, makes the insert fail on the `(sender, cid)` key; the
 //! attempt is rolled back and planned again, and the second attempt finds the other writer's
-//! message as a duplicate, so no sequence number is ever left unused.
+//! message (a conflict: the same key for another conversation), so no sequence number is ever
+//! left unused.
 //!
 //! A batch costs five round trips in the steady state (begin, lock, one read for duplicates,
 //! group memberships and blocks, one statement for every write, commit); new direct

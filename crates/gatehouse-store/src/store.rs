@@ -210,9 +210,11 @@ impl Store {
     /// Each conversation's `last_seq` is bumped once for all of its new messages in the batch,
     /// under the conversation's row lock, so sequence order equals commit order. A message
     /// whose `(sender, cid)` is already stored, or appears earlier in the batch, is not stored
-    /// again; its result is the original message with `duplicate: true`. Item errors (not a
-    /// member of the group, invalid input) do not stop the other items; if the transaction
-    /// itself fails, every item carries that error and nothing was stored.
+    /// again: its result is the original message with `duplicate: true` when it is the same
+    /// message (same conversation and text), and [`StoreError::CidConflict`] when the key was
+    /// used for another one. Item errors (conflict, not a member, blocked, invalid input) do not
+    /// stop the other items; if the transaction itself fails, every item carries that error and
+    /// nothing was stored.
     pub async fn append(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
         let count = messages.len();
         match self.append_batch(messages).await {
@@ -439,8 +441,8 @@ impl Store {
 fn is_transient(error: &StoreError) -> bool {
     // PostgreSQL: deadlock_detected, serialization_failure, and a unique violation of the
     // idempotency key, which an append meets when a concurrent writer stored the same
-    // `(sender, cid)` in another conversation (the next attempt finds that message as a
-    // duplicate). Any other violation (a message row ahead of its conversation's counter) is a
+    // `(sender, cid)` in another conversation (the next attempt finds that message and answers
+    // this one with a conflict). Any other violation (a message row ahead of its conversation's counter) is a
     // broken database and fails at once. SQLite's codes are numeric and never match: its
     // writes run under the database lock and cannot race.
     match error.database_code().as_deref() {

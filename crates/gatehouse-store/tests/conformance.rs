@@ -274,6 +274,7 @@ conformance!(
     direct_and_group_sequences,
     group_membership_management,
     resend_is_idempotent_within_and_across_batches,
+    a_reused_cid_for_another_message_is_a_conflict,
     concurrent_resend_from_two_stores_stores_once,
     non_members_cannot_send_or_read,
     history_pages_backwards,
@@ -580,7 +581,6 @@ mod cases {
     pub async fn resend_is_idempotent_within_and_across_batches(ctx: Ctx) {
         let store = ctx.open().await;
         let mut resend = dm("alice", "bob", "c1");
-        resend.text = "changed on resend".into();
         resend.ts_ms += 5;
         let results = store
             .append(vec![dm("alice", "bob", "c1"), dm("alice", "bob", "c2"), resend.clone()])
@@ -590,7 +590,7 @@ mod cases {
         let third = ok(results[2].clone());
         assert!(!first.duplicate && !second.duplicate);
         assert!(third.duplicate, "same batch resend is a duplicate");
-        assert_eq!(third.message, first.message, "the original is returned");
+        assert_eq!(third.message, first.message, "the original is returned (its ts too)");
         assert_eq!(second.message.seq, 2);
 
         // Separate batch: nothing stored, the original comes back.
@@ -603,19 +603,59 @@ mod cases {
         let other = ok(append_one(&store, dm("bob", "alice", "c1")).await);
         assert!(!other.duplicate);
         assert_eq!(other.message.seq, 3, "duplicates did not consume seqs");
+        assert_contiguous(&store, "alice", &direct_conversation_id("alice", "bob"), 3).await;
+    }
 
-        // A resend addressed elsewhere still returns the original (the key is sender+cid).
-        let moved = ok(append_one(&store, dm("alice", "carol", "c2")).await);
-        assert!(moved.duplicate);
-        assert_eq!(moved.message, second.message);
+    /// A cid reused for another message (another recipient, another text) is refused with a
+    /// conflict instead of being answered with the old message's ack: nothing is stored, no
+    /// conversation is created, no seq is used; within one batch as across batches.
+    pub async fn a_reused_cid_for_another_message_is_a_conflict(ctx: Ctx) {
+        let store = ctx.open().await;
+        let first = ok(append_one(&store, dm("alice", "bob", "c1")).await);
+        let conflict = |r: &Result<Appended, StoreError>| matches!(r, Err(StoreError::CidConflict { sender, cid }) if sender == "alice" && cid == "c1");
+        let elsewhere = append_one(&store, dm("alice", "carol", "c1")).await;
+        assert!(conflict(&elsewhere), "{elsewhere:?}");
+        let edited = append_one(
+            &store,
+            NewMessage {
+                text: "edited".into(),
+                ..dm("alice", "bob", "c1")
+            },
+        )
+        .await;
+        assert!(conflict(&edited), "{edited:?}");
         assert!(
             !store
                 .is_member(&direct_conversation_id("alice", "carol"), "carol")
                 .await
                 .expect("is_member"),
-            "a resend creates no conversation"
+            "a refused message creates no conversation"
         );
-        assert_contiguous(&store, "alice", &direct_conversation_id("alice", "bob"), 3).await;
+        let results = store
+            .append(vec![
+                dm("alice", "dan", "c9"),
+                NewMessage {
+                    text: "not the same".into(),
+                    ..dm("alice", "dan", "c9")
+                },
+                dm("alice", "dan", "c9"),
+                dm("alice", "bob", "c2"),
+            ])
+            .await;
+        assert!(!ok(results[0].clone()).duplicate);
+        assert!(
+            matches!(&results[1], Err(StoreError::CidConflict { .. })),
+            "{:?}",
+            results[1]
+        );
+        assert!(ok(results[2].clone()).duplicate);
+        assert_eq!(ok(results[3].clone()).message.seq, 2, "the conflicts took no seq");
+        assert_eq!(
+            ok(append_one(&store, dm("alice", "bob", "c1")).await).message,
+            first.message,
+            "an identical resend is still a duplicate"
+        );
+        assert_contiguous(&store, "alice", &direct_conversation_id("alice", "dan"), 1).await;
     }
 
     pub async fn concurrent_resend_from_two_stores_stores_once(ctx: Ctx) {
@@ -640,21 +680,28 @@ mod cases {
         }
         assert_contiguous(&s1, "alice", &ab, ROUNDS as i64).await;
 
-        // The same key sent to two different conversations at once: stored once, and neither
-        // conversation gets a hole in its sequence.
+        // The same key sent to two different conversations at once: one is stored, the other
+        // is a conflict, and neither conversation gets a hole in its sequence.
         for round in 0..ROUNDS {
             let cid = format!("split-{round}");
             let (x, y) = tokio::join!(
                 append_one(&s1, dm("alice", "bob", &cid)),
                 append_one(&s2, dm("alice", "carol", &cid))
             );
-            let (x, y) = (ok(x), ok(y));
-            assert_eq!(x.message, y.message);
-            assert_eq!(usize::from(x.duplicate) + usize::from(y.duplicate), 1);
+            let stored = [&x, &y].iter().filter(|r| matches!(r, Ok(a) if !a.duplicate)).count();
+            let conflicts = [&x, &y]
+                .iter()
+                .filter(|r| matches!(r, Err(StoreError::CidConflict { .. })))
+                .count();
+            assert_eq!((stored, conflicts), (1, 1), "{x:?} {y:?}");
         }
         let in_ab = s1.history("alice", &ab, None, 1000).await.expect("history").len() as i64;
         let in_ac = s1.history("alice", &ac, None, 1000).await.unwrap_or_default().len() as i64;
-        assert_eq!(in_ab + in_ac, 2 * ROUNDS as i64);
+        assert_eq!(
+            in_ab + in_ac,
+            2 * ROUNDS as i64,
+            "25 resends in ab, and one of each split"
+        );
         assert_contiguous(&s1, "alice", &ab, in_ab).await;
         if in_ac > 0 {
             assert_contiguous(&s1, "alice", &ac, in_ac).await;
