@@ -121,7 +121,7 @@ impl Store {
     ///
     /// `postgres://…` and `postgresql://…` select PostgreSQL; `sqlite://path`, `sqlite:path`
     /// and a plain file path select SQLite (the file is created on first start; WAL mode,
-    /// `synchronous=NORMAL`, 5 s busy timeout, foreign keys on). `sqlite::memory:` gives a
+    /// `synchronous=FULL` so that a committed append survives a power loss, 5 s busy timeout, foreign keys on). `sqlite::memory:` gives a
     /// private in-memory database for tests.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
