@@ -113,8 +113,10 @@ class Cluster:
                                                        *gateway_args], ["ws", "grpc"]) for i in range(gateways)]
         self.workers = []
         for i in range(workers):
+            # relay authenticates nobody: a benchmark-only app, allowed explicitly.
+            unauth = ["--allow-unauthenticated"] if app in ("relay", "api") else []
             w = self._start(f"worker-{i}", ["worker", "--registry", self.registry, "--app", app,
-                                            "--cluster-secret", SECRET, *worker_args], [])
+                                            "--cluster-secret", SECRET, *unauth, *worker_args], [])
             w.wait_log("worker started")
             self.workers.append(w)
         # Measure the steady state: until the registry's warm-up is over, workers cannot trust

@@ -5,13 +5,21 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Result;
+use gatehouse_testkit::cluster::metric;
 use gatehouse_testkit::{ApiClient, Cluster, TEST_SECRET, WsClient};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_keeps_text_and_binary_and_per_client_order() -> Result<()> {
-    let cluster = Cluster::builder().gateways(2).workers("echo", 2).start().await?;
+    // 2,000 frames at once: far over the default per-client rate, which is not what this test
+    // is about.
+    let cluster = Cluster::builder()
+        .gateways(2)
+        .workers("echo", 2)
+        .gateway_args(&["--message-rate", "0"])
+        .start()
+        .await?;
     let mut client = WsClient::connect(&cluster.ws_url(1)).await?;
     client.send_binary(vec![0, 159, 146, 150]).await?;
     assert_eq!(
@@ -30,7 +38,9 @@ async fn echo_keeps_text_and_binary_and_per_client_order() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_worker_loses_no_event_and_keeps_clients_connected() -> Result<()> {
     let mut cluster = Cluster::builder().gateways(2).workers("echo", 2).start().await?;
-    const CLIENTS: usize = 8;
+    // 16 clients: rendezvous hashing gives each worker some of them (all 16 on one worker has
+    // odds of 1 in 65,536), so the kill below really fails clients over.
+    const CLIENTS: usize = 16;
     const MESSAGES: usize = 300;
     let echoed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -74,6 +84,15 @@ async fn killing_a_worker_loses_no_event_and_keeps_clients_connected() -> Result
         duplicates += task.await??;
     }
     eprintln!("duplicates after the kill: {duplicates}");
+    // The failover happened: the dead worker's clients had their events re-sent elsewhere.
+    let mut redelivered = 0;
+    for gateway in &cluster.gateways {
+        redelivered += metric(gateway.addr("ws"), "gatehouse_gateway_events_redelivered_total").await?;
+    }
+    assert!(
+        redelivered > 0,
+        "no event was re-sent: the killed worker served no client"
+    );
     Ok(())
 }
 
@@ -223,7 +242,9 @@ async fn a_slow_consumer_is_closed_and_counted_without_hurting_others() -> Resul
     let cluster = Cluster::builder()
         .gateways(1)
         .workers("api", 1)
-        .gateway_args(&["--send-queue", "4"])
+        // The flooder sends 20 MB as fast as it can: this test is about the receiving side,
+        // so the sender's own rate limits are lifted.
+        .gateway_args(&["--send-queue", "4", "--message-rate", "0", "--byte-rate", "0"])
         .start()
         .await?;
     let mut sleeper = ApiClient::connect(&cluster.ws_url(0)).await?;
@@ -273,10 +294,22 @@ async fn every_flag_is_documented_with_its_environment_variable() -> Result<()> 
                 "--send-queue",
                 "--ping-interval",
                 "--ping-limit",
+                "--max-frame-out-bytes",
+                "--header-read-timeout",
+                "--max-connections",
+                "--max-connections-per-ip",
+                "--trusted-proxies",
+                "--forward-headers",
+                "--message-rate",
+                "--byte-rate",
+                "--rate-limit-close-after",
                 "--cluster-secret",
             ][..],
         ),
-        ("worker", &["--registry", "--app", "--cluster-secret"][..]),
+        (
+            "worker",
+            &["--registry", "--app", "--allow-unauthenticated", "--cluster-secret"][..],
+        ),
         ("dev", &["--listen", "--app"][..]),
     ] {
         let output = std::process::Command::new(&bin).args([role, "--help"]).output()?;
@@ -342,7 +375,8 @@ async fn a_member_that_stops_heart_beating_is_dropped_within_its_lease() -> Resu
 async fn clients_of_a_frozen_worker_are_served_by_another_within_the_lease() -> Result<()> {
     let cluster = Cluster::builder().gateways(1).workers("echo", 2).start().await?;
     let mut clients = Vec::new();
-    for _ in 0..8 {
+    // 16 clients: some of them are the frozen worker's (see the worker-kill test).
+    for _ in 0..16 {
         clients.push(WsClient::connect(&cluster.ws_url(0)).await?);
     }
     // Freeze a worker: no crash, no closed socket, it just stops (the test lease is 2s).
@@ -365,6 +399,11 @@ async fn clients_of_a_frozen_worker_are_served_by_another_within_the_lease() -> 
     outcome?;
     // Well before HTTP/2 keep-alive (10 s) would have noticed.
     assert!(waited < Duration::from_secs(5), "served again only after {waited:?}");
+    let gateway = cluster.gateways[0].addr("ws");
+    assert!(
+        metric(gateway, "gatehouse_gateway_events_redelivered_total").await? > 0,
+        "no event was re-sent: the frozen worker served no client"
+    );
     Ok(())
 }
 

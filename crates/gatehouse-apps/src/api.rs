@@ -11,7 +11,7 @@
 //! untrusted clients.
 
 use gatehouse_sdk::cluster::Session;
-use gatehouse_sdk::{ApiError, ClientId, Context, Frame, HandlerResult, Handshake, Reject, Worker};
+use gatehouse_sdk::{ApiError, ClientId, Context, Deadline, Frame, HandlerResult, Handshake, Reject, Worker};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -39,6 +39,18 @@ struct Request {
     data: Option<String>,
     #[serde(default)]
     session: Option<Session>,
+    /// Close code (close_client_with, set_deadline).
+    #[serde(default)]
+    code: Option<u16>,
+    /// Close reason (close_client_with, set_deadline).
+    #[serde(default)]
+    reason: Option<String>,
+    /// Deadline from now, in milliseconds (set_deadline; absent clears it).
+    #[serde(default)]
+    in_ms: Option<u64>,
+    /// How long before the deadline `data` is sent as a warning (set_deadline).
+    #[serde(default)]
+    warn_before_ms: Option<u64>,
 }
 
 /// Why a request could not be executed.
@@ -118,6 +130,30 @@ impl Api {
                     .await?
             ),
             "destroy_client" => json!(cluster.destroy_client(client).await?),
+            "close_client_with" => json!(
+                cluster
+                    .close_client_with(
+                        client,
+                        request.code.unwrap_or(1000),
+                        request.reason.as_deref().unwrap_or_default(),
+                        request.data.clone().map(Frame::text).as_ref(),
+                    )
+                    .await?
+            ),
+            "set_deadline" => {
+                let deadline = request.in_ms.map(|in_ms| Deadline {
+                    at: std::time::SystemTime::now() + std::time::Duration::from_millis(in_ms),
+                    warning: request.data.clone().map(|text| {
+                        (
+                            std::time::Duration::from_millis(request.warn_before_ms.unwrap_or(0)),
+                            Frame::text(text),
+                        )
+                    }),
+                    close_code: request.code.unwrap_or(1000),
+                    close_reason: request.reason.clone().unwrap_or_default(),
+                });
+                json!(cluster.set_deadline(client, deadline).await?)
+            }
             other => return Err(Failure::Usage(format!("unknown op {other}"))),
         };
         Ok(value)

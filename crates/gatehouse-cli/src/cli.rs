@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gatehouse_core::ClusterSecret;
 use gatehouse_core::telemetry::LogFormat;
-use gatehouse_gateway::GatewayConfig;
+use gatehouse_gateway::{GatewayConfig, Rate};
 use gatehouse_registry::RegistryConfig;
 use gatehouse_sdk::WorkerConfig;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,7 @@ pub enum Command {
     /// Run a registry: membership with leases and the uid/group -> gateway routing table.
     Registry(RegistryArgs),
     /// Run a gateway: holds client WebSockets and forwards their events to workers.
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
     /// Run a business worker with a built-in app.
     Worker(WorkerArgs),
     /// Run a registry, a gateway and a worker in one process, ready to use.
@@ -104,6 +104,12 @@ pub struct RegistryArgs {
     /// defaults to the lease.
     #[arg(long, env = "GATEHOUSE_WARMUP", value_parser = humantime::parse_duration)]
     pub warmup: Option<Duration>,
+    /// Members (gateways, workers, API clients) at once; more are refused.
+    #[arg(long, env = "GATEHOUSE_MAX_MEMBERS", default_value_t = 10_000)]
+    pub max_members: usize,
+    /// Uids and groups one gateway may announce; a gateway announcing more is cut off.
+    #[arg(long, env = "GATEHOUSE_MAX_KEYS_PER_GATEWAY", default_value_t = 4_000_000)]
+    pub max_keys_per_gateway: usize,
     #[command(flatten)]
     pub secret: SecretArg,
 }
@@ -128,24 +134,85 @@ pub struct GatewayArgs {
     pub secret: SecretArg,
 }
 
-/// Client-facing limits of a gateway.
+/// Client-facing limits of a gateway (docs/security.md says what exceeding each one gets).
 #[derive(Args, Debug, Clone)]
 pub struct GatewayLimits {
     /// Largest client message in bytes; larger ones close the client with 1009.
     #[arg(long, env = "GATEHOUSE_MAX_MESSAGE_BYTES", default_value_t = 65536)]
     pub max_message_bytes: usize,
+    /// Largest frame a worker may send to a client, in bytes; larger sends are refused to the
+    /// worker (bad_request).
+    #[arg(long, env = "GATEHOUSE_MAX_FRAME_OUT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_frame_out_bytes: usize,
     /// Frames queued towards one client before it is closed as a slow consumer (1013).
     #[arg(long, env = "GATEHOUSE_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
     /// Unacknowledged events per client before the gateway stops reading it (back-pressure).
     #[arg(long, env = "GATEHOUSE_MAX_UNACKED_EVENTS", default_value_t = 256)]
     pub max_unacked_events: usize,
+    /// Bytes of unacknowledged events per client before the gateway stops reading it.
+    #[arg(long, env = "GATEHOUSE_MAX_UNACKED_BYTES", default_value_t = 1024 * 1024)]
+    pub max_unacked_bytes: usize,
+    /// Bytes of unacknowledged events of all clients before the gateway stops reading them.
+    #[arg(long, env = "GATEHOUSE_MAX_GATEWAY_UNACKED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_gateway_unacked_bytes: usize,
     /// Interval of server pings to clients.
     #[arg(long, env = "GATEHOUSE_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
     /// Pings without any answer before a client is dropped.
     #[arg(long, env = "GATEHOUSE_PING_LIMIT", default_value_t = 2)]
     pub ping_limit: u32,
+    /// Time a client has to send its HTTP request headers (slowloris defence).
+    #[arg(long, env = "GATEHOUSE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time a worker has to accept or refuse a handshake (503 after).
+    #[arg(long, env = "GATEHOUSE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Handshakes waiting for a worker at once; more are refused with 503.
+    #[arg(long, env = "GATEHOUSE_MAX_PENDING_HANDSHAKES", default_value_t = 1024)]
+    pub max_pending_handshakes: usize,
+    /// Open WebSocket connections of this gateway; more are refused with 503.
+    #[arg(long, env = "GATEHOUSE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Connections from one client address; more are refused with 429.
+    #[arg(long, env = "GATEHOUSE_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+    /// Load balancers (addresses or CIDR networks, comma-separated) whose X-Forwarded-For names
+    /// the client's address.
+    #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Request headers forwarded to workers with the handshake (comma-separated, lowercase).
+    #[arg(
+        long,
+        env = "GATEHOUSE_FORWARD_HEADERS",
+        value_delimiter = ',',
+        default_value = "authorization,cookie,origin,user-agent,sec-websocket-protocol"
+    )]
+    pub forward_headers: Vec<String>,
+    /// Bytes of forwarded headers, path and query per handshake; more are refused with 431.
+    #[arg(long, env = "GATEHOUSE_MAX_HANDSHAKE_BYTES", default_value_t = 16 * 1024)]
+    pub max_handshake_bytes: usize,
+    /// Messages per second one client may send (0: no limit); a faster client is read slower.
+    #[arg(long, env = "GATEHOUSE_MESSAGE_RATE", default_value_t = 200)]
+    pub message_rate: u32,
+    /// Messages one client may send in a burst above --message-rate.
+    #[arg(long, env = "GATEHOUSE_MESSAGE_BURST", default_value_t = 200)]
+    pub message_burst: u32,
+    /// Bytes per second one client may send (0: no limit).
+    #[arg(long, env = "GATEHOUSE_BYTE_RATE", default_value_t = 2 * 1024 * 1024)]
+    pub byte_rate: u32,
+    /// Bytes one client may send in a burst above --byte-rate (at least --max-message-bytes).
+    #[arg(long, env = "GATEHOUSE_BYTE_BURST", default_value_t = 4 * 1024 * 1024)]
+    pub byte_burst: u32,
+    /// A client over its rate for this long is closed with 1008.
+    #[arg(long, env = "GATEHOUSE_RATE_LIMIT_CLOSE_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub rate_limit_close_after: Duration,
+    /// Groups one client may be in.
+    #[arg(long, env = "GATEHOUSE_MAX_GROUPS_PER_CONNECTION", default_value_t = 1024)]
+    pub max_groups_per_connection: usize,
+    /// Largest session a worker may store on a client, in bytes.
+    #[arg(long, env = "GATEHOUSE_MAX_SESSION_BYTES", default_value_t = 16 * 1024)]
+    pub max_session_bytes: usize,
     /// Let apps accept a bare identity (the chat app's `?uid=`) without a token. For demos and
     /// tests only; loudly logged.
     #[arg(long, env = "GATEHOUSE_INSECURE_DEV_AUTH")]
@@ -198,6 +265,11 @@ pub struct WorkerArgs {
     /// The app to run: chat, echo, relay, or api (tests and diagnostics only).
     #[arg(long, env = "GATEHOUSE_APP")]
     pub app: String,
+    /// Let an app that authenticates nobody (relay, api) run: any client may then act as any
+    /// uid (relay) or on any other client (api). Refused without this flag outside
+    /// `gatehouse dev`.
+    #[arg(long, env = "GATEHOUSE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
     #[command(flatten)]
     pub chat: ChatArgs,
     #[command(flatten)]
@@ -219,10 +291,36 @@ pub struct DevArgs {
 impl GatewayLimits {
     fn apply(&self, config: &mut GatewayConfig) {
         config.max_message_bytes = self.max_message_bytes;
+        config.max_frame_out_bytes = self.max_frame_out_bytes;
         config.send_queue = self.send_queue;
         config.max_unacked_events = self.max_unacked_events;
+        config.max_unacked_bytes = self.max_unacked_bytes;
+        config.max_gateway_unacked_bytes = self.max_gateway_unacked_bytes;
         config.ping_interval = self.ping_interval;
         config.ping_limit = self.ping_limit;
+        config.header_read_timeout = self.header_read_timeout;
+        config.handshake_timeout = self.handshake_timeout;
+        config.max_pending_handshakes = self.max_pending_handshakes;
+        config.max_connections = self.max_connections;
+        config.max_connections_per_ip = self.max_connections_per_ip;
+        config.trusted_proxies = self.trusted_proxies.clone();
+        config.forward_headers = self
+            .forward_headers
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        config.max_handshake_bytes = self.max_handshake_bytes;
+        config.message_rate = Rate {
+            per_second: self.message_rate,
+            burst: self.message_burst,
+        };
+        config.byte_rate = Rate {
+            per_second: self.byte_rate,
+            burst: self.byte_burst,
+        };
+        config.rate_limit_close_after = self.rate_limit_close_after;
+        config.max_groups_per_conn = self.max_groups_per_connection;
+        config.max_session_bytes = self.max_session_bytes;
         config.insecure_dev_auth = self.insecure_dev_auth;
     }
 }
@@ -235,6 +333,8 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             config.lease = args.lease;
             config.ack_timeout = args.ack_timeout;
             config.warmup = args.warmup.unwrap_or(args.lease);
+            config.max_members = args.max_members;
+            config.max_keys_per_gateway = args.max_keys_per_gateway;
             let bound = gatehouse_registry::bind(config)
                 .await
                 .context("starting the registry")?;
@@ -250,7 +350,12 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
         }
         Command::Worker(args) => {
             let config = WorkerConfig::new(args.registry, args.secret.secret()?, args.app.clone());
-            run_app(&args.app, config, &args.chat.config(DEFAULT_DATABASE), token).await?;
+            let trust = if args.allow_unauthenticated {
+                Trust::AllowUnauthenticated
+            } else {
+                Trust::Production
+            };
+            run_app(&args.app, config, &args.chat.config(DEFAULT_DATABASE), trust, token).await?;
         }
         Command::Dev(args) => crate::dev::run(args, token).await?,
         Command::Bench(args) => crate::bench::run(args).await?,
@@ -270,14 +375,33 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
 /// The chat database when none is configured: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE: &str = "sqlite://gatehouse.db";
 
+/// Whether apps that authenticate nobody may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Refuse them: a production cluster must not hand every client every identity.
+    Production,
+    /// The operator said so (`--allow-unauthenticated`), or this is `gatehouse dev`.
+    AllowUnauthenticated,
+}
+
+/// Apps that authenticate nobody.
+const UNAUTHENTICATED_APPS: [&str; 2] = ["relay", "api"];
+
 /// Runs a built-in app by name.
 pub async fn run_app(
     app: &str,
     config: WorkerConfig,
     chat: &gatehouse_chat::ChatConfig,
+    trust: Trust,
     token: CancellationToken,
 ) -> Result<()> {
     use gatehouse_sdk::WorkerRuntime;
+    if UNAUTHENTICATED_APPS.contains(&app) && trust == Trust::Production {
+        bail!(
+            "the {app} app authenticates nobody: any client could act as any user. Run it only for tests or \
+             benchmarks, with --allow-unauthenticated (GATEHOUSE_ALLOW_UNAUTHENTICATED=true)"
+        );
+    }
     match app {
         "chat" => {
             let worker = gatehouse_chat::ChatWorker::open(chat.clone())
@@ -300,7 +424,7 @@ pub async fn run_app(
             WorkerRuntime::new(config, gatehouse_apps::api::Api).run(token).await?
         }
         other => bail!(
-            "unknown app {other:?}; built-in apps: {}",
+            "unknown app {other:?}; built-in apps: chat, {}",
             gatehouse_apps::APP_NAMES.join(", ")
         ),
     }

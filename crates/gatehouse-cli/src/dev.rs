@@ -10,7 +10,7 @@ use gatehouse_registry::RegistryConfig;
 use gatehouse_sdk::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{DEFAULT_DATABASE, DevArgs, run_app};
+use crate::cli::{DEFAULT_DATABASE, DevArgs, Trust, run_app};
 
 /// Runs the dev cluster until `token` is cancelled.
 pub async fn run(args: DevArgs, token: CancellationToken) -> Result<()> {
@@ -42,7 +42,16 @@ pub async fn run(args: DevArgs, token: CancellationToken) -> Result<()> {
         "\n  gatehouse dev is running the {} app: open http://{public}/  (websocket: ws://{public}/ws)\n",
         args.app
     );
-    let worker_result = run_app(&args.app, worker, &args.chat.config(DEFAULT_DATABASE), token.clone()).await;
+    // Everything runs on loopback in one process: the unauthenticated apps are fine here.
+    let trust = Trust::AllowUnauthenticated;
+    let worker_result = run_app(
+        &args.app,
+        worker,
+        &args.chat.config(DEFAULT_DATABASE),
+        trust,
+        token.clone(),
+    )
+    .await;
     token.cancel();
     let _ = registry_task.await;
     let _ = gateway_task.await;

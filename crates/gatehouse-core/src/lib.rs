@@ -10,12 +10,14 @@
 //! - [`hrw`] — rendezvous hashing, stable across processes and versions.
 //! - [`secret`] — the cluster secret, attached to and checked on every internal call.
 //! - [`backoff`] — capped exponential back-off with jitter for reconnect loops.
+//! - [`batch`] — packing queued items into one message under a count and a byte budget.
 //! - [`shutdown`] — graceful shutdown with a bounded grace period.
 //! - [`telemetry`] — one-call tracing initialisation (plain or JSON lines).
 //! - [`limits`] — name validation shared by the gateway and the SDK.
 
 pub mod attach;
 pub mod backoff;
+pub mod batch;
 pub mod hrw;
 pub mod ids;
 pub mod limits;

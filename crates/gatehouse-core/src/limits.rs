@@ -32,9 +32,54 @@ pub fn check_key(what: &'static str, key: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Longest close reason: a Close frame's payload is at most 125 bytes, two of them the code.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// Why a close code or reason an application asked for is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloseError {
+    /// Codes 1002, 1003, 1007, 1009 and 1010 describe protocol failures the gateway itself
+    /// detects, 1004-1006 and 1015 must never be sent, and 1016-2999 and 5000+ are not for
+    /// applications.
+    #[error("close code {0} is not one an application may send (1000, 1001, 1008, 1011-1013, 3000-4999)")]
+    Code(u32),
+    /// Longer than [`MAX_CLOSE_REASON_BYTES`].
+    #[error("a close reason is at most {MAX_CLOSE_REASON_BYTES} bytes")]
+    Reason,
+}
+
+/// Checks a close code (0 meaning 1000) and reason an application asks a gateway to send;
+/// returns the code to send.
+pub fn check_close(code: u32, reason: &str) -> Result<u16, CloseError> {
+    let code = match code {
+        0 => 1000,
+        1000 | 1001 | 1008 | 1011..=1013 | 3000..=4999 => code as u16,
+        other => return Err(CloseError::Code(other)),
+    };
+    if reason.len() > MAX_CLOSE_REASON_BYTES {
+        return Err(CloseError::Reason);
+    }
+    Ok(code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn applications_may_close_with_policy_and_private_codes_only() {
+        assert_eq!(check_close(0, ""), Ok(1000));
+        for code in [1000, 1001, 1008, 1011, 1012, 1013, 3000, 4001, 4999] {
+            assert_eq!(check_close(code, "r"), Ok(code as u16), "{code}");
+        }
+        for code in [
+            1002, 1003, 1004, 1005, 1006, 1007, 1009, 1010, 1015, 2000, 2999, 5000, 70000,
+        ] {
+            assert_eq!(check_close(code, ""), Err(CloseError::Code(code)), "{code}");
+        }
+        assert_eq!(check_close(1000, &"x".repeat(124)), Err(CloseError::Reason));
+        assert!(check_close(1000, &"x".repeat(123)).is_ok());
+    }
 
     #[test]
     fn keys_are_checked() {

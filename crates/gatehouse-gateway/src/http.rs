@@ -1,21 +1,27 @@
 //! The public HTTP side: the WebSocket endpoint, health, readiness, metrics and the page.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
-use gatehouse_proto::v1::{Header, Open, event};
+use gatehouse_proto::v1::event;
 
+use crate::handshake::{self, HandshakeError};
 use crate::hub::Hub;
-use crate::socket;
+use crate::socket::{self, Slots};
 use crate::stats::Stats;
+
+/// The places a TCP connection holds in the admission counters, handed from the accept loop to
+/// the upgrade handler so that they live on with the WebSocket the connection becomes. Taken
+/// only when a handshake is accepted: a refused one leaves them with the connection.
+#[derive(Clone, Default)]
+pub(crate) struct PeerSlots(pub Arc<Mutex<Option<Slots>>>);
 
 /// Builds the router served on the public listener.
 pub(crate) fn router(hub: Arc<Hub>) -> Router {
@@ -28,74 +34,117 @@ pub(crate) fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
-/// Accepts a WebSocket only after a worker accepted its handshake, so a rejection reaches the
-/// client as a real HTTP status (401, 403, ...) with a reason.
+/// A refusal with a reason and, for "try again later" statuses, a `Retry-After`.
+fn refuse(status: StatusCode, reason: &str) -> Response {
+    let retry = matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = (status, format!("{reason}\n")).into_response();
+    if retry {
+        response
+            .headers_mut()
+            .insert("retry-after", http::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Accepts a WebSocket only after the gateway's own limits and then a worker accepted its
+/// handshake, so a rejection reaches the client as a real HTTP status with a reason.
 async fn upgrade(
     State(hub): State<Arc<Hub>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(peer_slots): Extension<PeerSlots>,
     uri: Uri,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if hub.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "gateway shutting down\n").into_response();
+    let stats = hub.stats();
+    let config = hub.config();
+    if hub.is_stopping() {
+        Stats::inc(&stats.refused_draining);
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "gateway shutting down");
     }
-    let (conn, verdict) = hub.open_conn();
-    let open = Open {
-        path: uri.path().to_owned(),
-        query: uri.query().unwrap_or_default().to_owned(),
-        headers: headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: name.as_str().to_owned(),
-                value: Bytes::copy_from_slice(value.as_bytes()),
-            })
-            .collect(),
-        remote_addr: remote.to_string(),
-        insecure_dev: hub.config.insecure_dev_auth,
+    if hub.conns().open_count() >= config.max_connections as u64 {
+        Stats::inc(&stats.refused_gateway_full);
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "gateway full");
+    }
+    let client = handshake::client_addr(config, peer, &headers);
+    // A direct client holds its address's place since the accept; a client behind a trusted
+    // proxy takes one for its own address now.
+    let mut client_slot = None;
+    if client != peer {
+        match hub.admission().ip(client.ip()) {
+            Some(slot) => client_slot = Some(slot),
+            None => {
+                Stats::inc(&stats.refused_per_ip);
+                return refuse(StatusCode::TOO_MANY_REQUESTS, "too many connections from this address");
+            }
+        }
+    }
+    let open = match handshake::open_event(config, uri.path(), uri.query().unwrap_or_default(), &headers, client) {
+        Ok(open) => open,
+        Err(HandshakeError::TooLarge { bytes, limit }) => {
+            Stats::inc(&stats.refused_handshake_too_large);
+            tracing::info!(%client, bytes, limit, "handshake over the byte budget refused");
+            return refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "handshake too large");
+        }
     };
+    let Some(pending) = hub.admission().pending() else {
+        Stats::inc(&stats.refused_pending_handshakes);
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many handshakes in progress");
+    };
+    let (conn, verdict) = hub.open();
     hub.dispatch(&conn, event::Kind::Open(open));
-    match tokio::time::timeout(hub.config.handshake_timeout, verdict).await {
+    let verdict = tokio::time::timeout(config.handshake_timeout, verdict).await;
+    drop(pending);
+    match verdict {
         Ok(Ok(None)) => {
-            Stats::inc(&hub.stats.connections_opened);
-            let config = &hub.config;
+            Stats::inc(&stats.connections_opened);
             let failed_hub = hub.clone();
             let failed_conn = conn.clone();
+            let mut slots = peer_slots
+                .0
+                .lock()
+                .expect("peer slots poisoned")
+                .take()
+                .unwrap_or_default();
+            if client_slot.is_some() {
+                slots.ip = client_slot;
+            }
             ws.read_buffer_size(config.read_buffer)
                 .write_buffer_size(config.write_buffer)
-                .max_write_buffer_size(config.write_buffer.max(config.max_message_bytes) * 4)
+                // A frame is written whole into this buffer: it must hold the largest frame a
+                // worker may send, or the write fails and the client is lost.
+                .max_write_buffer_size(config.write_buffer + config.max_frame_out_bytes + 64)
                 .max_message_size(config.max_message_bytes)
                 .max_frame_size(config.max_message_bytes)
                 .on_failed_upgrade(move |_| failed_hub.retire(&failed_conn, 1006, "upgrade failed"))
-                .on_upgrade(move |socket| socket::run(hub, conn, socket))
+                .on_upgrade(move |socket| socket::run(hub, conn, socket, slots))
         }
         Ok(Ok(Some(reject))) => {
-            Stats::inc(&hub.stats.connections_rejected);
+            Stats::inc(&stats.connections_rejected);
             hub.abandon(&conn);
             let status = u16::try_from(reject.status)
                 .ok()
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .filter(|s| s.is_client_error() || s.is_server_error())
                 .unwrap_or(StatusCode::FORBIDDEN);
-            (status, format!("{}\n", reject.reason)).into_response()
+            refuse(status, &reject.reason)
         }
         Ok(Err(_)) | Err(_) => {
-            Stats::inc(&hub.stats.connections_rejected);
+            Stats::inc(&stats.connections_rejected);
             hub.retire(&conn, 1011, "no worker answered the handshake");
-            (
+            refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no worker answered the handshake in time\n",
+                "no worker answered the handshake in time",
             )
-                .into_response()
         }
     }
 }
 
 async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
-    let registries = *hub.routes.attached.borrow();
-    let workers = hub.workers.len();
+    let registries = hub.routes().attached_count();
+    let workers = hub.events().workers().len();
     let body = format!("{{\"registries\":{registries},\"workers\":{workers}}}\n");
-    let status = if registries > 0 && workers > 0 && !hub.shutdown.is_cancelled() {
+    let status = if registries > 0 && workers > 0 && !hub.is_stopping() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -108,31 +157,51 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         (
             "gatehouse_gateway_connections",
             "open websocket connections",
-            hub.open_count.load(Ordering::Relaxed),
+            hub.conns().open_count(),
+        ),
+        (
+            "gatehouse_gateway_tcp_connections",
+            "open tcp connections on the public listener",
+            hub.admission().tcp_open() as u64,
+        ),
+        (
+            "gatehouse_gateway_pending_handshakes",
+            "handshakes waiting for a worker's verdict",
+            hub.admission().pending_count() as u64,
+        ),
+        (
+            "gatehouse_gateway_client_addresses",
+            "distinct client addresses with connections",
+            hub.admission().addresses() as u64,
         ),
         (
             "gatehouse_gateway_uids",
             "distinct uids bound on this gateway",
-            hub.uids.len() as u64,
+            hub.index().uid_count() as u64,
         ),
         (
             "gatehouse_gateway_groups",
             "groups with members on this gateway",
-            hub.groups.len() as u64,
+            hub.index().group_count() as u64,
         ),
         (
             "gatehouse_gateway_workers",
             "attached workers taking events",
-            hub.workers.len() as u64,
+            hub.events().workers().len() as u64,
+        ),
+        (
+            "gatehouse_gateway_unacked_event_bytes",
+            "bytes of client events awaiting a worker's acknowledgement",
+            hub.events().pending_bytes() as u64,
         ),
     ];
     (
         [("content-type", "text/plain; version=0.0.4")],
-        hub.stats.render(&gauges),
+        hub.stats().render(&gauges),
     )
         .into_response()
 }
 
 async fn index(State(hub): State<Arc<Hub>>) -> Html<&'static str> {
-    Html(hub.config.index_page.unwrap_or(include_str!("../assets/index.html")))
+    Html(hub.config().index_page.unwrap_or(include_str!("../assets/index.html")))
 }

@@ -1,263 +1,247 @@
-//! The connection table and the uid / group indexes of one gateway.
+//! [`Hub`]: the state of one gateway process, and the life cycle of a connection.
 //!
-//! Lock order, never reversed: a connection's own mutex, then a shard of an index, then the
-//! route log. The per-message paths take one uncontended per-connection mutex (reading) or one
-//! index shard read guard (fan-out); nothing global.
+//! The hub owns the parts (connection table, uid/group index, event router, route sync,
+//! admission, counters) and ties them together where one step touches several: opening a
+//! connection, retiring it, acknowledging its events, attaching and detaching worker links.
+//! Each part keeps its own state private; the hub only calls their methods.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::extract::ws::Message;
-use bytes::Bytes;
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
-use gatehouse_core::NodeId;
-use gatehouse_proto::v1::{Event, Reject, RouteKind};
-use tokio::sync::{Notify, oneshot};
+use axum::extract::ws::{Message, Utf8Bytes};
+use gatehouse_core::{ClientId, NodeId};
+use gatehouse_proto::v1::{Closed, Reject, event};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::config::GatewayConfig;
-use crate::events::WorkerSet;
-use crate::queue::{PushError, SendQueue};
+use crate::conn::Conn;
+use crate::events::{EventRouter, Windows};
+use crate::index::RouteIndex;
+use crate::queue::{Outbound, PushError};
 use crate::routes::RouteSync;
 use crate::stats::Stats;
-
-/// What the socket task of a connection is asked to write.
-pub(crate) enum Outbound {
-    /// A frame for the client.
-    Frame(Message),
-    /// Write `last` (if any) after everything queued before it, then close.
-    Close { last: Option<Message> },
-}
-
-/// One client connection, shared by its socket task, the indexes and the worker links.
-pub(crate) struct Conn {
-    pub id: u64,
-    /// Frames towards the client (bounded by `send_queue`) and the request to close it now.
-    pub queue: SendQueue,
-    pub inner: Mutex<ConnInner>,
-    /// Woken when acknowledgements free room in the unacknowledged-event window.
-    pub credit: Notify,
-    /// Set once the socket is gone; the entry stays until its last event is acknowledged.
-    pub closed: AtomicBool,
-}
-
-/// The mutable part of a connection, behind its own mutex.
-pub(crate) struct ConnInner {
-    pub uid: Option<String>,
-    /// The uid as bytes, shared into every event without a copy.
-    pub uid_bytes: Bytes,
-    pub groups: HashSet<String>,
-    /// A JSON object; empty means no session.
-    pub session: Bytes,
-    pub queue: EventQueue,
-    /// Resolved with the worker's verdict on the handshake.
-    pub verdict: Option<oneshot::Sender<Option<Reject>>>,
-}
-
-/// Events of one connection not yet acknowledged, and the worker they go to.
-pub(crate) struct EventQueue {
-    pub next_seq: u64,
-    pub pending: VecDeque<Event>,
-    pub worker: Option<Arc<crate::events::WorkerLink>>,
-}
-
-/// A set of connections of one uid or one group, with their send queues for fan-out.
-pub(crate) struct Members {
-    pub conns: Vec<Arc<Conn>>,
-    /// Route-log generation of the key's last appearance; a bind waits for its confirmation.
-    pub added_gen: u64,
-}
+use crate::table::ConnTable;
+use crate::workers::{MEMBERSHIP_GRACE, WorkerLink};
 
 /// The state of one gateway process.
 pub(crate) struct Hub {
-    pub id: NodeId,
-    pub config: GatewayConfig,
-    next_conn: AtomicU64,
-    pub conns: DashMap<u64, Arc<Conn>>,
-    pub uids: DashMap<String, Members>,
-    pub groups: DashMap<String, Members>,
-    pub open_count: AtomicU64,
-    pub routes: Arc<RouteSync>,
-    pub workers: WorkerSet,
-    pub stats: Stats,
-    /// Cancelled when the gateway shuts down: sockets close with 1001.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    /// This process's id: the first half of every client id it hands out.
+    id: NodeId,
+    /// The validated configuration (limits every part enforces).
+    config: GatewayConfig,
+    /// Every connection, by number.
+    conns: ConnTable,
+    /// Which connections hold which uid and group (for fan-out and queries).
+    index: RouteIndex,
+    /// Client events on their way to workers.
+    events: EventRouter,
+    /// The keys announced to the registries and their confirmations.
+    routes: Arc<RouteSync>,
+    /// Caps on connections and handshakes.
+    admission: Admission,
+    /// Counters for `/metrics`.
+    stats: Stats,
+    /// Cancelled when the gateway shuts down: handshakes are refused, sockets close with 1001.
+    shutdown: CancellationToken,
 }
 
 impl Hub {
-    pub(crate) fn new(
-        id: NodeId,
-        config: GatewayConfig,
-        routes: Arc<RouteSync>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Hub {
+    pub(crate) fn new(id: NodeId, config: GatewayConfig, routes: Arc<RouteSync>, shutdown: CancellationToken) -> Hub {
+        let windows = Windows {
+            conn_events: config.max_unacked_events,
+            conn_bytes: config.max_unacked_bytes,
+            gateway_bytes: config.max_gateway_unacked_bytes,
+        };
         Hub {
             id,
-            config,
-            next_conn: AtomicU64::new(1),
-            conns: DashMap::new(),
-            uids: DashMap::new(),
-            groups: DashMap::new(),
-            open_count: AtomicU64::new(0),
+            conns: ConnTable::new(config.send_queue),
+            index: RouteIndex::new(routes.clone(), config.max_groups_per_conn),
+            events: EventRouter::new(id, windows),
+            admission: Admission::new(
+                config.max_connections + config.max_pending_handshakes,
+                config.max_connections_per_ip,
+                config.max_pending_handshakes,
+            ),
             routes,
-            workers: WorkerSet::default(),
             stats: Stats::default(),
             shutdown,
+            config,
         }
     }
 
-    /// Creates a connection entry; the socket task takes the receiver.
-    pub(crate) fn open_conn(&self) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (verdict_tx, verdict_rx) = oneshot::channel();
-        let conn = Arc::new(Conn {
-            id,
-            queue: SendQueue::new(self.config.send_queue),
-            inner: Mutex::new(ConnInner {
-                uid: None,
-                uid_bytes: Bytes::new(),
-                groups: HashSet::new(),
-                session: Bytes::new(),
-                queue: EventQueue {
-                    next_seq: 0,
-                    pending: VecDeque::new(),
-                    worker: None,
-                },
-                verdict: Some(verdict_tx),
+    /// This gateway's id.
+    pub(crate) fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The client id of one of this gateway's connections.
+    pub(crate) fn client_id(&self, conn: &Conn) -> ClientId {
+        ClientId::new(self.id, conn.id())
+    }
+
+    pub(crate) fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub(crate) fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    pub(crate) fn index(&self) -> &RouteIndex {
+        &self.index
+    }
+
+    pub(crate) fn events(&self) -> &EventRouter {
+        &self.events
+    }
+
+    pub(crate) fn routes(&self) -> &Arc<RouteSync> {
+        &self.routes
+    }
+
+    pub(crate) fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether the gateway is shutting down.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    // ------------------------------------------------------------------ connection life cycle
+
+    /// Opens a connection for a handshake; the caller waits for the verdict on the receiver.
+    pub(crate) fn open(&self) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
+        self.conns.insert_new()
+    }
+
+    /// Numbers and sends one event of `conn`; returns whether the connection must stop reading.
+    pub(crate) fn dispatch(&self, conn: &Conn, kind: event::Kind) -> bool {
+        self.events.dispatch(conn, kind, &self.stats)
+    }
+
+    /// Retires a connection whose socket is gone: leaves every index, tells its worker (a close
+    /// event), and keeps the entry until that event is acknowledged.
+    pub(crate) fn retire(&self, conn: &Conn, code: u16, reason: &str) {
+        if conn.is_closed() {
+            return;
+        }
+        self.index.detach(conn);
+        conn.queue().close();
+        self.dispatch(
+            conn,
+            event::Kind::Closed(Closed {
+                code: u32::from(code),
+                reason: reason.to_owned(),
             }),
-            credit: Notify::new(),
-            closed: AtomicBool::new(false),
-        });
-        self.conns.insert(id, conn.clone());
-        self.open_count.fetch_add(1, Ordering::Relaxed);
-        (conn, verdict_rx)
+        );
+        self.conns.closed(conn, false);
     }
 
-    /// Returns a live (not closed) connection.
-    pub(crate) fn live_conn(&self, id: u64) -> Option<Arc<Conn>> {
-        let conn = self.conns.get(&id)?.clone();
-        (!conn.closed.load(Ordering::Acquire)).then_some(conn)
+    /// Retires a connection whose handshake was refused: it never reached `on_connect`, so no
+    /// close event.
+    pub(crate) fn abandon(&self, conn: &Conn) {
+        self.index.detach(conn);
+        conn.queue().close();
+        let drained = conn.lock().events.pending.is_empty();
+        self.conns.closed(conn, drained);
     }
 
-    /// Asks a connection's socket task to close now with `code`.
-    pub(crate) fn kill(&self, conn: &Conn, code: u16) {
-        conn.queue.kill(code);
-    }
-
-    /// Closes every connection with 1001 (the gateway is shutting down).
-    pub(crate) fn kill_all(&self) {
-        for conn in self.conns.iter() {
-            conn.queue.kill(1001);
+    /// Applies a worker's acknowledgement; a closed connection whose events are all
+    /// acknowledged leaves the table.
+    pub(crate) fn ack(&self, conn_id: u64, seq: u64, reject: Option<Reject>) {
+        let Some(conn) = self.conns.get(conn_id) else {
+            return;
+        };
+        if self.events.ack(&conn, seq, reject).drained {
+            self.conns.remove_if_closed(&conn);
         }
     }
 
-    /// Queues a frame for a client; a full queue closes the client as a slow consumer.
+    // ------------------------------------------------------------------ writing to clients
+
+    /// Queues a frame for a client; a full queue closes the client as a slow consumer (1013).
     pub(crate) fn push(&self, conn: &Conn, frame: &Message) {
-        match conn.queue.push(Outbound::Frame(frame.clone())) {
+        match conn.queue().push(Outbound::Frame(frame.clone())) {
             Ok(()) => Stats::inc(&self.stats.frames_out),
-            Err(PushError::Full) => {
-                if conn.queue.kill(1013) {
-                    Stats::inc(&self.stats.slow_consumers_closed);
-                    tracing::warn!(client = %gatehouse_core::ClientId::new(self.id, conn.id), "slow consumer: send queue full, closing with 1013");
-                }
-            }
+            Err(PushError::Full) => self.close_slow_consumer(conn),
             Err(PushError::Closed) => {}
         }
     }
 
-    /// Binds `conn` to `uid` (replacing any previous uid). Returns the route generation the
-    /// caller must see confirmed before the bind counts as complete.
-    pub(crate) fn bind_uid(&self, conn: &Arc<Conn>, uid: &str) -> u64 {
-        let mut inner = conn.inner.lock().expect("conn mutex poisoned");
-        if inner.uid.as_deref() == Some(uid) {
-            return self.uids.get(uid).map(|m| m.added_gen).unwrap_or(0);
-        }
-        if let Some(old) = inner.uid.take() {
-            self.leave_index(RouteKind::Uid, &old, conn.id);
-        }
-        inner.uid = Some(uid.to_owned());
-        inner.uid_bytes = Bytes::copy_from_slice(uid.as_bytes());
-        self.join_index(RouteKind::Uid, uid, conn)
-    }
-
-    /// Unbinds `conn` from `uid` if it is bound to it.
-    pub(crate) fn unbind_uid(&self, conn: &Conn, uid: &str) {
-        let mut inner = conn.inner.lock().expect("conn mutex poisoned");
-        if inner.uid.as_deref() == Some(uid) {
-            inner.uid = None;
-            inner.uid_bytes = Bytes::new();
-            self.leave_index(RouteKind::Uid, uid, conn.id);
+    /// Queues a non-frame item (a graceful close, a deadline) with the same slow-consumer policy.
+    pub(crate) fn push_control(&self, conn: &Conn, item: Outbound) {
+        if let Err(PushError::Full) = conn.queue().push(item) {
+            self.close_slow_consumer(conn);
         }
     }
 
-    /// Adds `conn` to `group`; returns the generation to wait for, like [`Hub::bind_uid`].
-    pub(crate) fn join_group(&self, conn: &Arc<Conn>, group: &str) -> u64 {
-        let mut inner = conn.inner.lock().expect("conn mutex poisoned");
-        if !inner.groups.insert(group.to_owned()) {
-            return self.groups.get(group).map(|m| m.added_gen).unwrap_or(0);
-        }
-        self.join_index(RouteKind::Group, group, conn)
-    }
-
-    /// Removes `conn` from `group`.
-    pub(crate) fn leave_group(&self, conn: &Conn, group: &str) {
-        let mut inner = conn.inner.lock().expect("conn mutex poisoned");
-        if inner.groups.remove(group) {
-            self.leave_index(RouteKind::Group, group, conn.id);
+    fn close_slow_consumer(&self, conn: &Conn) {
+        if conn.queue().kill(1013, "slow consumer: send queue full") {
+            Stats::inc(&self.stats.slow_consumers_closed);
+            tracing::warn!(client = %self.client_id(conn), "slow consumer: send queue full, closing with 1013");
         }
     }
 
-    /// Dissolves a group on this gateway.
-    pub(crate) fn ungroup(&self, group: &str) {
-        let members: Vec<u64> = match self.groups.get(group) {
-            Some(m) => m.conns.iter().map(|c| c.id).collect(),
-            None => return,
-        };
-        for id in members {
-            if let Some(conn) = self.conns.get(&id).map(|c| c.clone()) {
-                self.leave_group(&conn, group);
+    /// Closes every connection now with `code` (the gateway is shutting down).
+    pub(crate) fn kill_all(&self, code: u16, reason: &'static str) {
+        for conn in self.conns.snapshot() {
+            conn.queue().kill(code, Utf8Bytes::from_static(reason));
+        }
+    }
+
+    // ------------------------------------------------------------------ worker links
+
+    /// A worker (or API client) link attached: workers join the live set and take the events
+    /// of connections that have none.
+    pub(crate) fn link_attached(&self, link: &Arc<WorkerLink>) {
+        self.events.attach(link);
+        if link.handles_events {
+            self.sweep();
+        }
+    }
+
+    /// A link broke or was dropped: its connections' unacknowledged events go to other workers.
+    pub(crate) fn link_gone(&self, link: &Arc<WorkerLink>) {
+        self.events.detach(link);
+        if link.handles_events {
+            self.sweep();
+        }
+    }
+
+    /// Re-homes the pending events of every connection whose worker is gone.
+    fn sweep(&self) {
+        for conn in self.conns.snapshot() {
+            self.events.rehome(&conn, &self.stats);
+        }
+    }
+
+    /// Drops the links of workers the registries say have left (lease expired): their clients'
+    /// events go to the remaining workers without waiting for the HTTP/2 keep-alive.
+    pub(crate) fn prune_departed_workers(&self) {
+        let mut recheck = false;
+        for link in self.events.workers().snapshot().iter() {
+            if !self.routes.worker_left(link.member) {
+                continue;
             }
-        }
-    }
-
-    /// Removes a closing connection from every index. Returns its uid for the close event.
-    pub(crate) fn detach(&self, conn: &Conn) {
-        let mut inner = conn.inner.lock().expect("conn mutex poisoned");
-        if let Some(uid) = inner.uid.clone() {
-            self.leave_index(RouteKind::Uid, &uid, conn.id);
-        }
-        for group in std::mem::take(&mut inner.groups) {
-            self.leave_index(RouteKind::Group, &group, conn.id);
-        }
-    }
-
-    fn index(&self, kind: RouteKind) -> &DashMap<String, Members> {
-        match kind {
-            RouteKind::Group => &self.groups,
-            _ => &self.uids,
-        }
-    }
-
-    fn join_index(&self, kind: RouteKind, key: &str, conn: &Arc<Conn>) -> u64 {
-        let mut members = self.index(kind).entry(key.to_owned()).or_insert_with(|| Members {
-            conns: Vec::new(),
-            added_gen: 0,
-        });
-        if members.conns.is_empty() {
-            members.added_gen = self.routes.record(kind, key, true);
-        }
-        members.conns.push(conn.clone());
-        members.added_gen
-    }
-
-    fn leave_index(&self, kind: RouteKind, key: &str, conn_id: u64) {
-        if let Entry::Occupied(mut entry) = self.index(kind).entry(key.to_owned()) {
-            entry.get_mut().conns.retain(|c| c.id != conn_id);
-            if entry.get().conns.is_empty() {
-                self.routes.record(kind, key, false);
-                entry.remove();
+            if link.attached_at.elapsed() < MEMBERSHIP_GRACE {
+                recheck = true;
+                continue;
             }
+            tracing::warn!(member = %link.node(), name = %link.name, "worker left the cluster (lease expired); dropping its link");
+            link.cancel.cancel();
+        }
+        if recheck {
+            let routes = self.routes.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(MEMBERSHIP_GRACE).await;
+                routes.membership_changed.notify_one();
+            });
         }
     }
 }

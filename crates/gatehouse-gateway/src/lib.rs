@@ -9,32 +9,49 @@
 //! It must not know what an application does with a message: payloads are opaque bytes.
 //!
 //! # Layout
+//! Listed from the edges inward; a module uses only modules listed after it.
 //! - [`config`] — [`GatewayConfig`] and its validation.
 //! - [`server`] — [`bind`] both listeners, then [`BoundGateway::run`].
-//! - `hub`: the connection table and the uid / group indexes of this gateway.
-//! - `events`: per-connection event queues, worker choice, at-least-once delivery and fail-over.
-//! - `links`: the internal gRPC service workers attach to; batching both ways.
-//! - `commands`: execution of worker commands and queries against the hub.
-//! - `queue` — the per-connection send queue (bounded, free when empty).
+//! - `accept`: the public listener: admission at accept, HTTP/1.1 with a header-read timeout.
+//! - `http`: the public router (`/ws`, `/healthz`, `/readyz`, `/metrics`, `/`) and the upgrade.
+//! - `links`: the internal gRPC service workers attach to; byte-bounded batching both ways.
+//! - `socket`: the per-connection task (reads, writes, pings, rates, deadline, close handshake).
+//! - `commands`: execution of worker commands and queries, every field checked.
+//! - `hub`: the gateway's state and the connection life cycle (open, retire, acknowledge).
+//! - `handshake`: what a handshake forwards to workers, and who the client is.
+//! - `admission`: caps on connections per gateway and per address, and on pending handshakes.
+//! - `table`: the connection table.
+//! - `index`: the uid and group indexes for fan-out.
+//! - `events`: numbering, unacknowledged windows, worker choice and fail-over of events.
 //! - `routes`: the uid / group announcements to the registries, and bind confirmation.
-//! - `socket`: the per-connection task (reads, writes, pings, slow-consumer policy).
-//! - `http`: the public axum router (`/ws`, `/healthz`, `/readyz`, `/metrics`, `/`).
+//! - `conn`: one connection's shared state.
+//! - `workers`: the attached worker links and the live set.
+//! - `queue`: the per-connection send queue (bounded, free when empty) and its items.
+//! - `ratelimit`: the token bucket of a connection's input.
 //! - `stats`: counters exposed at `/metrics`.
 
 pub mod config;
 pub mod error;
 pub mod server;
 
+mod accept;
+mod admission;
 mod commands;
+mod conn;
 mod events;
+mod handshake;
 mod http;
 mod hub;
+mod index;
 mod links;
 mod queue;
+mod ratelimit;
 mod routes;
 mod socket;
 mod stats;
+mod table;
+mod workers;
 
-pub use config::GatewayConfig;
+pub use config::{DEFAULT_FORWARD_HEADERS, GatewayConfig, Rate};
 pub use error::GatewayError;
 pub use server::{BoundGateway, bind};

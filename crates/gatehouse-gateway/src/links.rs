@@ -1,32 +1,42 @@
 //! The internal gRPC service workers and API clients attach to.
 //!
 //! One `Link` stream per peer. Down the stream go events and replies, up come commands and
-//! acknowledgements; both directions batch whatever is queued into one message, so under load a
-//! gRPC message carries many frames and at rest one frame costs one message.
+//! acknowledgements; both directions batch whatever is queued into one message, bounded in
+//! items and bytes (see [`gatehouse_core::batch`]), so under load a gRPC message carries many
+//! frames, at rest one frame costs one message, and no batch can outgrow the peer's limit.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use gatehouse_core::NodeId;
+use gatehouse_core::batch::{self, BatchLimits};
 use gatehouse_proto::ErrorCode;
+use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::tonic::{self, Request, Response, Status, Streaming};
 use gatehouse_proto::v1::gateway_server::Gateway;
-use gatehouse_proto::v1::{LinkDown, LinkUp, LinkWelcome};
+use gatehouse_proto::v1::{LinkDown, LinkHello, LinkUp, LinkWelcome};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Down, WorkerLink};
+use crate::commands::{self, MAX_COMMAND_KEYS};
 use crate::hub::Hub;
 use crate::stats::Stats;
+use crate::workers::{Down, WorkerLink};
 
-/// Items packed into one `LinkDown` message at most.
-const BATCH_LIMIT: usize = 512;
+/// What one `LinkDown` message carries at most: far below the 32 MiB gRPC limit, so that a
+/// batch of maximal events still fits, and small enough to keep the latency of one message low.
+const DOWN_BATCH: BatchLimits = BatchLimits {
+    items: 512,
+    bytes: 4 * 1024 * 1024,
+};
 /// How long a new link may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest peer name kept for logs.
+const MAX_NAME_BYTES: usize = 256;
 
+/// The `Gateway` gRPC service.
 pub(crate) struct LinkService {
     pub hub: Arc<Hub>,
     pub token: CancellationToken,
@@ -40,112 +50,133 @@ impl Gateway for LinkService {
 
     async fn link(&self, request: Request<Streaming<LinkUp>>) -> Result<Response<DownStream>, Status> {
         let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(LinkUp { hello: Some(hello), .. }))) => hello,
-            Ok(Err(status)) => return Err(status),
-            Err(_) => return Err(ErrorCode::Timeout.status("no hello within 5s")),
-            Ok(_) => return Err(ErrorCode::BadRequest.status("the first message must carry hello")),
-        };
-        let hub = self.hub.clone();
-        if hello.expect_gateway != 0 && hello.expect_gateway != hub.id.0 {
-            return Err(ErrorCode::NotFound.status(format!(
-                "this is gateway {}, not {}",
-                hub.id,
-                NodeId(hello.expect_gateway)
-            )));
-        }
+        let hello = read_hello(&mut inbound, &self.hub).await?;
         let (down, rx) = mpsc::unbounded_channel();
-        let link = Arc::new(WorkerLink {
-            member: hello.member_id,
-            name: hello.name.clone(),
-            handles_events: hello.handles_events,
+        let link = Arc::new(WorkerLink::new(
+            hello.member_id,
+            hello.name,
+            hello.handles_events,
             down,
-            alive: AtomicBool::new(true),
-            cancel: self.token.child_token(),
-            attached_at: tokio::time::Instant::now(),
-        });
-        tracing::info!(member = %NodeId(link.member), name = %link.name, handles_events = link.handles_events, "worker link attached");
-        if link.handles_events {
-            hub.workers.add(link.clone());
-            hub.sweep();
-        }
-
-        let reader_link = link.clone();
-        tokio::spawn(async move {
-            let link = reader_link;
-            loop {
-                let next = tokio::select! {
-                    _ = link.cancel.cancelled() => break,
-                    next = inbound.message() => next,
-                };
-                match next {
-                    Ok(Some(up)) => {
-                        Stats::inc(&hub.stats.link_messages_in);
-                        Stats::add(&hub.stats.link_items_in, (up.acks.len() + up.commands.len()) as u64);
-                        for ack in up.acks {
-                            hub.ack(ack.conn, ack.seq, ack.reject);
-                        }
-                        for command in up.commands {
-                            hub.execute(&link, command);
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(member = %NodeId(link.member), %status, "worker link broke");
-                        break;
-                    }
-                }
-            }
-            tracing::info!(member = %NodeId(link.member), name = %link.name, "worker link detached");
-            hub.link_gone(&link);
-            link.cancel.cancel();
-        });
-
+            self.token.child_token(),
+        ));
+        tracing::info!(member = %link.node(), name = %link.name, handles_events = link.handles_events, "worker link attached");
+        self.hub.link_attached(&link);
+        tokio::spawn(read_up(self.hub.clone(), link.clone(), inbound));
         let welcome = LinkDown {
             welcome: Some(LinkWelcome {
-                gateway_id: self.hub.id.0,
+                gateway_id: self.hub.id().0,
+                max_frame_bytes: self.hub.config().max_frame_out_bytes as u64,
+                max_command_keys: MAX_COMMAND_KEYS as u32,
             }),
             ..Default::default()
         };
-        let cancel = link.cancel.clone();
-        let out_hub = self.hub.clone();
-        let batches = futures_util::stream::unfold((rx, out_hub), |(mut rx, hub)| async move {
-            let first = rx.recv().await?;
-            if !rx.is_empty() {
-                // Under load (more than one event already waiting), let the client sockets that
-                // are ready in this turn of the event loop add their events first: every gRPC
-                // message costs HTTP/2 framing and a wake-up of the worker, so fewer, larger
-                // batches are cheaper for both sides (measured: 21 → 28 events per message and
-                // ~10% less CPU per message at the closed-loop maximum). A lone event (low
-                // load) goes at once.
-                tokio::task::yield_now().await;
-            }
-            let mut batch = LinkDown::default();
-            push(&mut batch, first);
-            let mut count = 1;
-            while count < BATCH_LIMIT {
-                match rx.try_recv() {
-                    Ok(item) => {
-                        push(&mut batch, item);
-                        count += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            Stats::inc(&hub.stats.link_messages_out);
-            Stats::add(&hub.stats.link_items_out, count as u64);
-            Some((Ok(batch), (rx, hub)))
-        });
         let stream = futures_util::stream::once(async move { Ok(welcome) })
-            .chain(batches)
-            .take_until(cancel.cancelled_owned());
+            .chain(down_batches(rx, self.hub.clone()))
+            .take_until(link.cancel.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
-fn push(batch: &mut LinkDown, item: Down) {
+/// Reads and checks the peer's hello.
+async fn read_hello(inbound: &mut Streaming<LinkUp>, hub: &Hub) -> Result<LinkHello, Status> {
+    let mut hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(LinkUp { hello: Some(hello), .. }))) => hello,
+        Ok(Err(status)) => return Err(status),
+        Err(_) => return Err(ErrorCode::Timeout.status("no hello within 5s")),
+        Ok(_) => return Err(ErrorCode::BadRequest.status("the first message must carry hello")),
+    };
+    if hello.expect_gateway != 0 && hello.expect_gateway != hub.id().0 {
+        return Err(ErrorCode::NotFound.status(format!(
+            "this is gateway {}, not {}",
+            hub.id(),
+            NodeId(hello.expect_gateway)
+        )));
+    }
+    if hello.name.len() > MAX_NAME_BYTES {
+        let mut end = MAX_NAME_BYTES;
+        while !hello.name.is_char_boundary(end) {
+            end -= 1;
+        }
+        hello.name.truncate(end);
+    }
+    Ok(hello)
+}
+
+/// Applies what the peer sends (acknowledgements first, then commands, in order) until the
+/// stream ends or the link is dropped; then re-homes the link's connections.
+async fn read_up(hub: Arc<Hub>, link: Arc<WorkerLink>, mut inbound: Streaming<LinkUp>) {
+    loop {
+        let next = tokio::select! {
+            _ = link.cancel.cancelled() => break,
+            next = inbound.message() => next,
+        };
+        match next {
+            Ok(Some(up)) => {
+                let stats = hub.stats();
+                Stats::inc(&stats.link_messages_in);
+                Stats::add(&stats.link_items_in, (up.acks.len() + up.commands.len()) as u64);
+                for ack in up.acks {
+                    hub.ack(ack.conn, ack.seq, ack.reject);
+                }
+                for command in up.commands {
+                    commands::execute(&hub, &link, command);
+                }
+            }
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(member = %link.node(), %status, "worker link broke");
+                break;
+            }
+        }
+    }
+    tracing::info!(member = %link.node(), name = %link.name, "worker link detached");
+    hub.link_gone(&link);
+    link.cancel.cancel();
+}
+
+/// The stream of `LinkDown` batches: whatever is queued, bounded by [`DOWN_BATCH`].
+fn down_batches(rx: mpsc::UnboundedReceiver<Down>, hub: Arc<Hub>) -> impl Stream<Item = Result<LinkDown, Status>> {
+    futures_util::stream::unfold((rx, hub, None), |(mut rx, hub, carry)| async move {
+        let first = match carry {
+            Some(item) => item,
+            None => {
+                let first = rx.recv().await?;
+                if !rx.is_empty() {
+                    // Under load (more than one event already waiting), let the client sockets
+                    // that are ready in this turn of the event loop add their events first:
+                    // every gRPC message costs HTTP/2 framing and a wake-up of the worker, so
+                    // fewer, larger batches are cheaper for both sides. A lone event (low load)
+                    // goes at once.
+                    tokio::task::yield_now().await;
+                }
+                first
+            }
+        };
+        let mut message = LinkDown::default();
+        let mut count = 0;
+        let carry = batch::fill(
+            first,
+            DOWN_BATCH,
+            down_size,
+            || rx.try_recv().ok(),
+            |item| {
+                count += 1;
+                match item {
+                    Down::Event(event) => message.events.push(event),
+                    Down::Reply(reply) => message.replies.push(reply),
+                }
+            },
+        );
+        Stats::inc(&hub.stats().link_messages_out);
+        Stats::add(&hub.stats().link_items_out, count);
+        Some((Ok(message), (rx, hub, carry)))
+    })
+}
+
+/// The encoded size of one item in a `LinkDown`.
+fn down_size(item: &Down) -> usize {
     match item {
-        Down::Event(event) => batch.events.push(event),
-        Down::Reply(reply) => batch.replies.push(reply),
+        Down::Event(event) => event.encoded_len() + 4,
+        Down::Reply(reply) => reply.encoded_len() + 4,
     }
 }

@@ -18,7 +18,30 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll, Waker};
 
-use crate::hub::Outbound;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use tokio::time::Instant;
+
+/// What the socket task of a connection is asked to do, in order with the frames around it.
+pub(crate) enum Outbound {
+    /// A frame for the client.
+    Frame(Message),
+    /// Write `last` (if any) after everything queued before it, then close with `close`.
+    Close { last: Option<Message>, close: CloseFrame },
+    /// Replace (or, with `None`, clear) the connection's deadline. It travels through the queue
+    /// so that the socket task, which owns the timers, applies it in order with the frames.
+    Deadline(Option<Deadline>),
+}
+
+/// A deadline the gateway enforces on one connection (a token's expiry, set by a worker).
+#[derive(Debug, Clone)]
+pub(crate) struct Deadline {
+    /// When the connection is closed with `close`.
+    pub at: Instant,
+    /// A frame written to the client at the given instant, before `at`.
+    pub warning: Option<(Instant, Message)>,
+    /// The close frame sent at `at`.
+    pub close: CloseFrame,
+}
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,22 +55,27 @@ pub(crate) enum PushError {
 /// What the socket task woke up for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
-    /// The connection must close now with this code.
+    /// The connection must close now with this code (see [`SendQueue::kill_frame`]).
     Kill(u16),
     /// Frames were moved into the caller's batch.
     Frames,
 }
 
+/// The frames waiting for one client, and the request to close it now.
 pub(crate) struct SendQueue {
     state: Mutex<State>,
-    /// The requested close code; 0 while none was requested.
+    /// The requested close code; 0 while none was requested. Read without the lock on every
+    /// turn of the socket task.
     kill: AtomicU16,
+    /// Items queued before the client counts as a slow consumer.
     capacity: usize,
 }
 
 struct State {
     items: VecDeque<Outbound>,
     closed: bool,
+    /// The reason sent with the kill code (set with it, read once when closing).
+    kill_reason: Option<Utf8Bytes>,
     /// The socket task's waker, kept across waits.
     waker: Option<Waker>,
     /// Whether the socket task waits for a push or a kill.
@@ -79,6 +107,7 @@ impl SendQueue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 closed: false,
+                kill_reason: None,
                 waker: None,
                 waiting: false,
             }),
@@ -105,17 +134,28 @@ impl SendQueue {
         Ok(())
     }
 
-    /// Asks the socket task to close the connection now with `code`; returns whether this was
-    /// the first request (later codes are ignored).
-    pub(crate) fn kill(&self, code: u16) -> bool {
+    /// Asks the socket task to close the connection now with `code` and `reason`; returns
+    /// whether this was the first request (later ones are ignored).
+    pub(crate) fn kill(&self, code: u16, reason: impl Into<Utf8Bytes>) -> bool {
+        let mut state = self.lock();
         let first = self
             .kill
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        // The code is stored before the lock is taken: a waiter that checks the code under the
-        // lock either sees it or is already marked waiting (and is woken here).
-        self.lock().wake();
+        if first {
+            state.kill_reason = Some(reason.into());
+        }
+        // The code is stored under the lock: a waiter that checks the code under the lock either
+        // sees it or is already marked waiting (and is woken here).
+        state.wake();
         first
+    }
+
+    /// The close frame of a requested kill.
+    pub(crate) fn kill_frame(&self) -> Option<CloseFrame> {
+        let code = self.killed()?;
+        let reason = self.lock().kill_reason.clone().unwrap_or_default();
+        Some(CloseFrame { code, reason })
     }
 
     fn killed(&self) -> Option<u16> {
@@ -174,7 +214,6 @@ impl SendQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::extract::ws::Message;
 
     fn frame(text: &str) -> Outbound {
         Outbound::Frame(Message::Text(text.into()))
@@ -224,9 +263,11 @@ mod tests {
             tokio::spawn(async move { queue.killed_signal().await })
         };
         tokio::task::yield_now().await;
-        assert!(killer.kill(1013));
-        assert!(!killer.kill(1000), "only the first code counts");
+        assert!(killer.kill(1013, "slow"));
+        assert!(!killer.kill(1000, "later"), "only the first code counts");
         assert_eq!(idle.await.unwrap(), 1013);
+        let close = queue.kill_frame().unwrap();
+        assert_eq!((close.code, close.reason.as_str()), (1013, "slow"));
         queue.push(frame("late")).unwrap();
         let mut batch = VecDeque::new();
         assert_eq!(queue.next(&mut batch).await, Next::Kill(1013));
@@ -237,8 +278,6 @@ mod tests {
 #[cfg(test)]
 mod stress {
     use std::sync::Arc;
-
-    use axum::extract::ws::Message;
 
     use super::*;
 

@@ -45,8 +45,8 @@ pub(crate) struct RouteSync {
     /// Generation of the last change sent everywhere, kept by the sync task.
     sent: Mutex<u64>,
     confirmed: watch::Sender<u64>,
-    /// Whether at least one registry session is up (for `/readyz`).
-    pub attached: watch::Sender<usize>,
+    /// How many registry sessions are up (for `/readyz`).
+    attached: watch::Sender<usize>,
     /// Per registry: the worker member ids of its last membership, when that registry is past
     /// its warm-up (absence is then real). Lets the gateway drop the link of a worker whose
     /// lease expired (frozen, partitioned) instead of waiting for HTTP/2 keep-alive.
@@ -78,6 +78,21 @@ impl RouteSync {
         drop(log);
         self.wake.notify_one();
         generation
+    }
+
+    /// How many registry sessions are up.
+    pub(crate) fn attached_count(&self) -> usize {
+        *self.attached.borrow()
+    }
+
+    /// The changes recorded and not yet sent, as `(key, present)`.
+    #[cfg(test)]
+    pub(crate) fn recorded(&self) -> Vec<(String, bool)> {
+        let log = self.log.lock().expect("route log poisoned");
+        log.changes
+            .iter()
+            .map(|((_, key), present)| (key.clone(), *present))
+            .collect()
     }
 
     /// Returns the generation every attached registry has confirmed.

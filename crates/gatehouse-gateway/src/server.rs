@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use gatehouse_core::NodeId;
 use gatehouse_core::attach::{self, AttachConfig};
 use gatehouse_core::shutdown::{GRACE, with_grace};
@@ -77,21 +76,12 @@ impl BoundGateway {
         let routes = RouteSync::new(self.config.registries.len());
         let hub = Arc::new(Hub::new(id, self.config.clone(), routes.clone(), token.child_token()));
         tokio::spawn(routes.clone().run(token.clone()));
-        let pruning = hub.clone();
-        let stop_pruning = token.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop_pruning.cancelled() => return,
-                    _ = pruning.routes.membership_changed.notified() => pruning.prune_departed_workers(),
-                }
-            }
-        });
+        tokio::spawn(prune_departed_workers(hub.clone(), token.clone()));
         let closing = hub.clone();
         let shutdown = token.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
-            closing.kill_all();
+            closing.kill_all(1001, "server shutting down");
         });
         attach::spawn(
             AttachConfig {
@@ -131,14 +121,11 @@ impl BoundGateway {
                 grpc_token.cancelled_owned(),
             );
 
-        let app = crate::http::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        // Small frames must not wait for Nagle's algorithm (40 ms stalls behind delayed ACKs).
-        let public = self.public.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let http_server = axum::serve(public, app).with_graceful_shutdown(token.clone().cancelled_owned());
+        let router = crate::http::router(hub.clone());
+        let http_server = async {
+            crate::accept::serve(self.public, hub.clone(), router, token.clone()).await;
+            Ok::<(), GatewayError>(())
+        };
 
         let servers = async { tokio::join!(grpc_server, http_server) };
         if let Some((grpc_result, http_result)) = with_grace(servers, &token, GRACE, "gateway").await {
@@ -147,5 +134,15 @@ impl BoundGateway {
         }
         tracing::info!("gateway stopped");
         Ok(())
+    }
+}
+
+/// Drops the links of workers the registries report gone, whenever a membership changes.
+async fn prune_departed_workers(hub: Arc<Hub>, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = hub.routes().membership_changed.notified() => hub.prune_departed_workers(),
+        }
     }
 }

@@ -1,113 +1,82 @@
 //! Counters of the gateway, rendered in the Prometheus text format at `/metrics`.
 //!
-//! Plain relaxed atomics: incrementing one costs a few nanoseconds and takes no lock.
+//! Plain relaxed atomics: incrementing one costs a few nanoseconds and takes no lock. Every
+//! limit of `docs/security.md` has a counter here, so an operator sees what is being refused.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Every counter the gateway keeps.
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub connections_opened: AtomicU64,
-    pub connections_rejected: AtomicU64,
-    pub messages_in: AtomicU64,
-    pub frames_out: AtomicU64,
-    pub slow_consumers_closed: AtomicU64,
-    pub oversized_closed: AtomicU64,
-    pub ping_timeouts: AtomicU64,
-    pub events_redelivered: AtomicU64,
-    pub commands: AtomicU64,
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $field:ident => $name:literal, $help:literal; )*) => {
+        /// Every counter the gateway keeps.
+        #[derive(Default)]
+        pub(crate) struct Stats {
+            $( $(#[$doc])* pub $field: AtomicU64, )*
+        }
+
+        impl Stats {
+            fn counters(&self) -> Vec<(&'static str, &'static str, &AtomicU64)> {
+                vec![$( ($name, $help, &self.$field), )*]
+            }
+        }
+    };
+}
+
+counters! {
+    connections_opened => "gatehouse_gateway_connections_opened_total", "websocket connections accepted";
+    connections_rejected => "gatehouse_gateway_connections_rejected_total", "handshakes refused by a worker or for lack of one";
+    refused_gateway_full => "gatehouse_gateway_refused_gateway_full_total", "handshakes refused with 503: the gateway holds max-connections";
+    refused_per_ip => "gatehouse_gateway_refused_per_ip_total", "handshakes refused with 429: the client address holds max-connections-per-ip";
+    refused_pending_handshakes => "gatehouse_gateway_refused_pending_handshakes_total", "handshakes refused with 503: max-pending-handshakes are waiting for a worker";
+    refused_handshake_too_large => "gatehouse_gateway_refused_handshake_too_large_total", "handshakes refused with 431: forwarded headers, path and query over max-handshake-bytes";
+    refused_draining => "gatehouse_gateway_refused_draining_total", "handshakes refused with 503: the gateway is shutting down";
+    header_timeouts => "gatehouse_gateway_header_read_timeouts_total", "http connections closed for not sending their headers within header-read-timeout";
+    messages_in => "gatehouse_gateway_messages_in_total", "client frames forwarded to workers";
+    frames_out => "gatehouse_gateway_frames_out_total", "frames queued to clients";
+    frames_too_large => "gatehouse_gateway_frames_too_large_total", "worker sends refused for exceeding max-frame-out-bytes";
+    slow_consumers_closed => "gatehouse_gateway_slow_consumers_closed_total", "clients closed with 1013 because their send queue was full";
+    oversized_closed => "gatehouse_gateway_oversized_closed_total", "clients closed with 1009 for an oversized message";
+    protocol_errors_closed => "gatehouse_gateway_protocol_errors_closed_total", "clients closed with 1002 or 1007 for breaking the websocket protocol";
+    rate_limited => "gatehouse_gateway_rate_limited_total", "client messages read late because the client exceeded its message or byte rate";
+    rate_limit_closed => "gatehouse_gateway_rate_limit_closed_total", "clients closed with 1008 for exceeding their rate for rate-limit-close-after";
+    reads_paused => "gatehouse_gateway_reads_paused_total", "times a client's socket stopped being read because its or the gateway's unacknowledged window was full";
+    deadlines_closed => "gatehouse_gateway_deadlines_closed_total", "clients closed at a deadline a worker set (such as token expiry)";
+    ping_timeouts => "gatehouse_gateway_ping_timeouts_total", "clients dropped for not answering pings";
+    events_redelivered => "gatehouse_gateway_events_redelivered_total", "events re-sent to another worker after a worker left";
+    commands => "gatehouse_gateway_commands_total", "worker commands executed";
+    commands_refused => "gatehouse_gateway_commands_refused_total", "worker commands refused as malformed or over a limit";
     /// gRPC messages received on links (from workers and API clients).
-    pub link_messages_in: AtomicU64,
+    link_messages_in => "gatehouse_gateway_link_messages_in_total", "grpc messages received on worker and api client links";
     /// Acks plus commands those messages carried: divided by `link_messages_in`, the batching
     /// factor of the peers' side of the links, which shows whether HTTP/2 framing is amortised.
-    pub link_items_in: AtomicU64,
+    link_items_in => "gatehouse_gateway_link_items_in_total", "acknowledgements and commands those messages carried";
     /// gRPC messages sent on links.
-    pub link_messages_out: AtomicU64,
+    link_messages_out => "gatehouse_gateway_link_messages_out_total", "grpc messages sent on worker and api client links";
     /// Events plus replies those messages carried (the gateway side's batching factor).
-    pub link_items_out: AtomicU64,
+    link_items_out => "gatehouse_gateway_link_items_out_total", "events and replies those messages carried";
 }
 
 impl Stats {
+    /// Adds one.
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n`.
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Reads a counter.
+    #[cfg(test)]
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
     /// Renders the counters plus the given gauges.
     pub(crate) fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
-        let counters: [(&str, &str, &AtomicU64); 13] = [
-            (
-                "gatehouse_gateway_connections_opened_total",
-                "websocket connections accepted",
-                &self.connections_opened,
-            ),
-            (
-                "gatehouse_gateway_connections_rejected_total",
-                "handshakes refused by a worker or for lack of one",
-                &self.connections_rejected,
-            ),
-            (
-                "gatehouse_gateway_messages_in_total",
-                "client frames forwarded to workers",
-                &self.messages_in,
-            ),
-            (
-                "gatehouse_gateway_frames_out_total",
-                "frames queued to clients",
-                &self.frames_out,
-            ),
-            (
-                "gatehouse_gateway_slow_consumers_closed_total",
-                "clients closed with 1013 because their send queue was full",
-                &self.slow_consumers_closed,
-            ),
-            (
-                "gatehouse_gateway_oversized_closed_total",
-                "clients closed with 1009 for an oversized message",
-                &self.oversized_closed,
-            ),
-            (
-                "gatehouse_gateway_ping_timeouts_total",
-                "clients dropped for not answering pings",
-                &self.ping_timeouts,
-            ),
-            (
-                "gatehouse_gateway_events_redelivered_total",
-                "events re-sent to another worker after a worker left",
-                &self.events_redelivered,
-            ),
-            (
-                "gatehouse_gateway_commands_total",
-                "worker commands executed",
-                &self.commands,
-            ),
-            (
-                "gatehouse_gateway_link_messages_in_total",
-                "grpc messages received on worker and api client links",
-                &self.link_messages_in,
-            ),
-            (
-                "gatehouse_gateway_link_items_in_total",
-                "acknowledgements and commands those messages carried",
-                &self.link_items_in,
-            ),
-            (
-                "gatehouse_gateway_link_messages_out_total",
-                "grpc messages sent on worker and api client links",
-                &self.link_messages_out,
-            ),
-            (
-                "gatehouse_gateway_link_items_out_total",
-                "events and replies those messages carried",
-                &self.link_items_out,
-            ),
-        ];
         let mut out = String::new();
-        for (name, help, value) in counters {
+        for (name, help, value) in self.counters() {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",

@@ -21,6 +21,12 @@ pub struct RegistryConfig {
     /// After start, the table is not claimed complete (authoritative) before every gateway had
     /// the chance to reconnect and resync. Subscribers fall back to broadcasting meanwhile.
     pub warmup: Duration,
+    /// Members (gateways, workers, API clients) at once; a hello beyond it is refused with
+    /// `too_many_requests`. Bounds the membership every member receives on each change.
+    pub max_members: usize,
+    /// Keys (uids and groups) one gateway may announce; a gateway that announces more is cut
+    /// off with `too_many_requests` (its binds then time out: loud, never silent routing gaps).
+    pub max_keys_per_gateway: usize,
 }
 
 /// Why a registry configuration is refused.
@@ -40,6 +46,8 @@ impl RegistryConfig {
             lease: Duration::from_secs(6),
             ack_timeout: Duration::from_secs(3),
             warmup: Duration::from_secs(6),
+            max_members: 10_000,
+            max_keys_per_gateway: 4_000_000,
         }
     }
 
@@ -55,6 +63,9 @@ impl RegistryConfig {
         }
         if self.ack_timeout.is_zero() {
             return Err(ConfigError::Timing("ack timeout must be positive"));
+        }
+        if self.max_members == 0 || self.max_keys_per_gateway == 0 {
+            return Err(ConfigError::Timing("member and key limits must be at least 1"));
         }
         Ok(())
     }

@@ -18,6 +18,8 @@ use crate::state::{Input, OUTBOUND_QUEUE, State};
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest member address or name: every member receives every other's in each membership.
+const MAX_LABEL_BYTES: usize = 256;
 
 pub(crate) struct RegistryService {
     inputs: mpsc::Sender<Input>,
@@ -59,6 +61,11 @@ impl Registry for RegistryService {
         }
         if kind == MemberKind::Gateway && member.addr.is_empty() {
             return Err(ErrorCode::BadRequest.status("a gateway must announce its internal address"));
+        }
+        if member.addr.len() > MAX_LABEL_BYTES || member.name.len() > MAX_LABEL_BYTES {
+            return Err(ErrorCode::BadRequest.status(format!(
+                "a member's address and name are at most {MAX_LABEL_BYTES} bytes"
+            )));
         }
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use gatehouse_core::NodeId;
+use gatehouse_core::limits::check_key;
 use gatehouse_proto::ErrorCode;
 use gatehouse_proto::tonic::Status;
 use gatehouse_proto::v1::{
@@ -29,8 +30,10 @@ use crate::config::RegistryConfig;
 
 /// Messages queued towards one member before it counts as too slow and is cut off.
 pub(crate) const OUTBOUND_QUEUE: usize = 1024;
-/// Entries per snapshot chunk: keeps every message far below the gRPC size limit.
-const SNAPSHOT_CHUNK: usize = 4096;
+/// Entries per route update (snapshot chunks and ordinary updates alike): with keys of at most
+/// 256 bytes, about 1 MiB, far below the gRPC size limit, whatever a resync or a departure
+/// changes at once.
+const UPDATE_CHUNK: usize = 4096;
 
 type Outbound = mpsc::Sender<Result<AttachResponse, Status>>;
 type Key = (i32, String);
@@ -143,6 +146,14 @@ impl State {
 
     fn on_attach(&mut self, session: u64, member: Member, subscribe: bool, tx: Outbound) {
         let id = member.id;
+        if !self.members.contains_key(&id) && self.members.len() >= self.config.max_members {
+            tracing::warn!(member = %NodeId(id), max = self.config.max_members, "member refused: the registry holds its maximum of members");
+            let _ = tx.try_send(Err(ErrorCode::TooManyRequests.status(format!(
+                "the registry holds its maximum of {} members",
+                self.config.max_members
+            ))));
+            return;
+        }
         let welcome = Welcome {
             registry_id: self.id.0,
             heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
@@ -213,12 +224,17 @@ impl State {
         let Some(member) = self.touch(session) else {
             return;
         };
-        let state = self.members.get_mut(&member).expect("touched member exists");
-        if state.member.kind != MemberKind::Gateway as i32 {
+        if self.members[&member].member.kind != MemberKind::Gateway as i32 {
             tracing::warn!(member = %NodeId(member), "route batch from a non-gateway ignored");
             return;
         }
         let gateway = member;
+        if let Some(refusal) = self.refuse_routes(gateway, &batch) {
+            tracing::warn!(gateway = %NodeId(gateway), %refusal, "route batch refused; cutting the gateway off");
+            self.cut_off(session, ErrorCode::TooManyRequests.status(refusal));
+            return;
+        }
+        let state = self.members.get_mut(&member).expect("touched member exists");
         let mut entries = Vec::new();
         if batch.reset {
             state.staging = Some(HashSet::new());
@@ -260,6 +276,38 @@ impl State {
         self.publish(entries);
         self.pending.push_back((self.seq, session, batch.generation));
         self.confirm();
+    }
+
+    /// Why a gateway's route batch must not be applied: a key that is not a valid uid or group
+    /// name, or more keys than one gateway may hold.
+    fn refuse_routes(&self, gateway: u64, batch: &RouteBatch) -> Option<String> {
+        for change in &batch.changes {
+            if let Err(error) = check_key("route key", &change.key) {
+                return Some(error.to_string());
+            }
+        }
+        let state = self.members.get(&gateway)?;
+        let held = if batch.reset {
+            0
+        } else {
+            state.staging.as_ref().unwrap_or(&state.keys).len()
+        };
+        let added = batch.changes.iter().filter(|c| c.present).count();
+        let limit = self.config.max_keys_per_gateway;
+        (held + added > limit).then(|| format!("a gateway may announce at most {limit} keys"))
+    }
+
+    /// Ends a session with an error; the member stays until its lease ends or it re-attaches.
+    fn cut_off(&mut self, session: u64, status: Status) {
+        if let Some(state) = self.sessions.remove(&session) {
+            let _ = state.tx.try_send(Err(status));
+            if let Some(m) = self.members.get_mut(&state.member)
+                && m.session == Some(session)
+            {
+                m.session = None;
+                m.staging = None;
+            }
+        }
     }
 
     fn on_ack(&mut self, session: u64, seq: u64) {
@@ -352,27 +400,35 @@ impl State {
         self.broadcast_membership();
     }
 
-    /// Sends a change to every subscriber under a new sequence number (or, with no entries, the
-    /// current one: a flag change only).
+    /// Sends changes to every subscriber, in chunks of at most [`UPDATE_CHUNK`] entries, each
+    /// under a new sequence number (or, with no entries, one update under the current number: a
+    /// flag change only).
     fn publish(&mut self, entries: Vec<RouteEntry>) {
-        if !entries.is_empty() {
-            self.seq += 1;
-        }
-        let update = RouteUpdate {
-            seq: self.seq,
-            reset: false,
-            authoritative: self.authoritative,
-            entries,
-            partial: false,
-        };
         let subscribers: Vec<u64> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.subscribe)
             .map(|(id, _)| *id)
             .collect();
-        for session in subscribers {
-            self.send_update(session, update.clone());
+        let chunks: Vec<Vec<RouteEntry>> = if entries.is_empty() {
+            vec![Vec::new()]
+        } else {
+            entries.chunks(UPDATE_CHUNK).map(<[RouteEntry]>::to_vec).collect()
+        };
+        for chunk in chunks {
+            if !chunk.is_empty() {
+                self.seq += 1;
+            }
+            let update = RouteUpdate {
+                seq: self.seq,
+                reset: false,
+                authoritative: self.authoritative,
+                entries: chunk,
+                partial: false,
+            };
+            for session in &subscribers {
+                self.send_update(*session, update.clone());
+            }
         }
     }
 
@@ -384,7 +440,7 @@ impl State {
         let chunks: Vec<Vec<RouteEntry>> = if entries.is_empty() {
             vec![Vec::new()]
         } else {
-            entries.chunks(SNAPSHOT_CHUNK).map(<[RouteEntry]>::to_vec).collect()
+            entries.chunks(UPDATE_CHUNK).map(<[RouteEntry]>::to_vec).collect()
         };
         let last = chunks.len() - 1;
         for (index, chunk) in chunks.into_iter().enumerate() {
@@ -475,5 +531,162 @@ fn entry(key: &Key, gateway: u64, present: bool) -> RouteEntry {
         key: key.1.clone(),
         gateway,
         present,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_core::ClusterSecret;
+    use gatehouse_proto::tonic;
+    use gatehouse_proto::v1::RouteChange;
+
+    use super::*;
+
+    type Inbox = mpsc::Receiver<Result<AttachResponse, Status>>;
+
+    fn state() -> State {
+        let mut config = RegistryConfig::new("127.0.0.1:0".parse().unwrap(), ClusterSecret::random());
+        config.warmup = Duration::ZERO;
+        config.max_members = 3;
+        config.max_keys_per_gateway = 10_000;
+        State::new(NodeId(1), config)
+    }
+
+    fn member(id: u64, kind: MemberKind) -> Member {
+        Member {
+            kind: kind as i32,
+            id,
+            addr: format!("10.0.0.{id}:7100"),
+            name: String::new(),
+        }
+    }
+
+    fn attach(state: &mut State, session: u64, id: u64, kind: MemberKind) -> Inbox {
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        state.on_input(Input::Attach {
+            session,
+            member: member(id, kind),
+            subscribe: kind == MemberKind::Worker,
+            tx,
+        });
+        rx
+    }
+
+    fn routes(keys: impl Iterator<Item = String>, reset: bool, generation: u64) -> RouteBatch {
+        RouteBatch {
+            generation,
+            reset,
+            synced: reset,
+            changes: keys
+                .map(|key| RouteChange {
+                    kind: gatehouse_proto::v1::RouteKind::Uid as i32,
+                    key,
+                    present: true,
+                })
+                .collect(),
+        }
+    }
+
+    /// Everything queued for a member so far.
+    fn drain(inbox: &mut Inbox) -> Vec<Result<AttachResponse, Status>> {
+        let mut out = Vec::new();
+        while let Ok(message) = inbox.try_recv() {
+            out.push(message);
+        }
+        out
+    }
+
+    fn updates(messages: &[Result<AttachResponse, Status>]) -> Vec<&RouteUpdate> {
+        messages
+            .iter()
+            .filter_map(|m| match m.as_ref().ok()?.msg.as_ref()? {
+                attach_response::Msg::RouteUpdate(update) => Some(update),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_change_reaches_subscribers_in_bounded_chunks_and_is_confirmed_after_the_last() {
+        let mut state = state();
+        let mut worker = attach(&mut state, 1, 10, MemberKind::Worker);
+        let mut gateway = attach(&mut state, 2, 20, MemberKind::Gateway);
+        drain(&mut worker);
+        drain(&mut gateway);
+        let keys = UPDATE_CHUNK * 2 + 10;
+        state.on_input(Input::Routes {
+            session: 2,
+            batch: routes((0..keys).map(|i| format!("u{i}")), false, 7),
+        });
+        let received = drain(&mut worker);
+        let chunks = updates(&received);
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|u| u.entries.len() <= UPDATE_CHUNK));
+        assert_eq!(chunks.iter().map(|u| u.entries.len()).sum::<usize>(), keys);
+        let last = chunks.last().unwrap().seq;
+        let confirmed = |inbox: &mut Inbox| {
+            drain(inbox).into_iter().any(|m| {
+                matches!(
+                    m.unwrap().msg,
+                    Some(attach_response::Msg::BatchApplied(BatchApplied { generation: 7 }))
+                )
+            })
+        };
+        state.on_input(Input::RouteAck {
+            session: 1,
+            seq: last - 1,
+        });
+        assert!(!confirmed(&mut gateway), "not before the last chunk is acknowledged");
+        state.on_input(Input::RouteAck { session: 1, seq: last });
+        assert!(confirmed(&mut gateway));
+    }
+
+    #[test]
+    fn a_gateway_announcing_an_invalid_key_is_cut_off_and_nothing_is_published() {
+        let mut state = state();
+        let mut worker = attach(&mut state, 1, 10, MemberKind::Worker);
+        let mut gateway = attach(&mut state, 2, 20, MemberKind::Gateway);
+        drain(&mut worker);
+        drain(&mut gateway);
+        state.on_input(Input::Routes {
+            session: 2,
+            batch: routes(["ok".to_owned(), "x".repeat(300)].into_iter(), false, 1),
+        });
+        assert!(updates(&drain(&mut worker)).is_empty());
+        let ended = drain(&mut gateway);
+        assert!(matches!(ended.last(), Some(Err(status)) if status.code() == tonic::Code::ResourceExhausted));
+    }
+
+    #[test]
+    fn a_gateway_over_its_key_limit_is_cut_off() {
+        let mut state = state();
+        let mut gateway = attach(&mut state, 2, 20, MemberKind::Gateway);
+        drain(&mut gateway);
+        state.on_input(Input::Routes {
+            session: 2,
+            batch: routes((0..10_001).map(|i| format!("u{i}")), true, 1),
+        });
+        assert!(matches!(drain(&mut gateway).last(), Some(Err(_))));
+        assert!(
+            state.members[&20].keys.is_empty(),
+            "nothing of the refused batch was applied"
+        );
+    }
+
+    #[test]
+    fn members_beyond_the_limit_are_refused_and_known_ones_may_reattach() {
+        let mut state = state();
+        let _a = attach(&mut state, 1, 10, MemberKind::Worker);
+        let _b = attach(&mut state, 2, 11, MemberKind::Worker);
+        let _c = attach(&mut state, 3, 12, MemberKind::Worker);
+        let mut refused = attach(&mut state, 4, 13, MemberKind::Worker);
+        assert!(
+            matches!(drain(&mut refused).as_slice(), [Err(status)] if status.code() == tonic::Code::ResourceExhausted)
+        );
+        let mut again = attach(&mut state, 5, 10, MemberKind::Worker);
+        assert!(
+            drain(&mut again).iter().all(Result::is_ok),
+            "a member re-attaching is not a new member"
+        );
     }
 }

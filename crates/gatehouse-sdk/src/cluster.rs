@@ -8,17 +8,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use gatehouse_core::attach::{self, AttachConfig, RegistryPeer, RegistrySender};
-use gatehouse_core::limits::check_key;
+use gatehouse_core::limits::{check_close, check_key};
 use gatehouse_core::{ClientId, ClusterSecret, NodeId};
 use gatehouse_proto::ErrorCode;
 use gatehouse_proto::v1::{
     AttachRequest, BindUid, CloseConn, Command, ConnList, JoinGroup, LeaveGroup, Member, MemberKind, Query, QueryAll,
-    QueryOutput, QueryResult, RouteAck, RouteKind, SendToAll, SendToConns, SendToGroups, SendToUids, SetSession,
-    StringList, UnbindUid, Ungroup, attach_request, attach_response, command, query,
+    QueryOutput, QueryResult, RouteAck, RouteKind, SendToAll, SendToConns, SendToGroups, SendToUids, SetDeadline,
+    SetSession, StringList, UnbindUid, Ungroup, attach_request, attach_response, command, query,
 };
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,21 @@ use crate::routes::{MAX_REGISTRIES, RouteTable};
 
 /// A JSON object: the shape of a client session.
 pub type Session = Map<String, Value>;
+
+/// A deadline the gateway enforces on one connection — for example the expiry of the token the
+/// client signed in with. The gateway holds it with the connection, so it fires even if the
+/// worker that set it is gone.
+#[derive(Debug, Clone)]
+pub struct Deadline {
+    /// When the gateway closes the connection.
+    pub at: SystemTime,
+    /// A frame the gateway sends this long before `at` (for example "your token expires").
+    pub warning: Option<(Duration, Frame)>,
+    /// The close code sent at `at`: 1000, 1001, 1008, 1011-1013 or 3000-4999.
+    pub close_code: u16,
+    /// The close reason, at most 123 bytes.
+    pub close_reason: String,
+}
 
 /// How a process joins the cluster as a worker or API client.
 #[derive(Debug, Clone)]
@@ -235,33 +250,46 @@ impl Cluster {
     }
 
     /// Sends a frame to every client of the cluster except the `exclude`d ones.
+    ///
+    /// Every gateway is tried; if some cannot take the frame, the error names them (the others
+    /// got it).
     pub async fn send_to_all(&self, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
         self.routable().await;
+        let mut failures = Failures::default();
         for link in self.inner.links.iter() {
-            link.send(op(command::Op::SendToAll(SendToAll {
-                exclude: excluded_on(exclude, link.gateway),
-                payload: Some(frame.to_payload()),
-            })))?;
+            let result = checked_frame(&link, frame).and_then(|()| {
+                link.send(op(command::Op::SendToAll(SendToAll {
+                    exclude: excluded_on(&link, exclude)?,
+                    payload: Some(frame.to_payload()),
+                })))
+            });
+            failures.record(link.gateway, result);
         }
-        Ok(())
+        failures.into_result()
     }
 
     /// [`Cluster::send_to_clients`] without a future (also for [`crate::Context::reply`]).
     pub(crate) fn send_to_clients_now(&self, clients: &[ClientId], frame: &Frame) -> Result<(), ApiError> {
-        let send = |gateway: NodeId, conns: Vec<u64>| {
-            self.link_of(gateway)?.send(op(command::Op::SendToConns(SendToConns {
-                conns,
-                payload: Some(frame.to_payload()),
-            })))
+        let send = |gateway: NodeId, conns: &[u64]| {
+            let link = self.link_of(gateway)?;
+            checked_frame(&link, frame)?;
+            for chunk in conns.chunks(link.max_command_keys()) {
+                link.send(op(command::Op::SendToConns(SendToConns {
+                    conns: chunk.to_vec(),
+                    payload: Some(frame.to_payload()),
+                })))?;
+            }
+            Ok(())
         };
         if let [client] = clients {
             // The common case, a reply to one client: no map.
-            return send(client.gateway, vec![client.conn]);
+            return send(client.gateway, &[client.conn]);
         }
+        let mut failures = Failures::default();
         for (gateway, conns) in by_gateway(clients) {
-            send(gateway, conns)?;
+            failures.record(gateway, send(gateway, &conns));
         }
-        Ok(())
+        failures.into_result()
     }
 
     fn send_to_uids_now<S: AsRef<str>>(
@@ -272,10 +300,11 @@ impl Cluster {
         trusted: bool,
     ) -> Result<(), ApiError> {
         self.for_each_target(RouteKind::Uid, uids, trusted, |link, uids| {
+            checked_frame(link, frame)?;
             link.send(op(command::Op::SendToUids(SendToUids {
                 uids,
                 payload: Some(frame.to_payload()),
-                exclude: excluded_on(exclude, link.gateway),
+                exclude: excluded_on(link, exclude)?,
             })))
         })
     }
@@ -288,9 +317,10 @@ impl Cluster {
         trusted: bool,
     ) -> Result<(), ApiError> {
         self.for_each_target(RouteKind::Group, groups, trusted, |link, groups| {
+            checked_frame(link, frame)?;
             link.send(op(command::Op::SendToGroups(SendToGroups {
                 groups,
-                exclude: excluded_on(exclude, link.gateway),
+                exclude: excluded_on(link, exclude)?,
                 payload: Some(frame.to_payload()),
             })))
         })
@@ -301,42 +331,49 @@ impl Cluster {
     /// Binds a client to a uid (a client has at most one uid; a uid many clients). Returns once
     /// every worker and API client would route a send to `uid` to this client.
     pub async fn bind_uid(&self, client: ClientId, uid: &str) -> Result<(), ApiError> {
-        check_key("uid", uid)?;
-        let command = op(command::Op::BindUid(BindUid {
-            conn: client.conn,
-            uid: uid.to_owned(),
-        }));
-        self.request(client.gateway, command).await.map(drop)
+        self.key_command(client, "uid", uid, |conn, uid| {
+            command::Op::BindUid(BindUid { conn, uid })
+        })
+        .await
     }
 
     /// Unbinds a client from a uid (a no-op if it is bound to another).
     pub async fn unbind_uid(&self, client: ClientId, uid: &str) -> Result<(), ApiError> {
-        check_key("uid", uid)?;
-        let command = op(command::Op::UnbindUid(UnbindUid {
-            conn: client.conn,
-            uid: uid.to_owned(),
-        }));
-        self.request(client.gateway, command).await.map(drop)
+        self.key_command(client, "uid", uid, |conn, uid| {
+            command::Op::UnbindUid(UnbindUid { conn, uid })
+        })
+        .await
     }
 
     /// Adds a client to a group; returns once every sender would reach it (like `bind_uid`).
     pub async fn join_group(&self, client: ClientId, group: &str) -> Result<(), ApiError> {
-        check_key("group", group)?;
-        let command = op(command::Op::JoinGroup(JoinGroup {
-            conn: client.conn,
-            group: group.to_owned(),
-        }));
-        self.request(client.gateway, command).await.map(drop)
+        self.key_command(client, "group", group, |conn, group| {
+            command::Op::JoinGroup(JoinGroup { conn, group })
+        })
+        .await
     }
 
     /// Removes a client from a group.
     pub async fn leave_group(&self, client: ClientId, group: &str) -> Result<(), ApiError> {
-        check_key("group", group)?;
-        let command = op(command::Op::LeaveGroup(LeaveGroup {
-            conn: client.conn,
-            group: group.to_owned(),
-        }));
-        self.request(client.gateway, command).await.map(drop)
+        self.key_command(client, "group", group, |conn, group| {
+            command::Op::LeaveGroup(LeaveGroup { conn, group })
+        })
+        .await
+    }
+
+    /// Checks `key` and sends the command `op` builds for the client's gateway, waiting for its
+    /// answer.
+    async fn key_command(
+        &self,
+        client: ClientId,
+        what: &'static str,
+        key: &str,
+        op: impl FnOnce(u64, String) -> command::Op,
+    ) -> Result<(), ApiError> {
+        check_key(what, key)?;
+        self.request(client.gateway, self::op(op(client.conn, key.to_owned())))
+            .await
+            .map(drop)
     }
 
     /// Dissolves a group on every gateway that has members of it.
@@ -411,13 +448,30 @@ impl Cluster {
         Ok(self.query_client(client, QueryOutput::Count).await?.count > 0)
     }
 
-    /// Whether any connection is bound to `uid`.
+    /// Whether any connection is bound to `uid` (see [`Cluster::online_uids`]).
     pub async fn is_uid_online(&self, uid: &str) -> Result<bool, ApiError> {
-        Ok(!self.client_ids_by_uid(uid).await?.is_empty())
+        Ok(!self.online_uids(&[uid]).await?.is_empty())
     }
 
     /// Which of `uids` have at least one connection.
+    ///
+    /// Answered from this process's routing table, without a round trip, whenever the table is
+    /// trusted: a uid is online while some gateway announces it. A uid whose last connection
+    /// just closed may still count as online for as long as the gateway's announcement takes
+    /// to arrive (milliseconds), or, if its gateway died, until that gateway's lease expires.
+    /// While the table is not trusted (a registry warming up), the gateways are asked.
     pub async fn online_uids<S: AsRef<str>>(&self, uids: &[S]) -> Result<HashSet<String>, ApiError> {
+        for uid in uids {
+            check_key("uid", uid.as_ref())?;
+        }
+        if self.inner.routes.is_trusted() {
+            return Ok(uids
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|uid| self.inner.routes.holds(RouteKind::Uid, uid))
+                .map(str::to_owned)
+                .collect());
+        }
         Ok(self.client_ids_by_uids(uids).await?.into_keys().collect())
     }
 
@@ -527,24 +581,77 @@ impl Cluster {
 
     // ------------------------------------------------------------------ closing
 
-    /// Closes a client after everything already queued for it, optionally with a last frame.
+    /// Closes a client after everything already queued for it, optionally with a last frame
+    /// (close code 1000).
     pub async fn close_client(&self, client: ClientId, last: Option<&Frame>) -> Result<(), ApiError> {
+        self.close_client_with(client, 1000, "", last).await
+    }
+
+    /// Closes a client after everything already queued for it (and `last`, if given) with a
+    /// close code and reason: 1000, 1001, 1008 (policy violation), 1011-1013, or an
+    /// application's own code in 3000-4999; the reason is at most 123 bytes.
+    pub async fn close_client_with(
+        &self,
+        client: ClientId,
+        code: u16,
+        reason: &str,
+        last: Option<&Frame>,
+    ) -> Result<(), ApiError> {
+        let code = check_close(u32::from(code), reason).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let command = op(command::Op::CloseConn(CloseConn {
             conn: client.conn,
             last: last.map(Frame::to_payload),
             destroy: false,
+            code: u32::from(code),
+            reason: reason.to_owned(),
         }));
         self.request(client.gateway, command).await.map(drop)
     }
 
-    /// Closes a client at once, dropping whatever is queued for it.
+    /// Closes a client at once (code 1000), dropping whatever is queued for it.
     pub async fn destroy_client(&self, client: ClientId) -> Result<(), ApiError> {
         let command = op(command::Op::CloseConn(CloseConn {
             conn: client.conn,
             last: None,
             destroy: true,
+            code: 1000,
+            reason: String::new(),
         }));
         self.request(client.gateway, command).await.map(drop)
+    }
+
+    /// Sets (replacing any earlier one) or, with `None`, clears a client's [`Deadline`]. The
+    /// client's gateway enforces it: it sends the warning, then closes the connection.
+    pub async fn set_deadline(&self, client: ClientId, deadline: Option<Deadline>) -> Result<(), ApiError> {
+        let set = match &deadline {
+            None => SetDeadline {
+                conn: client.conn,
+                ..Default::default()
+            },
+            Some(deadline) => {
+                let code = check_close(u32::from(deadline.close_code), &deadline.close_reason)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let at_ms = deadline
+                    .at
+                    .duration_since(UNIX_EPOCH)
+                    .map_err(|_| ApiError::bad_request("a deadline before 1970"))?
+                    .as_millis();
+                SetDeadline {
+                    conn: client.conn,
+                    at_ms: u64::try_from(at_ms).unwrap_or(u64::MAX).max(1),
+                    warn_before_ms: deadline
+                        .warning
+                        .as_ref()
+                        .map_or(0, |(before, _)| before.as_millis().min(u128::from(u64::MAX)) as u64),
+                    warning: deadline.warning.as_ref().map(|(_, frame)| frame.to_payload()),
+                    close_code: u32::from(code),
+                    close_reason: deadline.close_reason.clone(),
+                }
+            }
+        };
+        self.request(client.gateway, op(command::Op::SetDeadline(set)))
+            .await
+            .map(drop)
     }
 
     // ------------------------------------------------------------------ plumbing
@@ -605,9 +712,11 @@ impl Cluster {
         self.inner.routes.is_trusted() || Box::pin(self.ensure_ready()).await
     }
 
-    /// Calls `send` once per gateway holding any of `keys`, with the keys it holds; with an
-    /// untrusted table (`trusted == false`) every gateway gets every key. Synchronous: nothing
-    /// on the send path waits.
+    /// Calls `send` once per gateway holding any of `keys` (more often when the keys exceed a
+    /// command's list limit), with the keys it holds; with an untrusted table
+    /// (`trusted == false`) every gateway gets every key. Every target is tried: a gateway that
+    /// fails never costs the others their copy, and the error names the ones that failed.
+    /// Synchronous: nothing on the send path waits.
     fn for_each_target<S: AsRef<str>>(
         &self,
         kind: RouteKind,
@@ -619,25 +728,30 @@ impl Cluster {
         for key in keys {
             check_key(what, key.as_ref())?;
         }
+        let mut failures = Failures::default();
+        let mut send_chunked = |link: &Arc<GatewayLink>, keys: &[String]| -> Result<(), ApiError> {
+            for chunk in keys.chunks(link.max_command_keys()) {
+                send(link, chunk.to_vec())?;
+            }
+            Ok(())
+        };
         if !trusted {
             let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
             for link in self.inner.links.iter() {
-                send(&link, keys.clone())?;
+                failures.record(link.gateway, send_chunked(&link, &keys));
             }
-            return Ok(());
+            return failures.into_result();
         }
         if let [key] = keys {
             // The common case, one uid or group: no map, no list of gateways.
             let key = key.as_ref();
-            let mut outcome = Ok(());
             self.inner.routes.for_each_gateway(kind, key, |gateway| {
-                if outcome.is_ok()
-                    && let Some(link) = self.inner.links.get(&gateway)
-                {
-                    outcome = send(&link, vec![key.to_owned()]);
-                }
+                let result = self
+                    .link_of(NodeId(gateway))
+                    .and_then(|link| send(&link, vec![key.to_owned()]));
+                failures.record(NodeId(gateway), result);
             });
-            return outcome;
+            return failures.into_result();
         }
         let mut per_gateway: HashMap<u64, Vec<String>> = HashMap::new();
         for key in keys {
@@ -646,14 +760,12 @@ impl Cluster {
             });
         }
         for (gateway, keys) in per_gateway {
-            match self.inner.links.get(&gateway) {
-                Some(link) => send(&link, keys)?,
-                None => {
-                    tracing::warn!(gateway = %NodeId(gateway), "routing table names a gateway with no link; skipped")
-                }
-            }
+            let result = self
+                .link_of(NodeId(gateway))
+                .and_then(|link| send_chunked(&link, &keys));
+            failures.record(NodeId(gateway), result);
         }
-        Ok(())
+        failures.into_result()
     }
 
     async fn query_client(&self, client: ClientId, output: QueryOutput) -> Result<QueryResult, ApiError> {
@@ -731,13 +843,78 @@ fn selector_all() -> query::Selector {
     query::Selector::All(QueryAll {})
 }
 
-/// The connections among `clients` that `gateway` holds (no allocation when there are none).
-fn excluded_on(clients: &[ClientId], gateway: NodeId) -> Vec<u64> {
-    clients
+/// The connections among `clients` that `link`'s gateway holds (no allocation when there are
+/// none), within the gateway's list limit.
+fn excluded_on(link: &GatewayLink, clients: &[ClientId]) -> Result<Vec<u64>, ApiError> {
+    let excluded: Vec<u64> = clients
         .iter()
-        .filter(|c| c.gateway == gateway)
+        .filter(|c| c.gateway == link.gateway)
         .map(|c| c.conn)
-        .collect()
+        .collect();
+    if excluded.len() > link.max_command_keys() {
+        return Err(ApiError::bad_request(format!(
+            "at most {} excluded clients per gateway",
+            link.max_command_keys()
+        )));
+    }
+    Ok(excluded)
+}
+
+/// Refuses a frame larger than `link`'s gateway writes to clients, before it is queued.
+fn checked_frame(link: &GatewayLink, frame: &Frame) -> Result<(), ApiError> {
+    let limit = link.max_frame_bytes();
+    if frame.data().len() > limit {
+        return Err(ApiError::bad_request(format!(
+            "a frame of {} bytes exceeds gateway {}'s limit of {limit} bytes",
+            frame.data().len(),
+            link.gateway
+        )));
+    }
+    Ok(())
+}
+
+/// The gateways a send could not reach, reported together once every gateway was tried.
+#[derive(Default)]
+struct Failures(Vec<(NodeId, ApiError)>);
+
+impl Failures {
+    fn record(&mut self, gateway: NodeId, result: Result<(), ApiError>) {
+        if let Err(error) = result {
+            self.0.push((gateway, error));
+        }
+    }
+
+    /// `Ok` when every gateway took its part; otherwise one error naming each gateway that
+    /// failed and why. Its code is the failures' common code, or `unavailable` when they differ.
+    fn into_result(self) -> Result<(), ApiError> {
+        let Some((_, first)) = self.0.first() else {
+            return Ok(());
+        };
+        if let [(gateway, error)] = self.0.as_slice() {
+            return Err(ApiError::new(
+                error.code,
+                format!("gateway {gateway}: {}", error.message),
+            ));
+        }
+        let code = if self.0.iter().all(|(_, e)| e.code == first.code) {
+            first.code
+        } else {
+            ErrorCode::Unavailable
+        };
+        let details: Vec<String> = self
+            .0
+            .iter()
+            .map(|(gateway, error)| format!("gateway {gateway}: {error}"))
+            .collect();
+        Err(ApiError::new(
+            code,
+            format!(
+                "{} gateways could not take the send (the others did): {}",
+                self.0.len(),
+                details.join("; ")
+            ),
+        ))
+    }
 }
 
 fn by_gateway(clients: &[ClientId]) -> HashMap<NodeId, Vec<u64>> {

@@ -38,6 +38,7 @@
 //! - [`error`] — [`ApiError`].
 //! - `routes`: the replicated uid / group → gateway table.
 //! - `link`: one self-healing stream to one gateway.
+//! - `handlers`: the handlers running for one link, one at a time per client.
 
 #![warn(missing_docs)]
 
@@ -47,10 +48,11 @@ pub mod frame;
 pub mod runtime;
 pub mod worker;
 
+mod handlers;
 mod link;
 mod routes;
 
-pub use cluster::{Cluster, ClusterConfig};
+pub use cluster::{Cluster, ClusterConfig, Deadline};
 pub use error::ApiError;
 pub use frame::Frame;
 pub use gatehouse_core::{ClientId, ClusterSecret};

@@ -5,46 +5,54 @@
 //! fail with `unavailable` when their session breaks (a reply can no longer come), never hang.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use gatehouse_core::attach::endpoint_uri;
 use gatehouse_core::backoff::Backoff;
+use gatehouse_core::batch::{self, BatchLimits};
 use gatehouse_core::secret::log_if_refused;
 use gatehouse_core::{ClusterSecret, NodeId};
-use gatehouse_proto::tonic::Code;
-use gatehouse_proto::tonic::transport::Endpoint;
+use gatehouse_proto::prost::Message as _;
+use gatehouse_proto::tonic::service::interceptor::InterceptedService;
+use gatehouse_proto::tonic::transport::{Channel, Endpoint};
+use gatehouse_proto::tonic::{Code, Streaming};
 use gatehouse_proto::v1::gateway_client::GatewayClient;
-use gatehouse_proto::v1::{Command, Event, EventAck, LinkHello, LinkUp, Reply};
+use gatehouse_proto::v1::{Command, Event, EventAck, LinkDown, LinkHello, LinkUp, Reply};
 use gatehouse_proto::{ErrorCode, MAX_GRPC_MESSAGE_BYTES};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
+use crate::handlers::{EventLoop, HandlerFuture};
 
 /// Commands and acks queued towards one gateway. A full queue means the gateway is not
 /// reading; callers then get `too_many_requests` instead of growing memory.
 const LINK_QUEUE: usize = 16 * 1024;
-/// Items packed into one `LinkUp` at most.
-const BATCH_LIMIT: usize = 512;
+/// What one `LinkUp` message carries at most: far below the gateway's 32 MiB limit, so that no
+/// batch of commands can fail the stream (single commands are bounded by the gateway's frame
+/// and list limits, checked before they are queued).
+const UP_BATCH: BatchLimits = BatchLimits {
+    items: 512,
+    bytes: 4 * 1024 * 1024,
+};
+/// The gateway's limits until its welcome says otherwise (the defaults of a gateway).
+const DEFAULT_MAX_FRAME_BYTES: u64 = 1024 * 1024;
+const DEFAULT_MAX_COMMAND_KEYS: u32 = 4096;
 /// A link down for longer than this fails sends at once instead of queueing them: the gateway
 /// is most likely gone, and a handler must not wait on it.
 const FAIL_FAST_AFTER: Duration = Duration::from_secs(1);
+
+/// A gateway client with the cluster secret attached.
+type Client = GatewayClient<InterceptedService<Channel, gatehouse_core::secret::AttachSecret>>;
 
 /// What goes up a link.
 pub(crate) enum Up {
     Command(Command),
     Ack(EventAck),
 }
-
-/// A handler run for one event: resolves to the client's connection number and the event's
-/// acknowledgement.
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = (u64, EventAck)> + Send>>;
 
 /// Runs the handlers of the events a gateway sends (workers only).
 pub(crate) trait EventSink: Send + Sync + 'static {
@@ -60,11 +68,22 @@ pub(crate) struct LinkIdentity {
     pub secret: ClusterSecret,
 }
 
+/// The receiving end of the up queue, with the item that did not fit in the last batch.
+struct UpQueue {
+    rx: mpsc::Receiver<Up>,
+    /// Kept here, not in a session's stream, so that a session that ends does not lose it.
+    carry: Option<Up>,
+}
+
 pub(crate) struct GatewayLink {
     pub gateway: NodeId,
     pub addr: String,
     up: mpsc::Sender<Up>,
-    up_rx: tokio::sync::Mutex<mpsc::Receiver<Up>>,
+    up_rx: tokio::sync::Mutex<UpQueue>,
+    /// The largest frame the gateway writes to a client (from its welcome).
+    max_frame_bytes: AtomicU64,
+    /// The most entries per list in one command (from its welcome).
+    max_command_keys: AtomicU32,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
     pub connected: AtomicBool,
@@ -88,7 +107,9 @@ impl GatewayLink {
             gateway,
             addr,
             up,
-            up_rx: tokio::sync::Mutex::new(up_rx),
+            up_rx: tokio::sync::Mutex::new(UpQueue { rx: up_rx, carry: None }),
+            max_frame_bytes: AtomicU64::new(DEFAULT_MAX_FRAME_BYTES),
+            max_command_keys: AtomicU32::new(DEFAULT_MAX_COMMAND_KEYS),
             waiting: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             connected: AtomicBool::new(false),
@@ -97,6 +118,16 @@ impl GatewayLink {
         });
         tokio::spawn(link.clone().run(identity, sink));
         link
+    }
+
+    /// The largest frame this gateway accepts for a client.
+    pub(crate) fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes.load(Ordering::Relaxed) as usize
+    }
+
+    /// The most entries one list of a command may hold on this gateway.
+    pub(crate) fn max_command_keys(&self) -> usize {
+        self.max_command_keys.load(Ordering::Relaxed).max(1) as usize
     }
 
     /// Queues a command that needs no reply.
@@ -193,11 +224,23 @@ impl GatewayLink {
         self.cancel.cancel();
     }
 
+    /// One session: connect, open the stream, check the welcome, then serve until it breaks.
     async fn session(
         self: &Arc<Self>,
         identity: &LinkIdentity,
         sink: Option<&Arc<dyn EventSink>>,
     ) -> Result<(), SessionEnd> {
+        let client = self.connect(identity).await?;
+        let mut inbound = self.open(client, identity, sink.is_some()).await?;
+        self.accept_welcome(&mut inbound).await?;
+        self.connected.store(true, Ordering::Release);
+        *self.down_since.lock().expect("down_since poisoned") = None;
+        tracing::debug!(gateway = %self.gateway, addr = %self.addr, "gateway link up");
+        self.serve(inbound, sink).await
+    }
+
+    /// Dials the gateway's internal address.
+    async fn connect(&self, identity: &LinkIdentity) -> Result<Client, SessionEnd> {
         let channel = Endpoint::from_shared(endpoint_uri(&self.addr))
             .map_err(|e| Fatal(format!("bad gateway address: {e}")))?
             .connect_timeout(Duration::from_secs(2))
@@ -209,37 +252,32 @@ impl GatewayLink {
             .connect()
             .await
             .map_err(|e| Retry(format!("connect failed: {e}")))?;
-        let mut client = GatewayClient::with_interceptor(channel, identity.secret.client_interceptor())
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        Ok(
+            GatewayClient::with_interceptor(channel, identity.secret.client_interceptor())
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
+    }
+
+    /// Opens the link stream: the hello, then batches of whatever is queued (bounded by
+    /// [`UP_BATCH`]).
+    async fn open(
+        self: &Arc<Self>,
+        mut client: Client,
+        identity: &LinkIdentity,
+        handles_events: bool,
+    ) -> Result<Streaming<LinkDown>, SessionEnd> {
         let hello = LinkUp {
             hello: Some(LinkHello {
                 member_id: identity.member.0,
-                handles_events: sink.is_some(),
+                handles_events,
                 name: identity.name.clone(),
                 expect_gateway: self.gateway.0,
             }),
             ..Default::default()
         };
-        let this = self.clone();
-        let batches = futures_util::stream::unfold(this, |link| async move {
-            let batch = {
-                let mut rx = link.up_rx.lock().await;
-                let first = rx.recv().await?;
-                let mut batch = LinkUp::default();
-                push(&mut batch, first);
-                let mut count = 1;
-                while count < BATCH_LIMIT {
-                    match rx.try_recv() {
-                        Ok(item) => {
-                            push(&mut batch, item);
-                            count += 1;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                batch
-            };
+        let batches = futures_util::stream::unfold(self.clone(), |link| async move {
+            let batch = link.next_batch().await?;
             Some((batch, link))
         });
         let outbound = futures_util::stream::once(async move { hello }).chain(batches);
@@ -252,32 +290,65 @@ impl GatewayLink {
                 _ => Retry(format!("link refused: {}", status.message())),
             }
         })?;
-        let mut inbound = response.into_inner();
+        Ok(response.into_inner())
+    }
+
+    /// Waits for the next queued item and packs it with whatever else is queued; `None` when
+    /// the queue is closed.
+    async fn next_batch(&self) -> Option<LinkUp> {
+        let mut queue = self.up_rx.lock().await;
+        let first = match queue.carry.take() {
+            Some(item) => item,
+            None => queue.rx.recv().await?,
+        };
+        let mut batch = LinkUp::default();
+        let UpQueue { rx, carry } = &mut *queue;
+        *carry = batch::fill(
+            first,
+            UP_BATCH,
+            up_size,
+            || rx.try_recv().ok(),
+            |item| push(&mut batch, item),
+        );
+        Some(batch)
+    }
+
+    /// Checks that the gateway we meant answered, and learns its limits.
+    async fn accept_welcome(&self, inbound: &mut Streaming<LinkDown>) -> Result<(), SessionEnd> {
         match inbound.message().await {
-            Ok(Some(down)) if down.welcome.as_ref().is_some_and(|w| w.gateway_id == self.gateway.0) => {}
-            Ok(Some(_)) => return Err(Fatal("a different gateway answered on this address".to_owned())),
-            Ok(None) => return Err(Retry("gateway closed the link".to_owned())),
-            Err(status) => return Err(Retry(format!("link failed: {}", status.message()))),
+            Ok(Some(LinkDown {
+                welcome: Some(welcome), ..
+            })) if welcome.gateway_id == self.gateway.0 => {
+                if welcome.max_frame_bytes > 0 {
+                    self.max_frame_bytes.store(welcome.max_frame_bytes, Ordering::Relaxed);
+                }
+                if welcome.max_command_keys > 0 {
+                    self.max_command_keys.store(welcome.max_command_keys, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Ok(Some(_)) => Err(Fatal("a different gateway answered on this address".to_owned())),
+            Ok(None) => Err(Retry("gateway closed the link".to_owned())),
+            Err(status) => Err(Retry(format!("link failed: {}", status.message()))),
         }
-        self.connected.store(true, Ordering::Release);
-        *self.down_since.lock().expect("down_since poisoned") = None;
-        tracing::debug!(gateway = %self.gateway, addr = %self.addr, "gateway link up");
+    }
+
+    /// Serves the session: replies to their waiters, events to their handlers, handlers'
+    /// acknowledgements back up; until the stream breaks.
+    async fn serve(
+        self: &Arc<Self>,
+        mut inbound: Streaming<LinkDown>,
+        sink: Option<&Arc<dyn EventSink>>,
+    ) -> Result<(), SessionEnd> {
         let mut events = EventLoop::default();
         let result = loop {
             tokio::select! {
                 message = inbound.message() => match message {
                     Ok(Some(down)) => {
-                        if !down.replies.is_empty() {
-                            let mut waiting = self.waiting.lock().expect("waiting poisoned");
-                            for reply in down.replies {
-                                if let Some(tx) = waiting.remove(&reply.request_id) {
-                                    let _ = tx.send(reply);
-                                }
-                            }
-                        }
+                        self.answer(down.replies);
                         if let Some(sink) = sink {
                             for event in down.events {
-                                if let Some(ack) = events.admit(sink, self, event) {
+                                if let Some(ack) = events.admit(event, |event| sink.handle(self, event)) {
                                     self.queue_ack(ack, &mut events.overflow);
                                 }
                             }
@@ -288,7 +359,12 @@ impl GatewayLink {
                 },
                 Some((conn, ack)) = events.running.next(), if !events.running.is_empty() => {
                     self.queue_ack(ack, &mut events.overflow);
-                    for ack in events.finished(sink, self, conn) {
+                    let started = events.finished(conn, |event| match sink {
+                        Some(sink) => sink.handle(self, event),
+                        // Without a sink no handler ever ran; nothing can be queued.
+                        None => Box::pin(std::future::ready((conn, EventAck::default()))),
+                    });
+                    for ack in started {
                         self.queue_ack(ack, &mut events.overflow);
                     }
                 }
@@ -308,6 +384,19 @@ impl GatewayLink {
         result
     }
 
+    /// Hands replies to the requests waiting for them.
+    fn answer(&self, replies: Vec<Reply>) {
+        if replies.is_empty() {
+            return;
+        }
+        let mut waiting = self.waiting.lock().expect("waiting poisoned");
+        for reply in replies {
+            if let Some(tx) = waiting.remove(&reply.request_id) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
     /// Queues an acknowledgement without waiting; if the queue is full it waits in `overflow`
     /// (acks must never be dropped, and the event loop must never block).
     fn queue_ack(&self, ack: EventAck, overflow: &mut VecDeque<EventAck>) {
@@ -321,74 +410,19 @@ impl GatewayLink {
     }
 }
 
-/// The handlers running for one gateway link, polled by the link's own task: no task per client,
-/// no cross-thread wake-up per event. Each client has at most one handler running; its later
-/// events wait in order.
-///
-/// A handler is polled once as soon as its event arrives: one that finishes without waiting
-/// (a relay, a reply) never enters the set of running futures, which saves that set's
-/// bookkeeping (a task allocation and a wake-up queue entry) on the common path.
-#[derive(Default)]
-struct EventLoop {
-    running: FuturesUnordered<HandlerFuture>,
-    /// Clients with a running handler, and their queued events.
-    busy: HashMap<u64, VecDeque<Event>>,
-    /// Acknowledgements waiting for room in the link's queue.
-    overflow: VecDeque<EventAck>,
-}
-
-impl EventLoop {
-    /// Starts or queues the handler of `event`; returns its acknowledgement if it finished at once.
-    fn admit(&mut self, sink: &Arc<dyn EventSink>, link: &Arc<GatewayLink>, event: Event) -> Option<EventAck> {
-        if let Some(queue) = self.busy.get_mut(&event.conn) {
-            queue.push_back(event);
-            return None;
-        }
-        let conn = event.conn;
-        let ack = self.start(sink.handle(link, event));
-        if ack.is_none() {
-            self.busy.insert(conn, VecDeque::new());
-        }
-        ack
-    }
-
-    /// A handler of `conn` finished: starts its queued events in order until one has to wait.
-    /// Returns the acknowledgements of those that finished at once.
-    fn finished(&mut self, sink: Option<&Arc<dyn EventSink>>, link: &Arc<GatewayLink>, conn: u64) -> Vec<EventAck> {
-        let mut acks = Vec::new();
-        let Some(sink) = sink else {
-            self.busy.remove(&conn);
-            return acks;
-        };
-        while let Some(event) = self.busy.get_mut(&conn).and_then(VecDeque::pop_front) {
-            match self.start(sink.handle(link, event)) {
-                Some(ack) => acks.push(ack),
-                None => return acks,
-            }
-        }
-        self.busy.remove(&conn);
-        acks
-    }
-
-    /// Polls a new handler once; if it has to wait, it joins the running set, whose next poll
-    /// registers the link task's waker (the first poll used a no-op waker).
-    fn start(&mut self, mut handler: HandlerFuture) -> Option<EventAck> {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match handler.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready((_, ack)) => Some(ack),
-            std::task::Poll::Pending => {
-                self.running.push(handler);
-                None
-            }
-        }
-    }
-}
-
 enum SessionEnd {
     Retry(String),
     Fatal(String),
 }
 use SessionEnd::{Fatal, Retry};
+
+/// The encoded size of one item in a `LinkUp`.
+fn up_size(item: &Up) -> usize {
+    match item {
+        Up::Command(command) => command.encoded_len() + 4,
+        Up::Ack(ack) => ack.encoded_len() + 4,
+    }
+}
 
 fn push(batch: &mut LinkUp, item: Up) {
     match item {

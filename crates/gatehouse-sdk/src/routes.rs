@@ -76,6 +76,13 @@ impl RouteTable {
         }
     }
 
+    /// Whether any gateway holds `key`.
+    pub(crate) fn holds(&self, kind: RouteKind, key: &str) -> bool {
+        self.map(kind)
+            .get(key)
+            .is_some_and(|gateways| gateways.iter().any(|(_, mask)| *mask != 0))
+    }
+
     fn map(&self, kind: RouteKind) -> &DashMap<String, Vec<(u64, u32)>> {
         match kind {
             RouteKind::Group => &self.groups,
@@ -245,5 +252,24 @@ mod tests {
         assert!(table.is_trusted());
         table.set_connected(0, false);
         assert!(!table.is_trusted());
+    }
+
+    #[test]
+    fn a_uid_is_held_while_any_registry_lists_a_gateway_for_it() {
+        let table = RouteTable::new(2);
+        table.set_connected(0, true);
+        table.set_connected(1, true);
+        assert!(!table.holds(RouteKind::Uid, "carol"));
+        table.apply(0, update(1, true, vec![(RouteKind::Uid, "carol", 3, true)]));
+        table.apply(1, update(1, true, vec![(RouteKind::Uid, "carol", 3, true)]));
+        assert!(table.holds(RouteKind::Uid, "carol"));
+        assert!(!table.holds(RouteKind::Group, "carol"), "uids and groups are separate");
+        table.apply(0, update(2, false, vec![(RouteKind::Uid, "carol", 3, false)]));
+        assert!(
+            table.holds(RouteKind::Uid, "carol"),
+            "the other registry still lists it"
+        );
+        table.apply(1, update(2, false, vec![(RouteKind::Uid, "carol", 3, false)]));
+        assert!(!table.holds(RouteKind::Uid, "carol"));
     }
 }

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::frame::Frame;
-use crate::link::{EventSink, GatewayLink, HandlerFuture};
+use crate::handlers::HandlerFuture;
+use crate::link::{EventSink, GatewayLink};
 use crate::worker::{CloseInfo, Context, Handshake, Worker};
 
 /// How a worker joins the cluster.

@@ -107,6 +107,17 @@ impl Context {
         Ok(())
     }
 
+    /// Sets or clears this client's deadline (see [`Cluster::set_deadline`]).
+    pub async fn set_deadline(&self, deadline: Option<crate::cluster::Deadline>) -> Result<(), ApiError> {
+        self.cluster.set_deadline(self.client, deadline).await
+    }
+
+    /// Closes this client, after what is already queued for it, with a close code and reason
+    /// (see [`Cluster::close_client_with`]).
+    pub async fn close(&self, code: u16, reason: &str) -> Result<(), ApiError> {
+        self.cluster.close_client_with(self.client, code, reason, None).await
+    }
+
     /// Unbinds this client from `uid` (see [`Cluster::unbind_uid`]).
     pub async fn unbind_uid(&self, uid: &str) -> Result<(), ApiError> {
         self.cluster.unbind_uid(self.client, uid).await?;

@@ -36,7 +36,23 @@ impl WsClient {
 
     /// Connects, returning the HTTP refusal (status and body) instead of an error.
     pub async fn try_connect(url: &str) -> Result<std::result::Result<WsClient, Refusal>> {
-        match tokio_tungstenite::connect_async_with_config(url, None, true).await {
+        WsClient::try_connect_with_headers(url, &[]).await
+    }
+
+    /// Connects with extra request headers, returning the HTTP refusal instead of an error.
+    pub async fn try_connect_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<std::result::Result<WsClient, Refusal>> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().append(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())?,
+                value.parse()?,
+            );
+        }
+        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
             Ok((socket, _)) => Ok(Ok(WsClient { socket })),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
@@ -118,6 +134,23 @@ impl WsClient {
                 Err(Refusal::Closed(code)) => return Ok(code),
                 Err(other) => bail!("unexpected {other:?}"),
                 Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Waits for the server to close the connection, skipping data frames; returns the close
+    /// code and reason (1006 and an empty reason when TCP ended without a Close frame).
+    pub async fn expect_close_frame(&mut self) -> Result<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .map_err(|_| anyhow!("no close within {RECV_TIMEOUT:?}"))?;
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => return Ok((u16::from(frame.code), frame.reason.to_string())),
+                Some(Ok(Message::Close(None))) => return Ok((1005, String::new())),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Ok((1006, String::new())),
             }
         }
     }

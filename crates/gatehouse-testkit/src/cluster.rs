@@ -9,6 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::TEST_SECRET;
 use crate::process::Process;
 
+/// The apps a worker runs only with `--allow-unauthenticated`.
+pub const UNAUTHENTICATED_APPS: [&str; 2] = ["relay", "api"];
+
 /// Describes a cluster to start.
 pub struct ClusterBuilder {
     registries: usize,
@@ -72,6 +75,10 @@ impl Cluster {
             "--cluster-secret".into(),
             TEST_SECRET.into(),
         ];
+        if UNAUTHENTICATED_APPS.contains(&app) {
+            // The test apps authenticate nobody; a worker refuses to run them unless told.
+            args.push("--allow-unauthenticated".into());
+        }
         args.extend(self.worker_args.iter().cloned());
         let mut worker = Process::start(&name, args, &[]).await?;
         worker.wait_for_log("worker started", Duration::from_secs(10)).await?;
@@ -124,6 +131,14 @@ impl Cluster {
 }
 
 impl ClusterBuilder {
+    /// The registries' lease (the tests' default is 2 s, to keep failure tests quick).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        if let Some(at) = self.registry_args.iter().position(|a| a == "--lease") {
+            self.registry_args[at + 1] = format!("{}ms", lease.as_millis());
+        }
+        self
+    }
+
     /// Number of registries.
     pub fn registries(mut self, count: usize) -> Self {
         self.registries = count;

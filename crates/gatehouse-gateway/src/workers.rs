@@ -1,0 +1,157 @@
+//! The workers (and API clients) attached to this gateway: one [`WorkerLink`] per stream, and the
+//! [`WorkerSet`] of those that take client events.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use gatehouse_core::{NodeId, hrw};
+use gatehouse_proto::v1::{Event, Reply};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What flows from the gateway to one attached worker.
+pub(crate) enum Down {
+    /// A client event (numbered per connection; acknowledged by the worker).
+    Event(Event),
+    /// The answer to a command that asked for one.
+    Reply(Reply),
+}
+
+/// How old a link must be before an absent membership entry may drop it: the registries'
+/// membership that lists a worker may still be in flight when its link attaches.
+pub(crate) const MEMBERSHIP_GRACE: Duration = Duration::from_secs(2);
+
+/// One attached worker (or API client) stream.
+pub(crate) struct WorkerLink {
+    /// The peer's member id (random per process start).
+    pub member: u64,
+    /// The peer's label for logs (its app name).
+    pub name: String,
+    /// Workers take client events; API clients only send commands.
+    pub handles_events: bool,
+    /// Towards the peer. Unbounded by type, bounded in practice: events are limited per
+    /// connection and per gateway by the unacknowledged windows, replies by the requests the
+    /// peer has in flight.
+    pub down: mpsc::UnboundedSender<Down>,
+    /// Cleared when the stream breaks: connections then move to another worker.
+    alive: AtomicBool,
+    /// Cancelled to drop the link (worker left the cluster, gateway shutting down).
+    pub cancel: CancellationToken,
+    /// When the link attached (see [`MEMBERSHIP_GRACE`]).
+    pub attached_at: tokio::time::Instant,
+}
+
+impl WorkerLink {
+    /// A live link.
+    pub(crate) fn new(
+        member: u64,
+        name: String,
+        handles_events: bool,
+        down: mpsc::UnboundedSender<Down>,
+        cancel: CancellationToken,
+    ) -> WorkerLink {
+        WorkerLink {
+            member,
+            name,
+            handles_events,
+            down,
+            alive: AtomicBool::new(true),
+            cancel,
+            attached_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether the stream is still up.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Marks the stream broken.
+    pub(crate) fn mark_dead(&self) {
+        self.alive.store(false, Ordering::Release);
+    }
+
+    /// The member id as a [`NodeId`], for logs.
+    pub(crate) fn node(&self) -> NodeId {
+        NodeId(self.member)
+    }
+}
+
+/// The live workers that take events, as an immutable snapshot swapped on change: read once per
+/// connection (to pick its worker), not per message.
+#[derive(Default)]
+pub(crate) struct WorkerSet {
+    live: RwLock<Arc<Vec<Arc<WorkerLink>>>>,
+}
+
+impl WorkerSet {
+    /// The current live workers.
+    pub(crate) fn snapshot(&self) -> Arc<Vec<Arc<WorkerLink>>> {
+        self.live.read().expect("worker set poisoned").clone()
+    }
+
+    /// Adds a worker.
+    pub(crate) fn add(&self, link: Arc<WorkerLink>) {
+        let mut live = self.live.write().expect("worker set poisoned");
+        let mut next: Vec<Arc<WorkerLink>> = live.iter().cloned().collect();
+        next.push(link);
+        *live = Arc::new(next);
+    }
+
+    /// Removes a worker.
+    pub(crate) fn remove(&self, link: &Arc<WorkerLink>) {
+        let mut live = self.live.write().expect("worker set poisoned");
+        let next: Vec<Arc<WorkerLink>> = live.iter().filter(|l| !Arc::ptr_eq(l, link)).cloned().collect();
+        *live = Arc::new(next);
+    }
+
+    /// The number of live workers.
+    pub(crate) fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    /// The worker rendezvous hashing picks for `key` among the live ones.
+    pub(crate) fn pick(&self, key: &[u8]) -> Option<Arc<WorkerLink>> {
+        let live = self.snapshot();
+        hrw::pick(key, &live, |w| w.member).map(|index| live[index].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(member: u64) -> Arc<WorkerLink> {
+        let (down, _) = mpsc::unbounded_channel();
+        Arc::new(WorkerLink::new(
+            member,
+            format!("w{member}"),
+            true,
+            down,
+            CancellationToken::new(),
+        ))
+    }
+
+    #[test]
+    fn a_key_keeps_its_worker_until_that_worker_leaves() {
+        let set = WorkerSet::default();
+        assert!(set.pick(b"client").is_none(), "no worker, no choice");
+        let (a, b, c) = (link(1), link(2), link(3));
+        for l in [&a, &b, &c] {
+            set.add(l.clone());
+        }
+        let chosen = set.pick(b"client").unwrap();
+        let other = if chosen.member == 1 { &b } else { &a };
+        set.remove(other);
+        assert_eq!(
+            set.pick(b"client").unwrap().member,
+            chosen.member,
+            "another worker leaving changes nothing"
+        );
+        set.remove(&chosen);
+        let next = set.pick(b"client").unwrap();
+        assert_ne!(next.member, chosen.member);
+        assert_eq!(set.len(), 1);
+    }
+}
