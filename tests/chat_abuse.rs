@@ -348,3 +348,70 @@ async fn a_cid_reused_for_another_message_is_refused_not_dropped() -> Result<()>
     );
     Ok(())
 }
+
+/// The lock-out attack of issue #10: eve piles maximal messages on bob (4,000 × U+0001 each,
+/// about 24 KB of JSON), more than a megabyte in all, so that one `sync` answer was larger
+/// than any frame the gateway writes and bob's connection died at every reconnect. Replies
+/// now page by bytes: every frame fits the reply budget (256 KiB by default), bob stays
+/// connected, and gets every message, in order, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pile_of_maximal_messages_cannot_lock_a_user_out() -> Result<()> {
+    const PILE: usize = 50;
+    const BUDGET: usize = 256 * 1024;
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut eve = ChatClient::connect_as(&cluster.ws_url(0), "eve").await?;
+    let bob = ChatClient::connect_as(&cluster.ws_url(1), "bob").await?;
+    bob.ws.close().await?;
+    let heavy = "\u{1}".repeat(4000);
+    for i in 0..PILE {
+        let ack = eve.send_to("bob", &heavy, &format!("heavy-{i}")).await?;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+
+    let mut bob = ChatClient::connect_as(&cluster.ws_url(1), "bob").await?;
+    let mut cursors = serde_json::Map::new();
+    let mut received = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (page, bytes) = bob
+            .request_sized(json!({"type": "sync", "cursors": cursors.clone(), "limit": 1000}))
+            .await?;
+        assert_eq!(page["type"], "sync", "{page}");
+        assert!(bytes <= BUDGET, "a sync frame of {bytes} bytes");
+        pages += 1;
+        for message in page["messages"].as_array().cloned().unwrap_or_default() {
+            cursors.insert(
+                message["conversation"].as_str().unwrap_or_default().to_owned(),
+                message["seq"].clone(),
+            );
+            received.push(message);
+        }
+        if page["more"] != json!(true) {
+            break;
+        }
+        assert!(pages <= PILE, "sync makes progress");
+    }
+    assert!(pages >= 5, "{pages} pages for {PILE} messages of 24 KB");
+    let seqs: Vec<i64> = received.iter().filter_map(|m| m["seq"].as_i64()).collect();
+    assert_eq!(seqs, (1..=PILE as i64).collect::<Vec<_>>());
+    assert!(received.iter().all(|m| m["text"] == json!(heavy)));
+
+    let (history, bytes) = bob
+        .request_sized(json!({"type": "history", "conversation": "d:bob:eve", "limit": 200}))
+        .await?;
+    assert!(bytes <= BUDGET, "a history frame of {bytes} bytes");
+    let page = history["messages"].as_array().map(Vec::len).unwrap_or_default();
+    assert!(
+        page > 0 && page < PILE && history["more"] == json!(true),
+        "{page} messages, more: {}",
+        history["more"]
+    );
+    assert_eq!(
+        history["messages"][page - 1]["seq"],
+        json!(PILE),
+        "the newest page ends with the newest message"
+    );
+    assert_eq!(bob.send_to("eve", "still here", "alive").await?["type"], "ack");
+    Ok(())
+}

@@ -9,12 +9,14 @@
 //! - [`config`] — [`ChatConfig`] and its validation.
 //! - [`auth`] — signed tokens (HS256 JWT) and the insecure dev identity.
 //! - [`protocol`] — client and server frames, error codes.
+//! - [`reply`] — [`reply::ListReply`], list replies that fit the reply byte budget.
 //! - [`service`] — [`ChatWorker`], the handlers.
 //! - [`WEB_PAGE`] — the browser client served at `/` by gateways.
 
 pub mod auth;
 pub mod config;
 pub mod protocol;
+pub mod reply;
 pub mod service;
 
 pub use config::ChatConfig;

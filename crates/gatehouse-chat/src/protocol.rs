@@ -17,6 +17,8 @@ pub const SYNC_LIMIT: (u32, u32) = (500, 1000);
 pub const HISTORY_LIMIT: (u32, u32) = (50, 200);
 /// Default and largest page of `members`.
 pub const MEMBERS_LIMIT: (u32, u32) = (200, 1000);
+/// Default and largest page of `conversations`.
+pub const CONVERSATIONS_LIMIT: (u32, u32) = (100, 500);
 
 /// The error codes of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,8 +125,13 @@ pub enum Request {
         /// Page size.
         limit: u32,
     },
-    /// List conversations with unread counts.
-    Conversations,
+    /// List conversations with unread counts, a page at a time.
+    Conversations {
+        /// Only conversations whose id sorts after this one.
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
     /// Mark read up to `seq`.
     Read {
         /// Conversation id.
@@ -237,8 +244,11 @@ pub enum Request {
         /// The user.
         uid: String,
     },
-    /// List the users one blocks.
-    Blocks,
+    /// List the users one blocks, a page at a time.
+    Blocks {
+        /// Only uids after this one.
+        after: Option<String>,
+    },
     /// List online uids.
     Online,
 }
@@ -302,7 +312,10 @@ impl Fields<'_> {
                 before: self.optional_int("before")?,
                 limit: self.limit(HISTORY_LIMIT)?,
             },
-            "conversations" => Request::Conversations,
+            "conversations" => Request::Conversations {
+                after: self.optional_conversation("after")?,
+                limit: self.limit(CONVERSATIONS_LIMIT)?,
+            },
             "read" => Request::Read {
                 conversation: self.string("conversation")?,
                 seq: self.int("seq")?,
@@ -363,7 +376,9 @@ impl Fields<'_> {
             },
             "block" => Request::Block { uid: self.uid("uid")? },
             "unblock" => Request::Unblock { uid: self.uid("uid")? },
-            "blocks" => Request::Blocks,
+            "blocks" => Request::Blocks {
+                after: self.optional_uid("after")?,
+            },
             "online" => Request::Online,
             other => return Err(ProtocolError::new(Code::UnknownType, format!("unknown type {other:?}"))),
         })
@@ -416,6 +431,18 @@ impl Fields<'_> {
             return Err(invalid(format!("{name} must be 1-64 letters, digits or _ . @ -")));
         }
         Ok(group)
+    }
+
+    fn optional_conversation(&self, name: &str) -> Result<Option<String>, ProtocolError> {
+        let Some(conversation) = self.optional_string(name)? else {
+            return Ok(None);
+        };
+        if !valid_conversation(&conversation) {
+            return Err(invalid(format!(
+                "{name} must be a conversation id: d:<uid>:<uid> or g:<group>"
+            )));
+        }
+        Ok(Some(conversation))
     }
 
     fn optional_uid(&self, name: &str) -> Result<Option<String>, ProtocolError> {
@@ -506,6 +533,18 @@ impl Fields<'_> {
             Some(_) => Err(invalid("cursors must be an object")),
         }
     }
+}
+
+/// Whether `id` is a conversation id of the chat service: `g:<group>` or `d:<uid>:<uid>` with
+/// valid names (chat uids and group ids contain neither `:` nor `%`, so no escaping occurs), at
+/// most 131 characters.
+pub fn valid_conversation(id: &str) -> bool {
+    if let Some(group) = id.strip_prefix("g:") {
+        return crate::auth::valid_uid(group);
+    }
+    id.strip_prefix("d:")
+        .and_then(|pair| pair.split_once(':'))
+        .is_some_and(|(a, b)| crate::auth::valid_uid(a) && crate::auth::valid_uid(b))
 }
 
 fn missing(name: &str) -> ProtocolError {

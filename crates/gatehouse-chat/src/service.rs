@@ -13,14 +13,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dashmap::DashSet;
 use gatehouse_sdk::{ApiError, ClientId, Context, Frame, HandlerResult, Handshake, Reject, Worker};
 use gatehouse_store::{
-    Access, ConversationRef, GroupCommitter, GroupUpdate, HistoryVisibility, InviteOutcome, NewGroup, NewMessage, Role,
-    Store, StoreError, group_conversation_id,
+    Access, ConversationRef, GroupCommitter, GroupUpdate, HistoryVisibility, InviteOutcome, MAX_PAGE, NewGroup,
+    NewMessage, Role, Store, StoreError, group_conversation_id,
 };
 use serde_json::{Map, Value, json};
 
 use crate::auth;
 use crate::config::{ChatConfig, ConfigError};
 use crate::protocol::{self, Code, ProtocolError, Request, Target};
+use crate::reply::ListReply;
 
 /// Why the chat worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,40 +59,97 @@ impl ChatWorker {
         })
     }
 
-    /// Executes one request for `uid`; returns the answer frame.
+    /// Starts a list reply of `kind` within the reply budget, with the request's `cid` and
+    /// `fields`.
+    fn list_reply(
+        &self,
+        kind: &str,
+        cid: Option<&str>,
+        fields: &[(&str, &str)],
+        list: &'static str,
+        map: Option<&'static str>,
+    ) -> ListReply {
+        let mut envelope = Map::new();
+        envelope.insert("type".to_owned(), json!(kind));
+        for (name, value) in fields {
+            envelope.insert((*name).to_owned(), json!(value));
+        }
+        if let Some(cid) = cid {
+            envelope.insert("cid".to_owned(), json!(cid));
+        }
+        ListReply::new(envelope, list, map, self.config.max_reply_bytes)
+    }
+
+    /// Finishes a page of messages; a page that could not take even its first message is a
+    /// configuration error (a stored text longer than `max_text_chars` allows), reported
+    /// loudly instead of answering an empty page that would be asked for again forever.
+    fn message_page(reply: ListReply, more: bool) -> Result<Answer, ProtocolError> {
+        if reply.is_empty() && reply.is_full() {
+            tracing::error!("a stored message does not fit max_reply_bytes; raise it");
+            return Err(ProtocolError::new(
+                Code::Internal,
+                "a stored message is larger than the server's reply limit",
+            ));
+        }
+        Ok(Answer::Frame(reply.finish(more)))
+    }
+
+    /// Executes one request for `uid`; returns the answer.
     async fn execute(
         &self,
         ctx: &Context,
         uid: &str,
         request: Request,
         cid: Option<&str>,
-    ) -> Result<Value, ProtocolError> {
+    ) -> Result<Answer, ProtocolError> {
         let cluster = ctx.cluster();
-        Ok(match request {
+        Ok(Answer::Json(match request {
             Request::Send { target, text } => return Box::pin(self.send(ctx, uid, target, text, cid)).await,
             Request::Sync { cursors, limit } => {
-                let page = self.store.sync(uid, &cursors, limit).await.map_err(store_error)?;
-                let messages: Vec<Value> = page.messages.iter().map(protocol::message).collect();
-                json!({"type": "sync", "messages": messages, "more": page.more})
+                let mut reply = self.list_reply("sync", cid, &[], "messages", None);
+                let page = self
+                    .store
+                    .sync_within(uid, &cursors, limit, &mut |m| reply.push(&protocol::message(m)))
+                    .await
+                    .map_err(store_error)?;
+                return Self::message_page(reply, page.more);
             }
             Request::History {
                 conversation,
                 before,
                 limit,
             } => {
-                let page = match self.store.history(uid, &conversation, before, limit + 1).await {
+                let mut reply = self.list_reply("history", cid, &[("conversation", &conversation)], "messages", None);
+                let more = match self
+                    .store
+                    .history_page(uid, &conversation, before, limit, &mut |m| {
+                        reply.push(&protocol::message(m))
+                    })
+                    .await
+                {
+                    Ok(page) => page.more,
                     // A direct conversation of this user with no message yet: empty, not forbidden.
-                    Err(StoreError::NotMember { .. }) if is_own_direct(&conversation, uid) => Vec::new(),
-                    other => other.map_err(store_error)?,
+                    Err(StoreError::NotMember { .. }) if is_own_direct(&conversation, uid) => false,
+                    Err(error) => return Err(store_error(error)),
                 };
-                let more = page.len() > limit as usize;
-                let skip = page.len().saturating_sub(limit as usize);
-                let messages: Vec<Value> = page.iter().skip(skip).map(protocol::message).collect();
-                json!({"type": "history", "conversation": conversation, "messages": messages, "more": more})
+                reply.reverse();
+                return Self::message_page(reply, more);
             }
-            Request::Conversations => {
-                let list = self.store.conversations_of(uid).await.map_err(store_error)?;
-                json!({"type": "conversations", "conversations": list})
+            Request::Conversations { after, limit } => {
+                let page = self
+                    .store
+                    .conversations_page(uid, after.as_deref(), limit)
+                    .await
+                    .map_err(store_error)?;
+                let mut reply = self.list_reply("conversations", cid, &[], "conversations", None);
+                let mut more = page.more;
+                for summary in &page.conversations {
+                    if !reply.push(summary) {
+                        more = true;
+                        break;
+                    }
+                }
+                return Ok(Answer::Frame(reply.finish(more)));
             }
             Request::Read { conversation, seq } => {
                 let read = self
@@ -135,14 +193,17 @@ impl ChatWorker {
                     .group_members(&group, uid, after.as_deref(), limit)
                     .await
                     .map_err(store_error)?;
-                let members: Vec<&str> = page.members.iter().map(|m| m.uid.as_str()).collect();
-                let roles: Map<String, Value> = page
-                    .members
-                    .iter()
-                    .filter(|m| m.role != Role::Member)
-                    .map(|m| (m.uid.clone(), json!(m.role)))
-                    .collect();
-                json!({"type": "members", "group": group, "members": members, "roles": roles, "more": page.more})
+                let mut reply = self.list_reply("members", cid, &[("group", &group)], "members", Some("roles"));
+                let mut more = page.more;
+                for member in &page.members {
+                    let role = json!(member.role);
+                    let entry = (member.role != Role::Member).then_some((member.uid.as_str(), &role));
+                    if !reply.push_with_entry(&member.uid, entry) {
+                        more = true;
+                        break;
+                    }
+                }
+                return Ok(Answer::Frame(reply.finish(more)));
             }
             Request::Invite { group, uid: invitee } => {
                 let outcome = self.store.invite(&group, uid, &invitee).await.map_err(store_error)?;
@@ -167,11 +228,12 @@ impl ChatWorker {
             }
             Request::Invitations => {
                 let invitations = self.store.invitations_of(uid).await.map_err(store_error)?;
-                let list: Vec<Value> = invitations
+                let mut reply = self.list_reply("invitations", cid, &[], "invitations", None);
+                let pushed = invitations
                     .iter()
-                    .map(|i| json!({"group": i.group, "name": i.name, "by": i.by, "ts": i.ts_ms}))
-                    .collect();
-                json!({"type": "invitations", "invitations": list})
+                    .take_while(|i| reply.push(&json!({"group": i.group, "name": i.name, "by": i.by, "ts": i.ts_ms})))
+                    .count();
+                return Ok(Answer::Frame(reply.finish(pushed < invitations.len())));
             }
             Request::Kick { group, uid: target } => {
                 self.store.kick(&group, uid, &target).await.map_err(store_error)?;
@@ -227,15 +289,23 @@ impl ChatWorker {
                 self.store.unblock(uid, &blocked).await.map_err(store_error)?;
                 json!({"type": "block", "uid": blocked, "action": "unblocked"})
             }
-            Request::Blocks => {
-                let blocked = self.store.blocks_of(uid).await.map_err(store_error)?;
-                json!({"type": "blocks", "uids": blocked})
+            Request::Blocks { after } => {
+                let (blocked, mut more) = self
+                    .store
+                    .blocks_of(uid, after.as_deref(), MAX_PAGE)
+                    .await
+                    .map_err(store_error)?;
+                let mut reply = self.list_reply("blocks", cid, &[], "uids", None);
+                if blocked.iter().any(|b| !reply.push(b)) {
+                    more = true;
+                }
+                return Ok(Answer::Frame(reply.finish(more)));
             }
             Request::Online => {
                 let uids = cluster.all_uids().await.map_err(api_error)?;
                 json!({"type": "online", "uids": uids})
             }
-        })
+        }))
     }
 
     /// Stores one message, acknowledges it, then pushes it. The hot path: everything rare in
@@ -248,7 +318,7 @@ impl ChatWorker {
         target: Target,
         text: String,
         cid: Option<&str>,
-    ) -> Result<Value, ProtocolError> {
+    ) -> Result<Answer, ProtocolError> {
         let cluster = ctx.cluster();
         let cid = cid.expect("parse requires a cid for send").to_owned();
         let conversation = match target {
@@ -299,7 +369,7 @@ impl ChatWorker {
             (None, None) => Ok(()),
         }
         .map_err(api_error)?;
-        Ok(Value::Null)
+        Ok(Answer::Done)
     }
 
     /// Whether `uid` has ever signed in (cached once true).
@@ -438,18 +508,48 @@ impl Worker for ChatWorker {
             // queries): boxed, so that state is not allocated for every message.
             (Ok(request), Some(uid)) => Box::pin(self.execute(ctx, &uid, request, cid)).await,
         };
-        let answer = match outcome {
-            Ok(Value::Null) => return Ok(()),
-            Ok(mut answer) => {
+        let frame = match outcome {
+            Ok(Answer::Done) => return Ok(()),
+            Ok(Answer::Frame(frame)) => frame,
+            Ok(Answer::Json(mut answer)) => {
                 if let Some(cid) = cid {
                     answer["cid"] = json!(cid);
                 }
-                answer
+                self.bounded(&answer)
             }
-            Err(error) => protocol::error(&error, cid),
+            Err(error) => self.bounded(&protocol::error(&error, cid)),
         };
-        ctx.reply(Frame::json(&answer)).await?;
+        ctx.reply(frame).await?;
         Ok(())
+    }
+}
+
+/// What a handled request answers.
+enum Answer {
+    /// Nothing more: a send was answered with its ack before its pushes went out.
+    Done,
+    /// A JSON object, to which the request's `cid` is added.
+    Json(Value),
+    /// A frame built within the reply budget, `cid` included.
+    Frame(Frame),
+}
+
+impl ChatWorker {
+    /// Encodes a single-object answer. Answers are small by construction (every string in
+    /// them is bounded); one that is not is a bug, answered with `internal` instead of a frame
+    /// the gateway might refuse.
+    fn bounded(&self, answer: &Value) -> Frame {
+        let frame = Frame::json(answer);
+        if frame.data().len() <= self.config.max_reply_bytes {
+            return frame;
+        }
+        tracing::error!(
+            bytes = frame.data().len(),
+            kind = %answer["type"],
+            "an answer exceeded max_reply_bytes"
+        );
+        let error = ProtocolError::new(Code::Internal, "the answer was larger than the reply limit");
+        Frame::json(&protocol::error(&error, None))
     }
 }
 

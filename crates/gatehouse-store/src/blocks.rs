@@ -65,16 +65,26 @@ impl Store {
         Ok(removed > 0)
     }
 
-    /// Returns the users `uid` blocks, sorted (at most
-    /// [`StoreLimits::blocks_per_user`](crate::StoreLimits)).
-    pub async fn blocks_of(&self, uid: &str) -> Result<Vec<String>, StoreError> {
+    /// Returns up to `limit` (1 to [`MAX_PAGE`](crate::MAX_PAGE)) of the users `uid` blocks
+    /// with a uid after `after`, sorted, and whether more follow.
+    pub async fn blocks_of(
+        &self,
+        uid: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, bool), StoreError> {
         check_ident("uid", uid)?;
-        Ok(with_pool!(self, reader, |pool| {
+        let limit = limit.clamp(1, crate::MAX_PAGE);
+        let mut blocked: Vec<String> = with_pool!(self, reader, |pool| {
             sqlx::query_scalar(sql::BLOCKS_OF)
                 .bind(uid)
-                .bind(i64::from(self.limits.blocks_per_user))
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit) + 1)
                 .fetch_all(pool)
                 .await?
-        }))
+        });
+        let more = blocked.len() > limit as usize;
+        blocked.truncate(limit as usize);
+        Ok((blocked, more))
     }
 }

@@ -52,6 +52,7 @@ pub use error::StoreError;
 pub use groups::MAX_GROUPS_LISTED;
 pub use ids::{direct_conversation_id, group_conversation_id};
 pub use model::{
-    Appended, ConversationKind, ConversationRef, ConversationSummary, NewMessage, StoredMessage, SyncPage,
+    Appended, ConversationKind, ConversationPage, ConversationRef, ConversationSummary, HistoryPage, NewMessage,
+    StoredMessage, SyncPage,
 };
-pub use store::{BackendKind, MAX_PAGE, Store};
+pub use store::{Admit, BackendKind, MAX_PAGE, Store};

@@ -107,8 +107,26 @@ pub struct SyncPage {
     /// Missed messages, grouped by conversation (conversations in id order), ascending `seq`
     /// within each conversation.
     pub messages: Vec<StoredMessage>,
-    /// `true` when the limit cut the page short: the client advances its cursors with these
-    /// messages and calls again.
+    /// `true` when the limit or the budget cut the page short: the client advances its cursors
+    /// with these messages and calls again.
+    pub more: bool,
+}
+
+/// One page of a conversation's history, ascending `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryPage {
+    /// The newest messages before the requested seq that the reader may read.
+    pub messages: Vec<StoredMessage>,
+    /// `true` when older readable messages exist (ask again with `before` = the first seq).
+    pub more: bool,
+}
+
+/// One page of a user's conversation list, in id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversationPage {
+    /// The conversations after the requested id.
+    pub conversations: Vec<ConversationSummary>,
+    /// `true` when more follow (ask again with `after` = the last id).
     pub more: bool,
 }
 

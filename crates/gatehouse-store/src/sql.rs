@@ -105,13 +105,15 @@ pub(crate) const ADD_BLOCK: &str = "INSERT INTO blocks (blocker, blocked, create
 /// `$1` no longer blocks `$2`.
 pub(crate) const DELETE_BLOCK: &str = "DELETE FROM blocks WHERE blocker = $1 AND blocked = $2";
 
-/// The users `$1` blocks, in uid order, at most `$2`.
-pub(crate) const BLOCKS_OF: &str = "SELECT blocked FROM blocks WHERE blocker = $1 ORDER BY blocked LIMIT $2";
+/// The users `$1` blocks after uid `$2`, in uid order, at most `$3`.
+pub(crate) const BLOCKS_OF: &str =
+    "SELECT blocked FROM blocks WHERE blocker = $1 AND blocked > $2 ORDER BY blocked LIMIT $3";
 
-/// Lists user `$1`'s conversations with counters and read markers.
+/// Lists user `$1`'s conversations after id `$2` with counters and read markers, in id order,
+/// at most `$3`.
 pub(crate) const SUMMARIES: &str = "SELECT c.id, c.name, c.last_seq, m.read_seq \
      FROM members AS m JOIN conversations AS c ON c.id = m.conversation_id \
-     WHERE m.uid = $1 ORDER BY c.id";
+     WHERE m.uid = $1 AND m.conversation_id > $2 ORDER BY m.conversation_id LIMIT $3";
 
 /// Lists user `$1`'s conversations with their `last_seq` and the seq at and below which the user
 /// may not read (`joined` history: the group's `last_seq` when it joined; else 0).

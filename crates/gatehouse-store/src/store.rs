@@ -6,8 +6,11 @@ use std::sync::Arc;
 use crate::access::StoreLimits;
 use crate::error::StoreError;
 use crate::ids::{check_ident, check_seq, now_ms};
+use futures_util::TryStreamExt;
+
 use crate::model::{
-    Appended, ConversationSummary, CursorRow, MessageRow, NewMessage, StoredMessage, SummaryRow, SyncPage,
+    Appended, ConversationPage, ConversationSummary, CursorRow, HistoryPage, MessageRow, NewMessage, StoredMessage,
+    SummaryRow, SyncPage,
 };
 use crate::plan::Plan;
 use crate::postgres::PgBackend;
@@ -17,6 +20,10 @@ use crate::sqlite::SqliteBackend;
 /// Upper bound on `limit` for [`Store::history`] and [`Store::sync`]: one page must fit in
 /// memory and in one client frame, whatever a client asks for.
 pub const MAX_PAGE: u32 = 10_000;
+
+/// Decides, message by message in page order, whether a page has room for one more: `false`
+/// ends the page before that message (see [`Store::sync_within`], [`Store::history_page`]).
+pub type Admit<'a> = dyn FnMut(&StoredMessage) -> bool + Send + 'a;
 
 /// How often an append batch is retried after a deadlock or a conflicting concurrent insert
 /// before [`StoreError::Contention`] is returned.
@@ -300,23 +307,50 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Returns `uid`'s conversations (sorted by id) with `last_seq`, read marker and unread
-    /// count, for a client's conversation list.
+    /// Returns all of `uid`'s conversations (sorted by id) with `last_seq`, read marker and
+    /// unread count. For tools and tests; a client asks for pages ([`Store::conversations_page`]).
     pub async fn conversations_of(&self, uid: &str) -> Result<Vec<ConversationSummary>, StoreError> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map(|c: &ConversationSummary| c.id.clone());
+            let page = self.conversations_page(uid, after.as_deref(), MAX_PAGE).await?;
+            all.extend(page.conversations);
+            if !page.more {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Returns up to `limit` (1 to [`MAX_PAGE`]) of `uid`'s conversations with an id after
+    /// `after` (from the first when `None`), in id order, with `last_seq`, read marker and unread
+    /// count, for a client's conversation list.
+    pub async fn conversations_page(
+        &self,
+        uid: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ConversationPage, StoreError> {
         check_ident("uid", uid)?;
+        let limit = limit.clamp(1, MAX_PAGE);
         let rows: Vec<SummaryRow> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::SUMMARIES).bind(uid).fetch_all(pool).await?
+            sqlx::query_as(sql::SUMMARIES)
+                .bind(uid)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit) + 1)
+                .fetch_all(pool)
+                .await?
         });
-        Ok(rows.into_iter().filter_map(|row| row.into_summary(uid)).collect())
+        let more = rows.len() > limit as usize;
+        let conversations = rows
+            .into_iter()
+            .take(limit as usize)
+            .filter_map(|row| row.into_summary(uid))
+            .collect();
+        Ok(ConversationPage { conversations, more })
     }
 
     /// Returns up to `limit` messages of `conversation_id` with `seq < before_seq` (all when
-    /// `None`) that `uid` may read: the newest such messages, returned in ascending `seq` order.
-    ///
-    /// Pages backwards through history: pass the first `seq` of a page as `before_seq` to get
-    /// the page before it. Only members may read ([`StoreError::NotMember`]), and in a group with
-    /// `joined` history only what was stored after they joined. `limit` is capped at
-    /// [`MAX_PAGE`].
+    /// `None`) that `uid` may read, ascending; see [`Store::history_page`].
     pub async fn history(
         &self,
         uid: &str,
@@ -324,6 +358,32 @@ impl Store {
         before_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self
+            .history_page(uid, conversation_id, before_seq, limit, &mut |_| true)
+            .await?
+            .messages)
+    }
+
+    /// Returns the newest messages of `conversation_id` with `seq < before_seq` (all when
+    /// `None`) that `uid` may read, at most `limit` (capped at [`MAX_PAGE`]) and as many as
+    /// `admit` lets in, in ascending `seq` order.
+    ///
+    /// `admit` is asked about each message from the newest down and ends the page when it says
+    /// no: the caller's byte budget, so that one page fits one reply frame. Rows are streamed
+    /// from the database and the first one that does not fit stops the read, so a page never
+    /// holds more in memory than its budget (plus that one message). Pages backwards through
+    /// history: pass the first `seq` of a page as `before_seq` to get the page before it;
+    /// `more` says older readable messages exist. Only members may read
+    /// ([`StoreError::NotMember`]), and in a group with `joined` history only what was stored
+    /// after they joined.
+    pub async fn history_page(
+        &self,
+        uid: &str,
+        conversation_id: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+        admit: &mut Admit<'_>,
+    ) -> Result<HistoryPage, StoreError> {
         check_ident("uid", uid)?;
         if let Some(before) = before_seq {
             check_seq("before_seq", before)?;
@@ -335,19 +395,28 @@ impl Store {
             });
         };
         let before = before_seq.unwrap_or(i64::MAX);
-        let limit = i64::from(limit.min(MAX_PAGE));
-        let mut rows: Vec<MessageRow> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::VISIBLE_BEFORE)
+        let limit = limit.min(MAX_PAGE) as usize;
+        let mut messages: Vec<StoredMessage> = Vec::new();
+        let mut more = false;
+        with_pool!(self, reader, |pool| {
+            let mut rows = sqlx::query_as::<_, MessageRow>(sql::VISIBLE_BEFORE)
                 .bind(conversation_id)
                 .bind(uid)
                 .bind(before)
                 .bind(floor)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
+                .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+                .fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                let message = row.into_stored();
+                if messages.len() == limit || !admit(&message) {
+                    more = true;
+                    break;
+                }
+                messages.push(message);
+            }
         });
-        rows.reverse();
-        Ok(rows.into_iter().map(MessageRow::into_stored).collect())
+        messages.reverse();
+        Ok(HistoryPage { messages, more })
     }
 
     /// Returns the seq at and below which `uid` may not read `conversation_id`, or `None` when
@@ -362,17 +431,30 @@ impl Store {
         }))
     }
 
+    /// Returns the messages `uid` missed, at most `limit`; see [`Store::sync_within`].
+    pub async fn sync(&self, uid: &str, cursors: &HashMap<String, i64>, limit: u32) -> Result<SyncPage, StoreError> {
+        self.sync_within(uid, cursors, limit, &mut |_| true).await
+    }
+
     /// Returns the messages `uid` missed: for every conversation it is a member of, the
     /// messages it may read with `seq` above its cursor (0 when absent from `cursors`), at most
-    /// `limit` in total (capped at [`MAX_PAGE`]).
+    /// `limit` in total (capped at [`MAX_PAGE`]) and as many as `admit` lets in.
     ///
     /// Conversations come in id order and each one's messages in ascending `seq`, so a client
     /// advances `cursors[conversation]` to the last `seq` it received per conversation and
-    /// calls again while `more` is set. Because `seq` order is commit order, a cursor never
+    /// calls again while `more` is set. `admit` is asked about each message in that order and
+    /// ends the page when it says no (the caller's byte budget); rows are streamed, so the page
+    /// holds no more than that in memory. Because `seq` order is commit order, a cursor never
     /// skips a message that commits later. Cursors of conversations the user does not belong
     /// to are ignored; messages of a `joined`-history group from before the user joined are
     /// never returned.
-    pub async fn sync(&self, uid: &str, cursors: &HashMap<String, i64>, limit: u32) -> Result<SyncPage, StoreError> {
+    pub async fn sync_within(
+        &self,
+        uid: &str,
+        cursors: &HashMap<String, i64>,
+        limit: u32,
+        admit: &mut Admit<'_>,
+    ) -> Result<SyncPage, StoreError> {
         check_ident("uid", uid)?;
         for (conversation, &cursor) in cursors {
             check_seq(&format!("cursor of {conversation}"), cursor)?;
@@ -397,20 +479,35 @@ impl Store {
                 more = true;
                 break;
             }
-            let rows: Vec<MessageRow> = with_pool!(self, reader, |pool| {
-                sqlx::query_as(sql::VISIBLE_AFTER)
+            let (mut fetched, mut full) = (0, false);
+            with_pool!(self, reader, |pool| {
+                let mut rows = sqlx::query_as::<_, MessageRow>(sql::VISIBLE_AFTER)
                     .bind(&conversation.conversation_id)
                     .bind(uid)
                     .bind(cursor)
                     .bind(i64::try_from(budget).unwrap_or(i64::MAX))
-                    .fetch_all(pool)
-                    .await?
+                    .fetch(pool);
+                while let Some(row) = rows.try_next().await? {
+                    fetched += 1;
+                    let message = row.into_stored();
+                    if !admit(&message) {
+                        full = true;
+                        break;
+                    }
+                    messages.push(message);
+                }
             });
-            let reached = rows.last().map_or(cursor, |row| row.seq);
-            if rows.len() == budget && reached < conversation.last_seq {
+            if full {
+                more = true;
+                break;
+            }
+            let reached = messages
+                .last()
+                .filter(|m| m.conversation == conversation.conversation_id)
+                .map_or(cursor, |m| m.seq);
+            if fetched == budget && reached < conversation.last_seq {
                 more = true;
             }
-            messages.extend(rows.into_iter().map(MessageRow::into_stored));
         }
         Ok(SyncPage { messages, more })
     }

@@ -300,6 +300,7 @@ conformance!(
     every_cap_is_refused_with_its_typed_error,
     concurrent_joins_never_exceed_a_cap,
     existing_groups_migrate_to_invite_only_with_shared_history,
+    pages_end_where_the_callers_budget_says,
 );
 
 /// A raw connection acting as another writer, outside the store.
@@ -1573,7 +1574,10 @@ mod cases {
         ok(append_one(&store, dm("eve", "bob", "before")).await);
         assert!(store.block("bob", "eve").await.expect("block"));
         assert!(!store.block("bob", "eve").await.expect("block twice"));
-        assert_eq!(store.blocks_of("bob").await.expect("blocks"), vec!["eve"]);
+        assert_eq!(
+            store.blocks_of("bob", None, 10).await.expect("blocks"),
+            (vec!["eve".to_owned()], false)
+        );
         let results = store
             .append(vec![
                 dm("eve", "bob", "x1"),
@@ -1810,6 +1814,107 @@ mod cases {
             store.history("sly", &g, None, 10).await.expect("history").len(),
             2,
             "shared history: a newcomer reads it all"
+        );
+    }
+
+    /// Sync and history pages stop where the caller's budget says, continue from their cursor
+    /// without a gap or a repeat, and conversation lists and block lists page by id.
+    pub async fn pages_end_where_the_callers_budget_says(ctx: Ctx) {
+        let store = ctx.open().await;
+        let big = |i: usize| NewMessage {
+            text: format!("{i:02}{}", "x".repeat(998)),
+            ..dm("eve", "bob", &format!("b{i}"))
+        };
+        store
+            .append((0..10).map(big).collect())
+            .await
+            .into_iter()
+            .for_each(|r| {
+                ok(r);
+            });
+        ok(append_one(&store, dm("ann", "bob", "a1")).await);
+        // A budget of 3,000 text bytes: three 1,000-byte messages per page.
+        let budget = || {
+            let mut left = 3_000usize;
+            move |m: &gatehouse_store::StoredMessage| {
+                let fits = m.text.len() <= left;
+                left = left.saturating_sub(m.text.len());
+                fits
+            }
+        };
+        let mut cursors: HashMap<String, i64> = HashMap::new();
+        let mut pages = Vec::new();
+        loop {
+            let page = store
+                .sync_within("bob", &cursors, 1000, &mut budget())
+                .await
+                .expect("sync");
+            for m in &page.messages {
+                let cursor = cursors.entry(m.conversation.clone()).or_insert(0);
+                assert_eq!(m.seq, *cursor + 1, "no gap, no repeat");
+                *cursor = m.seq;
+            }
+            pages.push(page.messages.iter().map(|m| m.cid.clone()).collect::<Vec<_>>());
+            if !page.more {
+                break;
+            }
+            assert!(pages.len() < 20, "sync terminates");
+        }
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![3, 3, 3, 2], "d:ann:bob (a1) then d:bob:eve, three per page");
+        assert_eq!(pages[0][0], "a1");
+
+        let eb = direct_conversation_id("bob", "eve");
+        let newest = store
+            .history_page("bob", &eb, None, 50, &mut budget())
+            .await
+            .expect("history");
+        let seqs: Vec<i64> = newest.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(
+            (seqs, newest.more),
+            (vec![8, 9, 10], true),
+            "the newest that fit, ascending"
+        );
+        let oldest = store
+            .history_page("bob", &eb, Some(2), 50, &mut budget())
+            .await
+            .expect("history");
+        assert_eq!((oldest.messages.len(), oldest.more), (1, false));
+        let counted = store
+            .history_page("bob", &eb, None, 4, &mut |_| true)
+            .await
+            .expect("history");
+        assert_eq!(
+            (counted.messages.len(), counted.more),
+            (4, true),
+            "the count still bounds a page"
+        );
+
+        for peer in ["cat", "dan", "fay"] {
+            ok(append_one(&store, dm(peer, "bob", "hi")).await);
+        }
+        let first = store.conversations_page("bob", None, 2).await.expect("page");
+        let ids: Vec<&str> = first.conversations.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!((ids, first.more), (vec!["d:ann:bob", "d:bob:cat"], true));
+        let rest = store
+            .conversations_page("bob", Some("d:bob:cat"), 10)
+            .await
+            .expect("page");
+        let ids: Vec<&str> = rest.conversations.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!((ids, rest.more), (vec!["d:bob:dan", "d:bob:eve", "d:bob:fay"], false));
+        assert_eq!(store.conversations_of("bob").await.expect("all").len(), 5);
+
+        for blocked in ["cat", "dan", "fay"] {
+            store.ensure_user(blocked).await.expect("sign in");
+            store.block("bob", blocked).await.expect("block");
+        }
+        assert_eq!(
+            store.blocks_of("bob", None, 2).await.expect("blocks"),
+            (vec!["cat".to_owned(), "dan".to_owned()], true)
+        );
+        assert_eq!(
+            store.blocks_of("bob", Some("dan"), 2).await.expect("blocks"),
+            (vec!["fay".to_owned()], false)
         );
     }
 

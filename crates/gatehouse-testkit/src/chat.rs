@@ -156,10 +156,24 @@ impl ChatClient {
 
     /// Waits for the answer carrying `cid`, keeping pushed messages for later.
     pub async fn answer_for(&mut self, cid: &str) -> Result<Value> {
+        Ok(self.sized_answer_for(cid).await?.0)
+    }
+
+    /// Sends a request with a fresh `cid` and returns its answer and the answer frame's size in
+    /// bytes (for tests of the reply budget).
+    pub async fn request_sized(&mut self, mut frame: Value) -> Result<(Value, usize)> {
+        let cid = self.cid();
+        frame["cid"] = json!(cid);
+        self.send_raw(&frame).await?;
+        self.sized_answer_for(&cid).await
+    }
+
+    async fn sized_answer_for(&mut self, cid: &str) -> Result<(Value, usize)> {
         loop {
-            let frame = self.ws.recv_json().await?;
+            let text = self.ws.recv_text().await?;
+            let frame: Value = serde_json::from_str(&text).map_err(|e| anyhow!("not json ({e}): {text}"))?;
             if frame["cid"] == json!(cid) && frame["type"] != "message" {
-                return Ok(frame);
+                return Ok((frame, text.len()));
             }
             self.pending.push_back(frame);
         }
