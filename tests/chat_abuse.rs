@@ -415,3 +415,62 @@ async fn a_pile_of_maximal_messages_cannot_lock_a_user_out() -> Result<()> {
     assert_eq!(bob.send_to("eve", "still here", "alive").await?["type"], "ack");
     Ok(())
 }
+
+/// Every client-supplied collection and string has a bound, refused with a precise code:
+/// `limit_exceeded` names the bound and its value; nothing unbounded is quoted back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_collections_and_strings_are_refused_with_precise_codes() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut max = ChatClient::connect_as(&cluster.ws_url(0), "max").await?;
+    let cursors: serde_json::Map<String, Value> = (0..1001).map(|i| (format!("g:c{i}"), json!(0))).collect();
+    let answer = refused(&mut max, json!({"type": "sync", "cursors": cursors}), "limit_exceeded").await?;
+    assert_eq!(
+        (answer["limit"].as_str(), answer["max"].as_u64()),
+        (Some("cursors"), Some(1000))
+    );
+    let answer = refused(
+        &mut max,
+        json!({"type": "create_group", "group": "g", "name": "n".repeat(101)}),
+        "limit_exceeded",
+    )
+    .await?;
+    assert_eq!(
+        (answer["limit"].as_str(), answer["max"].as_u64()),
+        (Some("name_chars"), Some(100))
+    );
+    refused(
+        &mut max,
+        json!({"type": "history", "conversation": "g:../../etc"}),
+        "invalid_field",
+    )
+    .await?;
+    refused(&mut max, json!({"type": "sync", "cursors": {"x": 1}}), "invalid_field").await?;
+    refused(
+        &mut max,
+        json!({"type": "create_group", "group": "g".repeat(65)}),
+        "invalid_field",
+    )
+    .await?;
+    max.ws
+        .send_json(&json!({"type": "conversations", "cid": "c".repeat(5000)}))
+        .await?;
+    let answer = max.ws.recv_json().await?;
+    assert_eq!(
+        (answer["code"].as_str(), answer["cid"].clone()),
+        (Some("invalid_field"), Value::Null)
+    );
+    max.ws.send_json(&json!({"type": "t".repeat(20000)})).await?;
+    let answer = max.ws.recv_text().await?;
+    assert!(
+        answer.len() < 512,
+        "an unknown type is not quoted back in full: {answer}"
+    );
+    // 1000 cursors are fine.
+    let cursors: serde_json::Map<String, Value> = (0..1000).map(|i| (format!("g:c{i}"), json!(0))).collect();
+    assert_eq!(
+        max.request(json!({"type": "sync", "cursors": cursors})).await?["type"],
+        "sync"
+    );
+    Ok(())
+}

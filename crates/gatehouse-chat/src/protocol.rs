@@ -11,6 +11,12 @@ use serde_json::{Map, Value, json};
 
 /// Longest `cid`, in characters.
 pub const MAX_CID_CHARS: usize = 64;
+/// Most entries in a `sync` request's `cursors`. A client with more conversations leaves some
+/// out (they are caught up from their start, or from when the user joined); the gateway's
+/// message size limit (64 KiB) holds about 450 of the longest ids anyway.
+pub const MAX_CURSORS: usize = 1000;
+/// Longest unknown `type` quoted back in an `unknown_type` error, in characters.
+const MAX_QUOTED_CHARS: usize = 32;
 /// Default and largest page of a `sync`.
 pub const SYNC_LIMIT: (u32, u32) = (500, 1000);
 /// Default and largest page of a `history`.
@@ -65,6 +71,40 @@ pub enum Code {
     Unavailable,
     /// A bug.
     Internal,
+}
+
+impl Code {
+    /// Every code, for documentation checks and tests.
+    pub const ALL: &'static [Code] = &[
+        Code::BadJson,
+        Code::UnknownType,
+        Code::MissingField,
+        Code::InvalidField,
+        Code::EmptyText,
+        Code::TextTooLong,
+        Code::UnknownRecipient,
+        Code::CidConflict,
+        Code::NotMember,
+        Code::UnknownGroup,
+        Code::GroupExists,
+        Code::NotInvited,
+        Code::Banned,
+        Code::Forbidden,
+        Code::Blocked,
+        Code::UnknownUser,
+        Code::LimitExceeded,
+        Code::Overloaded,
+        Code::Unavailable,
+        Code::Internal,
+    ];
+
+    /// The code as it appears in error frames.
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
 }
 
 /// A refused request: code, human message, and fields some codes carry (`limit_exceeded`:
@@ -287,9 +327,24 @@ pub fn parse(text: &str, max_text_chars: usize) -> Parsed {
             };
         }
     };
-    let cid = object.get("cid").and_then(Value::as_str).map(str::to_owned);
+    // Only a valid cid is echoed: an answer never quotes more of the client than it allows.
+    let cid = match object.get("cid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(cid)) if valid_cid(cid) => Some(cid.clone()),
+        Some(_) => {
+            return Parsed {
+                cid: None,
+                request: Err(invalid(format!("cid must be 1-{MAX_CID_CHARS} printable characters"))),
+            };
+        }
+    };
     let request = Fields(&object).request(max_text_chars);
     Parsed { cid, request }
+}
+
+/// Whether `cid` is 1–64 characters without control characters.
+pub fn valid_cid(cid: &str) -> bool {
+    !cid.is_empty() && cid.chars().count() <= MAX_CID_CHARS && !cid.chars().any(char::is_control)
 }
 
 struct Fields<'a>(&'a Map<String, Value>);
@@ -308,7 +363,7 @@ impl Fields<'_> {
                 limit: self.limit(SYNC_LIMIT)?,
             },
             "history" => Request::History {
-                conversation: self.string("conversation")?,
+                conversation: self.conversation("conversation")?,
                 before: self.optional_int("before")?,
                 limit: self.limit(HISTORY_LIMIT)?,
             },
@@ -317,7 +372,7 @@ impl Fields<'_> {
                 limit: self.limit(CONVERSATIONS_LIMIT)?,
             },
             "read" => Request::Read {
-                conversation: self.string("conversation")?,
+                conversation: self.conversation("conversation")?,
                 seq: self.int("seq")?,
             },
             "create_group" => Request::CreateGroup {
@@ -380,7 +435,14 @@ impl Fields<'_> {
                 after: self.optional_uid("after")?,
             },
             "online" => Request::Online,
-            other => return Err(ProtocolError::new(Code::UnknownType, format!("unknown type {other:?}"))),
+            other => {
+                let quoted: String = other.chars().take(MAX_QUOTED_CHARS).collect();
+                let ellipsis = if quoted.len() < other.len() { "…" } else { "" };
+                return Err(ProtocolError::new(
+                    Code::UnknownType,
+                    format!("unknown type {quoted:?}{ellipsis}"),
+                ));
+            }
         })
     }
 
@@ -396,10 +458,8 @@ impl Fields<'_> {
             (None, Some(_)) => Target::Group(self.group("group")?),
             (None, None) => return Err(ProtocolError::new(Code::MissingField, "a send needs to or group")),
         };
-        let cid = self.string("cid")?;
-        if cid.is_empty() || cid.chars().count() > MAX_CID_CHARS || cid.chars().any(char::is_control) {
-            return Err(invalid(format!("cid must be 1-{MAX_CID_CHARS} printable characters")));
-        }
+        // `parse` already refused an invalid cid; a send needs one.
+        self.string("cid")?;
         let text = self.string("text")?;
         if text.trim().is_empty() {
             return Err(ProtocolError::new(Code::EmptyText, "text is empty"));
@@ -431,6 +491,10 @@ impl Fields<'_> {
             return Err(invalid(format!("{name} must be 1-64 letters, digits or _ . @ -")));
         }
         Ok(group)
+    }
+
+    fn conversation(&self, name: &str) -> Result<String, ProtocolError> {
+        self.optional_conversation(name)?.ok_or_else(|| missing(name))
     }
 
     fn optional_conversation(&self, name: &str) -> Result<Option<String>, ProtocolError> {
@@ -521,15 +585,26 @@ impl Fields<'_> {
     fn cursors(&self) -> Result<HashMap<String, i64>, ProtocolError> {
         match self.0.get("cursors") {
             None | Some(Value::Null) => Ok(HashMap::new()),
-            Some(Value::Object(map)) => map
-                .iter()
-                .map(|(conversation, seq)| {
-                    seq.as_i64()
-                        .filter(|s| *s >= 0)
-                        .map(|s| (conversation.clone(), s))
-                        .ok_or_else(|| invalid("cursors map conversations to non-negative integers"))
-                })
-                .collect(),
+            Some(Value::Object(map)) => {
+                if map.len() > MAX_CURSORS {
+                    return Err(ProtocolError::limit(
+                        "cursors",
+                        MAX_CURSORS as u64,
+                        format!("cursors has {} entries, at most {MAX_CURSORS} are allowed", map.len()),
+                    ));
+                }
+                map.iter()
+                    .map(|(conversation, seq)| {
+                        if !valid_conversation(conversation) {
+                            return Err(invalid("cursors keys must be conversation ids"));
+                        }
+                        seq.as_i64()
+                            .filter(|s| *s >= 0)
+                            .map(|s| (conversation.clone(), s))
+                            .ok_or_else(|| invalid("cursors map conversations to non-negative integers"))
+                    })
+                    .collect()
+            }
             Some(_) => Err(invalid("cursors must be an object")),
         }
     }
@@ -656,6 +731,41 @@ mod tests {
         assert_eq!(code(r#"{"type":"history"}"#), Code::MissingField);
         assert_eq!(code(r#"{"type":"sync","limit":0}"#), Code::InvalidField);
         assert_eq!(code(r#"{"type":"sync","cursors":{"d:a:b":-1}}"#), Code::InvalidField);
+    }
+
+    #[test]
+    fn every_code_is_documented_in_the_protocol() {
+        let doc = include_str!("../../../docs/protocol.md");
+        for code in Code::ALL {
+            let row = format!("| `{}` |", code.as_str());
+            assert!(doc.contains(&row), "docs/protocol.md has no row for {row}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_refused_with_precise_codes() {
+        let cursors: Map<String, Value> = (0..=MAX_CURSORS).map(|i| (format!("g:c{i}"), json!(0))).collect();
+        let frame = json!({"type": "sync", "cursors": cursors}).to_string();
+        let error = parse(&frame, 10).request.unwrap_err();
+        assert_eq!(error.code, Code::LimitExceeded);
+        assert!(error.fields.contains(&("limit", json!("cursors"))));
+        assert_eq!(code(r#"{"type":"sync","cursors":{"nonsense":1}}"#), Code::InvalidField);
+        assert_eq!(code(r#"{"type":"history","conversation":"g:"}"#), Code::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"read","conversation":"d:a","seq":1}"#),
+            Code::InvalidField
+        );
+        let long_name = json!({"type": "create_group", "group": "g", "name": "n".repeat(101)}).to_string();
+        assert_eq!(parse(&long_name, 10).request.unwrap_err().code, Code::LimitExceeded);
+        let long_cid = json!({"type": "conversations", "cid": "c".repeat(65)}).to_string();
+        let parsed = parse(&long_cid, 10);
+        assert_eq!(
+            (parsed.cid, parsed.request.unwrap_err().code),
+            (None, Code::InvalidField)
+        );
+        let long_type = json!({"type": "t".repeat(5000)}).to_string();
+        let error = parse(&long_type, 10).request.unwrap_err();
+        assert!(error.message.len() < 100, "{}", error.message);
     }
 
     #[test]
