@@ -12,11 +12,19 @@ use serde_json::{Value, json};
 type Backend = ChatDatabase;
 
 async fn chat_cluster(backend: &Backend) -> Result<Cluster> {
+    chat_cluster_with(backend, &[]).await
+}
+
+/// [`chat_cluster`] with `extra` worker flags.
+async fn chat_cluster_with(backend: &Backend, extra: &[&str]) -> Result<Cluster> {
+    let url = backend.url();
+    let mut worker_args = vec!["--database-url", url.as_str()];
+    worker_args.extend_from_slice(extra);
     Cluster::builder()
         .gateways(2)
         .workers("chat", 2)
         .gateway_args(&["--insecure-dev-auth"])
-        .worker_args(&["--database-url", &backend.url()])
+        .worker_args(&worker_args)
         .start()
         .await
 }
@@ -264,7 +272,8 @@ async fn bad_input_gets_a_typed_error_and_stores_nothing(backend: Backend) -> Re
 }
 
 async fn killing_a_chat_worker_loses_no_acknowledged_message(backend: Backend) -> Result<()> {
-    let mut cluster = chat_cluster(&backend).await?;
+    // Each sender writes about 200 messages a second, ten times the per-connection default.
+    let mut cluster = chat_cluster_with(&backend, &["--chat-send-rate", "0"]).await?;
     const SENDERS: usize = 4;
     const PER_SENDER: usize = 60;
     let mut reader = ChatClient::connect_as(&cluster.ws_url(1), "sink").await?;

@@ -359,7 +359,9 @@ async fn a_pile_of_maximal_messages_cannot_lock_a_user_out() -> Result<()> {
     const PILE: usize = 50;
     const BUDGET: usize = 256 * 1024;
     let db = ChatDatabase::sqlite();
-    let cluster = chat_cluster(&db, &[]).await?;
+    // Without a send limit: the rate limit would only slow the attack down; the byte budget
+    // of the replies is what defeats it.
+    let cluster = chat_cluster(&db, &["--chat-send-rate", "0"]).await?;
     let mut eve = ChatClient::connect_as(&cluster.ws_url(0), "eve").await?;
     let bob = ChatClient::connect_as(&cluster.ws_url(1), "bob").await?;
     bob.ws.close().await?;
@@ -471,6 +473,81 @@ async fn oversized_collections_and_strings_are_refused_with_precise_codes() -> R
     assert_eq!(
         max.request(json!({"type": "sync", "cursors": cursors})).await?["type"],
         "sync"
+    );
+    Ok(())
+}
+
+/// Per-connection rate limits: a send over the limit is refused with `rate_limited` and the
+/// time to wait, nothing is stored, other requests draw from their own bucket, waiting as told
+/// works; a connection that keeps sending while refused is closed with 1008 and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_refused_with_retry_after_and_a_relentless_one_is_closed() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let limits = [
+        "--chat-send-rate",
+        "2",
+        "--chat-send-burst",
+        "3",
+        "--chat-request-rate",
+        "5",
+        "--chat-request-burst",
+        "5",
+    ];
+    let cluster = chat_cluster(&db, &limits).await?;
+    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+    let _ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
+    for i in 0..3 {
+        assert_eq!(ann.send_to("ben", "burst", &format!("b{i}")).await?["type"], "ack");
+    }
+    let refused = ann.send_to("ben", "one too many", "b3").await?;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    let wait = refused["retry_after_ms"].as_u64().unwrap_or_default();
+    assert!((1..=500).contains(&wait), "retry after {wait} ms at 2 per second");
+    assert_eq!(db.stored_messages()?, 3, "a refused send stores nothing");
+    assert_eq!(
+        ann.request(json!({"type": "conversations"})).await?["type"],
+        "conversations",
+        "other requests have their own bucket"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    assert_eq!(
+        ann.send_to("ben", "one too many", "b3").await?["type"],
+        "ack",
+        "after the wait"
+    );
+
+    // Relentless: frames without waiting for answers, far past the limit.
+    let mut flood = ChatClient::connect_as(&cluster.ws_url(1), "flood").await?;
+    for i in 0..200 {
+        if flood
+            .send_raw(&json!({"type": "conversations", "cid": format!("f{i}")}))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    let close = loop {
+        match flood.ws.recv_within(std::time::Duration::from_secs(10)).await? {
+            Ok(message) => {
+                let frame: Value = serde_json::from_str(message.to_text()?)?;
+                let key = frame["code"]
+                    .as_str()
+                    .unwrap_or(frame["type"].as_str().unwrap_or("?"))
+                    .to_owned();
+                *codes.entry(key).or_default() += 1;
+            }
+            Err(gatehouse_testkit::client::Refusal::Closed(code)) => break code,
+            Err(other) => anyhow::bail!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(close, 1008, "closed for policy violation; answers: {codes:?}");
+    assert!(codes.get("rate_limited").copied().unwrap_or_default() > 50, "{codes:?}");
+    let worker_logs: String = cluster.workers.iter().map(|w| w.log_text()).collect();
+    assert!(
+        worker_logs.contains("refused by the per-connection rate limit"),
+        "the refusals are counted in the worker's log"
     );
     Ok(())
 }

@@ -2,6 +2,8 @@
 
 use gatehouse_store::GroupCommitConfig;
 
+use crate::ratelimit::RateLimits;
+
 /// Everything the chat worker needs.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
@@ -19,6 +21,8 @@ pub struct ChatConfig {
     pub max_reply_bytes: usize,
     /// Group commit: largest batch and queue capacity.
     pub commit: GroupCommitConfig,
+    /// Per-connection rate limits (sends, other requests, when abuse closes the connection).
+    pub rate: RateLimits,
 }
 
 /// Why a chat configuration is refused.
@@ -49,6 +53,7 @@ impl ChatConfig {
             max_text_chars: 4000,
             max_reply_bytes: 256 * 1024,
             commit: GroupCommitConfig::default(),
+            rate: RateLimits::default(),
         }
     }
 

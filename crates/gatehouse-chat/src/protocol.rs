@@ -65,6 +65,8 @@ pub enum Code {
     UnknownUser,
     /// A count or size bound was reached; the error names it (`limit`) and its value (`max`).
     LimitExceeded,
+    /// Over the connection's rate limit; the error says when to retry (`retry_after_ms`).
+    RateLimited,
     /// The store's queue is full.
     Overloaded,
     /// The store or the cluster cannot be reached.
@@ -93,6 +95,7 @@ impl Code {
         Code::Blocked,
         Code::UnknownUser,
         Code::LimitExceeded,
+        Code::RateLimited,
         Code::Overloaded,
         Code::Unavailable,
         Code::Internal,

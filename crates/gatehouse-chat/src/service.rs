@@ -11,7 +11,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashSet;
-use gatehouse_sdk::{ApiError, ClientId, Context, Frame, HandlerResult, Handshake, Reject, Worker};
+use gatehouse_sdk::{ApiError, ClientId, CloseInfo, Context, Frame, HandlerResult, Handshake, Reject, Worker};
 use gatehouse_store::{
     Access, ConversationRef, GroupCommitter, GroupUpdate, HistoryVisibility, InviteOutcome, MAX_PAGE, NewGroup,
     NewMessage, Role, Store, StoreError, group_conversation_id,
@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::auth;
 use crate::config::{ChatConfig, ConfigError};
 use crate::protocol::{self, Code, ProtocolError, Request, Target};
+use crate::ratelimit::{Kind, Limiter, Verdict};
 use crate::reply::ListReply;
 
 /// Why the chat worker could not start.
@@ -42,6 +43,8 @@ pub struct ChatWorker {
     /// Uids known to have signed in. Users are never removed, so a positive answer can be kept
     /// forever and a direct message costs no lookup query.
     known_users: DashSet<String>,
+    /// Per-connection rate limits.
+    limiter: Limiter,
 }
 
 impl ChatWorker {
@@ -51,11 +54,13 @@ impl ChatWorker {
         let store = Store::open(&config.database_url).await?;
         tracing::info!(backend = ?store.backend(), "chat store ready");
         let committer = GroupCommitter::spawn(store.clone(), config.commit).await?;
+        let limiter = Limiter::new(config.rate);
         Ok(ChatWorker {
             config,
             store,
             committer,
             known_users: DashSet::new(),
+            limiter,
         })
     }
 
@@ -441,7 +446,16 @@ fn group_frame(group: &str, action: &str, uid: Option<&str>) -> Value {
     frame
 }
 
+/// The close code of a connection that kept sending while rate limited (RFC 6455: policy
+/// violation).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+
 impl Worker for ChatWorker {
+    async fn on_close(&self, ctx: &Context, _close: &CloseInfo) -> HandlerResult {
+        self.limiter.forget(ctx.client_id());
+        Ok(())
+    }
+
     async fn on_handshake(&self, ctx: &Context, handshake: &Handshake) -> Result<(), Reject> {
         let uid = auth::identify(handshake, self.config.jwt_secret.as_deref())?;
         let unavailable = |what: &str, error: &dyn std::fmt::Display| {
@@ -500,6 +514,32 @@ impl Worker for ChatWorker {
         };
         let parsed = protocol::parse(text, self.config.max_text_chars);
         let cid = parsed.cid.as_deref();
+        let kind = match &parsed.request {
+            Ok(Request::Send { .. }) => Kind::Send,
+            _ => Kind::Request,
+        };
+        match self.limiter.check(ctx.client_id(), kind) {
+            Verdict::Allowed => {}
+            Verdict::Refused { retry_after } => {
+                let retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX).max(1);
+                let mut error = ProtocolError::new(
+                    Code::RateLimited,
+                    format!("too many requests; retry in {retry_after_ms} ms"),
+                );
+                error.fields.push(("retry_after_ms", json!(retry_after_ms)));
+                ctx.reply(self.bounded(&protocol::error(&error, cid))).await?;
+                return Ok(());
+            }
+            Verdict::Abusive => {
+                let error = ProtocolError::new(
+                    Code::RateLimited,
+                    "too many requests while refused: closing the connection (1008)",
+                );
+                ctx.reply(self.bounded(&protocol::error(&error, cid))).await?;
+                ctx.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded").await?;
+                return Ok(());
+            }
+        }
         let outcome = match (parsed.request, ctx.uid()) {
             (Err(error), _) => Err(error),
             (Ok(_), None) => Err(ProtocolError::new(Code::Internal, "the connection has no uid")),

@@ -229,6 +229,20 @@ pub struct ChatArgs {
     /// HS256 secret that signs chat tokens (at least 16 bytes).
     #[arg(long, env = "GATEHOUSE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Chat messages one connection may send per second (0: unlimited); over it a send is
+    /// answered `rate_limited` with `retry_after_ms`.
+    #[arg(long = "chat-send-rate", env = "GATEHOUSE_CHAT_SEND_RATE", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().sends.per_second)]
+    pub send_rate: u32,
+    /// Chat messages one connection may send at once after a quiet period.
+    #[arg(long = "chat-send-burst", env = "GATEHOUSE_CHAT_SEND_BURST", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().sends.burst)]
+    pub send_burst: u32,
+    /// Other chat requests (sync, history, group changes, ...) per second per connection (0:
+    /// unlimited).
+    #[arg(long = "chat-request-rate", env = "GATEHOUSE_CHAT_REQUEST_RATE", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().requests.per_second)]
+    pub request_rate: u32,
+    /// Other chat requests one connection may make at once after a quiet period.
+    #[arg(long = "chat-request-burst", env = "GATEHOUSE_CHAT_REQUEST_BURST", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().requests.burst)]
+    pub request_burst: u32,
 }
 
 impl ChatArgs {
@@ -240,6 +254,14 @@ impl ChatArgs {
             .unwrap_or_else(|| default_database.to_owned());
         let mut config = gatehouse_chat::ChatConfig::new(url);
         config.jwt_secret = self.jwt_secret.clone();
+        config.rate.sends = gatehouse_chat::ratelimit::Rate {
+            per_second: self.send_rate,
+            burst: self.send_burst,
+        };
+        config.rate.requests = gatehouse_chat::ratelimit::Rate {
+            per_second: self.request_rate,
+            burst: self.request_burst,
+        };
         config
     }
 }
