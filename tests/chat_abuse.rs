@@ -551,3 +551,43 @@ async fn a_flood_is_refused_with_retry_after_and_a_relentless_one_is_closed() ->
     );
     Ok(())
 }
+
+/// `online` answers for the asker's contacts only (direct peers and fellow group members), no
+/// longer for every uid of the cluster: a stranger learns nothing of who is connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shown_to_contacts_only() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &[]).await?;
+    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+    let mut bob = ChatClient::connect_as(&cluster.ws_url(1), "bob").await?;
+    let mut cat = ChatClient::connect_as(&cluster.ws_url(1), "cat").await?;
+    let _dan = ChatClient::connect_as(&cluster.ws_url(0), "dan").await?;
+    let mut mal = ChatClient::connect_as(&cluster.ws_url(0), "mal").await?;
+    ann.send_to("bob", "hi", "h1").await?;
+    group_with(&mut ann, "team", json!({}), &mut [&mut cat]).await?;
+
+    let seen = ann.request(json!({"type": "online"})).await?;
+    assert_eq!(seen["uids"], json!(["ann", "bob", "cat"]), "{seen}");
+    assert_eq!(seen["more"], false);
+    assert_eq!(
+        bob.request(json!({"type": "online"})).await?["uids"],
+        json!(["ann", "bob"])
+    );
+    assert_eq!(
+        mal.request(json!({"type": "online"})).await?["uids"],
+        json!(["mal"]),
+        "a stranger sees only itself"
+    );
+    cat.ws.close().await?;
+    // Presence follows connections; a closed one disappears once its gateway has said so.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let seen = ann.request(json!({"type": "online"})).await?;
+        if seen["uids"] == json!(["ann", "bob"]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "cat still online: {seen}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -23,6 +23,10 @@ pub struct ChatConfig {
     pub commit: GroupCommitConfig,
     /// Per-connection rate limits (sends, other requests, when abuse closes the connection).
     pub rate: RateLimits,
+    /// Most contacts (direct peers, then fellow group members) an `online` request checks:
+    /// presence is only shown to a user's contacts, and the check costs one bounded store read
+    /// and a look-up in the local routing table.
+    pub max_online_contacts: u32,
 }
 
 /// Why a chat configuration is refused.
@@ -54,6 +58,7 @@ impl ChatConfig {
             max_reply_bytes: 256 * 1024,
             commit: GroupCommitConfig::default(),
             rate: RateLimits::default(),
+            max_online_contacts: 500,
         }
     }
 

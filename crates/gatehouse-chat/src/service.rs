@@ -307,8 +307,23 @@ impl ChatWorker {
                 return Ok(Answer::Frame(reply.finish(more)));
             }
             Request::Online => {
-                let uids = cluster.all_uids().await.map_err(api_error)?;
-                json!({"type": "online", "uids": uids})
+                // Only the asker's contacts, checked against the local routing table (no round
+                // trip to any gateway when the table is trusted).
+                let max = self.config.max_online_contacts;
+                let contacts = self.store.contacts_of(uid, max).await.map_err(store_error)?;
+                let capped = contacts.len() >= max as usize;
+                let mut online: Vec<String> = cluster
+                    .online_uids(&contacts)
+                    .await
+                    .map_err(api_error)?
+                    .into_iter()
+                    .chain([uid.to_owned()])
+                    .collect();
+                online.sort_unstable();
+                online.dedup();
+                let mut reply = self.list_reply("online", cid, &[], "uids", None);
+                let trimmed = online.iter().any(|u| !reply.push(u));
+                return Ok(Answer::Frame(reply.finish(capped || trimmed)));
             }
         }))
     }

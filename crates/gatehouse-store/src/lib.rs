@@ -55,4 +55,4 @@ pub use model::{
     Appended, ConversationKind, ConversationPage, ConversationRef, ConversationSummary, HistoryPage, NewMessage,
     StoredMessage, SyncPage,
 };
-pub use store::{Admit, BackendKind, MAX_PAGE, Store};
+pub use store::{Admit, BackendKind, CONTACT_SCAN_FACTOR, MAX_PAGE, Store};

@@ -92,6 +92,13 @@ pub(crate) const MEMBER_PAGE: &str = "SELECT o.uid, o.role, coalesce(c.owner, c.
      WHERE me.conversation_id = $1 AND me.uid = $2 AND o.conversation_id = $1 AND o.uid > $3 \
      ORDER BY o.uid LIMIT $4";
 
+/// The members of `$1`'s conversations other than `$1`, conversation by conversation in id
+/// order (so direct peers, `d:…`, before fellow group members, `g:…`), at most `$2` rows (a
+/// user shares many conversations with some: the caller keeps the distinct ones).
+pub(crate) const CONTACTS: &str = "SELECT o.uid FROM members AS me \
+     JOIN members AS o ON o.conversation_id = me.conversation_id \
+     WHERE me.uid = $1 AND o.uid <> $1 ORDER BY me.conversation_id LIMIT $2";
+
 /// Whether `$1` blocks `$2` (0 or 1).
 pub(crate) const IS_BLOCKED: &str = "SELECT count(*) FROM blocks WHERE blocker = $1 AND blocked = $2";
 
@@ -184,6 +191,7 @@ pub(crate) const SHARED: &[&str] = &[
     ADD_BLOCK,
     DELETE_BLOCK,
     BLOCKS_OF,
+    CONTACTS,
     SUMMARIES,
     CURSORS,
     FLOOR,

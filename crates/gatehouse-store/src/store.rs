@@ -25,6 +25,9 @@ pub const MAX_PAGE: u32 = 10_000;
 /// ends the page before that message (see [`Store::sync_within`], [`Store::history_page`]).
 pub type Admit<'a> = dyn FnMut(&StoredMessage) -> bool + Send + 'a;
 
+/// How many membership rows [`Store::contacts_of`] reads per contact it may return.
+pub const CONTACT_SCAN_FACTOR: usize = 20;
+
 /// How often an append batch is retried after a deadlock or a conflicting concurrent insert
 /// before [`StoreError::Contention`] is returned.
 const MAX_ATTEMPTS: u32 = 5;
@@ -510,6 +513,34 @@ impl Store {
             }
         }
         Ok(SyncPage { messages, more })
+    }
+
+    /// Returns up to `max` distinct contacts of `uid`: its direct peers first, then its fellow
+    /// group members, in conversation id order (the users whose presence it may see).
+    ///
+    /// Reads at most `max` × [`CONTACT_SCAN_FACTOR`] membership rows, so the cost is bounded
+    /// whatever the user belongs to; a user in many large groups sees the first contacts found.
+    pub async fn contacts_of(&self, uid: &str, max: u32) -> Result<Vec<String>, StoreError> {
+        check_ident("uid", uid)?;
+        let max = max.clamp(1, MAX_PAGE) as usize;
+        let scan = i64::try_from(max.saturating_mul(CONTACT_SCAN_FACTOR)).unwrap_or(i64::MAX);
+        let mut seen = std::collections::HashSet::new();
+        let mut contacts = Vec::new();
+        with_pool!(self, reader, |pool| {
+            let mut rows = sqlx::query_scalar::<_, String>(sql::CONTACTS)
+                .bind(uid)
+                .bind(scan)
+                .fetch(pool);
+            while let Some(contact) = rows.try_next().await? {
+                if seen.insert(contact.clone()) {
+                    contacts.push(contact);
+                    if contacts.len() == max {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(contacts)
     }
 
     /// Moves `uid`'s read marker in `conversation_id` forward to `seq` and returns the marker.

@@ -301,6 +301,7 @@ conformance!(
     concurrent_joins_never_exceed_a_cap,
     existing_groups_migrate_to_invite_only_with_shared_history,
     pages_end_where_the_callers_budget_says,
+    contacts_are_direct_peers_then_fellow_group_members,
 );
 
 /// A raw connection acting as another writer, outside the store.
@@ -1916,6 +1917,29 @@ mod cases {
             store.blocks_of("bob", Some("dan"), 2).await.expect("blocks"),
             (vec!["fay".to_owned()], false)
         );
+    }
+
+    pub async fn contacts_are_direct_peers_then_fellow_group_members(ctx: Ctx) {
+        let store = ctx.open().await;
+        ok(append_one(&store, dm("zed", "ann", "1")).await);
+        ok(append_one(&store, dm("ann", "bob", "2")).await);
+        ok(append_one(&store, dm("ann", "bob", "3")).await);
+        ok(append_one(&store, dm("eve", "mal", "4")).await);
+        store
+            .create_group("g", "ann", &open_shared(None))
+            .await
+            .expect("create");
+        for uid in ["bob", "cat", "dan"] {
+            store.join_group("g", uid).await.expect("join");
+        }
+        assert_eq!(
+            store.contacts_of("ann", 100).await.expect("contacts"),
+            vec!["bob", "zed", "cat", "dan"],
+            "direct peers in conversation order, then group members, each once"
+        );
+        assert_eq!(store.contacts_of("ann", 2).await.expect("contacts"), vec!["bob", "zed"]);
+        assert_eq!(store.contacts_of("mal", 100).await.expect("contacts"), vec!["eve"]);
+        assert!(store.contacts_of("nobody", 100).await.expect("contacts").is_empty());
     }
 
     pub async fn uids_with_colons_and_invalid_input(ctx: Ctx) {
