@@ -15,10 +15,11 @@ async fn chat_cluster(backend: &Backend) -> Result<Cluster> {
     chat_cluster_with(backend, &[]).await
 }
 
-/// [`chat_cluster`] with `extra` worker flags.
+/// [`chat_cluster`] with `extra` worker flags. Gateways and workers are in insecure dev mode:
+/// bare `?uid=` sign-in needs it on both.
 async fn chat_cluster_with(backend: &Backend, extra: &[&str]) -> Result<Cluster> {
     let url = backend.url();
-    let mut worker_args = vec!["--database-url", url.as_str()];
+    let mut worker_args = vec!["--database-url", url.as_str(), "--insecure-dev-auth"];
     worker_args.extend_from_slice(extra);
     Cluster::builder()
         .gateways(2)

@@ -2,15 +2,20 @@
 //! (two gateways, two chat workers, a SQLite file): every attack that worked before is refused
 //! with a typed error, and honest users keep being served.
 
-use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use gatehouse_testkit::client::Refusal;
+use gatehouse_testkit::process::gatehouse_bin;
 use gatehouse_testkit::{ChatClient, ChatDatabase, Cluster};
 use serde_json::{Value, json};
 
-/// Two gateways and two chat workers in insecure dev mode (bare `?uid=` sign-in), with `extra`
-/// worker flags.
+/// Two gateways and two chat workers in insecure dev mode (bare `?uid=` sign-in needs it on
+/// both), with `extra` worker flags.
 async fn chat_cluster(db: &ChatDatabase, extra: &[&str]) -> Result<Cluster> {
     let url = db.url();
-    let mut worker_args = vec!["--database-url", url.as_str()];
+    let mut worker_args = vec!["--database-url", url.as_str(), "--insecure-dev-auth"];
     worker_args.extend_from_slice(extra);
     Cluster::builder()
         .gateways(2)
@@ -589,5 +594,282 @@ async fn presence_is_shown_to_contacts_only() -> Result<()> {
         assert!(tokio::time::Instant::now() < deadline, "cat still online: {seen}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in
+// ---------------------------------------------------------------------------------------------
+
+/// A 32-byte HS256 secret for the token tests.
+const SECRET: &str = "test-secret-of-at-least-32-bytes";
+
+/// The test key pairs of `crates/gatehouse-chat/tests/keys` (for tests only).
+fn key(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/gatehouse-chat/tests/keys")
+        .join(name)
+}
+
+/// Runs `gatehouse ARGS` to completion; returns (exit code, stdout, stderr).
+fn gatehouse(args: &[&str]) -> Result<(Option<i32>, String, String)> {
+    let output = std::process::Command::new(gatehouse_bin())
+        .args(args)
+        .env_remove("GATEHOUSE_JWT_SECRET")
+        .env_remove("GATEHOUSE_INSECURE_DEV_AUTH")
+        .output()
+        .context("running gatehouse")?;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// A token from `gatehouse token`.
+fn token(args: &[&str]) -> Result<String> {
+    let mut all = vec!["token"];
+    all.extend_from_slice(args);
+    match gatehouse(&all)? {
+        (Some(0), token, _) => Ok(token),
+        (code, _, stderr) => bail!("gatehouse token exited with {code:?}: {stderr}"),
+    }
+}
+
+/// A cluster whose workers verify tokens with `worker` flags (no dev mode anywhere).
+async fn token_cluster(db: &ChatDatabase, worker: &[&str]) -> Result<Cluster> {
+    let url = db.url();
+    let mut worker_args = vec!["--database-url", url.as_str()];
+    worker_args.extend_from_slice(worker);
+    Cluster::builder()
+        .gateways(2)
+        .workers("chat", 2)
+        .worker_args(&worker_args)
+        .start()
+        .await
+}
+
+async fn refusal(url: &str) -> Result<(u16, String)> {
+    match ChatClient::try_connect(url).await? {
+        Err(Refusal::Http(status, reason)) => Ok((status, reason)),
+        Err(other) => bail!("{url}: {other:?}"),
+        Ok(_) => bail!("{url} was accepted"),
+    }
+}
+
+/// Dev mode needs consent on both sides: a gateway in insecure dev mode no longer makes a
+/// worker without it accept a bare `?uid=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_in_dev_mode_cannot_make_a_worker_accept_bare_uids() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let url = db.url();
+    let cluster = Cluster::builder()
+        .gateways(1)
+        .workers("chat", 1)
+        .gateway_args(&["--insecure-dev-auth"])
+        .worker_args(&["--database-url", &url])
+        .start()
+        .await?;
+    let (status, reason) = refusal(&format!("{}?uid=mallory", cluster.ws_url(0))).await?;
+    assert_eq!(status, 401, "{reason}");
+    assert!(reason.contains("worker is not in insecure dev mode"), "{reason}");
+    Ok(())
+}
+
+/// A worker refuses to start in dev mode with a production credential, and with a secret too
+/// short to be safe; `gatehouse token` refuses the short secret too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_with_a_jwt_key_and_short_secrets_are_refused_at_start() -> Result<()> {
+    let worker = |extra: &[&str]| {
+        let mut args = vec![
+            "worker",
+            "--app",
+            "chat",
+            "--registry",
+            "127.0.0.1:9",
+            "--cluster-secret",
+            "test-cluster-secret",
+            "--database-url",
+            "sqlite::memory:",
+        ];
+        args.extend_from_slice(extra);
+        gatehouse(&args)
+    };
+    let (code, _, stderr) = worker(&["--insecure-dev-auth", "--jwt-secret", SECRET])?;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("insecure dev auth"), "{stderr}");
+    let public = key("es256-public.pem");
+    let (code, _, stderr) = worker(&[
+        "--insecure-dev-auth",
+        "--jwt-public-key",
+        public.to_str().unwrap_or_default(),
+    ])?;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("insecure dev auth"), "{stderr}");
+    let (code, _, stderr) = worker(&["--jwt-secret", "only-16-bytes..."])?;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+    let (code, _, stderr) = gatehouse(&["token", "--uid", "ann", "--jwt-secret", "only-16-bytes..."])?;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+    Ok(())
+}
+
+/// ES256 tokens verified with a public key file, with the issuer and the audience checked:
+/// the right token signs in, a token for another audience or issuer, or signed with a shared
+/// secret instead of the private key, is refused with 401 and a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_key_tokens_are_checked_for_issuer_and_audience() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let public = key("es256-public.pem");
+    let private = key("es256-private.pem");
+    let private = private.to_str().unwrap_or_default();
+    let cluster = token_cluster(
+        &db,
+        &[
+            "--jwt-public-key",
+            public.to_str().unwrap_or_default(),
+            "--jwt-issuer",
+            "https://id.example",
+            "--jwt-audience",
+            "chat",
+        ],
+    )
+    .await?;
+    let ws = cluster.ws_url(0);
+    let good = token(&[
+        "--uid",
+        "ann",
+        "--jwt-private-key",
+        private,
+        "--jwt-issuer",
+        "https://id.example",
+        "--jwt-audience",
+        "chat",
+    ])?;
+    let ann = ChatClient::connect(&format!("{ws}?token={good}")).await?;
+    assert_eq!(ann.uid, "ann");
+    for (args, reason) in [
+        (
+            vec![
+                "--uid",
+                "ann",
+                "--jwt-private-key",
+                private,
+                "--jwt-issuer",
+                "https://id.example",
+                "--jwt-audience",
+                "billing",
+            ],
+            "wrong audience",
+        ),
+        (
+            vec![
+                "--uid",
+                "ann",
+                "--jwt-private-key",
+                private,
+                "--jwt-issuer",
+                "https://evil.example",
+                "--jwt-audience",
+                "chat",
+            ],
+            "wrong issuer",
+        ),
+        (
+            vec![
+                "--uid",
+                "ann",
+                "--jwt-secret",
+                SECRET,
+                "--jwt-issuer",
+                "https://id.example",
+                "--jwt-audience",
+                "chat",
+            ],
+            "invalid token",
+        ),
+    ] {
+        let (status, refused) = refusal(&format!("{ws}?token={}", token(&args)?)).await?;
+        assert_eq!(status, 401);
+        assert!(refused.contains(reason), "{args:?}: {refused}");
+    }
+    let (status, reason) = refusal(&format!("{ws}?uid=ann")).await?;
+    assert_eq!(status, 401, "no bare uids: {reason}");
+    Ok(())
+}
+
+/// A token's expiry ends its connection: the gateway sends `token_expiring`, then closes with
+/// 4001 at `exp`, even though the worker that signed it in is not involved any more. A
+/// connection that refreshes in time (same uid) lives on; a refresh naming another uid, or a
+/// bad token, is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_token_is_warned_then_closed_with_4001_unless_refreshed() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = token_cluster(&db, &["--jwt-secret", SECRET]).await?;
+    let ws = cluster.ws_url(1);
+    let short = |uid: &str| token(&["--uid", uid, "--jwt-secret", SECRET, "--ttl", "3s"]);
+    let (ann_token, bob_token) = (short("ann")?, short("bob")?);
+    let mut ann = ChatClient::connect(&format!("{ws}?token={ann_token}")).await?;
+    let mut bob = ChatClient::connect(&format!("{ws}?token={bob_token}")).await?;
+    for client in [&mut ann, &mut bob] {
+        let warning = client.next_of("token_expiring").await?;
+        assert!(warning["expires_at"].as_u64().is_some(), "{warning}");
+    }
+
+    let other = token(&["--uid", "carl", "--jwt-secret", SECRET, "--ttl", "1h"])?;
+    let refused = bob.request(json!({"type": "refresh", "token": other})).await?;
+    assert_eq!(refused["code"], "subject_mismatch", "{refused}");
+    let refused = bob.request(json!({"type": "refresh", "token": "garbage"})).await?;
+    assert_eq!(refused["code"], "invalid_token", "{refused}");
+    let fresh = token(&["--uid", "bob", "--jwt-secret", SECRET, "--ttl", "1h"])?;
+    let refreshed = bob.request(json!({"type": "refresh", "token": fresh})).await?;
+    assert_eq!(refreshed["type"], "refreshed", "{refreshed}");
+    let hour_ms = 3_600_000u64;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let expires = refreshed["expires_at"].as_u64().unwrap_or_default();
+    assert!(expires > now_ms + hour_ms - 60_000, "{refreshed}");
+
+    // ann did not refresh: closed with 4001 at her token's expiry, the same second as bob's
+    // old one. bob, refreshed, is still there afterwards.
+    let code = tokio::time::timeout(Duration::from_secs(15), ann.ws.expect_close()).await??;
+    assert_eq!(code, 4001);
+    assert_eq!(
+        bob.request(json!({"type": "conversations"})).await?["type"],
+        "conversations"
+    );
+    Ok(())
+}
+
+/// `gatehouse dev` keeps its one-command promise: dev mode on its gateway and its chat worker,
+/// so a bare `?uid=` signs in; with a JWT secret in the environment it refuses to start and
+/// says why, instead of silently running a dev shortcut next to a production credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatehouse_dev_signs_in_bare_uids_and_refuses_to_run_with_a_jwt_secret() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = format!("sqlite://{}", dir.join("dev.db").display());
+    let args: Vec<String> = ["dev", "--listen", "127.0.0.1:0", "--database-url", &db]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let dev = gatehouse_testkit::Process::start("dev", args.clone(), &["ws"]).await?;
+    let mut alice = ChatClient::connect_as(&format!("ws://{}/ws", dev.addr("ws")), "alice").await?;
+    assert_eq!(
+        alice.request(json!({"type": "conversations"})).await?["type"],
+        "conversations"
+    );
+    drop(dev);
+
+    let output = std::process::Command::new(gatehouse_bin())
+        .args(&args)
+        .env("GATEHOUSE_JWT_SECRET", SECRET)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("insecure dev auth"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

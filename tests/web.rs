@@ -151,8 +151,8 @@ async fn browser_or_skip() -> Result<Option<Browser>> {
     Ok(None)
 }
 
-/// Two gateways in insecure dev mode (bare `?uid=` sign-in) and two chat workers sharing a
-/// fresh SQLite database that is removed afterwards.
+/// Two gateways and two chat workers in insecure dev mode (bare `?uid=` sign-in needs it on
+/// both), sharing a fresh SQLite database that is removed afterwards.
 struct ChatCluster {
     cluster: Cluster,
     _database: ScratchDir,
@@ -166,7 +166,7 @@ impl ChatCluster {
             .gateways(2)
             .workers("chat", 2)
             .gateway_args(&["--insecure-dev-auth"])
-            .worker_args(&["--database-url", &url])
+            .worker_args(&["--database-url", &url, "--insecure-dev-auth"])
             .start()
             .await?;
         Ok(ChatCluster {

@@ -65,6 +65,10 @@ pub enum Code {
     UnknownUser,
     /// A count or size bound was reached; the error names it (`limit`) and its value (`max`).
     LimitExceeded,
+    /// A `refresh` token is invalid (signature, expiry, issuer, audience) or no key is set.
+    InvalidToken,
+    /// A `refresh` token names another uid than the connection's.
+    SubjectMismatch,
     /// Over the connection's rate limit; the error says when to retry (`retry_after_ms`).
     RateLimited,
     /// The store's queue is full.
@@ -95,6 +99,8 @@ impl Code {
         Code::Blocked,
         Code::UnknownUser,
         Code::LimitExceeded,
+        Code::InvalidToken,
+        Code::SubjectMismatch,
         Code::RateLimited,
         Code::Overloaded,
         Code::Unavailable,
@@ -292,6 +298,11 @@ pub enum Request {
         /// Only uids after this one.
         after: Option<String>,
     },
+    /// Replace the connection's token before it expires.
+    Refresh {
+        /// The new token (same `sub`).
+        token: String,
+    },
     /// List online uids.
     Online,
 }
@@ -437,6 +448,7 @@ impl Fields<'_> {
             "blocks" => Request::Blocks {
                 after: self.optional_uid("after")?,
             },
+            "refresh" => Request::Refresh { token: self.token()? },
             "online" => Request::Online,
             other => {
                 let quoted: String = other.chars().take(MAX_QUOTED_CHARS).collect();
@@ -494,6 +506,17 @@ impl Fields<'_> {
             return Err(invalid(format!("{name} must be 1-64 letters, digits or _ . @ -")));
         }
         Ok(group)
+    }
+
+    fn token(&self) -> Result<String, ProtocolError> {
+        let token = self.string("token")?;
+        if token.is_empty() || token.len() > crate::auth::MAX_TOKEN_BYTES {
+            return Err(invalid(format!(
+                "token must be 1-{} bytes",
+                crate::auth::MAX_TOKEN_BYTES
+            )));
+        }
+        Ok(token)
     }
 
     fn conversation(&self, name: &str) -> Result<String, ProtocolError> {

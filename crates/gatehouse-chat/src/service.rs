@@ -11,14 +11,16 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashSet;
-use gatehouse_sdk::{ApiError, ClientId, CloseInfo, Context, Frame, HandlerResult, Handshake, Reject, Worker};
+use gatehouse_sdk::{
+    ApiError, ClientId, CloseInfo, Context, Deadline, Frame, HandlerResult, Handshake, Reject, Worker,
+};
 use gatehouse_store::{
     Access, ConversationRef, GroupCommitter, GroupUpdate, HistoryVisibility, InviteOutcome, MAX_PAGE, NewGroup,
     NewMessage, Role, Store, StoreError, group_conversation_id,
 };
 use serde_json::{Map, Value, json};
 
-use crate::auth;
+use crate::auth::{self, Verifier};
 use crate::config::{ChatConfig, ConfigError};
 use crate::protocol::{self, Code, ProtocolError, Request, Target};
 use crate::ratelimit::{Kind, Limiter, Verdict};
@@ -45,12 +47,15 @@ pub struct ChatWorker {
     known_users: DashSet<String>,
     /// Per-connection rate limits.
     limiter: Limiter,
+    /// Checks tokens; `None` when no key is configured (dev mode or nothing accepted).
+    verifier: Option<Verifier>,
 }
 
 impl ChatWorker {
     /// Opens (and migrates) the store and starts the group committer.
     pub async fn open(config: ChatConfig) -> Result<ChatWorker, ChatError> {
         config.validate()?;
+        let verifier = config.verifier()?;
         let store = Store::open(&config.database_url).await?;
         tracing::info!(backend = ?store.backend(), "chat store ready");
         let committer = GroupCommitter::spawn(store.clone(), config.commit).await?;
@@ -61,7 +66,43 @@ impl ChatWorker {
             committer,
             known_users: DashSet::new(),
             limiter,
+            verifier,
         })
+    }
+
+    /// The deadline of a connection whose token expires at `expires_at`.
+    fn token_deadline(&self, expires_at: SystemTime) -> Deadline {
+        let warning = json!({"type": "token_expiring", "expires_at": unix_ms(expires_at)});
+        Deadline {
+            at: expires_at,
+            warning: Some((self.config.token_warning, Frame::json(&warning))),
+            close_code: CLOSE_TOKEN_EXPIRED,
+            close_reason: "token expired".to_owned(),
+        }
+    }
+
+    /// Replaces the connection's token: same `sub`, a later (or earlier) expiry.
+    async fn refresh(&self, ctx: &Context, uid: &str, token: &str) -> Result<Value, ProtocolError> {
+        let Some(verifier) = &self.verifier else {
+            return Err(ProtocolError::new(
+                Code::InvalidToken,
+                "tokens are not accepted: the server has no jwt key configured",
+            ));
+        };
+        let identity = verifier
+            .verify(token)
+            .map_err(|reject| ProtocolError::new(Code::InvalidToken, reject.reason))?;
+        if identity.uid != uid {
+            return Err(ProtocolError::new(
+                Code::SubjectMismatch,
+                format!("the token names {}, this connection is {uid}", identity.uid),
+            ));
+        }
+        let expires_at = identity.expires_at.unwrap_or(UNIX_EPOCH);
+        ctx.set_deadline(Some(self.token_deadline(expires_at)))
+            .await
+            .map_err(api_error)?;
+        Ok(json!({"type": "refreshed", "expires_at": unix_ms(expires_at)}))
     }
 
     /// Starts a list reply of `kind` within the reply budget, with the request's `cid` and
@@ -306,6 +347,7 @@ impl ChatWorker {
                 }
                 return Ok(Answer::Frame(reply.finish(more)));
             }
+            Request::Refresh { token } => self.refresh(ctx, uid, &token).await?,
             Request::Online => {
                 // Only the asker's contacts, checked against the local routing table (no round
                 // trip to any gateway when the table is trusted).
@@ -465,6 +507,9 @@ fn group_frame(group: &str, action: &str, uid: Option<&str>) -> Value {
 /// violation).
 pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
 
+/// The close code of a connection whose token expired without a `refresh` (application range).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
 impl Worker for ChatWorker {
     async fn on_close(&self, ctx: &Context, _close: &CloseInfo) -> HandlerResult {
         self.limiter.forget(ctx.client_id());
@@ -472,7 +517,8 @@ impl Worker for ChatWorker {
     }
 
     async fn on_handshake(&self, ctx: &Context, handshake: &Handshake) -> Result<(), Reject> {
-        let uid = auth::identify(handshake, self.config.jwt_secret.as_deref())?;
+        let identity = auth::identify(handshake, self.verifier.as_ref(), self.config.insecure_dev_auth)?;
+        let uid = identity.uid;
         let unavailable = |what: &str, error: &dyn std::fmt::Display| {
             tracing::warn!(%uid, %error, "{what} failed during a handshake");
             Reject::new(503, format!("{what} failed; retry later"))
@@ -483,10 +529,20 @@ impl Worker for ChatWorker {
             .map_err(|e| unavailable("user registration", &e))?;
         // The welcome is queued before the bind, so it is the first frame the client reads even
         // when a message for this uid is pushed while the handshake completes.
-        let welcome = json!({"type": "welcome", "uid": uid, "client": ctx.client_id()});
+        let mut welcome = json!({"type": "welcome", "uid": uid, "client": ctx.client_id()});
+        if let Some(expires_at) = identity.expires_at {
+            welcome["expires_at"] = json!(unix_ms(expires_at));
+        }
         ctx.reply(Frame::json(&welcome))
             .await
             .map_err(|e| unavailable("welcoming", &e))?;
+        // The gateway enforces the token's expiry, so it holds even if this worker dies: a
+        // warning ahead of it, then close code 4001 unless the client refreshed the token.
+        if let Some(expires_at) = identity.expires_at {
+            ctx.set_deadline(Some(self.token_deadline(expires_at)))
+                .await
+                .map_err(|e| unavailable("arming the token's expiry", &e))?;
+        }
         ctx.bind_uid(&uid).await.map_err(|e| unavailable("binding", &e))?;
         // Bind, read the groups, join them, read again, leave what is no longer held. A removal
         // commits in the store and then takes every connection the cluster lists for the uid
@@ -515,7 +571,7 @@ impl Worker for ChatWorker {
                 .await
                 .map_err(|e| unavailable("leaving groups", &e.message))?;
         }
-        if handshake.insecure_dev && handshake.query_param("token").is_none() {
+        if identity.expires_at.is_none() {
             tracing::info!(%uid, "signed in with a bare uid (insecure dev mode)");
         }
         Ok(())
@@ -615,6 +671,13 @@ fn is_own_direct(conversation: &str, uid: &str) -> bool {
         .strip_prefix("d:")
         .and_then(|pair| pair.split_once(':'))
         .is_some_and(|(a, b)| (a == uid || b == uid) && auth::valid_uid(a) && auth::valid_uid(b))
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn now_ms() -> i64 {

@@ -230,6 +230,7 @@ fn respects_bounds(request: &Request) -> Result<(), String> {
         | Request::Demote { group, uid } => valid_uid(group) && valid_uid(uid),
         Request::Block { uid } | Request::Unblock { uid } => valid_uid(uid),
         Request::Blocks { after } => after.as_deref().is_none_or(valid_uid),
+        Request::Refresh { token } => !token.is_empty() && token.len() <= gatehouse_chat::auth::MAX_TOKEN_BYTES,
         Request::Invitations | Request::Online => true,
     };
     if ok {

@@ -47,7 +47,10 @@ pub async fn run(args: DevArgs, token: CancellationToken) -> Result<()> {
     let worker_result = run_app(
         &args.app,
         worker,
-        &args.chat.config(DEFAULT_DATABASE),
+        &gatehouse_chat::ChatConfig {
+            insecure_dev_auth: true,
+            ..args.chat.config(DEFAULT_DATABASE)
+        },
         trust,
         token.clone(),
     )
