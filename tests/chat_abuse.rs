@@ -873,3 +873,33 @@ async fn gatehouse_dev_signs_in_bare_uids_and_refuses_to_run_with_a_jwt_secret()
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// A uid with as many connections as allowed cluster-wide (counted across both gateways) is
+/// refused the next one with 429; other uids are not affected, and closing one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uid_cannot_open_more_connections_than_allowed() -> Result<()> {
+    let db = ChatDatabase::sqlite();
+    let cluster = chat_cluster(&db, &["--chat-max-connections-per-uid", "2"]).await?;
+    let first = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+    let _second = ChatClient::connect_as(&cluster.ws_url(1), "ann").await?;
+    let (status, reason) = refusal(&format!("{}?uid=ann", cluster.ws_url(0))).await?;
+    assert_eq!(status, 429, "{reason}");
+    assert!(reason.contains("at most 2"), "{reason}");
+    let _ben = ChatClient::connect_as(&cluster.ws_url(0), "ben").await?;
+    first.ws.close().await?;
+    // The closed connection leaves the count once its gateway has released it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match ChatClient::try_connect(&format!("{}?uid=ann", cluster.ws_url(1))).await? {
+            Ok(third) => {
+                assert_eq!(third.uid, "ann");
+                break;
+            }
+            Err(Refusal::Http(429, _)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => bail!("{other:?}"),
+        }
+    }
+    Ok(())
+}

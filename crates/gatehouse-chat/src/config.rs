@@ -40,6 +40,10 @@ pub struct ChatConfig {
     pub commit: GroupCommitConfig,
     /// Per-connection rate limits (sends, other requests, when abuse closes the connection).
     pub rate: RateLimits,
+    /// Most connections (devices) one uid may have open cluster-wide; the next handshake is
+    /// refused with 429. Counted at the handshake from the cluster's lookup, so handshakes of
+    /// one uid racing each other may together exceed it by a few.
+    pub max_connections_per_uid: u32,
     /// Most contacts (direct peers, then fellow group members) an `online` request checks:
     /// presence is only shown to a user's contacts, and the check costs one bounded store read
     /// and a look-up in the local routing table.
@@ -98,6 +102,7 @@ impl ChatConfig {
             commit: GroupCommitConfig::default(),
             rate: RateLimits::default(),
             max_online_contacts: 500,
+            max_connections_per_uid: 16,
         }
     }
 

@@ -8,6 +8,7 @@
 //! worker is repaired by the client's resend; a known `cid` reused for another message is a
 //! `cid_conflict` (nothing stored, nothing pushed).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashSet;
@@ -49,6 +50,8 @@ pub struct ChatWorker {
     limiter: Limiter,
     /// Checks tokens; `None` when no key is configured (dev mode or nothing accepted).
     verifier: Option<Verifier>,
+    /// Handshakes refused because their uid had too many connections.
+    refused_connections: AtomicU64,
 }
 
 impl ChatWorker {
@@ -67,6 +70,7 @@ impl ChatWorker {
             known_users: DashSet::new(),
             limiter,
             verifier,
+            refused_connections: AtomicU64::new(0),
         })
     }
 
@@ -523,6 +527,24 @@ impl Worker for ChatWorker {
             tracing::warn!(%uid, %error, "{what} failed during a handshake");
             Reject::new(503, format!("{what} failed; retry later"))
         };
+        // Devices per uid: counted before this connection is bound, so it is not among them.
+        // Two handshakes of one uid at the same moment both see the count without the other.
+        let max = self.config.max_connections_per_uid;
+        if max > 0 {
+            let open = ctx
+                .cluster()
+                .client_ids_by_uid(&uid)
+                .await
+                .map_err(|e| unavailable("counting connections", &e))?;
+            if open.len() >= max as usize {
+                self.refused_connections.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%uid, open = open.len(), max, "handshake refused: too many connections for one uid");
+                return Err(Reject::new(
+                    429,
+                    format!("too many connections for this uid (at most {max})"),
+                ));
+            }
+        }
         self.store
             .ensure_user(&uid)
             .await

@@ -257,6 +257,14 @@ pub struct ChatArgs {
     /// Other chat requests one connection may make at once after a quiet period.
     #[arg(long = "chat-request-burst", env = "GATEHOUSE_CHAT_REQUEST_BURST", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().requests.burst)]
     pub request_burst: u32,
+    /// Connections (devices) one uid may have open across the cluster; further handshakes get
+    /// HTTP 429 (0: no limit). Approximate under handshakes of one uid at the same moment.
+    #[arg(
+        long = "chat-max-connections-per-uid",
+        env = "GATEHOUSE_CHAT_MAX_CONNECTIONS_PER_UID",
+        default_value_t = 16
+    )]
+    pub max_connections_per_uid: u32,
 }
 
 impl ChatArgs {
@@ -272,6 +280,7 @@ impl ChatArgs {
         config.jwt_issuer = self.jwt_issuer.clone();
         config.jwt_audience = self.jwt_audience.clone();
         config.insecure_dev_auth = self.insecure_dev_auth;
+        config.max_connections_per_uid = self.max_connections_per_uid;
         config.rate.sends = gatehouse_chat::ratelimit::Rate {
             per_second: self.send_rate,
             burst: self.send_burst,

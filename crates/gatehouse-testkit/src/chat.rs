@@ -91,7 +91,11 @@ pub struct ChatClient {
 impl ChatClient {
     /// Connects to `url` (with its `?uid=` or `?token=`) and reads the welcome frame.
     pub async fn connect(url: &str) -> Result<ChatClient> {
-        let mut ws = WsClient::connect(url).await?;
+        ChatClient::welcomed(WsClient::connect(url).await?).await
+    }
+
+    /// Reads the welcome frame of a connected socket.
+    async fn welcomed(mut ws: WsClient) -> Result<ChatClient> {
         let welcome = ws.recv_json().await?;
         if welcome["type"] != "welcome" {
             bail!("expected a welcome, got {welcome}");
@@ -116,7 +120,7 @@ impl ChatClient {
     /// Connects, returning the handshake refusal instead of failing.
     pub async fn try_connect(url: &str) -> Result<std::result::Result<ChatClient, Refusal>> {
         match WsClient::try_connect(url).await? {
-            Ok(_) => Ok(Ok(ChatClient::connect(url).await?)),
+            Ok(ws) => Ok(Ok(ChatClient::welcomed(ws).await?)),
             Err(refusal) => Ok(Err(refusal)),
         }
     }
