@@ -265,6 +265,11 @@ pub struct ChatArgs {
         default_value_t = 16
     )]
     pub max_connections_per_uid: u32,
+    /// Largest frame the chat worker sends, in bytes: lists are cut to fit and say `more`. Must
+    /// not exceed the gateways' --max-frame-out-bytes (default 1 MiB) and must hold the largest
+    /// message (about 33 KB).
+    #[arg(long = "chat-max-reply-bytes", env = "GATEHOUSE_CHAT_MAX_REPLY_BYTES", default_value_t = 256 * 1024)]
+    pub max_reply_bytes: usize,
 }
 
 impl ChatArgs {
@@ -281,6 +286,7 @@ impl ChatArgs {
         config.jwt_audience = self.jwt_audience.clone();
         config.insecure_dev_auth = self.insecure_dev_auth;
         config.max_connections_per_uid = self.max_connections_per_uid;
+        config.max_reply_bytes = self.max_reply_bytes;
         config.rate.sends = gatehouse_chat::ratelimit::Rate {
             per_second: self.send_rate,
             burst: self.send_burst,

@@ -2,7 +2,8 @@
 //!
 //! Every case in `cases` runs against a fresh SQLite file (always) and against a fresh schema
 //! of the PostgreSQL database named by `TEST_DATABASE_URL` (when set; otherwise the PostgreSQL
-//! variants print a SKIPPED note on a developer's machine and fail when `CI` is set). The cases only use the public API, plus a raw connection
+//! variants print a SKIPPED note on a developer's machine and fail when `CI` is set). The
+//! cases only use the public API, plus a raw connection
 //! where a test has to act as a second, misbehaving or slow writer.
 
 use std::collections::HashMap;
