@@ -40,12 +40,12 @@ COMMANDS = []  # every bench command run, for the report
 class Proc:
     """A child process whose `listening kind=… addr=…` lines are parsed from stderr."""
 
-    def __init__(self, name, args, expect=()):
+    def __init__(self, name, args, expect=(), binary=None):
         self.name = name
         self.args = args
         self.addrs = {}
         self.lines = []
-        self.p = subprocess.Popen([BIN] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self.p = subprocess.Popen([binary or BIN] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="warn,gatehouse=info,gatehouse_registry=info,gatehouse_gateway=info,gatehouse_sdk=info"))
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -103,9 +103,10 @@ class Cluster:
     a second runtime thread of its process.
     """
 
-    def __init__(self, app, gateways=2, workers=2, worker_args=(), gateway_args=(), threads=1):
+    def __init__(self, app, gateways=2, workers=2, worker_args=(), gateway_args=(), threads=1, binary=None):
         self.procs = []
         self.threads = threads
+        self.binary = binary
         reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", "--cluster-secret", SECRET], ["grpc"])
         self.registry = reg.addrs["grpc"]
         self.gateways = [self._start(f"gateway-{i}", ["gateway", "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0",
@@ -134,7 +135,7 @@ class Cluster:
     def _start(self, name, args, expect):
         if self.threads:
             args = ["--threads", str(self.threads), *args]
-        p = Proc(name, args, expect)
+        p = Proc(name, args, expect, self.binary)
         self.procs.append(p)
         return p
 

@@ -11,7 +11,6 @@ use gatehouse_testkit::cluster::metric;
 use gatehouse_testkit::{ApiClient, Cluster, WsClient};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
 
 /// The gateway part (first 16 hex digits) of a client id.
 fn gateway_of(client_id: &str) -> &str {
@@ -134,21 +133,23 @@ async fn an_answer_bigger_than_the_old_write_buffer_reaches_the_client() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_events_bigger_than_a_grpc_message_does_not_break_the_worker_link() -> Result<()> {
     let cluster = Cluster::builder().gateways(1).workers("echo", 1).start().await?;
-    const CLIENTS: usize = 40;
+    const CLIENTS: usize = 64;
     const EACH: usize = 16;
-    let payload = "y".repeat(64 * 1024 - 64);
+    // Every message exactly at the default limit (64 KiB): 512 of them, what a gateway used to
+    // pack into one batch, are more than the 32 MiB a gRPC message may carry.
+    let payload = "y".repeat(64 * 1024 - 8);
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(WsClient::connect(&cluster.ws_url(0)).await?);
     }
-    // While the worker is frozen, 640 maximal messages (40 MiB) pile up at the gateway: more
+    // While the worker is frozen, 1,024 maximal messages (64 MiB) pile up at the gateway: more
     // than one gRPC message may carry, so the gateway must cut them into several batches.
     let worker = cluster.workers[0].pid().expect("worker running");
     signal(worker, "-STOP")?;
     let frozen = async {
         for (i, client) in clients.iter_mut().enumerate() {
             for n in 0..EACH {
-                client.send_text(format!("{i}:{n}:{payload}")).await?;
+                client.send_text(format!("{i:03}:{n:03}:{payload}")).await?;
             }
         }
         let gateway = cluster.gateways[0].addr("ws");
@@ -164,8 +165,8 @@ async fn a_batch_of_events_bigger_than_a_grpc_message_does_not_break_the_worker_
         for n in 0..EACH {
             let echoed = client.recv_text().await?;
             assert!(
-                echoed.starts_with(&format!("{i}:{n}:")),
-                "client {i} got {}",
+                echoed.starts_with(&format!("{i:03}:{n:03}:")),
+                "client {i} expected message {n}, got {}",
                 &echoed[..20]
             );
         }
@@ -459,26 +460,5 @@ async fn groups_per_connection_and_session_sizes_are_bounded() -> Result<()> {
         .expect_err("a 2 KB session");
     assert_eq!(refused["code"], "bad_request", "{refused}");
     assert_eq!(client.ok("whoami", json!({})).await?["client"], json!(client.client_id));
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_and_text_frames_keep_flowing_for_a_client_next_to_an_offender() -> Result<()> {
-    // An oversized frame closes only its sender with 1009; the gateway keeps serving.
-    let cluster = Cluster::builder()
-        .gateways(1)
-        .workers("echo", 1)
-        .gateway_args(&["--max-message-bytes", "1024"])
-        .start()
-        .await?;
-    let mut offender = WsClient::connect(&cluster.ws_url(0)).await?;
-    let mut bystander = WsClient::connect(&cluster.ws_url(0)).await?;
-    offender.send_binary(vec![7u8; 4096]).await?;
-    assert_eq!(offender.expect_close_frame().await?.0, 1009);
-    bystander.send_binary(vec![1, 2, 3]).await?;
-    match bystander.recv_within(Duration::from_secs(10)).await? {
-        Ok(Message::Binary(data)) => assert_eq!(&data[..], &[1, 2, 3]),
-        other => bail!("expected the echo, got {other:?}"),
-    }
     Ok(())
 }

@@ -150,9 +150,10 @@ pub struct GatewayLimits {
     /// Unacknowledged events per client before the gateway stops reading it (back-pressure).
     #[arg(long, env = "GATEHOUSE_MAX_UNACKED_EVENTS", default_value_t = 256)]
     pub max_unacked_events: usize,
-    /// Bytes of unacknowledged events per client before the gateway stops reading it.
-    #[arg(long, env = "GATEHOUSE_MAX_UNACKED_BYTES", default_value_t = 1024 * 1024)]
-    pub max_unacked_bytes: usize,
+    /// Bytes of unacknowledged events per client before the gateway stops reading it (default:
+    /// 1 MiB, or two maximal messages if that is more).
+    #[arg(long, env = "GATEHOUSE_MAX_UNACKED_BYTES")]
+    pub max_unacked_bytes: Option<usize>,
     /// Bytes of unacknowledged events of all clients before the gateway stops reading them.
     #[arg(long, env = "GATEHOUSE_MAX_GATEWAY_UNACKED_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_gateway_unacked_bytes: usize,
@@ -201,9 +202,10 @@ pub struct GatewayLimits {
     /// Bytes per second one client may send (0: no limit).
     #[arg(long, env = "GATEHOUSE_BYTE_RATE", default_value_t = 2 * 1024 * 1024)]
     pub byte_rate: u32,
-    /// Bytes one client may send in a burst above --byte-rate (at least --max-message-bytes).
-    #[arg(long, env = "GATEHOUSE_BYTE_BURST", default_value_t = 4 * 1024 * 1024)]
-    pub byte_burst: u32,
+    /// Bytes one client may send in a burst above --byte-rate, at least --max-message-bytes
+    /// (default: 4 MiB, or one maximal message if that is more).
+    #[arg(long, env = "GATEHOUSE_BYTE_BURST")]
+    pub byte_burst: Option<u32>,
     /// A client over its rate for this long is closed with 1008.
     #[arg(long, env = "GATEHOUSE_RATE_LIMIT_CLOSE_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
     pub rate_limit_close_after: Duration,
@@ -359,7 +361,9 @@ impl GatewayLimits {
         config.max_frame_out_bytes = self.max_frame_out_bytes;
         config.send_queue = self.send_queue;
         config.max_unacked_events = self.max_unacked_events;
-        config.max_unacked_bytes = self.max_unacked_bytes;
+        config.max_unacked_bytes = self
+            .max_unacked_bytes
+            .unwrap_or_else(|| (1024 * 1024).max(2 * self.max_message_bytes));
         config.max_gateway_unacked_bytes = self.max_gateway_unacked_bytes;
         config.ping_interval = self.ping_interval;
         config.ping_limit = self.ping_limit;
@@ -381,7 +385,11 @@ impl GatewayLimits {
         };
         config.byte_rate = Rate {
             per_second: self.byte_rate,
-            burst: self.byte_burst,
+            burst: self.byte_burst.unwrap_or_else(|| {
+                u32::try_from(self.max_message_bytes)
+                    .unwrap_or(u32::MAX)
+                    .max(4 * 1024 * 1024)
+            }),
         };
         config.rate_limit_close_after = self.rate_limit_close_after;
         config.max_groups_per_conn = self.max_groups_per_connection;

@@ -16,6 +16,7 @@
 //! - [`chat`] — [`ChatClient`], a client of the chat protocol.
 //! - [`haproxy`] — [`Haproxy`], a real load balancer in front of gateways.
 //! - [`postgres`] — [`TempDatabase`], a throw-away PostgreSQL database per test.
+//! - [`rawws`] — [`RawWs`], a raw-frame WebSocket client for protocol conformance tests.
 
 pub mod browser;
 pub mod chat;
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod haproxy;
 pub mod postgres;
 pub mod process;
+pub mod rawws;
 
 pub use chat::{ChatClient, ChatDatabase};
 pub use client::{ApiClient, WsClient};
@@ -31,6 +33,7 @@ pub use cluster::{Cluster, ClusterBuilder};
 pub use haproxy::Haproxy;
 pub use postgres::TempDatabase;
 pub use process::Process;
+pub use rawws::RawWs;
 
 /// The secret test clusters share.
 pub const TEST_SECRET: &str = "test-cluster-secret";
