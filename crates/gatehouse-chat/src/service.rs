@@ -12,17 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashSet;
-use gatehouse_sdk::{
-    ApiError, ClientId, CloseInfo, Context, Deadline, Frame, HandlerResult, Handshake, Reject, Worker,
-};
-use gatehouse_store::{
-    Access, ConversationRef, GroupCommitter, GroupUpdate, HistoryVisibility, InviteOutcome, MAX_PAGE, NewGroup,
-    NewMessage, Role, Store, StoreError, group_conversation_id,
-};
+use gatehouse_sdk::{ApiError, CloseInfo, Context, Deadline, Frame, HandlerResult, Handshake, Reject, Worker};
+use gatehouse_store::{ConversationRef, GroupCommitter, NewMessage, Store, StoreError, group_conversation_id};
 use serde_json::{Map, Value, json};
 
 use crate::auth::{self, Verifier};
 use crate::config::{ChatConfig, ConfigError};
+use crate::groups::follow;
 use crate::protocol::{self, Code, ProtocolError, Request, Target};
 use crate::ratelimit::{Kind, Limiter, Verdict};
 use crate::reply::ListReply;
@@ -40,8 +36,8 @@ pub enum ChatError {
 
 /// The chat service's [`Worker`].
 pub struct ChatWorker {
-    config: ChatConfig,
-    store: Store,
+    pub(crate) config: ChatConfig,
+    pub(crate) store: Store,
     committer: GroupCommitter,
     /// Uids known to have signed in. Users are never removed, so a positive answer can be kept
     /// forever and a direct message costs no lookup query.
@@ -111,7 +107,7 @@ impl ChatWorker {
 
     /// Starts a list reply of `kind` within the reply budget, with the request's `cid` and
     /// `fields`.
-    fn list_reply(
+    pub(crate) fn list_reply(
         &self,
         kind: &str,
         cid: Option<&str>,
@@ -209,148 +205,23 @@ impl ChatWorker {
                     .map_err(store_error)?;
                 json!({"type": "read", "conversation": conversation, "seq": read})
             }
-            Request::CreateGroup {
-                group,
-                name,
-                access,
-                history,
-            } => {
-                let settings = NewGroup {
-                    name,
-                    access: access.unwrap_or(Access::Invite),
-                    history: history.unwrap_or(HistoryVisibility::Joined),
-                };
-                self.store
-                    .create_group(&group, uid, &settings)
-                    .await
-                    .map_err(store_error)?;
-                self.follow_group(ctx, uid, &group, true).await?;
-                group_frame(&group, "created", None)
-            }
-            Request::JoinGroup { group } => {
-                self.store.join_group(&group, uid).await.map_err(store_error)?;
-                self.follow_group(ctx, uid, &group, true).await?;
-                group_frame(&group, "joined", None)
-            }
-            Request::LeaveGroup { group } => {
-                self.store.leave_group(&group, uid).await.map_err(store_error)?;
-                self.follow_group(ctx, uid, &group, false).await?;
-                group_frame(&group, "left", None)
-            }
-            Request::Members { group, after, limit } => {
-                let page = self
-                    .store
-                    .group_members(&group, uid, after.as_deref(), limit)
-                    .await
-                    .map_err(store_error)?;
-                let mut reply = self.list_reply("members", cid, &[("group", &group)], "members", Some("roles"));
-                let mut more = page.more;
-                for member in &page.members {
-                    let role = json!(member.role);
-                    let entry = (member.role != Role::Member).then_some((member.uid.as_str(), &role));
-                    if !reply.push_with_entry(&member.uid, entry) {
-                        more = true;
-                        break;
-                    }
-                }
-                return Ok(Answer::Frame(reply.finish(more)));
-            }
-            Request::Invite { group, uid: invitee } => {
-                let outcome = self.store.invite(&group, uid, &invitee).await.map_err(store_error)?;
-                if outcome == InviteOutcome::Invited {
-                    let push = json!({"type": "invited", "group": group, "by": uid});
-                    cluster
-                        .send_to_uid(&invitee, &Frame::json(&push))
-                        .await
-                        .map_err(api_error)?;
-                }
-                let mut answer = group_frame(&group, "invited", Some(&invitee));
-                match outcome {
-                    InviteOutcome::Invited => {}
-                    InviteOutcome::AlreadyInvited => answer["already"] = json!("invited"),
-                    InviteOutcome::AlreadyMember => answer["already"] = json!("member"),
-                }
-                answer
-            }
-            Request::Decline { group } => {
-                self.store.decline_invitation(&group, uid).await.map_err(store_error)?;
-                group_frame(&group, "declined", None)
-            }
-            Request::Invitations => {
-                let invitations = self.store.invitations_of(uid).await.map_err(store_error)?;
-                let mut reply = self.list_reply("invitations", cid, &[], "invitations", None);
-                let pushed = invitations
-                    .iter()
-                    .take_while(|i| reply.push(&json!({"group": i.group, "name": i.name, "by": i.by, "ts": i.ts_ms})))
-                    .count();
-                return Ok(Answer::Frame(reply.finish(pushed < invitations.len())));
-            }
-            Request::Kick { group, uid: target } => {
-                self.store.kick(&group, uid, &target).await.map_err(store_error)?;
-                self.remove_from_group(ctx, uid, &target, &group, "kicked").await?;
-                group_frame(&group, "kicked", Some(&target))
-            }
-            Request::Ban { group, uid: target } => {
-                self.store.ban(&group, uid, &target).await.map_err(store_error)?;
-                self.remove_from_group(ctx, uid, &target, &group, "banned").await?;
-                group_frame(&group, "banned", Some(&target))
-            }
-            Request::Unban { group, uid: target } => {
-                self.store.unban(&group, uid, &target).await.map_err(store_error)?;
-                group_frame(&group, "unbanned", Some(&target))
-            }
-            Request::Promote { group, uid: target } => {
-                self.store
-                    .set_admin(&group, uid, &target, true)
-                    .await
-                    .map_err(store_error)?;
-                group_frame(&group, "promoted", Some(&target))
-            }
-            Request::Demote { group, uid: target } => {
-                self.store
-                    .set_admin(&group, uid, &target, false)
-                    .await
-                    .map_err(store_error)?;
-                group_frame(&group, "demoted", Some(&target))
-            }
-            Request::UpdateGroup {
-                group,
-                name,
-                access,
-                history,
-            } => {
-                let update = GroupUpdate { name, access, history };
-                let info = self
-                    .store
-                    .update_group(&group, uid, &update)
-                    .await
-                    .map_err(store_error)?;
-                protocol::group_info(&info)
-            }
-            Request::GroupInfo { group } => {
-                let info = self.store.group_info(&group, uid).await.map_err(store_error)?;
-                protocol::group_info(&info)
-            }
-            Request::Block { uid: blocked } => {
-                self.store.block(uid, &blocked).await.map_err(store_error)?;
-                json!({"type": "block", "uid": blocked, "action": "blocked"})
-            }
-            Request::Unblock { uid: blocked } => {
-                self.store.unblock(uid, &blocked).await.map_err(store_error)?;
-                json!({"type": "block", "uid": blocked, "action": "unblocked"})
-            }
-            Request::Blocks { after } => {
-                let (blocked, mut more) = self
-                    .store
-                    .blocks_of(uid, after.as_deref(), MAX_PAGE)
-                    .await
-                    .map_err(store_error)?;
-                let mut reply = self.list_reply("blocks", cid, &[], "uids", None);
-                if blocked.iter().any(|b| !reply.push(b)) {
-                    more = true;
-                }
-                return Ok(Answer::Frame(reply.finish(more)));
-            }
+            request @ (Request::CreateGroup { .. }
+            | Request::JoinGroup { .. }
+            | Request::LeaveGroup { .. }
+            | Request::Members { .. }
+            | Request::Invite { .. }
+            | Request::Decline { .. }
+            | Request::Invitations
+            | Request::Kick { .. }
+            | Request::Ban { .. }
+            | Request::Unban { .. }
+            | Request::Promote { .. }
+            | Request::Demote { .. }
+            | Request::UpdateGroup { .. }
+            | Request::GroupInfo { .. }
+            | Request::Block { .. }
+            | Request::Unblock { .. }
+            | Request::Blocks { .. }) => return self.group_request(ctx, uid, request, cid).await,
             Request::Refresh { token } => self.refresh(ctx, uid, &token).await?,
             Request::Online => {
                 // Only the asker's contacts, checked against the local routing table (no round
@@ -449,62 +320,6 @@ impl ChatWorker {
         }
         Ok(exists)
     }
-
-    /// Makes every connection of `uid` join (or leave) the cluster group of a chat group, so that
-    /// pushes reach all of the user's devices. Called after the store committed the membership
-    /// change and before the request is answered: once a removal is answered, no connection of
-    /// the removed user gets the group's pushes any more.
-    async fn follow_group(&self, ctx: &Context, uid: &str, group: &str, join: bool) -> Result<(), ProtocolError> {
-        let cluster = ctx.cluster();
-        let key = group_conversation_id(group);
-        for client in cluster.client_ids_by_uid(uid).await.map_err(api_error)? {
-            follow(ctx, client, &key, join).await?;
-        }
-        Ok(())
-    }
-
-    /// After `target`'s removal from `group` committed (kick or ban by `actor`): takes every
-    /// connection of `target` out of the group's pushes and tells its devices.
-    async fn remove_from_group(
-        &self,
-        ctx: &Context,
-        actor: &str,
-        target: &str,
-        group: &str,
-        reason: &str,
-    ) -> Result<(), ProtocolError> {
-        self.follow_group(ctx, target, group, false).await?;
-        let notice = json!({"type": "removed", "group": group, "by": actor, "reason": reason});
-        ctx.cluster()
-            .send_to_uid(target, &Frame::json(&notice))
-            .await
-            .map_err(api_error)
-    }
-}
-
-/// Makes one connection join or leave cluster group `key`; a connection that went away
-/// meanwhile is not an error.
-async fn follow(ctx: &Context, client: ClientId, key: &str, join: bool) -> Result<(), ProtocolError> {
-    let cluster = ctx.cluster();
-    let result = if join {
-        cluster.join_group(client, key).await
-    } else {
-        cluster.leave_group(client, key).await
-    };
-    match result {
-        Err(error) if error.code != gatehouse_sdk::ErrorCode::NotFound => Err(api_error(error)),
-        _ => Ok(()),
-    }
-}
-
-/// The answer to a group action: `{"type":"group","group":…,"action":…}` and, for actions on
-/// another user, its `uid`.
-fn group_frame(group: &str, action: &str, uid: Option<&str>) -> Value {
-    let mut frame = json!({"type": "group", "group": group, "action": action});
-    if let Some(uid) = uid {
-        frame["uid"] = json!(uid);
-    }
-    frame
 }
 
 /// The close code of a connection that kept sending while rate limited (RFC 6455: policy
@@ -658,7 +473,7 @@ impl Worker for ChatWorker {
 }
 
 /// What a handled request answers.
-enum Answer {
+pub(crate) enum Answer {
     /// Nothing more: a send was answered with its ack before its pushes went out.
     Done,
     /// A JSON object, to which the request's `cid` is added.
@@ -709,7 +524,7 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn store_error(error: StoreError) -> ProtocolError {
+pub(crate) fn store_error(error: StoreError) -> ProtocolError {
     let code = match &error {
         StoreError::LimitExceeded { limit, max } => {
             return ProtocolError::limit(limit.as_str(), u64::from(*max), error.to_string());
@@ -734,7 +549,7 @@ fn store_error(error: StoreError) -> ProtocolError {
     ProtocolError::new(code, error.to_string())
 }
 
-fn api_error(error: ApiError) -> ProtocolError {
+pub(crate) fn api_error(error: ApiError) -> ProtocolError {
     tracing::warn!(%error, "cluster call failed");
     ProtocolError::new(Code::Unavailable, error.to_string())
 }
