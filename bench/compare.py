@@ -53,6 +53,11 @@ def main():
         if not os.path.exists(binary):
             sys.exit(f"{binary} is missing")
     run.BIN = opts.after
+    # Chat workers consent to bare uids (dev mode needs both sides) and lift their per-client
+    # send rate, which a closed-loop benchmark exceeds by design. Environment variables, not
+    # flags: a build from before these settings ignores them instead of refusing to start.
+    os.environ["GATEHOUSE_INSECURE_DEV_AUTH"] = "true"
+    os.environ["GATEHOUSE_CHAT_SEND_RATE"] = "0"
     common = ["--duration", opts.duration, "--warmup", 2, "--drain", 3]
     dm = ["--scenario", "dm", "--clients", opts.clients]
     scenarios = [

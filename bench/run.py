@@ -460,7 +460,9 @@ def main():
                 # SQLite is the single-node default: one writer process (two processes writing
                 # one file fight over its lock). PostgreSQL is shared by two chat workers.
                 workers = 1 if backend == "sqlite" else 2
-                cl = Cluster("chat", workers=workers, worker_args=["--database-url", url], gateway_args=["--insecure-dev-auth"])
+                # Bare-uid sign-in needs dev mode on the workers too; the load test sends far above
+                # the per-connection default rate of a person (20 messages per second).
+                cl = Cluster("chat", workers=workers, worker_args=["--database-url", url, "--insecure-dev-auth", "--chat-send-rate", "0"], gateway_args=["--insecure-dev-auth"])
                 chat = ["--scenario", "chat", "--clients", opts.clients, "--mode", "closed", "--inflight", 1, *extra]
                 # One short unmeasured run opens the workers' database connections (pools open
                 # them on demand), so that every PostgreSQL backend is known before the measured

@@ -97,7 +97,7 @@ async fn the_chat_scenario_stores_and_delivers_every_message() -> Result<()> {
         .gateways(2)
         .workers("chat", 2)
         .gateway_args(&["--insecure-dev-auth"])
-        .worker_args(&["--database-url", &db])
+        .worker_args(&["--database-url", &db, "--insecure-dev-auth"])
         .start()
         .await?;
     let (a, b) = (cluster.ws_url(0), cluster.ws_url(1));

@@ -6,76 +6,26 @@ use std::time::Duration;
 
 use anyhow::Result;
 use gatehouse_testkit::client::Refusal;
-use gatehouse_testkit::{ChatClient, Cluster, TempDatabase};
+use gatehouse_testkit::{ChatClient, ChatDatabase, Cluster};
 use serde_json::{Value, json};
 
-/// Where a test cluster keeps its chat history.
-enum Backend {
-    Sqlite(std::path::PathBuf),
-    Postgres(TempDatabase),
-}
-
-impl Backend {
-    fn sqlite() -> Backend {
-        let path = std::env::temp_dir().join(format!(
-            "gatehouse-chat-{}-{}.db",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        Backend::Sqlite(path)
-    }
-
-    fn postgres() -> Backend {
-        Backend::Postgres(TempDatabase::create().expect("PostgreSQL at 127.0.0.1:5432 (scripts/services starts it)"))
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Backend::Sqlite(path) => format!("sqlite://{}", path.display()),
-            Backend::Postgres(db) => db.url(),
-        }
-    }
-
-    /// Counts the rows of the messages table (proof that rejected input stored nothing).
-    fn stored_messages(&self) -> Result<i64> {
-        let count = match self {
-            Backend::Postgres(db) => db.query("SELECT count(*) FROM messages")?,
-            Backend::Sqlite(path) => {
-                let output = std::process::Command::new("sqlite3")
-                    .arg(path)
-                    .arg("SELECT count(*) FROM messages")
-                    .output()?;
-                anyhow::ensure!(
-                    output.status.success(),
-                    "sqlite3 failed: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                String::from_utf8_lossy(&output.stdout).trim().to_owned()
-            }
-        };
-        Ok(count.parse()?)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Backend::Sqlite(path) = self {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-        }
-    }
-}
+type Backend = ChatDatabase;
 
 async fn chat_cluster(backend: &Backend) -> Result<Cluster> {
+    chat_cluster_with(backend, &[]).await
+}
+
+/// [`chat_cluster`] with `extra` worker flags. Gateways and workers are in insecure dev mode:
+/// bare `?uid=` sign-in needs it on both.
+async fn chat_cluster_with(backend: &Backend, extra: &[&str]) -> Result<Cluster> {
+    let url = backend.url();
+    let mut worker_args = vec!["--database-url", url.as_str(), "--insecure-dev-auth"];
+    worker_args.extend_from_slice(extra);
     Cluster::builder()
         .gateways(2)
         .workers("chat", 2)
         .gateway_args(&["--insecure-dev-auth"])
-        .worker_args(&["--database-url", &backend.url()])
+        .worker_args(&worker_args)
         .start()
         .await
 }
@@ -102,12 +52,23 @@ async fn direct_and_group_messages_cross_gateways(backend: Backend) -> Result<()
         "created"
     );
     assert_eq!(
+        ann.request(json!({"type": "invite", "group": "team", "uid": "ben"}))
+            .await?["action"],
+        "invited"
+    );
+    let invitation = ben.next_of("invited").await?;
+    assert_eq!(
+        (invitation["group"].clone(), invitation["by"].clone()),
+        (json!("team"), json!("ann"))
+    );
+    assert_eq!(
         ben.request(json!({"type": "join_group", "group": "team"})).await?["action"],
         "joined"
     );
     let mut cat = ChatClient::connect_as(&cluster.ws_url(0), "cat").await?;
     let members = ann.request(json!({"type": "members", "group": "team"})).await?;
     assert_eq!(members["members"], json!(["ann", "ben"]));
+    assert_eq!(members["roles"], json!({"ann": "owner"}));
     let ack = ben.send_to_group("team", "hi team", "g1").await?;
     assert_eq!(ack["conversation"], "g:team");
     let pushed = ann.next_message().await?;
@@ -312,7 +273,8 @@ async fn bad_input_gets_a_typed_error_and_stores_nothing(backend: Backend) -> Re
 }
 
 async fn killing_a_chat_worker_loses_no_acknowledged_message(backend: Backend) -> Result<()> {
-    let mut cluster = chat_cluster(&backend).await?;
+    // Each sender writes about 200 messages a second, ten times the per-connection default.
+    let mut cluster = chat_cluster_with(&backend, &["--chat-send-rate", "0"]).await?;
     const SENDERS: usize = 4;
     const PER_SENDER: usize = 60;
     let mut reader = ChatClient::connect_as(&cluster.ws_url(1), "sink").await?;

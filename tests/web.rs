@@ -71,8 +71,17 @@ async fn a_group_message_reaches_a_member_signed_in_on_the_other_gateway() -> Re
     ann.type_text("#group-name", "team").await?;
     ann.click("#create-group").await?;
     wait_open_conversation(&ann, "g:team").await?;
-    ben.type_text("#group-name", "team").await?;
-    ben.click("#join-group").await?;
+    // Groups are invite-only: ann invites ben, who accepts the invitation shown on his page.
+    ann.type_text("#invite-uid", "ben").await?;
+    ann.click("#invite").await?;
+    let invitation = "#invitations li[data-group=\"team\"] button.accept";
+    see(
+        &ben,
+        &format!("!!document.querySelector({})", serde_json::to_string(invitation)?),
+        "ann's invitation",
+    )
+    .await?;
+    ben.click(invitation).await?;
     wait_open_conversation(&ben, "g:team").await?;
 
     send(&ann, "group:team", "hi team").await?;
@@ -89,6 +98,15 @@ async fn a_group_message_reaches_a_member_signed_in_on_the_other_gateway() -> Re
         )
         .await?;
     assert_eq!(members, "ann,ben");
+    let roles = ben
+        .eval("[...document.querySelectorAll('#member-list li')].map(li => li.dataset.role).join(',')")
+        .await?;
+    assert_eq!(roles, "owner,member");
+    assert_eq!(
+        ben.eval("document.querySelectorAll('#invitations li').length").await?,
+        0,
+        "the used invitation is gone"
+    );
     Ok(())
 }
 
@@ -133,8 +151,8 @@ async fn browser_or_skip() -> Result<Option<Browser>> {
     Ok(None)
 }
 
-/// Two gateways in insecure dev mode (bare `?uid=` sign-in) and two chat workers sharing a
-/// fresh SQLite database that is removed afterwards.
+/// Two gateways and two chat workers in insecure dev mode (bare `?uid=` sign-in needs it on
+/// both), sharing a fresh SQLite database that is removed afterwards.
 struct ChatCluster {
     cluster: Cluster,
     _database: ScratchDir,
@@ -148,7 +166,7 @@ impl ChatCluster {
             .gateways(2)
             .workers("chat", 2)
             .gateway_args(&["--insecure-dev-auth"])
-            .worker_args(&["--database-url", &url])
+            .worker_args(&["--database-url", &url, "--insecure-dev-auth"])
             .start()
             .await?;
         Ok(ChatCluster {

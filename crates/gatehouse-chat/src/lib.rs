@@ -9,12 +9,18 @@
 //! - [`config`] — [`ChatConfig`] and its validation.
 //! - [`auth`] — signed tokens (HS256 JWT) and the insecure dev identity.
 //! - [`protocol`] — client and server frames, error codes.
+//! - [`reply`] — [`reply::ListReply`], list replies that fit the reply byte budget.
+//! - [`ratelimit`] — per-connection token buckets for sends and other requests.
 //! - [`service`] — [`ChatWorker`], the handlers.
+//! - `groups` — the group and block requests, and the cluster groups that follow membership.
 //! - [`WEB_PAGE`] — the browser client served at `/` by gateways.
 
 pub mod auth;
 pub mod config;
+mod groups;
 pub mod protocol;
+pub mod ratelimit;
+pub mod reply;
 pub mod service;
 
 pub use config::ChatConfig;

@@ -5,16 +5,26 @@
 
 use std::collections::HashMap;
 
-use gatehouse_store::StoredMessage;
+use gatehouse_store::{Access, HistoryVisibility, MAX_GROUP_NAME_CHARS, StoredMessage};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 /// Longest `cid`, in characters.
 pub const MAX_CID_CHARS: usize = 64;
+/// Most entries in a `sync` request's `cursors`. A client with more conversations leaves some
+/// out (they are caught up from their start, or from when the user joined); the gateway's
+/// message size limit (64 KiB) holds about 450 of the longest ids anyway.
+pub const MAX_CURSORS: usize = 1000;
+/// Longest unknown `type` quoted back in an `unknown_type` error, in characters.
+const MAX_QUOTED_CHARS: usize = 32;
 /// Default and largest page of a `sync`.
 pub const SYNC_LIMIT: (u32, u32) = (500, 1000);
 /// Default and largest page of a `history`.
 pub const HISTORY_LIMIT: (u32, u32) = (50, 200);
+/// Default and largest page of `members`.
+pub const MEMBERS_LIMIT: (u32, u32) = (200, 1000);
+/// Default and largest page of `conversations`.
+pub const CONVERSATIONS_LIMIT: (u32, u32) = (100, 500);
 
 /// The error codes of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,12 +44,33 @@ pub enum Code {
     TextTooLong,
     /// `to` names a uid that never signed in.
     UnknownRecipient,
+    /// The `cid` was already used by this sender for another message (other recipient or
+    /// text); nothing was stored.
+    CidConflict,
     /// Not a member of the group or conversation.
     NotMember,
     /// The group does not exist.
     UnknownGroup,
     /// The group already exists.
     GroupExists,
+    /// The group is invite-only and the user has no invitation.
+    NotInvited,
+    /// The user is banned from the group.
+    Banned,
+    /// The user's role in the group does not allow the action.
+    Forbidden,
+    /// The recipient (or invitee) blocks the user.
+    Blocked,
+    /// The uid has never signed in.
+    UnknownUser,
+    /// A count or size bound was reached; the error names it (`limit`) and its value (`max`).
+    LimitExceeded,
+    /// A `refresh` token is invalid (signature, expiry, issuer, audience) or no key is set.
+    InvalidToken,
+    /// A `refresh` token names another uid than the connection's.
+    SubjectMismatch,
+    /// Over the connection's rate limit; the error says when to retry (`retry_after_ms`).
+    RateLimited,
     /// The store's queue is full.
     Overloaded,
     /// The store or the cluster cannot be reached.
@@ -48,13 +79,53 @@ pub enum Code {
     Internal,
 }
 
-/// A refused request: code and human message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Code {
+    /// Every code, for documentation checks and tests.
+    pub const ALL: &'static [Code] = &[
+        Code::BadJson,
+        Code::UnknownType,
+        Code::MissingField,
+        Code::InvalidField,
+        Code::EmptyText,
+        Code::TextTooLong,
+        Code::UnknownRecipient,
+        Code::CidConflict,
+        Code::NotMember,
+        Code::UnknownGroup,
+        Code::GroupExists,
+        Code::NotInvited,
+        Code::Banned,
+        Code::Forbidden,
+        Code::Blocked,
+        Code::UnknownUser,
+        Code::LimitExceeded,
+        Code::InvalidToken,
+        Code::SubjectMismatch,
+        Code::RateLimited,
+        Code::Overloaded,
+        Code::Unavailable,
+        Code::Internal,
+    ];
+
+    /// The code as it appears in error frames.
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// A refused request: code, human message, and fields some codes carry (`limit_exceeded`:
+/// `limit` and `max`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProtocolError {
     /// The code.
     pub code: Code,
     /// Details.
     pub message: String,
+    /// Extra fields of the error frame, documented per code.
+    pub fields: Vec<(&'static str, Value)>,
 }
 
 impl ProtocolError {
@@ -63,6 +134,16 @@ impl ProtocolError {
         ProtocolError {
             code,
             message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// A `limit_exceeded` error naming the bound and its value.
+    pub fn limit(limit: &str, max: u64, message: impl Into<String>) -> ProtocolError {
+        ProtocolError {
+            code: Code::LimitExceeded,
+            message: message.into(),
+            fields: vec![("limit", json!(limit)), ("max", json!(max))],
         }
     }
 }
@@ -93,8 +174,13 @@ pub enum Request {
         /// Page size.
         limit: u32,
     },
-    /// List conversations with unread counts.
-    Conversations,
+    /// List conversations with unread counts, a page at a time.
+    Conversations {
+        /// Only conversations whose id sorts after this one.
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
     /// Mark read up to `seq`.
     Read {
         /// Conversation id.
@@ -108,6 +194,10 @@ pub enum Request {
         group: String,
         /// Display name.
         name: Option<String>,
+        /// Who may join (default `invite`).
+        access: Option<Access>,
+        /// What members read (default `joined`).
+        history: Option<HistoryVisibility>,
     },
     /// Join a group.
     JoinGroup {
@@ -119,10 +209,99 @@ pub enum Request {
         /// Group id.
         group: String,
     },
-    /// List a group's members.
+    /// List a group's members, a page at a time.
     Members {
         /// Group id.
         group: String,
+        /// Only members whose uid sorts after this one.
+        after: Option<String>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Invite a user to a group (owner or admin).
+    Invite {
+        /// Group id.
+        group: String,
+        /// The invitee.
+        uid: String,
+    },
+    /// Decline (withdraw) one's invitation to a group.
+    Decline {
+        /// Group id.
+        group: String,
+    },
+    /// List one's invitations.
+    Invitations,
+    /// Remove a member from a group (owner or admin).
+    Kick {
+        /// Group id.
+        group: String,
+        /// The member.
+        uid: String,
+    },
+    /// Ban a user from a group (owner or admin).
+    Ban {
+        /// Group id.
+        group: String,
+        /// The user.
+        uid: String,
+    },
+    /// Lift a ban (owner or admin).
+    Unban {
+        /// Group id.
+        group: String,
+        /// The user.
+        uid: String,
+    },
+    /// Make a member an admin (owner).
+    Promote {
+        /// Group id.
+        group: String,
+        /// The member.
+        uid: String,
+    },
+    /// Make an admin a plain member again (owner).
+    Demote {
+        /// Group id.
+        group: String,
+        /// The admin.
+        uid: String,
+    },
+    /// Change a group's settings (owner or admin).
+    UpdateGroup {
+        /// Group id.
+        group: String,
+        /// New display name.
+        name: Option<String>,
+        /// New access mode.
+        access: Option<Access>,
+        /// New history visibility.
+        history: Option<HistoryVisibility>,
+    },
+    /// A group's settings and one's role in it.
+    GroupInfo {
+        /// Group id.
+        group: String,
+    },
+    /// Refuse a user's direct messages and invitations.
+    Block {
+        /// The user to block.
+        uid: String,
+    },
+    /// Accept a blocked user again.
+    Unblock {
+        /// The user.
+        uid: String,
+    },
+    /// List the users one blocks, a page at a time.
+    Blocks {
+        /// Only uids after this one.
+        after: Option<String>,
+    },
+    /// Replace the connection's token before it expires.
+    Refresh {
+        /// The new token (same `sub`).
+        token: String,
     },
     /// List online uids.
     Online,
@@ -162,9 +341,24 @@ pub fn parse(text: &str, max_text_chars: usize) -> Parsed {
             };
         }
     };
-    let cid = object.get("cid").and_then(Value::as_str).map(str::to_owned);
+    // Only a valid cid is echoed: an answer never quotes more of the client than it allows.
+    let cid = match object.get("cid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(cid)) if valid_cid(cid) => Some(cid.clone()),
+        Some(_) => {
+            return Parsed {
+                cid: None,
+                request: Err(invalid(format!("cid must be 1-{MAX_CID_CHARS} printable characters"))),
+            };
+        }
+    };
     let request = Fields(&object).request(max_text_chars);
     Parsed { cid, request }
+}
+
+/// Whether `cid` is 1–64 characters without control characters.
+pub fn valid_cid(cid: &str) -> bool {
+    !cid.is_empty() && cid.chars().count() <= MAX_CID_CHARS && !cid.chars().any(char::is_control)
 }
 
 struct Fields<'a>(&'a Map<String, Value>);
@@ -183,18 +377,23 @@ impl Fields<'_> {
                 limit: self.limit(SYNC_LIMIT)?,
             },
             "history" => Request::History {
-                conversation: self.string("conversation")?,
+                conversation: self.conversation("conversation")?,
                 before: self.optional_int("before")?,
                 limit: self.limit(HISTORY_LIMIT)?,
             },
-            "conversations" => Request::Conversations,
+            "conversations" => Request::Conversations {
+                after: self.optional_conversation("after")?,
+                limit: self.limit(CONVERSATIONS_LIMIT)?,
+            },
             "read" => Request::Read {
-                conversation: self.string("conversation")?,
+                conversation: self.conversation("conversation")?,
                 seq: self.int("seq")?,
             },
             "create_group" => Request::CreateGroup {
                 group: self.group("group")?,
-                name: self.optional_string("name")?,
+                name: self.name()?,
+                access: self.access()?,
+                history: self.history()?,
             },
             "join_group" => Request::JoinGroup {
                 group: self.group("group")?,
@@ -204,9 +403,61 @@ impl Fields<'_> {
             },
             "members" => Request::Members {
                 group: self.group("group")?,
+                after: self.optional_uid("after")?,
+                limit: self.limit(MEMBERS_LIMIT)?,
             },
+            "invite" => Request::Invite {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "decline" => Request::Decline {
+                group: self.group("group")?,
+            },
+            "invitations" => Request::Invitations,
+            "kick" => Request::Kick {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "ban" => Request::Ban {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "unban" => Request::Unban {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "promote" => Request::Promote {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "demote" => Request::Demote {
+                group: self.group("group")?,
+                uid: self.uid("uid")?,
+            },
+            "update_group" => Request::UpdateGroup {
+                group: self.group("group")?,
+                name: self.name()?,
+                access: self.access()?,
+                history: self.history()?,
+            },
+            "group_info" => Request::GroupInfo {
+                group: self.group("group")?,
+            },
+            "block" => Request::Block { uid: self.uid("uid")? },
+            "unblock" => Request::Unblock { uid: self.uid("uid")? },
+            "blocks" => Request::Blocks {
+                after: self.optional_uid("after")?,
+            },
+            "refresh" => Request::Refresh { token: self.token()? },
             "online" => Request::Online,
-            other => return Err(ProtocolError::new(Code::UnknownType, format!("unknown type {other:?}"))),
+            other => {
+                let quoted: String = other.chars().take(MAX_QUOTED_CHARS).collect();
+                let ellipsis = if quoted.len() < other.len() { "…" } else { "" };
+                return Err(ProtocolError::new(
+                    Code::UnknownType,
+                    format!("unknown type {quoted:?}{ellipsis}"),
+                ));
+            }
         })
     }
 
@@ -222,10 +473,8 @@ impl Fields<'_> {
             (None, Some(_)) => Target::Group(self.group("group")?),
             (None, None) => return Err(ProtocolError::new(Code::MissingField, "a send needs to or group")),
         };
-        let cid = self.string("cid")?;
-        if cid.is_empty() || cid.chars().count() > MAX_CID_CHARS || cid.chars().any(char::is_control) {
-            return Err(invalid(format!("cid must be 1-{MAX_CID_CHARS} printable characters")));
-        }
+        // `parse` already refused an invalid cid; a send needs one.
+        self.string("cid")?;
         let text = self.string("text")?;
         if text.trim().is_empty() {
             return Err(ProtocolError::new(Code::EmptyText, "text is empty"));
@@ -259,6 +508,83 @@ impl Fields<'_> {
         Ok(group)
     }
 
+    fn token(&self) -> Result<String, ProtocolError> {
+        let token = self.string("token")?;
+        if token.is_empty() || token.len() > crate::auth::MAX_TOKEN_BYTES {
+            return Err(invalid(format!(
+                "token must be 1-{} bytes",
+                crate::auth::MAX_TOKEN_BYTES
+            )));
+        }
+        Ok(token)
+    }
+
+    fn conversation(&self, name: &str) -> Result<String, ProtocolError> {
+        self.optional_conversation(name)?.ok_or_else(|| missing(name))
+    }
+
+    fn optional_conversation(&self, name: &str) -> Result<Option<String>, ProtocolError> {
+        let Some(conversation) = self.optional_string(name)? else {
+            return Ok(None);
+        };
+        if !valid_conversation(&conversation) {
+            return Err(invalid(format!(
+                "{name} must be a conversation id: d:<uid>:<uid> or g:<group>"
+            )));
+        }
+        Ok(Some(conversation))
+    }
+
+    fn optional_uid(&self, name: &str) -> Result<Option<String>, ProtocolError> {
+        let Some(uid) = self.optional_string(name)? else {
+            return Ok(None);
+        };
+        if !crate::auth::valid_uid(&uid) {
+            return Err(invalid(format!("{name} must be 1-64 letters, digits or _ . @ -")));
+        }
+        Ok(Some(uid))
+    }
+
+    fn uid(&self, name: &str) -> Result<String, ProtocolError> {
+        self.optional_uid(name)?.ok_or_else(|| missing(name))
+    }
+
+    /// A group display name: 1–100 characters, not only whitespace, no control characters.
+    fn name(&self) -> Result<Option<String>, ProtocolError> {
+        let Some(name) = self.optional_string("name")? else {
+            return Ok(None);
+        };
+        if name.chars().count() > MAX_GROUP_NAME_CHARS {
+            return Err(ProtocolError::limit(
+                "name_chars",
+                MAX_GROUP_NAME_CHARS as u64,
+                format!("name is longer than {MAX_GROUP_NAME_CHARS} characters"),
+            ));
+        }
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            return Err(invalid("name must be printable text, not only whitespace"));
+        }
+        Ok(Some(name))
+    }
+
+    fn access(&self) -> Result<Option<Access>, ProtocolError> {
+        match self.optional_string("access")? {
+            None => Ok(None),
+            Some(value) => Access::parse(&value)
+                .map(Some)
+                .ok_or_else(|| invalid("access must be \"open\" or \"invite\"")),
+        }
+    }
+
+    fn history(&self) -> Result<Option<HistoryVisibility>, ProtocolError> {
+        match self.optional_string("history")? {
+            None => Ok(None),
+            Some(value) => HistoryVisibility::parse(&value)
+                .map(Some)
+                .ok_or_else(|| invalid("history must be \"joined\" or \"shared\"")),
+        }
+    }
+
     fn optional_int(&self, name: &str) -> Result<Option<i64>, ProtocolError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -285,18 +611,41 @@ impl Fields<'_> {
     fn cursors(&self) -> Result<HashMap<String, i64>, ProtocolError> {
         match self.0.get("cursors") {
             None | Some(Value::Null) => Ok(HashMap::new()),
-            Some(Value::Object(map)) => map
-                .iter()
-                .map(|(conversation, seq)| {
-                    seq.as_i64()
-                        .filter(|s| *s >= 0)
-                        .map(|s| (conversation.clone(), s))
-                        .ok_or_else(|| invalid("cursors map conversations to non-negative integers"))
-                })
-                .collect(),
+            Some(Value::Object(map)) => {
+                if map.len() > MAX_CURSORS {
+                    return Err(ProtocolError::limit(
+                        "cursors",
+                        MAX_CURSORS as u64,
+                        format!("cursors has {} entries, at most {MAX_CURSORS} are allowed", map.len()),
+                    ));
+                }
+                map.iter()
+                    .map(|(conversation, seq)| {
+                        if !valid_conversation(conversation) {
+                            return Err(invalid("cursors keys must be conversation ids"));
+                        }
+                        seq.as_i64()
+                            .filter(|s| *s >= 0)
+                            .map(|s| (conversation.clone(), s))
+                            .ok_or_else(|| invalid("cursors map conversations to non-negative integers"))
+                    })
+                    .collect()
+            }
             Some(_) => Err(invalid("cursors must be an object")),
         }
     }
+}
+
+/// Whether `id` is a conversation id of the chat service: `g:<group>` or `d:<uid>:<uid>` with
+/// valid names (chat uids and group ids contain neither `:` nor `%`, so no escaping occurs), at
+/// most 131 characters.
+pub fn valid_conversation(id: &str) -> bool {
+    if let Some(group) = id.strip_prefix("g:") {
+        return crate::auth::valid_uid(group);
+    }
+    id.strip_prefix("d:")
+        .and_then(|pair| pair.split_once(':'))
+        .is_some_and(|(a, b)| crate::auth::valid_uid(a) && crate::auth::valid_uid(b))
 }
 
 fn missing(name: &str) -> ProtocolError {
@@ -341,9 +690,27 @@ pub fn ack(stored: &StoredMessage, duplicate: bool) -> Value {
     })
 }
 
+/// The `group_info` frame: a group as one of its members sees it.
+pub fn group_info(info: &gatehouse_store::GroupInfo) -> Value {
+    json!({
+        "type": "group_info",
+        "group": info.group,
+        "name": info.name,
+        "owner": info.owner,
+        "access": info.access,
+        "history": info.history,
+        "member_count": info.member_count,
+        "role": info.role,
+    })
+}
+
 /// An `error` frame.
 pub fn error(error: &ProtocolError, cid: Option<&str>) -> Value {
-    json!({"type": "error", "code": error.code, "message": error.message, "cid": cid})
+    let mut frame = json!({"type": "error", "code": error.code, "message": error.message, "cid": cid});
+    for (name, value) in &error.fields {
+        frame[*name] = value.clone();
+    }
+    frame
 }
 
 #[cfg(test)]
@@ -390,6 +757,41 @@ mod tests {
         assert_eq!(code(r#"{"type":"history"}"#), Code::MissingField);
         assert_eq!(code(r#"{"type":"sync","limit":0}"#), Code::InvalidField);
         assert_eq!(code(r#"{"type":"sync","cursors":{"d:a:b":-1}}"#), Code::InvalidField);
+    }
+
+    #[test]
+    fn every_code_is_documented_in_the_protocol() {
+        let doc = include_str!("../../../docs/protocol.md");
+        for code in Code::ALL {
+            let row = format!("| `{}` |", code.as_str());
+            assert!(doc.contains(&row), "docs/protocol.md has no row for {row}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_refused_with_precise_codes() {
+        let cursors: Map<String, Value> = (0..=MAX_CURSORS).map(|i| (format!("g:c{i}"), json!(0))).collect();
+        let frame = json!({"type": "sync", "cursors": cursors}).to_string();
+        let error = parse(&frame, 10).request.unwrap_err();
+        assert_eq!(error.code, Code::LimitExceeded);
+        assert!(error.fields.contains(&("limit", json!("cursors"))));
+        assert_eq!(code(r#"{"type":"sync","cursors":{"nonsense":1}}"#), Code::InvalidField);
+        assert_eq!(code(r#"{"type":"history","conversation":"g:"}"#), Code::InvalidField);
+        assert_eq!(
+            code(r#"{"type":"read","conversation":"d:a","seq":1}"#),
+            Code::InvalidField
+        );
+        let long_name = json!({"type": "create_group", "group": "g", "name": "n".repeat(101)}).to_string();
+        assert_eq!(parse(&long_name, 10).request.unwrap_err().code, Code::LimitExceeded);
+        let long_cid = json!({"type": "conversations", "cid": "c".repeat(65)}).to_string();
+        let parsed = parse(&long_cid, 10);
+        assert_eq!(
+            (parsed.cid, parsed.request.unwrap_err().code),
+            (None, Code::InvalidField)
+        );
+        let long_type = json!({"type": "t".repeat(5000)}).to_string();
+        let error = parse(&long_type, 10).request.unwrap_err();
+        assert!(error.message.len() < 100, "{}", error.message);
     }
 
     #[test]

@@ -5,20 +5,23 @@
 //! the sender's other devices for a direct message, to the group's connections for a group.
 //! Nothing is acknowledged or pushed before it is durable. A resend with a known `cid` gets the
 //! original ack and is pushed again (recipients drop repeats by id), so a push lost with a dead
-//! worker is repaired by the client's resend.
+//! worker is repaired by the client's resend; a known `cid` reused for another message is a
+//! `cid_conflict` (nothing stored, nothing pushed).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashSet;
-use gatehouse_sdk::{ApiError, Context, Frame, HandlerResult, Handshake, Reject, Worker};
-use gatehouse_store::{
-    ConversationKind, ConversationRef, GroupCommitter, NewMessage, Store, StoreError, group_conversation_id,
-};
-use serde_json::{Value, json};
+use gatehouse_sdk::{ApiError, CloseInfo, Context, Deadline, Frame, HandlerResult, Handshake, Reject, Worker};
+use gatehouse_store::{ConversationRef, GroupCommitter, NewMessage, Store, StoreError, group_conversation_id};
+use serde_json::{Map, Value, json};
 
-use crate::auth;
+use crate::auth::{self, Verifier};
 use crate::config::{ChatConfig, ConfigError};
+use crate::groups::follow;
 use crate::protocol::{self, Code, ProtocolError, Request, Target};
+use crate::ratelimit::{Kind, Limiter, Verdict};
+use crate::reply::ListReply;
 
 /// Why the chat worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,63 +36,166 @@ pub enum ChatError {
 
 /// The chat service's [`Worker`].
 pub struct ChatWorker {
-    config: ChatConfig,
-    store: Store,
+    pub(crate) config: ChatConfig,
+    pub(crate) store: Store,
     committer: GroupCommitter,
     /// Uids known to have signed in. Users are never removed, so a positive answer can be kept
     /// forever and a direct message costs no lookup query.
     known_users: DashSet<String>,
+    /// Per-connection rate limits.
+    limiter: Limiter,
+    /// Checks tokens; `None` when no key is configured (dev mode or nothing accepted).
+    verifier: Option<Verifier>,
+    /// Handshakes refused because their uid had too many connections.
+    refused_connections: AtomicU64,
 }
 
 impl ChatWorker {
     /// Opens (and migrates) the store and starts the group committer.
     pub async fn open(config: ChatConfig) -> Result<ChatWorker, ChatError> {
         config.validate()?;
+        let verifier = config.verifier()?;
         let store = Store::open(&config.database_url).await?;
         tracing::info!(backend = ?store.backend(), "chat store ready");
         let committer = GroupCommitter::spawn(store.clone(), config.commit).await?;
+        let limiter = Limiter::new(config.rate);
         Ok(ChatWorker {
             config,
             store,
             committer,
             known_users: DashSet::new(),
+            limiter,
+            verifier,
+            refused_connections: AtomicU64::new(0),
         })
     }
 
-    /// Executes one request for `uid`; returns the answer frame.
+    /// The deadline of a connection whose token expires at `expires_at`.
+    fn token_deadline(&self, expires_at: SystemTime) -> Deadline {
+        let warning = json!({"type": "token_expiring", "expires_at": unix_ms(expires_at)});
+        Deadline {
+            at: expires_at,
+            warning: Some((self.config.token_warning, Frame::json(&warning))),
+            close_code: CLOSE_TOKEN_EXPIRED,
+            close_reason: "token expired".to_owned(),
+        }
+    }
+
+    /// Replaces the connection's token: same `sub`, a later (or earlier) expiry.
+    async fn refresh(&self, ctx: &Context, uid: &str, token: &str) -> Result<Value, ProtocolError> {
+        let Some(verifier) = &self.verifier else {
+            return Err(ProtocolError::new(
+                Code::InvalidToken,
+                "tokens are not accepted: the server has no jwt key configured",
+            ));
+        };
+        let identity = verifier
+            .verify(token)
+            .map_err(|reject| ProtocolError::new(Code::InvalidToken, reject.reason))?;
+        if identity.uid != uid {
+            return Err(ProtocolError::new(
+                Code::SubjectMismatch,
+                format!("the token names {}, this connection is {uid}", identity.uid),
+            ));
+        }
+        let expires_at = identity.expires_at.unwrap_or(UNIX_EPOCH);
+        ctx.set_deadline(Some(self.token_deadline(expires_at)))
+            .await
+            .map_err(api_error)?;
+        Ok(json!({"type": "refreshed", "expires_at": unix_ms(expires_at)}))
+    }
+
+    /// Starts a list reply of `kind` within the reply budget, with the request's `cid` and
+    /// `fields`.
+    pub(crate) fn list_reply(
+        &self,
+        kind: &str,
+        cid: Option<&str>,
+        fields: &[(&str, &str)],
+        list: &'static str,
+        map: Option<&'static str>,
+    ) -> ListReply {
+        let mut envelope = Map::new();
+        envelope.insert("type".to_owned(), json!(kind));
+        for (name, value) in fields {
+            envelope.insert((*name).to_owned(), json!(value));
+        }
+        if let Some(cid) = cid {
+            envelope.insert("cid".to_owned(), json!(cid));
+        }
+        ListReply::new(envelope, list, map, self.config.max_reply_bytes)
+    }
+
+    /// Finishes a page of messages; a page that could not take even its first message is a
+    /// configuration error (a stored text longer than `max_text_chars` allows), reported
+    /// loudly instead of answering an empty page that would be asked for again forever.
+    fn message_page(reply: ListReply, more: bool) -> Result<Answer, ProtocolError> {
+        if reply.is_empty() && reply.is_full() {
+            tracing::error!("a stored message does not fit max_reply_bytes; raise it");
+            return Err(ProtocolError::new(
+                Code::Internal,
+                "a stored message is larger than the server's reply limit",
+            ));
+        }
+        Ok(Answer::Frame(reply.finish(more)))
+    }
+
+    /// Executes one request for `uid`; returns the answer.
     async fn execute(
         &self,
         ctx: &Context,
         uid: &str,
         request: Request,
         cid: Option<&str>,
-    ) -> Result<Value, ProtocolError> {
+    ) -> Result<Answer, ProtocolError> {
         let cluster = ctx.cluster();
-        Ok(match request {
+        Ok(Answer::Json(match request {
             Request::Send { target, text } => return Box::pin(self.send(ctx, uid, target, text, cid)).await,
             Request::Sync { cursors, limit } => {
-                let page = self.store.sync(uid, &cursors, limit).await.map_err(store_error)?;
-                let messages: Vec<Value> = page.messages.iter().map(protocol::message).collect();
-                json!({"type": "sync", "messages": messages, "more": page.more})
+                let mut reply = self.list_reply("sync", cid, &[], "messages", None);
+                let page = self
+                    .store
+                    .sync_within(uid, &cursors, limit, &mut |m| reply.push(&protocol::message(m)))
+                    .await
+                    .map_err(store_error)?;
+                return Self::message_page(reply, page.more);
             }
             Request::History {
                 conversation,
                 before,
                 limit,
             } => {
-                let page = match self.store.history(uid, &conversation, before, limit + 1).await {
+                let mut reply = self.list_reply("history", cid, &[("conversation", &conversation)], "messages", None);
+                let more = match self
+                    .store
+                    .history_page(uid, &conversation, before, limit, &mut |m| {
+                        reply.push(&protocol::message(m))
+                    })
+                    .await
+                {
+                    Ok(page) => page.more,
                     // A direct conversation of this user with no message yet: empty, not forbidden.
-                    Err(StoreError::NotMember { .. }) if is_own_direct(&conversation, uid) => Vec::new(),
-                    other => other.map_err(store_error)?,
+                    Err(StoreError::NotMember { .. }) if is_own_direct(&conversation, uid) => false,
+                    Err(error) => return Err(store_error(error)),
                 };
-                let more = page.len() > limit as usize;
-                let skip = page.len().saturating_sub(limit as usize);
-                let messages: Vec<Value> = page.iter().skip(skip).map(protocol::message).collect();
-                json!({"type": "history", "conversation": conversation, "messages": messages, "more": more})
+                reply.reverse();
+                return Self::message_page(reply, more);
             }
-            Request::Conversations => {
-                let list = self.store.conversations_of(uid).await.map_err(store_error)?;
-                json!({"type": "conversations", "conversations": list})
+            Request::Conversations { after, limit } => {
+                let page = self
+                    .store
+                    .conversations_page(uid, after.as_deref(), limit)
+                    .await
+                    .map_err(store_error)?;
+                let mut reply = self.list_reply("conversations", cid, &[], "conversations", None);
+                let mut more = page.more;
+                for summary in &page.conversations {
+                    if !reply.push(summary) {
+                        more = true;
+                        break;
+                    }
+                }
+                return Ok(Answer::Frame(reply.finish(more)));
             }
             Request::Read { conversation, seq } => {
                 let read = self
@@ -99,44 +205,44 @@ impl ChatWorker {
                     .map_err(store_error)?;
                 json!({"type": "read", "conversation": conversation, "seq": read})
             }
-            Request::CreateGroup { group, name } => {
-                self.store
-                    .create_group(&group, uid, name.as_deref())
-                    .await
-                    .map_err(store_error)?;
-                self.follow_group(ctx, uid, &group, true).await?;
-                json!({"type": "group", "group": group, "action": "created"})
-            }
-            Request::JoinGroup { group } => {
-                self.store.join_group(&group, uid).await.map_err(store_error)?;
-                self.follow_group(ctx, uid, &group, true).await?;
-                json!({"type": "group", "group": group, "action": "joined"})
-            }
-            Request::LeaveGroup { group } => {
-                self.store.leave_group(&group, uid).await.map_err(store_error)?;
-                self.follow_group(ctx, uid, &group, false).await?;
-                json!({"type": "group", "group": group, "action": "left"})
-            }
-            Request::Members { group } => {
-                if !self
-                    .store
-                    .is_member(&group_conversation_id(&group), uid)
-                    .await
-                    .map_err(store_error)?
-                {
-                    return Err(store_error(StoreError::NotMember {
-                        uid: uid.to_owned(),
-                        conversation: group_conversation_id(&group),
-                    }));
-                }
-                let members = self.store.group_members(&group).await.map_err(store_error)?;
-                json!({"type": "members", "group": group, "members": members})
-            }
+            request @ (Request::CreateGroup { .. }
+            | Request::JoinGroup { .. }
+            | Request::LeaveGroup { .. }
+            | Request::Members { .. }
+            | Request::Invite { .. }
+            | Request::Decline { .. }
+            | Request::Invitations
+            | Request::Kick { .. }
+            | Request::Ban { .. }
+            | Request::Unban { .. }
+            | Request::Promote { .. }
+            | Request::Demote { .. }
+            | Request::UpdateGroup { .. }
+            | Request::GroupInfo { .. }
+            | Request::Block { .. }
+            | Request::Unblock { .. }
+            | Request::Blocks { .. }) => return self.group_request(ctx, uid, request, cid).await,
+            Request::Refresh { token } => self.refresh(ctx, uid, &token).await?,
             Request::Online => {
-                let uids = cluster.all_uids().await.map_err(api_error)?;
-                json!({"type": "online", "uids": uids})
+                // Only the asker's contacts, checked against the local routing table (no round
+                // trip to any gateway when the table is trusted).
+                let max = self.config.max_online_contacts;
+                let contacts = self.store.contacts_of(uid, max).await.map_err(store_error)?;
+                let capped = contacts.len() >= max as usize;
+                let mut online: Vec<String> = cluster
+                    .online_uids(&contacts)
+                    .await
+                    .map_err(api_error)?
+                    .into_iter()
+                    .chain([uid.to_owned()])
+                    .collect();
+                online.sort_unstable();
+                online.dedup();
+                let mut reply = self.list_reply("online", cid, &[], "uids", None);
+                let trimmed = online.iter().any(|u| !reply.push(u));
+                return Ok(Answer::Frame(reply.finish(capped || trimmed)));
             }
-        })
+        }))
     }
 
     /// Stores one message, acknowledges it, then pushes it. The hot path: everything rare in
@@ -149,7 +255,7 @@ impl ChatWorker {
         target: Target,
         text: String,
         cid: Option<&str>,
-    ) -> Result<Value, ProtocolError> {
+    ) -> Result<Answer, ProtocolError> {
         let cluster = ctx.cluster();
         let cid = cid.expect("parse requires a cid for send").to_owned();
         let conversation = match target {
@@ -177,8 +283,8 @@ impl ChatWorker {
             // "Not a member" of a group that does not exist: say so precisely.
             Err(StoreError::NotMember { .. }) if group.is_some() => {
                 let id = group.expect("checked");
-                return Err(match Box::pin(self.store.group_members(&id)).await {
-                    Err(StoreError::UnknownGroup(_)) => store_error(StoreError::UnknownGroup(id)),
+                return Err(match Box::pin(self.store.group_exists(&id)).await {
+                    Ok(false) => store_error(StoreError::UnknownGroup(id)),
                     _ => store_error(StoreError::NotMember {
                         uid: uid.to_owned(),
                         conversation: group_conversation_id(&id),
@@ -200,7 +306,7 @@ impl ChatWorker {
             (None, None) => Ok(()),
         }
         .map_err(api_error)?;
-        Ok(Value::Null)
+        Ok(Answer::Done)
     }
 
     /// Whether `uid` has ever signed in (cached once true).
@@ -214,59 +320,95 @@ impl ChatWorker {
         }
         Ok(exists)
     }
-
-    /// Makes every connection of `uid` join (or leave) the cluster group of a chat group, so that
-    /// pushes reach all of the user's devices.
-    async fn follow_group(&self, ctx: &Context, uid: &str, group: &str, join: bool) -> Result<(), ProtocolError> {
-        let cluster = ctx.cluster();
-        let key = group_conversation_id(group);
-        for client in cluster.client_ids_by_uid(uid).await.map_err(api_error)? {
-            let result = if join {
-                cluster.join_group(client, &key).await
-            } else {
-                cluster.leave_group(client, &key).await
-            };
-            match result {
-                // A device that disconnected meanwhile is not an error.
-                Err(error) if error.code != gatehouse_sdk::ErrorCode::NotFound => return Err(api_error(error)),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
 }
 
+/// The close code of a connection that kept sending while rate limited (RFC 6455: policy
+/// violation).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+
+/// The close code of a connection whose token expired without a `refresh` (application range).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+
 impl Worker for ChatWorker {
+    async fn on_close(&self, ctx: &Context, _close: &CloseInfo) -> HandlerResult {
+        self.limiter.forget(ctx.client_id());
+        Ok(())
+    }
+
     async fn on_handshake(&self, ctx: &Context, handshake: &Handshake) -> Result<(), Reject> {
-        let uid = auth::identify(handshake, self.config.jwt_secret.as_deref())?;
+        let identity = auth::identify(handshake, self.verifier.as_ref(), self.config.insecure_dev_auth)?;
+        let uid = identity.uid;
         let unavailable = |what: &str, error: &dyn std::fmt::Display| {
             tracing::warn!(%uid, %error, "{what} failed during a handshake");
             Reject::new(503, format!("{what} failed; retry later"))
         };
+        // Devices per uid: counted before this connection is bound, so it is not among them.
+        // Two handshakes of one uid at the same moment both see the count without the other.
+        let max = self.config.max_connections_per_uid;
+        if max > 0 {
+            let open = ctx
+                .cluster()
+                .client_ids_by_uid(&uid)
+                .await
+                .map_err(|e| unavailable("counting connections", &e))?;
+            if open.len() >= max as usize {
+                self.refused_connections.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%uid, open = open.len(), max, "handshake refused: too many connections for one uid");
+                return Err(Reject::new(
+                    429,
+                    format!("too many connections for this uid (at most {max})"),
+                ));
+            }
+        }
         self.store
             .ensure_user(&uid)
             .await
             .map_err(|e| unavailable("user registration", &e))?;
         // The welcome is queued before the bind, so it is the first frame the client reads even
         // when a message for this uid is pushed while the handshake completes.
-        let welcome = json!({"type": "welcome", "uid": uid, "client": ctx.client_id()});
+        let mut welcome = json!({"type": "welcome", "uid": uid, "client": ctx.client_id()});
+        if let Some(expires_at) = identity.expires_at {
+            welcome["expires_at"] = json!(unix_ms(expires_at));
+        }
         ctx.reply(Frame::json(&welcome))
             .await
             .map_err(|e| unavailable("welcoming", &e))?;
-        let cluster = ctx.cluster();
+        // The gateway enforces the token's expiry, so it holds even if this worker dies: a
+        // warning ahead of it, then close code 4001 unless the client refreshed the token.
+        if let Some(expires_at) = identity.expires_at {
+            ctx.set_deadline(Some(self.token_deadline(expires_at)))
+                .await
+                .map_err(|e| unavailable("arming the token's expiry", &e))?;
+        }
         ctx.bind_uid(&uid).await.map_err(|e| unavailable("binding", &e))?;
-        let conversations = self
+        // Bind, read the groups, join them, read again, leave what is no longer held. A removal
+        // commits in the store and then takes every connection the cluster lists for the uid
+        // out of the group. Against this handshake it either committed before the first read
+        // (the group is never joined), or after the second (the bind had returned by then, so
+        // the removal's lookup finds this connection, and its leave follows our join), or in
+        // between (the second read misses the group and we leave it ourselves). No order of
+        // the two leaves this connection in a group its user no longer belongs to.
+        let groups = self
             .store
-            .conversations_of(&uid)
+            .groups_of(&uid)
             .await
             .map_err(|e| unavailable("loading groups", &e))?;
-        for conversation in conversations.iter().filter(|c| c.kind == ConversationKind::Group) {
-            cluster
-                .join_group(ctx.client_id(), &conversation.id)
+        for group in &groups {
+            follow(ctx, ctx.client_id(), &group_conversation_id(group), true)
                 .await
-                .map_err(|e| unavailable("joining groups", &e))?;
+                .map_err(|e| unavailable("joining groups", &e.message))?;
         }
-        if handshake.insecure_dev && handshake.query_param("token").is_none() {
+        let still = self
+            .store
+            .groups_of(&uid)
+            .await
+            .map_err(|e| unavailable("loading groups", &e))?;
+        for group in groups.iter().filter(|g| still.binary_search(g).is_err()) {
+            follow(ctx, ctx.client_id(), &group_conversation_id(group), false)
+                .await
+                .map_err(|e| unavailable("leaving groups", &e.message))?;
+        }
+        if identity.expires_at.is_none() {
             tracing::info!(%uid, "signed in with a bare uid (insecure dev mode)");
         }
         Ok(())
@@ -280,6 +422,32 @@ impl Worker for ChatWorker {
         };
         let parsed = protocol::parse(text, self.config.max_text_chars);
         let cid = parsed.cid.as_deref();
+        let kind = match &parsed.request {
+            Ok(Request::Send { .. }) => Kind::Send,
+            _ => Kind::Request,
+        };
+        match self.limiter.check(ctx.client_id(), kind) {
+            Verdict::Allowed => {}
+            Verdict::Refused { retry_after } => {
+                let retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX).max(1);
+                let mut error = ProtocolError::new(
+                    Code::RateLimited,
+                    format!("too many requests; retry in {retry_after_ms} ms"),
+                );
+                error.fields.push(("retry_after_ms", json!(retry_after_ms)));
+                ctx.reply(self.bounded(&protocol::error(&error, cid))).await?;
+                return Ok(());
+            }
+            Verdict::Abusive => {
+                let error = ProtocolError::new(
+                    Code::RateLimited,
+                    "too many requests while refused: closing the connection (1008)",
+                );
+                ctx.reply(self.bounded(&protocol::error(&error, cid))).await?;
+                ctx.close(CLOSE_POLICY_VIOLATION, "rate limit exceeded").await?;
+                return Ok(());
+            }
+        }
         let outcome = match (parsed.request, ctx.uid()) {
             (Err(error), _) => Err(error),
             (Ok(_), None) => Err(ProtocolError::new(Code::Internal, "the connection has no uid")),
@@ -288,18 +456,48 @@ impl Worker for ChatWorker {
             // queries): boxed, so that state is not allocated for every message.
             (Ok(request), Some(uid)) => Box::pin(self.execute(ctx, &uid, request, cid)).await,
         };
-        let answer = match outcome {
-            Ok(Value::Null) => return Ok(()),
-            Ok(mut answer) => {
+        let frame = match outcome {
+            Ok(Answer::Done) => return Ok(()),
+            Ok(Answer::Frame(frame)) => frame,
+            Ok(Answer::Json(mut answer)) => {
                 if let Some(cid) = cid {
                     answer["cid"] = json!(cid);
                 }
-                answer
+                self.bounded(&answer)
             }
-            Err(error) => protocol::error(&error, cid),
+            Err(error) => self.bounded(&protocol::error(&error, cid)),
         };
-        ctx.reply(Frame::json(&answer)).await?;
+        ctx.reply(frame).await?;
         Ok(())
+    }
+}
+
+/// What a handled request answers.
+pub(crate) enum Answer {
+    /// Nothing more: a send was answered with its ack before its pushes went out.
+    Done,
+    /// A JSON object, to which the request's `cid` is added.
+    Json(Value),
+    /// A frame built within the reply budget, `cid` included.
+    Frame(Frame),
+}
+
+impl ChatWorker {
+    /// Encodes a single-object answer. Answers are small by construction (every string in
+    /// them is bounded); one that is not is a bug, answered with `internal` instead of a frame
+    /// the gateway might refuse.
+    fn bounded(&self, answer: &Value) -> Frame {
+        let frame = Frame::json(answer);
+        if frame.data().len() <= self.config.max_reply_bytes {
+            return frame;
+        }
+        tracing::error!(
+            bytes = frame.data().len(),
+            kind = %answer["type"],
+            "an answer exceeded max_reply_bytes"
+        );
+        let error = ProtocolError::new(Code::Internal, "the answer was larger than the reply limit");
+        Frame::json(&protocol::error(&error, None))
     }
 }
 
@@ -312,6 +510,13 @@ fn is_own_direct(conversation: &str, uid: &str) -> bool {
         .is_some_and(|(a, b)| (a == uid || b == uid) && auth::valid_uid(a) && auth::valid_uid(b))
 }
 
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -319,11 +524,20 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn store_error(error: StoreError) -> ProtocolError {
+pub(crate) fn store_error(error: StoreError) -> ProtocolError {
     let code = match &error {
+        StoreError::LimitExceeded { limit, max } => {
+            return ProtocolError::limit(limit.as_str(), u64::from(*max), error.to_string());
+        }
         StoreError::NotMember { .. } => Code::NotMember,
         StoreError::UnknownGroup(_) => Code::UnknownGroup,
         StoreError::GroupExists(_) => Code::GroupExists,
+        StoreError::NotInvited { .. } => Code::NotInvited,
+        StoreError::Banned { .. } => Code::Banned,
+        StoreError::Forbidden { .. } => Code::Forbidden,
+        StoreError::Blocked { .. } => Code::Blocked,
+        StoreError::UnknownUser(_) => Code::UnknownUser,
+        StoreError::CidConflict { .. } => Code::CidConflict,
         StoreError::InvalidInput(_) => Code::InvalidField,
         StoreError::Overloaded => Code::Overloaded,
         StoreError::Database(_) | StoreError::Closed | StoreError::Contention(_) => Code::Unavailable,
@@ -335,7 +549,7 @@ fn store_error(error: StoreError) -> ProtocolError {
     ProtocolError::new(code, error.to_string())
 }
 
-fn api_error(error: ApiError) -> ProtocolError {
+pub(crate) fn api_error(error: ApiError) -> ProtocolError {
     tracing::warn!(%error, "cluster call failed");
     ProtocolError::new(Code::Unavailable, error.to_string())
 }

@@ -245,9 +245,50 @@ pub struct ChatArgs {
     /// `postgres://user@host/db`. Falls back to the DATABASE_URL environment variable.
     #[arg(long, env = "GATEHOUSE_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// HS256 secret that signs chat tokens (at least 16 bytes).
+    /// HS256 secret that signs chat tokens (at least 32 bytes).
     #[arg(long, env = "GATEHOUSE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// PEM public key that verifies chat tokens instead of a secret: RSA (RS256/384/512) or EC
+    /// P-256/P-384 (ES256/384).
+    #[arg(long, env = "GATEHOUSE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    /// The `iss` every chat token must carry (not checked when unset).
+    #[arg(long, env = "GATEHOUSE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every chat token must carry (not checked when unset).
+    #[arg(long, env = "GATEHOUSE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Let the chat app accept a bare `?uid=` (no token) from gateways that run with
+    /// `--insecure-dev-auth` too. For demos and tests only; refused with a jwt secret or key.
+    #[arg(long, env = "GATEHOUSE_INSECURE_DEV_AUTH")]
+    pub insecure_dev_auth: bool,
+    /// Chat messages one connection may send per second (0: unlimited); over it a send is
+    /// answered `rate_limited` with `retry_after_ms`.
+    #[arg(long = "chat-send-rate", env = "GATEHOUSE_CHAT_SEND_RATE", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().sends.per_second)]
+    pub send_rate: u32,
+    /// Chat messages one connection may send at once after a quiet period.
+    #[arg(long = "chat-send-burst", env = "GATEHOUSE_CHAT_SEND_BURST", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().sends.burst)]
+    pub send_burst: u32,
+    /// Other chat requests (sync, history, group changes, ...) per second per connection (0:
+    /// unlimited).
+    #[arg(long = "chat-request-rate", env = "GATEHOUSE_CHAT_REQUEST_RATE", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().requests.per_second)]
+    pub request_rate: u32,
+    /// Other chat requests one connection may make at once after a quiet period.
+    #[arg(long = "chat-request-burst", env = "GATEHOUSE_CHAT_REQUEST_BURST", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().requests.burst)]
+    pub request_burst: u32,
+    /// Connections (devices) one uid may have open across the cluster; further handshakes get
+    /// HTTP 429 (0: no limit). Approximate under handshakes of one uid at the same moment.
+    #[arg(
+        long = "chat-max-connections-per-uid",
+        env = "GATEHOUSE_CHAT_MAX_CONNECTIONS_PER_UID",
+        default_value_t = 16
+    )]
+    pub max_connections_per_uid: u32,
+    /// Largest frame the chat worker sends, in bytes: lists are cut to fit and say `more`. Must
+    /// not exceed the gateways' --max-frame-out-bytes (default 1 MiB) and must hold the largest
+    /// message (about 33 KB).
+    #[arg(long = "chat-max-reply-bytes", env = "GATEHOUSE_CHAT_MAX_REPLY_BYTES", default_value_t = 256 * 1024)]
+    pub max_reply_bytes: usize,
 }
 
 impl ChatArgs {
@@ -259,6 +300,20 @@ impl ChatArgs {
             .unwrap_or_else(|| default_database.to_owned());
         let mut config = gatehouse_chat::ChatConfig::new(url);
         config.jwt_secret = self.jwt_secret.clone();
+        config.jwt_public_key = self.jwt_public_key.clone();
+        config.jwt_issuer = self.jwt_issuer.clone();
+        config.jwt_audience = self.jwt_audience.clone();
+        config.insecure_dev_auth = self.insecure_dev_auth;
+        config.max_connections_per_uid = self.max_connections_per_uid;
+        config.max_reply_bytes = self.max_reply_bytes;
+        config.rate.sends = gatehouse_chat::ratelimit::Rate {
+            per_second: self.send_rate,
+            burst: self.send_burst,
+        };
+        config.rate.requests = gatehouse_chat::ratelimit::Rate {
+            per_second: self.request_rate,
+            burst: self.request_burst,
+        };
         config
     }
 }
@@ -271,9 +326,19 @@ pub struct TokenArgs {
     /// How long the token is valid (`30m`, `12h`, `7days`).
     #[arg(long, env = "GATEHOUSE_TOKEN_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
-    /// HS256 secret (the same as the chat workers').
+    /// HS256 secret (the same as the chat workers', at least 32 bytes).
     #[arg(long, env = "GATEHOUSE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Sign with this PEM private key instead (RSA: RS256; EC P-256: ES256); the workers verify
+    /// with its public key (`--jwt-public-key`).
+    #[arg(long, env = "GATEHOUSE_JWT_PRIVATE_KEY", conflicts_with = "jwt_secret")]
+    pub jwt_private_key: Option<std::path::PathBuf>,
+    /// The token's `iss` (for workers that check one).
+    #[arg(long, env = "GATEHOUSE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The token's `aud` (for workers that check one).
+    #[arg(long, env = "GATEHOUSE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -428,13 +493,30 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
         Command::Api(args) => crate::api::run(*args, token).await?,
         Command::ApiKey(args) => crate::api::run_key(args)?,
         Command::Token(args) => {
-            let Some(secret) = args.jwt_secret.as_deref() else {
-                bail!("no jwt secret: set GATEHOUSE_JWT_SECRET or pass --jwt-secret");
+            use gatehouse_chat::auth::{MIN_SECRET_BYTES, SigningKey};
+            let key = match (&args.jwt_secret, &args.jwt_private_key) {
+                (Some(secret), _) if secret.len() < MIN_SECRET_BYTES => {
+                    bail!("the jwt secret must be at least {MIN_SECRET_BYTES} bytes")
+                }
+                (Some(secret), _) => SigningKey::Secret(secret.clone()),
+                (None, Some(path)) => {
+                    SigningKey::PrivatePem(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+                }
+                (None, None) => {
+                    bail!("no signing key: set GATEHOUSE_JWT_SECRET (or --jwt-secret), or pass --jwt-private-key")
+                }
             };
             if !gatehouse_chat::auth::valid_uid(&args.uid) {
                 bail!("a uid is 1-64 letters, digits or _ . @ -");
             }
-            println!("{}", gatehouse_chat::auth::sign(secret, &args.uid, args.ttl)?);
+            let token = gatehouse_chat::auth::sign(
+                &key,
+                &args.uid,
+                args.ttl,
+                args.jwt_issuer.as_deref(),
+                args.jwt_audience.as_deref(),
+            )?;
+            println!("{token}");
         }
     }
     Ok(())

@@ -63,8 +63,18 @@ pub async fn run(dev: Dev, token: CancellationToken) -> Result<()> {
         }
         None => None,
     };
+    // The worker consents to bare uids too: dev mode needs both sides. Checked before anything
+    // starts, so that a refusal (dev mode with a JWT key) is the process's error.
+    let chat = gatehouse_chat::ChatConfig {
+        insecure_dev_auth: true,
+        ..dev.chat
+    };
+    if dev.app == "chat" {
+        chat.validate().context("the chat app's configuration")?;
+    }
+    let gateway_token = token.child_token();
     let registry_task = tokio::spawn(registry.run(behind.clone()));
-    let gateway_task = tokio::spawn(gateway.run(token.clone()));
+    let mut gateway_task = tokio::spawn(gateway.run(gateway_token.clone()));
     tracing::info!(app = %dev.app, "dev cluster ready: open http://{public}/ (websocket endpoint ws://{public}/ws)");
     eprintln!(
         "\n  gatehouse dev is running the {} app: open http://{public}/  (websocket: ws://{public}/ws)\n",
@@ -72,14 +82,25 @@ pub async fn run(dev: Dev, token: CancellationToken) -> Result<()> {
     );
     // Everything runs on loopback in one process: the unauthenticated apps are fine here.
     let trust = Trust::AllowUnauthenticated;
-    let worker_task = {
+    let mut worker_task = {
         let behind = behind.clone();
         let app = dev.app.clone();
-        tokio::spawn(async move { run_app(&app, worker, &dev.chat, trust, admin, behind).await })
+        tokio::spawn(async move { run_app(&app, worker, &chat, trust, admin, behind).await })
     };
-    let _ = gateway_task.await;
-    behind.cancel();
-    let worker_result = worker_task.await.context("the worker task panicked")?;
+    // Normally the gateway stops first (it drains while the worker serves it); a worker that
+    // fails to start stops everything.
+    let worker_result = tokio::select! {
+        _ = &mut gateway_task => {
+            behind.cancel();
+            worker_task.await.context("the worker task panicked")?
+        }
+        result = &mut worker_task => {
+            gateway_token.cancel();
+            let _ = gateway_task.await;
+            behind.cancel();
+            result.context("the worker task panicked")?
+        }
+    };
     let _ = registry_task.await;
     worker_result
 }

@@ -22,6 +22,60 @@ pub enum StoreError {
     /// A group with this id already exists, so it cannot be created again.
     #[error("group {0} already exists")]
     GroupExists(String),
+    /// The uid has never signed in, so it cannot be invited, banned or blocked.
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    /// The user's role in the group does not allow the action.
+    #[error("{uid} may not {action} in group {group}")]
+    Forbidden {
+        /// The user that was refused.
+        uid: String,
+        /// The group id.
+        group: String,
+        /// What was refused, and why.
+        action: String,
+    },
+    /// The user is banned from the group and cannot join it.
+    #[error("{uid} is banned from group {group}")]
+    Banned {
+        /// The banned user.
+        uid: String,
+        /// The group id.
+        group: String,
+    },
+    /// The group is invite-only and the user has no invitation.
+    #[error("group {group} is invite-only and {uid} has no invitation")]
+    NotInvited {
+        /// The user that was refused.
+        uid: String,
+        /// The group id.
+        group: String,
+    },
+    /// `by` has blocked `uid`: its direct messages and invitations are refused.
+    #[error("{by} does not accept messages or invitations from {uid}")]
+    Blocked {
+        /// The refused sender or inviter.
+        uid: String,
+        /// The user who blocked it.
+        by: String,
+    },
+    /// The sender's `cid` is already stored for another message (another conversation or
+    /// text); nothing was stored. An identical resend is a duplicate, not a conflict.
+    #[error("cid {cid} of {sender} was already used for a different message")]
+    CidConflict {
+        /// The sender.
+        sender: String,
+        /// The reused idempotency key.
+        cid: String,
+    },
+    /// A cap of [`StoreLimits`](crate::StoreLimits) would be exceeded.
+    #[error("limit {limit} reached (at most {max})")]
+    LimitExceeded {
+        /// Which cap.
+        limit: crate::access::Limit,
+        /// Its value.
+        max: u32,
+    },
     /// A caller-supplied value cannot be stored (empty id, NUL byte, unknown URL scheme …).
     #[error("invalid input: {0}")]
     InvalidInput(String),

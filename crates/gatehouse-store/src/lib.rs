@@ -5,7 +5,9 @@
 //! that serve as sync cursors, idempotent appends keyed by `(sender, cid)`, read markers and
 //! unread counts, and group commit (batching many appends into one transaction). It knows
 //! nothing about WebSockets, gRPC, JSON protocol frames, routing or authentication: callers
-//! pass in an already authenticated uid and get plain Rust values back.
+//! pass in an already authenticated uid and get plain Rust values back. Authorisation is its
+//! business, though: membership, roles, bans, blocks and history visibility are checked in the
+//! same transaction (or statement) as the write or read they guard.
 //!
 //! Invariant: within a conversation, `seq` is contiguous from 1 and `seq` order is commit
 //! order, so a client that resumes from cursor `X` gets every later message exactly once.
@@ -13,7 +15,11 @@
 //! # Layout
 //!
 //! - `store`: the public [`Store`] handle, backend choice from the URL, the
-//!   append retry loop, reads (history, sync, conversation list) and group membership.
+//!   append retry loop, reads (history, sync, conversation list).
+//! - `access`: the group access model (owner, admins, access, history visibility, bans) as
+//!   pure rules, and [`StoreLimits`], the caps on what users can accumulate.
+//! - `groups`: group membership and administration under the group's lock.
+//! - `blocks`: blocks between users.
 //! - `plan`: backend-independent planning of one append batch (validation, in-batch
 //!   duplicates, sequence assignment).
 //! - `sqlite`, `postgres`: the two backends (pools, append transaction, dialect SQL).
@@ -24,8 +30,11 @@
 //! - `error`: [`StoreError`].
 //! - `migrations/sqlite`, `migrations/postgres`: the schema, embedded at compile time.
 
+mod access;
+mod blocks;
 mod committer;
 mod error;
+mod groups;
 mod ids;
 mod model;
 mod plan;
@@ -34,10 +43,16 @@ mod sql;
 mod sqlite;
 mod store;
 
+pub use access::{
+    Access, GroupInfo, GroupMember, GroupUpdate, HistoryVisibility, Invitation, InviteOutcome, JoinOutcome, Limit,
+    MAX_GROUP_NAME_CHARS, MemberPage, NewGroup, Role, StoreLimits,
+};
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use error::StoreError;
+pub use groups::MAX_GROUPS_LISTED;
 pub use ids::{direct_conversation_id, group_conversation_id};
 pub use model::{
-    Appended, ConversationKind, ConversationRef, ConversationSummary, NewMessage, StoredMessage, SyncPage,
+    Appended, ConversationKind, ConversationPage, ConversationRef, ConversationSummary, HistoryPage, NewMessage,
+    StoredMessage, SyncPage,
 };
-pub use store::{BackendKind, MAX_PAGE, Store};
+pub use store::{Admit, BackendKind, CONTACT_SCAN_FACTOR, MAX_PAGE, Store};

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::access::{Access, HistoryVisibility, Role, Standing};
+use crate::error::StoreError;
 use crate::ids::{ConversationKey, parse_conversation_id};
 
 /// Where a new message goes, as the sender names it.
@@ -105,8 +107,26 @@ pub struct SyncPage {
     /// Missed messages, grouped by conversation (conversations in id order), ascending `seq`
     /// within each conversation.
     pub messages: Vec<StoredMessage>,
-    /// `true` when the limit cut the page short: the client advances its cursors with these
-    /// messages and calls again.
+    /// `true` when the limit or the budget cut the page short: the client advances its cursors
+    /// with these messages and calls again.
+    pub more: bool,
+}
+
+/// One page of a conversation's history, ascending `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryPage {
+    /// The newest messages before the requested seq that the reader may read.
+    pub messages: Vec<StoredMessage>,
+    /// `true` when older readable messages exist (ask again with `before` = the first seq).
+    pub more: bool,
+}
+
+/// One page of a user's conversation list, in id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversationPage {
+    /// The conversations after the requested id.
+    pub conversations: Vec<ConversationSummary>,
+    /// `true` when more follow (ask again with `after` = the last id).
     pub more: bool,
 }
 
@@ -178,4 +198,48 @@ impl SummaryRow {
 pub(crate) struct CursorRow {
     pub(crate) conversation_id: String,
     pub(crate) last_seq: i64,
+    /// The seq at and below which the user may not read (see `sql::CURSORS`).
+    pub(crate) floor: i64,
+}
+
+/// A row of `sql::STANDING`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct StandingRow {
+    pub(crate) owner: String,
+    pub(crate) access: String,
+    pub(crate) history: String,
+    pub(crate) name: Option<String>,
+    pub(crate) last_seq: i64,
+    pub(crate) role: Option<String>,
+    pub(crate) banned: i64,
+    pub(crate) invited: i64,
+    pub(crate) member_count: i64,
+}
+
+impl StandingRow {
+    /// Converts the row read for `uid`; a value the schema's checks forbid is a broken invariant.
+    pub(crate) fn into_standing(self, uid: &str) -> Result<(Standing, i64), StoreError> {
+        let access = Access::parse(&self.access)
+            .ok_or_else(|| StoreError::Invariant(format!("unknown group access {:?}", self.access)))?;
+        let history = HistoryVisibility::parse(&self.history)
+            .ok_or_else(|| StoreError::Invariant(format!("unknown history visibility {:?}", self.history)))?;
+        let role = match self.role.as_deref() {
+            None => None,
+            Some(_) if self.owner == uid => Some(Role::Owner),
+            Some("admin") => Some(Role::Admin),
+            Some("member") => Some(Role::Member),
+            Some(other) => return Err(StoreError::Invariant(format!("unknown member role {other:?}"))),
+        };
+        let standing = Standing {
+            owner: self.owner,
+            access,
+            history,
+            name: self.name,
+            last_seq: self.last_seq,
+            role,
+            banned: self.banned > 0,
+            invited: self.invited > 0,
+        };
+        Ok((standing, self.member_count))
+    }
 }

@@ -28,8 +28,8 @@ enum Slot {
     Failed(StoreError),
     /// The first item of the batch with its `(sender, cid)`: index into `primaries`.
     Primary(usize),
-    /// A later item with the same `(sender, cid)` as `primaries[i]`: answered like it, as a
-    /// duplicate.
+    /// A later item with the same `(sender, cid)`, conversation and text as `primaries[i]`:
+    /// answered like it, as a duplicate.
     Alias(usize),
 }
 
@@ -49,6 +49,10 @@ struct Primary {
 enum State {
     Pending,
     NotMember,
+    /// The recipient of a direct message blocks its sender.
+    Blocked,
+    /// `(sender, cid)` is stored with another conversation or text.
+    Conflict,
     Existing(StoredMessage),
     Assigned(i64),
     Stored(StoredMessage),
@@ -109,7 +113,15 @@ impl Plan {
                 Ok(primary) => {
                     let key = (primary.sender.clone(), primary.cid.clone());
                     if let Some(&index) = first_of.get(&key) {
-                        slots.push(Slot::Alias(index));
+                        let first = &primaries[index];
+                        if first.conversation == primary.conversation && first.text == primary.text {
+                            slots.push(Slot::Alias(index));
+                        } else {
+                            slots.push(Slot::Failed(StoreError::CidConflict {
+                                sender: primary.sender,
+                                cid: primary.cid,
+                            }));
+                        }
                     } else {
                         first_of.insert(key, primaries.len());
                         slots.push(Slot::Primary(primaries.len()));
@@ -165,6 +177,36 @@ impl Plan {
         }
     }
 
+    /// Returns the distinct `(recipient, sender)` pairs of pending direct messages (notes to
+    /// oneself excluded): a stored block `recipient → sender` refuses the message.
+    pub(crate) fn block_probes(&self) -> Vec<(&str, &str)> {
+        let mut probes: Vec<(&str, &str)> = self
+            .pending()
+            .filter_map(|p| Some((p.peer.as_deref()?, p.sender.as_str())))
+            .filter(|(recipient, sender)| recipient != sender)
+            .collect();
+        probes.sort_unstable();
+        probes.dedup();
+        probes
+    }
+
+    /// Marks direct messages whose recipient blocks their sender (`(blocker, blocked)` rows) as
+    /// refused.
+    pub(crate) fn apply_blocks(&mut self, blocks: &[(String, String)]) {
+        if blocks.is_empty() {
+            return;
+        }
+        let blocks: HashSet<(&str, &str)> = blocks.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        for primary in &mut self.primaries {
+            if matches!(primary.state, State::Pending)
+                && let Some(peer) = primary.peer.as_deref()
+                && blocks.contains(&(peer, primary.sender.as_str()))
+            {
+                primary.state = State::Blocked;
+            }
+        }
+    }
+
     /// Returns the direct conversations the batch writes to, sorted by id (the lock order).
     pub(crate) fn direct_conversations(&self) -> Vec<DirectConversation<'_>> {
         let mut seen: BTreeMap<&str, DirectConversation<'_>> = BTreeMap::new();
@@ -198,7 +240,10 @@ impl Plan {
         self.pending().map(|p| (p.sender.as_str(), p.cid.as_str())).collect()
     }
 
-    /// Turns every pending item whose key is among `rows` into a duplicate of that stored row.
+    /// Turns every pending item whose key is among `rows` into a duplicate of that stored row
+    /// when it is the same message (same conversation and text), or into a conflict when the
+    /// key was used for another one: a client that reuses a cid for a new message must learn
+    /// that it was not stored, rather than get the old message's ack.
     pub(crate) fn apply_existing(&mut self, rows: Vec<MessageRow>) {
         let mut by_key: HashMap<(String, String), MessageRow> = rows
             .into_iter()
@@ -209,7 +254,11 @@ impl Plan {
                 continue;
             }
             if let Some(row) = by_key.remove(&(primary.sender.clone(), primary.cid.clone())) {
-                primary.state = State::Existing(row.into_stored());
+                primary.state = if row.conversation_id == primary.conversation && row.text == primary.text {
+                    State::Existing(row.into_stored())
+                } else {
+                    State::Conflict
+                };
             }
         }
     }
@@ -339,6 +388,14 @@ impl Plan {
                 State::NotMember => Err(StoreError::NotMember {
                     uid: primary.sender,
                     conversation: primary.conversation,
+                }),
+                State::Conflict => Err(StoreError::CidConflict {
+                    sender: primary.sender,
+                    cid: primary.cid,
+                }),
+                State::Blocked => Err(StoreError::Blocked {
+                    uid: primary.sender,
+                    by: primary.peer.unwrap_or_default(),
                 }),
                 State::Pending | State::Assigned(_) => Err(StoreError::Invariant(format!(
                     "message {} of {} left unresolved",
@@ -498,6 +555,50 @@ mod tests {
     }
 
     #[test]
+    fn an_in_batch_reuse_of_a_cid_for_another_message_is_a_conflict() {
+        let mut other_text = direct("a", "b", "x");
+        other_text.text = "something else".into();
+        let mut plan = Plan::new(vec![direct("a", "b", "x"), direct("a", "c", "x"), other_text]);
+        assert_eq!(plan.dedupe_keys(), vec![("a", "x")], "only the first is planned");
+        let rows = bumped(&plan, 0);
+        plan.assign_seqs(&rows).expect("assign");
+        insert_all(&mut plan);
+        let results = plan.finish();
+        assert!(results[0].is_ok());
+        for conflict in &results[1..] {
+            assert!(matches!(conflict, Err(StoreError::CidConflict { sender, cid }) if sender == "a" && cid == "x"));
+        }
+    }
+
+    #[test]
+    fn a_stored_key_with_other_content_is_a_conflict_and_the_same_content_a_duplicate() {
+        let stored = |conversation: &str, text: &str| MessageRow {
+            id: 9,
+            conversation_id: conversation.into(),
+            seq: 1,
+            sender: "a".into(),
+            cid: "x".into(),
+            text: text.into(),
+            ts_ms: 1,
+        };
+        let same = direct("a", "b", "x");
+        for (row, duplicate) in [
+            (stored("d:a:b", &same.text), true),
+            (stored("d:a:c", &same.text), false),
+            (stored("d:a:b", "edited"), false),
+        ] {
+            let mut plan = Plan::new(vec![same.clone()]);
+            plan.apply_existing(vec![row]);
+            let result = plan.finish().pop().expect("one result");
+            if duplicate {
+                assert!(result.expect("duplicate").duplicate);
+            } else {
+                assert!(matches!(result, Err(StoreError::CidConflict { .. })), "{result:?}");
+            }
+        }
+    }
+
+    #[test]
     fn non_members_are_refused_per_item() {
         let mut plan = Plan::new(vec![
             group("a", "g1", "1"),
@@ -516,6 +617,24 @@ mod tests {
         assert!(results[0].is_ok());
         assert!(matches!(results[1], Err(StoreError::NotMember { .. })));
         assert!(matches!(results[2], Err(StoreError::NotMember { .. })));
+    }
+
+    #[test]
+    fn blocked_direct_messages_are_refused_per_item() {
+        let mut plan = Plan::new(vec![
+            direct("eve", "bob", "1"),
+            direct("ann", "bob", "2"),
+            direct("eve", "eve", "3"),
+        ]);
+        assert_eq!(plan.block_probes(), vec![("bob", "ann"), ("bob", "eve")]);
+        plan.apply_blocks(&[("bob".into(), "eve".into())]);
+        let rows = bumped(&plan, 0);
+        plan.assign_seqs(&rows).expect("assign");
+        insert_all(&mut plan);
+        let results = plan.finish();
+        assert!(matches!(&results[0], Err(StoreError::Blocked { uid, by }) if uid == "eve" && by == "bob"));
+        assert!(results[1].is_ok());
+        assert!(results[2].is_ok(), "a note to oneself is never blocked");
     }
 
     #[test]

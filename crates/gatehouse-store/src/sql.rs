@@ -9,46 +9,151 @@ pub(crate) const IS_MEMBER: &str = "SELECT uid FROM members WHERE conversation_i
 /// Returns the id if group conversation `$1` exists.
 pub(crate) const GROUP_EXISTS: &str = "SELECT id FROM conversations WHERE id = $1 AND kind = 'group'";
 
-/// Creates group conversation `$1` named `$2` by `$3` at `$4`; affects 0 rows if it exists.
+/// Creates group conversation `$1` named `$2`, owned by its creator `$3`, at `$4`, with access
+/// `$5` and history `$6`; affects 0 rows if it exists.
 pub(crate) const CREATE_GROUP: &str = "INSERT INTO conversations \
-     (id, kind, name, created_by, created_at_ms, last_seq) \
-     VALUES ($1, 'group', $2, $3, $4, 0) \
+     (id, kind, name, created_by, created_at_ms, last_seq, owner, access, history) \
+     VALUES ($1, 'group', $2, $3, $4, 0, $3, $5, $6) \
      ON CONFLICT (id) DO NOTHING";
 
 /// Adds the creator `$2` of group `$1` at `$3`.
 pub(crate) const ADD_CREATOR: &str = "INSERT INTO members \
-     (conversation_id, uid, joined_at_ms, read_seq) VALUES ($1, $2, $3, 0)";
+     (conversation_id, uid, joined_at_ms, read_seq, role, joined_seq) VALUES ($1, $2, $3, 0, 'member', 0)";
 
-/// Adds `$2` to existing group `$1` at `$3`, with everything before the join marked read;
-/// affects 0 rows if the group is unknown or `$2` is already a member.
-pub(crate) const JOIN_GROUP: &str = "INSERT INTO members \
-     (conversation_id, uid, joined_at_ms, read_seq) \
-     SELECT id, $2, $3, last_seq FROM conversations WHERE id = $1 AND kind = 'group' \
-     ON CONFLICT (conversation_id, uid) DO NOTHING";
+/// Adds `$2` to group `$1` at `$3`; `$4` is the group's `last_seq` read under its lock: earlier
+/// messages count as read, and with `joined` history they stay invisible to the new member.
+pub(crate) const ADD_MEMBER: &str = "INSERT INTO members \
+     (conversation_id, uid, joined_at_ms, read_seq, role, joined_seq) VALUES ($1, $2, $3, $4, 'member', $4)";
 
 /// Removes `$2` from conversation `$1`.
 pub(crate) const LEAVE: &str = "DELETE FROM members WHERE conversation_id = $1 AND uid = $2";
 
-/// Lists the members of conversation `$1`.
-pub(crate) const MEMBERS: &str = "SELECT uid FROM members WHERE conversation_id = $1 ORDER BY uid";
+/// Group `$1` and user `$2`'s standing in it (see `access::Standing`), plus its member count:
+/// one statement, so all of it comes from one snapshot (and, after the group's lock, from the
+/// state every other change of the group waits for).
+pub(crate) const STANDING: &str = "SELECT coalesce(c.owner, c.created_by) AS owner, c.access, c.history, \
+     c.name, c.last_seq, \
+     (SELECT m.role FROM members AS m WHERE m.conversation_id = c.id AND m.uid = $2) AS role, \
+     (SELECT count(*) FROM group_bans AS b WHERE b.conversation_id = c.id AND b.uid = $2) AS banned, \
+     (SELECT count(*) FROM group_invites AS i WHERE i.conversation_id = c.id AND i.uid = $2) AS invited, \
+     (SELECT count(*) FROM members AS n WHERE n.conversation_id = c.id) AS member_count \
+     FROM conversations AS c WHERE c.id = $1 AND c.kind = 'group'";
 
-/// Lists user `$1`'s conversations with counters and read markers.
+/// How many groups user `$1` belongs to (group ids are the `g:` range of its conversations).
+pub(crate) const COUNT_GROUPS_OF: &str =
+    "SELECT count(*) FROM members WHERE uid = $1 AND conversation_id >= 'g:' AND conversation_id < 'g;'";
+
+/// The groups user `$1` belongs to, at most `$2`.
+pub(crate) const GROUPS_OF: &str = "SELECT conversation_id FROM members \
+     WHERE uid = $1 AND conversation_id >= 'g:' AND conversation_id < 'g;' ORDER BY conversation_id LIMIT $2";
+
+/// How many invitations group `$1` has outstanding.
+pub(crate) const COUNT_GROUP_INVITES: &str = "SELECT count(*) FROM group_invites WHERE conversation_id = $1";
+
+/// How many invitations user `$1` has received and not used.
+pub(crate) const COUNT_USER_INVITES: &str = "SELECT count(*) FROM group_invites WHERE uid = $1";
+
+/// Invites `$2` to group `$1` on behalf of `$3` at `$4`.
+pub(crate) const ADD_INVITE: &str = "INSERT INTO group_invites (conversation_id, uid, invited_by, created_at_ms) \
+     VALUES ($1, $2, $3, $4)";
+
+/// Withdraws (or uses up) `$2`'s invitation to group `$1`.
+pub(crate) const DELETE_INVITE: &str = "DELETE FROM group_invites WHERE conversation_id = $1 AND uid = $2";
+
+/// User `$1`'s invitations with their groups' names, in group order, at most `$2`.
+pub(crate) const INVITATIONS_OF: &str = "SELECT c.id, c.name, i.invited_by, i.created_at_ms \
+     FROM group_invites AS i JOIN conversations AS c ON c.id = i.conversation_id \
+     WHERE i.uid = $1 ORDER BY i.conversation_id LIMIT $2";
+
+/// How many users group `$1` has banned.
+pub(crate) const COUNT_BANS: &str = "SELECT count(*) FROM group_bans WHERE conversation_id = $1";
+
+/// Bans `$2` from group `$1` on behalf of `$3` at `$4` (idempotent).
+pub(crate) const ADD_BAN: &str = "INSERT INTO group_bans (conversation_id, uid, banned_by, created_at_ms) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (conversation_id, uid) DO NOTHING";
+
+/// Lifts `$2`'s ban from group `$1`.
+pub(crate) const DELETE_BAN: &str = "DELETE FROM group_bans WHERE conversation_id = $1 AND uid = $2";
+
+/// Sets member `$2`'s role in group `$1` to `$3` (`member` or `admin`).
+pub(crate) const SET_ROLE: &str = "UPDATE members SET role = $3 WHERE conversation_id = $1 AND uid = $2";
+
+/// Changes the given settings of group `$1` (`NULL` keeps a setting): name `$2`, access `$3`,
+/// history `$4`.
+pub(crate) const UPDATE_GROUP: &str = "UPDATE conversations \
+     SET name = coalesce($2, name), access = coalesce($3, access), history = coalesce($4, history) \
+     WHERE id = $1 AND kind = 'group'";
+
+/// One page of group `$1`'s members after uid `$3`, at most `$4`, with the group's owner: empty
+/// unless `$2` is a member itself (checked in the same statement, so in the same snapshot).
+pub(crate) const MEMBER_PAGE: &str = "SELECT o.uid, o.role, coalesce(c.owner, c.created_by) AS owner \
+     FROM members AS me JOIN conversations AS c ON c.id = me.conversation_id \
+     JOIN members AS o ON o.conversation_id = me.conversation_id \
+     WHERE me.conversation_id = $1 AND me.uid = $2 AND o.conversation_id = $1 AND o.uid > $3 \
+     ORDER BY o.uid LIMIT $4";
+
+/// The members of `$1`'s conversations other than `$1`, conversation by conversation in id
+/// order (so direct peers, `d:…`, before fellow group members, `g:…`), at most `$2` rows (a
+/// user shares many conversations with some: the caller keeps the distinct ones).
+pub(crate) const CONTACTS: &str = "SELECT o.uid FROM members AS me \
+     JOIN members AS o ON o.conversation_id = me.conversation_id \
+     WHERE me.uid = $1 AND o.uid <> $1 ORDER BY me.conversation_id LIMIT $2";
+
+/// Whether `$1` blocks `$2` (0 or 1).
+pub(crate) const IS_BLOCKED: &str = "SELECT count(*) FROM blocks WHERE blocker = $1 AND blocked = $2";
+
+/// How many users `$1` blocks.
+pub(crate) const COUNT_BLOCKS: &str = "SELECT count(*) FROM blocks WHERE blocker = $1";
+
+/// `$1` blocks `$2` from `$3` on (idempotent).
+pub(crate) const ADD_BLOCK: &str = "INSERT INTO blocks (blocker, blocked, created_at_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (blocker, blocked) DO NOTHING";
+
+/// `$1` no longer blocks `$2`.
+pub(crate) const DELETE_BLOCK: &str = "DELETE FROM blocks WHERE blocker = $1 AND blocked = $2";
+
+/// The users `$1` blocks after uid `$2`, in uid order, at most `$3`.
+pub(crate) const BLOCKS_OF: &str =
+    "SELECT blocked FROM blocks WHERE blocker = $1 AND blocked > $2 ORDER BY blocked LIMIT $3";
+
+/// Lists user `$1`'s conversations after id `$2` with counters and read markers, in id order,
+/// at most `$3`.
 pub(crate) const SUMMARIES: &str = "SELECT c.id, c.name, c.last_seq, m.read_seq \
      FROM members AS m JOIN conversations AS c ON c.id = m.conversation_id \
-     WHERE m.uid = $1 ORDER BY c.id";
+     WHERE m.uid = $1 AND m.conversation_id > $2 ORDER BY m.conversation_id LIMIT $3";
 
-/// Lists user `$1`'s conversations with their `last_seq` (sync planning).
-pub(crate) const CURSORS: &str = "SELECT m.conversation_id, c.last_seq \
+/// Lists user `$1`'s conversations with their `last_seq` and the seq at and below which the user
+/// may not read (`joined` history: the group's `last_seq` when it joined; else 0).
+pub(crate) const CURSORS: &str = "SELECT m.conversation_id, c.last_seq, \
+     CASE WHEN c.history = 'joined' THEN m.joined_seq ELSE 0 END AS floor \
      FROM members AS m JOIN conversations AS c ON c.id = m.conversation_id \
      WHERE m.uid = $1 ORDER BY m.conversation_id";
 
-/// Messages of `$1` with `seq > $2`, ascending, at most `$3`.
-pub(crate) const MESSAGES_AFTER: &str = "SELECT id, conversation_id, seq, sender, cid, text, ts_ms FROM messages \
-     WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+/// The seq at and below which `$2` may not read conversation `$1` (no row: not a member).
+pub(crate) const FLOOR: &str = "SELECT CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END \
+     FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
+     WHERE v.conversation_id = $1 AND v.uid = $2";
 
-/// Messages of `$1` with `seq < $2`, descending (newest first), at most `$3`.
-pub(crate) const MESSAGES_BEFORE: &str = "SELECT id, conversation_id, seq, sender, cid, text, ts_ms FROM messages \
-     WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+/// Messages of `$1` that `$2` may read with `seq > $3`, ascending, at most `$4`. The reader's
+/// membership and visibility floor are checked in the statement itself, so a reader removed
+/// from the conversation reads nothing from the moment its removal committed. `$3` already
+/// includes the floor, so the index range starts there.
+pub(crate) const VISIBLE_AFTER: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms \
+     FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
+     JOIN messages AS m ON m.conversation_id = v.conversation_id \
+     WHERE v.conversation_id = $1 AND v.uid = $2 AND m.conversation_id = $1 AND m.seq > $3 \
+     AND m.seq > CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END \
+     ORDER BY m.seq LIMIT $4";
+
+/// Messages of `$1` that `$2` may read with `$4 < seq < $3`, descending (newest first), at most
+/// `$5`; `$4` is the reader's floor (see [`FLOOR`]), which bounds the index range, and the
+/// membership and floor are checked again in the statement.
+pub(crate) const VISIBLE_BEFORE: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms \
+     FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
+     JOIN messages AS m ON m.conversation_id = v.conversation_id \
+     WHERE v.conversation_id = $1 AND v.uid = $2 AND m.conversation_id = $1 AND m.seq < $3 AND m.seq > $4 \
+     AND m.seq > CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END \
+     ORDER BY m.seq DESC LIMIT $5";
 
 /// Records a user on first sign-in (idempotent).
 pub(crate) const ENSURE_USER: &str =
@@ -60,18 +165,38 @@ pub(crate) const USER_EXISTS: &str = "SELECT uid FROM users WHERE uid = $1";
 /// Every statement shared by both backends, for the tests that check each one is served by an
 /// index (the backends add their own dialect statements).
 #[cfg(test)]
-pub(crate) const SHARED: [&str; 13] = [
+pub(crate) const SHARED: &[&str] = &[
     IS_MEMBER,
     GROUP_EXISTS,
     CREATE_GROUP,
     ADD_CREATOR,
-    JOIN_GROUP,
+    ADD_MEMBER,
     LEAVE,
-    MEMBERS,
+    STANDING,
+    COUNT_GROUPS_OF,
+    GROUPS_OF,
+    COUNT_GROUP_INVITES,
+    COUNT_USER_INVITES,
+    ADD_INVITE,
+    DELETE_INVITE,
+    INVITATIONS_OF,
+    COUNT_BANS,
+    ADD_BAN,
+    DELETE_BAN,
+    SET_ROLE,
+    UPDATE_GROUP,
+    MEMBER_PAGE,
+    IS_BLOCKED,
+    COUNT_BLOCKS,
+    ADD_BLOCK,
+    DELETE_BLOCK,
+    BLOCKS_OF,
+    CONTACTS,
     SUMMARIES,
     CURSORS,
-    MESSAGES_AFTER,
-    MESSAGES_BEFORE,
+    FLOOR,
+    VISIBLE_AFTER,
+    VISIBLE_BEFORE,
     ENSURE_USER,
     USER_EXISTS,
 ];

@@ -34,11 +34,12 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 /// Read connections: reads run concurrently with the writer in WAL mode.
 const READ_CONNECTIONS: u32 = 4;
 
-/// The read phase of an append: four statements sent as one command, so one round trip to
+/// The read phase of an append: five statements sent as one command, so one round trip to
 /// the database thread. Each returns exactly one row holding a JSON array, so no result
 /// streams back row by row either. In order: the stored messages with one of the batch's
 /// `(sender, cid)` keys (`$1`), the batch's `(group, sender)` memberships that exist (`$2`), the
-/// `last_seq` of the batch's conversations that exist (`$3`), and the highest message id.
+/// `last_seq` of the batch's conversations that exist (`$3`), the `(recipient, sender)` blocks
+/// among the batch's direct messages (`$4`), and the highest message id.
 const READ: &str = "\
 SELECT json_group_array(json_array(m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms)) \
 FROM json_each($1) AS k JOIN messages AS m ON m.sender = k.value ->> 0 AND m.cid = k.value ->> 1;
@@ -46,6 +47,8 @@ SELECT json_group_array(json_array(m.conversation_id, m.uid)) \
 FROM json_each($2) AS k JOIN members AS m ON m.conversation_id = k.value ->> 0 AND m.uid = k.value ->> 1;
 SELECT json_group_array(json_array(c.id, c.last_seq)) \
 FROM json_each($3) AS k JOIN conversations AS c ON c.id = k.value;
+SELECT json_group_array(json_array(b.blocker, b.blocked)) \
+FROM json_each($4) AS k JOIN blocks AS b ON b.blocker = k.value ->> 0 AND b.blocked = k.value ->> 1;
 SELECT json_array(coalesce(max(id), 0)) FROM messages";
 
 /// The write phase of an append: five statements sent as one command. In order: the new
@@ -81,6 +84,10 @@ pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
 /// only keeps the two backends' code alike (PostgreSQL takes the row lock here).
 pub(crate) const LOCK_CONVERSATION: &str = "SELECT id FROM conversations WHERE id = $1";
 
+/// Returns user `$1` if it exists. The write lock every write transaction takes already orders
+/// per-user counts with every other write, so no row lock is needed.
+pub(crate) const LOCK_USER: &str = "SELECT uid FROM users WHERE uid = $1";
+
 /// The SQLite pools.
 #[derive(Debug)]
 pub(crate) struct SqliteBackend {
@@ -107,7 +114,12 @@ impl SqliteBackend {
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: every commit is fsynced to the WAL before it returns, so an acknowledged
+            // message survives a power loss. NORMAL syncs only at checkpoints: a crash can lose
+            // the last commits, and their seqs would be handed out again to other messages,
+            // which clients that already hold the old ones drop as repeats. With group commit
+            // the fsync is shared by a whole batch (see docs/architecture.md, "Durability").
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let writer_options = options
@@ -158,8 +170,8 @@ impl SqliteBackend {
     /// trips to the database thread (begin, read, write, commit) whatever the batch holds.
     ///
     /// `BEGIN IMMEDIATE` holds the database write lock from the start to the commit, so what
-    /// the read phase finds (stored duplicates, memberships, counters, the last id) stays true
-    /// until the write phase, and no row lock step is needed.
+    /// the read phase finds (stored duplicates, memberships, counters, blocks, the last id)
+    /// stays true until the write phase, and no row lock step is needed.
     pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
         let mut tx = self.writer.begin_with(BEGIN).await?;
 
@@ -167,11 +179,12 @@ impl SqliteBackend {
             .bind(to_json(&plan.dedupe_keys())?)
             .bind(to_json(&plan.membership_probes())?)
             .bind(to_json(&plan.conversations())?)
+            .bind(to_json(&plan.block_probes())?)
             .fetch_all(&mut *tx)
             .await?;
-        let [(existing,), (members,), (counters,), (last_id,)]: [(String,); 4] = read
+        let [(existing,), (members,), (counters,), (blocks,), (last_id,)]: [(String,); 5] = read
             .try_into()
-            .map_err(|rows: Vec<_>| StoreError::Invariant(format!("read phase returned {} rows, not 4", rows.len())))?;
+            .map_err(|rows: Vec<_>| StoreError::Invariant(format!("read phase returned {} rows, not 5", rows.len())))?;
         // Duplicates first, so that a resend neither needs membership nor creates a conversation.
         let existing: Vec<(i64, String, i64, String, String, String, i64)> = from_json(&existing)?;
         plan.apply_existing(
@@ -193,6 +206,7 @@ impl SqliteBackend {
             .map(|(conversation_id, uid)| MemberRow { conversation_id, uid })
             .collect();
         plan.apply_membership(&members);
+        plan.apply_blocks(&from_json::<Vec<(String, String)>>(&blocks)?);
         let counters: HashMap<String, i64> = from_json::<Vec<(String, i64)>>(&counters)?.into_iter().collect();
         let (last_id,): (i64,) = from_json(&last_id)?;
 
@@ -310,6 +324,25 @@ mod tests {
             .collect()
     }
 
+    /// An acknowledged append survives a power loss: the connection that writes runs in WAL mode
+    /// with `synchronous=FULL` (2), which fsyncs the WAL at every commit.
+    #[tokio::test]
+    async fn the_writer_syncs_every_commit_to_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("durable.db").display());
+        let backend = SqliteBackend::open(&url).await.expect("open");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(backend.writer())
+            .await
+            .expect("pragma");
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(backend.writer())
+            .await
+            .expect("pragma");
+        assert_eq!((synchronous, journal.as_str()), (2, "wal"));
+        backend.close().await;
+    }
+
     /// Every statement (each statement of the multi-statement commands on its own) reaches
     /// table rows through an index: the only full scan allowed is of the batch itself
     /// (`json_each`, alias `k`).
@@ -320,12 +353,12 @@ mod tests {
             .expect("open in-memory store");
         let commands = [READ, WRITE].into_iter().flat_map(|command| command.split(';'));
         let statements: Vec<&str> = commands
-            .chain([MARK_READ, LOCK_CONVERSATION])
-            .chain(sql::SHARED)
+            .chain([MARK_READ, LOCK_CONVERSATION, LOCK_USER])
+            .chain(sql::SHARED.iter().copied())
             .collect();
         assert_eq!(
             statements.len(),
-            4 + 5 + 2 + sql::SHARED.len(),
+            5 + 5 + 3 + sql::SHARED.len(),
             "one entry per statement"
         );
         for statement in statements {

@@ -3,19 +3,30 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::access::StoreLimits;
 use crate::error::StoreError;
-use crate::ids::{check_ident, check_seq, group_conversation_id, now_ms};
+use crate::ids::{check_ident, check_seq, now_ms};
+use futures_util::TryStreamExt;
+
 use crate::model::{
-    Appended, ConversationSummary, CursorRow, MessageRow, NewMessage, StoredMessage, SummaryRow, SyncPage,
+    Appended, ConversationPage, ConversationSummary, CursorRow, HistoryPage, MessageRow, NewMessage, StoredMessage,
+    SummaryRow, SyncPage,
 };
 use crate::plan::Plan;
-use crate::postgres::{self, PgBackend};
+use crate::postgres::PgBackend;
 use crate::sql;
-use crate::sqlite::{self, SqliteBackend};
+use crate::sqlite::SqliteBackend;
 
 /// Upper bound on `limit` for [`Store::history`] and [`Store::sync`]: one page must fit in
 /// memory and in one client frame, whatever a client asks for.
 pub const MAX_PAGE: u32 = 10_000;
+
+/// Decides, message by message in page order, whether a page has room for one more: `false`
+/// ends the page before that message (see [`Store::sync_within`], [`Store::history_page`]).
+pub type Admit<'a> = dyn FnMut(&StoredMessage) -> bool + Send + 'a;
+
+/// How many membership rows [`Store::contacts_of`] reads per contact it may return.
+pub const CONTACT_SCAN_FACTOR: usize = 20;
 
 /// How often an append batch is retried after a deadlock or a conflicting concurrent insert
 /// before [`StoreError::Contention`] is returned.
@@ -35,14 +46,16 @@ pub enum BackendKind {
 /// Cheap to clone (an `Arc` around the connection pools); every clone uses the same pools.
 #[derive(Debug, Clone)]
 pub struct Store {
-    inner: Arc<Backend>,
+    pub(crate) inner: Arc<Backend>,
     /// Whether `inner`'s pools belong to this handle alone, not to the handle it was made from
     /// (see [`Store::for_this_runtime`]).
     own_pools: bool,
+    /// The caps group and block operations enforce.
+    pub(crate) limits: StoreLimits,
 }
 
 #[derive(Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(SqliteBackend),
     Postgres(PgBackend),
 }
@@ -58,13 +71,16 @@ pub(crate) enum Attempt {
 }
 
 /// Statements whose text differs between the backends, for code shared by both.
-struct Dialect {
+pub(crate) struct Dialect {
     /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
-    mark_read: &'static str,
+    pub(crate) mark_read: &'static str,
     /// Takes conversation `$1`'s row lock where the backend has row locks.
-    lock_conversation: &'static str,
+    pub(crate) lock_conversation: &'static str,
+    /// Returns user `$1` if it exists, taking its row lock where the backend has row locks:
+    /// per-user caps are counted under it. Always taken after the conversation's lock.
+    pub(crate) lock_user: &'static str,
     /// Begins a transaction that writes, the way appends begin theirs.
-    begin_write: &'static str,
+    pub(crate) begin_write: &'static str,
 }
 
 /// The result of a whole append batch, for the group committer's counters.
@@ -82,21 +98,23 @@ pub(crate) struct BatchOutcome {
 macro_rules! with_pool {
     ($store:expr, $role:ident, |$pool:ident, $dialect:ident| $body:expr) => {
         match &*$store.inner {
-            Backend::Sqlite(backend) => {
+            $crate::store::Backend::Sqlite(backend) => {
                 let $pool = backend.$role();
-                let $dialect = Dialect {
-                    mark_read: sqlite::MARK_READ,
-                    lock_conversation: sqlite::LOCK_CONVERSATION,
-                    begin_write: sqlite::BEGIN,
+                let $dialect = $crate::store::Dialect {
+                    mark_read: $crate::sqlite::MARK_READ,
+                    lock_conversation: $crate::sqlite::LOCK_CONVERSATION,
+                    lock_user: $crate::sqlite::LOCK_USER,
+                    begin_write: $crate::sqlite::BEGIN,
                 };
                 $body
             }
-            Backend::Postgres(backend) => {
+            $crate::store::Backend::Postgres(backend) => {
                 let $pool = backend.$role();
-                let $dialect = Dialect {
-                    mark_read: postgres::MARK_READ,
-                    lock_conversation: postgres::LOCK_CONVERSATION,
-                    begin_write: postgres::BEGIN,
+                let $dialect = $crate::store::Dialect {
+                    mark_read: $crate::postgres::MARK_READ,
+                    lock_conversation: $crate::postgres::LOCK_CONVERSATION,
+                    lock_user: $crate::postgres::LOCK_USER,
+                    begin_write: $crate::postgres::BEGIN,
                 };
                 $body
             }
@@ -106,13 +124,14 @@ macro_rules! with_pool {
         with_pool!($store, $role, |$pool, _dialect| $body)
     };
 }
+pub(crate) use with_pool;
 
 impl Store {
     /// Opens the store named by `url` and applies pending migrations.
     ///
     /// `postgres://…` and `postgresql://…` select PostgreSQL; `sqlite://path`, `sqlite:path`
     /// and a plain file path select SQLite (the file is created on first start; WAL mode,
-    /// `synchronous=NORMAL`, 5 s busy timeout, foreign keys on). `sqlite::memory:` gives a
+    /// `synchronous=FULL` so that a committed append survives a power loss, 5 s busy timeout, foreign keys on). `sqlite::memory:` gives a
     /// private in-memory database for tests.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -128,7 +147,19 @@ impl Store {
         Ok(Store {
             inner: Arc::new(backend),
             own_pools: false,
+            limits: StoreLimits::default(),
         })
+    }
+
+    /// Returns a handle (sharing the same pools) that enforces `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: StoreLimits) -> Store {
+        self.limits = limits;
+        self
+    }
+
+    /// Returns the caps this handle enforces.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
     }
 
     /// Returns a handle for a writer that runs on a runtime of its own (the group committer's
@@ -147,6 +178,7 @@ impl Store {
             Backend::Postgres(backend) => Store {
                 inner: Arc::new(Backend::Postgres(backend.for_this_runtime())),
                 own_pools: true,
+                limits: self.limits,
             },
         }
     }
@@ -188,9 +220,11 @@ impl Store {
     /// Each conversation's `last_seq` is bumped once for all of its new messages in the batch,
     /// under the conversation's row lock, so sequence order equals commit order. A message
     /// whose `(sender, cid)` is already stored, or appears earlier in the batch, is not stored
-    /// again; its result is the original message with `duplicate: true`. Item errors (not a
-    /// member of the group, invalid input) do not stop the other items; if the transaction
-    /// itself fails, every item carries that error and nothing was stored.
+    /// again: its result is the original message with `duplicate: true` when it is the same
+    /// message (same conversation and text), and [`StoreError::CidConflict`] when the key was
+    /// used for another one. Item errors (conflict, not a member, blocked, invalid input) do not
+    /// stop the other items; if the transaction itself fails, every item carries that error and
+    /// nothing was stored.
     pub async fn append(&self, messages: Vec<NewMessage>) -> Vec<Result<Appended, StoreError>> {
         let count = messages.len();
         match self.append_batch(messages).await {
@@ -236,123 +270,6 @@ impl Store {
         Err(StoreError::Contention(MAX_ATTEMPTS))
     }
 
-    /// Creates group `group_id` with `creator` as its first member.
-    ///
-    /// Groups are explicit (unlike direct conversations) so that membership is an admission
-    /// decision; fails with [`StoreError::GroupExists`] if the id is taken.
-    pub async fn create_group(&self, group_id: &str, creator: &str, name: Option<&str>) -> Result<(), StoreError> {
-        check_ident("group id", group_id)?;
-        check_ident("uid", creator)?;
-        if let Some(name) = name {
-            crate::ids::check_text(name)?;
-        }
-        let conversation = group_conversation_id(group_id);
-        let now = now_ms();
-        with_pool!(self, writer, |pool, dialect| {
-            let mut tx = pool.begin_with(dialect.begin_write).await?;
-            let created = sqlx::query(sql::CREATE_GROUP)
-                .bind(&conversation)
-                .bind(name)
-                .bind(creator)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if created == 0 {
-                return Err(StoreError::GroupExists(group_id.to_owned()));
-            }
-            sqlx::query(sql::ADD_CREATOR)
-                .bind(&conversation)
-                .bind(creator)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    /// Adds `uid` to group `group_id`; joining twice is a no-op.
-    ///
-    /// Earlier messages count as read for the new member (no unread flood), but remain
-    /// readable through [`Store::history`] and [`Store::sync`].
-    pub async fn join_group(&self, group_id: &str, uid: &str) -> Result<(), StoreError> {
-        check_ident("group id", group_id)?;
-        check_ident("uid", uid)?;
-        let conversation = group_conversation_id(group_id);
-        let added = self.change_membership(&conversation, uid, Some(now_ms())).await?;
-        if added == 0 && !self.group_exists(&conversation).await? {
-            return Err(StoreError::UnknownGroup(group_id.to_owned()));
-        }
-        Ok(())
-    }
-
-    /// Removes `uid` from group `group_id`; leaving when not a member is a no-op.
-    pub async fn leave_group(&self, group_id: &str, uid: &str) -> Result<(), StoreError> {
-        check_ident("group id", group_id)?;
-        check_ident("uid", uid)?;
-        let conversation = group_conversation_id(group_id);
-        let removed = self.change_membership(&conversation, uid, None).await?;
-        if removed == 0 && !self.group_exists(&conversation).await? {
-            return Err(StoreError::UnknownGroup(group_id.to_owned()));
-        }
-        Ok(())
-    }
-
-    /// Adds `uid` to group conversation `conversation` (joined at `joined_at_ms`) or, given
-    /// `None`, removes it; returns the number of member rows changed.
-    ///
-    /// Takes the conversation's lock first, as appends do, so that an append checks a sender's
-    /// membership either before the change starts or after it committed: a message is never
-    /// stored after its sender's leave committed.
-    async fn change_membership(
-        &self,
-        conversation: &str,
-        uid: &str,
-        joined_at_ms: Option<i64>,
-    ) -> Result<u64, StoreError> {
-        Ok(with_pool!(self, writer, |pool, dialect| {
-            let mut tx = pool.begin_with(dialect.begin_write).await?;
-            sqlx::query(dialect.lock_conversation)
-                .bind(conversation)
-                .execute(&mut *tx)
-                .await?;
-            let change = match joined_at_ms {
-                Some(at) => sqlx::query(sql::JOIN_GROUP).bind(conversation).bind(uid).bind(at),
-                None => sqlx::query(sql::LEAVE).bind(conversation).bind(uid),
-            };
-            let changed = change.execute(&mut *tx).await?.rows_affected();
-            tx.commit().await?;
-            changed
-        }))
-    }
-
-    /// Returns the members of group `group_id`, sorted (the fan-out list of a group message).
-    pub async fn group_members(&self, group_id: &str) -> Result<Vec<String>, StoreError> {
-        check_ident("group id", group_id)?;
-        let conversation = group_conversation_id(group_id);
-        let members: Vec<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::MEMBERS)
-                .bind(&conversation)
-                .fetch_all(pool)
-                .await?
-        });
-        if members.is_empty() && !self.group_exists(&conversation).await? {
-            return Err(StoreError::UnknownGroup(group_id.to_owned()));
-        }
-        Ok(members)
-    }
-
-    async fn group_exists(&self, conversation: &str) -> Result<bool, StoreError> {
-        let found: Option<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::GROUP_EXISTS)
-                .bind(conversation)
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(found.is_some())
-    }
-
     /// Records that `uid` has signed in (idempotent), so that others may address it.
     pub async fn ensure_user(&self, uid: &str) -> Result<(), StoreError> {
         check_ident("uid", uid)?;
@@ -393,22 +310,50 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Returns `uid`'s conversations (sorted by id) with `last_seq`, read marker and unread
-    /// count, for a client's conversation list.
+    /// Returns all of `uid`'s conversations (sorted by id) with `last_seq`, read marker and
+    /// unread count. For tools and tests; a client asks for pages ([`Store::conversations_page`]).
     pub async fn conversations_of(&self, uid: &str) -> Result<Vec<ConversationSummary>, StoreError> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map(|c: &ConversationSummary| c.id.clone());
+            let page = self.conversations_page(uid, after.as_deref(), MAX_PAGE).await?;
+            all.extend(page.conversations);
+            if !page.more {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Returns up to `limit` (1 to [`MAX_PAGE`]) of `uid`'s conversations with an id after
+    /// `after` (from the first when `None`), in id order, with `last_seq`, read marker and unread
+    /// count, for a client's conversation list.
+    pub async fn conversations_page(
+        &self,
+        uid: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ConversationPage, StoreError> {
         check_ident("uid", uid)?;
+        let limit = limit.clamp(1, MAX_PAGE);
         let rows: Vec<SummaryRow> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::SUMMARIES).bind(uid).fetch_all(pool).await?
+            sqlx::query_as(sql::SUMMARIES)
+                .bind(uid)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit) + 1)
+                .fetch_all(pool)
+                .await?
         });
-        Ok(rows.into_iter().filter_map(|row| row.into_summary(uid)).collect())
+        let more = rows.len() > limit as usize;
+        let conversations = rows
+            .into_iter()
+            .take(limit as usize)
+            .filter_map(|row| row.into_summary(uid))
+            .collect();
+        Ok(ConversationPage { conversations, more })
     }
 
     /// Returns up to `limit` messages of `conversation_id` with `seq < before_seq` (all when
-    /// `None`): the newest such messages, returned in ascending `seq` order.
-    ///
-    /// Pages backwards through history: pass the first `seq` of a page as `before_seq` to get
-    /// the page before it. Only members may read ([`StoreError::NotMember`]). `limit` is capped
-    /// at [`MAX_PAGE`].
+    /// `None`) that `uid` may read, ascending; see [`Store::history_page`].
     pub async fn history(
         &self,
         uid: &str,
@@ -416,46 +361,103 @@ impl Store {
         before_seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self
+            .history_page(uid, conversation_id, before_seq, limit, &mut |_| true)
+            .await?
+            .messages)
+    }
+
+    /// Returns the newest messages of `conversation_id` with `seq < before_seq` (all when
+    /// `None`) that `uid` may read, at most `limit` (capped at [`MAX_PAGE`]) and as many as
+    /// `admit` lets in, in ascending `seq` order.
+    ///
+    /// `admit` is asked about each message from the newest down and ends the page when it says
+    /// no: the caller's byte budget, so that one page fits one reply frame. Rows are streamed
+    /// from the database and the first one that does not fit stops the read, so a page never
+    /// holds more in memory than its budget (plus that one message). Pages backwards through
+    /// history: pass the first `seq` of a page as `before_seq` to get the page before it;
+    /// `more` says older readable messages exist. Only members may read
+    /// ([`StoreError::NotMember`]), and in a group with `joined` history only what was stored
+    /// after they joined.
+    pub async fn history_page(
+        &self,
+        uid: &str,
+        conversation_id: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+        admit: &mut Admit<'_>,
+    ) -> Result<HistoryPage, StoreError> {
         check_ident("uid", uid)?;
         if let Some(before) = before_seq {
             check_seq("before_seq", before)?;
         }
-        self.require_member(conversation_id, uid).await?;
-        let before = before_seq.unwrap_or(i64::MAX);
-        let limit = i64::from(limit.min(MAX_PAGE));
-        let mut rows: Vec<MessageRow> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::MESSAGES_BEFORE)
-                .bind(conversation_id)
-                .bind(before)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        });
-        rows.reverse();
-        Ok(rows.into_iter().map(MessageRow::into_stored).collect())
-    }
-
-    async fn require_member(&self, conversation_id: &str, uid: &str) -> Result<(), StoreError> {
-        if self.is_member(conversation_id, uid).await? {
-            Ok(())
-        } else {
-            Err(StoreError::NotMember {
+        let Some(floor) = self.floor(conversation_id, uid).await? else {
+            return Err(StoreError::NotMember {
                 uid: uid.to_owned(),
                 conversation: conversation_id.to_owned(),
-            })
-        }
+            });
+        };
+        let before = before_seq.unwrap_or(i64::MAX);
+        let limit = limit.min(MAX_PAGE) as usize;
+        let mut messages: Vec<StoredMessage> = Vec::new();
+        let mut more = false;
+        with_pool!(self, reader, |pool| {
+            let mut rows = sqlx::query_as::<_, MessageRow>(sql::VISIBLE_BEFORE)
+                .bind(conversation_id)
+                .bind(uid)
+                .bind(before)
+                .bind(floor)
+                .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+                .fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                let message = row.into_stored();
+                if messages.len() == limit || !admit(&message) {
+                    more = true;
+                    break;
+                }
+                messages.push(message);
+            }
+        });
+        messages.reverse();
+        Ok(HistoryPage { messages, more })
+    }
+
+    /// Returns the seq at and below which `uid` may not read `conversation_id`, or `None` when
+    /// it is not a member.
+    async fn floor(&self, conversation_id: &str, uid: &str) -> Result<Option<i64>, StoreError> {
+        Ok(with_pool!(self, reader, |pool| {
+            sqlx::query_scalar(sql::FLOOR)
+                .bind(conversation_id)
+                .bind(uid)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Returns the messages `uid` missed, at most `limit`; see [`Store::sync_within`].
+    pub async fn sync(&self, uid: &str, cursors: &HashMap<String, i64>, limit: u32) -> Result<SyncPage, StoreError> {
+        self.sync_within(uid, cursors, limit, &mut |_| true).await
     }
 
     /// Returns the messages `uid` missed: for every conversation it is a member of, the
-    /// messages with `seq` above its cursor (0 when absent from `cursors`), at most `limit` in
-    /// total (capped at [`MAX_PAGE`]).
+    /// messages it may read with `seq` above its cursor (0 when absent from `cursors`), at most
+    /// `limit` in total (capped at [`MAX_PAGE`]) and as many as `admit` lets in.
     ///
     /// Conversations come in id order and each one's messages in ascending `seq`, so a client
     /// advances `cursors[conversation]` to the last `seq` it received per conversation and
-    /// calls again while `more` is set. Because `seq` order is commit order, a cursor never
+    /// calls again while `more` is set. `admit` is asked about each message in that order and
+    /// ends the page when it says no (the caller's byte budget); rows are streamed, so the page
+    /// holds no more than that in memory. Because `seq` order is commit order, a cursor never
     /// skips a message that commits later. Cursors of conversations the user does not belong
-    /// to are ignored.
-    pub async fn sync(&self, uid: &str, cursors: &HashMap<String, i64>, limit: u32) -> Result<SyncPage, StoreError> {
+    /// to are ignored; messages of a `joined`-history group from before the user joined are
+    /// never returned.
+    pub async fn sync_within(
+        &self,
+        uid: &str,
+        cursors: &HashMap<String, i64>,
+        limit: u32,
+        admit: &mut Admit<'_>,
+    ) -> Result<SyncPage, StoreError> {
         check_ident("uid", uid)?;
         for (conversation, &cursor) in cursors {
             check_seq(&format!("cursor of {conversation}"), cursor)?;
@@ -467,7 +469,11 @@ impl Store {
         let mut messages: Vec<StoredMessage> = Vec::new();
         let mut more = false;
         for conversation in conversations {
-            let cursor = cursors.get(&conversation.conversation_id).copied().unwrap_or(0);
+            let cursor = cursors
+                .get(&conversation.conversation_id)
+                .copied()
+                .unwrap_or(0)
+                .max(conversation.floor);
             if conversation.last_seq <= cursor {
                 continue;
             }
@@ -476,21 +482,65 @@ impl Store {
                 more = true;
                 break;
             }
-            let rows: Vec<MessageRow> = with_pool!(self, reader, |pool| {
-                sqlx::query_as(sql::MESSAGES_AFTER)
+            let (mut fetched, mut full) = (0, false);
+            with_pool!(self, reader, |pool| {
+                let mut rows = sqlx::query_as::<_, MessageRow>(sql::VISIBLE_AFTER)
                     .bind(&conversation.conversation_id)
+                    .bind(uid)
                     .bind(cursor)
                     .bind(i64::try_from(budget).unwrap_or(i64::MAX))
-                    .fetch_all(pool)
-                    .await?
+                    .fetch(pool);
+                while let Some(row) = rows.try_next().await? {
+                    fetched += 1;
+                    let message = row.into_stored();
+                    if !admit(&message) {
+                        full = true;
+                        break;
+                    }
+                    messages.push(message);
+                }
             });
-            let reached = rows.last().map_or(cursor, |row| row.seq);
-            if reached < conversation.last_seq {
+            if full {
+                more = true;
+                break;
+            }
+            let reached = messages
+                .last()
+                .filter(|m| m.conversation == conversation.conversation_id)
+                .map_or(cursor, |m| m.seq);
+            if fetched == budget && reached < conversation.last_seq {
                 more = true;
             }
-            messages.extend(rows.into_iter().map(MessageRow::into_stored));
         }
         Ok(SyncPage { messages, more })
+    }
+
+    /// Returns up to `max` distinct contacts of `uid`: its direct peers first, then its fellow
+    /// group members, in conversation id order (the users whose presence it may see).
+    ///
+    /// Reads at most `max` × [`CONTACT_SCAN_FACTOR`] membership rows, so the cost is bounded
+    /// whatever the user belongs to; a user in many large groups sees the first contacts found.
+    pub async fn contacts_of(&self, uid: &str, max: u32) -> Result<Vec<String>, StoreError> {
+        check_ident("uid", uid)?;
+        let max = max.clamp(1, MAX_PAGE) as usize;
+        let scan = i64::try_from(max.saturating_mul(CONTACT_SCAN_FACTOR)).unwrap_or(i64::MAX);
+        let mut seen = std::collections::HashSet::new();
+        let mut contacts = Vec::new();
+        with_pool!(self, reader, |pool| {
+            let mut rows = sqlx::query_scalar::<_, String>(sql::CONTACTS)
+                .bind(uid)
+                .bind(scan)
+                .fetch(pool);
+            while let Some(contact) = rows.try_next().await? {
+                if seen.insert(contact.clone()) {
+                    contacts.push(contact);
+                    if contacts.len() == max {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(contacts)
     }
 
     /// Moves `uid`'s read marker in `conversation_id` forward to `seq` and returns the marker.
@@ -519,8 +569,8 @@ impl Store {
 fn is_transient(error: &StoreError) -> bool {
     // PostgreSQL: deadlock_detected, serialization_failure, and a unique violation of the
     // idempotency key, which an append meets when a concurrent writer stored the same
-    // `(sender, cid)` in another conversation (the next attempt finds that message as a
-    // duplicate). Any other violation (a message row ahead of its conversation's counter) is a
+    // `(sender, cid)` in another conversation (the next attempt finds that message and answers
+    // this one with a conflict). Any other violation (a message row ahead of its conversation's counter) is a
     // broken database and fails at once. SQLite's codes are numeric and never match: its
     // writes run under the database lock and cannot race.
     match error.database_code().as_deref() {

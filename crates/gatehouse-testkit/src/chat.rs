@@ -1,4 +1,5 @@
-//! [`ChatClient`]: a client of the chat protocol (`docs/protocol.md`), as an app would write one.
+//! [`ChatClient`]: a client of the chat protocol (`docs/protocol.md`), as an app would write one;
+//! [`ChatDatabase`]: where a test cluster's chat workers keep their history.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -7,6 +8,74 @@ use anyhow::{Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::client::{Refusal, WsClient};
+use crate::postgres::TempDatabase;
+
+/// Where a test cluster keeps its chat history: a SQLite file (removed on drop) or a fresh
+/// PostgreSQL database (dropped on drop).
+pub enum ChatDatabase {
+    /// A SQLite file under the system temp dir.
+    Sqlite(std::path::PathBuf),
+    /// A throw-away PostgreSQL database.
+    Postgres(TempDatabase),
+}
+
+impl ChatDatabase {
+    /// A fresh SQLite file name (the worker creates the file).
+    pub fn sqlite() -> ChatDatabase {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        ChatDatabase::Sqlite(std::env::temp_dir().join(format!("gatehouse-chat-{}-{nanos}.db", std::process::id())))
+    }
+
+    /// A fresh PostgreSQL database at 127.0.0.1:5432; panics (the test fails) without one.
+    pub fn postgres() -> ChatDatabase {
+        ChatDatabase::Postgres(
+            TempDatabase::create().expect("PostgreSQL at 127.0.0.1:5432 (scripts/services starts it)"),
+        )
+    }
+
+    /// The `--database-url` of the chat workers.
+    pub fn url(&self) -> String {
+        match self {
+            ChatDatabase::Sqlite(path) => format!("sqlite://{}", path.display()),
+            ChatDatabase::Postgres(db) => db.url(),
+        }
+    }
+
+    /// Runs a query that returns one number (with the `sqlite3` or `psql` client).
+    pub fn count(&self, sql: &str) -> Result<i64> {
+        let text = match self {
+            ChatDatabase::Postgres(db) => db.query(sql)?,
+            ChatDatabase::Sqlite(path) => {
+                let output = std::process::Command::new("sqlite3").arg(path).arg(sql).output()?;
+                anyhow::ensure!(
+                    output.status.success(),
+                    "sqlite3 failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            }
+        };
+        Ok(text.parse()?)
+    }
+
+    /// Counts the rows of the messages table (proof that a refused request stored nothing).
+    pub fn stored_messages(&self) -> Result<i64> {
+        self.count("SELECT count(*) FROM messages")
+    }
+}
+
+impl Drop for ChatDatabase {
+    fn drop(&mut self) {
+        if let ChatDatabase::Sqlite(path) = self {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
 
 /// A signed-in chat connection. Frames that arrive while it waits for an answer are kept, in
 /// order, for [`ChatClient::next_message`].
@@ -22,7 +91,11 @@ pub struct ChatClient {
 impl ChatClient {
     /// Connects to `url` (with its `?uid=` or `?token=`) and reads the welcome frame.
     pub async fn connect(url: &str) -> Result<ChatClient> {
-        let mut ws = WsClient::connect(url).await?;
+        ChatClient::welcomed(WsClient::connect(url).await?).await
+    }
+
+    /// Reads the welcome frame of a connected socket.
+    async fn welcomed(mut ws: WsClient) -> Result<ChatClient> {
         let welcome = ws.recv_json().await?;
         if welcome["type"] != "welcome" {
             bail!("expected a welcome, got {welcome}");
@@ -47,7 +120,7 @@ impl ChatClient {
     /// Connects, returning the handshake refusal instead of failing.
     pub async fn try_connect(url: &str) -> Result<std::result::Result<ChatClient, Refusal>> {
         match WsClient::try_connect(url).await? {
-            Ok(_) => Ok(Ok(ChatClient::connect(url).await?)),
+            Ok(ws) => Ok(Ok(ChatClient::welcomed(ws).await?)),
             Err(refusal) => Ok(Err(refusal)),
         }
     }
@@ -87,28 +160,61 @@ impl ChatClient {
 
     /// Waits for the answer carrying `cid`, keeping pushed messages for later.
     pub async fn answer_for(&mut self, cid: &str) -> Result<Value> {
+        Ok(self.sized_answer_for(cid).await?.0)
+    }
+
+    /// Sends a request with a fresh `cid` and returns its answer and the answer frame's size in
+    /// bytes (for tests of the reply budget).
+    pub async fn request_sized(&mut self, mut frame: Value) -> Result<(Value, usize)> {
+        let cid = self.cid();
+        frame["cid"] = json!(cid);
+        self.send_raw(&frame).await?;
+        self.sized_answer_for(&cid).await
+    }
+
+    async fn sized_answer_for(&mut self, cid: &str) -> Result<(Value, usize)> {
+        loop {
+            let text = self.ws.recv_text().await?;
+            let frame: Value = serde_json::from_str(&text).map_err(|e| anyhow!("not json ({e}): {text}"))?;
+            if frame["cid"] == json!(cid) && frame["type"] != "message" {
+                return Ok((frame, text.len()));
+            }
+            self.pending.push_back(frame);
+        }
+    }
+
+    /// The next frame of type `kind` (from the frames kept while waiting for answers first).
+    pub async fn next_of(&mut self, kind: &str) -> Result<Value> {
+        if let Some(at) = self.pending.iter().position(|f| f["type"] == kind) {
+            return Ok(self.pending.remove(at).expect("position is in range"));
+        }
         loop {
             let frame = self.ws.recv_json().await?;
-            if frame["cid"] == json!(cid) && frame["type"] != "message" {
+            if frame["type"] == kind {
                 return Ok(frame);
             }
             self.pending.push_back(frame);
         }
     }
 
+    /// Every pushed `message` up to and including the one with text `marker`, in arrival order
+    /// (earlier kept frames first). The positive form of "nothing else arrived": a message that
+    /// would have been pushed before the marker is in the list.
+    pub async fn messages_until(&mut self, marker: &str) -> Result<Vec<Value>> {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next_message().await?;
+            let done = message["text"] == marker;
+            seen.push(message);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+
     /// The next pushed `message` frame.
     pub async fn next_message(&mut self) -> Result<Value> {
-        while let Some(frame) = self.pending.pop_front() {
-            if frame["type"] == "message" {
-                return Ok(frame);
-            }
-        }
-        loop {
-            let frame = self.ws.recv_json().await?;
-            if frame["type"] == "message" {
-                return Ok(frame);
-            }
-        }
+        self.next_of("message").await
     }
 
     /// Asserts that no message is pushed within `quiet`.

@@ -29,7 +29,7 @@ pub mod postgres;
 pub mod process;
 pub mod rawws;
 
-pub use chat::ChatClient;
+pub use chat::{ChatClient, ChatDatabase};
 pub use client::{ApiClient, WsClient};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use haproxy::Haproxy;
