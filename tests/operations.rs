@@ -103,3 +103,102 @@ async fn a_stopped_gateway_turns_unready_and_closes_its_clients_gradually_with_1
     );
     Ok(())
 }
+
+/// Runs `gatehouse bench run ARGS` against `urls` and returns its JSON report.
+async fn load(urls: &[String], args: &[&str]) -> Result<serde_json::Value> {
+    let mut command = tokio::process::Command::new(gatehouse_testkit::process::gatehouse_bin());
+    command.args(["bench", "run", "-q"]);
+    for url in urls {
+        command.args(["--url", url]);
+    }
+    let output = command.args(args).output().await?;
+    ensure!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    Ok(serde_json::from_str(stdout.lines().last().unwrap_or_default())?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_hands_its_clients_over_with_nothing_lost_while_a_registry_is_down() -> Result<()> {
+    // The reproduction of the loss: two registries, relay traffic at 2,500 msg/s, one registry
+    // killed, then a worker stopped with SIGTERM in the middle of the traffic.
+    let mut cluster = Cluster::builder()
+        .registries(2)
+        .gateways(2)
+        .workers("relay", 2)
+        .start()
+        .await?;
+    let urls = vec![cluster.ws_url(0), cluster.ws_url(1)];
+    let traffic = tokio::spawn(async move {
+        load(
+            &urls,
+            &[
+                "--scenario",
+                "dm",
+                "--clients",
+                "100",
+                "--mode",
+                "open",
+                "--rate",
+                "2500",
+                "--duration",
+                "10",
+                "--warmup",
+                "1",
+                "--drain",
+                "5",
+            ],
+        )
+        .await
+    });
+    // Sleeps only place the failures inside the traffic; the assertions are on the counts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.kill_registry(0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        cluster.workers[0].terminate().await?,
+        Some(0),
+        "the worker drained and left cleanly"
+    );
+    let report = traffic.await??;
+    assert!(report["sent"].as_u64().unwrap_or(0) > 20_000, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(
+        report["duplicated"], 0,
+        "a drain hands over without handling anything twice: {report}"
+    );
+    let mut handed_over = 0;
+    for gateway in &cluster.gateways {
+        handed_over += metric(gateway.addr("admin"), "gatehouse_gateway_clients_handed_over_total").await?;
+    }
+    assert!(handed_over > 0, "the stopped worker's clients moved to the other one");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_handler_failed_transiently_is_handled_again_by_another_worker() -> Result<()> {
+    let cluster = Cluster::builder().gateways(1).workers("api", 2).start().await?;
+    let mut client = gatehouse_testkit::ApiClient::connect(&cluster.ws_url(0)).await?;
+    let first = client.ok("whoami", serde_json::json!({})).await?["worker"].clone();
+    // The client's worker fails the request with `unavailable`: it must not count as handled.
+    let answer = client
+        .ok("fail_on_worker", serde_json::json!({ "worker": first }))
+        .await?;
+    assert_ne!(answer["worker"], first, "the other worker handled it");
+    let admin = cluster.gateways[0].addr("admin");
+    assert_eq!(metric(admin, "gatehouse_gateway_events_nacked_total").await?, 1);
+    // The client stays with the worker that handled it.
+    assert_eq!(
+        client.ok("whoami", serde_json::json!({})).await?["worker"],
+        answer["worker"]
+    );
+    let mut given_back = 0;
+    for worker in &cluster.workers {
+        given_back += metric(worker.addr("admin"), "gatehouse_worker_events_given_back_total").await?;
+    }
+    assert_eq!(given_back, 1);
+    Ok(())
+}

@@ -51,6 +51,9 @@ struct Request {
     /// How long before the deadline `data` is sent as a warning (set_deadline).
     #[serde(default)]
     warn_before_ms: Option<u64>,
+    /// A worker's member id (fail_on_worker).
+    #[serde(default)]
+    worker: Option<String>,
 }
 
 /// Why a request could not be executed.
@@ -79,6 +82,7 @@ impl Api {
         let group = || need(request.group.as_deref(), "group");
         let value = match request.op.as_str() {
             "whoami" => json!({"client": me, "uid": ctx.uid().as_deref(), "worker": cluster.member_id().to_string()}),
+            "fail_on_worker" => json!({"worker": cluster.member_id().to_string()}),
             "send_to_client" => json!(cluster.send_to_client(client, &frame()?).await?),
             "send_to_clients" => json!(cluster.send_to_clients(&request.clients, &frame()?).await?),
             "send_to_uid" => json!(cluster.send_to_uid(uid()?, &frame()?).await?),
@@ -204,6 +208,17 @@ impl Worker for Api {
             ),
             Err(error) => (Value::Null, Err(error)),
         };
+        // `fail_on_worker`: the named worker's handler fails with a transient cluster error, so
+        // the event goes back to its gateway and is handled by another worker (tests of that).
+        if let Ok(request) = &parsed
+            && request.op == "fail_on_worker"
+            && request.worker.as_deref() == Some(ctx.cluster().member_id().to_string().as_str())
+        {
+            return Err(Box::new(ApiError::new(
+                gatehouse_sdk::ErrorCode::Unavailable,
+                "fail_on_worker: this worker was asked to fail",
+            )));
+        }
         let outcome = match parsed {
             Ok(request) => self.execute(ctx, &request).await,
             Err(error) => Err(Failure::Usage(error.to_string())),

@@ -177,6 +177,7 @@ impl EventRouter {
         if !died && queue.pending.len() == queue.sent {
             return;
         }
+        let leaving = queue.worker.as_ref().is_some_and(|w| w.is_alive() && w.is_draining());
         let key = ClientId::new(self.gateway, conn.id()).hash_key();
         let Some(next) = self.workers.pick(&key) else {
             if died {
@@ -189,6 +190,9 @@ impl EventRouter {
             Stats::inc(&stats.clients_failed_over);
             Stats::add(&stats.events_redelivered, queue.sent as u64);
             queue.sent = 0;
+        }
+        if leaving {
+            Stats::inc(&stats.clients_handed_over);
         }
         for event in queue.pending.iter().skip(queue.sent) {
             let _ = next.down.send(Down::Event(event.clone()));
@@ -225,10 +229,28 @@ impl EventRouter {
         Some(retry_backoff(queue.retries))
     }
 
-    /// The back-off of a nacked connection is over: its events go out again.
+    /// The back-off of a nacked connection is over: its events go out again, to another worker
+    /// if there is one (the one that gave them back may be the one with the problem), else to
+    /// the same one.
     pub(crate) fn retry(&self, conn: &Conn, stats: &Stats) {
         let mut state = conn.lock();
         state.events.held = false;
+        let key = ClientId::new(self.gateway, conn.id()).hash_key();
+        let other = state
+            .events
+            .worker
+            .as_ref()
+            .filter(|w| w.is_alive() && !w.is_draining())
+            .and_then(|current| self.workers.pick_except(&key, current));
+        if let Some(other) = other {
+            Stats::inc(&stats.clients_handed_over);
+            for event in state.events.pending.iter().skip(state.events.sent) {
+                let _ = other.down.send(Down::Event(event.clone()));
+            }
+            state.events.sent = state.events.pending.len();
+            state.events.worker = Some(other);
+            return;
+        }
         self.flush(conn, &mut state, stats);
     }
 
@@ -490,6 +512,7 @@ mod tests {
         router.dispatch(&conn, message("d"), &stats);
         assert_eq!(seqs(&mut second_rx), [4], "the client now belongs to the other worker");
         assert_eq!(Stats::get(&stats.events_redelivered), 0, "nothing was sent twice");
+        assert_eq!(Stats::get(&stats.clients_handed_over), 1);
     }
 
     #[test]
@@ -508,7 +531,11 @@ mod tests {
         router.dispatch(&conn, message("d"), &stats);
         assert!(seqs(&mut rx).is_empty(), "nothing goes out during the back-off");
         router.retry(&conn, &stats);
-        assert_eq!(seqs(&mut rx), [2, 3, 4], "again from the nacked event, in order");
+        assert_eq!(
+            seqs(&mut rx),
+            [2, 3, 4],
+            "again from the nacked event, in order (the only worker)"
+        );
         let second = router.nack(&conn, 2, &link).unwrap();
         assert_eq!(second, std::time::Duration::from_millis(200), "the back-off grows");
         router.retry(&conn, &stats);
@@ -552,5 +579,29 @@ mod tests {
         assert_eq!(router.nack(&conn, 1, &first), None);
         router.dispatch(&conn, message("b"), &stats);
         assert_eq!(seqs(&mut second_rx), [2], "the stale nack changed nothing");
+    }
+
+    #[test]
+    fn nacked_events_go_to_another_worker_when_there_is_one() {
+        let router = router(16);
+        let stats = Stats::default();
+        let (conn, _) = Conn::new(1, 8);
+        let (a, mut a_rx) = worker(&router, 1);
+        let (b, mut b_rx) = worker(&router, 2);
+        router.dispatch(&conn, message("x"), &stats);
+        router.dispatch(&conn, message("y"), &stats);
+        let (first, mut first_rx, mut other_rx) = if seqs(&mut a_rx).is_empty() {
+            assert_eq!(seqs(&mut b_rx), [1, 2]);
+            (b, b_rx, a_rx)
+        } else {
+            (a, a_rx, b_rx)
+        };
+        router.ack(&conn, 1, None, &stats);
+        assert!(router.nack(&conn, 2, &first).is_some());
+        router.retry(&conn, &stats);
+        assert!(seqs(&mut first_rx).is_empty(), "not the worker that gave it back");
+        assert_eq!(seqs(&mut other_rx), [2]);
+        router.dispatch(&conn, message("z"), &stats);
+        assert_eq!(seqs(&mut other_rx), [3], "the client stays with the other worker");
     }
 }

@@ -29,6 +29,7 @@ gatehouse_core::counters! {
         ping_timeouts => "gatehouse_gateway_ping_timeouts_total", "clients dropped for not answering pings";
         events_redelivered => "gatehouse_gateway_events_redelivered_total", "events re-sent to another worker after a worker left";
         clients_failed_over => "gatehouse_gateway_clients_failed_over_total", "clients moved to another worker because theirs died or left";
+        clients_handed_over => "gatehouse_gateway_clients_handed_over_total", "clients moved to another worker because theirs was draining (stopping) or gave their events back";
         events_nacked => "gatehouse_gateway_events_nacked_total", "times a worker gave events back (a transient failure, or it was stopping)";
         commands => "gatehouse_gateway_commands_total", "worker commands executed";
         commands_refused => "gatehouse_gateway_commands_refused_total", "worker commands refused as malformed or over a limit";

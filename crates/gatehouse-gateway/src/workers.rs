@@ -130,6 +130,17 @@ impl WorkerSet {
         let live = self.snapshot();
         hrw::pick(key, &live, |w| w.member).map(|index| live[index].clone())
     }
+
+    /// The worker rendezvous hashing picks for `key` among the live ones other than `not`.
+    pub(crate) fn pick_except(&self, key: &[u8], not: &Arc<WorkerLink>) -> Option<Arc<WorkerLink>> {
+        let others: Vec<Arc<WorkerLink>> = self
+            .snapshot()
+            .iter()
+            .filter(|w| !Arc::ptr_eq(w, not))
+            .cloned()
+            .collect();
+        hrw::pick(key, &others, |w| w.member).map(|index| others[index].clone())
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,8 @@ struct Inner {
     registry_out: Mutex<Vec<Option<RegistrySender>>>,
     sink: OnceLock<Arc<dyn EventSink>>,
     identity: LinkIdentity,
+    /// The worker is stopping: links (also ones made from now on) say so to their gateways.
+    draining: std::sync::atomic::AtomicBool,
     token: CancellationToken,
 }
 
@@ -138,6 +140,7 @@ impl Cluster {
                 name: config.name.clone(),
                 secret: config.secret.clone(),
             },
+            draining: std::sync::atomic::AtomicBool::new(false),
             token,
             config,
         });
@@ -166,6 +169,31 @@ impl Cluster {
     /// This process's member id.
     pub fn member_id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// Tells every gateway (also ones that appear later) that this worker is stopping.
+    pub(crate) fn begin_drain(&self) {
+        self.inner.draining.store(true, std::sync::atomic::Ordering::Release);
+        for link in self.inner.links.iter() {
+            link.begin_drain();
+        }
+    }
+
+    /// Waits until every link has answered every event it received and sent the answers.
+    pub(crate) async fn drained(&self) {
+        loop {
+            if self.inner.links.iter().all(|l| l.is_idle()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ends every link's outbound stream after what is queued (bounded), so that the last
+    /// answers reach the gateways before the links go.
+    pub(crate) async fn finish_links(&self) {
+        let links: Vec<Arc<GatewayLink>> = self.inner.links.iter().map(|l| l.clone()).collect();
+        futures_util::future::join_all(links.iter().map(|l| l.finish())).await;
     }
 
     /// Whether the routing table is trusted and every known gateway is linked right now.
@@ -1018,7 +1046,11 @@ impl Inner {
             // must not start two links.
             self.links.entry(id).or_insert_with(|| {
                 let sink = self.sink.get().cloned();
-                GatewayLink::spawn(NodeId(id), addr, self.identity.clone(), sink, &self.token)
+                let link = GatewayLink::spawn(NodeId(id), addr, self.identity.clone(), sink, &self.token);
+                if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+                    link.begin_drain();
+                }
+                link
             });
         }
     }

@@ -5,17 +5,37 @@
 //! A handler is polled once as soon as its event arrives: one that finishes without waiting
 //! (a relay, a reply) never enters the set of running futures, which saves that set's
 //! bookkeeping (a task allocation and a wake-up queue entry) on the common path.
+//!
+//! A handler that fails with a transient cluster error gives its event back (a nack): the
+//! gateway delivers it again, with the client's later events after it. Events of that client
+//! already queued here are dropped, and so are later ones still in flight from the gateway,
+//! until the gateway sends the given-back event again: the client's order never breaks.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
-use gatehouse_proto::v1::{Event, EventAck};
+use gatehouse_proto::v1::{Event, EventAck, EventNack};
+use tokio::time::Instant;
 
-/// A handler run for one event: resolves to the client's connection number and the event's
-/// acknowledgement.
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = (u64, EventAck)> + Send>>;
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// Handled: acknowledge it.
+    Ack(EventAck),
+    /// Not handled (a transient failure): give it, and the client's later events, back.
+    Nack(EventNack),
+}
+
+/// A handler run for one event: resolves to the client's connection number and what became of
+/// the event.
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = (u64, Outcome)> + Send>>;
+
+/// How long a given-back client's later events are dropped at most: the gateway answers a nack
+/// within its back-off (5 s at most); an entry is kept a while longer, then forgotten.
+const GIVEN_BACK_FOR: Duration = Duration::from_secs(60);
 
 /// The running handlers of one link and the events waiting behind them.
 #[derive(Default)]
@@ -24,46 +44,107 @@ pub(crate) struct EventLoop {
     pub running: FuturesUnordered<HandlerFuture>,
     /// Clients with a running handler, and their queued events.
     busy: HashMap<u64, VecDeque<Event>>,
-    /// Acknowledgements waiting for room in the link's queue.
-    pub overflow: VecDeque<EventAck>,
+    /// Clients whose events were given back from a seq on, and since when.
+    given_back: HashMap<u64, (u64, Instant)>,
+    /// Outcomes waiting for room in the link's queue.
+    pub overflow: VecDeque<Outcome>,
+    /// Events admitted and not answered yet (running or queued).
+    open: usize,
 }
 
 impl EventLoop {
-    /// Starts (with `start`) or queues the handler of `event`; returns its acknowledgement if it
+    /// Starts (with `start`) or queues the handler of `event`; returns its outcome if it
     /// finished at once.
-    pub fn admit(&mut self, event: Event, start: impl FnOnce(Event) -> HandlerFuture) -> Option<EventAck> {
+    pub fn admit(&mut self, event: Event, start: impl FnOnce(Event) -> HandlerFuture) -> Option<Outcome> {
+        if let Some(&(seq, _)) = self.given_back.get(&event.conn) {
+            if event.seq > seq {
+                return None; // comes again after the given-back one
+            }
+            if event.seq == seq {
+                self.given_back.remove(&event.conn);
+            }
+        }
+        self.open += 1;
         if let Some(queue) = self.busy.get_mut(&event.conn) {
             queue.push_back(event);
             return None;
         }
         let conn = event.conn;
-        let ack = self.start(start(event));
-        if ack.is_none() {
-            self.busy.insert(conn, VecDeque::new());
+        match self.start(start(event)) {
+            Some(outcome) => {
+                self.settle(conn, &outcome);
+                Some(outcome)
+            }
+            None => {
+                self.busy.insert(conn, VecDeque::new());
+                None
+            }
         }
-        ack
     }
 
-    /// A handler of `conn` finished: starts its queued events in order until one has to wait.
-    /// Returns the acknowledgements of those that finished at once.
-    pub fn finished(&mut self, conn: u64, mut start: impl FnMut(Event) -> HandlerFuture) -> Vec<EventAck> {
-        let mut acks = Vec::new();
+    /// A running handler of `conn` ended with `outcome`: starts its queued events in order
+    /// until one has to wait (or gives its events back). Returns the outcomes of those that
+    /// finished at once.
+    pub fn finished(
+        &mut self,
+        conn: u64,
+        outcome: &Outcome,
+        mut start: impl FnMut(Event) -> HandlerFuture,
+    ) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        if !self.settle(conn, outcome) {
+            return outcomes;
+        }
         while let Some(event) = self.busy.get_mut(&conn).and_then(VecDeque::pop_front) {
             match self.start(start(event)) {
-                Some(ack) => acks.push(ack),
-                None => return acks,
+                Some(outcome) => {
+                    let go_on = self.settle(conn, &outcome);
+                    outcomes.push(outcome);
+                    if !go_on {
+                        return outcomes;
+                    }
+                }
+                None => return outcomes,
             }
         }
         self.busy.remove(&conn);
-        acks
+        outcomes
+    }
+
+    /// Whether nothing is running, queued or waiting to be sent.
+    #[cfg(test)]
+    pub fn is_idle(&self) -> bool {
+        self.open == 0 && self.overflow.is_empty()
+    }
+
+    /// Events admitted and not answered, plus outcomes not yet queued for the gateway.
+    pub fn unanswered(&self) -> usize {
+        self.open + self.overflow.len()
+    }
+
+    /// Accounts for one answered event; a nack drops the client's queued events (they come
+    /// again) and remembers from which seq. Returns whether the client's next events may run.
+    fn settle(&mut self, conn: u64, outcome: &Outcome) -> bool {
+        self.open -= 1;
+        let Outcome::Nack(nack) = outcome else {
+            return true;
+        };
+        if let Some(queued) = self.busy.remove(&conn) {
+            self.open -= queued.len();
+        }
+        let now = Instant::now();
+        self.given_back
+            .retain(|_, (_, since)| now.duration_since(*since) < GIVEN_BACK_FOR);
+        self.given_back.insert(conn, (nack.seq, now));
+        false
     }
 
     /// Polls a new handler once; if it has to wait, it joins the running set, whose next poll
     /// registers the link task's waker (the first poll used a no-op waker).
-    fn start(&mut self, mut handler: HandlerFuture) -> Option<EventAck> {
+    fn start(&mut self, mut handler: HandlerFuture) -> Option<Outcome> {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         match handler.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready((_, ack)) => Some(ack),
+            std::task::Poll::Ready((_, outcome)) => Some(outcome),
             std::task::Poll::Pending => {
                 self.running.push(handler);
                 None
@@ -89,17 +170,26 @@ mod tests {
         }
     }
 
-    fn ack(conn: u64, seq: u64) -> EventAck {
-        EventAck {
+    fn ack(conn: u64, seq: u64) -> Outcome {
+        Outcome::Ack(EventAck {
             conn,
             seq,
             reject: None,
-        }
+        })
+    }
+
+    fn nack(conn: u64, seq: u64) -> Outcome {
+        Outcome::Nack(EventNack { conn, seq })
     }
 
     /// A handler that finishes at once.
     fn instant(event: Event) -> HandlerFuture {
         Box::pin(std::future::ready((event.conn, ack(event.conn, event.seq))))
+    }
+
+    /// A handler that gives its event back at once.
+    fn failing(event: Event) -> HandlerFuture {
+        Box::pin(std::future::ready((event.conn, nack(event.conn, event.seq))))
     }
 
     /// A handler that waits for the test to release it; records when it started.
@@ -127,6 +217,7 @@ mod tests {
             Some(ack(1, 2)),
             "no client stays busy"
         );
+        assert!(events.is_idle());
     }
 
     #[tokio::test]
@@ -142,11 +233,12 @@ mod tests {
             "another client is not held up"
         );
         assert_eq!(*started.lock().unwrap(), [(1, 1)]);
+        assert_eq!(events.unanswered(), 2);
         gates.remove(0).send(()).unwrap();
         let (conn, done) = events.running.next().await.unwrap();
-        assert_eq!((conn, done), (1, ack(1, 1)));
+        assert_eq!((conn, &done), (1, &ack(1, 1)));
         assert_eq!(
-            events.finished(1, instant),
+            events.finished(1, &done, instant),
             [ack(1, 2)],
             "the queued event runs next, in order"
         );
@@ -155,6 +247,7 @@ mod tests {
             Some(ack(1, 3)),
             "the client is free again"
         );
+        assert!(events.is_idle());
     }
 
     #[tokio::test]
@@ -167,10 +260,10 @@ mod tests {
             events.admit(event(1, seq), instant);
         }
         gates.remove(0).send(()).unwrap();
-        events.running.next().await.unwrap();
+        let (_, done) = events.running.next().await.unwrap();
         // 2 finishes at once, 3 has to wait: 4 stays queued behind it.
         let mut first = true;
-        let acks = events.finished(1, |e| {
+        let outcomes = events.finished(1, &done, |e| {
             if e.seq == 3 && first {
                 first = false;
                 gated(&started, &mut gates, e)
@@ -178,11 +271,48 @@ mod tests {
                 instant(e)
             }
         });
-        assert_eq!(acks, [ack(1, 2)]);
+        assert_eq!(outcomes, [ack(1, 2)]);
         assert_eq!(*started.lock().unwrap(), [(1, 1), (1, 3)]);
         assert_eq!(events.admit(event(1, 5), instant), None, "still busy with 3");
         gates.remove(0).send(()).unwrap();
-        assert_eq!(events.running.next().await.unwrap().1, ack(1, 3));
-        assert_eq!(events.finished(1, instant), [ack(1, 4), ack(1, 5)]);
+        let (_, done) = events.running.next().await.unwrap();
+        assert_eq!(done, ack(1, 3));
+        assert_eq!(events.finished(1, &done, instant), [ack(1, 4), ack(1, 5)]);
+        assert!(events.is_idle());
+    }
+
+    #[tokio::test]
+    async fn a_given_back_event_drops_the_clients_later_events_until_it_comes_again() {
+        let mut events = EventLoop::default();
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let mut gates = Vec::new();
+        events.admit(event(1, 1), |e| gated(&started, &mut gates, e));
+        events.admit(event(1, 2), failing);
+        events.admit(event(1, 3), instant);
+        gates.remove(0).send(()).unwrap();
+        let (_, done) = events.running.next().await.unwrap();
+        assert_eq!(
+            events.finished(1, &done, failing),
+            [nack(1, 2)],
+            "2 is given back; 3, queued behind it, is dropped"
+        );
+        assert!(events.is_idle(), "nothing of the client is left here");
+        assert_eq!(
+            events.admit(event(1, 4), instant),
+            None,
+            "4 was still in flight: dropped"
+        );
+        assert_eq!(
+            events.admit(event(2, 1), instant),
+            Some(ack(2, 1)),
+            "other clients are not affected"
+        );
+        assert_eq!(
+            events.admit(event(1, 2), instant),
+            Some(ack(1, 2)),
+            "2 again, from the gateway"
+        );
+        assert_eq!(events.admit(event(1, 3), instant), Some(ack(1, 3)));
+        assert!(events.is_idle());
     }
 }

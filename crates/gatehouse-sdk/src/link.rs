@@ -5,7 +5,7 @@
 //! fail with `unavailable` when their session breaks (a reply can no longer come), never hang.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,13 +20,13 @@ use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::{Channel, Endpoint};
 use gatehouse_proto::tonic::{Code, Streaming};
 use gatehouse_proto::v1::gateway_client::GatewayClient;
-use gatehouse_proto::v1::{Command, Event, EventAck, LinkDown, LinkHello, LinkUp, Reply};
+use gatehouse_proto::v1::{Command, Event, EventAck, EventNack, LinkDown, LinkHello, LinkUp, Reply};
 use gatehouse_proto::{ErrorCode, MAX_GRPC_MESSAGE_BYTES};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::handlers::{EventLoop, HandlerFuture};
+use crate::handlers::{EventLoop, HandlerFuture, Outcome};
 
 /// Commands and acks queued towards one gateway. A full queue means the gateway is not
 /// reading; callers then get `too_many_requests` instead of growing memory.
@@ -52,6 +52,12 @@ type Client = GatewayClient<InterceptedService<Channel, gatehouse_core::secret::
 pub(crate) enum Up {
     Command(Command),
     Ack(EventAck),
+    Nack(EventNack),
+    /// Wakes the batcher to tell the gateway this worker is draining (every batch then says so).
+    Draining,
+    /// Ends the session's outbound stream after what is queued before it: the graceful end of
+    /// a drained worker's link.
+    Close,
 }
 
 /// Runs the handlers of the events a gateway sends (workers only).
@@ -90,6 +96,10 @@ pub(crate) struct GatewayLink {
     /// Since when the link has been down after having been up (`None` while up or connecting
     /// for the first time).
     down_since: Mutex<Option<tokio::time::Instant>>,
+    /// The worker is stopping: every batch says so, and each new session first.
+    draining: AtomicBool,
+    /// Events received and not answered yet (running, queued, or answers not yet queued).
+    unanswered: AtomicUsize,
     pub cancel: CancellationToken,
 }
 
@@ -114,6 +124,8 @@ impl GatewayLink {
             next_request: AtomicU64::new(1),
             connected: AtomicBool::new(false),
             down_since: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            unanswered: AtomicUsize::new(0),
             cancel: parent.child_token(),
         });
         tokio::spawn(link.clone().run(identity, sink));
@@ -128,6 +140,30 @@ impl GatewayLink {
     /// The most entries one list of a command may hold on this gateway.
     pub(crate) fn max_command_keys(&self) -> usize {
         self.max_command_keys.load(Ordering::Relaxed).max(1) as usize
+    }
+
+    /// Tells the gateway this worker is stopping: it gets no new client, and its clients move
+    /// to other workers once their events here are answered.
+    pub(crate) fn begin_drain(&self) {
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            let _ = self.up.try_send(Up::Draining);
+        }
+    }
+
+    /// Whether every event received was answered and every answer handed to the stream.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.unanswered.load(Ordering::Acquire) == 0 && self.up.capacity() == self.up.max_capacity()
+    }
+
+    /// Ends the link's outbound stream after what is queued, so that the last answers reach
+    /// the gateway before the link goes.
+    pub(crate) async fn finish(&self) {
+        if self.up.send(Up::Close).await.is_ok() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while self.connected.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     /// Queues a command that needs no reply.
@@ -236,6 +272,9 @@ impl GatewayLink {
         self.connected.store(true, Ordering::Release);
         *self.down_since.lock().expect("down_since poisoned") = None;
         tracing::debug!(gateway = %self.gateway, addr = %self.addr, "gateway link up");
+        if self.draining.load(Ordering::Acquire) {
+            let _ = self.up.try_send(Up::Draining);
+        }
         self.serve(inbound, sink).await
     }
 
@@ -294,22 +333,32 @@ impl GatewayLink {
     }
 
     /// Waits for the next queued item and packs it with whatever else is queued; `None` when
-    /// the queue is closed.
+    /// the queue is closed or a [`Up::Close`] comes first (the stream then ends).
     async fn next_batch(&self) -> Option<LinkUp> {
         let mut queue = self.up_rx.lock().await;
         let first = match queue.carry.take() {
             Some(item) => item,
             None => queue.rx.recv().await?,
         };
+        if matches!(first, Up::Close) {
+            return None;
+        }
         let mut batch = LinkUp::default();
         let UpQueue { rx, carry } = &mut *queue;
-        *carry = batch::fill(
-            first,
-            UP_BATCH,
-            up_size,
-            || rx.try_recv().ok(),
-            |item| push(&mut batch, item),
-        );
+        // A close ends this batch; it waits as the carry and ends the stream next time.
+        let mut closing = false;
+        let next = || match rx.try_recv() {
+            Ok(Up::Close) => {
+                closing = true;
+                None
+            }
+            item => item.ok(),
+        };
+        *carry = batch::fill(first, UP_BATCH, up_size, next, |item| push(&mut batch, item));
+        if closing {
+            *carry = Some(Up::Close);
+        }
+        batch.draining = self.draining.load(Ordering::Acquire);
         Some(batch)
     }
 
@@ -348,8 +397,8 @@ impl GatewayLink {
                         self.answer(down.replies);
                         if let Some(sink) = sink {
                             for event in down.events {
-                                if let Some(ack) = events.admit(event, |event| sink.handle(self, event)) {
-                                    self.queue_ack(ack, &mut events.overflow);
+                                if let Some(outcome) = events.admit(event, |event| sink.handle(self, event)) {
+                                    self.queue_outcome(outcome, &mut events.overflow);
                                 }
                             }
                         }
@@ -357,26 +406,28 @@ impl GatewayLink {
                     Ok(None) => break Err(Retry("gateway closed the link".to_owned())),
                     Err(status) => break Err(Retry(format!("link failed: {}", status.message()))),
                 },
-                Some((conn, ack)) = events.running.next(), if !events.running.is_empty() => {
-                    self.queue_ack(ack, &mut events.overflow);
-                    let started = events.finished(conn, |event| match sink {
+                Some((conn, outcome)) = events.running.next(), if !events.running.is_empty() => {
+                    let started = events.finished(conn, &outcome, |event| match sink {
                         Some(sink) => sink.handle(self, event),
                         // Without a sink no handler ever ran; nothing can be queued.
-                        None => Box::pin(std::future::ready((conn, EventAck::default()))),
+                        None => Box::pin(std::future::ready((conn, Outcome::Ack(EventAck::default())))),
                     });
-                    for ack in started {
-                        self.queue_ack(ack, &mut events.overflow);
+                    self.queue_outcome(outcome, &mut events.overflow);
+                    for outcome in started {
+                        self.queue_outcome(outcome, &mut events.overflow);
                     }
                 }
                 permit = self.up.reserve(), if !events.overflow.is_empty() => {
-                    if let (Ok(permit), Some(ack)) = (permit, events.overflow.pop_front()) {
-                        permit.send(Up::Ack(ack));
+                    if let (Ok(permit), Some(outcome)) = (permit, events.overflow.pop_front()) {
+                        permit.send(up(outcome));
                     }
                 }
             }
+            self.unanswered.store(events.unanswered(), Ordering::Release);
         };
         // Handlers already running finish (their effects are real); their acks cannot reach the
         // gateway any more, which re-sends those events elsewhere.
+        self.unanswered.store(0, Ordering::Release);
         if !events.running.is_empty() {
             let mut running = std::mem::take(&mut events.running);
             tokio::spawn(async move { while running.next().await.is_some() {} });
@@ -397,15 +448,17 @@ impl GatewayLink {
         }
     }
 
-    /// Queues an acknowledgement without waiting; if the queue is full it waits in `overflow`
-    /// (acks must never be dropped, and the event loop must never block).
-    fn queue_ack(&self, ack: EventAck, overflow: &mut VecDeque<EventAck>) {
+    /// Queues an event's outcome without waiting; if the queue is full it waits in `overflow`
+    /// (answers must never be dropped, and the event loop must never block).
+    fn queue_outcome(&self, outcome: Outcome, overflow: &mut VecDeque<Outcome>) {
         if !overflow.is_empty() {
-            overflow.push_back(ack);
+            overflow.push_back(outcome);
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(Up::Ack(ack))) = self.up.try_send(Up::Ack(ack)) {
-            overflow.push_back(ack);
+        match self.up.try_send(up(outcome)) {
+            Err(mpsc::error::TrySendError::Full(Up::Ack(ack))) => overflow.push_back(Outcome::Ack(ack)),
+            Err(mpsc::error::TrySendError::Full(Up::Nack(nack))) => overflow.push_back(Outcome::Nack(nack)),
+            _ => {}
         }
     }
 }
@@ -421,6 +474,15 @@ fn up_size(item: &Up) -> usize {
     match item {
         Up::Command(command) => command.encoded_len() + 4,
         Up::Ack(ack) => ack.encoded_len() + 4,
+        Up::Nack(nack) => nack.encoded_len() + 4,
+        Up::Draining | Up::Close => 2,
+    }
+}
+
+fn up(outcome: Outcome) -> Up {
+    match outcome {
+        Outcome::Ack(ack) => Up::Ack(ack),
+        Outcome::Nack(nack) => Up::Nack(nack),
     }
 }
 
@@ -428,5 +490,9 @@ fn push(batch: &mut LinkUp, item: Up) {
     match item {
         Up::Command(command) => batch.commands.push(command),
         Up::Ack(ack) => batch.acks.push(ack),
+        Up::Nack(nack) => batch.nacks.push(nack),
+        Up::Draining => batch.draining = true,
+        // `next_batch` never packs a close.
+        Up::Close => {}
     }
 }

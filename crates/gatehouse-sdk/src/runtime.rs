@@ -13,12 +13,13 @@ use std::sync::OnceLock;
 use gatehouse_core::admin::metrics::Histogram;
 use gatehouse_core::admin::{AdminHooks, Readiness};
 use gatehouse_core::{ClientId, ClusterSecret};
-use gatehouse_proto::v1::{Event, EventAck, MemberKind, event};
+use gatehouse_proto::ErrorCode;
+use gatehouse_proto::v1::{Event, EventAck, EventNack, MemberKind, event};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::frame::Frame;
-use crate::handlers::HandlerFuture;
+use crate::handlers::{HandlerFuture, Outcome};
 use crate::link::{EventSink, GatewayLink};
 use crate::worker::{CloseInfo, Context, Handshake, Worker};
 
@@ -27,6 +28,10 @@ use crate::worker::{CloseInfo, Context, Handshake, Worker};
 pub struct WorkerConfig {
     /// Cluster connection settings (registries, secret, name, timeouts).
     pub cluster: ClusterConfig,
+    /// On stop, how long the worker waits for the handlers it has (and the events already on
+    /// their way to it) to finish before it leaves anyway; what is left unanswered then goes
+    /// to another worker.
+    pub drain_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -34,6 +39,7 @@ impl WorkerConfig {
     pub fn new(registries: Vec<String>, secret: ClusterSecret, app: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
             cluster: ClusterConfig::new(registries, secret, app),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -52,6 +58,7 @@ gatehouse_core::counters! {
     pub(crate) struct WorkerStats {
         events => "gatehouse_worker_events_total", "client events handled (handshakes, messages, closes)";
         handler_errors => "gatehouse_worker_handler_errors_total", "handlers that returned an error (logged with the client id)";
+        events_given_back => "gatehouse_worker_events_given_back_total", "events given back to their gateway after a transient cluster failure (handled again)";
     }
 }
 
@@ -91,7 +98,11 @@ impl<W: Worker> WorkerRuntime<W> {
         }
     }
 
-    /// Runs until `token` is cancelled. Returns an error only for an invalid configuration.
+    /// Runs until `token` is cancelled, then drains: the gateways give this worker no new
+    /// client and move its clients elsewhere once it answered for their events; the handlers
+    /// it has finish (with the cluster still fully usable to them), `on_stop` runs, and only
+    /// then do the links and the registry sessions end. Returns an error only for an invalid
+    /// configuration.
     pub async fn run(self, token: CancellationToken) -> Result<(), crate::ApiError> {
         let dispatcher = Arc::new(Dispatcher {
             worker: self.worker.clone(),
@@ -99,11 +110,14 @@ impl<W: Worker> WorkerRuntime<W> {
             stats: self.stats.clone(),
             handler_seconds: gatehouse_core::admin::metrics::histogram!("gatehouse_worker_handler_seconds"),
         });
+        // The cluster outlives `token`: handlers still running when the worker is told to stop
+        // need their links until they finish.
+        let links = CancellationToken::new();
         let cluster = Cluster::start(
             self.config.cluster.clone(),
             MemberKind::Worker,
             Some(dispatcher.clone()),
-            token.clone(),
+            links.clone(),
         )?;
         let _ = dispatcher.cluster.set(cluster.clone());
         let _ = self.cluster.set(cluster.clone());
@@ -116,7 +130,20 @@ impl<W: Worker> WorkerRuntime<W> {
         }
         self.worker.on_start(&cluster).await;
         token.cancelled().await;
+        tracing::info!("worker draining: no new clients; finishing the events it has");
+        cluster.begin_drain();
+        if tokio::time::timeout(self.config.drain_timeout, cluster.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_ms = self.config.drain_timeout.as_millis() as u64,
+                "handlers still running at the end of the drain; their events go to other workers"
+            );
+        }
         self.worker.on_stop(&cluster).await;
+        cluster.finish_links().await;
+        links.cancel();
         tracing::info!("worker stopped");
         Ok(())
     }
@@ -133,16 +160,17 @@ struct Dispatcher<W: Worker> {
 impl<W: Worker> EventSink for Dispatcher<W> {
     fn handle(&self, link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
         let conn = event.conn;
+        let seq = event.seq;
         let ack = EventAck {
             conn,
-            seq: event.seq,
+            seq,
             reject: None,
         };
         let Some(cluster) = self.cluster.get().cloned() else {
             // Cannot happen: the cluster is set as soon as `Cluster::start` returns, and links
             // (hence events) only appear after a registry answered. Acknowledging nothing
             // (seq 0) keeps the event pending at the gateway rather than losing it.
-            return Box::pin(std::future::ready((conn, EventAck { seq: 0, ..ack })));
+            return Box::pin(std::future::ready((conn, Outcome::Ack(EventAck { seq: 0, ..ack }))));
         };
         let client = ClientId::new(link.gateway, event.conn);
         let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
@@ -153,6 +181,7 @@ impl<W: Worker> EventSink for Dispatcher<W> {
             stats: self.stats.clone(),
             seconds: self.handler_seconds.clone(),
             client,
+            ack,
         };
         // One future type per kind of event, each boxed on its own, so the future allocated for
         // every message holds `on_message`'s state only (a handshake that touches a database can
@@ -160,13 +189,11 @@ impl<W: Worker> EventSink for Dispatcher<W> {
         match event.kind {
             Some(event::Kind::Message(payload)) => Box::pin(async move {
                 let result = worker.on_message(&ctx, Frame::from_payload(payload)).await;
-                done.record("message", result);
-                (conn, ack)
+                (conn, done.finish("message", result))
             }),
             Some(event::Kind::Open(open)) => Box::pin(async move {
                 let (reject, result) = open_hooks(&*worker, &ctx, open).await;
-                done.record("connect", result);
-                (conn, EventAck { reject, ..ack })
+                (conn, done.finish_handshake(reject, result))
             }),
             Some(event::Kind::Closed(close)) => Box::pin(async move {
                 let info = CloseInfo {
@@ -174,31 +201,73 @@ impl<W: Worker> EventSink for Dispatcher<W> {
                     reason: close.reason,
                 };
                 let result = worker.on_close(&ctx, &info).await;
-                done.record("close", result);
-                (conn, ack)
+                (conn, done.finish("close", result))
             }),
-            None => Box::pin(std::future::ready((conn, ack))),
+            None => Box::pin(std::future::ready((conn, Outcome::Ack(done.ack)))),
         }
     }
 }
 
-/// What is recorded when a handler ends.
+/// What is recorded when a handler ends, and what it answers.
 struct Done {
     started: tokio::time::Instant,
     stats: Arc<WorkerStats>,
     seconds: Histogram,
     client: ClientId,
+    ack: EventAck,
 }
 
 impl Done {
-    fn record(self, hook: &'static str, result: crate::HandlerResult) {
+    /// Records the handler's end; a transient cluster failure (`unavailable`, `timeout`) gives
+    /// the event back, so that it is handled again (here after a back-off, or by another
+    /// worker), anything else acknowledges it.
+    fn finish(self, hook: &'static str, result: crate::HandlerResult) -> Outcome {
+        if self.note(hook, &result) {
+            WorkerStats::inc(&self.stats.events_given_back);
+            return Outcome::Nack(EventNack {
+                conn: self.ack.conn,
+                seq: self.ack.seq,
+            });
+        }
+        Outcome::Ack(self.ack)
+    }
+
+    /// Records a handshake's end. A handshake is answered either way (its verdict travels in
+    /// the acknowledgement): a failure of `on_connect` after it was accepted is only logged.
+    fn finish_handshake(self, reject: Option<gatehouse_proto::v1::Reject>, result: crate::HandlerResult) -> Outcome {
+        self.note("connect", &result);
+        Outcome::Ack(EventAck { reject, ..self.ack })
+    }
+
+    /// Measures and counts the handler, logs a failure; returns whether it failed on a
+    /// transient cluster error.
+    fn note(&self, hook: &'static str, result: &crate::HandlerResult) -> bool {
         self.seconds.record(self.started.elapsed());
         WorkerStats::inc(&self.stats.events);
-        if let Err(error) = result {
-            WorkerStats::inc(&self.stats.handler_errors);
+        let Err(error) = result else {
+            return false;
+        };
+        WorkerStats::inc(&self.stats.handler_errors);
+        let transient = is_transient(&**error);
+        if transient {
+            tracing::warn!(client = %self.client, hook, %error, "handler failed on a transient cluster error; the event goes back to its gateway");
+        } else {
             tracing::warn!(client = %self.client, hook, %error, "handler failed");
         }
+        transient
     }
+}
+
+/// Whether a handler's error is (or was caused by) a transient cluster failure.
+fn is_transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(api) = error.downcast_ref::<crate::ApiError>() {
+            return matches!(api.code, ErrorCode::Unavailable | ErrorCode::Timeout);
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Runs `on_handshake` and, when it admits the client, `on_connect`; returns the refusal and
