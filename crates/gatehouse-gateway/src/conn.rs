@@ -54,7 +54,7 @@ pub(crate) struct EventQueue {
     /// The sequence number of the last event numbered.
     pub next_seq: u64,
     /// Unacknowledged events, oldest first: re-sent in this order if their worker dies.
-    pub pending: VecDeque<Event>,
+    pub pending: VecDeque<Pending>,
     /// The payload bytes of `pending`, for the per-connection and per-gateway byte budgets.
     pub pending_bytes: usize,
     /// How many events at the front of `pending` were sent to `worker`; the rest wait (for a
@@ -66,6 +66,13 @@ pub(crate) struct EventQueue {
     pub retries: u32,
     /// The worker this connection's events go to while it lives (rendezvous hashing).
     pub worker: Option<Arc<WorkerLink>>,
+}
+
+/// An unacknowledged event and its encoded size, computed once: the windows, the batcher and
+/// the acknowledgement all need it.
+pub(crate) struct Pending {
+    pub event: Event,
+    pub bytes: u32,
 }
 
 impl Conn {

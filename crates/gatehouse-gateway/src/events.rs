@@ -21,7 +21,7 @@ use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::v1::{Event, Reject, event};
 use tokio::sync::watch;
 
-use crate::conn::{Conn, ConnState};
+use crate::conn::{Conn, ConnState, Pending};
 use crate::stats::Stats;
 use crate::workers::{Down, WorkerLink, WorkerSet};
 
@@ -102,7 +102,10 @@ impl EventRouter {
         };
         let bytes = event.encoded_len();
         state.events.pending_bytes += bytes;
-        state.events.pending.push_back(event);
+        state.events.pending.push_back(Pending {
+            event,
+            bytes: bytes as u32,
+        });
         self.add_pending(bytes);
         self.flush(conn, &mut state, stats);
         self.conn_window_full(&state) || self.gateway_over_budget()
@@ -163,8 +166,8 @@ impl EventRouter {
         }
         if let Some(worker) = queue.worker.as_ref().filter(|w| w.is_alive()) {
             if !worker.is_draining() {
-                for event in queue.pending.iter().skip(queue.sent) {
-                    let _ = worker.down.send(Down::Event(event.clone()));
+                for pending in queue.pending.iter().skip(queue.sent) {
+                    let _ = worker.down.send(Down::Event(pending.event.clone(), pending.bytes));
                 }
                 queue.sent = queue.pending.len();
                 return;
@@ -194,8 +197,8 @@ impl EventRouter {
         if leaving {
             Stats::inc(&stats.clients_handed_over);
         }
-        for event in queue.pending.iter().skip(queue.sent) {
-            let _ = next.down.send(Down::Event(event.clone()));
+        for pending in queue.pending.iter().skip(queue.sent) {
+            let _ = next.down.send(Down::Event(pending.event.clone(), pending.bytes));
         }
         queue.sent = queue.pending.len();
         queue.worker = Some(next);
@@ -220,7 +223,7 @@ impl EventRouter {
         if !queue.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, link)) {
             return None; // a stale answer from a worker the client already left
         }
-        queue.sent = queue.pending.iter().take_while(|e| e.seq < seq).count();
+        queue.sent = queue.pending.iter().take_while(|p| p.event.seq < seq).count();
         if link.is_draining() {
             return None; // moves with the acknowledgements of the earlier events
         }
@@ -244,8 +247,8 @@ impl EventRouter {
             .and_then(|current| self.workers.pick_except(&key, current));
         if let Some(other) = other {
             Stats::inc(&stats.clients_handed_over);
-            for event in state.events.pending.iter().skip(state.events.sent) {
-                let _ = other.down.send(Down::Event(event.clone()));
+            for pending in state.events.pending.iter().skip(state.events.sent) {
+                let _ = other.down.send(Down::Event(pending.event.clone(), pending.bytes));
             }
             state.events.sent = state.events.pending.len();
             state.events.worker = Some(other);
@@ -262,10 +265,10 @@ impl EventRouter {
         let mut opened = false;
         let mut freed = 0;
         let mut popped = 0;
-        while state.events.pending.front().is_some_and(|e| e.seq <= seq) {
-            let event = state.events.pending.pop_front().expect("front checked");
-            freed += event.encoded_len();
-            opened |= matches!(event.kind, Some(event::Kind::Open(_)));
+        while state.events.pending.front().is_some_and(|p| p.event.seq <= seq) {
+            let pending = state.events.pending.pop_front().expect("front checked");
+            freed += pending.bytes as usize;
+            opened |= matches!(pending.event.kind, Some(event::Kind::Open(_)));
             popped += 1;
         }
         state.events.pending_bytes -= freed;
@@ -364,7 +367,7 @@ mod tests {
 
     fn seqs(rx: &mut mpsc::UnboundedReceiver<Down>) -> Vec<u64> {
         let mut seqs = Vec::new();
-        while let Ok(Down::Event(event)) = rx.try_recv() {
+        while let Ok(Down::Event(event, _)) = rx.try_recv() {
             seqs.push(event.seq);
         }
         seqs

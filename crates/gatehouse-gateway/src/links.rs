@@ -168,7 +168,7 @@ fn down_batches(rx: mpsc::UnboundedReceiver<Down>, hub: Arc<Hub>) -> impl Stream
             |item| {
                 count += 1;
                 match item {
-                    Down::Event(event) => message.events.push(event),
+                    Down::Event(event, _) => message.events.push(event),
                     Down::Reply(reply) => message.replies.push(reply),
                 }
             },
@@ -182,7 +182,7 @@ fn down_batches(rx: mpsc::UnboundedReceiver<Down>, hub: Arc<Hub>) -> impl Stream
 /// The encoded size of one item in a `LinkDown`.
 fn down_size(item: &Down) -> usize {
     match item {
-        Down::Event(event) => event.encoded_len() + 4,
+        Down::Event(_, bytes) => *bytes as usize + 4,
         Down::Reply(reply) => reply.encoded_len() + 4,
     }
 }

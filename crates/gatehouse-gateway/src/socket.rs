@@ -188,7 +188,8 @@ impl<'a> Session<'a> {
     // ------------------------------------------------------------------ reading
 
     fn on_read(&mut self, message: Option<Result<Message, axum::Error>>) -> Step {
-        self.last_heard = Instant::now();
+        let now = Instant::now();
+        self.last_heard = now;
         let kind = match message {
             Some(Ok(Message::Text(text))) => event::Kind::Message(Payload {
                 data: text.into(),
@@ -208,7 +209,7 @@ impl<'a> Session<'a> {
         if self.hub.dispatch(self.conn, kind) {
             self.pause();
         }
-        self.charge(size)
+        self.charge(size, now)
     }
 
     /// Maps a read error to the close the RFC asks for.
@@ -241,8 +242,7 @@ impl<'a> Session<'a> {
 
     /// Charges a message of `size` bytes to the client's rates; a client over its rate is read
     /// again only when the debt is paid, and one that stays over for too long is closed.
-    fn charge(&mut self, size: usize) -> Step {
-        let now = Instant::now();
+    fn charge(&mut self, size: usize, now: Instant) -> Step {
         let wait = [
             self.messages.as_mut().map(|b| b.take(1.0, now)),
             self.bytes.as_mut().map(|b| b.take(size as f64, now)),

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 /// What flows from the gateway to one attached worker.
 pub(crate) enum Down {
-    /// A client event (numbered per connection; acknowledged by the worker).
-    Event(Event),
+    /// A client event (numbered per connection; acknowledged by the worker), with its encoded
+    /// size for the batcher.
+    Event(Event, u32),
     /// The answer to a command that asked for one.
     Reply(Reply),
 }
