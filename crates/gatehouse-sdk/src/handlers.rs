@@ -56,7 +56,10 @@ impl EventLoop {
     /// Starts (with `start`) or queues the handler of `event`; returns its outcome if it
     /// finished at once.
     pub fn admit(&mut self, event: Event, start: impl FnOnce(Event) -> HandlerFuture) -> Option<Outcome> {
-        if let Some(&(seq, _)) = self.given_back.get(&event.conn) {
+        // Given-back clients are rare: no map look-up per event unless there are some.
+        if !self.given_back.is_empty()
+            && let Some(&(seq, _)) = self.given_back.get(&event.conn)
+        {
             if event.seq > seq {
                 return None; // comes again after the given-back one
             }

@@ -109,6 +109,7 @@ impl<W: Worker> WorkerRuntime<W> {
             cluster: std::sync::OnceLock::new(),
             stats: self.stats.clone(),
             handler_seconds: gatehouse_core::admin::metrics::histogram!("gatehouse_worker_handler_seconds"),
+            seen: std::sync::atomic::AtomicU64::new(0),
         });
         // The cluster outlives `token`: handlers still running when the worker is told to stop
         // need their links until they finish.
@@ -153,9 +154,16 @@ struct Dispatcher<W: Worker> {
     worker: Arc<W>,
     cluster: std::sync::OnceLock<Cluster>,
     stats: Arc<WorkerStats>,
-    /// Time from an event's arrival to its handler's end.
+    /// Time from an event's arrival to its handler's end, for one event in
+    /// [`LATENCY_SAMPLE`]: latency percentiles need a sample, not every event, and recording
+    /// each would cost every event.
     handler_seconds: Histogram,
+    /// Events seen, for the sampling.
+    seen: std::sync::atomic::AtomicU64,
 }
+
+/// One event in this many has its handler's latency recorded.
+const LATENCY_SAMPLE: u64 = 16;
 
 impl<W: Worker> EventSink for Dispatcher<W> {
     fn handle(&self, link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
@@ -176,10 +184,13 @@ impl<W: Worker> EventSink for Dispatcher<W> {
         let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
         let ctx = Context::new(client, uid, cluster);
         let worker = self.worker.clone();
+        let sampled = self
+            .seen
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(LATENCY_SAMPLE);
         let done = Done {
-            started: tokio::time::Instant::now(),
+            timing: sampled.then(|| (tokio::time::Instant::now(), self.handler_seconds.clone())),
             stats: self.stats.clone(),
-            seconds: self.handler_seconds.clone(),
             client,
             ack,
         };
@@ -210,9 +221,9 @@ impl<W: Worker> EventSink for Dispatcher<W> {
 
 /// What is recorded when a handler ends, and what it answers.
 struct Done {
-    started: tokio::time::Instant,
+    /// When the handler started and where its latency goes, for a sampled event.
+    timing: Option<(tokio::time::Instant, Histogram)>,
     stats: Arc<WorkerStats>,
-    seconds: Histogram,
     client: ClientId,
     ack: EventAck,
 }
@@ -242,7 +253,9 @@ impl Done {
     /// Measures and counts the handler, logs a failure; returns whether it failed on a
     /// transient cluster error.
     fn note(&self, hook: &'static str, result: &crate::HandlerResult) -> bool {
-        self.seconds.record(self.started.elapsed());
+        if let Some((started, seconds)) = &self.timing {
+            seconds.record(started.elapsed());
+        }
         WorkerStats::inc(&self.stats.events);
         let Err(error) = result else {
             return false;
