@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
-use gatehouse_proto::tonic::transport::Endpoint;
 use gatehouse_proto::v1::registry_client::RegistryClient;
 use gatehouse_proto::v1::{AttachRequest, Heartbeat, Hello, Member, attach_request, attach_response};
 use tokio::sync::mpsc;
@@ -18,7 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::secret::{ClusterSecret, log_if_refused};
+use crate::credentials::Credentials;
+use crate::secret::log_if_refused;
 
 /// Capacity of the queue of messages a member sends to one registry. Heartbeats and acks are
 /// tiny; route batches are coalesced by the gateway, so a full queue means the registry has
@@ -44,8 +44,8 @@ pub trait RegistryPeer: Send + Sync + 'static {
 pub struct AttachConfig {
     /// Registry gRPC addresses (`host:port` or `http://host:port`).
     pub registries: Vec<String>,
-    /// The cluster secret.
-    pub secret: ClusterSecret,
+    /// How we prove we belong to the cluster (secret, certificate, or both).
+    pub credentials: Credentials,
     /// Who we are.
     pub member: Member,
     /// Whether we want the routing table (workers and API clients).
@@ -53,15 +53,6 @@ pub struct AttachConfig {
     /// Cap on the reconnect back-off: keep it well below the registry's lease and warm-up so a
     /// restarted registry hears from every member before it claims a complete table.
     pub max_backoff: Duration,
-}
-
-/// Normalises `host:port` into an `http://` URI.
-pub fn endpoint_uri(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
 }
 
 /// Spawns one attachment task per registry; they stop when `token` is cancelled.
@@ -122,16 +113,18 @@ async fn session<P: RegistryPeer>(
     peer: &Arc<P>,
     token: &CancellationToken,
 ) -> Result<(), String> {
-    let channel = Endpoint::from_shared(endpoint_uri(addr))
-        .map_err(|e| format!("bad registry address: {e}"))?
+    let channel = config
+        .credentials
+        .endpoint(addr)
+        .map_err(|e| format!("bad registry address or TLS settings: {e}"))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| format!("connect failed: {e}"))?;
-    let mut client = RegistryClient::with_interceptor(channel, config.secret.client_interceptor())
+        .map_err(|e| format!("connect failed: {}", crate::credentials::error_chain(&e)))?;
+    let mut client = RegistryClient::with_interceptor(channel, config.credentials.client_interceptor())
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
 

@@ -11,6 +11,8 @@
 //! - [`attach`] — the member side of the registry protocol: one self-healing stream per registry.
 //! - [`hrw`] — rendezvous hashing, stable across processes and versions.
 //! - [`secret`] — the cluster secret, attached to and checked on every internal call.
+//! - [`credentials`] — the secret and/or mutual TLS a member proves itself with; serving gRPC with them.
+//! - [`tls`] — cluster certificates naming roles, `gatehouse cert`'s generator, TLS acceptors.
 //! - [`backoff`] — capped exponential back-off with jitter for reconnect loops.
 //! - [`batch`] — packing queued items into one message under a count and a byte budget.
 //! - [`shutdown`] — graceful shutdown with a bounded grace period.
@@ -21,12 +23,15 @@ pub mod admin;
 pub mod attach;
 pub mod backoff;
 pub mod batch;
+pub mod credentials;
 pub mod hrw;
 pub mod ids;
 pub mod limits;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
+pub use credentials::Credentials;
 pub use ids::{ClientId, NodeId};
 pub use secret::ClusterSecret;
