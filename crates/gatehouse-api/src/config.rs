@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gatehouse_core::ClusterSecret;
+use gatehouse_core::Credentials;
+use gatehouse_core::credentials::{PlaintextRefused, check_plaintext};
+use gatehouse_core::tls::CertFiles;
 
 /// A token-bucket rate: `per_second` tokens refill continuously up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -80,8 +82,13 @@ pub struct ApiConfig {
     pub grpc_listen: SocketAddr,
     /// Registry addresses; the process joins the cluster as an API client through all of them.
     pub registries: Vec<String>,
-    /// The cluster secret.
-    pub secret: ClusterSecret,
+    /// How this process proves it belongs to the cluster (secret, certificate, or both).
+    pub credentials: Credentials,
+    /// TLS on both listeners (HTTPS and gRPC over TLS): certificate and key, reloaded when the
+    /// files change or on SIGHUP. `None`: plaintext.
+    pub tls: Option<CertFiles>,
+    /// Serve plaintext on a non-loopback address anyway (a private network).
+    pub insecure_plaintext: bool,
     /// The API key file (JSON, see [`crate::keys`]); reloaded on SIGHUP.
     pub keys_file: PathBuf,
     /// Request and key limits.
@@ -97,6 +104,9 @@ pub enum ConfigError {
     /// A limit is zero or inconsistent with another.
     #[error("invalid limit: {0}")]
     Limit(String),
+    /// A listener would be plaintext on a non-loopback address.
+    #[error(transparent)]
+    Plaintext(#[from] PlaintextRefused),
 }
 
 impl ApiConfig {
@@ -105,14 +115,16 @@ impl ApiConfig {
         listen: SocketAddr,
         grpc_listen: SocketAddr,
         registries: Vec<String>,
-        secret: ClusterSecret,
+        credentials: impl Into<Credentials>,
         keys_file: PathBuf,
     ) -> ApiConfig {
         ApiConfig {
             listen,
             grpc_listen,
             registries,
-            secret,
+            credentials: credentials.into(),
+            tls: None,
+            insecure_plaintext: false,
             keys_file,
             limits: Limits::default(),
         }
@@ -123,6 +135,14 @@ impl ApiConfig {
         if self.registries.is_empty() {
             return Err(ConfigError::NoRegistry);
         }
+        let encrypted = self.tls.is_some();
+        check_plaintext("the server API (HTTP)", self.listen, encrypted, self.insecure_plaintext)?;
+        check_plaintext(
+            "the server API (gRPC)",
+            self.grpc_listen,
+            encrypted,
+            self.insecure_plaintext,
+        )?;
         let l = &self.limits;
         let positive = [
             ("max body bytes", l.max_body_bytes),
@@ -161,7 +181,7 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             "127.0.0.1:0".parse().unwrap(),
             vec!["127.0.0.1:7000".into()],
-            ClusterSecret::new("s").unwrap(),
+            gatehouse_core::ClusterSecret::new("s").unwrap(),
             "keys.json".into(),
         )
     }

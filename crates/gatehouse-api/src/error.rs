@@ -145,6 +145,9 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The listeners' certificate or key is unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] gatehouse_core::tls::TlsError),
 }
 
 #[cfg(test)]

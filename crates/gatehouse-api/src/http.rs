@@ -21,9 +21,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -314,7 +315,7 @@ async fn run_batch(api: &Api, request: Request) -> Result<Response, Failure> {
 }
 
 /// Accepts HTTP connections until `token` is cancelled, then lets open requests finish.
-pub async fn serve(listener: TcpListener, api: Arc<Api>, token: CancellationToken) {
+pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, api: Arc<Api>, token: CancellationToken) {
     let router = router(api.clone());
     let slots = Arc::new(Semaphore::new(api.limits().max_connections));
     let tasks = TaskTracker::new();
@@ -333,14 +334,27 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, token: CancellationToke
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             Stats::inc(&api.stats().refused_connections);
             tracing::debug!(%peer, "http connection refused: connection limit");
-            tasks.spawn(refuse(stream));
+            if tls.is_none() {
+                tasks.spawn(refuse(stream));
+            }
             continue;
         };
         let router = router.clone();
         let api = api.clone();
         let token = token.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            connection(stream, router, &api, token).await;
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+            match tls {
+                None => connection(stream, router, &api, token).await,
+                Some(tls) => match tokio::time::timeout(api.limits().header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, router, &api, token).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "tls handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "tls handshake not finished in time"),
+                },
+            }
             drop(slot);
         });
     }
@@ -348,10 +362,11 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, token: CancellationToke
     tasks.wait().await;
 }
 
-async fn connection(stream: TcpStream, router: Router, api: &Api, token: CancellationToken) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "cannot set TCP_NODELAY");
-    }
+/// Serves HTTP/1.1 on one admitted connection, plain or TLS.
+async fn connection<S>(stream: S, router: Router, api: &Api, token: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

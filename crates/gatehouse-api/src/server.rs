@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use gatehouse_core::backoff::Backoff;
 use gatehouse_core::shutdown::{GRACE, with_grace};
+use gatehouse_core::tls::PublicTls;
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use gatehouse_proto::tonic::transport::Server;
 use gatehouse_proto::tonic::transport::server::TcpIncoming;
@@ -29,6 +30,8 @@ pub struct BoundApi {
     config: ApiConfig,
     http: TcpListener,
     grpc: TcpListener,
+    /// TLS for each listener (HTTP/1.1 and h2 differ in ALPN only).
+    tls: Option<(Arc<PublicTls>, Arc<PublicTls>)>,
     api: Arc<Api>,
 }
 
@@ -39,6 +42,13 @@ pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServerError> {
     if keys.is_empty() {
         tracing::warn!(file = %config.keys_file.display(), "the API key file holds no key: every request will be refused");
     }
+    let tls = match &config.tls {
+        Some(files) => Some((
+            Arc::new(PublicTls::load(&files.cert, &files.key, &[b"http/1.1"])?),
+            Arc::new(PublicTls::load(&files.cert, &files.key, &[b"h2"])?),
+        )),
+        None => None,
+    };
     let http = TcpListener::bind(config.listen).await?;
     let grpc = TcpListener::bind(config.grpc_listen).await?;
     let api = Arc::new(Api::new(keys, config.limits.clone()));
@@ -46,6 +56,7 @@ pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServerError> {
         config,
         http,
         grpc,
+        tls,
         api,
     })
 }
@@ -66,25 +77,43 @@ impl BoundApi {
         reload_keys_on_sighup(self.api.clone(), &self.config, token.clone())?;
         let http_addr = self.http_addr();
         let grpc_addr = self.grpc_addr();
-        tracing::info!(kind = %"http", addr = %http_addr, keys = self.api.keys().len(), "listening");
-        tracing::info!(kind = %"grpc", addr = %grpc_addr, "listening");
+        let tls = self.tls.is_some();
+        tracing::info!(kind = %"http", addr = %http_addr, tls, keys = self.api.keys().len(), "listening");
+        tracing::info!(kind = %"grpc", addr = %grpc_addr, tls, "listening");
 
-        let cluster = ClusterConfig::new(self.config.registries.clone(), self.config.secret.clone(), "api");
+        let cluster = ClusterConfig::new(self.config.registries.clone(), self.config.credentials.clone(), "api");
         tokio::spawn(join_cluster(self.api.clone(), cluster, token.clone()));
 
-        let grpc = Server::builder()
+        let (http_tls, grpc_tls) = match self.tls {
+            Some((http_tls, grpc_tls)) => {
+                http_tls.clone().keep_fresh(token.clone());
+                grpc_tls.clone().keep_fresh(token.clone());
+                (Some(http_tls.acceptor()), Some(grpc_tls.acceptor()))
+            }
+            None => (None, None),
+        };
+        let grpc_router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(
                 ServerApiServer::new(GrpcApi::new(self.api.clone()))
                     .max_decoding_message_size(self.config.limits.max_body_bytes)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-            )
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
-                token.clone().cancelled_owned(),
             );
-        let http = crate::http::serve(self.http, self.api.clone(), token.clone());
+        let shutdown = token.clone().cancelled_owned();
+        let grpc = async move {
+            match grpc_tls {
+                Some(acceptor) => {
+                    let incoming = gatehouse_core::tls::incoming(self.grpc, acceptor, "api");
+                    grpc_router.serve_with_incoming_shutdown(incoming, shutdown).await
+                }
+                None => {
+                    let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+                    grpc_router.serve_with_incoming_shutdown(incoming, shutdown).await
+                }
+            }
+        };
+        let http = crate::http::serve(self.http, http_tls, self.api.clone(), token.clone());
         let (grpc, ()) = tokio::join!(
             async {
                 match with_grace(grpc, &token, GRACE, "api grpc").await {

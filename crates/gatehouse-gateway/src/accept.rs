@@ -1,6 +1,7 @@
-//! The public listener: accepts TCP connections under the admission caps and serves HTTP/1.1 on
-//! them with a header-read timeout, so that a client that trickles its request (slowloris)
-//! cannot hold a connection for long, and then hands upgraded connections to their socket task.
+//! The public listener: accepts TCP connections under the admission caps, completes the TLS
+//! handshake for `wss://`, and serves HTTP/1.1 on them with a header-read timeout, so that a
+//! client that trickles its handshake or its request (slowloris) cannot hold a connection for
+//! long, and then hands upgraded connections to their socket task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +13,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,7 +28,14 @@ use crate::stats::Stats;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Accepts connections until `token` is cancelled, then lets plain HTTP connections finish.
-pub(crate) async fn serve(listener: TcpListener, hub: Arc<Hub>, router: Router, token: CancellationToken) {
+/// With `tls`, every connection is a `wss://` one.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    hub: Arc<Hub>,
+    router: Router,
+    token: CancellationToken,
+) {
     let tasks = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -42,22 +51,65 @@ pub(crate) async fn serve(listener: TcpListener, hub: Arc<Hub>, router: Router, 
                 }
             },
         };
-        tasks.spawn(connection(stream, peer, hub.clone(), router.clone(), token.clone()));
+        tasks.spawn(connection(
+            stream,
+            peer,
+            tls.clone(),
+            hub.clone(),
+            router.clone(),
+            token.clone(),
+        ));
     }
     tasks.close();
     tasks.wait().await;
 }
 
-/// Serves one TCP connection.
-async fn connection(stream: TcpStream, peer: SocketAddr, hub: Arc<Hub>, router: Router, token: CancellationToken) {
+/// Serves one TCP connection: admission, then (with `tls`) the TLS handshake, then HTTP.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    hub: Arc<Hub>,
+    router: Router,
+    token: CancellationToken,
+) {
     // Small frames must not wait for Nagle's algorithm (40 ms stalls behind delayed ACKs).
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
     let slots = match admit(&hub, peer) {
         Ok(slots) => slots,
-        Err(refusal) => return refuse(stream, &hub, peer, refusal).await,
+        Err(refusal) => return refuse(stream, tls.is_some(), &hub, peer, refusal).await,
     };
+    let Some(tls) = tls else {
+        return serve_http(stream, peer, slots, hub, router, token).await;
+    };
+    // The handshake counts against the same clock as the headers: a client that starts TLS
+    // and stalls holds its slot no longer than one that trickles its request.
+    match tokio::time::timeout(hub.config().header_read_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_http(stream, peer, slots, hub, router, token).await,
+        Ok(Err(error)) => {
+            Stats::inc(&hub.stats().tls_handshake_failures);
+            tracing::debug!(%peer, %error, "tls handshake failed");
+        }
+        Err(_) => {
+            Stats::inc(&hub.stats().tls_handshake_failures);
+            tracing::debug!(%peer, "tls handshake not finished in time");
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (and the WebSocket upgrade) on an admitted connection, plain or TLS.
+async fn serve_http<S>(
+    stream: S,
+    peer: SocketAddr,
+    slots: Slots,
+    hub: Arc<Hub>,
+    router: Router,
+    token: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer_slots = PeerSlots(Arc::new(std::sync::Mutex::new(Some(slots))));
     let service = {
         let peer_slots = peer_slots.clone();
@@ -115,8 +167,10 @@ fn admit(hub: &Hub, peer: SocketAddr) -> Result<Slots, Refusal> {
     Ok(Slots { _tcp: Some(tcp), ip })
 }
 
-/// Answers a connection over the caps with a minimal HTTP response and closes it.
-async fn refuse(mut stream: TcpStream, hub: &Hub, peer: SocketAddr, refusal: Refusal) {
+/// Answers a connection over the caps with a minimal HTTP response and closes it; a `wss://`
+/// connection is closed without one (answering would first cost a TLS handshake, the work the
+/// cap is there to avoid).
+async fn refuse(mut stream: TcpStream, tls: bool, hub: &Hub, peer: SocketAddr, refusal: Refusal) {
     let (status, reason) = match refusal {
         Refusal::Full => {
             Stats::inc(&hub.stats().refused_gateway_full);
@@ -128,6 +182,9 @@ async fn refuse(mut stream: TcpStream, hub: &Hub, peer: SocketAddr, refusal: Ref
         }
     };
     tracing::debug!(%peer, status, "connection refused at accept");
+    if tls {
+        return;
+    }
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{reason}",
         reason.len()

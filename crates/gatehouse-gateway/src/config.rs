@@ -6,7 +6,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use gatehouse_core::ClusterSecret;
+use gatehouse_core::Credentials;
+use gatehouse_core::credentials::{PlaintextRefused, check_plaintext};
+use gatehouse_core::tls::CertFiles;
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use ipnet::IpNet;
 
@@ -39,8 +41,16 @@ pub struct GatewayConfig {
     pub advertise: Option<String>,
     /// Registry addresses; the gateway attaches to all of them.
     pub registries: Vec<String>,
-    /// The cluster secret, required on every internal call both ways.
-    pub secret: ClusterSecret,
+    /// How the gateway proves it belongs to the cluster and checks its peers: the shared
+    /// secret, a certificate from the cluster CA naming each member's role (mutual TLS), or both.
+    pub credentials: Credentials,
+    /// `wss://` on the public listener: the certificate and key, reloaded when the files change
+    /// or on SIGHUP. `None`: plain `ws://` (loopback, or behind a TLS-terminating proxy with
+    /// `insecure_plaintext`).
+    pub tls: Option<CertFiles>,
+    /// Serve plaintext on a non-loopback address anyway (TLS ends at a proxy in front, or the
+    /// network is private).
+    pub insecure_plaintext: bool,
     /// Largest client message accepted; larger ones close that client with 1009.
     pub max_message_bytes: usize,
     /// Largest frame a worker may send to a client. Bounds the socket's write buffer: a larger
@@ -122,6 +132,9 @@ pub enum ConfigError {
     /// A limit is zero or absurd.
     #[error("invalid limit: {0}")]
     Limit(&'static str),
+    /// A listener would be plaintext on a non-loopback address.
+    #[error(transparent)]
+    Plaintext(#[from] PlaintextRefused),
 }
 
 /// Headers forwarded to workers by default: what an application needs to authenticate a client
@@ -143,14 +156,16 @@ impl GatewayConfig {
         listen: SocketAddr,
         internal: SocketAddr,
         registries: Vec<String>,
-        secret: ClusterSecret,
+        credentials: impl Into<Credentials>,
     ) -> GatewayConfig {
         GatewayConfig {
             listen,
             internal,
             advertise: None,
             registries,
-            secret,
+            credentials: credentials.into(),
+            tls: None,
+            insecure_plaintext: false,
             max_message_bytes: 64 * 1024,
             max_frame_out_bytes: 1024 * 1024,
             send_queue: 1024,
@@ -194,6 +209,13 @@ impl GatewayConfig {
         if self.registries.is_empty() {
             return Err(ConfigError::NoRegistry);
         }
+        check_plaintext("WebSockets", self.listen, self.tls.is_some(), self.insecure_plaintext)?;
+        check_plaintext(
+            "the gateway's internal gRPC",
+            self.internal,
+            self.credentials.is_tls(),
+            self.insecure_plaintext,
+        )?;
         if self.max_message_bytes < 16 || self.max_frame_out_bytes < 16 {
             return Err(ConfigError::Limit("message sizes must be at least 16 bytes"));
         }
@@ -268,7 +290,12 @@ mod tests {
 
     fn config() -> GatewayConfig {
         let any = "127.0.0.1:0".parse().unwrap();
-        GatewayConfig::new(any, any, vec!["127.0.0.1:1".into()], ClusterSecret::random())
+        GatewayConfig::new(
+            any,
+            any,
+            vec!["127.0.0.1:1".into()],
+            gatehouse_core::ClusterSecret::random(),
+        )
     }
 
     #[test]
@@ -289,6 +316,31 @@ mod tests {
         let mut upper = config();
         upper.forward_headers.push("X-Token".into());
         assert!(upper.validate().is_err());
+    }
+
+    #[test]
+    fn plaintext_is_refused_off_loopback_unless_declared_insecure() {
+        let mut public = config();
+        public.listen = "0.0.0.0:8080".parse().unwrap();
+        let error = public.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("WebSockets") && error.contains("--insecure-plaintext"),
+            "{error}"
+        );
+        public.insecure_plaintext = true;
+        assert!(public.validate().is_ok());
+
+        let mut internal = config();
+        internal.internal = "10.0.0.1:7100".parse().unwrap();
+        internal.tls = Some(CertFiles {
+            cert: "c".into(),
+            key: "k".into(),
+        });
+        let error = internal.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("internal gRPC"),
+            "public TLS does not cover the cluster port: {error}"
+        );
     }
 
     #[test]

@@ -12,4 +12,10 @@ pub enum GatewayError {
     /// The internal gRPC server failed.
     #[error("grpc server failed: {0}")]
     Transport(#[from] gatehouse_proto::tonic::transport::Error),
+    /// The internal gRPC server failed, or its cluster TLS material is unusable.
+    #[error(transparent)]
+    Serve(#[from] gatehouse_core::credentials::ServeError),
+    /// The public listener's certificate or key is unusable.
+    #[error("public tls: {0}")]
+    Tls(#[from] gatehouse_core::tls::TlsError),
 }

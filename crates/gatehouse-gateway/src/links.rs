@@ -49,8 +49,18 @@ impl Gateway for LinkService {
     type LinkStream = DownStream;
 
     async fn link(&self, request: Request<Streaming<LinkUp>>) -> Result<Response<DownStream>, Status> {
+        let certified = gatehouse_core::tls::peer_role(&request);
         let mut inbound = request.into_inner();
         let hello = read_hello(&mut inbound, &self.hub).await?;
+        // Under mutual TLS only a worker's certificate may take clients' events: an API
+        // client's key cannot turn it into a worker that reads everyone's messages.
+        if hello.handles_events
+            && let Some(role) = certified
+            && role != gatehouse_core::tls::Role::Worker
+        {
+            tracing::warn!(member = %gatehouse_core::NodeId(hello.member_id), %role, "refused link: only workers handle events");
+            return Err(ErrorCode::Unauthenticated.status(format!("a {role} certificate may not handle events")));
+        }
         let (down, rx) = mpsc::unbounded_channel();
         let link = Arc::new(WorkerLink::new(
             hello.member_id,

@@ -14,10 +14,10 @@ use gatehouse_core::NodeId;
 use gatehouse_core::admin::{AdminHooks, Readiness};
 use gatehouse_core::attach::{self, AttachConfig};
 use gatehouse_core::shutdown::{GRACE, with_grace};
+use gatehouse_core::tls::{PublicTls, Role};
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::Server;
-use gatehouse_proto::tonic::transport::server::TcpIncoming;
 use gatehouse_proto::v1::gateway_server::GatewayServer;
 use gatehouse_proto::v1::{Member, MemberKind};
 use tokio::net::TcpListener;
@@ -35,6 +35,7 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 /// A gateway whose two listeners are bound but not yet serving.
 pub struct BoundGateway {
     public: TcpListener,
+    public_tls: Option<Arc<PublicTls>>,
     internal: TcpListener,
     hub: Arc<Hub>,
     routes: Arc<RouteSync>,
@@ -43,12 +44,18 @@ pub struct BoundGateway {
 /// Validates the configuration and binds the public and internal listeners.
 pub async fn bind(config: GatewayConfig) -> Result<BoundGateway, GatewayError> {
     config.validate()?;
+    // Loaded before binding: a missing or unreadable certificate fails the start, loudly.
+    let public_tls = match &config.tls {
+        Some(files) => Some(Arc::new(PublicTls::load(&files.cert, &files.key, &[b"http/1.1"])?)),
+        None => None,
+    };
     let public = TcpListener::bind(config.listen).await?;
     let internal = TcpListener::bind(config.internal).await?;
     let routes = RouteSync::new(config.registries.len());
     let hub = Arc::new(Hub::new(NodeId::random(), config, routes.clone()));
     Ok(BoundGateway {
         public,
+        public_tls,
         internal,
         hub,
         routes,
@@ -98,8 +105,9 @@ impl BoundGateway {
         if config.advertise.is_none() && internal_addr.ip().is_unspecified() {
             tracing::warn!(%internal_addr, "internal address is unspecified; set --advertise to the address workers can reach");
         }
-        tracing::info!(kind = %"ws", addr = %public_addr, gateway_id = %id, "listening");
-        tracing::info!(kind = %"grpc", addr = %internal_addr, gateway_id = %id, advertise = %advertise, "listening");
+        let (public_tls, cluster_tls) = (self.public_tls.is_some(), config.credentials.is_tls());
+        tracing::info!(kind = %"ws", addr = %public_addr, tls = public_tls, gateway_id = %id, "listening");
+        tracing::info!(kind = %"grpc", addr = %internal_addr, tls = cluster_tls, gateway_id = %id, advertise = %advertise, "listening");
         if config.insecure_dev_auth {
             tracing::warn!(
                 "INSECURE DEV MODE: clients may sign in with a bare uid and no token; never use this in production"
@@ -113,7 +121,7 @@ impl BoundGateway {
         attach::spawn(
             AttachConfig {
                 registries: config.registries.clone(),
-                secret: config.secret.clone(),
+                credentials: config.credentials.clone(),
                 member: Member {
                     kind: MemberKind::Gateway as i32,
                     id: id.0,
@@ -134,21 +142,29 @@ impl BoundGateway {
             })
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-            config.secret.server_interceptor("gateway"),
+            config
+                .credentials
+                .server_interceptor("gateway", &[Role::Worker, Role::Api]),
         );
-        let grpc_server = Server::builder()
+        let grpc_router = Server::builder()
             .initial_stream_window_size(Some(4 * 1024 * 1024))
             .initial_connection_window_size(Some(8 * 1024 * 1024))
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .add_service(grpc)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.internal).with_nodelay(Some(true)),
-                serving.clone().cancelled_owned(),
-            );
+            .add_service(grpc);
+        let grpc_server = async {
+            config
+                .credentials
+                .serve(grpc_router, self.internal, "gateway", serving.clone().cancelled_owned())
+                .await
+        };
         let router = crate::http::router(hub.clone());
+        let acceptor = self.public_tls.map(|tls| {
+            tls.clone().keep_fresh(serving.clone());
+            tls.acceptor()
+        });
         let http_server = async {
-            crate::accept::serve(self.public, hub.clone(), router, serving.clone()).await;
+            crate::accept::serve(self.public, acceptor, hub.clone(), router, serving.clone()).await;
             Ok::<(), GatewayError>(())
         };
         let drain = async {

@@ -16,6 +16,7 @@ gatehouse_core::counters! {
         refused_handshake_too_large => "gatehouse_gateway_refused_handshake_too_large_total", "handshakes refused with 431: forwarded headers, path and query over max-handshake-bytes";
         refused_draining => "gatehouse_gateway_refused_draining_total", "handshakes refused with 503: the gateway is shutting down";
         header_timeouts => "gatehouse_gateway_header_read_timeouts_total", "http connections closed for not sending their headers within header-read-timeout";
+        tls_handshake_failures => "gatehouse_gateway_tls_handshake_failures_total", "wss connections closed because the TLS handshake failed or did not finish within header-read-timeout";
         messages_in => "gatehouse_gateway_messages_in_total", "client frames forwarded to workers";
         frames_out => "gatehouse_gateway_frames_out_total", "frames queued to clients";
         frames_too_large => "gatehouse_gateway_frames_too_large_total", "worker sends refused for exceeding max-frame-out-bytes";

@@ -3,15 +3,19 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gatehouse_core::ClusterSecret;
+use gatehouse_core::Credentials;
+use gatehouse_core::credentials::{PlaintextRefused, check_plaintext};
 
 /// Everything a registry needs to run.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
     /// gRPC listen address. Loopback unless deliberately exposed to the cluster network.
     pub listen: SocketAddr,
-    /// Shared secret every member must present.
-    pub secret: ClusterSecret,
+    /// How members prove they belong: the shared secret, a certificate from the cluster CA
+    /// naming their role (mutual TLS), or both.
+    pub credentials: Credentials,
+    /// Serve plaintext on a non-loopback address anyway (the network is trusted).
+    pub insecure_plaintext: bool,
     /// A member that sends nothing for this long is dropped and its routes removed. Bounds how
     /// long a dead gateway's uids stay routable.
     pub lease: Duration,
@@ -35,14 +39,18 @@ pub enum ConfigError {
     /// A duration is zero or out of proportion with another.
     #[error("invalid timing: {0}")]
     Timing(&'static str),
+    /// Plaintext on a non-loopback address without `insecure_plaintext`.
+    #[error(transparent)]
+    Plaintext(#[from] PlaintextRefused),
 }
 
 impl RegistryConfig {
     /// Returns a configuration with production defaults for `listen`.
-    pub fn new(listen: SocketAddr, secret: ClusterSecret) -> RegistryConfig {
+    pub fn new(listen: SocketAddr, credentials: impl Into<Credentials>) -> RegistryConfig {
         RegistryConfig {
             listen,
-            secret,
+            credentials: credentials.into(),
+            insecure_plaintext: false,
             lease: Duration::from_secs(6),
             ack_timeout: Duration::from_secs(3),
             warmup: Duration::from_secs(6),
@@ -56,8 +64,14 @@ impl RegistryConfig {
         self.lease / 3
     }
 
-    /// Checks the timings make sense together.
+    /// Checks the timings make sense together, and that the listener is encrypted or private.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_plaintext(
+            "the registry's gRPC",
+            self.listen,
+            self.credentials.is_tls(),
+            self.insecure_plaintext,
+        )?;
         if self.lease < Duration::from_millis(300) {
             return Err(ConfigError::Timing("lease must be at least 300ms"));
         }

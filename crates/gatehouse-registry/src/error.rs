@@ -12,6 +12,9 @@ pub enum RegistryError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Transport(#[from] gatehouse_proto::tonic::transport::Error),
+    /// The gRPC server failed or its TLS material is unusable.
+    #[error(transparent)]
+    Serve(#[from] gatehouse_core::credentials::ServeError),
 }
 
 /// Result alias for the registry's entry points.

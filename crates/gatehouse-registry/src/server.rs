@@ -6,10 +6,10 @@ use std::sync::Arc;
 use gatehouse_core::NodeId;
 use gatehouse_core::admin::{AdminHooks, Readiness};
 use gatehouse_core::shutdown::{GRACE, with_grace};
+use gatehouse_core::tls::Role;
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::Server;
-use gatehouse_proto::tonic::transport::server::TcpIncoming;
 use gatehouse_proto::v1::registry_server::RegistryServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -66,22 +66,24 @@ impl BoundRegistry {
     pub async fn run(self, token: CancellationToken) -> Result<()> {
         let id = NodeId::random();
         let addr = self.local_addr();
-        tracing::info!(kind = %"grpc", %addr, registry_id = %id, "listening");
+        tracing::info!(kind = %"grpc", %addr, tls = self.config.credentials.is_tls(), registry_id = %id, "listening");
         let service = RegistryService::start(id, self.config.clone(), self.stats.clone(), token.clone());
         let server = InterceptedService::new(
             RegistryServer::new(service)
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-            self.config.secret.server_interceptor("registry"),
+            self.config
+                .credentials
+                .server_interceptor("registry", &[Role::Gateway, Role::Worker, Role::Api]),
         );
-        let server = Server::builder()
+        let router = Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
-            .add_service(server)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                token.clone().cancelled_owned(),
-            );
+            .add_service(server);
+        let server = self
+            .config
+            .credentials
+            .serve(router, self.listener, "registry", token.clone().cancelled_owned());
         if let Some(result) = with_grace(server, &token, GRACE, "registry").await {
             result?;
         }

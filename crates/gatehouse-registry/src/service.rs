@@ -48,6 +48,7 @@ impl Registry for RegistryService {
 
     async fn attach(&self, request: Request<Streaming<AttachRequest>>) -> Result<Response<Self::AttachStream>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let certified = gatehouse_core::tls::peer_role(&request);
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AttachRequest {
@@ -63,6 +64,12 @@ impl Registry for RegistryService {
         let kind = MemberKind::try_from(member.kind).unwrap_or(MemberKind::Unspecified);
         if kind == MemberKind::Unspecified || member.id == 0 {
             return Err(ErrorCode::BadRequest.status("hello needs a member kind and a non-zero id"));
+        }
+        if let Some(role) = certified
+            && !role_may_attach_as(role, kind)
+        {
+            tracing::warn!(%peer, %role, kind = ?kind, "refused member: its certificate names another role");
+            return Err(ErrorCode::Unauthenticated.status(format!("a {role} certificate may not attach as {kind:?}")));
         }
         if kind == MemberKind::Gateway && member.addr.is_empty() {
             return Err(ErrorCode::BadRequest.status("a gateway must announce its internal address"));
@@ -111,5 +118,43 @@ impl Registry for RegistryService {
             let _ = inputs.send(Input::Detach { session, graceful }).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Whether a member proven (by its certificate) to be `role` may attach as `kind`: a gateway as a
+/// gateway, a worker as a worker, and cluster API clients (the API role, or a worker's own
+/// client) as clients. Without this a worker's certificate could announce routes as a gateway.
+fn role_may_attach_as(role: gatehouse_core::tls::Role, kind: MemberKind) -> bool {
+    use gatehouse_core::tls::Role;
+    matches!(
+        (role, kind),
+        (Role::Gateway, MemberKind::Gateway)
+            | (Role::Worker, MemberKind::Worker)
+            | (Role::Worker | Role::Api, MemberKind::Client)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_core::tls::Role;
+
+    use super::*;
+
+    #[test]
+    fn a_certificate_admits_a_member_only_as_its_own_kind() {
+        assert!(role_may_attach_as(Role::Gateway, MemberKind::Gateway));
+        assert!(role_may_attach_as(Role::Worker, MemberKind::Worker));
+        assert!(role_may_attach_as(Role::Api, MemberKind::Client));
+        assert!(role_may_attach_as(Role::Worker, MemberKind::Client));
+        assert!(
+            !role_may_attach_as(Role::Worker, MemberKind::Gateway),
+            "a worker announcing routes"
+        );
+        assert!(
+            !role_may_attach_as(Role::Api, MemberKind::Worker),
+            "an API key holder taking events"
+        );
+        assert!(!role_may_attach_as(Role::Gateway, MemberKind::Worker));
+        assert!(!role_may_attach_as(Role::Registry, MemberKind::Gateway));
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use gatehouse_core::attach::{self, AttachConfig, RegistryPeer, RegistrySender};
 use gatehouse_core::limits::{check_close, check_key};
-use gatehouse_core::{ClientId, ClusterSecret, NodeId};
+use gatehouse_core::{ClientId, Credentials, NodeId};
 use gatehouse_proto::ErrorCode;
 use gatehouse_proto::v1::{
     AttachRequest, BindUid, CloseConn, Command, ConnList, JoinGroup, LeaveGroup, Member, MemberKind, Query, QueryAll,
@@ -51,8 +51,10 @@ pub struct Deadline {
 pub struct ClusterConfig {
     /// Registry addresses; the process attaches to all of them.
     pub registries: Vec<String>,
-    /// The cluster secret.
-    pub secret: ClusterSecret,
+    /// How this process proves it belongs to the cluster: the shared secret, a certificate
+    /// from the cluster CA (mutual TLS), or both ([`Credentials`]; a [`gatehouse_core::ClusterSecret`]
+    /// converts into it).
+    pub credentials: Credentials,
     /// A label for logs on the other side (the app name).
     pub name: String,
     /// Deadline of one query or bind.
@@ -66,10 +68,10 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// Returns a configuration with production defaults.
-    pub fn new(registries: Vec<String>, secret: ClusterSecret, name: impl Into<String>) -> ClusterConfig {
+    pub fn new(registries: Vec<String>, credentials: impl Into<Credentials>, name: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
             registries,
-            secret,
+            credentials: credentials.into(),
             name: name.into(),
             request_timeout: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(10),
@@ -138,7 +140,7 @@ impl Cluster {
             identity: LinkIdentity {
                 member: id,
                 name: config.name.clone(),
-                secret: config.secret.clone(),
+                credentials: config.credentials.clone(),
             },
             draining: std::sync::atomic::AtomicBool::new(false),
             token,
@@ -150,7 +152,7 @@ impl Cluster {
         attach::spawn(
             AttachConfig {
                 registries: inner.config.registries.clone(),
-                secret: inner.config.secret.clone(),
+                credentials: inner.config.credentials.clone(),
                 member: Member {
                     kind: kind as i32,
                     id: id.0,

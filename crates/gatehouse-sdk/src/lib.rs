@@ -55,7 +55,7 @@ mod routes;
 pub use cluster::{Cluster, ClusterConfig, Deadline};
 pub use error::ApiError;
 pub use frame::Frame;
-pub use gatehouse_core::{ClientId, ClusterSecret};
+pub use gatehouse_core::{ClientId, ClusterSecret, Credentials, tls};
 pub use gatehouse_proto::ErrorCode;
 pub use runtime::{WorkerConfig, WorkerRuntime};
 pub use worker::{CloseInfo, Context, HandlerResult, Handshake, Reject, Worker};

@@ -10,14 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use gatehouse_core::attach::endpoint_uri;
 use gatehouse_core::backoff::Backoff;
 use gatehouse_core::batch::{self, BatchLimits};
 use gatehouse_core::secret::log_if_refused;
-use gatehouse_core::{ClusterSecret, NodeId};
+use gatehouse_core::{Credentials, NodeId};
 use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
-use gatehouse_proto::tonic::transport::{Channel, Endpoint};
+use gatehouse_proto::tonic::transport::Channel;
 use gatehouse_proto::tonic::{Code, Streaming};
 use gatehouse_proto::v1::gateway_client::GatewayClient;
 use gatehouse_proto::v1::{Command, Event, EventAck, EventNack, LinkDown, LinkHello, LinkUp, Reply};
@@ -45,8 +44,8 @@ const DEFAULT_MAX_COMMAND_KEYS: u32 = 4096;
 /// is most likely gone, and a handler must not wait on it.
 const FAIL_FAST_AFTER: Duration = Duration::from_secs(1);
 
-/// A gateway client with the cluster secret attached.
-type Client = GatewayClient<InterceptedService<Channel, gatehouse_core::secret::AttachSecret>>;
+/// A gateway client with the cluster credentials attached.
+type Client = GatewayClient<InterceptedService<Channel, gatehouse_core::credentials::AttachCredentials>>;
 
 /// What goes up a link.
 pub(crate) enum Up {
@@ -71,7 +70,7 @@ pub(crate) trait EventSink: Send + Sync + 'static {
 pub(crate) struct LinkIdentity {
     pub member: NodeId,
     pub name: String,
-    pub secret: ClusterSecret,
+    pub credentials: Credentials,
 }
 
 /// The receiving end of the up queue, with the item that did not fit in the last batch.
@@ -280,8 +279,10 @@ impl GatewayLink {
 
     /// Dials the gateway's internal address.
     async fn connect(&self, identity: &LinkIdentity) -> Result<Client, SessionEnd> {
-        let channel = Endpoint::from_shared(endpoint_uri(&self.addr))
-            .map_err(|e| Fatal(format!("bad gateway address: {e}")))?
+        let channel = identity
+            .credentials
+            .endpoint(&self.addr)
+            .map_err(|e| Fatal(format!("bad gateway address or TLS settings: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(4 * 1024 * 1024))
@@ -290,9 +291,14 @@ impl GatewayLink {
             .keep_alive_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| Retry(format!("connect failed: {e}")))?;
+            .map_err(|e| {
+                Retry(format!(
+                    "connect failed: {}",
+                    gatehouse_core::credentials::error_chain(&e)
+                ))
+            })?;
         Ok(
-            GatewayClient::with_interceptor(channel, identity.secret.client_interceptor())
+            GatewayClient::with_interceptor(channel, identity.credentials.client_interceptor())
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )

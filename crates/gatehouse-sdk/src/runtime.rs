@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use gatehouse_core::admin::metrics::Histogram;
 use gatehouse_core::admin::{AdminHooks, Readiness};
-use gatehouse_core::{ClientId, ClusterSecret};
+use gatehouse_core::{ClientId, Credentials};
 use gatehouse_proto::ErrorCode;
 use gatehouse_proto::v1::{Event, EventAck, EventNack, MemberKind, event};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +26,7 @@ use crate::worker::{CloseInfo, Context, Handshake, Worker};
 /// How a worker joins the cluster.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Cluster connection settings (registries, secret, name, timeouts).
+    /// Cluster connection settings (registries, credentials, name, timeouts).
     pub cluster: ClusterConfig,
     /// On stop, how long the worker waits for the handlers it has (and the events already on
     /// their way to it) to finish before it leaves anyway; what is left unanswered then goes
@@ -36,9 +36,9 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// Returns a configuration with production defaults.
-    pub fn new(registries: Vec<String>, secret: ClusterSecret, app: impl Into<String>) -> WorkerConfig {
+    pub fn new(registries: Vec<String>, credentials: impl Into<Credentials>, app: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
-            cluster: ClusterConfig::new(registries, secret, app),
+            cluster: ClusterConfig::new(registries, credentials, app),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -123,13 +123,20 @@ impl<W: Worker> WorkerRuntime<W> {
         let _ = dispatcher.cluster.set(cluster.clone());
         let _ = self.cluster.set(cluster.clone());
         tracing::info!(app = %self.config.cluster.name, member = %cluster.member_id(), "worker started");
-        if tokio::time::timeout(Duration::from_secs(30), cluster.wait_ready())
-            .await
-            .is_err()
-        {
-            tracing::warn!("cluster not ready yet; handlers run anyway");
+        // A stop while the cluster is still out of reach (a wrong address, a refused
+        // certificate) is honoured at once: `on_start` never ran, so neither does `on_stop`.
+        let started = tokio::select! {
+            _ = token.cancelled() => false,
+            ready = tokio::time::timeout(Duration::from_secs(30), cluster.wait_ready()) => {
+                if ready.is_err() {
+                    tracing::warn!("cluster not ready yet; handlers run anyway");
+                }
+                true
+            }
+        };
+        if started {
+            self.worker.on_start(&cluster).await;
         }
-        self.worker.on_start(&cluster).await;
         token.cancelled().await;
         tracing::info!("worker draining: no new clients; finishing the events it has");
         cluster.begin_drain();
@@ -142,7 +149,9 @@ impl<W: Worker> WorkerRuntime<W> {
                 "handlers still running at the end of the drain; their events go to other workers"
             );
         }
-        self.worker.on_stop(&cluster).await;
+        if started {
+            self.worker.on_stop(&cluster).await;
+        }
         cluster.finish_links().await;
         links.cancel();
         tracing::info!("worker stopped");
