@@ -10,8 +10,6 @@ use gatehouse_api::keys::{self, Scopes};
 use gatehouse_api::{ApiConfig, Limits, Rate};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::SecretArg;
-
 #[derive(Args, Debug)]
 pub struct ApiArgs {
     /// HTTP/JSON listen address (`/api/v1/...`, `/healthz`, `/readyz`, `/metrics`). Keep it on a
@@ -65,7 +63,9 @@ pub struct ApiArgs {
     #[arg(long, env = "GATEHOUSE_IDEMPOTENCY_CAPACITY", default_value_t = Limits::default().idempotency_capacity)]
     pub idempotency_capacity: usize,
     #[command(flatten)]
-    pub secret: SecretArg,
+    pub tls: crate::tls::PublicTlsArgs,
+    #[command(flatten)]
+    pub cluster: crate::tls::ClusterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -103,9 +103,11 @@ pub async fn run(args: ApiArgs, token: CancellationToken) -> Result<()> {
         args.listen,
         args.grpc_listen,
         args.registry,
-        cluster_secret(&args.secret)?,
+        args.cluster.credentials(gatehouse_core::tls::Role::Api)?,
         args.api_keys,
     );
+    config.tls = args.tls.files();
+    config.insecure_plaintext = args.cluster.insecure_plaintext;
     config.limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_batch_ops: args.max_batch_ops,
@@ -125,16 +127,6 @@ pub async fn run(args: ApiArgs, token: CancellationToken) -> Result<()> {
     let bound = gatehouse_api::bind(config).await.context("starting the API")?;
     bound.run(token).await?;
     Ok(())
-}
-
-/// The cluster secret (the same rule and message as the other roles').
-fn cluster_secret(arg: &SecretArg) -> Result<gatehouse_core::ClusterSecret> {
-    let Some(secret) = arg.cluster_secret.as_deref() else {
-        anyhow::bail!(
-            "no cluster secret: set GATEHOUSE_CLUSTER_SECRET or pass --cluster-secret (the same on every process)"
-        );
-    };
-    Ok(gatehouse_core::ClusterSecret::new(secret)?)
 }
 
 /// Runs an `api-key` subcommand.

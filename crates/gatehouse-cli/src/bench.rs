@@ -203,6 +203,10 @@ pub struct RunArgs {
     /// get `uid=NAME`).
     #[arg(long, env = "GATEHOUSE_BENCH_URL_QUERY")]
     pub url_query: Option<String>,
+    /// CA certificate (PEM) that `wss://` gateways are verified against (e.g. `ca.pem` from
+    /// `gatehouse cert`); without it, the public web PKI roots.
+    #[arg(long, env = "GATEHOUSE_BENCH_CA")]
+    pub ca: Option<PathBuf>,
     /// Prefix of uids ({prefix}{i}) and group names ({prefix}g{n}); give each concurrent bench
     /// process its own.
     #[arg(long, env = "GATEHOUSE_BENCH_UID_PREFIX", default_value = "b")]
@@ -242,6 +246,7 @@ impl RunArgs {
         config.database_pids = self.database_pids.clone();
         config.source_ips = self.source_ips.clone().map(|ips| ips.0).unwrap_or_default();
         config.url_query = self.url_query.clone();
+        config.tls_ca = self.ca.clone();
         config.uid_prefix = self.uid_prefix.clone();
         config.connect_concurrency = self.connect_concurrency;
         config.connect_timeout = self.connect_timeout;

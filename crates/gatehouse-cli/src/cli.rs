@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use gatehouse_core::ClusterSecret;
 use gatehouse_core::telemetry::LogFormat;
+use gatehouse_core::tls::Role;
 use gatehouse_gateway::{GatewayConfig, Rate};
 use gatehouse_registry::RegistryConfig;
 use gatehouse_sdk::WorkerConfig;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminListen};
 use crate::apps::{DEFAULT_DATABASE, Trust, run_app};
+use crate::tls::{CertArgs, ClusterArgs, PublicTlsArgs};
 
 /// gatehouse: real-time push over WebSockets, as a cluster of gateways, workers and registries.
 #[derive(Parser, Debug)]
@@ -75,25 +76,9 @@ pub enum Command {
     Api(Box<crate::api::ApiArgs>),
     /// Manage server API keys.
     ApiKey(crate::api::ApiKeyArgs),
-}
-
-/// The cluster secret, shared by every role.
-#[derive(Args, Debug, Clone)]
-pub struct SecretArg {
-    /// Shared secret of the cluster; every internal call carries it and is refused without it.
-    #[arg(long = "cluster-secret", env = "GATEHOUSE_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
-}
-
-impl SecretArg {
-    fn secret(&self) -> Result<ClusterSecret> {
-        let Some(secret) = self.cluster_secret.as_deref() else {
-            bail!(
-                "no cluster secret: set GATEHOUSE_CLUSTER_SECRET or pass --cluster-secret (the same on every process)"
-            );
-        };
-        Ok(ClusterSecret::new(secret)?)
-    }
+    /// Create a development CA, a certificate per role (cluster mutual TLS) and one for the
+    /// public listeners (`wss://`).
+    Cert(CertArgs),
 }
 
 #[derive(Args, Debug)]
@@ -121,7 +106,7 @@ pub struct RegistryArgs {
     #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:9102")]
     pub admin_listen: AdminListen,
     #[command(flatten)]
-    pub secret: SecretArg,
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -148,7 +133,9 @@ pub struct GatewayArgs {
     #[command(flatten)]
     pub limits: GatewayLimits,
     #[command(flatten)]
-    pub secret: SecretArg,
+    pub tls: PublicTlsArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Client-facing limits of a gateway (docs/security.md says what exceeding each one gets).
@@ -360,7 +347,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub chat: ChatArgs,
     #[command(flatten)]
-    pub secret: SecretArg,
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -425,7 +412,8 @@ impl GatewayLimits {
 pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
     match cli.command {
         Command::Registry(args) => {
-            let mut config = RegistryConfig::new(args.listen, args.secret.secret()?);
+            let mut config = RegistryConfig::new(args.listen, args.cluster.credentials(Role::Registry)?);
+            config.insecure_plaintext = args.cluster.insecure_plaintext;
             config.lease = args.lease;
             config.ack_timeout = args.ack_timeout;
             config.warmup = args.warmup.unwrap_or(args.lease);
@@ -443,7 +431,10 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             wait(admin).await;
         }
         Command::Gateway(args) => {
-            let mut config = GatewayConfig::new(args.listen, args.internal, args.registry, args.secret.secret()?);
+            let credentials = args.cluster.credentials(Role::Gateway)?;
+            let mut config = GatewayConfig::new(args.listen, args.internal, args.registry, credentials);
+            config.tls = args.tls.files();
+            config.insecure_plaintext = args.cluster.insecure_plaintext;
             config.advertise = args.advertise;
             config.index_page = Some(gatehouse_chat::WEB_PAGE);
             config.drain = args.drain;
@@ -462,7 +453,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             result?;
         }
         Command::Worker(args) => {
-            let config = WorkerConfig::new(args.registry, args.secret.secret()?, args.app.clone());
+            let config = WorkerConfig::new(args.registry, args.cluster.credentials(Role::Worker)?, args.app.clone());
             let trust = if args.allow_unauthenticated {
                 Trust::AllowUnauthenticated
             } else {
@@ -492,6 +483,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
         Command::Bench(args) => crate::bench::run(args).await?,
         Command::Api(args) => crate::api::run(*args, token).await?,
         Command::ApiKey(args) => crate::api::run_key(args)?,
+        Command::Cert(args) => crate::tls::run_cert(&args)?,
         Command::Token(args) => {
             use gatehouse_chat::auth::{MIN_SECRET_BYTES, SigningKey};
             let key = match (&args.jwt_secret, &args.jwt_private_key) {
