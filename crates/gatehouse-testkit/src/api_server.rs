@@ -13,7 +13,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::TEST_SECRET;
 use crate::cluster::{Cluster, http_get};
 use crate::process::{Process, gatehouse_bin};
 
@@ -78,11 +77,10 @@ impl ApiServer {
             "127.0.0.1:0".into(),
             "--registry".into(),
             cluster.registry_list(),
-            "--cluster-secret".into(),
-            TEST_SECRET.into(),
             "--api-keys".into(),
             file.display().to_string(),
         ];
+        args.extend(cluster.credential_args().iter().cloned());
         args.extend(extra.iter().map(|a| a.to_string()));
         let process = Process::start("api", args, &["http", "grpc"]).await?;
         let server = ApiServer {

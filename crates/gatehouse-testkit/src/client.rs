@@ -52,7 +52,24 @@ impl WsClient {
                 value.parse()?,
             );
         }
-        match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+        WsClient::handshake(url, request, None).await
+    }
+
+    /// Connects to a `wss://` URL trusting only `tls`'s CA.
+    pub async fn connect_tls(url: &str, tls: &crate::TestTls) -> Result<WsClient> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let connector = tokio_tungstenite::Connector::Rustls(tls.client_config()?);
+        WsClient::handshake(url, url.into_client_request()?, Some(connector))
+            .await?
+            .map_err(|refusal| anyhow!("handshake refused: {refusal:?}"))
+    }
+
+    async fn handshake(
+        url: &str,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+        connector: Option<tokio_tungstenite::Connector>,
+    ) -> Result<std::result::Result<WsClient, Refusal>> {
+        match tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await {
             Ok((socket, _)) => Ok(Ok(WsClient { socket })),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();

@@ -20,6 +20,8 @@ pub struct ClusterBuilder {
     registry_args: Vec<String>,
     gateway_args: Vec<String>,
     worker_args: Vec<String>,
+    credentials: Vec<String>,
+    public_tls: bool,
 }
 
 /// A running cluster; every process is killed when it is dropped.
@@ -33,6 +35,8 @@ pub struct Cluster {
     registry_addrs: Vec<SocketAddr>,
     registry_args: Vec<String>,
     worker_args: Vec<String>,
+    credentials: Vec<String>,
+    public_tls: bool,
 }
 
 impl Cluster {
@@ -46,12 +50,20 @@ impl Cluster {
             registry_args: vec!["--lease".into(), "2s".into()],
             gateway_args: Vec::new(),
             worker_args: Vec::new(),
+            credentials: vec!["--cluster-secret".into(), TEST_SECRET.into()],
+            public_tls: false,
         }
     }
 
-    /// The WebSocket URL of gateway `index`.
+    /// The WebSocket URL of gateway `index` (`wss://` when the cluster runs with TLS).
     pub fn ws_url(&self, index: usize) -> String {
-        format!("ws://{}/ws", self.gateways[index].addr("ws"))
+        let scheme = if self.public_tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.gateways[index].addr("ws"))
+    }
+
+    /// The flags that make a process a member of this cluster (its secret, or its TLS files).
+    pub fn credential_args(&self) -> &[String] {
+        &self.credentials
     }
 
     /// The comma-separated registry list every member is given.
@@ -72,11 +84,10 @@ impl Cluster {
             self.registry_list(),
             "--app".into(),
             app.into(),
-            "--cluster-secret".into(),
-            TEST_SECRET.into(),
             "--admin-listen".into(),
             "127.0.0.1:0".into(),
         ];
+        args.extend(self.credentials.iter().cloned());
         if UNAUTHENTICATED_APPS.contains(&app) {
             // The test apps authenticate nobody; a worker refuses to run them unless told.
             args.push("--allow-unauthenticated".into());
@@ -117,7 +128,7 @@ impl Cluster {
         let addr = self.registry_addrs[index];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match start_registry(index, addr, &self.registry_args).await {
+            match start_registry(index, addr, &self.credentials, &self.registry_args).await {
                 Ok(process) => {
                     self.registries[index] = process;
                     return Ok(());
@@ -171,6 +182,21 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs the cluster with TLS everywhere, from `tls`'s certificates: mutual TLS between
+    /// every member (no cluster secret at all: members are admitted by their certificates) and
+    /// `wss://` on the gateways.
+    pub fn tls(mut self, tls: &crate::TestTls) -> Self {
+        self.credentials = vec!["--cluster-tls-dir".into(), tls.dir().display().to_string()];
+        self.gateway_args.extend([
+            "--tls-cert".into(),
+            tls.file("server.pem").display().to_string(),
+            "--tls-key".into(),
+            tls.file("server-key.pem").display().to_string(),
+        ]);
+        self.public_tls = true;
+        self
+    }
+
     /// Runs every process with `count` runtime threads (`--threads`) instead of one per core.
     pub fn threads(mut self, count: u16) -> Self {
         for args in [&mut self.registry_args, &mut self.gateway_args, &mut self.worker_args] {
@@ -183,7 +209,8 @@ impl ClusterBuilder {
     pub async fn start(self) -> Result<Cluster> {
         let mut registries = Vec::new();
         for index in 0..self.registries {
-            registries.push(start_registry(index, "127.0.0.1:0".parse()?, &self.registry_args).await?);
+            registries
+                .push(start_registry(index, "127.0.0.1:0".parse()?, &self.credentials, &self.registry_args).await?);
         }
         let registry_addrs: Vec<SocketAddr> = registries.iter().map(|r| r.addr("grpc")).collect();
         let mut cluster = Cluster {
@@ -193,6 +220,8 @@ impl ClusterBuilder {
             registry_addrs,
             registry_args: self.registry_args,
             worker_args: self.worker_args,
+            credentials: self.credentials,
+            public_tls: self.public_tls,
         };
         for index in 0..self.gateways {
             let mut args: Vec<String> = vec![
@@ -203,11 +232,10 @@ impl ClusterBuilder {
                 "127.0.0.1:0".into(),
                 "--registry".into(),
                 cluster.registry_list(),
-                "--cluster-secret".into(),
-                TEST_SECRET.into(),
                 "--admin-listen".into(),
                 "127.0.0.1:0".into(),
             ];
+            args.extend(cluster.credentials.iter().cloned());
             if !self.gateway_args.iter().any(|a| a == "--drain") {
                 // Tests stop gateways with SIGTERM and wait for them: a short drain.
                 args.extend(["--drain".into(), "1s".into()]);
@@ -225,16 +253,15 @@ impl ClusterBuilder {
     }
 }
 
-async fn start_registry(index: usize, addr: SocketAddr, extra: &[String]) -> Result<Process> {
+async fn start_registry(index: usize, addr: SocketAddr, credentials: &[String], extra: &[String]) -> Result<Process> {
     let mut args: Vec<String> = vec![
         "registry".into(),
         "--listen".into(),
         addr.to_string(),
-        "--cluster-secret".into(),
-        TEST_SECRET.into(),
         "--admin-listen".into(),
         "127.0.0.1:0".into(),
     ];
+    args.extend(credentials.iter().cloned());
     args.extend(extra.iter().cloned());
     Process::start(&format!("registry-{index}"), args, &["grpc", "admin"]).await
 }

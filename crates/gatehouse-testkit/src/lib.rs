@@ -18,6 +18,7 @@
 //! - [`haproxy`] — [`Haproxy`], a real load balancer in front of gateways.
 //! - [`postgres`] — [`TempDatabase`], a throw-away PostgreSQL database per test.
 //! - [`rawws`] — [`RawWs`], a raw-frame WebSocket client for protocol conformance tests.
+//! - [`tls`] — [`TestTls`], certificates from `gatehouse cert` and a client that trusts them.
 
 pub mod api_server;
 pub mod browser;
@@ -28,6 +29,7 @@ pub mod haproxy;
 pub mod postgres;
 pub mod process;
 pub mod rawws;
+pub mod tls;
 
 pub use chat::{ChatClient, ChatDatabase};
 pub use client::{ApiClient, WsClient};
@@ -36,6 +38,7 @@ pub use haproxy::Haproxy;
 pub use postgres::TempDatabase;
 pub use process::Process;
 pub use rawws::RawWs;
+pub use tls::TestTls;
 
 /// The secret test clusters share.
 pub const TEST_SECRET: &str = "test-cluster-secret";

@@ -168,6 +168,18 @@ impl Process {
         }
     }
 
+    /// Waits for the process to exit by itself and for its whole log to be read; returns the
+    /// exit code (`None` if a signal ended it).
+    pub async fn wait_exit(&mut self) -> Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        let status = child.wait().await?;
+        // The log reader ends (and drops its sender) at the end of stderr.
+        while self.lines.changed().await.is_ok() {}
+        Ok(status.code())
+    }
+
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns the exit code.
     pub async fn terminate(&mut self) -> Result<Option<i32>> {
         let Some(mut child) = self.child.take() else {
