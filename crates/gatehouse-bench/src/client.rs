@@ -1,18 +1,51 @@
 //! Opening client WebSockets: URL resolution (once per gateway, not per client), optional source
-//! address binding, small tungstenite buffers.
+//! address binding, TLS for `wss://` (one client configuration for every connection), small
+//! tungstenite buffers.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::error::BenchError;
 
-/// A connected client socket.
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+/// A connected client socket, plain or TLS.
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The TLS client configuration for `wss://` URLs: trusting `ca` (PEM) only, or the public web
+/// PKI roots without one. Built once per run: a configuration per connection would also cost
+/// a root store per connection.
+pub(crate) fn tls_config(ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, BenchError> {
+    use rustls_pki_types::pem::PemObject;
+    let error = |reason: String| BenchError::Config(format!("tls: {reason}"));
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| error(format!("{}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| error(format!("{}: {e}", path.display())))?;
+                roots.add(cert).map_err(|e| error(format!("{}: {e}", path.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    // ring: the provider the servers use too (rustls marks it deprecated for its lack of
+    // post-quantum key exchange; see gatehouse_core::tls::ring_provider).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
 
 /// tungstenite's read and write buffers per client, in bytes (its defaults are 128 KiB each,
 /// which would cost gigabytes at tens of thousands of clients).
@@ -47,7 +80,12 @@ pub(crate) async fn resolve(urls: &[String]) -> Result<Vec<Endpoint>, BenchError
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = request.uri().port_u16().unwrap_or(80);
+        let default_port = if request.uri().scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        };
+        let port = request.uri().port_u16().unwrap_or(default_port);
         let mut addrs = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|e| error(e.to_string()))?;
@@ -84,6 +122,7 @@ pub(crate) async fn connect(
     source: Option<IpAddr>,
     url: &str,
     timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<Ws, String> {
     let attempt = async {
         let socket = if addr.is_ipv4() {
@@ -102,7 +141,12 @@ pub(crate) async fn connect(
             .await
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-        match tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await {
+        let connector = match (url.starts_with("wss://"), tls) {
+            (true, Some(config)) => Some(Connector::Rustls(config.clone())),
+            (true, None) => return Err("a wss:// url without a TLS configuration".to_owned()),
+            (false, _) => Some(Connector::Plain),
+        };
+        match tokio_tungstenite::client_async_tls_with_config(url, stream, Some(ws_config()), connector).await {
             Ok((ws, _response)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let body = response

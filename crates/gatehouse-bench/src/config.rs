@@ -114,7 +114,8 @@ impl Mode {
 pub struct BenchConfig {
     /// The traffic pattern.
     pub scenario: Scenario,
-    /// Gateway WebSocket URLs (`ws://host:port/ws`); client `i` uses `urls[i % urls.len()]`.
+    /// Gateway WebSocket URLs (`ws://host:port/ws` or `wss://…`); client `i` uses
+    /// `urls[i % urls.len()]`.
     pub urls: Vec<String>,
     /// Number of WebSocket clients this process opens.
     pub clients: usize,
@@ -151,6 +152,9 @@ pub struct BenchConfig {
     pub source_ips: Vec<IpAddr>,
     /// Text appended to every client URL's query (for example a token or a tenant).
     pub url_query: Option<String>,
+    /// The CA certificate (PEM) `wss://` servers are verified against; `None`: the public
+    /// web PKI roots.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Prefix of uids (`{prefix}{i}`) and group names (`{prefix}g{n}`): give each concurrent
     /// bench process its own prefix so their clients do not share uids.
     pub uid_prefix: String,
@@ -182,6 +186,7 @@ impl BenchConfig {
             setup_timeout: Duration::from_secs(30),
             source_ips: Vec::new(),
             url_query: None,
+            tls_ca: None,
             uid_prefix: "b".to_owned(),
             server_pids: Vec::new(),
             database_pids: Vec::new(),
@@ -195,8 +200,8 @@ impl BenchConfig {
             return fail("at least one gateway url is needed".into());
         }
         for url in &self.urls {
-            if !url.starts_with("ws://") {
-                return fail(format!("{url:?} is not a ws:// url (wss is not supported)"));
+            if !url.starts_with("ws://") && !url.starts_with("wss://") {
+                return fail(format!("{url:?} is not a ws:// or wss:// url"));
             }
         }
         if self.clients == 0 || self.clients > MAX_CLIENTS {
@@ -336,7 +341,10 @@ mod tests {
         assert!(no_rate.validate().is_err());
         let mut wss = config(Scenario::Dm, 20);
         wss.urls = vec!["wss://example.com/ws".into()];
-        assert!(wss.validate().is_err());
+        assert!(wss.validate().is_ok());
+        let mut http = config(Scenario::Dm, 20);
+        http.urls = vec!["http://example.com/ws".into()];
+        assert!(http.validate().is_err());
         let mut quote = config(Scenario::Dm, 20);
         quote.uid_prefix = "a\"b".into();
         assert!(quote.validate().is_err());

@@ -37,6 +37,10 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
     config.validate()?;
     proc::check_fd_limit(config.clients)?;
     let endpoints = client::resolve(&config.urls).await?;
+    let tls = match config.urls.iter().any(|url| url.starts_with("wss://")) {
+        true => Some(client::tls_config(config.tls_ca.as_deref())?),
+        false => None,
+    };
     let loopback_v4 = endpoints
         .iter()
         .all(|e| matches!(e.addr.ip(), IpAddr::V4(ip) if ip.is_loopback()));
@@ -58,6 +62,7 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
         endpoints,
         source_ips,
         url_query: config.url_query.clone(),
+        tls,
         connect_timeout: config.connect_timeout,
         setup_timeout: config.setup_timeout,
         base: Instant::now(),

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub endpoints: Vec<Endpoint>,
     pub source_ips: Vec<IpAddr>,
     pub url_query: Option<String>,
+    /// For `wss://` URLs.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connect_timeout: Duration,
     pub setup_timeout: Duration,
     /// The clock every timestamp is relative to.
@@ -166,7 +168,7 @@ async fn open(shared: &Shared, index: u32) -> Result<Ws, String> {
         .acquire()
         .await
         .map_err(|_| "connect gate closed".to_owned())?;
-    client::connect(endpoint.addr, source, &url, shared.connect_timeout).await
+    client::connect(endpoint.addr, source, &url, shared.connect_timeout, shared.tls.as_ref()).await
 }
 
 /// Sends the set-up frames one by one, each awaiting its answer.
