@@ -158,6 +158,162 @@ class Cluster:
             p.stop()
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rolling:
+    """The docker-compose.yml topology as processes on loopback, for the rolling-restart
+    scenario: two registries, two gateways (wss://) behind Debian's HAProxy with
+    deploy/haproxy.cfg, two chat workers on PostgreSQL, mutual TLS from `gatehouse cert`, chat
+    tokens signed with a JWT secret. Every process has fixed ports, so it can be stopped
+    (SIGTERM, it drains) and started again in place, as a rolling deploy does."""
+
+    JWT = "bench-rolling-restart-secret-of-32-bytes"
+
+    def __init__(self, database_url, drain="5s"):
+        self.tls = tempfile.mkdtemp(prefix="gatehouse-rolling-tls-")
+        subprocess.run([BIN, "cert", "--out", self.tls, "--force"], check=True, capture_output=True)
+        with open(f"{self.tls}/haproxy.pem", "w") as bundle:
+            for name in ("server.pem", "server-key.pem"):
+                with open(f"{self.tls}/{name}") as part:
+                    bundle.write(part.read())
+        self.ports = {}
+        registries = ",".join(f"127.0.0.1:{self.port('registry', i, 'grpc')}" for i in (1, 2))
+        cluster = ["--cluster-tls-dir", self.tls, "--threads", "1"]
+        self.specs = {}
+        for i in (1, 2):
+            self.specs[f"registry-{i}"] = ["registry", "--listen", f"127.0.0.1:{self.port('registry', i, 'grpc')}",
+                                           "--admin-listen", f"127.0.0.1:{self.port('registry', i, 'admin')}", *cluster]
+        for i in (1, 2):
+            self.specs[f"worker-{i}"] = ["worker", "--app", "chat", "--registry", registries, "--database-url", database_url,
+                                         "--jwt-secret", self.JWT, "--admin-listen", f"127.0.0.1:{self.port('worker', i, 'admin')}",
+                                         *cluster]
+        for i in (1, 2):
+            self.specs[f"gateway-{i}"] = ["gateway", "--listen", f"127.0.0.1:{self.port('gateway', i, 'wss')}",
+                                          "--internal", f"127.0.0.1:{self.port('gateway', i, 'grpc')}", "--registry", registries,
+                                          "--admin-listen", f"127.0.0.1:{self.port('gateway', i, 'admin')}", "--drain", drain,
+                                          "--tls-cert", f"{self.tls}/server.pem", "--tls-key", f"{self.tls}/server-key.pem",
+                                          "--trusted-proxies", "127.0.0.1/32", *cluster]
+        self.procs = {}
+        # Registries, then gateways, then workers; a worker is ready once it links to the
+        # gateways, so everything starts before anything is waited for.
+        for name in ["registry-1", "registry-2", "gateway-1", "gateway-2", "worker-1", "worker-2"]:
+            self.start(name, wait=False)
+        for name in self.procs:
+            self.wait_ready(name)
+        self.lb_port = free_port()
+        self.haproxy = self.start_haproxy()
+
+    def port(self, role, index, kind):
+        return self.ports.setdefault((role, index, kind), free_port())
+
+    def admin(self, name):
+        role, index = name.rsplit("-", 1)
+        return f"127.0.0.1:{self.port(role, int(index), 'admin')}"
+
+    def start(self, name, wait=True):
+        self.procs[name] = Proc(name, self.specs[name])
+        if wait:
+            self.wait_ready(name)
+
+    def wait_ready(self, name):
+        deadline = time.time() + 60
+        while " 200 " not in http_get(self.admin(name), "/readyz").split("\r\n", 1)[0]:
+            if time.time() > deadline:
+                raise RuntimeError(f"{name} never became ready:\n" + "\n".join(self.procs[name].lines[-20:]))
+            time.sleep(0.1)
+
+    def start_haproxy(self):
+        """deploy/haproxy.cfg with its addresses and /tls mapped onto loopback (as tests/deploy.rs does)."""
+        out, skip = [], False
+        with open(os.path.join(ROOT, "deploy", "haproxy.cfg")) as f:
+            for line in f:
+                if line.strip() and not line.startswith((" ", "#")):
+                    skip = line.startswith("resolvers ")
+                if skip:
+                    continue
+                line = line.replace(" resolvers docker", "").replace("/tls/", self.tls + "/")
+                line = line.replace("bind :8443", f"bind 127.0.0.1:{self.lb_port}").replace("bind :8404", f"bind 127.0.0.1:{free_port()}")
+                for i in (1, 2):
+                    line = line.replace(f"gateway-{i}:8443", f"127.0.0.1:{self.port('gateway', i, 'wss')}")
+                    line = line.replace(f"addr gateway-{i} port 9100", f"addr 127.0.0.1 port {self.port('gateway', i, 'admin')}")
+                out.append(line)
+        config = os.path.join(self.tls, "haproxy.cfg")
+        with open(config, "w") as f:
+            f.writelines(out)
+        haproxy = subprocess.Popen(["/usr/sbin/haproxy", "-db", "-f", config], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        import socket
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.lb_port), timeout=1).close()
+                return haproxy
+            except OSError:
+                if haproxy.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("haproxy did not start: " + (haproxy.stderr.read() if haproxy.poll() is not None else ""))
+                time.sleep(0.05)
+
+    def url(self):
+        return f"wss://localhost:{self.lb_port}/ws"
+
+    def restart_all(self, order, log):
+        """Stops each process with SIGTERM (waiting for its drain and exit) and starts it again,
+        one at a time; a restarted gateway is back in HAProxy's rotation before the next one."""
+        started = time.time()
+        for name in order:
+            proc = self.procs[name]
+            proc.p.terminate()
+            code = proc.p.wait(60)
+            if code != 0:
+                raise RuntimeError(f"{name} exited with {code}")
+            self.start(name)
+            if name.startswith("gateway"):
+                deadline = time.time() + 30
+                while gauge_at(self.admin(name), "gatehouse_gateway_connections") == 0:
+                    if time.time() > deadline:
+                        raise RuntimeError(f"HAProxy never sent a client to {name}")
+                    self.probe_client()
+            log.append((name, time.time() - started))
+        return time.time() - started
+
+    def probe_client(self):
+        """One short wss connection through HAProxy (least connections: it lands on an empty
+        gateway as soon as HAProxy has it in rotation)."""
+        token = subprocess.run([BIN, "token", "--uid", "probe", "--jwt-secret", self.JWT], check=True,
+                               capture_output=True, text=True).stdout.strip()
+        import socket
+        import ssl
+        ctx = ssl.create_default_context(cafile=f"{self.tls}/ca.pem")
+        try:
+            with socket.create_connection(("127.0.0.1", self.lb_port), timeout=2) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall((f"GET /ws?token={token} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                 "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+                    tls.recv(4096)
+                    time.sleep(0.3)
+        except OSError:
+            time.sleep(0.2)
+
+    def pids(self):
+        return [p.pid for p in self.procs.values()]
+
+    def stop(self):
+        self.haproxy.kill()
+        for p in self.procs.values():
+            p.stop()
+
+
+def gauge_at(addr, name):
+    m = re.search(rf"^{name} ([0-9.eE+]+)", http_get(addr, "/metrics"), re.M)
+    return int(float(m.group(1))) if m else 0
+
+
 def http_get(addr, path):
     import socket
     try:
@@ -189,7 +345,7 @@ def bench(urls, args, pids=(), label="", db_pids=()):
         COMMANDS.append((label, shown))
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"bench failed: {out.stderr[-2000:]}")
+        raise RuntimeError(f"bench failed: {out.stderr.split('Stack backtrace')[0][-2000:]}")
     report = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  {label}: {summary(report)}", flush=True)
     return report
@@ -320,9 +476,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (the median is reported)")
     ap.add_argument("--duration", type=float, default=8, help="measured seconds per run")
     ap.add_argument("--clients", type=int, default=1000, help="clients for dm and chat")
-    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,chat")
+    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,chat,rolling")
     ap.add_argument("--idle-big", type=int, default=100000, help="connections for the largest idle run, besides 10k and 50k (0 skips)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
+    ap.add_argument("--rolling-rate", type=int, default=1000, help="chat msg/s offered during the rolling-restart scenario")
+    ap.add_argument("--rolling-duration", type=int, default=60, help="measured seconds of the rolling-restart load (must outlast the restarts)")
     opts = ap.parse_args()
     only = set(filter(None, opts.only.split(",")))
     want = lambda s: not only or s in only
@@ -474,6 +632,49 @@ def main():
                 results[f"chat_{backend}{suffix}"]["messages_at_end"] = count()
                 if cleanup:
                     cleanup()
+
+
+    if want("rolling"):
+        # The acceptance scenario of tests/rolling_restart.rs at benchmark scale: steady chat load
+        # through HAProxy, then the same load while every process is restarted in turn.
+        print("rolling restart: compose topology, chat on PostgreSQL", flush=True)
+        database, url, cleanup = scratch_postgres()
+        topo = Rolling(url)
+        load = ["--scenario", "chat", "--reconnect", "--ca", f"{topo.tls}/ca.pem", "--jwt-secret", Rolling.JWT,
+                "--clients", opts.clients, "--mode", "open", "--rate", opts.rolling_rate, "--peers", 4,
+                # Many client addresses, as in production: HAProxy forwards each one to the
+                # gateways (X-Forwarded-For), whose per-address limit is 1,000 connections.
+                "--source-ips", "127.0.0.2-127.0.0.21"]
+        order = ["registry-1", "registry-2", "worker-1", "worker-2", "gateway-1", "gateway-2"]
+        steady, during, restart_seconds = [], [], []
+        for run in range(opts.runs):
+            steady.append(bench([topo.url()], [*load, "--uid-prefix", f"s{run}-", *common], topo.pids(), "rolling: steady load"))
+            log, took = [], []
+            def restarts():
+                # Restarts begin once the load is connected and past its warm-up.
+                time.sleep(opts.clients / 400 + 3)
+                took.append(topo.restart_all(order, log))
+            t = threading.Thread(target=restarts)
+            t.start()
+            window = ["--duration", opts.rolling_duration, "--warmup", 2, "--drain", 20]
+            during.append(bench([topo.url()], [*load, "--uid-prefix", f"r{run}-", *window], topo.pids(), "rolling: every process restarted in turn"))
+            t.join()
+            restart_seconds.append(took[0] if took else float("nan"))
+            print(f"  restarts: {', '.join(f'{n} at {s:.1f}s' for n, s in log)}", flush=True)
+        rows = subprocess.run(["psql", "-X", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-c",
+                               "SELECT count(*) - count(DISTINCT (sender, split_part(cid, '.', 3))) FROM messages"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        results["rolling"] = {
+            "steady": agg(steady), "during": agg(during),
+            "reconnects": median([(r.get("reconnect") or {}).get("reconnects", 0) for r in during]),
+            "reconnected_clients": median([(r.get("reconnect") or {}).get("clients", 0) for r in during]),
+            "acked_all": all(r.get("acked") == r["sent"] for r in during),
+            "disconnects": sum(r["errors"]["disconnects"] for r in during),
+            "stored_twice": int(rows), "restart_seconds": median(restart_seconds),
+            "clients": opts.clients, "rate": opts.rolling_rate,
+        }
+        topo.stop()
+        cleanup()
 
     print(json.dumps(results, indent=1, default=str))
     if not opts.no_write:
@@ -629,6 +830,40 @@ def write_report(r, opts):
         lines += ["", svg_plot("chat", "chat send → ack, closed loop", [(label, r[key]["ack_dist"]) for key, label in
                                                                        [("chat_sqlite", "sqlite, random"), ("chat_sqlite_peers", "sqlite, 4 peers"),
                                                                         ("chat_postgres", "postgres, random"), ("chat_postgres_peers", "postgres, 4 peers")] if key in r]), ""]
+    if "rolling" in r:
+        g = r["rolling"]
+        st, du = g["steady"], g["during"]
+        lines += ["## Rolling restart (chat on PostgreSQL behind HAProxy, every process restarted in turn)", "",
+                  "The docker-compose.yml topology on loopback: two registries, two gateways (wss://, 5 s drain) behind",
+                  "HAProxy with deploy/haproxy.cfg, two chat workers on PostgreSQL, mutual TLS. "
+                  f"{fmt(g['clients'])} chat clients at {fmt(g['rate'])} msg/s",
+                  "reconnect when a gateway drains, resend what was not acknowledged (same cid) and catch up with",
+                  "`sync` (`gatehouse bench run --reconnect`). Each run restarts registry-1, registry-2, worker-1,",
+                  "worker-2, gateway-1, gateway-2 in turn (SIGTERM, wait for the exit, start, wait until ready).", "",
+                  "| figure | steady load | during the restarts |", "| --- | --- | --- |",
+                  f"| p50 / p99 send→ack (µs) | {fmt(st['ack_p50'])} / {fmt(st['ack_p99'])} | {fmt(du['ack_p50'])} / {fmt(du['ack_p99'])} |",
+                  f"| p50 / p99 send→push (µs) | {fmt(st['p50'])} / {fmt(st['p99'])} | {fmt(du['p50'])} / {fmt(du['p99'])} |",
+                  f"| acknowledged msg/s | {fmt(st['acked_per_sec'])} | {fmt(du['acked_per_sec'])} |",
+                  f"| messages (all runs) / lost | {fmt(st['sent'])} / {fmt(st['lost'])} | {fmt(du['sent'])} / {fmt(du['lost'])} |",
+                  f"| reconnects / clients that reconnected (median run) | | {fmt(g['reconnects'])} / {fmt(g['reconnected_clients'])} |",
+                  f"| every message acknowledged / clients that gave up / stored twice | | {'yes' if g['acked_all'] else 'no'} / {g['disconnects']} / {g['stored_twice']} |",
+                  f"| the six restarts took (s, median) | | {g['restart_seconds']:.1f} |", ""]
+    if "cl_max" in r or r.get("idle") or "chat_postgres_peers" in r:
+        lines += ["## Capacity", "",
+                  "What one core and one GB of gateway memory carry, from the figures above (server CPU per message",
+                  "in the measured runs; the load generator's CPU excluded). docs/operations.md plans with these.", "",
+                  "| workload | per core | per GB of gateway memory |", "| --- | --- | --- |"]
+        if r.get("idle"):
+            biggest = r["idle"][max(r["idle"])]
+            lines.append(f"| idle connections (gateway user-space memory) | | {fmt(2**30 / biggest['bytes_per_conn'])} |")
+        if "cl_max" in r:
+            lines.append(f"| relay direct messages, delivered msg/s (whole cluster) | {fmt(1e6 / r['cl_max']['cpu_us'])} | |")
+        for key, what in [("chat_postgres_peers", "chat on PostgreSQL, 4 conversations per user, persisted msg/s (servers and database)"),
+                          ("chat_sqlite_peers", "chat on SQLite, 4 conversations per user, persisted msg/s (servers)")]:
+            if key in r:
+                c = r[key]
+                lines.append(f"| {what} | {fmt(1e6 / (c['storage_us'] + c['other_us']))} | |")
+        lines.append("")
     lines += ["## Commands", "", "Each scenario started fresh processes on loopback (`gatehouse --threads 1 registry`, `gatehouse --threads 1 gateway` ×2,",
               "`gatehouse --threads 1 worker --app relay|chat` ×2, `gatehouse bench baseline` with its default runtime, and for the",
               "two-hop reference `gatehouse --threads 1 bench hop` ×2 and `gatehouse --threads 1 bench baseline --hop HOP --hop HOP` ×2), waited until",

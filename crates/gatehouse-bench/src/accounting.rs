@@ -55,8 +55,17 @@ pub struct Counters {
     pub acked: AtomicU64,
     /// Error frames the server sent.
     pub error_frames: AtomicU64,
-    /// Clients whose connection ended before the run did.
+    /// Clients whose connection ended before the run did (and, reconnecting, that could not
+    /// connect again).
     pub disconnects: AtomicU64,
+    /// Reconnecting chat clients: connections opened again after one ended.
+    pub reconnects: AtomicU64,
+    /// Reconnecting chat clients: clients that reconnected at least once.
+    pub reconnected_clients: AtomicU64,
+    /// Reconnecting chat clients: copies of a message the client already had, which the
+    /// protocol allows (a push racing a catch-up, a resend pushed again) and clients drop by
+    /// position; counted apart from `duplicated`.
+    pub repeated: AtomicU64,
 }
 
 impl Counters {

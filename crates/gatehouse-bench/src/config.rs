@@ -163,6 +163,24 @@ pub struct BenchConfig {
     /// Database server processes (e.g. PostgreSQL's backends) reported apart from the servers,
     /// so that what storage costs per message shows on its own.
     pub database_pids: Vec<u32>,
+    /// Chat only: a client whose connection ends during the traffic phase (a gateway drains
+    /// with 1012, a restart) connects again, sends its unacknowledged messages again (same
+    /// `cid`: the server stores each once) and catches up with `sync` from its cursors, as a
+    /// real chat client does. Without it a lost connection ends the client.
+    pub reconnect: bool,
+    /// Chat only: signs a token for a uid, appended to that client's URL query (`token=…`), for
+    /// servers that authenticate (no `--insecure-dev-auth`).
+    pub token: Option<TokenSigner>,
+}
+
+/// Makes the `token=…` query parameter of one uid (see [`BenchConfig::token`]).
+#[derive(Clone)]
+pub struct TokenSigner(pub std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>);
+
+impl fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSigner(..)")
+    }
 }
 
 impl BenchConfig {
@@ -190,6 +208,8 @@ impl BenchConfig {
             uid_prefix: "b".to_owned(),
             server_pids: Vec::new(),
             database_pids: Vec::new(),
+            reconnect: false,
+            token: None,
         }
     }
 
@@ -221,6 +241,9 @@ impl BenchConfig {
             }
             Mode::Closed { inflight: 0 } => return fail("inflight must be at least 1".into()),
             _ => {}
+        }
+        if (self.reconnect || self.token.is_some()) && self.scenario != Scenario::Chat {
+            return fail("reconnecting and signed tokens are for the chat scenario".into());
         }
         if self.duration.is_zero() {
             return fail("duration must be positive".into());

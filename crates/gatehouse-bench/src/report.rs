@@ -66,6 +66,8 @@ pub struct Report {
     pub setup: SetupStats,
     /// What went wrong on the way.
     pub errors: ErrorStats,
+    /// Reconnecting chat clients only: reconnects and repeated copies.
+    pub reconnect: Option<ReconnectStats>,
     /// Each `--server-pid` process.
     pub servers: Vec<ProcessStats>,
     /// CPU time of all server processes in the window per delivered message, µs: the figure to
@@ -169,6 +171,17 @@ pub struct SetupStats {
     pub failures: u64,
     /// From the first connect attempt until every client was ready or failed.
     pub seconds: f64,
+}
+
+/// Chat clients that reconnect (`--reconnect`): how often they had to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReconnectStats {
+    /// Connections opened again after one ended.
+    pub reconnects: u64,
+    /// Clients that reconnected at least once.
+    pub clients: u64,
+    /// Copies of messages a client already had (allowed by the protocol, dropped by position).
+    pub repeated: u64,
 }
 
 /// Problems seen during the run.
@@ -376,6 +389,13 @@ impl fmt::Display for Report {
         }
         if let Some(per) = self.database_cpu_us_per_delivered {
             writeln!(f, "databases {per:.1} cpu µs per delivered message")?;
+        }
+        if let Some(reconnect) = self.reconnect {
+            writeln!(
+                f,
+                "reconnect {} reconnect(s) by {} client(s), {} repeated cop(ies) dropped",
+                reconnect.reconnects, reconnect.clients, reconnect.repeated
+            )?;
         }
         if self.errors.error_frames > 0 || self.errors.disconnects > 0 || self.errors.first_error.is_some() {
             writeln!(

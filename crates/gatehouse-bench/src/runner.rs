@@ -16,7 +16,9 @@ use crate::client;
 use crate::config::{BenchConfig, Mode, Scenario};
 use crate::error::BenchError;
 use crate::proc::{self, ProcSample};
-use crate::report::{ConnectStats, ErrorStats, Latency, ProcessStats, Progress, Report, SetupStats, distribution};
+use crate::report::{
+    ConnectStats, ErrorStats, Latency, ProcessStats, Progress, ReconnectStats, Report, SetupStats, distribution,
+};
 use crate::scenario::Plan;
 use crate::session::{self, Phase, SetupState, Shared};
 
@@ -65,6 +67,9 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
         tls,
         connect_timeout: config.connect_timeout,
         setup_timeout: config.setup_timeout,
+        reconnect: config.reconnect,
+        token: config.token.clone(),
+        drain: config.drain,
         base: Instant::now(),
         counters: Counters::default(),
         latency: LatencyRecorder::new(),
@@ -236,6 +241,11 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         },
+        reconnect: config.reconnect.then(|| ReconnectStats {
+            reconnects: Counters::get(&counters.reconnects),
+            clients: Counters::get(&counters.reconnected_clients),
+            repeated: Counters::get(&counters.repeated),
+        }),
         servers,
         server_cpu_us_per_delivered,
         databases,

@@ -65,6 +65,13 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connect_timeout: Duration,
     pub setup_timeout: Duration,
+    /// Chat: reconnect, resend and catch up after a lost connection (see
+    /// [`crate::BenchConfig::reconnect`]).
+    pub reconnect: bool,
+    /// Chat: signs each client's token.
+    pub token: Option<crate::config::TokenSigner>,
+    /// How long after the window a reconnecting client keeps trying (the drain).
+    pub drain: Duration,
     /// The clock every timestamp is relative to.
     pub base: Instant,
     pub counters: Counters,
@@ -161,7 +168,16 @@ pub(crate) async fn run_client(shared: Arc<Shared>, index: u32) {
 
 async fn open(shared: &Shared, index: u32) -> Result<Ws, String> {
     let endpoint = &shared.endpoints[shared.plan.gateway_of(index)];
-    let url = shared.plan.url(index, &endpoint.url, shared.url_query.as_deref());
+    let token = shared
+        .token
+        .as_ref()
+        .map(|sign| format!("token={}", (sign.0)(&shared.plan.uid(index))));
+    let query = match (token, shared.url_query.as_deref()) {
+        (Some(token), Some(extra)) => Some(format!("{token}&{extra}")),
+        (Some(token), None) => Some(token),
+        (None, extra) => extra.map(str::to_owned),
+    };
+    let url = shared.plan.url(index, &endpoint.url, query.as_deref());
     let source = (!shared.source_ips.is_empty()).then(|| shared.source_ips[index as usize % shared.source_ips.len()]);
     let _permit = shared
         .connect_gate
@@ -268,6 +284,24 @@ struct Session {
     seq: u64,
     /// Deliveries (or acks) one message costs in closed mode.
     cost: u32,
+    /// Chat with reconnect: what it takes to resume after a lost connection.
+    resume: Option<Box<Resume>>,
+}
+
+/// What a reconnecting chat client keeps in order to resume after its connection ends.
+#[derive(Debug, Default)]
+struct Resume {
+    /// Sent and not acknowledged yet, by seq: sent again with the same cid after a reconnect
+    /// (the server stores a cid once and acknowledges the resend).
+    unacked: std::collections::BTreeMap<u64, String>,
+    /// Highest `seq` seen per conversation: where `sync` resumes.
+    cursors: std::collections::HashMap<String, u64>,
+    /// A sync page said `more`: ask again.
+    sync_wanted: bool,
+    /// Syncs sent (their cid numbers).
+    syncs: u64,
+    /// Whether this client reconnected before.
+    reconnected: bool,
 }
 
 impl Drop for Session {
@@ -278,6 +312,7 @@ impl Drop for Session {
 
 impl Session {
     fn new(shared: Arc<Shared>, index: u32, ws: Ws, traffic: Arc<Traffic>) -> Session {
+        let shared_reconnect = shared.reconnect;
         let sending = shared.plan.sender_rank(index).is_some();
         let fanout = traffic.fanout[index as usize];
         let cost = if shared.plan.answered_by_ack() { 1 } else { fanout };
@@ -293,6 +328,7 @@ impl Session {
             sending,
             seq: 0,
             cost,
+            resume: shared_reconnect.then(Box::default),
         }
     }
 
@@ -319,7 +355,7 @@ impl Session {
         let end = tokio::time::sleep_until(self.deadline(traffic.window.end_ns));
         tokio::pin!(end);
         loop {
-            tokio::select! {
+            let outcome = tokio::select! {
                 // Phase changes first, then sends that are due, then reads, so a flood of
                 // received frames cannot delay the offered load; every send batch is followed by
                 // reading what is already there, so a sender that is behind cannot starve reads.
@@ -330,34 +366,100 @@ impl Session {
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.close(None)).await;
                         return;
                     }
+                    Ok(())
                 }
                 () = &mut due, if self.sending && open => {
-                    if let Err(error) = self.send_due(rank, &mut next).await.and_then(|()| self.read_ready()) {
-                        self.disconnected(error);
-                        return;
-                    }
+                    let sent = self.send_due(rank, &mut next).await.and_then(|()| self.read_ready());
                     if self.sending {
                         let at = self.shared.plan.scheduled_ns(&traffic, rank, next);
                         due.as_mut().reset(self.deadline(at));
                     }
+                    sent
                 }
                 permit = traffic.permits.get(self.index as usize).unwrap_or(&NO_PERMITS).acquire_many(self.cost), if self.sending && !open => {
                     let Ok(permit) = permit else { return };
                     permit.forget();
-                    if let Err(error) = self.send_permitted().await.and_then(|()| self.read_ready()) {
-                        self.disconnected(error);
-                        return;
-                    }
+                    self.send_permitted().await.and_then(|()| self.read_ready())
                 }
-                () = &mut end, if self.sending && !open => self.stop_sending(),
-                frame = self.ws.next() => {
-                    if let Err(error) = self.on_frame(frame) {
-                        self.disconnected(error);
-                        return;
-                    }
+                () = &mut end, if self.sending && !open => {
+                    self.stop_sending();
+                    Ok(())
                 }
+                frame = self.ws.next() => self.on_frame(frame),
+            };
+            let outcome = match outcome {
+                Ok(()) if self.resume.as_ref().is_some_and(|r| r.sync_wanted) => self.send_sync().await,
+                other => other,
+            };
+            if let Err(error) = outcome
+                && !self.recover(error).await
+            {
+                return;
             }
         }
+    }
+
+    /// After a connection error: a reconnecting chat client connects again, resends what was
+    /// not acknowledged and catches up (true: go on); any other client is done (false).
+    async fn recover(&mut self, error: String) -> bool {
+        if self.resume.is_none() {
+            self.disconnected(error);
+            return false;
+        }
+        match self.reconnect().await {
+            Ok(()) => true,
+            Err(again) => {
+                self.disconnected(format!("{error}; then {again}"));
+                false
+            }
+        }
+    }
+
+    /// Connects again (backing off, with jitter, until the end of the drain), then sends the
+    /// unacknowledged messages again and a `sync` from the cursors.
+    async fn reconnect(&mut self) -> Result<(), String> {
+        let shared = self.shared.clone();
+        let until = self.deadline(self.traffic.window.end_ns) + shared.drain;
+        let mut backoff = Duration::from_millis(50);
+        self.ws = loop {
+            match open(&shared, self.index).await {
+                Ok(ws) => break ws,
+                Err(error) => {
+                    let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 + 1));
+                    if Instant::now() + backoff + jitter > until {
+                        return Err(format!("could not connect again: {error}"));
+                    }
+                    tokio::time::sleep(backoff + jitter).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        let counters = &shared.counters;
+        Counters::bump(&counters.reconnects);
+        let resume = self.resume.as_mut().expect("only reconnecting clients reconnect");
+        if !std::mem::replace(&mut resume.reconnected, true) {
+            Counters::bump(&counters.reconnected_clients);
+        }
+        for text in resume.unacked.values() {
+            self.ws
+                .feed(Message::text(text.clone()))
+                .await
+                .map_err(|e| format!("resending: {e}"))?;
+        }
+        self.send_sync().await
+    }
+
+    /// Asks for everything after the cursors (and flushes whatever was fed before).
+    async fn send_sync(&mut self) -> Result<(), String> {
+        let resume = self.resume.as_mut().expect("only reconnecting clients sync");
+        resume.sync_wanted = false;
+        resume.syncs += 1;
+        let mut text = String::new();
+        crate::scenario::chat::write_sync(&mut text, &resume.cursors, resume.syncs);
+        self.ws
+            .send(Message::text(text))
+            .await
+            .map_err(|e| format!("sending sync: {e}"))
     }
 
     /// Accounts the frames that can be read without waiting (at most a batch).
@@ -456,18 +558,30 @@ impl Session {
         };
         let mut text = String::with_capacity(112 + plan.pad.len());
         plan.write_message(&mut text, self.index, to, self.seq, ts);
+        let seq = self.seq;
         self.seq += 1;
+        if let Some(resume) = self.resume.as_mut() {
+            // Counted as sent from here on: if the connection fails now, it goes out again.
+            resume.unacked.insert(seq, text.clone());
+            self.count_sent(ts);
+        }
         self.ws
             .feed(Message::text(text))
             .await
             .map_err(|e| format!("sending: {e}"))?;
+        if self.resume.is_none() {
+            self.count_sent(ts);
+        }
+        Ok(())
+    }
+
+    fn count_sent(&self, ts: u64) {
         let counters = &self.shared.counters;
         Counters::bump(&counters.sent_total);
         if self.traffic.window.contains(ts) {
             Counters::bump(&counters.sent);
             Counters::add(&counters.expected, u64::from(self.traffic.fanout[self.index as usize]));
         }
-        Ok(())
     }
 
     /// Accounts one received frame; an error means the connection is gone.
@@ -493,12 +607,17 @@ impl Session {
             traffic,
             tally,
             index,
+            resume,
             ..
         } = self;
         let (shared, index) = (&**shared, *index);
         let counters = &shared.counters;
         let closed = matches!(shared.plan.mode, Mode::Closed { .. });
-        match shared.plan.parse(text) {
+        let incoming = shared.plan.parse(text);
+        if let Some(resume) = resume.as_deref_mut() {
+            follow(resume, shared, traffic, tally, index, text, &incoming);
+        }
+        match incoming {
             Incoming::Data { from, seq, ts } => {
                 if shared.plan.answered_by_ack() && from == index {
                     // A chat server may copy a message to its sender's own sessions: not a delivery.
@@ -525,6 +644,49 @@ impl Session {
             }
             Incoming::Reply(_) | Incoming::Ignored => {}
         }
+    }
+}
+
+/// A reconnecting chat client's bookkeeping of one received frame: cursors advance with pushed
+/// and synced messages, acks settle resends, and a sync page's messages count as deliveries.
+fn follow(
+    resume: &mut Resume,
+    shared: &Shared,
+    traffic: &Traffic,
+    tally: &mut Tally,
+    index: u32,
+    text: &str,
+    incoming: &Incoming<'_>,
+) {
+    use crate::scenario::chat;
+    let advance = |cursors: &mut std::collections::HashMap<String, u64>, position: chat::Position| {
+        let cursor = cursors.entry(position.conversation).or_default();
+        *cursor = (*cursor).max(position.seq);
+    };
+    match incoming {
+        Incoming::Data { .. } => {
+            if let Some(position) = chat::position(text) {
+                advance(&mut resume.cursors, position);
+            }
+        }
+        Incoming::Ack { from, seq, .. } if *from == index => {
+            resume.unacked.remove(seq);
+        }
+        Incoming::Ignored => {
+            let Some(page) = chat::sync_page(text) else { return };
+            resume.sync_wanted = page.more;
+            for position in page.messages {
+                let message = position.cid.as_deref().and_then(|cid| chat::ours(cid, shared.plan.run));
+                advance(&mut resume.cursors, position);
+                if let Some((from, seq, ts)) = message
+                    && from != index
+                {
+                    Counters::bump(&shared.counters.received_total);
+                    account(tally, shared, traffic.window, index, Stream::Delivery, (from, seq, ts));
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -564,9 +726,15 @@ fn account(
             true
         }
         Seen::Duplicate => {
-            // Repeated acks are harmless to the user; only repeated deliveries are reported.
+            // Repeated acks are harmless to the user; only repeated deliveries are reported. A
+            // reconnecting chat client expects repeats (a push racing its catch-up, a resend
+            // pushed again) and drops them by position: they are counted apart.
             if stream == Stream::Delivery {
-                Counters::bump(&counters.duplicated);
+                if shared.reconnect {
+                    Counters::bump(&counters.repeated);
+                } else {
+                    Counters::bump(&counters.duplicated);
+                }
             }
             false
         }

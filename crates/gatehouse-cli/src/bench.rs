@@ -221,6 +221,15 @@ pub struct RunArgs {
     /// every worker has the route.
     #[arg(long, env = "GATEHOUSE_BENCH_SETUP_TIMEOUT", default_value = "30", value_parser = parse_duration)]
     pub setup_timeout: Duration,
+    /// Chat: a client whose connection ends (a gateway drains, a restart) connects again,
+    /// resends its unacknowledged messages (same cid) and catches up with `sync`, as a real
+    /// chat client does; the report counts reconnects. For rolling-restart runs.
+    #[arg(long, env = "GATEHOUSE_BENCH_RECONNECT")]
+    pub reconnect: bool,
+    /// Chat: sign each client's token (`token=…` for its uid) with this HS256 secret, the chat
+    /// workers' GATEHOUSE_JWT_SECRET, for clusters that authenticate.
+    #[arg(long, env = "GATEHOUSE_BENCH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
     /// No progress lines on stderr.
     #[arg(long, short, env = "GATEHOUSE_BENCH_QUIET")]
     pub quiet: bool,
@@ -251,6 +260,13 @@ impl RunArgs {
         config.connect_concurrency = self.connect_concurrency;
         config.connect_timeout = self.connect_timeout;
         config.setup_timeout = self.setup_timeout;
+        config.reconnect = self.reconnect;
+        config.token = self.jwt_secret.clone().map(|secret| {
+            let key = gatehouse_chat::auth::SigningKey::Secret(secret);
+            gatehouse_bench::config::TokenSigner(std::sync::Arc::new(move |uid: &str| {
+                gatehouse_chat::auth::sign(&key, uid, Duration::from_secs(24 * 3600), None, None).unwrap_or_default()
+            }))
+        });
         config
     }
 }

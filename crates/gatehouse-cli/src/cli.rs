@@ -79,6 +79,9 @@ pub enum Command {
     /// Create a development CA, a certificate per role (cluster mutual TLS) and one for the
     /// public listeners (`wss://`).
     Cert(CertArgs),
+    /// Ask a process's admin listener for /healthz or /readyz; exits 0 only on HTTP 200 (for
+    /// container health checks).
+    Probe(crate::probe::ProbeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -484,6 +487,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
         Command::Api(args) => crate::api::run(*args, token).await?,
         Command::ApiKey(args) => crate::api::run_key(args)?,
         Command::Cert(args) => crate::tls::run_cert(&args)?,
+        Command::Probe(args) => crate::probe::run(&args).await?,
         Command::Token(args) => {
             use gatehouse_chat::auth::{MIN_SECRET_BYTES, SigningKey};
             let key = match (&args.jwt_secret, &args.jwt_private_key) {

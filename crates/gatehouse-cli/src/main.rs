@@ -7,6 +7,7 @@ mod apps;
 mod bench;
 mod cli;
 mod dev;
+mod probe;
 mod tls;
 
 use anyhow::Result;

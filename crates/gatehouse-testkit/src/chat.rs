@@ -94,6 +94,11 @@ impl ChatClient {
         ChatClient::welcomed(WsClient::connect(url).await?).await
     }
 
+    /// Connects to a `wss://` URL trusting `tls`'s CA, and reads the welcome frame.
+    pub async fn connect_tls(url: &str, tls: &crate::TestTls) -> Result<ChatClient> {
+        ChatClient::welcomed(WsClient::connect_tls(url, tls).await?).await
+    }
+
     /// Reads the welcome frame of a connected socket.
     async fn welcomed(mut ws: WsClient) -> Result<ChatClient> {
         let welcome = ws.recv_json().await?;

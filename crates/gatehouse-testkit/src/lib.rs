@@ -12,6 +12,7 @@
 //! - [`process`] — one child process, its log, its bound addresses.
 //! - [`api_server`] — `ApiServer`, a `gatehouse api` process, its keys and an HTTP client.
 //! - [`cluster`] — [`Cluster`] and its builder.
+//! - [`compose`] — [`Compose`], `docker-compose.yml` run as real processes on loopback.
 //! - [`client`] — [`WsClient`], [`ApiClient`].
 //! - [`browser`] — a headless-Chromium driver (DevTools protocol) for tests of the web page.
 //! - [`chat`] — [`ChatClient`], a client of the chat protocol.
@@ -25,6 +26,7 @@ pub mod browser;
 pub mod chat;
 pub mod client;
 pub mod cluster;
+pub mod compose;
 pub mod haproxy;
 pub mod postgres;
 pub mod process;
@@ -34,6 +36,7 @@ pub mod tls;
 pub use chat::{ChatClient, ChatDatabase};
 pub use client::{ApiClient, WsClient};
 pub use cluster::{Cluster, ClusterBuilder};
+pub use compose::Compose;
 pub use haproxy::Haproxy;
 pub use postgres::TempDatabase;
 pub use process::Process;

@@ -41,6 +41,17 @@ pub struct Process {
 impl Process {
     /// Starts `gatehouse ARGS` and waits until it logged one `listening` line per expected kind.
     pub async fn start(name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
+        Process::start_with_env(name, args, &[], expect).await
+    }
+
+    /// [`Process::start`] with extra environment variables (the roles read every flag from a
+    /// `GATEHOUSE_…` variable too, as a container's environment sets them).
+    pub async fn start_with_env(
+        name: &str,
+        args: Vec<String>,
+        env: &[(String, String)],
+        expect: &[&str],
+    ) -> Result<Process> {
         let bin = gatehouse_bin();
         if !bin.exists() {
             bail!(
@@ -54,6 +65,7 @@ impl Process {
                 "RUST_LOG",
                 std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -31,6 +31,12 @@ impl TestTls {
         Ok(TestTls { dir })
     }
 
+    /// Takes over a directory `gatehouse cert` wrote elsewhere (the compose file's `certs`
+    /// service); it is removed on drop like a generated one.
+    pub fn adopt(dir: PathBuf) -> TestTls {
+        TestTls { dir }
+    }
+
     /// The directory (`--cluster-tls-dir`).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -40,6 +40,61 @@ pub(crate) fn write(out: &mut String, prefix: &str, to: u32, from: u32, seq: u64
     );
 }
 
+/// Writes `{"type":"sync","cursors":{…},"cid":"sync.{n}"}`: everything after the cursors.
+pub(crate) fn write_sync(out: &mut String, cursors: &std::collections::HashMap<String, u64>, n: u64) {
+    let cursors = serde_json::to_string(cursors).unwrap_or_else(|_| "{}".to_owned());
+    let _ = write!(
+        out,
+        r#"{{"type":"sync","cursors":{cursors},"limit":500,"cid":"sync.{n}"}}"#
+    );
+}
+
+/// Where a stored message sits: its conversation and `seq` there (the cursor's unit).
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// `d:<uid>:<uid>` or `g:<group>`.
+    pub conversation: String,
+    /// The per-conversation sequence number.
+    pub seq: u64,
+    /// The client id of the message (the generator's accounting for its own messages).
+    #[serde(default)]
+    pub cid: Option<String>,
+}
+
+/// The position of a pushed `message` frame.
+pub(crate) fn position(text: &str) -> Option<Position> {
+    serde_json::from_str(text).ok()
+}
+
+/// One page of a `sync` answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SyncPage {
+    /// The missed messages, in `seq` order per conversation.
+    pub messages: Vec<Position>,
+    /// Whether to ask again from the advanced cursors.
+    #[serde(default)]
+    pub more: bool,
+}
+
+/// A `sync` answer, if `text` is one.
+pub(crate) fn sync_page(text: &str) -> Option<SyncPage> {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+    }
+    let answer: Answer<'_> = serde_json::from_str(text).ok()?;
+    if answer.kind != "sync" {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// `(sender, seq, ts)` of a message of run `run`, from its client id.
+pub(crate) fn ours(cid: &str, run: u32) -> Option<(u32, u64, u64)> {
+    decode_cid(cid).and_then(|(frame_run, from, seq, ts)| (frame_run == run).then_some((from, seq, ts)))
+}
+
 #[derive(Deserialize)]
 struct Frame<'a> {
     #[serde(rename = "type", borrow, default)]
@@ -131,6 +186,23 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"message","cid":"someone-else"}"#, 77),
             Incoming::Ignored
+        );
+    }
+
+    #[test]
+    fn a_sync_answer_gives_positions_and_more() {
+        let text = r#"{"type":"sync","messages":[{"type":"message","id":5,"conversation":"d:b1:b2","seq":3,"from":"b2","to":"b1","text":"x","ts":1,"cid":"77.2.10.123"}],"more":true}"#;
+        let page = sync_page(text).unwrap();
+        assert!(page.more);
+        assert_eq!(page.messages[0].conversation, "d:b1:b2");
+        assert_eq!(page.messages[0].seq, 3);
+        assert_eq!(ours(page.messages[0].cid.as_deref().unwrap(), 77), Some((2, 10, 123)));
+        assert!(sync_page(r#"{"type":"ack","cid":"x"}"#).is_none());
+        let mut out = String::new();
+        write_sync(&mut out, &[("d:b1:b2".to_owned(), 3)].into_iter().collect(), 4);
+        assert_eq!(
+            out,
+            r#"{"type":"sync","cursors":{"d:b1:b2":3},"limit":500,"cid":"sync.4"}"#
         );
     }
 
