@@ -8,15 +8,18 @@ use anyhow::{Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::client::{Refusal, WsClient};
+use crate::mariadb::TempMariaDb;
 use crate::postgres::TempDatabase;
 
-/// Where a test cluster keeps its chat history: a SQLite file (removed on drop) or a fresh
-/// PostgreSQL database (dropped on drop).
+/// Where a test cluster keeps its chat history: a SQLite file (removed on drop), or a fresh
+/// PostgreSQL or MariaDB database (dropped on drop).
 pub enum ChatDatabase {
     /// A SQLite file under the system temp dir.
     Sqlite(std::path::PathBuf),
     /// A throw-away PostgreSQL database.
     Postgres(TempDatabase),
+    /// A throw-away MariaDB database.
+    MariaDb(TempMariaDb),
 }
 
 impl ChatDatabase {
@@ -36,18 +39,25 @@ impl ChatDatabase {
         )
     }
 
+    /// A fresh MariaDB database at 127.0.0.1:3306; panics (the test fails) without one.
+    pub fn mariadb() -> ChatDatabase {
+        ChatDatabase::MariaDb(TempMariaDb::create().expect("MariaDB at 127.0.0.1:3306 (scripts/services starts it)"))
+    }
+
     /// The `--database-url` of the chat workers.
     pub fn url(&self) -> String {
         match self {
             ChatDatabase::Sqlite(path) => format!("sqlite://{}", path.display()),
             ChatDatabase::Postgres(db) => db.url(),
+            ChatDatabase::MariaDb(db) => db.url(),
         }
     }
 
-    /// Runs a query that returns one number (with the `sqlite3` or `psql` client).
+    /// Runs a query that returns one number (with the `sqlite3`, `psql` or `mariadb` client).
     pub fn count(&self, sql: &str) -> Result<i64> {
         let text = match self {
             ChatDatabase::Postgres(db) => db.query(sql)?,
+            ChatDatabase::MariaDb(db) => db.query(sql)?,
             ChatDatabase::Sqlite(path) => {
                 let output = std::process::Command::new("sqlite3").arg(path).arg(sql).output()?;
                 anyhow::ensure!(
