@@ -493,7 +493,123 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::{Connection, MySqlConnection, Row};
+
     use super::*;
+
+    /// Rows of every table, so that the optimizer weighs a scan against an index as it would on
+    /// a real database (on empty tables every plan is trivially cheap).
+    const FILL: &str = "\
+INSERT INTO users SELECT concat('u', seq), 0 FROM seq_1_to_2000;
+INSERT INTO conversations (id, kind, name, created_by, created_at_ms, last_seq, owner, access, history) \
+SELECT concat('g:', seq), 'group', NULL, concat('u', seq), 0, 3, concat('u', seq), 'open', 'joined' FROM seq_1_to_2000;
+INSERT INTO members (conversation_id, uid, joined_at_ms, read_seq) \
+SELECT concat('g:', seq), concat('u', seq), 0, 0 FROM seq_1_to_2000;
+INSERT INTO members (conversation_id, uid, joined_at_ms, read_seq) \
+SELECT concat('g:', seq), concat('u', seq + 1), 0, 0 FROM seq_1_to_2000;
+INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms) \
+SELECT concat('g:', s.seq), n.seq, concat('u', s.seq), concat('c', n.seq), 'x', 0 FROM seq_1_to_2000 AS s, seq_1_to_3 AS n;
+INSERT INTO group_invites SELECT concat('g:', seq), concat('u', seq + 2), 'u1', 0 FROM seq_1_to_2000;
+INSERT INTO group_bans SELECT concat('g:', seq), concat('u', seq + 3), 'u1', 0 FROM seq_1_to_2000;
+INSERT INTO blocks SELECT concat('u', seq), concat('u', seq + 1), 0 FROM seq_1_to_2000;
+ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans, blocks";
+
+    /// Explains `statement` with a plausible value for each placeholder and returns every
+    /// `(table, access type)` of the plan that reads a whole table or index.
+    async fn scans_of(conn: &mut MySqlConnection, statement: &str) -> Vec<String> {
+        let text = statement.split(" RETURNING ").next().unwrap_or(statement);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {text}")));
+        let mut rest = text;
+        while let Some(at) = rest.find('?') {
+            let before = &rest[..at];
+            query = if before.ends_with("JSON_TABLE(") {
+                query.bind(r#"[["g:1", "u1", 1, "c1", "x", 0]]"#)
+            } else if before.ends_with("LIMIT ") {
+                query.bind(10_i64)
+            } else {
+                query.bind("g:1")
+            };
+            rest = &rest[at + 1..];
+        }
+        let rows = query
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_else(|e| panic!("explain {text}: {e}"));
+        rows.iter()
+            .filter_map(|row| {
+                let kind: Option<String> = row.try_get("select_type").ok()?;
+                if kind.as_deref() == Some("INSERT") {
+                    // The table an `INSERT … VALUES` writes to, which it does not read.
+                    return None;
+                }
+                let table: Option<String> = row.try_get("table").ok()?;
+                let access: Option<String> = row.try_get("type").ok()?;
+                let (table, access) = (table.unwrap_or_default(), access.unwrap_or_default());
+                // `k`: the batch itself; `<derivedN>`: a one-row parameter table.
+                let own = table == "k" || table.starts_with("<derived");
+                (!own && matches!(access.as_str(), "ALL" | "index")).then(|| format!("{table}: {access}"))
+            })
+            .collect()
+    }
+
+    /// Every statement reaches table rows through an index, on tables with rows: no full table
+    /// or index scan except of the batch (`JSON_TABLE`) and of a one-row parameter table. Runs
+    /// when `TEST_MYSQL_URL` is set (`mysql://root@127.0.0.1:3306/mysql`: a database of its own
+    /// is created there and dropped).
+    #[tokio::test]
+    async fn every_statement_uses_an_index() {
+        let Ok(base) = std::env::var("TEST_MYSQL_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TEST_MYSQL_URL is not set and CI is: this test must run in CI"
+            );
+            eprintln!("SKIPPED: TEST_MYSQL_URL is not set");
+            return;
+        };
+        let database = format!("t_plan_{}", std::process::id());
+        let mut admin = MySqlConnection::connect(&base).await.expect("connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {database}; CREATE DATABASE {database}"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+        let options = MySqlConnectOptions::from_str(&base).expect("url").database(&database);
+        let url = base
+            .rsplit_once('/')
+            .map(|(server, _)| format!("{server}/{database}"))
+            .expect("a url with a database");
+        let backend = MySqlBackend::open(&url).await.expect("open");
+        let mut conn = MySqlConnection::connect_with(&options).await.expect("connect");
+        sqlx::raw_sql(FILL).execute(&mut conn).await.expect("fill");
+        let own = [
+            LOCK,
+            READ,
+            CREATE_DIRECTS,
+            ADD_MEMBERS,
+            BUMP,
+            MARKS,
+            INSERT,
+            MARK_READ,
+            READ_MARK,
+            LOCK_CONVERSATION,
+            LOCK_USER,
+        ];
+        let shared = sql::SHARED.iter().map(|&shared| statement(shared));
+        let mut failures = Vec::new();
+        for text in own.into_iter().chain(shared) {
+            let scans = scans_of(&mut conn, text).await;
+            if !scans.is_empty() {
+                failures.push(format!("{text}\n  {}", scans.join(", ")));
+            }
+        }
+        backend.close().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {database}")))
+            .execute(&mut admin)
+            .await
+            .expect("drop database");
+        assert!(failures.is_empty(), "full scans:\n{}", failures.join("\n\n"));
+    }
 
     /// Every shared statement has a MariaDB text: an override, or a translation that replaced
     /// every placeholder and every `ON CONFLICT`.
