@@ -316,6 +316,13 @@ export class ChatClient {
     return this.presenceOf.get(uid);
   }
 
+  /** Every user whose presence is known, online ones first, by uid. */
+  presenceList(): { uid: string; online: boolean; lastSeen?: number }[] {
+    return [...this.presenceOf]
+      .map(([uid, p]) => ({ uid, ...p }))
+      .sort((a, b) => Number(b.online) - Number(a.online) || a.uid.localeCompare(b.uid));
+  }
+
   /** Another user's markers in a conversation (the peer of a direct one, or a group member). */
   receipts(conversation: ConversationId, uid: string): { delivered: number; read: number } | undefined {
     const markers = this.convs.get(conversation)?.receipts.get(uid);
@@ -574,7 +581,12 @@ export class ChatClient {
   /** The user and its online contacts (presence is updated from the answer). */
   async online(): Promise<OnlineAnswer> {
     const answer = await this.request<OnlineAnswer>({ type: "online" });
-    for (const uid of answer.uids ?? []) this.setPresence(uid, true);
+    const online = new Set(answer.uids ?? []);
+    if (!answer.more) {
+      // A complete answer: whoever was online and is not listed any more went offline.
+      for (const [uid, known] of this.presenceOf) if (known.online && !online.has(uid)) this.setPresence(uid, false, known.lastSeen);
+    }
+    for (const uid of online) this.setPresence(uid, true);
     for (const [uid, lastSeen] of Object.entries(answer.last_seen ?? {})) this.setPresence(uid, false, lastSeen);
     return answer;
   }
