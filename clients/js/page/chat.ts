@@ -587,7 +587,7 @@ function renderList<T>(ul: HTMLElement, items: T[], label: (item: T) => string, 
     const li = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
-    button.append(meta("", label(item)));
+    button.append(meta("label", label(item)));
     li.append(button);
     decorate(button, item, li);
     return li;
