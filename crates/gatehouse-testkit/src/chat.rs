@@ -1,5 +1,8 @@
 //! [`ChatClient`]: a client of the chat protocol (`docs/protocol.md`), as an app would write one;
-//! [`ChatDatabase`]: where a test cluster's chat workers keep their history.
+//! [`ChatDatabase`]: where a test cluster's chat workers keep their history ([`mariadb`]: a
+//! throw-away MariaDB database).
+
+pub mod mariadb;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -8,8 +11,8 @@ use anyhow::{Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::client::{Refusal, WsClient};
-use crate::mariadb::TempMariaDb;
 use crate::postgres::TempDatabase;
+use mariadb::TempMariaDb;
 
 /// Where a test cluster keeps its chat history: a SQLite file (removed on drop), or a fresh
 /// PostgreSQL or MariaDB database (dropped on drop).

@@ -17,7 +17,6 @@
 //! - [`chat`] — [`ChatClient`], a client of the chat protocol.
 //! - [`haproxy`] — [`Haproxy`], a real load balancer in front of gateways.
 //! - [`postgres`] — [`TempDatabase`], a throw-away PostgreSQL database per test.
-//! - [`mariadb`] — [`TempMariaDb`], a throw-away MariaDB database per test.
 //! - [`rawws`] — [`RawWs`], a raw-frame WebSocket client for protocol conformance tests.
 //! - [`tls`] — [`TestTls`], certificates from `gatehouse cert` and a client that trusts them.
 
@@ -27,7 +26,6 @@ pub mod chat;
 pub mod client;
 pub mod cluster;
 pub mod haproxy;
-pub mod mariadb;
 pub mod postgres;
 pub mod process;
 pub mod rawws;
@@ -37,7 +35,6 @@ pub use chat::{ChatClient, ChatDatabase};
 pub use client::{ApiClient, WsClient};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use haproxy::Haproxy;
-pub use mariadb::TempMariaDb;
 pub use postgres::TempDatabase;
 pub use process::Process;
 pub use rawws::RawWs;
