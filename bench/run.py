@@ -104,21 +104,30 @@ class Cluster:
     a second runtime thread of its process.
     """
 
-    def __init__(self, app, gateways=2, workers=2, worker_args=(), gateway_args=(), threads=1, binary=None):
+    def __init__(self, app, gateways=2, workers=2, worker_args=(), gateway_args=(), threads=1, binary=None, tls=None):
+        """`tls`: a directory made by `gatehouse cert`: mutual TLS between every member (no
+        cluster secret) and wss:// on the gateways."""
         self.procs = []
         self.threads = threads
         self.binary = binary
+        self.tls = tls
+        if tls:
+            cred = ["--cluster-tls-dir", tls]
+            gateway_args = [*gateway_args, "--tls-cert", os.path.join(tls, "server.pem"),
+                            "--tls-key", os.path.join(tls, "server-key.pem")]
+        else:
+            cred = ["--cluster-secret", SECRET]
         # Every process gets an admin listener on a free port (several share this machine).
         # Builds from before the admin listener served /readyz and /metrics on the public port
         # (bench/compare.py runs them side by side with today's).
         self.has_admin = has_flag(binary or BIN, "gateway", "--admin-listen")
         admin = ["--admin-listen", "127.0.0.1:0"] if self.has_admin else []
         kinds = ["admin"] if self.has_admin else []
-        reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", "--cluster-secret", SECRET, *admin],
+        reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", *cred, *admin],
                           ["grpc", *kinds])
         self.registry = reg.addrs["grpc"]
         self.gateways = [self._start(f"gateway-{i}", ["gateway", "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0",
-                                                       "--registry", self.registry, "--cluster-secret", SECRET,
+                                                       "--registry", self.registry, *cred,
                                                        *admin, *gateway_args], ["ws", "grpc", *kinds])
                          for i in range(gateways)]
         self.workers = []
@@ -126,7 +135,7 @@ class Cluster:
             # relay authenticates nobody: a benchmark-only app, allowed explicitly.
             unauth = ["--allow-unauthenticated"] if app in ("relay", "api") else []
             w = self._start(f"worker-{i}", ["worker", "--registry", self.registry, "--app", app,
-                                            "--cluster-secret", SECRET, *admin, *unauth, *worker_args], kinds)
+                                            *cred, *admin, *unauth, *worker_args], kinds)
             w.wait_log("worker started")
             self.workers.append(w)
         # Measure the steady state: until the registry's warm-up is over, workers cannot trust
@@ -149,7 +158,12 @@ class Cluster:
         return p
 
     def urls(self):
-        return [f"ws://{g.addrs['ws']}/ws" for g in self.gateways]
+        scheme = "wss" if self.tls else "ws"
+        return [f"{scheme}://{g.addrs['ws']}/ws" for g in self.gateways]
+
+    def client_args(self):
+        """What the load generator needs to reach these gateways (the CA of wss://)."""
+        return ["--ca", os.path.join(self.tls, "ca.pem")] if self.tls else []
 
     def pids(self):
         return [p.pid for p in self.procs]
@@ -185,7 +199,8 @@ def bench(urls, args, pids=(), label="", db_pids=()):
     shown = " ".join(shlex.quote(c) for c in cmd).replace(BIN, "gatehouse")
     shown = re.sub(r"--server-pid \d+", "--server-pid PID", shown)
     shown = re.sub(r"--db-pid \d+", "--db-pid PID", shown)
-    shown = re.sub(r"ws://127\.0\.0\.1:\d+/ws", "ws://GATEWAY/ws", shown)
+    shown = re.sub(r"(wss?)://127\.0\.0\.1:\d+/ws", r"\1://GATEWAY/ws", shown)
+    shown = re.sub(r"--ca \S+", "--ca CA.pem", shown)
     if (label, shown) not in COMMANDS:
         COMMANDS.append((label, shown))
     out = subprocess.run(cmd, capture_output=True, text=True)
