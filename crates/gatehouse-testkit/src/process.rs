@@ -41,12 +41,28 @@ pub struct Process {
 impl Process {
     /// Starts `gatehouse ARGS` and waits until it logged one `listening` line per expected kind.
     pub async fn start(name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
-        Process::start_with_env(name, args, &[], expect).await
+        Process::start_in(None, name, args, &[], expect).await
     }
 
     /// [`Process::start`] with extra environment variables (the roles read every flag from a
     /// `GATEHOUSE_…` variable too, as a container's environment sets them).
     pub async fn start_with_env(
+        name: &str,
+        args: Vec<String>,
+        env: &[(String, String)],
+        expect: &[&str],
+    ) -> Result<Process> {
+        Process::start_in(None, name, args, env, expect).await
+    }
+
+    /// [`Process::start`] inside network namespace `netns` (`ip netns exec`, which execs the
+    /// binary: the pid is still gatehouse's).
+    pub async fn start_in_netns(netns: &str, name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
+        Process::start_in(Some(netns), name, args, &[], expect).await
+    }
+
+    async fn start_in(
+        netns: Option<&str>,
         name: &str,
         args: Vec<String>,
         env: &[(String, String)],
@@ -59,7 +75,15 @@ impl Process {
                 bin.display()
             );
         }
-        let mut child = Command::new(&bin)
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&bin);
+                command
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(&args)
             .env(
                 "RUST_LOG",
