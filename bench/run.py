@@ -718,6 +718,7 @@ def main():
             "reconnected_clients": median([(r.get("reconnect") or {}).get("clients", 0) for r in during]),
             "acked_all": all(r.get("acked") == r["sent"] for r in during),
             "disconnects": sum(r["errors"]["disconnects"] for r in during),
+            "error_frames": sum(r["errors"]["error_frames"] for r in during),
             "stored_twice": int(rows), "restart_seconds": median(restart_seconds),
             "clients": opts.clients, "rate": opts.rolling_rate,
         }
@@ -897,7 +898,7 @@ def write_report(r, opts):
                   f"| acknowledged msg/s | {fmt(st['acked_per_sec'])} | {fmt(du['acked_per_sec'])} |",
                   f"| messages (all runs) / lost | {fmt(st['sent'])} / {fmt(st['lost'])} | {fmt(du['sent'])} / {fmt(du['lost'])} |",
                   f"| reconnects / clients that reconnected (median run) | | {fmt(g['reconnects'])} / {fmt(g['reconnected_clients'])} |",
-                  f"| every message acknowledged / clients that gave up / stored twice | | {'yes' if g['acked_all'] else 'no'} / {g['disconnects']} / {g['stored_twice']} |",
+                  f"| every message acknowledged / clients that gave up / error frames / stored twice | | {'yes' if g['acked_all'] else 'no'} / {g['disconnects']} / {g['error_frames']} / {g['stored_twice']} |",
                   f"| the six restarts took (s, median) | | {g['restart_seconds']:.1f} |", ""]
     if "cl_max" in r or r.get("idle") or "chat_postgres_peers" in r:
         lines += ["## Capacity", "",
