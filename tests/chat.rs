@@ -1,5 +1,5 @@
 //! The chat service end to end, on a real cluster (two gateways, two chat workers) against each
-//! database: SQLite (a file per test) and PostgreSQL (a fresh database per test).
+//! database: SQLite (a file per test), PostgreSQL and MariaDB (a fresh database per test).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -370,7 +370,7 @@ async fn handshakes_need_a_valid_identity(backend: Backend) -> Result<()> {
     Ok(())
 }
 
-macro_rules! on_both_databases {
+macro_rules! on_every_database {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -388,10 +388,18 @@ macro_rules! on_both_databases {
                 }
             )*
         }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(super::Backend::mariadb()).await
+                }
+            )*
+        }
     };
 }
 
-on_both_databases!(
+on_every_database!(
     direct_and_group_messages_cross_gateways,
     an_offline_recipient_gets_everything_on_reconnect,
     history_pages_backwards,

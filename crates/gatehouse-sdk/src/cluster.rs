@@ -161,6 +161,7 @@ impl Cluster {
                 },
                 subscribe_routes: true,
                 max_backoff: inner.config.registry_backoff,
+                lease: None,
             },
             inner.clone(),
             inner.token.clone(),
@@ -1124,7 +1125,10 @@ impl RegistryPeer for Inner {
                     self.reconcile_links();
                 }
             }
-            attach_response::Msg::Welcome(_) | attach_response::Msg::BatchApplied(_) => {}
+            // Heartbeat acks are consumed by the registry session itself.
+            attach_response::Msg::Welcome(_)
+            | attach_response::Msg::BatchApplied(_)
+            | attach_response::Msg::HeartbeatAck(_) => {}
         }
     }
 
