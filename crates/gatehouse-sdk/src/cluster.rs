@@ -55,7 +55,9 @@ pub struct ClusterConfig {
     /// from the cluster CA (mutual TLS), or both ([`Credentials`]; a [`gatehouse_core::ClusterSecret`]
     /// converts into it).
     pub credentials: Credentials,
-    /// A label for logs on the other side (the app name).
+    /// The app name: a worker announces it to the gateways, which give it only clients of that
+    /// app (`--app` on the gateway, or the `/ws/<app>` path); for an API client, a label for
+    /// logs.
     pub name: String,
     /// Deadline of one query or bind.
     pub request_timeout: Duration,
@@ -140,6 +142,11 @@ impl Cluster {
             identity: LinkIdentity {
                 member: id,
                 name: config.name.clone(),
+                app: if kind == MemberKind::Worker {
+                    config.name.clone()
+                } else {
+                    String::new()
+                },
                 credentials: config.credentials.clone(),
             },
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -260,31 +267,43 @@ impl Cluster {
     // routing table, and that wait is boxed. So each of these futures is little more than its
     // arguments: a handler's future, allocated with every event, stays small.
 
-    /// Sends a frame to one client.
+    /// Sends a frame to one client, straight to the gateway its id names.
+    ///
+    /// Returns once the frame is queued towards that gateway (no round trip). Frames sent to one
+    /// client from one process arrive in the order they were sent. Errors: `not_found` when the
+    /// id names a gateway that is not in the cluster, `bad_request` for a frame over the
+    /// gateway's limit, `unavailable` or `too_many_requests` when the gateway is unreachable or
+    /// not reading.
     pub async fn send_to_client(&self, client: ClientId, frame: &Frame) -> Result<(), ApiError> {
         self.send_to_clients_now(&[client], frame)
     }
 
-    /// Sends a frame to each of `clients` (one command per gateway).
+    /// Sends a frame to each of `clients` (one command per gateway). The clients are named one
+    /// by one, so there is nothing to exclude; the errors are those of
+    /// [`Cluster::send_to_client`], naming every gateway that could not take its part.
     pub async fn send_to_clients(&self, clients: &[ClientId], frame: &Frame) -> Result<(), ApiError> {
         self.send_to_clients_now(clients, frame)
     }
 
-    /// Sends a frame to every connection bound to `uid`, on whichever gateway.
-    pub async fn send_to_uid(&self, uid: &str, frame: &Frame) -> Result<(), ApiError> {
+    /// Sends a frame to every connection bound to `uid`, on whichever gateway, except the
+    /// `exclude`d clients (for example the device that sent the message: `&[ctx.client_id()]`;
+    /// `&[]` excludes nobody).
+    ///
+    /// Only the gateways that hold the uid get the command; a uid with no connection costs
+    /// nothing. See [`Cluster::send_to_uids`] for the errors.
+    pub async fn send_to_uid(&self, uid: &str, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
         let trusted = self.routable().await;
-        self.send_to_uids_now(&[uid], frame, &[], trusted)
+        self.send_to_uids_now(&[uid], frame, exclude, trusted)
     }
 
-    /// Sends a frame to every connection of each uid.
-    pub async fn send_to_uids<S: AsRef<str>>(&self, uids: &[S], frame: &Frame) -> Result<(), ApiError> {
-        let trusted = self.routable().await;
-        self.send_to_uids_now(uids, frame, &[], trusted)
-    }
-
-    /// Sends a frame to every connection of each uid except the `exclude`d clients — for
-    /// example a user's other devices, without the one that sent the message.
-    pub async fn send_to_uids_except<S: AsRef<str>>(
+    /// Sends a frame once to every connection of each of `uids`, except the `exclude`d clients.
+    ///
+    /// Every gateway concerned is tried: one that cannot take the frame never costs the others
+    /// their copy, and the error names the ones that failed. Errors: `bad_request` for an
+    /// invalid uid (1–256 bytes, no control characters), a frame over a gateway's limit or too
+    /// many exclusions; `unavailable` or `too_many_requests` when a gateway is unreachable or not
+    /// reading.
+    pub async fn send_to_uids<S: AsRef<str>>(
         &self,
         uids: &[S],
         frame: &Frame,
@@ -294,13 +313,15 @@ impl Cluster {
         self.send_to_uids_now(uids, frame, exclude, trusted)
     }
 
-    /// Sends a frame to every member of `group` except the `exclude`d clients.
+    /// Sends a frame to every member of `group` except the `exclude`d clients. Errors as for
+    /// [`Cluster::send_to_uids`].
     pub async fn send_to_group(&self, group: &str, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
         let trusted = self.routable().await;
         self.send_to_groups_now(&[group], frame, exclude, trusted)
     }
 
-    /// Sends a frame once to every member of any of `groups`, except the `exclude`d clients.
+    /// Sends a frame once to every member of any of `groups` (a client in two of them gets one
+    /// copy), except the `exclude`d clients. Errors as for [`Cluster::send_to_uids`].
     pub async fn send_to_groups<S: AsRef<str>>(
         &self,
         groups: &[S],
@@ -461,22 +482,35 @@ impl Cluster {
 
     /// Replaces a client's session.
     pub async fn set_session(&self, client: ClientId, session: &Session) -> Result<(), ApiError> {
-        self.write_session(client, session, false).await
+        self.write_session(client, session, false).await.map(drop)
     }
 
     /// Merges `update`'s top-level keys into a client's session.
     pub async fn update_session(&self, client: ClientId, update: &Session) -> Result<(), ApiError> {
-        self.write_session(client, update, true).await
+        self.write_session(client, update, true).await.map(drop)
     }
 
-    async fn write_session(&self, client: ClientId, session: &Session, merge: bool) -> Result<(), ApiError> {
+    /// Writes a session and returns it as stored. A worker remembers it for the client's
+    /// events the gateway read before the write, so that those carry it too.
+    pub(crate) async fn write_session(
+        &self,
+        client: ClientId,
+        session: &Session,
+        merge: bool,
+    ) -> Result<bytes::Bytes, ApiError> {
         let bytes = serde_json::to_vec(session).expect("json maps serialise");
         let command = op(command::Op::SetSession(SetSession {
             conn: client.conn,
             session: bytes.into(),
             merge,
         }));
-        self.request(client.gateway, command).await.map(drop)
+        let result = self.request(client.gateway, command).await?;
+        if self.inner.sink.get().is_some()
+            && let Ok(link) = self.link_of(client.gateway)
+        {
+            link.remember_session(client.conn, result.session_after_seq, result.session.clone());
+        }
+        Ok(result.session)
     }
 
     /// Returns a client's session (`None` if the client is not connected).
@@ -1003,7 +1037,8 @@ fn distinct_uids(results: &[(NodeId, QueryResult)]) -> Vec<String> {
     uids
 }
 
-fn parse_session(bytes: &[u8]) -> Session {
+/// A session's JSON as a map (empty when there is none, or when it is not an object).
+pub(crate) fn parse_session(bytes: &[u8]) -> Session {
     if bytes.is_empty() {
         return Session::new();
     }

@@ -175,7 +175,8 @@ struct Dispatcher<W: Worker> {
 const LATENCY_SAMPLE: u64 = 16;
 
 impl<W: Worker> EventSink for Dispatcher<W> {
-    fn handle(&self, link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
+    fn handle(&self, link: &Arc<GatewayLink>, mut event: Event) -> HandlerFuture {
+        link.fresh_session(&mut event);
         let conn = event.conn;
         let seq = event.seq;
         let ack = EventAck {
@@ -191,7 +192,7 @@ impl<W: Worker> EventSink for Dispatcher<W> {
         };
         let client = ClientId::new(link.gateway, event.conn);
         let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
-        let ctx = Context::new(client, uid, cluster);
+        let ctx = Context::new(client, uid, std::mem::take(&mut event.session), cluster);
         let worker = self.worker.clone();
         let sampled = self
             .seen
@@ -219,6 +220,7 @@ impl<W: Worker> EventSink for Dispatcher<W> {
                 let info = CloseInfo {
                     code: u16::try_from(close.code).unwrap_or(1006),
                     reason: close.reason,
+                    groups: close.groups,
                 };
                 let result = worker.on_close(&ctx, &info).await;
                 (conn, done.finish("close", result))
