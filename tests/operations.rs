@@ -202,3 +202,65 @@ async fn an_event_whose_handler_failed_transiently_is_handled_again_by_another_w
     assert_eq!(given_back, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_one_gateway_drains_the_other_still_signs_in_users_it_held() -> Result<()> {
+    let database = gatehouse_testkit::ChatDatabase::sqlite();
+    let url = database.url();
+    let mut cluster = Cluster::builder()
+        .gateways(2)
+        .workers("chat", 1)
+        .gateway_args(&["--insecure-dev-auth", "--drain", "20s"])
+        .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
+        .start()
+        .await?;
+    // ann has a device on the gateway that is about to drain; the per-uid connection count of
+    // her next sign-in asks that gateway. Two clients: the drain closes the second one 10 s
+    // after the first, and the gateway stays up meanwhile.
+    let _held = gatehouse_testkit::ChatClient::connect_as(&cluster.ws_url(1), "ann").await?;
+    let _other = gatehouse_testkit::ChatClient::connect_as(&cluster.ws_url(1), "cat").await?;
+    let pid = cluster.gateways[1].pid().expect("gateway running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let admin = cluster.gateways[1].addr("admin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while http_get(admin, "/readyz").await?.0 != 503 {
+        ensure!(tokio::time::Instant::now() < deadline, "/readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for uid in ["ann", "ben"] {
+        match gatehouse_testkit::ChatClient::try_connect(&format!("{}?uid={uid}", cluster.ws_url(0))).await? {
+            Ok(_) => {}
+            Err(refusal) => anyhow::bail!(
+                "{uid} was refused by the gateway that is not draining: {refusal:?}\n{}",
+                cluster.workers[0].log_text()
+            ),
+        }
+    }
+    cluster.gateways[1].kill().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_a_users_device_does_not_stop_her_signing_in_elsewhere() -> Result<()> {
+    let database = gatehouse_testkit::ChatDatabase::sqlite();
+    let url = database.url();
+    let mut cluster = Cluster::builder()
+        .gateways(2)
+        .workers("chat", 1)
+        .gateway_args(&["--insecure-dev-auth"])
+        .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
+        .start()
+        .await?;
+    let _held = gatehouse_testkit::ChatClient::connect_as(&cluster.ws_url(1), "ann").await?;
+    // Until its lease runs out (6 s) the dead gateway still holds ann in the routing table, and
+    // the per-uid connection count of her next sign-in would ask it.
+    cluster.gateways[1].kill().await;
+    let again = gatehouse_testkit::ChatClient::try_connect(&format!("{}?uid=ann", cluster.ws_url(0))).await?;
+    if let Err(refusal) = again {
+        anyhow::bail!("ann was refused while a dead gateway was still listed: {refusal:?}");
+    }
+    Ok(())
+}
