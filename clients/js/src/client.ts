@@ -143,6 +143,8 @@ const ANSWERS = new Set([
 ]);
 const EVENTS = new Set(["message", "edit", "delete", "reaction"]);
 const MAX_PENDING = 5_000;
+const SEND_WINDOW = 16;
+const RELAX_MS = 10_000;
 const MAX_CURSORS = 1_000;
 const MAX_CURSOR_BYTES = 48 * 1024;
 const MAX_LIST = 5_000;
@@ -175,7 +177,13 @@ export class ChatClient {
   private buffered: string[] = [];
   private readonly convs = new Map<ConversationId, ConversationState>();
   private readonly outboxEntries = new Map<string, OutboxEntry>();
+  /** Outbox entries transmitted on the current connection and not answered yet: cid → when. */
   private readonly outboxSentAt = new Map<string, number>();
+  private pausedUntil = 0;
+  private sendInterval = 0;
+  private lastSendAt = 0;
+  private lastRefusalAt = 0;
+  private pumpTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly outboxWaiters = new Map<string, { resolve: (value: never) => void; reject: (error: ChatError) => void }>();
   private readonly inflight = new Map<string, Inflight>();
   private nextRequest = 1;
@@ -190,7 +198,7 @@ export class ChatClient {
     if (this.connState === "offline") this.connectNow();
   };
   /** Counts of what the client dropped or repaired (for tests and diagnostics). */
-  readonly stats = { repeats: 0, gaps: 0, syncs: 0, resends: 0, reconnects: 0 };
+  readonly stats = { repeats: 0, gaps: 0, syncs: 0, resends: 0, reconnects: 0, rateLimited: 0 };
 
   constructor(options: ChatClientOptions) {
     if (!options.token && !options.uid) throw new Error("ChatClient: give a token (or, in dev mode, a uid)");
@@ -217,6 +225,7 @@ export class ChatClient {
     this.setState("stopped", {});
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.connectTimer);
+    clearTimeout(this.pumpTimer);
     clearInterval(this.resendTimer);
     this.stopHeartbeat();
     (globalThis as { removeEventListener?: (type: string, fn: () => void) => void }).removeEventListener?.("online", this.onBrowserOnline);
@@ -316,6 +325,13 @@ export class ChatClient {
     return this.presenceOf.get(uid);
   }
 
+  /** Every user whose presence is known, online ones first, by uid. */
+  presenceList(): { uid: string; online: boolean; lastSeen?: number }[] {
+    return [...this.presenceOf]
+      .map(([uid, p]) => ({ uid, ...p }))
+      .sort((a, b) => Number(b.online) - Number(a.online) || a.uid.localeCompare(b.uid));
+  }
+
   /** Another user's markers in a conversation (the peer of a direct one, or a group member). */
   receipts(conversation: ConversationId, uid: string): { delivered: number; read: number } | undefined {
     const markers = this.convs.get(conversation)?.receipts.get(uid);
@@ -376,24 +392,53 @@ export class ChatClient {
     this.outboxEntries.set(entry.cid, entry);
     this.saveOutbox();
     this.events.emit("outbox", { entry, state: "queued" });
-    if (this.connState === "online") this.transmitEntry(entry);
+    this.pump();
     return done;
   }
 
-  private transmitEntry(entry: OutboxEntry): void {
-    if (this.sendFrame(entry.frame)) this.outboxSentAt.set(entry.cid, Date.now());
+  /**
+   * Transmits what waits in the outbox, oldest first, at most `SEND_WINDOW` unacknowledged on the
+   * connection. After a `rate_limited` refusal it pauses as long as the server asked and then
+   * sends one at a time, spaced by an interval that grows by half at each refusal and shrinks a
+   * little at each acceptance (so it settles just above the server's refill rate), until no
+   * refusal came for `RELAX_MS`: a long outbox never bursts into the limit over and over, whose
+   * repeated refusals would close the connection (1008).
+   */
+  private pump(): void {
+    clearTimeout(this.pumpTimer);
+    if (this.connState !== "online") return;
+    const now = Date.now();
+    if (this.sendInterval && now - this.lastRefusalAt > RELAX_MS) this.sendInterval = 0;
+    const next = Math.max(this.pausedUntil, this.sendInterval ? this.lastSendAt + this.sendInterval : 0);
+    if (next > now) {
+      this.pumpTimer = setTimeout(() => this.pump(), next - now);
+      return;
+    }
+    let inFlight = this.outboxSentAt.size;
+    for (const entry of this.outboxEntries.values()) {
+      if (inFlight >= SEND_WINDOW) break;
+      if (this.outboxSentAt.has(entry.cid)) continue;
+      if (!this.sendFrame(entry.frame)) break;
+      this.outboxSentAt.set(entry.cid, now);
+      this.lastSendAt = now;
+      inFlight += 1;
+      if (this.sendInterval) {
+        this.pumpTimer = setTimeout(() => this.pump(), this.sendInterval);
+        break;
+      }
+    }
   }
 
+  /** Sends that got no answer in `resendAfterMs` go out again (same cid: stored at most once). */
   private resendStale(): void {
     if (this.connState !== "online") return;
     const stale = Date.now() - (this.options.resendAfterMs ?? 10_000);
-    for (const entry of this.outboxEntries.values()) {
-      const sentAt = this.outboxSentAt.get(entry.cid) ?? 0;
-      if (sentAt <= stale) {
-        this.stats.resends += 1;
-        this.transmitEntry(entry);
-      }
+    for (const [cid, sentAt] of this.outboxSentAt) {
+      if (sentAt > stale) continue;
+      this.stats.resends += 1;
+      this.outboxSentAt.delete(cid);
     }
+    this.pump();
   }
 
   private onAck(ack: Ack): void {
@@ -412,6 +457,8 @@ export class ChatClient {
   private settle(entry: OutboxEntry, value: unknown, error?: ChatError): void {
     if (!this.outboxEntries.delete(entry.cid)) return;
     this.outboxSentAt.delete(entry.cid);
+    // Accepted while paced: try a little faster (the next refusal slows down again).
+    if (this.sendInterval && !error) this.sendInterval = Math.max(10, this.sendInterval * 0.98);
     this.saveOutbox();
     const waiter = this.outboxWaiters.get(entry.cid);
     this.outboxWaiters.delete(entry.cid);
@@ -423,13 +470,23 @@ export class ChatClient {
       this.events.emit("outbox", message ? { entry, state: "acked", message } : { entry, state: "acked" });
       waiter?.resolve(value as never);
     }
+    this.pump();
   }
 
   private onOutboxError(entry: OutboxEntry, error: ChatError): void {
     if (!error.transient) return this.settle(entry, undefined, error);
-    // Refused for now (rate limit, overload): the next resend uses the same cid.
-    const wait = error.code === "rate_limited" ? Math.max(50, error.retryAfterMs ?? 100) : 1000;
-    this.outboxSentAt.set(entry.cid, Date.now() - (this.options.resendAfterMs ?? 10_000) + wait);
+    // Refused for now (rate limit, overload): sent again, same cid, after a pause.
+    this.outboxSentAt.delete(entry.cid);
+    const wait = error.code === "rate_limited" ? Math.min(2000, Math.max(20, error.retryAfterMs ?? 100)) : 1000;
+    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait);
+    if (error.code === "rate_limited") {
+      this.stats.rateLimited += 1;
+      // Space sends further apart (once per burst of refusals: those in flight together).
+      const now = Date.now();
+      if (now - this.lastRefusalAt > this.sendInterval) this.sendInterval = Math.min(2000, Math.max(this.sendInterval * 1.5, wait, 20));
+      this.lastRefusalAt = now;
+    }
+    this.pump();
   }
 
   // ---- requests ------------------------------------------------------------------------------
@@ -574,7 +631,12 @@ export class ChatClient {
   /** The user and its online contacts (presence is updated from the answer). */
   async online(): Promise<OnlineAnswer> {
     const answer = await this.request<OnlineAnswer>({ type: "online" });
-    for (const uid of answer.uids ?? []) this.setPresence(uid, true);
+    const online = new Set(answer.uids ?? []);
+    if (!answer.more) {
+      // A complete answer: whoever was online and is not listed any more went offline.
+      for (const [uid, known] of this.presenceOf) if (known.online && !online.has(uid)) this.setPresence(uid, false, known.lastSeen);
+    }
+    for (const uid of online) this.setPresence(uid, true);
     for (const [uid, lastSeen] of Object.entries(answer.last_seen ?? {})) this.setPresence(uid, false, lastSeen);
     return answer;
   }
@@ -719,6 +781,8 @@ export class ChatClient {
   private onClose(code: number, reason: string, opened: boolean): void {
     const welcomed = this.connState === "online";
     this.stopHeartbeat();
+    clearTimeout(this.pumpTimer);
+    this.outboxSentAt.clear();
     this.failInflight("disconnected", false);
     this.syncing = false;
     for (const conversation of [...this.typingIn.keys()]) this.clearTyping(conversation);
@@ -874,7 +938,9 @@ export class ChatClient {
     this.setState("online", {});
     this.events.emit("welcome", welcome);
     for (const entry of this.inflight.values()) if (!entry.sent) entry.sent = this.sendFrame(entry.frame);
-    for (const entry of this.outboxEntries.values()) this.transmitEntry(entry);
+    this.readdress();
+    this.outboxSentAt.clear();
+    this.pump();
     this.startHeartbeat();
     void this.runSync();
   }
@@ -1160,12 +1226,24 @@ export class ChatClient {
   }
 
   private address(target: Target): { conversation: ConversationId; fields: Record<string, string> } {
+    // Before the first welcome of a token sign-in the own uid may be unknown: `readdress` fixes it.
     if ("to" in target) return { conversation: directConversation(this.me ?? this.options.uid ?? "", target.to), fields: { to: target.to } };
     if ("group" in target) return { conversation: groupConversation(target.group), fields: { group: target.group } };
     const id = target.conversation;
     if (id.startsWith("g:")) return { conversation: id, fields: { group: id.slice(2) } };
     const peer = this.conv(id).info.peerOrGroup;
     return { conversation: id, fields: { to: peer } };
+  }
+
+  /** Sends queued to a uid before the user's own uid was known get their conversation id now. */
+  private readdress(): void {
+    const me = this.me;
+    if (!me) return;
+    for (const entry of this.outboxEntries.values()) {
+      if (entry.kind !== "send" || typeof entry.frame.to !== "string") continue;
+      const conversation = directConversation(me, entry.frame.to);
+      if (entry.conversation !== conversation) entry.conversation = conversation;
+    }
   }
 
   // ---- persistence ----------------------------------------------------------------------------
