@@ -508,7 +508,8 @@ impl Cluster {
         if self.inner.sink.get().is_some()
             && let Ok(link) = self.link_of(client.gateway)
         {
-            link.remember_session(client.conn, result.session_after_seq, result.session.clone());
+            link.sessions
+                .remember(client.conn, result.session_after_seq, result.session.clone());
         }
         Ok(result.session)
     }

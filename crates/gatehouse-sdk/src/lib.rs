@@ -81,6 +81,7 @@
 //! - `routes`: the replicated uid / group → gateway table.
 //! - `link`: one self-healing stream to one gateway.
 //! - `handlers`: the handlers running for one link, one at a time per client.
+//! - `sessions`: read-your-writes for the sessions that travel with events.
 
 #![deny(missing_docs)]
 
@@ -93,6 +94,7 @@ pub mod worker;
 mod handlers;
 mod link;
 mod routes;
+mod sessions;
 
 /// Logging: [`telemetry::init`] installs a subscriber writing plain text or JSON lines to
 /// stderr, filtered by `RUST_LOG`. Optional: [`WorkerRuntime::run`] installs the plain one when

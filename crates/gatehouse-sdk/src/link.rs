@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::handlers::{EventLoop, HandlerFuture, Outcome};
+use crate::sessions::SessionWrites;
 
 /// Commands and acks queued towards one gateway. A full queue means the gateway is not
 /// reading; callers then get `too_many_requests` instead of growing memory.
@@ -101,25 +102,10 @@ pub(crate) struct GatewayLink {
     draining: AtomicBool,
     /// Events received and not answered yet (running, queued, or answers not yet queued).
     unanswered: AtomicUsize,
-    /// Sessions this worker wrote, by connection, for the events the gateway had read before
-    /// the write (see [`GatewayLink::fresh_session`]).
-    session_writes: Mutex<HashMap<u64, SessionWrite>>,
-    /// Whether `session_writes` holds anything: the per-event check is one atomic load.
-    has_session_writes: AtomicBool,
+    /// Sessions this worker wrote, for the events the gateway had read before the write.
+    pub sessions: SessionWrites,
     pub cancel: CancellationToken,
 }
-
-/// A session written by this worker: events of the connection up to `after_seq` were read
-/// before the write and carry the older session.
-struct SessionWrite {
-    after_seq: u64,
-    session: bytes::Bytes,
-    at: tokio::time::Instant,
-}
-
-/// How long a remembered session write is kept at most: the events it corrects were already
-/// on their way when it was written (a given-back event comes again within seconds).
-const SESSION_WRITE_FOR: Duration = Duration::from_secs(60);
 
 impl GatewayLink {
     /// Creates the link and starts its connection task.
@@ -144,50 +130,11 @@ impl GatewayLink {
             down_since: Mutex::new(None),
             draining: AtomicBool::new(false),
             unanswered: AtomicUsize::new(0),
-            session_writes: Mutex::new(HashMap::new()),
-            has_session_writes: AtomicBool::new(false),
+            sessions: SessionWrites::default(),
             cancel: parent.child_token(),
         });
         tokio::spawn(link.clone().run(identity, sink));
         link
-    }
-
-    /// Remembers a session this worker wrote for `conn`, which its events up to `after_seq`
-    /// (read by the gateway before the write) do not carry.
-    pub(crate) fn remember_session(&self, conn: u64, after_seq: u64, session: bytes::Bytes) {
-        let now = tokio::time::Instant::now();
-        let mut writes = self.session_writes.lock().expect("session writes poisoned");
-        writes.retain(|_, w| now.duration_since(w.at) < SESSION_WRITE_FOR);
-        writes.insert(
-            conn,
-            SessionWrite {
-                after_seq,
-                session,
-                at: now,
-            },
-        );
-        self.has_session_writes.store(true, Ordering::Release);
-    }
-
-    /// Gives `event` the session this worker wrote last for its client, if the gateway read
-    /// the event before that write; forgets the write once a later event comes (that one
-    /// carries it). Called as the event's handler starts, so a write by the client's previous
-    /// handler is always seen. One atomic load when nothing was written.
-    pub(crate) fn fresh_session(&self, event: &mut Event) {
-        if !self.has_session_writes.load(Ordering::Acquire) {
-            return;
-        }
-        let mut writes = self.session_writes.lock().expect("session writes poisoned");
-        if let Some(write) = writes.get(&event.conn) {
-            if event.seq <= write.after_seq {
-                event.session = write.session.clone();
-            } else {
-                writes.remove(&event.conn);
-            }
-        }
-        if writes.is_empty() {
-            self.has_session_writes.store(false, Ordering::Release);
-        }
     }
 
     /// The largest frame this gateway accepts for a client.

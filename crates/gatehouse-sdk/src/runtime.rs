@@ -260,7 +260,7 @@ impl<W: Worker> EventSink for Dispatcher<W> {
 impl<W: Worker> Dispatcher<W> {
     /// The future that runs the handler of `event` and says what became of it.
     fn handler(&self, link: &Arc<GatewayLink>, mut event: Event) -> HandlerFuture {
-        link.fresh_session(&mut event);
+        link.sessions.refresh(&mut event);
         let conn = event.conn;
         let seq = event.seq;
         let ack = EventAck {
