@@ -42,6 +42,8 @@ const S = {
   loading: new Set<ConversationId>(),
   onlineKey: null as string | null,
   replyTo: null as ChatMessage | null,
+  editing: null as ChatMessage | null,
+  confirmDelete: null as number | null,
   mine: new Map<number, Set<string>>(), // message id -> emoji this user added (this session)
 };
 
@@ -223,6 +225,7 @@ function showConversation(c: ConversationId | null): void {
   if (S.open !== c) {
     $("messages").replaceChildren();
     cancelReply();
+    cancelEdit();
   }
   S.open = c;
   if (S.me) saved.set(openKey(S.me), c);
@@ -285,6 +288,7 @@ function sendMessage(): void {
   const target = targetOf($<HTMLInputElement>("to").value);
   const text = $<HTMLInputElement>("text").value;
   if (!client || !S.me) return showError("not_signed_in", "sign in first");
+  if (S.editing) return saveEdit(S.editing, text);
   if (!target) return showError("missing_field", "write a uid or group:<name> in the to field");
   if (!text.trim()) return;
   const conversation = "group" in target ? `g:${target.group}` : directConversation(S.me, target.to);
@@ -299,6 +303,7 @@ function sendMessage(): void {
 }
 
 function startReply(m: ChatMessage): void {
+  cancelEdit();
   S.replyTo = m;
   $("replying").hidden = false;
   $("replying").dataset.id = String(m.id);
@@ -312,14 +317,42 @@ function cancelReply(): void {
   delete $("replying").dataset.id;
 }
 
-function editMessage(m: ChatMessage): void {
-  const text = prompt("Edit the message", m.text);
-  if (text === null || !text.trim() || text === m.text) return;
+/** Puts a message's text into the composer; Send then saves the edit. */
+function startEdit(m: ChatMessage): void {
+  cancelReply();
+  S.editing = m;
+  $("editing").hidden = false;
+  $("editing").dataset.id = String(m.id);
+  $("editing-text").textContent = m.text;
+  $<HTMLInputElement>("text").value = m.text;
+  $<HTMLInputElement>("text").focus();
+}
+
+function cancelEdit(): void {
+  S.editing = null;
+  $("editing").hidden = true;
+  delete $("editing").dataset.id;
+}
+
+function saveEdit(m: ChatMessage, text: string): void {
+  cancelEdit();
+  $<HTMLInputElement>("text").value = "";
+  if (!text.trim() || text === m.text) return;
   void attempt(S.client!.edit(m.conversation, m.id, text));
 }
 
+/** The first click asks (the button turns into "Delete?" for a few seconds), the second deletes. */
 function deleteMessage(m: ChatMessage): void {
-  if (!confirm("Delete this message for everyone?")) return;
+  if (S.confirmDelete !== m.id) {
+    S.confirmDelete = m.id;
+    renderSoon();
+    setTimeout(() => {
+      if (S.confirmDelete === m.id) S.confirmDelete = null;
+      renderSoon();
+    }, 4000);
+    return;
+  }
+  S.confirmDelete = null;
   void attempt(S.client!.deleteMessage(m.conversation, m.id));
 }
 
@@ -484,12 +517,17 @@ function actions(m: ChatMessage, mine: boolean, client: ChatClient): HTMLElement
     button.textContent = label;
     button.onclick = onclick;
     box.append(button);
+    return button;
   };
   add("reply", "Reply", () => startReply(m));
   add("react", QUICK_REACTION, () => toggleReaction(m, QUICK_REACTION));
   const editable = mine && (!client.welcome?.edit_window_ms || Date.now() - m.ts < client.welcome.edit_window_ms);
-  if (editable) add("edit", "Edit", () => editMessage(m));
-  if (mine || m.group) add("delete", "Delete", () => deleteMessage(m));
+  if (editable) add("edit", "Edit", () => startEdit(m));
+  if (mine || m.group) {
+    const confirming = S.confirmDelete === m.id;
+    const button = add("delete", confirming ? "Delete?" : "Delete", () => deleteMessage(m));
+    if (confirming) button.dataset.confirm = "";
+  }
   return box;
 }
 
@@ -587,7 +625,7 @@ function renderList<T>(ul: HTMLElement, items: T[], label: (item: T) => string, 
     const li = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
-    button.append(meta("", label(item)));
+    button.append(meta("label", label(item)));
     li.append(button);
     decorate(button, item, li);
     return li;
@@ -632,6 +670,10 @@ $("text").addEventListener("input", () => {
   void S.client.typing(conversation, "start");
 });
 $("cancel-reply").addEventListener("click", cancelReply);
+$("cancel-edit").addEventListener("click", () => {
+  cancelEdit();
+  $<HTMLInputElement>("text").value = "";
+});
 $("load-older").addEventListener("click", loadOlder);
 $("messages").addEventListener("scroll", () => {
   if ($("messages").scrollTop < 8) loadOlder();

@@ -5,7 +5,7 @@ import { after, before, test } from "node:test";
 
 import { ChatError, MemoryStore, directConversation } from "../dist/index.js";
 import { eventually, startCluster } from "./cluster.mjs";
-import { exactlyOnceInOrder, received, signedIn } from "./helpers.mjs";
+import { droppingWebSocket, exactlyOnceInOrder, received, signedIn } from "./helpers.mjs";
 
 let cluster;
 const clients = [];
@@ -150,16 +150,3 @@ test("a new device catches up the latest messages and pages older ones in, holdi
   assert.deepEqual(ben.client.messages(conversation).map((m) => m.text), texts);
 });
 
-/** A WebSocket class whose instances silently drop the incoming frames `drop` picks. */
-function droppingWebSocket(drop) {
-  return class extends WebSocket {
-    set onmessage(handler) {
-      super.onmessage = (event) => {
-        if (!drop(JSON.parse(event.data))) handler(event);
-      };
-    }
-    get onmessage() {
-      return super.onmessage;
-    }
-  };
-}

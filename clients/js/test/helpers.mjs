@@ -38,3 +38,17 @@ export function exactlyOnceInOrder(assert, messages, texts) {
   assert.deepEqual({ missing, repeated }, { missing: [], repeated: [] });
   assert.deepEqual(got, texts);
 }
+
+/** A WebSocket class whose instances silently drop the incoming frames `drop` picks. */
+export function droppingWebSocket(drop) {
+  return class extends WebSocket {
+    set onmessage(handler) {
+      super.onmessage = (event) => {
+        if (!drop(JSON.parse(event.data))) handler(event);
+      };
+    }
+    get onmessage() {
+      return super.onmessage;
+    }
+  };
+}
