@@ -95,6 +95,35 @@ impl ClusterConfig {
 }
 
 /// The cluster API. Clone it freely; all clones share one set of connections.
+///
+/// # Guarantees
+/// - **Sends** ([`send_to_client`](Cluster::send_to_client), `send_to_uid(s)`,
+///   `send_to_group(s)`, `send_to_all`) return once the frame is queued towards the gateways
+///   concerned: no round trip. Frames from one process to one client arrive in the order they
+///   were sent; a client in several targeted groups or uids gets one copy. Every fan-out send
+///   takes `exclude`, the clients that must not get it.
+/// - **Binds and joins** ([`bind_uid`](Cluster::bind_uid), [`join_group`](Cluster::join_group))
+///   return once every worker and API client would route a send to the client: a send issued
+///   afterwards, from anywhere, reaches it.
+/// - **Queries** ask only the gateways concerned, in parallel, within
+///   [`ClusterConfig::request_timeout`]; presence of uids ([`online_uids`](Cluster::online_uids))
+///   is answered from this process's routing table without a round trip.
+///
+/// # Errors
+/// Every call returns an [`ApiError`] whose [`ErrorCode`] says what to do:
+/// - `bad_request`: the call itself is wrong (a uid or group name that is empty, longer than
+///   256 bytes or has control characters; a frame over the gateway's limit; a bad close code;
+///   a session that is not a JSON object or too large). Checked before anything is sent where
+///   possible; retrying does not help.
+/// - `not_found`: a client id that names a gateway not in the cluster (the client is gone).
+/// - `unavailable`: a gateway is unreachable or left (sends fail at once after a second of
+///   unreachability instead of queueing). Transient: a handler that returns it gives its event
+///   back to be handled again.
+/// - `timeout`: no answer within the request timeout (also transient).
+/// - `too_many_requests`: the queue towards a gateway is full (it is not reading).
+///
+/// A fan-out send tries every gateway concerned: one that fails never costs the others their
+/// copy, and the error names the ones that failed.
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
