@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::Message;
+use gatehouse_core::lease::LeaseClock;
 use gatehouse_core::{ClientId, NodeId};
 use gatehouse_proto::v1::{Closed, Reject, event};
 use tokio::sync::oneshot;
@@ -44,6 +45,9 @@ pub(crate) struct Hub {
     stats: Stats,
     /// Set when the gateway starts draining: it is unready and refuses handshakes.
     draining: AtomicBool,
+    /// This gateway's lease as proven by registry acks: when no registry can still list it,
+    /// its clients may be missing messages and it fences itself (see `fence`).
+    lease: Arc<LeaseClock>,
 }
 
 impl Hub {
@@ -66,6 +70,7 @@ impl Hub {
             routes,
             stats: Stats::default(),
             draining: AtomicBool::new(false),
+            lease: Arc::new(LeaseClock::new(config.registries.len())),
             config,
         }
     }
@@ -118,6 +123,33 @@ impl Hub {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// The lease clock the registry sessions renew.
+    pub(crate) fn lease(&self) -> &Arc<LeaseClock> {
+        &self.lease
+    }
+
+    /// Whether the gateway is outside every lease right now (paused past it, or cut off from
+    /// every registry): it is unready and refuses handshakes until a registry renews it, since
+    /// workers may no longer send to it.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.lease.is_lapsed()
+    }
+
+    /// The lease lapsed: workers may have dropped this gateway and sent past its clients. Every
+    /// client is closed with 1012 so that it reconnects (here once re-admitted, or elsewhere)
+    /// and catches up from the store; events already read stay with their workers' acks.
+    pub(crate) fn fence(&self) {
+        Stats::inc(&self.stats.fenced);
+        let clients = self.conns.snapshot();
+        tracing::warn!(
+            clients = clients.len(),
+            "lease lapsed: no registry can still count this gateway as a member, so its clients may have missed messages; fencing: closing them with 1012 to reconnect and catch up"
+        );
+        for conn in &clients {
+            conn.queue().kill(1012, "membership lost: reconnect and catch up");
+        }
+    }
+
     /// Copies the counters and the state gauges into the metrics recorder (before a scrape).
     pub(crate) fn publish_metrics(&self) {
         self.stats.publish();
@@ -138,6 +170,7 @@ impl Hub {
             ),
             ("gatehouse_gateway_registries", self.routes.attached_count() as f64),
             ("gatehouse_gateway_draining", if self.is_stopping() { 1.0 } else { 0.0 }),
+            ("gatehouse_gateway_fenced", if self.is_fenced() { 1.0 } else { 0.0 }),
         ];
         gatehouse_core::admin::set_gauges(&gauges);
     }

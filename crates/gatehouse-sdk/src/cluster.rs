@@ -197,6 +197,7 @@ impl Cluster {
                 },
                 subscribe_routes: true,
                 max_backoff: inner.config.registry_backoff,
+                lease: None,
             },
             inner.clone(),
             inner.token.clone(),
@@ -1189,7 +1190,10 @@ impl RegistryPeer for Inner {
                     self.reconcile_links();
                 }
             }
-            attach_response::Msg::Welcome(_) | attach_response::Msg::BatchApplied(_) => {}
+            // Heartbeat acks are consumed by the registry session itself.
+            attach_response::Msg::Welcome(_)
+            | attach_response::Msg::BatchApplied(_)
+            | attach_response::Msg::HeartbeatAck(_) => {}
         }
     }
 

@@ -51,12 +51,29 @@ pub struct Process {
 impl Process {
     /// Starts `gatehouse ARGS` and waits until it logged one `listening` line per expected kind.
     pub async fn start(name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
-        Process::start_program(name, &gatehouse_bin(), args, &[], expect).await
+        Process::start_in(None, name, &gatehouse_bin(), args, &[], expect).await
+    }
+
+    /// [`Process::start`] inside network namespace `netns` (`ip netns exec`, which execs the
+    /// binary: the pid is still gatehouse's).
+    pub async fn start_in_netns(netns: &str, name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
+        Process::start_in(Some(netns), name, &gatehouse_bin(), args, &[], expect).await
     }
 
     /// Starts another program (an SDK example, `target/<profile>/examples/NAME`) with
     /// arguments and environment variables, like [`Process::start`].
     pub async fn start_program(
+        name: &str,
+        bin: &std::path::Path,
+        args: Vec<String>,
+        env: &[(&str, &str)],
+        expect: &[&str],
+    ) -> Result<Process> {
+        Process::start_in(None, name, bin, args, env, expect).await
+    }
+
+    async fn start_in(
+        netns: Option<&str>,
         name: &str,
         bin: &std::path::Path,
         args: Vec<String>,
@@ -69,7 +86,15 @@ impl Process {
                 bin.display()
             );
         }
-        let mut child = Command::new(bin)
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(&args)
             .envs(env.iter().copied())
             .env(
