@@ -1097,7 +1097,8 @@ export class ChatClient {
   /** The cursors a `sync` carries: at most 1,000 (most recent first) and well under the frame limit. */
   private cursorsToSend(): Record<ConversationId, number> {
     const out: Record<ConversationId, number> = {};
-    const ordered = [...this.convs.values()].filter((c) => c.cursor > 0).sort((a, b) => (b.info.lastTs ?? 0) - (a.info.lastTs ?? 0));
+    // A listed conversation goes in even at 0, so that a page of empty ones is not listed again.
+    const ordered = [...this.convs.values()].filter((c) => c.cursor > 0 || c.listed).sort((a, b) => (b.info.lastTs ?? 0) - (a.info.lastTs ?? 0));
     let bytes = 0;
     let count = 0;
     for (const conv of ordered) {

@@ -253,6 +253,13 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     if !line.contains("listening") {
         return None;
     }
+    if line.starts_with('{') {
+        // `--log-format json`: the event's fields are top-level keys.
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let kind = value.get("kind")?.as_str()?.to_owned();
+        let addr = value.get("addr")?.as_str()?.parse().ok()?;
+        return Some((kind, addr));
+    }
     let field = |name: &str| {
         line.split_whitespace()
             .find_map(|part| part.strip_prefix(name))
