@@ -599,9 +599,15 @@ export class ChatClient {
     await this.request({ type: "delivered", conversation, seq });
   }
 
-  /** Says the user is typing (`start`, repeated by the library at most every ttl/2) or stopped (protocol 2). */
+  /**
+   * Says the user is typing (`start`, repeated by the library at most every ttl/2) or stopped
+   * (protocol 2). Nothing is sent for a conversation that does not exist yet (a direct one before
+   * its first message), which the server would refuse.
+   */
   async typing(conversation: ConversationId, state: "start" | "stop" = "start"): Promise<void> {
     if (this.protocol < 2 || this.connState !== "online") return;
+    const conv = this.convs.get(conversation);
+    if (!conv || (!conv.listed && conv.held.size === 0 && conv.cursor === 0)) return;
     const now = Date.now();
     const ttl = this.welcomeFrame?.typing_ttl_ms ?? 6000;
     if (state === "start") {

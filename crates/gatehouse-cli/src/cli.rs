@@ -130,6 +130,11 @@ pub struct GatewayArgs {
     /// Registry addresses, comma-separated; the gateway attaches to all of them.
     #[arg(long, env = "GATEHOUSE_REGISTRY", value_delimiter = ',', required = true)]
     pub registry: Vec<String>,
+    /// The apps this gateway serves, comma-separated (e.g. `chat`): `/ws` reaches the first,
+    /// `/ws/<app>` each of them, and clients' events go only to workers of their app (workers
+    /// of other apps are logged and get no clients). Unset: `/ws` reaches every worker.
+    #[arg(long = "app", env = "GATEHOUSE_APP", value_delimiter = ',')]
+    pub apps: Vec<String>,
     #[command(flatten)]
     pub limits: GatewayLimits,
     #[command(flatten)]
@@ -442,6 +447,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             config.advertise = args.advertise;
             config.index_page = Some(gatehouse_chat::WEB_PAGE);
             config.drain = args.drain;
+            config.apps = args.apps;
             args.limits.apply(&mut config);
             let bound = gatehouse_gateway::bind(config).await.context("starting the gateway")?;
             // The admin listener outlives the drain: /readyz answers 503 while it lasts.

@@ -714,6 +714,7 @@ mod tests {
             &CloseInfo {
                 code: 1001,
                 reason: "bye".into(),
+                groups: Vec::new(),
             },
         ))
         .unwrap();

@@ -214,8 +214,7 @@ async fn run(ctx: &Context, command: Command) -> Result<(), ApiError> {
     match command {
         Command::Reply(frame) => ctx.reply(frame).await,
         Command::SendToClients { clients, frame } => cluster.send_to_clients(&clients, &frame).await,
-        Command::SendToUids { uids, exclude, frame } if exclude.is_empty() => cluster.send_to_uids(&uids, &frame).await,
-        Command::SendToUids { uids, exclude, frame } => cluster.send_to_uids_except(&uids, &frame, &exclude).await,
+        Command::SendToUids { uids, exclude, frame } => cluster.send_to_uids(&uids, &frame, &exclude).await,
         Command::SendToGroups { groups, exclude, frame } => cluster.send_to_groups(&groups, &frame, &exclude).await,
         Command::SendToAll { exclude, frame } => cluster.send_to_all(&frame, &exclude).await,
         Command::BindUid { client, uid } => match client.filter(|c| *c != me) {
