@@ -39,6 +39,24 @@ async fn every_role_serves_health_readiness_and_metrics_on_its_admin_listener() 
     );
     let (_, metrics) = http_get(worker, "/metrics").await?;
     assert!(metrics.contains("gatehouse_worker_handler_seconds_bucket"), "{metrics}");
+
+    // The gateway's latency histograms sample one event in 16 and one delivery burst in 16:
+    // 40 more echoes fill both. Acks reach the gateway after the echoes: wait for them.
+    for i in 0..40 {
+        client.send_text(format!("m{i}")).await?;
+        assert_eq!(client.recv_text().await?, format!("m{i}"));
+    }
+    let gateway = cluster.gateways[0].addr("admin");
+    for histogram in [
+        "gatehouse_gateway_event_ack_seconds_count",
+        "gatehouse_gateway_delivery_seconds_count",
+    ] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while metric(gateway, histogram).await.unwrap_or(0) < 1 {
+            ensure!(tokio::time::Instant::now() < deadline, "{histogram} recorded nothing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     // The public port serves clients, not operators.
     assert_eq!(http_get(cluster.gateways[0].addr("ws"), "/metrics").await?.0, 404);
     Ok(())
@@ -262,5 +280,39 @@ async fn a_gateway_killed_with_a_users_device_does_not_stop_her_signing_in_elsew
     if let Err(refusal) = again {
         anyhow::bail!("ann was refused while a dead gateway was still listed: {refusal:?}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_gateway_the_client_and_its_uid() -> Result<()> {
+    let database = gatehouse_testkit::ChatDatabase::sqlite();
+    let url = database.url();
+    let mut cluster = Cluster::builder()
+        .gateways(1)
+        .workers("chat", 1)
+        .gateway_args(&[
+            "--insecure-dev-auth",
+            "--log-format",
+            "json",
+            "--max-message-bytes",
+            "1024",
+        ])
+        .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
+        .start()
+        .await?;
+    let mut ann = gatehouse_testkit::ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+    // An oversized frame: the gateway closes with 1009 and logs why, in the client's span.
+    ann.ws.send_text("x".repeat(4096)).await?;
+    assert_eq!(ann.ws.expect_close().await?, 1009);
+    cluster.gateways[0]
+        .wait_for_log("oversized", Duration::from_secs(5))
+        .await?;
+    let log = cluster.gateways[0].log_text();
+    let line = log.lines().find(|l| l.contains("oversized")).expect("waited for it");
+    let line: serde_json::Value = serde_json::from_str(line)?;
+    let span = &line["span"];
+    assert_eq!(span["uid"], "ann", "{line}");
+    assert!(span["client"].as_str().is_some_and(|c| !c.is_empty()), "{line}");
+    assert!(span["gateway"].as_str().is_some_and(|g| !g.is_empty()), "{line}");
     Ok(())
 }

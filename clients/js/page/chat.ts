@@ -379,7 +379,8 @@ function renderSearch(hits: SearchHit[]): void {
     li.dataset.conversation = hit.conversation;
     li.dataset.seq = String(hit.seq);
     li.dataset.id = String(hit.id);
-    button.replaceChildren(highlighted(hit), meta("where", `${describe(hit.conversation).label} · ${hit.from}`));
+    const where = hit.conversation.startsWith("g:") ? `${describe(hit.conversation).label} · ${hit.from}` : `with ${describe(hit.conversation).label}`;
+    button.replaceChildren(highlighted(hit), meta("where", where));
     button.onclick = () => openConversation(hit.conversation);
   });
 }

@@ -57,3 +57,29 @@ test("stores keep strings; a local-storage store prefixes its keys and survives 
   local.set("ann.outbox", "[]");
   assert.equal(local.get("ann.outbox"), null);
 });
+
+test("a conversation applies edits, deletes and reactions once, whatever path delivered them", async () => {
+  const { ConversationState } = await import("../dist/conversation.js");
+  const conv = new ConversationState("d:ann:ben", "ben");
+  const event = (seq, fields) => ({ id: 100 + seq, conversation: "d:ann:ben", seq, from: "ann", ts: 1000 + seq, ...fields });
+
+  conv.apply(event(1, { type: "message", text: "hi", to: "ben" }), "ben", 1);
+  assert.equal(conv.apply(event(2, { type: "reaction", target: 101, emoji: "👍", action: "add" }), "ben", 2).kind, "update");
+  conv.apply(event(3, { type: "edit", target: 101, text: "hello" }), "ben", 3);
+  assert.deepEqual(conv.messages.get(101), {
+    id: 101, conversation: "d:ann:ben", seq: 1, from: "ann", to: "ben", text: "hello", ts: 1001, edited: 1003, deleted: false, reactions: { "👍": 1 },
+  });
+
+  // A message read by history after seq 5 already includes every event up to there: the
+  // reaction at 4 changes nothing, the one at 6 counts.
+  const fresh = new ConversationState("d:ann:ben", "ben");
+  fresh.apply(event(1, { type: "message", text: "hello", edited: 1003, reactions: { "👍": 2 } }), "ben", 5);
+  assert.equal(fresh.apply(event(4, { type: "reaction", target: 101, emoji: "👍", action: "add" }), "ben", 4).kind, "none");
+  fresh.apply(event(6, { type: "reaction", target: 101, emoji: "👍", action: "remove" }), "ben", 6);
+  assert.deepEqual(fresh.messages.get(101).reactions, { "👍": 1 });
+  fresh.apply(event(7, { type: "delete", target: 101 }), "ben", 7);
+  assert.equal(fresh.messages.get(101).text, "");
+  assert.equal(fresh.messages.get(101).deleted, true);
+  assert.deepEqual(fresh.held.ranges(), [[1, 1], [4, 4], [6, 7]], "only the seqs received are held");
+  assert.equal(fresh.info.unread, 7, "events of others after the read marker");
+});

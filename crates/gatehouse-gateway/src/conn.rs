@@ -20,6 +20,9 @@ use crate::workers::WorkerLink;
 pub(crate) struct Conn {
     /// The gateway-local connection number (with the gateway id, the client id).
     id: u64,
+    /// The app the client asked for (its slot in the gateway's `--app` list): only workers of
+    /// that app get its events.
+    pub app_slot: u16,
     /// Frames towards the client (bounded) and the request to close it now. Outside the mutex:
     /// fan-out pushes into it without touching the rest of the state.
     queue: SendQueue,
@@ -73,6 +76,9 @@ pub(crate) struct EventQueue {
 pub(crate) struct Pending {
     pub event: Event,
     pub bytes: u32,
+    /// When the event was read, for one event in `events::SAMPLE_EVENTS` (the ack-latency
+    /// histogram); `None` for the others, which then cost no clock read.
+    pub read_at: Option<std::time::Instant>,
 }
 
 impl Conn {
@@ -82,6 +88,7 @@ impl Conn {
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let conn = Conn {
             id,
+            app_slot: 0,
             queue: SendQueue::new(send_queue),
             state: Mutex::new(ConnState {
                 uid: None,

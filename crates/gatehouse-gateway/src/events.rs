@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use gatehouse_core::admin::metrics::Histogram;
 use gatehouse_core::{ClientId, NodeId};
 use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::v1::{Event, Reject, event};
@@ -56,11 +57,17 @@ pub(crate) struct EventRouter {
     /// The same flag for waiting. A watch, not a `Notify`: a socket task that checks it and
     /// then waits cannot miss the change in between.
     over_budget: watch::Sender<bool>,
+    /// Client frame read → acknowledged by its worker (handled), sampled.
+    ack_seconds: Histogram,
 }
 
+/// One event in this many (by its per-connection seq) is timed from read to acknowledgement.
+pub(crate) const SAMPLE_EVENTS: u64 = 16;
+
 impl EventRouter {
-    pub(crate) fn new(gateway: NodeId, windows: Windows) -> EventRouter {
+    pub(crate) fn new(gateway: NodeId, windows: Windows, ack_seconds: Histogram) -> EventRouter {
         EventRouter {
+            ack_seconds,
             gateway,
             windows,
             workers: WorkerSet::default(),
@@ -99,12 +106,16 @@ impl EventRouter {
             seq: state.events.next_seq,
             uid: state.uid_bytes.clone(),
             kind: Some(kind),
+            // Shared, not copied: a reference count (nothing at all when no session is set).
+            session: state.session.clone(),
         };
         let bytes = event.encoded_len();
+        let read_at = event.seq.is_multiple_of(SAMPLE_EVENTS).then(std::time::Instant::now);
         state.events.pending_bytes += bytes;
         state.events.pending.push_back(Pending {
             event,
             bytes: bytes as u32,
+            read_at,
         });
         self.add_pending(bytes);
         self.flush(conn, &mut state, stats);
@@ -182,7 +193,7 @@ impl EventRouter {
         }
         let leaving = queue.worker.as_ref().is_some_and(|w| w.is_alive() && w.is_draining());
         let key = ClientId::new(self.gateway, conn.id()).hash_key();
-        let Some(next) = self.workers.pick(&key) else {
+        let Some(next) = self.workers.pick(&key, conn.app_slot) else {
             if died {
                 queue.worker = None;
                 queue.sent = 0;
@@ -244,7 +255,7 @@ impl EventRouter {
             .worker
             .as_ref()
             .filter(|w| w.is_alive() && !w.is_draining())
-            .and_then(|current| self.workers.pick_except(&key, current));
+            .and_then(|current| self.workers.pick_except(&key, conn.app_slot, current));
         if let Some(other) = other {
             Stats::inc(&stats.clients_handed_over);
             for pending in state.events.pending.iter().skip(state.events.sent) {
@@ -267,6 +278,9 @@ impl EventRouter {
         let mut popped = 0;
         while state.events.pending.front().is_some_and(|p| p.event.seq <= seq) {
             let pending = state.events.pending.pop_front().expect("front checked");
+            if let Some(read_at) = pending.read_at {
+                self.ack_seconds.record(read_at.elapsed().as_secs_f64());
+            }
             freed += pending.bytes as usize;
             opened |= matches!(pending.event.kind, Some(event::Kind::Open(_)));
             popped += 1;
@@ -296,9 +310,10 @@ impl EventRouter {
         Acked { drained }
     }
 
-    /// Adds a worker that takes events; the caller then re-homes orphaned connections.
+    /// Adds a worker that takes events (of an app this gateway serves); the caller then
+    /// re-homes orphaned connections.
     pub(crate) fn attach(&self, link: &Arc<WorkerLink>) {
-        if link.handles_events {
+        if link.handles_events && link.app_slot.is_some() {
             self.workers.add(link.clone());
         }
     }
@@ -348,6 +363,7 @@ mod tests {
                 conn_bytes: 1 << 20,
                 gateway_bytes: 1 << 30,
             },
+            Histogram::noop(),
         )
     }
 
@@ -438,6 +454,7 @@ mod tests {
                 conn_bytes: 1 << 20,
                 gateway_bytes: 100,
             },
+            Histogram::noop(),
         );
         let stats = Stats::default();
         let (a, _) = Conn::new(1, 8);
@@ -484,6 +501,7 @@ mod tests {
             event::Kind::Closed(Closed {
                 code: 1000,
                 reason: String::new(),
+                groups: Vec::new(),
             }),
             &stats,
         );

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::Message;
+use gatehouse_core::admin::metrics::{Histogram, describe_histogram, histogram};
 use gatehouse_core::lease::LeaseClock;
 use gatehouse_core::{ClientId, NodeId};
 use gatehouse_proto::v1::{Closed, Reject, event};
@@ -24,6 +25,34 @@ use crate::routes::RouteSync;
 use crate::stats::Stats;
 use crate::table::ConnTable;
 use crate::workers::{MEMBERSHIP_GRACE, WorkerLink};
+
+/// The gateway's latency histograms, sampled so that recording them stays off the cost of most
+/// messages. Handles are made once: recording is an atomic add.
+pub(crate) struct Latency {
+    /// Client frame read → its worker acknowledged it (forwarding, the handler, the ack back):
+    /// one event in 16.
+    pub event_ack: Histogram,
+    /// Frame queued for a client (a worker's delivery) → written to its socket: the oldest frame
+    /// of one burst in 16.
+    pub delivery: Histogram,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        describe_histogram!(
+            "gatehouse_gateway_event_ack_seconds",
+            "client frame read to its acknowledgement by the worker that handled it (one event in 16)"
+        );
+        describe_histogram!(
+            "gatehouse_gateway_delivery_seconds",
+            "frame queued for a client to written to its socket (the oldest frame of one burst in 16)"
+        );
+        Latency {
+            event_ack: histogram!("gatehouse_gateway_event_ack_seconds"),
+            delivery: histogram!("gatehouse_gateway_delivery_seconds"),
+        }
+    }
+}
 
 /// The state of one gateway process.
 pub(crate) struct Hub {
@@ -45,6 +74,8 @@ pub(crate) struct Hub {
     stats: Stats,
     /// Set when the gateway starts draining: it is unready and refuses handshakes.
     draining: AtomicBool,
+    /// Latency histograms (sampled) on the message path.
+    latency: Latency,
     /// This gateway's lease as proven by registry acks: when no registry can still list it,
     /// its clients may be missing messages and it fences itself (see `fence`).
     lease: Arc<LeaseClock>,
@@ -57,11 +88,13 @@ impl Hub {
             conn_bytes: config.max_unacked_bytes,
             gateway_bytes: config.max_gateway_unacked_bytes,
         };
+        let latency = Latency::new();
         Hub {
             id,
             conns: ConnTable::new(config.send_queue),
             index: RouteIndex::new(routes.clone(), config.max_groups_per_conn),
-            events: EventRouter::new(id, windows),
+            events: EventRouter::new(id, windows, latency.event_ack.clone()),
+            latency,
             admission: Admission::new(
                 config.max_connections + config.max_pending_handshakes,
                 config.max_connections_per_ip,
@@ -123,6 +156,11 @@ impl Hub {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// The latency histograms.
+    pub(crate) fn latency(&self) -> &Latency {
+        &self.latency
+    }
+
     /// The lease clock the registry sessions renew.
     pub(crate) fn lease(&self) -> &Arc<LeaseClock> {
         &self.lease
@@ -177,9 +215,10 @@ impl Hub {
 
     // ------------------------------------------------------------------ connection life cycle
 
-    /// Opens a connection for a handshake; the caller waits for the verdict on the receiver.
-    pub(crate) fn open(&self) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
-        self.conns.insert_new()
+    /// Opens a connection of app `app_slot` for a handshake; the caller waits for the verdict
+    /// on the receiver.
+    pub(crate) fn open(&self, app_slot: u16) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
+        self.conns.insert_new(app_slot)
     }
 
     /// Numbers and sends one event of `conn`; returns whether the connection must stop reading.
@@ -188,18 +227,21 @@ impl Hub {
     }
 
     /// Retires a connection whose socket is gone: leaves every index, tells its worker (a close
-    /// event), and keeps the entry until that event is acknowledged.
+    /// event with the client's last uid, session and groups, so that `on_close` can say "X left
+    /// room R" on whichever worker handles it), and keeps the entry until that event is
+    /// acknowledged.
     pub(crate) fn retire(&self, conn: &Conn, code: u16, reason: &str) {
         if conn.is_closed() {
             return;
         }
-        self.index.detach(conn);
+        let groups = self.index.detach(conn);
         conn.queue().close();
         self.dispatch(
             conn,
             event::Kind::Closed(Closed {
                 code: u32::from(code),
                 reason: reason.to_owned(),
+                groups,
             }),
         );
         self.conns.closed(conn, false);
@@ -261,6 +303,15 @@ impl Hub {
     /// A worker (or API client) link attached: workers join the live set and take the events
     /// of connections that have none.
     pub(crate) fn link_attached(&self, link: &Arc<WorkerLink>) {
+        if link.handles_events && link.app_slot.is_none() {
+            Stats::inc(&self.stats.foreign_workers);
+            tracing::warn!(
+                member = %link.node(),
+                app = %link.app,
+                serves = ?self.config.apps,
+                "a worker of an app this gateway does not serve attached: it gets no clients here"
+            );
+        }
         self.events.attach(link);
         if link.handles_events {
             self.sweep();

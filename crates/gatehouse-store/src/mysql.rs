@@ -258,6 +258,11 @@ impl MySqlBackend {
     pub(crate) async fn open(url: &str) -> Result<MySqlBackend, StoreError> {
         let options = MySqlConnectOptions::from_str(url)?;
         let pool = pool_options(MAX_CONNECTIONS).connect_with(options.clone()).await?;
+        let version: String = sqlx::query_scalar("SELECT VERSION()").fetch_one(&pool).await?;
+        if let Err(error) = check_server(&version) {
+            pool.close().await;
+            return Err(error);
+        }
         sqlx::migrate!("./migrations/mysql").run(&pool).await?;
         Ok(MySqlBackend {
             pool,
@@ -413,6 +418,21 @@ impl MySqlBackend {
         tx.commit().await?;
         Ok(Attempt::Committed)
     }
+}
+
+/// Refuses a server the schema and the statements were not written for: MySQL (no
+/// `INSERT … RETURNING`, other collation names), or MariaDB before 10.6 (no `JSON_TABLE`).
+fn check_server(version: &str) -> Result<(), StoreError> {
+    // Old clients see MariaDB 10+ as `5.5.5-10.x…` (a replication-era prefix).
+    let bare = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let mut numbers = bare.split(['.', '-']).map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version.contains("MariaDB") && (major, minor) >= (10, 6) {
+        return Ok(());
+    }
+    Err(StoreError::InvalidInput(format!(
+        "database server {version:?} is not supported: a mysql:// store needs MariaDB 10.6 or later"
+    )))
 }
 
 /// The options of every pool: `connections` at most, and the session settings on each one.
@@ -624,6 +644,22 @@ ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans
             let placeholders = text.matches('?').count();
             let parameters = (1..=20).filter(|n| shared.contains(&format!("${n}"))).count();
             assert_eq!(placeholders, parameters, "one placeholder per parameter in {text:?}");
+        }
+    }
+
+    #[test]
+    fn only_mariadb_from_10_6_on_is_accepted() {
+        for good in [
+            "10.11.19-MariaDB-0+deb12u1",
+            "10.6.0-MariaDB",
+            "11.4.2-MariaDB-log",
+            "12.0.1-MariaDB",
+            "5.5.5-10.11.6-MariaDB",
+        ] {
+            assert!(check_server(good).is_ok(), "{good}");
+        }
+        for bad in ["8.0.36", "8.4.0-commercial", "10.5.22-MariaDB", "5.5.5-10.4.1-MariaDB"] {
+            assert!(matches!(check_server(bad), Err(StoreError::InvalidInput(_))), "{bad}");
         }
     }
 
