@@ -299,19 +299,14 @@ impl ChatWorker {
             .map_err(api_error)?;
         let push = Frame::json(&protocol::message(stored));
         let me = [ctx.client_id()];
-        let pushed = match (&stored.to, &stored.group) {
+        match (&stored.to, &stored.group) {
             (Some(to), _) if to == uid => cluster.send_to_uids(&[uid], &push, &me).await,
             (Some(to), _) => cluster.send_to_uids(&[to.as_str(), uid], &push, &me).await,
             (None, Some(group)) => cluster.send_to_group(&group_conversation_id(group), &push, &me).await,
             (None, None) => Ok(()),
-        };
-        // The sender has its ack: a failed push is not an error of its request. It is the
-        // handler's (a gateway left mid-restart): a transient one gives the event back, and the
-        // worker that takes it stores nothing new (same cid), acknowledges again and pushes again.
-        match pushed {
-            Ok(()) => Ok(Answer::Done),
-            Err(error) => Ok(Answer::PushFailed(error)),
         }
+        .map_err(api_error)?;
+        Ok(Answer::Done)
     }
 
     /// Whether `uid` has ever signed in (cached once true).
@@ -463,7 +458,6 @@ impl Worker for ChatWorker {
         };
         let frame = match outcome {
             Ok(Answer::Done) => return Ok(()),
-            Ok(Answer::PushFailed(error)) => return Err(error.into()),
             Ok(Answer::Frame(frame)) => frame,
             Ok(Answer::Json(mut answer)) => {
                 if let Some(cid) = cid {
@@ -482,9 +476,6 @@ impl Worker for ChatWorker {
 pub(crate) enum Answer {
     /// Nothing more: a send was answered with its ack before its pushes went out.
     Done,
-    /// A send was stored and acknowledged, but its pushes failed: the handler fails (no error
-    /// frame after the ack), and the SDK gives a transiently failed event to another worker.
-    PushFailed(ApiError),
     /// A JSON object, to which the request's `cid` is added.
     Json(Value),
     /// A frame built within the reply budget, `cid` included.
