@@ -268,6 +268,8 @@ struct Session {
     seq: u64,
     /// Deliveries (or acks) one message costs in closed mode.
     cost: u32,
+    /// Frames to send besides messages (`chat-mix` receipts), flushed after each read.
+    outbox: Vec<String>,
 }
 
 impl Drop for Session {
@@ -293,6 +295,7 @@ impl Session {
             sending,
             seq: 0,
             cost,
+            outbox: Vec::new(),
         }
     }
 
@@ -336,6 +339,10 @@ impl Session {
                         self.disconnected(error);
                         return;
                     }
+                    if let Err(error) = self.flush_outbox().await {
+                        self.disconnected(error);
+                        return;
+                    }
                     if self.sending {
                         let at = self.shared.plan.scheduled_ns(&traffic, rank, next);
                         due.as_mut().reset(self.deadline(at));
@@ -348,6 +355,10 @@ impl Session {
                         self.disconnected(error);
                         return;
                     }
+                    if let Err(error) = self.flush_outbox().await {
+                        self.disconnected(error);
+                        return;
+                    }
                 }
                 () = &mut end, if self.sending && !open => self.stop_sending(),
                 frame = self.ws.next() => {
@@ -355,9 +366,27 @@ impl Session {
                         self.disconnected(error);
                         return;
                     }
+                    if let Err(error) = self.flush_outbox().await {
+                        self.disconnected(error);
+                        return;
+                    }
                 }
             }
         }
+    }
+
+    /// Sends the receipts queued while reading (`chat-mix`).
+    async fn flush_outbox(&mut self) -> Result<(), String> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        for frame in self.outbox.drain(..) {
+            self.ws
+                .feed(Message::text(frame))
+                .await
+                .map_err(|e| format!("sending: {e}"))?;
+        }
+        self.ws.flush().await.map_err(|e| format!("sending: {e}"))
     }
 
     /// Accounts the frames that can be read without waiting (at most a batch).
@@ -454,6 +483,14 @@ impl Session {
         } else {
             0
         };
+        if plan.mixes_events() {
+            let mut typing = String::with_capacity(64);
+            plan.write_typing(&mut typing, self.index, to);
+            self.ws
+                .feed(Message::text(typing))
+                .await
+                .map_err(|e| format!("sending: {e}"))?;
+        }
         let mut text = String::with_capacity(112 + plan.pad.len());
         plan.write_message(&mut text, self.index, to, self.seq, ts);
         self.seq += 1;
@@ -493,6 +530,7 @@ impl Session {
             traffic,
             tally,
             index,
+            outbox,
             ..
         } = self;
         let (shared, index) = (&**shared, *index);
@@ -505,6 +543,11 @@ impl Session {
                     return;
                 }
                 Counters::bump(&counters.received_total);
+                if shared.plan.mixes_events()
+                    && let Some(receipts) = crate::scenario::chat::receipts(text)
+                {
+                    outbox.extend(receipts);
+                }
                 let first = account(tally, shared, traffic.window, index, Stream::Delivery, (from, seq, ts));
                 if first && closed && !shared.plan.answered_by_ack() {
                     release(traffic, from);
