@@ -11,8 +11,9 @@ their ratios to the baseline measured in the same run.
     python3 bench/run.py                 # everything, 3 runs per scenario (~15 min)
     python3 bench/run.py --runs 1 --only dm,chat --no-write   # a quick look
 
-It needs nothing but Python 3 and, for the PostgreSQL chat figures, a server at
-127.0.0.1:5432 (the `psql` client creates and drops a scratch database).
+It needs nothing but Python 3 and, for the PostgreSQL and MariaDB chat figures, servers at
+127.0.0.1:5432 and 127.0.0.1:3306 (the `psql` and `mariadb` clients create and drop a scratch
+database).
 """
 
 import argparse
@@ -103,21 +104,30 @@ class Cluster:
     a second runtime thread of its process.
     """
 
-    def __init__(self, app, gateways=2, workers=2, worker_args=(), gateway_args=(), threads=1, binary=None):
+    def __init__(self, app, gateways=2, workers=2, worker_args=(), gateway_args=(), threads=1, binary=None, tls=None):
+        """`tls`: a directory made by `gatehouse cert`: mutual TLS between every member (no
+        cluster secret) and wss:// on the gateways."""
         self.procs = []
         self.threads = threads
         self.binary = binary
+        self.tls = tls
+        if tls:
+            cred = ["--cluster-tls-dir", tls]
+            gateway_args = [*gateway_args, "--tls-cert", os.path.join(tls, "server.pem"),
+                            "--tls-key", os.path.join(tls, "server-key.pem")]
+        else:
+            cred = ["--cluster-secret", SECRET]
         # Every process gets an admin listener on a free port (several share this machine).
         # Builds from before the admin listener served /readyz and /metrics on the public port
         # (bench/compare.py runs them side by side with today's).
         self.has_admin = has_flag(binary or BIN, "gateway", "--admin-listen")
         admin = ["--admin-listen", "127.0.0.1:0"] if self.has_admin else []
         kinds = ["admin"] if self.has_admin else []
-        reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", "--cluster-secret", SECRET, *admin],
+        reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", *cred, *admin],
                           ["grpc", *kinds])
         self.registry = reg.addrs["grpc"]
         self.gateways = [self._start(f"gateway-{i}", ["gateway", "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0",
-                                                       "--registry", self.registry, "--cluster-secret", SECRET,
+                                                       "--registry", self.registry, *cred,
                                                        *admin, *gateway_args], ["ws", "grpc", *kinds])
                          for i in range(gateways)]
         self.workers = []
@@ -125,7 +135,7 @@ class Cluster:
             # relay authenticates nobody: a benchmark-only app, allowed explicitly.
             unauth = ["--allow-unauthenticated"] if app in ("relay", "api") else []
             w = self._start(f"worker-{i}", ["worker", "--registry", self.registry, "--app", app,
-                                            "--cluster-secret", SECRET, *admin, *unauth, *worker_args], kinds)
+                                            *cred, *admin, *unauth, *worker_args], kinds)
             w.wait_log("worker started")
             self.workers.append(w)
         # Measure the steady state: until the registry's warm-up is over, workers cannot trust
@@ -148,7 +158,12 @@ class Cluster:
         return p
 
     def urls(self):
-        return [f"ws://{g.addrs['ws']}/ws" for g in self.gateways]
+        scheme = "wss" if self.tls else "ws"
+        return [f"{scheme}://{g.addrs['ws']}/ws" for g in self.gateways]
+
+    def client_args(self):
+        """What the load generator needs to reach these gateways (the CA of wss://)."""
+        return ["--ca", os.path.join(self.tls, "ca.pem")] if self.tls else []
 
     def pids(self):
         return [p.pid for p in self.procs]
@@ -184,7 +199,8 @@ def bench(urls, args, pids=(), label="", db_pids=()):
     shown = " ".join(shlex.quote(c) for c in cmd).replace(BIN, "gatehouse")
     shown = re.sub(r"--server-pid \d+", "--server-pid PID", shown)
     shown = re.sub(r"--db-pid \d+", "--db-pid PID", shown)
-    shown = re.sub(r"ws://127\.0\.0\.1:\d+/ws", "ws://GATEWAY/ws", shown)
+    shown = re.sub(r"(wss?)://127\.0\.0\.1:\d+/ws", r"\1://GATEWAY/ws", shown)
+    shown = re.sub(r"--ca \S+", "--ca CA.pem", shown)
     if (label, shown) not in COMMANDS:
         COMMANDS.append((label, shown))
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -306,6 +322,30 @@ def sqlite_messages(path):
         return db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
 
+MARIADB = ["mariadb", "--protocol=tcp", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", "-B"]
+
+
+def mariadb_pids():
+    """The MariaDB server process: one process whose threads serve every connection and write the
+    redo log (other databases' clients on the machine count too: keep the server otherwise idle)."""
+    out = subprocess.run(["pgrep", "-x", "mariadbd|mysqld"], capture_output=True, text=True)
+    return [int(line) for line in out.stdout.split()]
+
+
+def mariadb_messages(database):
+    out = subprocess.run(MARIADB + ["-e", "SELECT count(*) FROM messages", database],
+                         check=True, capture_output=True, text=True)
+    return int(out.stdout.strip())
+
+
+def scratch_mariadb():
+    name = f"gatehouse_bench_{os.getpid()}"
+    subprocess.run(MARIADB + ["-e", f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"],
+                   check=True, capture_output=True)
+    return name, f"mysql://root@127.0.0.1:3306/{name}", lambda: subprocess.run(
+        MARIADB + ["-e", f"DROP DATABASE IF EXISTS {name}"], capture_output=True)
+
+
 def scratch_postgres():
     name = f"gatehouse_bench_{os.getpid()}"
     admin = ["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"]
@@ -313,6 +353,10 @@ def scratch_postgres():
     subprocess.run(admin + [f"CREATE DATABASE {name}"], check=True, capture_output=True)
     return name, f"postgres://postgres@127.0.0.1:5432/{name}", lambda: subprocess.run(
         admin + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+
+
+# The chat scenario's databases, in the order of the report.
+CHAT_BACKENDS = ["sqlite", "postgres", "mariadb"]
 
 
 def main():
@@ -445,7 +489,7 @@ def main():
         # Every configuration gets a fresh database and cluster: a store's cost per message grows
         # with what it holds, so configurations that shared one database would measure its
         # size as much as their traffic. The table states the size each one ended at.
-        for backend in ["sqlite", "postgres"]:
+        for backend in CHAT_BACKENDS:
             for suffix, extra in [("", []), ("_peers", ["--peers", 4])]:
                 what = f"chat {backend}" + (" 4 peers" if extra else "")
                 print(f"{what}: fresh database and cluster", flush=True)
@@ -454,11 +498,15 @@ def main():
                     tmp = tempfile.mkdtemp(prefix="gatehouse-bench-")
                     url = f"sqlite://{tmp}/chat.db"
                     count = lambda: sqlite_messages(f"{tmp}/chat.db")
-                else:
+                elif backend == "postgres":
                     database, url, cleanup = scratch_postgres()
                     count = lambda: postgres_messages(database)
+                else:
+                    database, url, cleanup = scratch_mariadb()
+                    count = lambda: mariadb_messages(database)
                 # SQLite is the single-node default: one writer process (two processes writing
-                # one file fight over its lock). PostgreSQL is shared by two chat workers.
+                # one file fight over its lock). PostgreSQL and MariaDB are shared by two chat
+                # workers.
                 workers = 1 if backend == "sqlite" else 2
                 # Bare-uid sign-in needs dev mode on the workers too; the load test sends far above
                 # the per-connection default rate of a person (20 messages per second).
@@ -468,7 +516,7 @@ def main():
                 # them on demand), so that every PostgreSQL backend is known before the measured
                 # runs.
                 bench(cl.urls(), [*chat, "--duration", 1, "--warmup", 1, "--drain", 3], cl.pids(), f"{what}, priming run (not reported)")
-                db = postgres_pids(database) if backend == "postgres" else []
+                db = {"postgres": lambda: postgres_pids(database), "mariadb": mariadb_pids}.get(backend, lambda: [])()
                 results[f"chat_{backend}{suffix}"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), [*chat, *common], cl.pids(), what, db)))
                 cl.stop()
                 results[f"chat_{backend}{suffix}"]["messages_at_end"] = count()
@@ -639,15 +687,17 @@ def write_report(r, opts):
         lines.append("")
     if "chat_sqlite" in r:
         lines += ["## Chat with storage (chat app, 1,000 clients, closed loop: next message after the ack)", "",
-                  "Two gateways; one chat worker on SQLite (the single-node default), two on PostgreSQL.", "",
+                  "Two gateways; one chat worker on SQLite (the single-node default), two on PostgreSQL and two on",
+                  "MariaDB.", "",
                   "CPU per persisted message is split three ways: storage (the chat worker's `sqlx-sqlite` and",
-                  "`group-commit` threads, plus every PostgreSQL process serving the database), the rest of the",
+                  "`group-commit` threads, plus every PostgreSQL process serving the database, or the MariaDB",
+                  "server process), the rest of the",
                   "servers (gateways, the workers' runtimes, the registry) and the load generator.", "",
                   "Each line ran on a fresh database and cluster; the database held the last column's number of",
                   "messages when its last run ended.", "",
                   "| database, traffic | persisted msg/s | p50 / p99 send→ack (µs) | ratio to the no-storage cluster | CPU µs per message: storage / rest of the servers / load generator | target | messages stored at the end |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
-        for backend in ["sqlite", "postgres"]:
+        for backend in CHAT_BACKENDS:
             for suffix, what in [("", "a random recipient per message (mostly new conversations)"), ("_peers", "4 ongoing conversations per user")]:
                 c = r.get(f"chat_{backend}{suffix}")
                 if c:
@@ -656,7 +706,8 @@ def write_report(r, opts):
                     lines.append(f"| {backend}, {what} | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | {cpu} | ≥ 0.50 | {fmt(c.get('messages_at_end'))} |")
         lines += ["", svg_plot("chat", "chat send → ack, closed loop", [(label, r[key]["ack_dist"]) for key, label in
                                                                        [("chat_sqlite", "sqlite, random"), ("chat_sqlite_peers", "sqlite, 4 peers"),
-                                                                        ("chat_postgres", "postgres, random"), ("chat_postgres_peers", "postgres, 4 peers")] if key in r]), ""]
+                                                                        ("chat_postgres", "postgres, random"), ("chat_postgres_peers", "postgres, 4 peers"),
+                                                                        ("chat_mariadb", "mariadb, random"), ("chat_mariadb_peers", "mariadb, 4 peers")] if key in r]), ""]
     if "chatmix_sqlite" in r or "chatmix_postgres" in r:
         lines += ["## Live chat: typing and receipts next to plain chat", "",
                   "The same cluster and database serve alternating runs of plain chat and of the live-chat mix",

@@ -1,5 +1,5 @@
 //! Protocol 2 of the chat service end to end (docs/protocol.md, "Protocol 2"), on a real
-//! cluster (two gateways, two chat workers) against SQLite and PostgreSQL: bounded catch-up,
+//! cluster (two gateways, two chat workers) against SQLite, PostgreSQL and MariaDB: bounded catch-up,
 //! seq on every push and the heartbeat that reveals a missed last push, edits and deletes,
 //! replies and reactions, receipts, typing, presence and search.
 
@@ -755,7 +755,7 @@ async fn presence_fan_out_to_a_thousand_contacts() -> Result<()> {
     Ok(())
 }
 
-macro_rules! on_both_databases {
+macro_rules! on_every_database {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -773,10 +773,18 @@ macro_rules! on_both_databases {
                 }
             )*
         }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario(super::Backend::mariadb()).await
+                }
+            )*
+        }
     };
 }
 
-on_both_databases!(
+on_every_database!(
     a_new_device_gets_the_latest_window_of_each_conversation,
     a_client_that_misses_pushes_notices_and_catches_up,
     edits_and_deletes_are_events_with_a_final_state,

@@ -39,6 +39,24 @@ async fn every_role_serves_health_readiness_and_metrics_on_its_admin_listener() 
     );
     let (_, metrics) = http_get(worker, "/metrics").await?;
     assert!(metrics.contains("gatehouse_worker_handler_seconds_bucket"), "{metrics}");
+
+    // The gateway's latency histograms sample one event in 16 and one delivery burst in 16:
+    // 40 more echoes fill both. Acks reach the gateway after the echoes: wait for them.
+    for i in 0..40 {
+        client.send_text(format!("m{i}")).await?;
+        assert_eq!(client.recv_text().await?, format!("m{i}"));
+    }
+    let gateway = cluster.gateways[0].addr("admin");
+    for histogram in [
+        "gatehouse_gateway_event_ack_seconds_count",
+        "gatehouse_gateway_delivery_seconds_count",
+    ] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while metric(gateway, histogram).await.unwrap_or(0) < 1 {
+            ensure!(tokio::time::Instant::now() < deadline, "{histogram} recorded nothing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     // The public port serves clients, not operators.
     assert_eq!(http_get(cluster.gateways[0].addr("ws"), "/metrics").await?.0, 404);
     Ok(())
@@ -200,5 +218,101 @@ async fn an_event_whose_handler_failed_transiently_is_handled_again_by_another_w
         given_back += metric(worker.addr("admin"), "gatehouse_worker_events_given_back_total").await?;
     }
     assert_eq!(given_back, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_one_gateway_drains_the_other_still_signs_in_users_it_held() -> Result<()> {
+    let database = gatehouse_testkit::ChatDatabase::sqlite();
+    let url = database.url();
+    let mut cluster = Cluster::builder()
+        .gateways(2)
+        .workers("chat", 1)
+        .gateway_args(&["--insecure-dev-auth", "--drain", "20s"])
+        .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
+        .start()
+        .await?;
+    // ann has a device on the gateway that is about to drain; the per-uid connection count of
+    // her next sign-in asks that gateway. Two clients: the drain closes the second one 10 s
+    // after the first, and the gateway stays up meanwhile.
+    let _held = gatehouse_testkit::ChatClient::connect_as(&cluster.ws_url(1), "ann").await?;
+    let _other = gatehouse_testkit::ChatClient::connect_as(&cluster.ws_url(1), "cat").await?;
+    let pid = cluster.gateways[1].pid().expect("gateway running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let admin = cluster.gateways[1].addr("admin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while http_get(admin, "/readyz").await?.0 != 503 {
+        ensure!(tokio::time::Instant::now() < deadline, "/readyz never turned 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for uid in ["ann", "ben"] {
+        match gatehouse_testkit::ChatClient::try_connect(&format!("{}?uid={uid}", cluster.ws_url(0))).await? {
+            Ok(_) => {}
+            Err(refusal) => anyhow::bail!(
+                "{uid} was refused by the gateway that is not draining: {refusal:?}\n{}",
+                cluster.workers[0].log_text()
+            ),
+        }
+    }
+    cluster.gateways[1].kill().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_a_users_device_does_not_stop_her_signing_in_elsewhere() -> Result<()> {
+    let database = gatehouse_testkit::ChatDatabase::sqlite();
+    let url = database.url();
+    let mut cluster = Cluster::builder()
+        .gateways(2)
+        .workers("chat", 1)
+        .gateway_args(&["--insecure-dev-auth"])
+        .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
+        .start()
+        .await?;
+    let _held = gatehouse_testkit::ChatClient::connect_as(&cluster.ws_url(1), "ann").await?;
+    // Until its lease runs out (6 s) the dead gateway still holds ann in the routing table, and
+    // the per-uid connection count of her next sign-in would ask it.
+    cluster.gateways[1].kill().await;
+    let again = gatehouse_testkit::ChatClient::try_connect(&format!("{}?uid=ann", cluster.ws_url(0))).await?;
+    if let Err(refusal) = again {
+        anyhow::bail!("ann was refused while a dead gateway was still listed: {refusal:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_gateway_the_client_and_its_uid() -> Result<()> {
+    let database = gatehouse_testkit::ChatDatabase::sqlite();
+    let url = database.url();
+    let mut cluster = Cluster::builder()
+        .gateways(1)
+        .workers("chat", 1)
+        .gateway_args(&[
+            "--insecure-dev-auth",
+            "--log-format",
+            "json",
+            "--max-message-bytes",
+            "1024",
+        ])
+        .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
+        .start()
+        .await?;
+    let mut ann = gatehouse_testkit::ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+    // An oversized frame: the gateway closes with 1009 and logs why, in the client's span.
+    ann.ws.send_text("x".repeat(4096)).await?;
+    assert_eq!(ann.ws.expect_close().await?, 1009);
+    cluster.gateways[0]
+        .wait_for_log("oversized", Duration::from_secs(5))
+        .await?;
+    let log = cluster.gateways[0].log_text();
+    let line = log.lines().find(|l| l.contains("oversized")).expect("waited for it");
+    let line: serde_json::Value = serde_json::from_str(line)?;
+    let span = &line["span"];
+    assert_eq!(span["uid"], "ann", "{line}");
+    assert!(span["client"].as_str().is_some_and(|c| !c.is_empty()), "{line}");
+    assert!(span["gateway"].as_str().is_some_and(|g| !g.is_empty()), "{line}");
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::ratelimit::RateLimits;
 /// Everything the chat worker needs.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
-    /// `sqlite://path` (created on first start) or `postgres://…`.
+    /// `sqlite://path` (created on first start), `postgres://…` or `mysql://…` (MariaDB).
     pub database_url: String,
     /// HS256 secret for tokens (at least 32 bytes). With neither this nor `jwt_public_key`
     /// every token is refused (only the dev identity works then).

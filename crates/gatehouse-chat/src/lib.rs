@@ -31,6 +31,8 @@ pub mod service;
 pub use config::ChatConfig;
 pub use service::ChatWorker;
 
-/// The chat page (plain HTML and JavaScript, no build step), served at `/` by every gateway of a
-/// chat deployment.
+/// The chat page, served at `/` by every gateway of a chat deployment: one self-contained file
+/// (no external resources) generated from `clients/js` (the client library and the page's UI,
+/// bundled inline by `clients/js/scripts/build-page.mjs`), so that the binary needs no build
+/// step of its own.
 pub const WEB_PAGE: &str = include_str!("../web/index.html");

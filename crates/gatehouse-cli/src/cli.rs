@@ -228,8 +228,9 @@ pub struct GatewayLimits {
 /// Settings of the chat app.
 #[derive(Args, Debug, Clone)]
 pub struct ChatArgs {
-    /// Chat history database: a SQLite file (`sqlite://gatehouse.db`, created on first start) or
-    /// `postgres://user@host/db`. Falls back to the DATABASE_URL environment variable.
+    /// Chat history database: a SQLite file (`sqlite://gatehouse.db`, created on first start),
+    /// `postgres://user@host/db`, or `mysql://user@host/db` (MariaDB 10.6+, the database must
+    /// exist). Falls back to the DATABASE_URL environment variable.
     #[arg(long, env = "GATEHOUSE_DATABASE_URL")]
     pub database_url: Option<String>,
     /// HS256 secret that signs chat tokens (at least 32 bytes).

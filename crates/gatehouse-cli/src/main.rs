@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 fn main() -> Result<()> {
     let cli = cli::Cli::parse();
     gatehouse_core::telemetry::init(cli.log_format.into());
+    // Before any role makes its metric handles: a handle made earlier would record nothing.
+    let _ = gatehouse_core::admin::install_metrics();
     let runtime = match cli.threads {
         Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
         Some(threads) => tokio::runtime::Builder::new_multi_thread()

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::credentials::Credentials;
+use crate::lease::LeaseClock;
 use crate::secret::log_if_refused;
 
 /// Capacity of the queue of messages a member sends to one registry. Heartbeats and acks are
@@ -53,6 +54,9 @@ pub struct AttachConfig {
     /// Cap on the reconnect back-off: keep it well below the registry's lease and warm-up so a
     /// restarted registry hears from every member before it claims a complete table.
     pub max_backoff: Duration,
+    /// Where acked heartbeats are recorded, for a member that must know whether it may have
+    /// been dropped (gateways fence on a lapse); `None` for members that need not.
+    pub lease: Option<Arc<LeaseClock>>,
 }
 
 /// Spawns one attachment task per registry; they stop when `token` is cancelled.
@@ -129,6 +133,7 @@ async fn session<P: RegistryPeer>(
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
 
     let (tx, rx) = mpsc::channel(REGISTRY_QUEUE);
+    let hello_at = std::time::Instant::now();
     tx.try_send(AttachRequest {
         msg: Some(attach_request::Msg::Hello(Hello {
             member: Some(config.member.clone()),
@@ -155,25 +160,42 @@ async fn session<P: RegistryPeer>(
     };
     tracing::info!(registry = %addr, registry_id = %crate::NodeId(welcome.registry_id), "attached to registry");
     let heartbeat_every = Duration::from_millis(welcome.heartbeat_interval_ms.max(10));
+    // Only a registry that acks heartbeats proves the lease; the welcome proves the hello.
+    let mut renewals = (welcome.acks_heartbeats)
+        .then(|| config.lease.clone())
+        .flatten()
+        .map(|clock| Renewals::new(clock, index, Duration::from_millis(welcome.lease_ms)));
+    if let Some(renewals) = &renewals {
+        renewals.clock.renewed(index, hello_at, renewals.lease);
+    }
     peer.connected(index, tx.clone());
 
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats = 0u64;
     let result = loop {
         tokio::select! {
             _ = token.cancelled() => break Ok(()),
             _ = heartbeat.tick() => {
-                let beat = AttachRequest { msg: Some(attach_request::Msg::Heartbeat(Heartbeat {})) };
+                beats += 1;
+                let beat = AttachRequest { msg: Some(attach_request::Msg::Heartbeat(Heartbeat { seq: beats })) };
                 if tx.try_send(beat).is_err() {
                     break Err("registry queue full or closed".to_owned());
                 }
+                if let Some(renewals) = &mut renewals {
+                    renewals.sent(beats);
+                }
             }
             message = inbound.message() => match message {
-                Ok(Some(response)) => {
-                    if let Some(msg) = response.msg {
-                        peer.message(index, msg);
+                Ok(Some(response)) => match response.msg {
+                    Some(attach_response::Msg::HeartbeatAck(ack)) => {
+                        if let Some(renewals) = &mut renewals {
+                            renewals.acked(ack.seq);
+                        }
                     }
-                }
+                    Some(msg) => peer.message(index, msg),
+                    None => {}
+                },
                 Ok(None) => break Err("registry closed the stream".to_owned()),
                 Err(status) => {
                     log_if_refused(&status, addr);
@@ -184,4 +206,48 @@ async fn session<P: RegistryPeer>(
     };
     peer.disconnected(index);
     result
+}
+
+/// The heartbeats of one session not yet acked, with their send times: an ack turns its
+/// heartbeat's send time into a renewal of the lease.
+struct Renewals {
+    clock: Arc<LeaseClock>,
+    registry: usize,
+    lease: Duration,
+    unacked: std::collections::VecDeque<(u64, std::time::Instant)>,
+}
+
+impl Renewals {
+    /// Beyond this many unacked heartbeats the oldest are forgotten: a registry that stopped
+    /// acking renews nothing anyway, and the queue must stay bounded.
+    const MAX_UNACKED: usize = 64;
+
+    fn new(clock: Arc<LeaseClock>, registry: usize, lease: Duration) -> Renewals {
+        Renewals {
+            clock,
+            registry,
+            lease,
+            unacked: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn sent(&mut self, seq: u64) {
+        if self.unacked.len() == Self::MAX_UNACKED {
+            self.unacked.pop_front();
+        }
+        self.unacked.push_back((seq, std::time::Instant::now()));
+    }
+
+    fn acked(&mut self, seq: u64) {
+        while let Some(&(sent_seq, sent_at)) = self.unacked.front() {
+            if sent_seq > seq {
+                break;
+            }
+            self.unacked.pop_front();
+            if sent_seq == seq {
+                self.clock.renewed(self.registry, sent_at, self.lease);
+                break;
+            }
+        }
+    }
 }

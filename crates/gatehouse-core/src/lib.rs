@@ -9,6 +9,7 @@
 //! - [`ids`] — [`ClientId`], [`NodeId`]: cluster-unique, self-describing identifiers.
 //! - [`admin`] — the admin listener (`/healthz`, `/readyz`, `/metrics`) and the metrics recorder.
 //! - [`attach`] — the member side of the registry protocol: one self-healing stream per registry.
+//! - [`lease`] — a member's own view of its lease (acked heartbeats), so a gateway knows when to fence.
 //! - [`hrw`] — rendezvous hashing, stable across processes and versions.
 //! - [`secret`] — the cluster secret, attached to and checked on every internal call.
 //! - [`credentials`] — the secret and/or mutual TLS a member proves itself with; serving gRPC with them.
@@ -26,6 +27,7 @@ pub mod batch;
 pub mod credentials;
 pub mod hrw;
 pub mod ids;
+pub mod lease;
 pub mod limits;
 pub mod secret;
 pub mod shutdown;

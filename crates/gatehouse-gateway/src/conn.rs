@@ -73,6 +73,9 @@ pub(crate) struct EventQueue {
 pub(crate) struct Pending {
     pub event: Event,
     pub bytes: u32,
+    /// When the event was read, for one event in `events::SAMPLE_EVENTS` (the ack-latency
+    /// histogram); `None` for the others, which then cost no clock read.
+    pub read_at: Option<std::time::Instant>,
 }
 
 impl Conn {

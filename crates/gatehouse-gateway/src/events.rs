@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use gatehouse_core::admin::metrics::Histogram;
 use gatehouse_core::{ClientId, NodeId};
 use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::v1::{Event, Reject, event};
@@ -56,11 +57,17 @@ pub(crate) struct EventRouter {
     /// The same flag for waiting. A watch, not a `Notify`: a socket task that checks it and
     /// then waits cannot miss the change in between.
     over_budget: watch::Sender<bool>,
+    /// Client frame read → acknowledged by its worker (handled), sampled.
+    ack_seconds: Histogram,
 }
 
+/// One event in this many (by its per-connection seq) is timed from read to acknowledgement.
+pub(crate) const SAMPLE_EVENTS: u64 = 16;
+
 impl EventRouter {
-    pub(crate) fn new(gateway: NodeId, windows: Windows) -> EventRouter {
+    pub(crate) fn new(gateway: NodeId, windows: Windows, ack_seconds: Histogram) -> EventRouter {
         EventRouter {
+            ack_seconds,
             gateway,
             windows,
             workers: WorkerSet::default(),
@@ -101,10 +108,12 @@ impl EventRouter {
             kind: Some(kind),
         };
         let bytes = event.encoded_len();
+        let read_at = event.seq.is_multiple_of(SAMPLE_EVENTS).then(std::time::Instant::now);
         state.events.pending_bytes += bytes;
         state.events.pending.push_back(Pending {
             event,
             bytes: bytes as u32,
+            read_at,
         });
         self.add_pending(bytes);
         self.flush(conn, &mut state, stats);
@@ -267,6 +276,9 @@ impl EventRouter {
         let mut popped = 0;
         while state.events.pending.front().is_some_and(|p| p.event.seq <= seq) {
             let pending = state.events.pending.pop_front().expect("front checked");
+            if let Some(read_at) = pending.read_at {
+                self.ack_seconds.record(read_at.elapsed().as_secs_f64());
+            }
             freed += pending.bytes as usize;
             opened |= matches!(pending.event.kind, Some(event::Kind::Open(_)));
             popped += 1;
@@ -348,6 +360,7 @@ mod tests {
                 conn_bytes: 1 << 20,
                 gateway_bytes: 1 << 30,
             },
+            Histogram::noop(),
         )
     }
 
@@ -438,6 +451,7 @@ mod tests {
                 conn_bytes: 1 << 20,
                 gateway_bytes: 100,
             },
+            Histogram::noop(),
         );
         let stats = Stats::default();
         let (a, _) = Conn::new(1, 8);

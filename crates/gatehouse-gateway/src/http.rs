@@ -63,6 +63,13 @@ async fn upgrade(
             "gateway draining: reconnect to another",
         );
     }
+    if hub.is_fenced() {
+        Stats::inc(&stats.refused_fenced);
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway fenced: not a cluster member until a registry renews its lease; reconnect to another",
+        );
+    }
     if hub.conns().open_count() >= config.max_connections as u64 {
         Stats::inc(&stats.refused_gateway_full);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "gateway full");

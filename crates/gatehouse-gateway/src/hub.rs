@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::Message;
+use gatehouse_core::admin::metrics::{Histogram, describe_histogram, histogram};
+use gatehouse_core::lease::LeaseClock;
 use gatehouse_core::{ClientId, NodeId};
 use gatehouse_proto::v1::{Closed, Reject, event};
 use tokio::sync::oneshot;
@@ -23,6 +25,34 @@ use crate::routes::RouteSync;
 use crate::stats::Stats;
 use crate::table::ConnTable;
 use crate::workers::{MEMBERSHIP_GRACE, WorkerLink};
+
+/// The gateway's latency histograms, sampled so that recording them stays off the cost of most
+/// messages. Handles are made once: recording is an atomic add.
+pub(crate) struct Latency {
+    /// Client frame read → its worker acknowledged it (forwarding, the handler, the ack back):
+    /// one event in 16.
+    pub event_ack: Histogram,
+    /// Frame queued for a client (a worker's delivery) → written to its socket: the oldest frame
+    /// of one burst in 16.
+    pub delivery: Histogram,
+}
+
+impl Latency {
+    fn new() -> Latency {
+        describe_histogram!(
+            "gatehouse_gateway_event_ack_seconds",
+            "client frame read to its acknowledgement by the worker that handled it (one event in 16)"
+        );
+        describe_histogram!(
+            "gatehouse_gateway_delivery_seconds",
+            "frame queued for a client to written to its socket (the oldest frame of one burst in 16)"
+        );
+        Latency {
+            event_ack: histogram!("gatehouse_gateway_event_ack_seconds"),
+            delivery: histogram!("gatehouse_gateway_delivery_seconds"),
+        }
+    }
+}
 
 /// The state of one gateway process.
 pub(crate) struct Hub {
@@ -44,6 +74,11 @@ pub(crate) struct Hub {
     stats: Stats,
     /// Set when the gateway starts draining: it is unready and refuses handshakes.
     draining: AtomicBool,
+    /// Latency histograms (sampled) on the message path.
+    latency: Latency,
+    /// This gateway's lease as proven by registry acks: when no registry can still list it,
+    /// its clients may be missing messages and it fences itself (see `fence`).
+    lease: Arc<LeaseClock>,
 }
 
 impl Hub {
@@ -53,11 +88,13 @@ impl Hub {
             conn_bytes: config.max_unacked_bytes,
             gateway_bytes: config.max_gateway_unacked_bytes,
         };
+        let latency = Latency::new();
         Hub {
             id,
             conns: ConnTable::new(config.send_queue),
             index: RouteIndex::new(routes.clone(), config.max_groups_per_conn),
-            events: EventRouter::new(id, windows),
+            events: EventRouter::new(id, windows, latency.event_ack.clone()),
+            latency,
             admission: Admission::new(
                 config.max_connections + config.max_pending_handshakes,
                 config.max_connections_per_ip,
@@ -66,6 +103,7 @@ impl Hub {
             routes,
             stats: Stats::default(),
             draining: AtomicBool::new(false),
+            lease: Arc::new(LeaseClock::new(config.registries.len())),
             config,
         }
     }
@@ -118,6 +156,38 @@ impl Hub {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// The latency histograms.
+    pub(crate) fn latency(&self) -> &Latency {
+        &self.latency
+    }
+
+    /// The lease clock the registry sessions renew.
+    pub(crate) fn lease(&self) -> &Arc<LeaseClock> {
+        &self.lease
+    }
+
+    /// Whether the gateway is outside every lease right now (paused past it, or cut off from
+    /// every registry): it is unready and refuses handshakes until a registry renews it, since
+    /// workers may no longer send to it.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.lease.is_lapsed()
+    }
+
+    /// The lease lapsed: workers may have dropped this gateway and sent past its clients. Every
+    /// client is closed with 1012 so that it reconnects (here once re-admitted, or elsewhere)
+    /// and catches up from the store; events already read stay with their workers' acks.
+    pub(crate) fn fence(&self) {
+        Stats::inc(&self.stats.fenced);
+        let clients = self.conns.snapshot();
+        tracing::warn!(
+            clients = clients.len(),
+            "lease lapsed: no registry can still count this gateway as a member, so its clients may have missed messages; fencing: closing them with 1012 to reconnect and catch up"
+        );
+        for conn in &clients {
+            conn.queue().kill(1012, "membership lost: reconnect and catch up");
+        }
+    }
+
     /// Copies the counters and the state gauges into the metrics recorder (before a scrape).
     pub(crate) fn publish_metrics(&self) {
         self.stats.publish();
@@ -138,6 +208,7 @@ impl Hub {
             ),
             ("gatehouse_gateway_registries", self.routes.attached_count() as f64),
             ("gatehouse_gateway_draining", if self.is_stopping() { 1.0 } else { 0.0 }),
+            ("gatehouse_gateway_fenced", if self.is_fenced() { 1.0 } else { 0.0 }),
         ];
         gatehouse_core::admin::set_gauges(&gauges);
     }

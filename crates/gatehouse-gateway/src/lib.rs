@@ -14,6 +14,8 @@
 //! - [`server`] — [`bind`] both listeners, then [`BoundGateway::run`].
 //! - `accept`: the public listener: admission at accept, HTTP/1.1 with a header-read timeout.
 //! - `http`: the public router (`/ws`, `/healthz`, `/readyz`, `/metrics`, `/`) and the upgrade.
+//! - `fence`: closes every client when the gateway's lease lapsed (paused or cut off from
+//!   every registry), so none stays connected while workers no longer send to it.
 //! - `links`: the internal gRPC service workers attach to; byte-bounded batching both ways.
 //! - `socket`: the per-connection task (reads, writes, pings, rates, deadline, close handshake).
 //! - `commands`: execution of worker commands and queries, every field checked.
@@ -39,6 +41,7 @@ mod admission;
 mod commands;
 mod conn;
 mod events;
+mod fence;
 mod handshake;
 mod http;
 mod hub;

@@ -85,9 +85,12 @@ impl BoundGateway {
                 let registries = ready.routes().attached_count();
                 let workers = ready.events().workers().len();
                 let draining = ready.is_stopping();
+                let fenced = ready.is_fenced();
                 Readiness {
-                    ready: workers > 0 && !draining,
-                    detail: format!("{{\"registries\":{registries},\"workers\":{workers},\"draining\":{draining}}}"),
+                    ready: workers > 0 && !draining && !fenced,
+                    detail: format!(
+                        "{{\"registries\":{registries},\"workers\":{workers},\"draining\":{draining},\"fenced\":{fenced}}}"
+                    ),
                 }
             }),
             scrape: Some(Arc::new(move || scrape.publish_metrics())),
@@ -118,6 +121,7 @@ impl BoundGateway {
         let serving = CancellationToken::new();
         tokio::spawn(self.routes.clone().run(serving.clone()));
         tokio::spawn(prune_departed_workers(hub.clone(), serving.clone()));
+        tokio::spawn(crate::fence::watch(hub.clone(), serving.clone()));
         attach::spawn(
             AttachConfig {
                 registries: config.registries.clone(),
@@ -130,6 +134,7 @@ impl BoundGateway {
                 },
                 subscribe_routes: false,
                 max_backoff: config.registry_backoff,
+                lease: Some(hub.lease().clone()),
             },
             self.routes.clone(),
             serving.clone(),

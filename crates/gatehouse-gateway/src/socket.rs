@@ -47,11 +47,16 @@ pub(crate) struct Slots {
 /// The client's span is the parent of what the task logs, but it is not entered on every poll
 /// of the task (entering a span costs the subscriber's bookkeeping, per wake-up, per client).
 pub(crate) async fn run(hub: Arc<Hub>, conn: Arc<Conn>, socket: WebSocket, slots: Slots) {
-    let span = tracing::info_span!("client", client = %hub.client_id(&conn));
+    let span = tracing::info_span!(
+        "client",
+        gateway = %hub.id(),
+        client = %hub.client_id(&conn),
+        uid = tracing::field::Empty
+    );
     let mut session = Session::new(&hub, &conn, socket, span.clone());
     let ending = session.serve().await;
     let (code, reason) = ending.code_and_reason();
-    span.in_scope(|| tracing::debug!(code, %reason, "connection closed"));
+    tracing::debug!(parent: session.log_span(), code, %reason, "connection closed");
     hub.retire(&conn, code, &reason);
     session.finish(ending).await;
     drop(slots);
@@ -181,6 +186,16 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The client's span for a log line, with the uid bound to the connection at this moment
+    /// (binds happen on worker commands, far from this task: the uid is read when a line is
+    /// logged, which is rare, rather than kept in step on every bind).
+    fn log_span(&self) -> &tracing::Span {
+        if let Some(uid) = self.conn.lock().uid.as_deref() {
+            self.span.record("uid", uid);
+        }
+        &self.span
+    }
+
     fn reading(&self) -> bool {
         self.paused == Paused::No && !self.throttled
     }
@@ -222,13 +237,13 @@ impl<'a> Session<'a> {
         match error {
             WsError::Capacity(_) => {
                 Stats::inc(&stats.oversized_closed);
-                tracing::info!(parent: &self.span, limit = self.hub.config().max_message_bytes, "client sent an oversized message; closing with 1009");
+                tracing::info!(parent: self.log_span(), limit = self.hub.config().max_message_bytes, "client sent an oversized message; closing with 1009");
                 Ending::server(1009, "message too big")
             }
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Lost("connection reset"),
             WsError::Protocol(violation) => {
                 Stats::inc(&stats.protocol_errors_closed);
-                tracing::info!(parent: &self.span, %violation, "websocket protocol error; closing with 1002");
+                tracing::info!(parent: self.log_span(), %violation, "websocket protocol error; closing with 1002");
                 Ending::server(1002, "protocol error")
             }
             WsError::Utf8(_) => {
@@ -259,7 +274,7 @@ impl<'a> Session<'a> {
         let since = *self.over_rate_since.get_or_insert(now);
         if now.duration_since(since) >= self.hub.config().rate_limit_close_after {
             Stats::inc(&self.hub.stats().rate_limit_closed);
-            tracing::info!(parent: &self.span, "client stayed over its rate limit; closing with 1008");
+            tracing::info!(parent: self.log_span(), "client stayed over its rate limit; closing with 1008");
             return Step::End(Ending::server(1008, "rate limit exceeded"));
         }
         arm(&mut self.throttle, now + wait);
@@ -292,10 +307,15 @@ impl<'a> Session<'a> {
     // ------------------------------------------------------------------ writing
 
     async fn on_outbound(&mut self, next: Next) -> Step {
-        if let Next::Kill(_) = next {
-            return Step::End(self.killed());
+        let since = match next {
+            Next::Kill(_) => return Step::End(self.killed()),
+            Next::Frames(since) => since,
+        };
+        let written = self.write_queued().await;
+        if let Some(since) = since {
+            self.hub.latency().delivery.record(since.elapsed().as_secs_f64());
         }
-        match self.write_queued().await {
+        match written {
             Written::Done(Ok(None)) => Step::Continue,
             Written::Done(Ok(Some(close))) => Step::End(Ending::ServerClose(close)),
             Written::Done(Err(())) => Step::End(Ending::Lost("write failed")),
@@ -379,7 +399,7 @@ impl<'a> Session<'a> {
         let close = deadline.close.clone();
         self.deadline = None;
         Stats::inc(&self.hub.stats().deadlines_closed);
-        tracing::info!(parent: &self.span, code = close.code, reason = %close.reason, "connection reached its deadline");
+        tracing::info!(parent: self.log_span(), code = close.code, reason = %close.reason, "connection reached its deadline");
         Step::End(Ending::ServerClose(close))
     }
 

@@ -15,6 +15,8 @@ gatehouse_core::counters! {
         refused_pending_handshakes => "gatehouse_gateway_refused_pending_handshakes_total", "handshakes refused with 503: max-pending-handshakes are waiting for a worker";
         refused_handshake_too_large => "gatehouse_gateway_refused_handshake_too_large_total", "handshakes refused with 431: forwarded headers, path and query over max-handshake-bytes";
         refused_draining => "gatehouse_gateway_refused_draining_total", "handshakes refused with 503: the gateway is shutting down";
+        refused_fenced => "gatehouse_gateway_refused_fenced_total", "handshakes refused with 503: the gateway's lease lapsed and no registry has renewed it yet";
+        fenced => "gatehouse_gateway_fenced_total", "times the gateway's lease lapsed (paused, partitioned from every registry) and it closed its clients with 1012";
         header_timeouts => "gatehouse_gateway_header_read_timeouts_total", "http connections closed for not sending their headers within header-read-timeout";
         tls_handshake_failures => "gatehouse_gateway_tls_handshake_failures_total", "wss connections closed because the TLS handshake failed or did not finish within header-read-timeout";
         messages_in => "gatehouse_gateway_messages_in_total", "client frames forwarded to workers";

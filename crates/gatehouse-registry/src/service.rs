@@ -98,7 +98,7 @@ impl Registry for RegistryService {
                 match inbound.message().await {
                     Ok(Some(AttachRequest { msg: Some(msg) })) => {
                         let input = match msg {
-                            attach_request::Msg::Heartbeat(_) => Input::Heartbeat { session },
+                            attach_request::Msg::Heartbeat(beat) => Input::Heartbeat { session, seq: beat.seq },
                             attach_request::Msg::Routes(batch) => Input::Routes { session, batch },
                             attach_request::Msg::RouteAck(ack) => Input::RouteAck { session, seq: ack.seq },
                             attach_request::Msg::Hello(_) => {

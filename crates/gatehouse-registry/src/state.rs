@@ -19,8 +19,8 @@ use gatehouse_core::limits::check_key;
 use gatehouse_proto::ErrorCode;
 use gatehouse_proto::tonic::Status;
 use gatehouse_proto::v1::{
-    AttachResponse, BatchApplied, Member, MemberKind, Membership, RouteBatch, RouteEntry, RouteUpdate, Welcome,
-    attach_response,
+    AttachResponse, BatchApplied, HeartbeatAck, Member, MemberKind, Membership, RouteBatch, RouteEntry, RouteUpdate,
+    Welcome, attach_response,
 };
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
@@ -49,6 +49,8 @@ pub(crate) enum Input {
     },
     Heartbeat {
         session: u64,
+        /// Echoed back in the HeartbeatAck that tells the member its lease was renewed.
+        seq: u64,
     },
     Routes {
         session: u64,
@@ -155,9 +157,7 @@ impl State {
                 subscribe,
                 tx,
             } => self.on_attach(session, member, subscribe, tx),
-            Input::Heartbeat { session } => {
-                self.touch(session);
-            }
+            Input::Heartbeat { session, seq } => self.on_heartbeat(session, seq),
             Input::Routes { session, batch } => self.on_routes(session, batch),
             Input::RouteAck { session, seq } => self.on_ack(session, seq),
             Input::Detach { session, graceful } => self.on_detach(session, graceful),
@@ -179,6 +179,7 @@ impl State {
             registry_id: self.id.0,
             heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
             lease_ms: self.config.lease.as_millis() as u64,
+            acks_heartbeats: true,
         };
         if tx.try_send(Ok(msg(attach_response::Msg::Welcome(welcome)))).is_err() {
             return;
@@ -229,6 +230,20 @@ impl State {
             self.send_snapshot(session);
         }
         self.confirm();
+    }
+
+    /// Renews the member's lease and says so: only a member that still holds its lease (the
+    /// current session of a live member) gets the ack it fences itself without.
+    fn on_heartbeat(&mut self, session: u64, seq: u64) {
+        if self.touch(session).is_none() {
+            return;
+        }
+        if let Some(state) = self.sessions.get(&session) {
+            let ack = msg(attach_response::Msg::HeartbeatAck(HeartbeatAck { seq }));
+            // A full queue means the member stopped reading: its missing acks make it fence
+            // itself, which is what a member that cannot hear the registry should do.
+            let _ = state.tx.try_send(Ok(ack));
+        }
     }
 
     fn touch(&mut self, session: u64) -> Option<u64> {

@@ -161,6 +161,7 @@ impl Cluster {
                 },
                 subscribe_routes: true,
                 max_backoff: inner.config.registry_backoff,
+                lease: None,
             },
             inner.clone(),
             inner.token.clone(),
@@ -542,7 +543,9 @@ impl Cluster {
         Ok(self.client_ids_by_uids(&[uid]).await?.remove(uid).unwrap_or_default())
     }
 
-    /// The clients bound to each uid; uids with none are absent from the map.
+    /// The clients bound to each uid; uids with none are absent from the map. Like every
+    /// query, it answers for the gateways that can be reached: one that is gone or stopping
+    /// (but still listed until its lease ends) counts as holding nothing.
     pub async fn client_ids_by_uids<S: AsRef<str>>(
         &self,
         uids: &[S],
@@ -848,10 +851,17 @@ impl Cluster {
     ) -> Result<Vec<(NodeId, QueryResult)>, ApiError> {
         let trusted = self.routable().await;
         let mut targets = Vec::new();
-        self.for_each_target(kind, keys, trusted, |link, items| {
+        let listed = self.for_each_target(kind, keys, trusted, |link, items| {
             targets.push((link.clone(), items));
             Ok(())
-        })?;
+        });
+        // A gateway the table still lists but this process has no link to holds nothing it
+        // could reach either: the answer comes from the others (see `gather`).
+        if let Err(error) = listed
+            && error.code != ErrorCode::NotFound
+        {
+            return Err(error);
+        }
         let timeout = self.inner.config.request_timeout;
         let requests = targets.into_iter().map(|(link, items)| {
             let list = StringList { items };
@@ -865,12 +875,11 @@ impl Cluster {
                 output: output as i32,
             }));
             async move {
-                link.request(command, timeout)
-                    .await
-                    .map(|r| (link.gateway, r.result.unwrap_or_default()))
+                let result = link.request(command, timeout).await;
+                (link.gateway, result.map(|r| r.result.unwrap_or_default()))
             }
         });
-        futures_util::future::try_join_all(requests).await
+        gather(requests).await
     }
 
     async fn query_all(
@@ -885,13 +894,38 @@ impl Cluster {
                 output: output as i32,
             }));
             async move {
-                link.request(command, timeout)
-                    .await
-                    .map(|r| (link.gateway, r.result.unwrap_or_default()))
+                let result = link.request(command, timeout).await;
+                (link.gateway, result.map(|r| r.result.unwrap_or_default()))
             }
         });
-        futures_util::future::try_join_all(requests).await
+        gather(requests).await
     }
+}
+
+/// The answers of every gateway asked, skipping those that are unreachable (`unavailable`: the
+/// link broke, the gateway is stopping or left): a gateway nobody can reach holds no client
+/// anybody can reach either, so a query answers for the reachable cluster instead of failing
+/// for as long as a dead gateway stays listed (up to its lease). Any other failure (a timeout,
+/// a refused command) fails the query: the answer would silently miss a live gateway.
+async fn gather(
+    requests: impl IntoIterator<Item = impl std::future::Future<Output = (NodeId, Result<QueryResult, ApiError>)>>,
+) -> Result<Vec<(NodeId, QueryResult)>, ApiError> {
+    let mut answers = Vec::new();
+    for (gateway, result) in futures_util::future::join_all(requests).await {
+        match result {
+            Ok(answer) => answers.push((gateway, answer)),
+            Err(error) if error.code == ErrorCode::Unavailable => {
+                tracing::debug!(%gateway, %error, "query skipped an unreachable gateway");
+            }
+            Err(error) => {
+                return Err(ApiError::new(
+                    error.code,
+                    format!("gateway {gateway}: {}", error.message),
+                ));
+            }
+        }
+    }
+    Ok(answers)
 }
 
 fn op(op: command::Op) -> Command {
@@ -1091,7 +1125,10 @@ impl RegistryPeer for Inner {
                     self.reconcile_links();
                 }
             }
-            attach_response::Msg::Welcome(_) | attach_response::Msg::BatchApplied(_) => {}
+            // Heartbeat acks are consumed by the registry session itself.
+            attach_response::Msg::Welcome(_)
+            | attach_response::Msg::BatchApplied(_)
+            | attach_response::Msg::HeartbeatAck(_) => {}
         }
     }
 

@@ -8,7 +8,7 @@
 //! the blocked user's direct messages and invitations.
 //!
 //! The rules live here as pure functions of what a transaction read under the group's lock, so
-//! both backends apply exactly the same decisions and the rules are unit-tested without a
+//! every backend applies exactly the same decisions and the rules are unit-tested without a
 //! database.
 
 use serde::Serialize;

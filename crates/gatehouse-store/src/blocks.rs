@@ -27,7 +27,7 @@ impl Store {
         Ok(with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let exists: Option<String> = sqlx::query_scalar(sql::USER_EXISTS)
+            let exists: Option<String> = sqlx::query_scalar(dialect.sql(sql::USER_EXISTS))
                 .bind(blocked)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -35,11 +35,15 @@ impl Store {
                 return Err(StoreError::UnknownUser(blocked.to_owned()));
             }
             let _registered = lock_user!(tx, dialect, blocker);
-            if count!(tx, sql::IS_BLOCKED, blocker, blocked) > 0 {
+            if count!(tx, dialect, sql::IS_BLOCKED, blocker, blocked) > 0 {
                 return Ok(false);
             }
-            check_cap(Limit::BlocksPerUser, count!(tx, sql::COUNT_BLOCKS, blocker), max_blocks)?;
-            sqlx::query(sql::ADD_BLOCK)
+            check_cap(
+                Limit::BlocksPerUser,
+                count!(tx, dialect, sql::COUNT_BLOCKS, blocker),
+                max_blocks,
+            )?;
+            sqlx::query(dialect.sql(sql::ADD_BLOCK))
                 .bind(blocker)
                 .bind(blocked)
                 .bind(now_ms())
@@ -54,8 +58,8 @@ impl Store {
     pub async fn unblock(&self, blocker: &str, blocked: &str) -> Result<bool, StoreError> {
         check_ident("uid", blocker)?;
         check_ident("uid", blocked)?;
-        let removed = with_pool!(self, writer, |pool| {
-            sqlx::query(sql::DELETE_BLOCK)
+        let removed = with_pool!(self, writer, |pool, dialect| {
+            sqlx::query(dialect.sql(sql::DELETE_BLOCK))
                 .bind(blocker)
                 .bind(blocked)
                 .execute(pool)
@@ -75,8 +79,8 @@ impl Store {
     ) -> Result<(Vec<String>, bool), StoreError> {
         check_ident("uid", uid)?;
         let limit = limit.clamp(1, crate::MAX_PAGE);
-        let mut blocked: Vec<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::BLOCKS_OF)
+        let mut blocked: Vec<String> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_scalar(dialect.sql(sql::BLOCKS_OF))
                 .bind(uid)
                 .bind(after.unwrap_or(""))
                 .bind(i64::from(limit) + 1)

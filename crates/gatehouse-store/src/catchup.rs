@@ -157,8 +157,8 @@ pub(crate) fn window_start(cursor: i64, floor: i64, last_seq: i64, window: i64) 
 
 impl Store {
     async fn activity_rows(&self, uid: &str) -> Result<Vec<ActivityRow>, StoreError> {
-        Ok(with_pool!(self, reader, |pool| {
-            sqlx::query_as(ACTIVITY)
+        Ok(with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_as(dialect.sql(ACTIVITY))
                 .bind(uid)
                 .bind(MAX_CONVERSATIONS_SCANNED)
                 .fetch_all(pool)
@@ -262,8 +262,8 @@ impl Store {
         out: &mut Vec<StoredMessage>,
     ) -> Result<(usize, bool), StoreError> {
         let (mut fetched, mut full) = (0, false);
-        with_pool!(self, reader, |pool| {
-            let mut rows = sqlx::query_as::<_, MessageRow>(sql::VISIBLE_AFTER)
+        with_pool!(self, reader, |pool, dialect| {
+            let mut rows = sqlx::query_as::<_, MessageRow>(dialect.sql(sql::VISIBLE_AFTER))
                 .bind(conversation)
                 .bind(uid)
                 .bind(start)

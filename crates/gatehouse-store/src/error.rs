@@ -147,6 +147,11 @@ impl StoreError {
         self.database_error()?.code().map(|code| code.into_owned())
     }
 
+    /// Returns the message of a database error, if this is one.
+    pub(crate) fn database_message(&self) -> Option<String> {
+        Some(self.database_error()?.message().to_owned())
+    }
+
     fn database_error(&self) -> Option<&dyn sqlx::error::DatabaseError> {
         match self {
             StoreError::Database(error) => error.as_database_error(),

@@ -129,12 +129,13 @@ const TARGET: &str = "SELECT id, conversation_id, seq, sender, cid, text, ts_ms,
 const BY_KEY: &str = "SELECT id, conversation_id, seq, sender, cid, text, ts_ms, kind, target, reply_to, \
      edited_ms, deleted, reactions FROM messages WHERE sender = $1 AND cid = $2";
 
-const BUMP: &str = "UPDATE conversations SET last_seq = $2 WHERE id = $1";
+/// Bumps the counter of conversation `$1` by one (under its lock: to the event's seq).
+const BUMP: &str = "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1";
 
 const INSERT_EVENT: &str = "INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms, kind, target) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
 
-const APPLY_EDIT: &str = "UPDATE messages SET text = $2, edited_ms = $3 WHERE id = $1";
+const APPLY_EDIT: &str = "UPDATE messages SET text = $1, edited_ms = $2 WHERE id = $3";
 
 const APPLY_DELETE: &str = "UPDATE messages SET text = '', deleted = 1, reactions = NULL WHERE id = $1";
 
@@ -146,7 +147,7 @@ const REMOVE_REACTION: &str = "DELETE FROM reactions WHERE message_id = $1 AND u
 
 const REACTIONS_OF: &str = "SELECT uid, emoji FROM reactions WHERE message_id = $1";
 
-const SET_REACTIONS: &str = "UPDATE messages SET reactions = $2 WHERE id = $1";
+const SET_REACTIONS: &str = "UPDATE messages SET reactions = $1 WHERE id = $2";
 
 /// A message `$3` of `$1` that `$2` may read (a member, above its floor), not an event.
 const READABLE_MESSAGE: &str = "SELECT m.id FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
@@ -159,15 +160,17 @@ const MARKERS: &str = "SELECT m.read_seq, m.delivered_seq, c.last_seq \
      FROM members AS m JOIN conversations AS c ON c.id = m.conversation_id \
      WHERE m.conversation_id = $1 AND m.uid = $2";
 
-const SET_READ: &str = "UPDATE members SET read_seq = $3 WHERE conversation_id = $1 AND uid = $2";
+/// Sets a read marker: to `$1` for member `$3` of `$2` (parameters in text order, as every
+/// statement here, so that the MariaDB text is a mere placeholder change).
+const SET_READ: &str = "UPDATE members SET read_seq = $1 WHERE conversation_id = $2 AND uid = $3";
 
-const SET_DELIVERED: &str = "UPDATE members SET delivered_seq = $3 WHERE conversation_id = $1 AND uid = $2";
+const SET_DELIVERED: &str = "UPDATE members SET delivered_seq = $1 WHERE conversation_id = $2 AND uid = $3";
 
 const AUTHOR_AT: &str = "SELECT sender FROM messages WHERE conversation_id = $1 AND seq = $2";
 
 const GO_ONLINE: &str = "UPDATE users SET present = 1 WHERE uid = $1 AND present = 0";
 
-const GO_OFFLINE: &str = "UPDATE users SET present = 0, last_seen_ms = $2 WHERE uid = $1 AND present = 1";
+const GO_OFFLINE: &str = "UPDATE users SET present = 0, last_seen_ms = $1 WHERE uid = $2 AND present = 1";
 
 /// The last-seen times among the uids of the JSON array `$1` (SQLite).
 const LAST_SEEN_SQLITE: &str = "SELECT u.uid, u.last_seen_ms FROM json_each($1) AS k \
@@ -177,8 +180,8 @@ const LAST_SEEN_SQLITE: &str = "SELECT u.uid, u.last_seen_ms FROM json_each($1) 
 const LAST_SEEN_POSTGRES: &str = "SELECT u.uid, u.last_seen_ms FROM UNNEST($1::text[]) AS k (uid) \
      JOIN users AS u ON u.uid = k.uid WHERE u.last_seen_ms IS NOT NULL";
 
-/// Every statement of this module, for the index tests of the backends.
-#[cfg(test)]
+/// Every statement of this module: for the index tests of the backends, and translated once
+/// for MariaDB.
 pub(crate) const STATEMENTS: &[&str] = &[
     CONTEXT,
     TARGET,
@@ -270,8 +273,12 @@ impl Store {
     /// announces it), `false` when another worker did already or it never went offline.
     pub async fn go_online(&self, uid: &str) -> Result<bool, StoreError> {
         check_ident("uid", uid)?;
-        let changed = with_pool!(self, writer, |pool| {
-            sqlx::query(GO_ONLINE).bind(uid).execute(pool).await?.rows_affected()
+        let changed = with_pool!(self, writer, |pool, dialect| {
+            sqlx::query(dialect.sql(GO_ONLINE))
+                .bind(uid)
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(changed == 1)
     }
@@ -280,10 +287,10 @@ impl Store {
     /// (the caller announces it), `false` when another worker did already.
     pub async fn go_offline(&self, uid: &str, at_ms: i64) -> Result<bool, StoreError> {
         check_ident("uid", uid)?;
-        let changed = with_pool!(self, writer, |pool| {
-            sqlx::query(GO_OFFLINE)
-                .bind(uid)
+        let changed = with_pool!(self, writer, |pool, dialect| {
+            sqlx::query(dialect.sql(GO_OFFLINE))
                 .bind(at_ms)
+                .bind(uid)
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -308,6 +315,13 @@ impl Store {
                     .fetch_all(backend.reader())
                     .await?
             }
+            Backend::MySql(backend) => {
+                let list = serde_json::to_string(uids).map_err(|e| StoreError::Invariant(e.to_string()))?;
+                sqlx::query_as(crate::mysql::LAST_SEEN)
+                    .bind(list)
+                    .fetch_all(backend.reader())
+                    .await?
+            }
         };
         Ok(rows.into_iter().collect())
     }
@@ -316,8 +330,8 @@ impl Store {
     /// of that conversation that it may read. A reply to a message deleted later stays a reply.
     pub async fn reply_target(&self, uid: &str, conversation_id: &str, id: i64) -> Result<(), StoreError> {
         check_ident("uid", uid)?;
-        let found: Option<i64> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(READABLE_MESSAGE)
+        let found: Option<i64> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_scalar(dialect.sql(READABLE_MESSAGE))
                 .bind(conversation_id)
                 .bind(uid)
                 .bind(id)
@@ -348,7 +362,7 @@ impl Store {
                 .bind(conversation)
                 .execute(&mut *tx)
                 .await?;
-            let existing: Option<MessageRow> = sqlx::query_as(BY_KEY)
+            let existing: Option<MessageRow> = sqlx::query_as(dialect.sql(BY_KEY))
                 .bind(uid)
                 .bind(&change.cid)
                 .fetch_optional(&mut *tx)
@@ -361,7 +375,7 @@ impl Store {
                     });
                 }
                 let by_admin = change.action == ChangeAction::Delete && {
-                    let target: Option<MessageRow> = sqlx::query_as(TARGET)
+                    let target: Option<MessageRow> = sqlx::query_as(dialect.sql(TARGET))
                         .bind(change.target)
                         .bind(conversation)
                         .fetch_optional(&mut *tx)
@@ -374,7 +388,7 @@ impl Store {
                     by_admin,
                 });
             }
-            let context: Option<ChangeContext> = sqlx::query_as(CONTEXT)
+            let context: Option<ChangeContext> = sqlx::query_as(dialect.sql(CONTEXT))
                 .bind(conversation)
                 .bind(uid)
                 .fetch_optional(&mut *tx)
@@ -389,7 +403,7 @@ impl Store {
                 conversation: conversation.to_owned(),
                 id: change.target,
             };
-            let target: Option<MessageRow> = sqlx::query_as(TARGET)
+            let target: Option<MessageRow> = sqlx::query_as(dialect.sql(TARGET))
                 .bind(change.target)
                 .bind(conversation)
                 .fetch_optional(&mut *tx)
@@ -431,8 +445,10 @@ impl Store {
                     by_admin = !own;
                 }
                 ChangeAction::React { emoji, add } => {
-                    let rows: Vec<(String, String)> =
-                        sqlx::query_as(REACTIONS_OF).bind(target.id).fetch_all(&mut *tx).await?;
+                    let rows: Vec<(String, String)> = sqlx::query_as(dialect.sql(REACTIONS_OF))
+                        .bind(target.id)
+                        .fetch_all(&mut *tx)
+                        .await?;
                     match react(&rows, uid, emoji, *add)? {
                         None => {
                             return Ok(Changed {
@@ -447,8 +463,11 @@ impl Store {
             }
             let seq = context.last_seq + 1;
             let kind = change.action.kind();
-            sqlx::query(BUMP).bind(conversation).bind(seq).execute(&mut *tx).await?;
-            let id: i64 = sqlx::query_scalar(INSERT_EVENT)
+            sqlx::query(dialect.sql(BUMP))
+                .bind(conversation)
+                .execute(&mut *tx)
+                .await?;
+            let id: i64 = sqlx::query_scalar(dialect.sql(INSERT_EVENT))
                 .bind(conversation)
                 .bind(seq)
                 .bind(uid)
@@ -460,36 +479,42 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
             // The author's read marker moves to its event: the new `last_seq`, so never back.
-            sqlx::query(SET_READ)
+            sqlx::query(dialect.sql(SET_READ))
+                .bind(seq)
                 .bind(conversation)
                 .bind(uid)
-                .bind(seq)
                 .execute(&mut *tx)
                 .await?;
             match &change.action {
                 ChangeAction::Edit { text, .. } => {
-                    sqlx::query(APPLY_EDIT)
-                        .bind(target.id)
+                    sqlx::query(dialect.sql(APPLY_EDIT))
                         .bind(text)
                         .bind(change.ts_ms)
+                        .bind(target.id)
                         .execute(&mut *tx)
                         .await?;
                 }
                 ChangeAction::Delete => {
-                    sqlx::query(APPLY_DELETE).bind(target.id).execute(&mut *tx).await?;
-                    sqlx::query(DELETE_REACTIONS).bind(target.id).execute(&mut *tx).await?;
+                    sqlx::query(dialect.sql(APPLY_DELETE))
+                        .bind(target.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(dialect.sql(DELETE_REACTIONS))
+                        .bind(target.id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 ChangeAction::React { emoji, add } => {
                     let statement = if *add { ADD_REACTION } else { REMOVE_REACTION };
-                    sqlx::query(statement)
+                    sqlx::query(dialect.sql(statement))
                         .bind(target.id)
                         .bind(uid)
                         .bind(emoji)
                         .execute(&mut *tx)
                         .await?;
-                    sqlx::query(SET_REACTIONS)
-                        .bind(target.id)
+                    sqlx::query(dialect.sql(SET_REACTIONS))
                         .bind(reactions.flatten())
+                        .bind(target.id)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -559,7 +584,7 @@ impl Store {
                     results[index] = Some(Err(error));
                     continue;
                 }
-                let row: Option<(i64, i64, i64)> = sqlx::query_as(MARKERS)
+                let row: Option<(i64, i64, i64)> = sqlx::query_as(dialect.sql(MARKERS))
                     .bind(&request.conversation)
                     .bind(&request.uid)
                     .fetch_optional(&mut *tx)
@@ -585,13 +610,13 @@ impl Store {
                     }));
                     continue;
                 }
-                sqlx::query(statement)
+                sqlx::query(dialect.sql(statement))
+                    .bind(wanted)
                     .bind(&request.conversation)
                     .bind(&request.uid)
-                    .bind(wanted)
                     .execute(&mut *tx)
                     .await?;
-                let author: Option<String> = sqlx::query_scalar(AUTHOR_AT)
+                let author: Option<String> = sqlx::query_scalar(dialect.sql(AUTHOR_AT))
                     .bind(&request.conversation)
                     .bind(wanted)
                     .fetch_optional(&mut *tx)

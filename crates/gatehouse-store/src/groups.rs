@@ -1,8 +1,8 @@
 //! Group membership and administration: create, join, leave, invite, kick, ban, roles,
 //! settings, member lists.
 //!
-//! Every change takes the group's conversation lock first, as appends do (PostgreSQL: the row
-//! lock; SQLite: the database write lock every write transaction takes), reads the actor's and
+//! Every change takes the group's conversation lock first, as appends do (PostgreSQL, MariaDB:
+//! the row lock; SQLite: the database write lock every write transaction takes), reads the actor's and
 //! the target's standing under it, decides with the rules of [`crate::access`], writes, and
 //! commits. So a change is decided on the state every other change and every append of the
 //! group waits for: a message is never stored after its sender's removal committed, and two
@@ -26,8 +26,8 @@ pub const MAX_GROUPS_LISTED: u32 = 10_000;
 /// Reads `$uid`'s standing in group conversation `$conversation` inside transaction `$tx`:
 /// `None` when the group does not exist.
 macro_rules! standing {
-    ($tx:expr, $conversation:expr, $uid:expr) => {{
-        let row: Option<StandingRow> = sqlx::query_as(sql::STANDING)
+    ($tx:expr, $dialect:expr, $conversation:expr, $uid:expr) => {{
+        let row: Option<StandingRow> = sqlx::query_as($dialect.sql(sql::STANDING))
             .bind($conversation)
             .bind($uid)
             .fetch_optional(&mut *$tx)
@@ -41,8 +41,8 @@ macro_rules! standing {
 
 /// Runs a `count(*)` statement inside transaction `$tx`.
 macro_rules! count {
-    ($tx:expr, $sql:expr $(, $arg:expr)*) => {{
-        let count: i64 = sqlx::query_scalar($sql)$(.bind($arg))*.fetch_one(&mut *$tx).await?;
+    ($tx:expr, $dialect:expr, $sql:expr $(, $arg:expr)*) => {{
+        let count: i64 = sqlx::query_scalar($dialect.sql($sql))$(.bind($arg))*.fetch_one(&mut *$tx).await?;
         count
     }};
 }
@@ -102,11 +102,12 @@ impl Store {
         let max_groups = self.limits.groups_per_user;
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
-            let created = sqlx::query(sql::CREATE_GROUP)
+            let created = sqlx::query(dialect.sql(sql::CREATE_GROUP))
                 .bind(&conversation)
                 .bind(settings.name.as_deref())
                 .bind(creator)
                 .bind(now)
+                .bind(creator)
                 .bind(settings.access.as_str())
                 .bind(settings.history.as_str())
                 .execute(&mut *tx)
@@ -120,10 +121,10 @@ impl Store {
             let _registered = lock_user!(tx, dialect, creator);
             check_cap(
                 Limit::GroupsPerUser,
-                count!(tx, sql::COUNT_GROUPS_OF, creator),
+                count!(tx, dialect, sql::COUNT_GROUPS_OF, creator),
                 max_groups,
             )?;
-            sqlx::query(sql::ADD_CREATOR)
+            sqlx::query(dialect.sql(sql::ADD_CREATOR))
                 .bind(&conversation)
                 .bind(creator)
                 .bind(now)
@@ -149,7 +150,7 @@ impl Store {
         Ok(with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let Some((standing, members)) = standing!(tx, &conversation, uid) else {
+            let Some((standing, members)) = standing!(tx, dialect, &conversation, uid) else {
                 return Err(unknown_group(group_id));
             };
             if standing.role.is_some() {
@@ -158,15 +159,20 @@ impl Store {
             standing.admit(uid, group_id)?;
             check_cap(Limit::MembersPerGroup, members, max_members)?;
             let _registered = lock_user!(tx, dialect, uid);
-            check_cap(Limit::GroupsPerUser, count!(tx, sql::COUNT_GROUPS_OF, uid), max_groups)?;
-            sqlx::query(sql::ADD_MEMBER)
+            check_cap(
+                Limit::GroupsPerUser,
+                count!(tx, dialect, sql::COUNT_GROUPS_OF, uid),
+                max_groups,
+            )?;
+            sqlx::query(dialect.sql(sql::ADD_MEMBER))
                 .bind(&conversation)
                 .bind(uid)
                 .bind(now_ms())
                 .bind(standing.last_seq)
+                .bind(standing.last_seq)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(sql::DELETE_INVITE)
+            sqlx::query(dialect.sql(sql::DELETE_INVITE))
                 .bind(&conversation)
                 .bind(uid)
                 .execute(&mut *tx)
@@ -185,14 +191,14 @@ impl Store {
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let removed = sqlx::query(sql::LEAVE)
+            let removed = sqlx::query(dialect.sql(sql::LEAVE))
                 .bind(&conversation)
                 .bind(uid)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
             if removed == 0 {
-                let exists: Option<String> = sqlx::query_scalar(sql::GROUP_EXISTS)
+                let exists: Option<String> = sqlx::query_scalar(dialect.sql(sql::GROUP_EXISTS))
                     .bind(&conversation)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -220,20 +226,20 @@ impl Store {
         Ok(with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let Some((me, _)) = standing!(tx, &conversation, actor) else {
+            let Some((me, _)) = standing!(tx, dialect, &conversation, actor) else {
                 return Err(unknown_group(group_id));
             };
             me.authorize(actor, group_id, "invite", Needs::Manager)?;
             if !lock_user!(tx, dialect, invitee) {
                 return Err(StoreError::UnknownUser(invitee.to_owned()));
             }
-            if count!(tx, sql::IS_BLOCKED, invitee, actor) > 0 {
+            if count!(tx, dialect, sql::IS_BLOCKED, invitee, actor) > 0 {
                 return Err(StoreError::Blocked {
                     uid: actor.to_owned(),
                     by: invitee.to_owned(),
                 });
             }
-            let Some((them, _)) = standing!(tx, &conversation, invitee) else {
+            let Some((them, _)) = standing!(tx, dialect, &conversation, invitee) else {
                 return Err(unknown_group(group_id));
             };
             if them.role.is_some() {
@@ -250,15 +256,15 @@ impl Store {
             }
             check_cap(
                 Limit::InvitationsPerGroup,
-                count!(tx, sql::COUNT_GROUP_INVITES, &conversation),
+                count!(tx, dialect, sql::COUNT_GROUP_INVITES, &conversation),
                 limits.invitations_per_group,
             )?;
             check_cap(
                 Limit::InvitationsPerUser,
-                count!(tx, sql::COUNT_USER_INVITES, invitee),
+                count!(tx, dialect, sql::COUNT_USER_INVITES, invitee),
                 limits.invitations_per_user,
             )?;
-            sqlx::query(sql::ADD_INVITE)
+            sqlx::query(dialect.sql(sql::ADD_INVITE))
                 .bind(&conversation)
                 .bind(invitee)
                 .bind(actor)
@@ -279,7 +285,7 @@ impl Store {
         Ok(with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let removed = sqlx::query(sql::DELETE_INVITE)
+            let removed = sqlx::query(dialect.sql(sql::DELETE_INVITE))
                 .bind(&conversation)
                 .bind(uid)
                 .execute(&mut *tx)
@@ -304,18 +310,18 @@ impl Store {
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let Some((me, _)) = standing!(tx, &conversation, actor) else {
+            let Some((me, _)) = standing!(tx, dialect, &conversation, actor) else {
                 return Err(unknown_group(group_id));
             };
             me.authorize(actor, group_id, "kick", Needs::Manager)?;
-            let Some((them, _)) = standing!(tx, &conversation, target) else {
+            let Some((them, _)) = standing!(tx, dialect, &conversation, target) else {
                 return Err(unknown_group(group_id));
             };
             if them.role.is_none() {
                 return Err(not_member(target, group_id));
             }
             may_remove(actor, me.role.unwrap_or(Role::Member), target, &them, group_id, "kick")?;
-            for statement in [sql::LEAVE, sql::DELETE_INVITE] {
+            for statement in [dialect.sql(sql::LEAVE), dialect.sql(sql::DELETE_INVITE)] {
                 sqlx::query(statement)
                     .bind(&conversation)
                     .bind(target)
@@ -339,7 +345,7 @@ impl Store {
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let Some((me, _)) = standing!(tx, &conversation, actor) else {
+            let Some((me, _)) = standing!(tx, dialect, &conversation, actor) else {
                 return Err(unknown_group(group_id));
             };
             me.authorize(actor, group_id, "ban", Needs::Manager)?;
@@ -350,25 +356,25 @@ impl Store {
                     action: "ban itself: leave the group instead".to_owned(),
                 });
             }
-            let Some((them, _)) = standing!(tx, &conversation, target) else {
+            let Some((them, _)) = standing!(tx, dialect, &conversation, target) else {
                 return Err(unknown_group(group_id));
             };
             may_remove(actor, me.role.unwrap_or(Role::Member), target, &them, group_id, "ban")?;
             if !them.banned {
                 check_cap(
                     Limit::BansPerGroup,
-                    count!(tx, sql::COUNT_BANS, &conversation),
+                    count!(tx, dialect, sql::COUNT_BANS, &conversation),
                     max_bans,
                 )?;
             }
-            sqlx::query(sql::ADD_BAN)
+            sqlx::query(dialect.sql(sql::ADD_BAN))
                 .bind(&conversation)
                 .bind(target)
                 .bind(actor)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
-            for statement in [sql::LEAVE, sql::DELETE_INVITE] {
+            for statement in [dialect.sql(sql::LEAVE), dialect.sql(sql::DELETE_INVITE)] {
                 sqlx::query(statement)
                     .bind(&conversation)
                     .bind(target)
@@ -390,11 +396,11 @@ impl Store {
         Ok(with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let Some((me, _)) = standing!(tx, &conversation, actor) else {
+            let Some((me, _)) = standing!(tx, dialect, &conversation, actor) else {
                 return Err(unknown_group(group_id));
             };
             me.authorize(actor, group_id, "unban", Needs::Manager)?;
-            let removed = sqlx::query(sql::DELETE_BAN)
+            let removed = sqlx::query(dialect.sql(sql::DELETE_BAN))
                 .bind(&conversation)
                 .bind(target)
                 .execute(&mut *tx)
@@ -416,11 +422,11 @@ impl Store {
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let Some((me, _)) = standing!(tx, &conversation, actor) else {
+            let Some((me, _)) = standing!(tx, dialect, &conversation, actor) else {
                 return Err(unknown_group(group_id));
             };
             me.authorize(actor, group_id, action, Needs::Owner)?;
-            let Some((them, _)) = standing!(tx, &conversation, target) else {
+            let Some((them, _)) = standing!(tx, dialect, &conversation, target) else {
                 return Err(unknown_group(group_id));
             };
             if them.role.is_none() {
@@ -433,10 +439,10 @@ impl Store {
                     action: format!("{action} {target}: the owner's role cannot change"),
                 });
             }
-            sqlx::query(sql::SET_ROLE)
+            sqlx::query(dialect.sql(sql::SET_ROLE))
+                .bind(if admin { "admin" } else { "member" })
                 .bind(&conversation)
                 .bind(target)
-                .bind(if admin { "admin" } else { "member" })
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -462,18 +468,18 @@ impl Store {
         Ok(with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             lock_conversation!(tx, dialect, &conversation);
-            let Some((me, _)) = standing!(tx, &conversation, actor) else {
+            let Some((me, _)) = standing!(tx, dialect, &conversation, actor) else {
                 return Err(unknown_group(group_id));
             };
             me.authorize(actor, group_id, "change the group's settings", Needs::Manager)?;
-            sqlx::query(sql::UPDATE_GROUP)
-                .bind(&conversation)
+            sqlx::query(dialect.sql(sql::UPDATE_GROUP))
                 .bind(update.name.as_deref())
                 .bind(update.access.map(|a| a.as_str()))
                 .bind(update.history.map(|h| h.as_str()))
+                .bind(&conversation)
                 .execute(&mut *tx)
                 .await?;
-            let Some((now, members)) = standing!(tx, &conversation, actor) else {
+            let Some((now, members)) = standing!(tx, dialect, &conversation, actor) else {
                 return Err(unknown_group(group_id));
             };
             tx.commit().await?;
@@ -486,8 +492,8 @@ impl Store {
         check_ident("group id", group_id)?;
         check_ident("uid", uid)?;
         let conversation = group_conversation_id(group_id);
-        let row: Option<StandingRow> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::STANDING)
+        let row: Option<StandingRow> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_as(dialect.sql(sql::STANDING))
                 .bind(&conversation)
                 .bind(uid)
                 .fetch_optional(pool)
@@ -516,8 +522,8 @@ impl Store {
         check_ident("uid", uid)?;
         let conversation = group_conversation_id(group_id);
         let limit = limit.clamp(1, crate::MAX_PAGE);
-        let rows: Vec<(String, String, String)> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::MEMBER_PAGE)
+        let rows: Vec<(String, String, String)> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_as(dialect.sql(sql::MEMBER_PAGE))
                 .bind(&conversation)
                 .bind(uid)
                 .bind(after.unwrap_or(""))
@@ -550,8 +556,8 @@ impl Store {
     /// Returns whether group `group_id` exists.
     pub async fn group_exists(&self, group_id: &str) -> Result<bool, StoreError> {
         check_ident("group id", group_id)?;
-        let found: Option<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::GROUP_EXISTS)
+        let found: Option<String> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_scalar(dialect.sql(sql::GROUP_EXISTS))
                 .bind(group_conversation_id(group_id))
                 .fetch_optional(pool)
                 .await?
@@ -562,8 +568,8 @@ impl Store {
     /// Returns the ids of the groups `uid` belongs to, sorted (at most [`MAX_GROUPS_LISTED`]).
     pub async fn groups_of(&self, uid: &str) -> Result<Vec<String>, StoreError> {
         check_ident("uid", uid)?;
-        let ids: Vec<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::GROUPS_OF)
+        let ids: Vec<String> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_scalar(dialect.sql(sql::GROUPS_OF))
                 .bind(uid)
                 .bind(i64::from(MAX_GROUPS_LISTED))
                 .fetch_all(pool)
@@ -579,8 +585,8 @@ impl Store {
     /// most [`StoreLimits::invitations_per_user`](crate::StoreLimits)).
     pub async fn invitations_of(&self, uid: &str) -> Result<Vec<Invitation>, StoreError> {
         check_ident("uid", uid)?;
-        let rows: Vec<(String, Option<String>, String, i64)> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::INVITATIONS_OF)
+        let rows: Vec<(String, Option<String>, String, i64)> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_as(dialect.sql(sql::INVITATIONS_OF))
                 .bind(uid)
                 .bind(i64::from(self.limits.invitations_per_user))
                 .fetch_all(pool)

@@ -96,11 +96,21 @@ fn unescape(part: &str) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// Checks an identifier (uid, group id, cid): non-empty and free of NUL, which PostgreSQL
-/// cannot store in `TEXT` and which would otherwise fail a whole batch instead of one item.
+/// Longest identifier (uid, group id, cid) the store accepts, in characters: the chat service's
+/// own limit, and what keeps every key of the MariaDB schema within InnoDB's key size.
+pub const MAX_IDENT_CHARS: usize = 64;
+
+/// Checks an identifier (uid, group id, cid): 1 to [`MAX_IDENT_CHARS`] characters and free of
+/// NUL, which PostgreSQL cannot store in `TEXT`; either would otherwise fail a whole batch
+/// instead of one item.
 pub(crate) fn check_ident(what: &str, value: &str) -> Result<(), StoreError> {
     if value.is_empty() {
         return Err(StoreError::InvalidInput(format!("{what} is empty")));
+    }
+    if value.chars().count() > MAX_IDENT_CHARS {
+        return Err(StoreError::InvalidInput(format!(
+            "{what} is longer than {MAX_IDENT_CHARS} characters"
+        )));
     }
     if value.contains('\0') {
         return Err(StoreError::InvalidInput(format!("{what} contains a nul byte")));

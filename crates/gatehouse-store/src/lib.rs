@@ -1,5 +1,6 @@
 //! Durable chat history for gatehouse: conversations, members and per-conversation ordered
-//! messages, on SQLite (default, one file) or PostgreSQL (shared by several workers).
+//! messages, on SQLite (default, one file), PostgreSQL or MariaDB (either shared by several
+//! workers).
 //!
 //! The crate owns the chat schema and its migrations, conversation ids, the sequence numbers
 //! that serve as sync cursors, idempotent appends keyed by `(sender, cid)`, read markers and
@@ -27,13 +28,15 @@
 //! - `search`: full-text search (FTS5, tsvector) with snippets.
 //! - `plan`: backend-independent planning of one append batch (validation, in-batch
 //!   duplicates, sequence assignment).
-//! - `sqlite`, `postgres`: the two backends (pools, append transaction, dialect SQL).
-//! - `sql`: SQL shared by both backends.
+//! - `sqlite`, `postgres`, `mysql`: the three backends (pools, append transaction, dialect
+//!   SQL; `mysql` also translates the shared SQL to MariaDB's placeholders and syntax).
+//! - `sql`: SQL shared by the backends.
 //! - `committer`: [`GroupCommitter`], the single writer (a thread of its own) that batches appends.
 //! - `ids`: [`direct_conversation_id`], [`group_conversation_id`] and input checks.
 //! - `model`: the values taken and returned ([`NewMessage`], [`StoredMessage`], …).
 //! - `error`: [`StoreError`].
-//! - `migrations/sqlite`, `migrations/postgres`: the schema, embedded at compile time.
+//! - `migrations/sqlite`, `migrations/postgres`, `migrations/mysql`: the schema, embedded at
+//!   compile time.
 
 mod access;
 mod blocks;
@@ -44,6 +47,7 @@ mod events;
 mod groups;
 mod ids;
 mod model;
+mod mysql;
 mod plan;
 mod postgres;
 mod search;
@@ -63,7 +67,7 @@ pub use events::{
     NewChange,
 };
 pub use groups::MAX_GROUPS_LISTED;
-pub use ids::{direct_conversation_id, group_conversation_id};
+pub use ids::{MAX_IDENT_CHARS, direct_conversation_id, group_conversation_id};
 pub use model::{
     Appended, ConversationKind, ConversationPage, ConversationRef, ConversationSummary, EventKind, HistoryPage,
     NewMessage, StoredMessage, SyncPage,

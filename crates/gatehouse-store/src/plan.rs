@@ -5,7 +5,7 @@
 //! conversations, the conversation row locks (and on PostgreSQL the look-up again, now under
 //! the locks), one sequence bump per conversation, one multi-row insert, the senders' read
 //! markers. The plan decides everything that does not need
-//! the database (validation, in-batch duplicates, which seq each message gets), so both backends
+//! the database (validation, in-batch duplicates, which seq each message gets), so the backends
 //! share that logic and differ only in SQL.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

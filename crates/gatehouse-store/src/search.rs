@@ -67,6 +67,16 @@ impl SearchQuery {
         terms.join(" ")
     }
 
+    /// The MariaDB boolean-mode query: every word required (`+`), prefixes as `*`.
+    fn boolean(&self) -> String {
+        let terms: Vec<String> = self
+            .words
+            .iter()
+            .map(|(word, prefix)| format!("+{word}{}", if *prefix { "*" } else { "" }))
+            .collect();
+        terms.join(" ")
+    }
+
     /// The `to_tsquery` text: the words joined with `&`, prefixes as `:*`.
     fn tsquery(&self) -> String {
         let terms: Vec<String> = self
@@ -152,7 +162,6 @@ impl SearchQuery {
 
     /// A snippet of `text` around its first match, with the matched words' character ranges:
     /// for backends whose full-text index has no snippet function of its own.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn snippet(&self, text: &str) -> (String, Vec<(usize, usize)>) {
         // Words as character ranges: runs of letters and digits.
         let chars: Vec<char> = text.chars().collect();
@@ -255,7 +264,11 @@ impl Store {
             more: false,
         };
         let mut take = |row: SearchRow, page: &mut SearchPage| {
-            let (snippet, highlights) = unmark(&row.snippet);
+            let (snippet, highlights) = if row.snippet.is_empty() {
+                query.snippet(&row.message.text)
+            } else {
+                unmark(&row.snippet)
+            };
             let hit = SearchHit {
                 message: row.message.into_stored(),
                 snippet,
@@ -298,6 +311,24 @@ impl Store {
                     }
                 }
             }
+            Backend::MySql(backend) => {
+                // MariaDB has no snippet function: the snippet is cut around the first match here.
+                let boolean = query.boolean();
+                let mut rows = sqlx::query_as::<_, SearchRow>(crate::mysql::SEARCH)
+                    .bind(&boolean)
+                    .bind(uid)
+                    .bind(&boolean)
+                    .bind(conversation)
+                    .bind(conversation)
+                    .bind(fetch)
+                    .bind(offset)
+                    .fetch(backend.reader());
+                while let Some(row) = rows.try_next().await? {
+                    if !take(row, &mut page) {
+                        break;
+                    }
+                }
+            }
         }
         Ok(page)
     }
@@ -312,6 +343,7 @@ mod tests {
         let query = SearchQuery::parse("Deploy  fail* \"OR\" don't").unwrap();
         assert_eq!(query.fts5(), r#""deploy" "fail"* "or" "don" "t""#);
         assert_eq!(query.tsquery(), "deploy & fail:* & or & don & t");
+        assert_eq!(query.boolean(), "+deploy +fail* +or +don +t");
         assert!(SearchQuery::parse("  ?! ").is_err());
         assert!(SearchQuery::parse(&"w ".repeat(MAX_QUERY_WORDS + 1)).is_err());
     }

@@ -1,4 +1,6 @@
-//! SQL shared by both backends (`$n` placeholders work on SQLite and PostgreSQL alike).
+//! SQL shared by the backends (`$n` placeholders work on SQLite and PostgreSQL alike; MariaDB
+//! gets each statement through `mysql::statement`, so every `$n` appears once, in order, unless
+//! the statement has a MariaDB override there).
 //!
 //! Every message query is an index range on `(conversation_id, seq)`; every per-user query
 //! starts from the `members (uid, conversation_id)` index.
@@ -9,21 +11,22 @@ pub(crate) const IS_MEMBER: &str = "SELECT uid FROM members WHERE conversation_i
 /// Returns the id if group conversation `$1` exists.
 pub(crate) const GROUP_EXISTS: &str = "SELECT id FROM conversations WHERE id = $1 AND kind = 'group'";
 
-/// Creates group conversation `$1` named `$2`, owned by its creator `$3`, at `$4`, with access
-/// `$5` and history `$6`; affects 0 rows if it exists.
+/// Creates group conversation `$1` named `$2`, created by `$3` at `$4`, owned by `$5` (its
+/// creator again), with access `$6` and history `$7`; affects 0 rows if it exists.
 pub(crate) const CREATE_GROUP: &str = "INSERT INTO conversations \
      (id, kind, name, created_by, created_at_ms, last_seq, owner, access, history) \
-     VALUES ($1, 'group', $2, $3, $4, 0, $3, $5, $6) \
+     VALUES ($1, 'group', $2, $3, $4, 0, $5, $6, $7) \
      ON CONFLICT (id) DO NOTHING";
 
 /// Adds the creator `$2` of group `$1` at `$3`.
 pub(crate) const ADD_CREATOR: &str = "INSERT INTO members \
      (conversation_id, uid, joined_at_ms, read_seq, role, joined_seq) VALUES ($1, $2, $3, 0, 'member', 0)";
 
-/// Adds `$2` to group `$1` at `$3`; `$4` is the group's `last_seq` read under its lock: earlier
-/// messages count as read, and with `joined` history they stay invisible to the new member.
+/// Adds `$2` to group `$1` at `$3`; `$4` and `$5` are both the group's `last_seq` read under its
+/// lock: earlier messages count as read, and with `joined` history they stay invisible to the
+/// new member.
 pub(crate) const ADD_MEMBER: &str = "INSERT INTO members \
-     (conversation_id, uid, joined_at_ms, read_seq, role, joined_seq) VALUES ($1, $2, $3, $4, 'member', $4)";
+     (conversation_id, uid, joined_at_ms, read_seq, role, joined_seq) VALUES ($1, $2, $3, $4, 'member', $5)";
 
 /// Removes `$2` from conversation `$1`.
 pub(crate) const LEAVE: &str = "DELETE FROM members WHERE conversation_id = $1 AND uid = $2";
@@ -75,14 +78,14 @@ pub(crate) const ADD_BAN: &str = "INSERT INTO group_bans (conversation_id, uid, 
 /// Lifts `$2`'s ban from group `$1`.
 pub(crate) const DELETE_BAN: &str = "DELETE FROM group_bans WHERE conversation_id = $1 AND uid = $2";
 
-/// Sets member `$2`'s role in group `$1` to `$3` (`member` or `admin`).
-pub(crate) const SET_ROLE: &str = "UPDATE members SET role = $3 WHERE conversation_id = $1 AND uid = $2";
+/// Sets member `$3`'s role in group `$2` to `$1` (`member` or `admin`).
+pub(crate) const SET_ROLE: &str = "UPDATE members SET role = $1 WHERE conversation_id = $2 AND uid = $3";
 
-/// Changes the given settings of group `$1` (`NULL` keeps a setting): name `$2`, access `$3`,
-/// history `$4`.
+/// Changes the given settings of group `$4` (`NULL` keeps a setting): name `$1`, access `$2`,
+/// history `$3`.
 pub(crate) const UPDATE_GROUP: &str = "UPDATE conversations \
-     SET name = coalesce($2, name), access = coalesce($3, access), history = coalesce($4, history) \
-     WHERE id = $1 AND kind = 'group'";
+     SET name = coalesce($1, name), access = coalesce($2, access), history = coalesce($3, history) \
+     WHERE id = $4 AND kind = 'group'";
 
 /// One page of group `$1`'s members after uid `$3`, at most `$4`, with the group's owner: empty
 /// unless `$2` is a member itself (checked in the same statement, so in the same snapshot).
@@ -97,7 +100,7 @@ pub(crate) const MEMBER_PAGE: &str = "SELECT o.uid, o.role, coalesce(c.owner, c.
 /// user shares many conversations with some: the caller keeps the distinct ones).
 pub(crate) const CONTACTS: &str = "SELECT o.uid FROM members AS me \
      JOIN members AS o ON o.conversation_id = me.conversation_id \
-     WHERE me.uid = $1 AND o.uid <> $1 ORDER BY me.conversation_id LIMIT $2";
+     WHERE me.uid = $1 AND o.uid <> me.uid ORDER BY me.conversation_id LIMIT $2";
 
 /// Whether `$1` blocks `$2` (0 or 1).
 pub(crate) const IS_BLOCKED: &str = "SELECT count(*) FROM blocks WHERE blocker = $1 AND blocked = $2";
@@ -164,9 +167,8 @@ pub(crate) const ENSURE_USER: &str =
 /// Whether a user has ever signed in.
 pub(crate) const USER_EXISTS: &str = "SELECT uid FROM users WHERE uid = $1";
 
-/// Every statement shared by both backends, for the tests that check each one is served by an
-/// index (the backends add their own dialect statements).
-#[cfg(test)]
+/// Every statement shared by the backends: for the tests that check each one is served by an
+/// index (the backends add their own dialect statements), and the MariaDB translations.
 pub(crate) const SHARED: &[&str] = &[
     IS_MEMBER,
     GROUP_EXISTS,

@@ -82,7 +82,7 @@ pub(crate) const BEGIN: &str = "BEGIN IMMEDIATE";
 
 /// The conversation read of a membership change. On SQLite every write goes through the one
 /// writer connection, so a membership change is already ordered with every append; the read
-/// only keeps the two backends' code alike (PostgreSQL takes the row lock here).
+/// only keeps the backends' code alike (PostgreSQL and MariaDB take the row lock here).
 pub(crate) const LOCK_CONVERSATION: &str = "SELECT id FROM conversations WHERE id = $1";
 
 /// Returns user `$1` if it exists. The write lock every write transaction takes already orders

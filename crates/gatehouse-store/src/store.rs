@@ -12,6 +12,7 @@ use crate::model::{
     Appended, ConversationPage, ConversationSummary, CursorRow, HistoryPage, MessageRow, NewMessage, StoredMessage,
     SummaryRow, SyncPage,
 };
+use crate::mysql::MySqlBackend;
 use crate::plan::Plan;
 use crate::postgres::PgBackend;
 use crate::sql;
@@ -39,6 +40,9 @@ pub enum BackendKind {
     Sqlite,
     /// A PostgreSQL server (several workers share one database).
     Postgres,
+    /// A MariaDB server (several workers share one database), for teams that run MySQL-family
+    /// databases already.
+    MySql,
 }
 
 /// The durable chat history store: conversations, members and messages.
@@ -58,6 +62,7 @@ pub struct Store {
 pub(crate) enum Backend {
     Sqlite(SqliteBackend),
     Postgres(PgBackend),
+    MySql(MySqlBackend),
 }
 
 /// The result of one append attempt (see [`Store::append`]).
@@ -65,15 +70,15 @@ pub(crate) enum Backend {
 pub(crate) enum Attempt {
     /// The transaction committed.
     Committed,
-    /// The transaction was rolled back and has to be planned again: on PostgreSQL, a concurrent
+    /// The transaction was rolled back and has to be planned again: on PostgreSQL or MariaDB, a concurrent
     /// writer created one of the batch's conversations after this attempt had taken its locks.
     Retry,
 }
 
-/// Statements whose text differs between the backends, for code shared by both.
+/// Statements whose text differs between the backends, for code shared by all of them.
 pub(crate) struct Dialect {
-    /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
-    pub(crate) mark_read: &'static str,
+    /// Turns a statement of `crate::sql` into this backend's text (see [`Dialect::sql`]).
+    pub(crate) translate: fn(&'static str) -> &'static str,
     /// Takes conversation `$1`'s row lock where the backend has row locks.
     pub(crate) lock_conversation: &'static str,
     /// Returns user `$1` if it exists, taking its row lock where the backend has row locks:
@@ -81,6 +86,19 @@ pub(crate) struct Dialect {
     pub(crate) lock_user: &'static str,
     /// Begins a transaction that writes, the way appends begin theirs.
     pub(crate) begin_write: &'static str,
+}
+
+impl Dialect {
+    /// Returns this backend's text of `shared`, a statement of `crate::sql`: the same text on
+    /// SQLite and PostgreSQL, `?` placeholders and MariaDB syntax on MariaDB.
+    pub(crate) fn sql(&self, shared: &'static str) -> &'static str {
+        (self.translate)(shared)
+    }
+}
+
+/// The text of a shared statement on the backends that take `$n` placeholders.
+pub(crate) fn as_is(shared: &'static str) -> &'static str {
+    shared
 }
 
 /// The result of a whole append batch, for the group committer's counters.
@@ -101,7 +119,7 @@ macro_rules! with_pool {
             $crate::store::Backend::Sqlite(backend) => {
                 let $pool = backend.$role();
                 let $dialect = $crate::store::Dialect {
-                    mark_read: $crate::sqlite::MARK_READ,
+                    translate: $crate::store::as_is,
                     lock_conversation: $crate::sqlite::LOCK_CONVERSATION,
                     lock_user: $crate::sqlite::LOCK_USER,
                     begin_write: $crate::sqlite::BEGIN,
@@ -111,10 +129,20 @@ macro_rules! with_pool {
             $crate::store::Backend::Postgres(backend) => {
                 let $pool = backend.$role();
                 let $dialect = $crate::store::Dialect {
-                    mark_read: $crate::postgres::MARK_READ,
+                    translate: $crate::store::as_is,
                     lock_conversation: $crate::postgres::LOCK_CONVERSATION,
                     lock_user: $crate::postgres::LOCK_USER,
                     begin_write: $crate::postgres::BEGIN,
+                };
+                $body
+            }
+            $crate::store::Backend::MySql(backend) => {
+                let $pool = backend.$role();
+                let $dialect = $crate::store::Dialect {
+                    translate: $crate::mysql::statement,
+                    lock_conversation: $crate::mysql::LOCK_CONVERSATION,
+                    lock_user: $crate::mysql::LOCK_USER,
+                    begin_write: $crate::mysql::BEGIN,
                 };
                 $body
             }
@@ -129,16 +157,19 @@ pub(crate) use with_pool;
 impl Store {
     /// Opens the store named by `url` and applies pending migrations.
     ///
-    /// `postgres://…` and `postgresql://…` select PostgreSQL; `sqlite://path`, `sqlite:path`
+    /// `postgres://…` and `postgresql://…` select PostgreSQL; `mysql://…` and `mariadb://…`
+    /// select MariaDB (10.6 or later; the database must exist); `sqlite://path`, `sqlite:path`
     /// and a plain file path select SQLite (the file is created on first start; WAL mode,
     /// `synchronous=FULL` so that a committed append survives a power loss, 5 s busy timeout, foreign keys on). `sqlite::memory:` gives a
     /// private in-memory database for tests.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres(PgBackend::open(url).await?)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Backend::MySql(MySqlBackend::open(url).await?)
         } else if url.is_empty() || (url.contains("://") && !url.starts_with("sqlite://")) {
             return Err(StoreError::InvalidInput(format!(
-                "unsupported database url {url:?}: expected postgres://, sqlite: or a file path"
+                "unsupported database url {url:?}: expected postgres://, mysql://, sqlite: or a file path"
             )));
         } else {
             Backend::Sqlite(SqliteBackend::open(url).await?)
@@ -165,10 +196,10 @@ impl Store {
     /// Returns a handle for a writer that runs on a runtime of its own (the group committer's
     /// thread).
     ///
-    /// A PostgreSQL connection belongs to the runtime that opened it: that runtime's I/O driver
-    /// wakes whoever waits on its socket. A writer sharing the caller's connections would still
-    /// wait for the caller's runtime on every round trip, and would lose them when that runtime
-    /// stops. So on PostgreSQL the handle gets a pool of its own, whose one connection is opened
+    /// A PostgreSQL or MariaDB connection belongs to the runtime that opened it: that runtime's
+    /// I/O driver wakes whoever waits on its socket. A writer sharing the caller's connections
+    /// would still wait for the caller's runtime on every round trip, and would lose them when
+    /// that runtime stops. So on those servers the handle gets a pool of its own, whose one connection is opened
     /// by the runtime that first uses it; call this on the writer's runtime. SQLite connections
     /// each run on a thread of their own and are shared, so that the one writer connection
     /// stays the only one.
@@ -177,6 +208,11 @@ impl Store {
             Backend::Sqlite(_) => self.clone(),
             Backend::Postgres(backend) => Store {
                 inner: Arc::new(Backend::Postgres(backend.for_this_runtime())),
+                own_pools: true,
+                limits: self.limits,
+            },
+            Backend::MySql(backend) => Store {
+                inner: Arc::new(Backend::MySql(backend.for_this_runtime())),
                 own_pools: true,
                 limits: self.limits,
             },
@@ -195,6 +231,7 @@ impl Store {
         match backend {
             Backend::Sqlite(_) => BackendKind::Sqlite,
             Backend::Postgres(_) => BackendKind::Postgres,
+            Backend::MySql(_) => BackendKind::MySql,
         }
     }
 
@@ -211,6 +248,7 @@ impl Store {
         match &*self.inner {
             Backend::Sqlite(backend) => backend.close().await,
             Backend::Postgres(backend) => backend.close().await,
+            Backend::MySql(backend) => backend.close().await,
         }
     }
 
@@ -246,6 +284,7 @@ impl Store {
             let outcome = match &*self.inner {
                 Backend::Sqlite(backend) => backend.append_attempt(&mut plan).await,
                 Backend::Postgres(backend) => backend.append_attempt(&mut plan).await,
+                Backend::MySql(backend) => backend.append_attempt(&mut plan).await,
             };
             match outcome {
                 Ok(Attempt::Committed) => {
@@ -273,8 +312,8 @@ impl Store {
     /// Records that `uid` has signed in (idempotent), so that others may address it.
     pub async fn ensure_user(&self, uid: &str) -> Result<(), StoreError> {
         check_ident("uid", uid)?;
-        with_pool!(self, writer, |pool| {
-            sqlx::query(sql::ENSURE_USER)
+        with_pool!(self, writer, |pool, dialect| {
+            sqlx::query(dialect.sql(sql::ENSURE_USER))
                 .bind(uid)
                 .bind(now_ms())
                 .execute(pool)
@@ -286,8 +325,8 @@ impl Store {
     /// Returns whether `uid` has ever signed in: direct messages to unknown users are refused.
     pub async fn user_exists(&self, uid: &str) -> Result<bool, StoreError> {
         check_ident("uid", uid)?;
-        let found: Option<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::USER_EXISTS)
+        let found: Option<String> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_scalar(dialect.sql(sql::USER_EXISTS))
                 .bind(uid)
                 .fetch_optional(pool)
                 .await?
@@ -300,8 +339,8 @@ impl Store {
     /// The authorisation check for reads and subscriptions; a direct conversation has members
     /// once its first message is stored.
     pub async fn is_member(&self, conversation_id: &str, uid: &str) -> Result<bool, StoreError> {
-        let found: Option<String> = with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::IS_MEMBER)
+        let found: Option<String> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_scalar(dialect.sql(sql::IS_MEMBER))
                 .bind(conversation_id)
                 .bind(uid)
                 .fetch_optional(pool)
@@ -335,8 +374,8 @@ impl Store {
     ) -> Result<ConversationPage, StoreError> {
         check_ident("uid", uid)?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let rows: Vec<SummaryRow> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::SUMMARIES)
+        let rows: Vec<SummaryRow> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_as(dialect.sql(sql::SUMMARIES))
                 .bind(uid)
                 .bind(after.unwrap_or(""))
                 .bind(i64::from(limit) + 1)
@@ -401,8 +440,8 @@ impl Store {
         let limit = limit.min(MAX_PAGE) as usize;
         let mut messages: Vec<StoredMessage> = Vec::new();
         let mut more = false;
-        with_pool!(self, reader, |pool| {
-            let mut rows = sqlx::query_as::<_, MessageRow>(sql::VISIBLE_BEFORE)
+        with_pool!(self, reader, |pool, dialect| {
+            let mut rows = sqlx::query_as::<_, MessageRow>(dialect.sql(sql::VISIBLE_BEFORE))
                 .bind(conversation_id)
                 .bind(uid)
                 .bind(before)
@@ -425,8 +464,8 @@ impl Store {
     /// Returns the seq at and below which `uid` may not read `conversation_id`, or `None` when
     /// it is not a member.
     async fn floor(&self, conversation_id: &str, uid: &str) -> Result<Option<i64>, StoreError> {
-        Ok(with_pool!(self, reader, |pool| {
-            sqlx::query_scalar(sql::FLOOR)
+        Ok(with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_scalar(dialect.sql(sql::FLOOR))
                 .bind(conversation_id)
                 .bind(uid)
                 .fetch_optional(pool)
@@ -463,8 +502,11 @@ impl Store {
             check_seq(&format!("cursor of {conversation}"), cursor)?;
         }
         let limit = usize::try_from(limit.min(MAX_PAGE)).unwrap_or(usize::MAX);
-        let conversations: Vec<CursorRow> = with_pool!(self, reader, |pool| {
-            sqlx::query_as(sql::CURSORS).bind(uid).fetch_all(pool).await?
+        let conversations: Vec<CursorRow> = with_pool!(self, reader, |pool, dialect| {
+            sqlx::query_as(dialect.sql(sql::CURSORS))
+                .bind(uid)
+                .fetch_all(pool)
+                .await?
         });
         let mut messages: Vec<StoredMessage> = Vec::new();
         let mut more = false;
@@ -483,8 +525,8 @@ impl Store {
                 break;
             }
             let (mut fetched, mut full) = (0, false);
-            with_pool!(self, reader, |pool| {
-                let mut rows = sqlx::query_as::<_, MessageRow>(sql::VISIBLE_AFTER)
+            with_pool!(self, reader, |pool, dialect| {
+                let mut rows = sqlx::query_as::<_, MessageRow>(dialect.sql(sql::VISIBLE_AFTER))
                     .bind(&conversation.conversation_id)
                     .bind(uid)
                     .bind(cursor)
@@ -526,8 +568,8 @@ impl Store {
         let scan = i64::try_from(max.saturating_mul(CONTACT_SCAN_FACTOR)).unwrap_or(i64::MAX);
         let mut seen = std::collections::HashSet::new();
         let mut contacts = Vec::new();
-        with_pool!(self, reader, |pool| {
-            let mut rows = sqlx::query_scalar::<_, String>(sql::CONTACTS)
+        with_pool!(self, reader, |pool, dialect| {
+            let mut rows = sqlx::query_scalar::<_, String>(dialect.sql(sql::CONTACTS))
                 .bind(uid)
                 .bind(scan)
                 .fetch(pool);
@@ -550,14 +592,25 @@ impl Store {
     pub async fn mark_read(&self, uid: &str, conversation_id: &str, seq: i64) -> Result<i64, StoreError> {
         check_ident("uid", uid)?;
         check_seq("seq", seq)?;
-        let marker: Option<i64> = with_pool!(self, writer, |pool, dialect| {
-            sqlx::query_scalar(dialect.mark_read)
-                .bind(conversation_id)
-                .bind(uid)
-                .bind(seq)
-                .fetch_optional(pool)
-                .await?
-        });
+        let marker: Option<i64> = match &*self.inner {
+            Backend::Sqlite(backend) => {
+                sqlx::query_scalar(crate::sqlite::MARK_READ)
+                    .bind(conversation_id)
+                    .bind(uid)
+                    .bind(seq)
+                    .fetch_optional(backend.writer())
+                    .await?
+            }
+            Backend::Postgres(backend) => {
+                sqlx::query_scalar(crate::postgres::MARK_READ)
+                    .bind(conversation_id)
+                    .bind(uid)
+                    .bind(seq)
+                    .fetch_optional(backend.writer())
+                    .await?
+            }
+            Backend::MySql(backend) => backend.mark_read(conversation_id, uid, seq).await?,
+        };
         marker.ok_or_else(|| StoreError::NotMember {
             uid: uid.to_owned(),
             conversation: conversation_id.to_owned(),
@@ -571,14 +624,21 @@ pub(crate) fn is_transient(error: &StoreError) -> bool {
     // idempotency key, which an append meets when a concurrent writer stored the same
     // `(sender, cid)` in another conversation (the next attempt finds that message and answers
     // this one with a conflict). Any other violation (a message row ahead of its conversation's counter) is a
-    // broken database and fails at once. SQLite's codes are numeric and never match: its
-    // writes run under the database lock and cannot race.
+    // broken database and fails at once. MariaDB: the same cases as SQLSTATE 40001 (deadlock)
+    // and 23000 (duplicate key, which it names only in the message). SQLite's codes are
+    // numeric and never match: its writes run under the database lock and cannot race.
     match error.database_code().as_deref() {
         Some("40P01" | "40001") => true,
         Some("23505") => error.database_constraint().as_deref() == Some(IDEMPOTENCY_KEY),
+        Some("23000") => error
+            .database_message()
+            .is_some_and(|message| message.ends_with(MYSQL_IDEMPOTENCY_KEY)),
         _ => false,
     }
 }
 
 /// The name PostgreSQL gives the `UNIQUE (sender, cid)` constraint of `messages`.
 const IDEMPOTENCY_KEY: &str = "messages_sender_cid_key";
+
+/// How a MariaDB duplicate-key message ends when the key is `messages (sender, cid)`.
+const MYSQL_IDEMPOTENCY_KEY: &str = "for key 'messages_sender_cid'";

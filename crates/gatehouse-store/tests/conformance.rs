@@ -1,8 +1,9 @@
-//! One conformance suite for both backends.
+//! One conformance suite for the three backends.
 //!
-//! Every case in `cases` runs against a fresh SQLite file (always) and against a fresh schema
-//! of the PostgreSQL database named by `TEST_DATABASE_URL` (when set; otherwise the PostgreSQL
-//! variants print a SKIPPED note on a developer's machine and fail when `CI` is set). The
+//! Every case in `cases` runs against a fresh SQLite file (always), against a fresh schema
+//! of the PostgreSQL database named by `TEST_DATABASE_URL`, and against a fresh database on the
+//! MariaDB server named by `TEST_MYSQL_URL` (each when set; otherwise those variants print a
+//! SKIPPED note on a developer's machine and fail when `CI` is set). The
 //! cases only use the public API, plus a raw connection
 //! where a test has to act as a second, misbehaving or slow writer.
 
@@ -17,7 +18,7 @@ use gatehouse_store::{
     HistoryVisibility, InviteOutcome, JoinOutcome, Limit, NewGroup, NewMessage, Role, Store, StoreError, StoreLimits,
     direct_conversation_id, group_conversation_id,
 };
-use sqlx::{Connection, PgConnection, SqliteConnection};
+use sqlx::{Connection, MySqlConnection, PgConnection, SqliteConnection};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -27,6 +28,7 @@ use sqlx::{Connection, PgConnection, SqliteConnection};
 enum Kind {
     Sqlite,
     Postgres,
+    MySql,
 }
 
 /// What a case gets: where its private database is.
@@ -51,6 +53,17 @@ impl Ctx {
                     .expect("raw sqlite connection"),
             ),
             Kind::Postgres => Raw::Postgres(PgConnection::connect(&self.url).await.expect("raw postgres connection")),
+            Kind::MySql => {
+                let mut conn = MySqlConnection::connect(&self.url)
+                    .await
+                    .expect("raw mariadb connection");
+                // The isolation level of the store's own connections.
+                sqlx::raw_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .execute(&mut conn)
+                    .await
+                    .expect("read committed");
+                Raw::MySql(conn)
+            }
         }
     }
 }
@@ -60,6 +73,8 @@ struct TestDb {
     ctx: Ctx,
     _dir: Option<tempfile::TempDir>,
     pg_schema: Option<(String, String)>,
+    /// The MariaDB server's URL (its own database) and the case's database.
+    mysql_database: Option<(String, String)>,
 }
 
 static SCHEMA_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -79,6 +94,50 @@ fn postgres_url() -> Option<String> {
     }
 }
 
+/// The MariaDB server of the MariaDB variants (`TEST_MYSQL_URL`, e.g.
+/// `mysql://root@127.0.0.1:3306/mysql`): each case creates a database of its own there. Without it
+/// they are skipped with a note on a developer's machine, and fail when `CI` is set.
+fn mysql_url() -> Option<String> {
+    match std::env::var("TEST_MYSQL_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("TEST_MYSQL_URL is not set and CI is: the MariaDB conformance tests must run in CI")
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: TEST_MYSQL_URL is not set (MariaDB variant)");
+            None
+        }
+    }
+}
+
+/// `base` (`mysql://…/database?params`) with its database replaced by `database`.
+fn with_database(base: &str, database: &str) -> String {
+    let (address, params) = base.split_once('?').map_or((base, None), |(a, p)| (a, Some(p)));
+    let scheme_end = address.find("://").map_or(0, |at| at + 3);
+    let server = match address[scheme_end..].find('/') {
+        Some(slash) => &address[..scheme_end + slash],
+        None => address,
+    };
+    match params {
+        Some(params) => format!("{server}/{database}?{params}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// A schema or database name no other case (of this or a concurrent run) uses.
+fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        SCHEMA_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 impl TestDb {
     async fn create(kind: Kind) -> Option<TestDb> {
         match kind {
@@ -92,20 +151,12 @@ impl TestDb {
                     },
                     _dir: Some(dir),
                     pg_schema: None,
+                    mysql_database: None,
                 })
             }
             Kind::Postgres => {
                 let base = postgres_url()?;
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0);
-                let schema = format!(
-                    "t_{}_{}_{}",
-                    std::process::id(),
-                    nanos,
-                    SCHEMA_COUNTER.fetch_add(1, Ordering::Relaxed)
-                );
+                let schema = unique_name();
                 let mut admin = PgConnection::connect(&base)
                     .await
                     .expect("connect to TEST_DATABASE_URL");
@@ -121,12 +172,40 @@ impl TestDb {
                     },
                     _dir: None,
                     pg_schema: Some((base, schema)),
+                    mysql_database: None,
+                })
+            }
+            Kind::MySql => {
+                let base = mysql_url()?;
+                let database = unique_name();
+                let mut admin = MySqlConnection::connect(&base)
+                    .await
+                    .expect("connect to TEST_MYSQL_URL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                Some(TestDb {
+                    ctx: Ctx {
+                        kind,
+                        url: with_database(&base, &database),
+                    },
+                    _dir: None,
+                    pg_schema: None,
+                    mysql_database: Some((base, database)),
                 })
             }
         }
     }
 
     async fn cleanup(self) {
+        if let Some((base, database)) = self.mysql_database {
+            let mut admin = MySqlConnection::connect(&base).await.expect("connect for cleanup");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database}")))
+                .execute(&mut admin)
+                .await
+                .expect("drop test database");
+        }
         if let Some((base, schema)) = self.pg_schema {
             let mut admin = PgConnection::connect(&base).await.expect("connect for cleanup");
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
@@ -267,6 +346,11 @@ fn postgres_queued_messages_are_written_after_the_callers_runtime_stops() {
     queued_messages_are_written_after_the_callers_runtime_stops(Kind::Postgres);
 }
 
+#[test]
+fn mysql_queued_messages_are_written_after_the_callers_runtime_stops() {
+    queued_messages_are_written_after_the_callers_runtime_stops(Kind::MySql);
+}
+
 /// A hung case fails instead of blocking the suite.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -279,7 +363,7 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Generates `sqlite::<case>` and `postgres::<case>` tests for every listed case.
+/// Generates `sqlite::<case>`, `postgres::<case>` and `mysql::<case>` tests for every listed case.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -295,6 +379,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::run_case(super::Kind::Postgres, super::cases::$case).await;
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::run_case(super::Kind::MySql, super::cases::$case).await;
                 }
             )*
         }
@@ -348,6 +440,7 @@ mod events;
 enum Raw {
     Sqlite(SqliteConnection),
     Postgres(PgConnection),
+    MySql(MySqlConnection),
 }
 
 impl Raw {
@@ -355,12 +448,13 @@ impl Raw {
         match self {
             Raw::Sqlite(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
             Raw::Postgres(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+            Raw::MySql(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Opens a write transaction and holds it: SQLite's database write lock, or the
-    /// PostgreSQL row lock of `conversation` (which must exist).
+    /// PostgreSQL or MariaDB row lock of `conversation` (which must exist).
     async fn block_writes(&mut self, conversation: &str) {
         match self {
             Raw::Sqlite(c) => {
@@ -372,6 +466,14 @@ impl Raw {
             Raw::Postgres(c) => {
                 sqlx::raw_sql("BEGIN").execute(&mut *c).await.expect("begin");
                 sqlx::query("SELECT id FROM conversations WHERE id = $1 FOR UPDATE")
+                    .bind(conversation)
+                    .execute(c)
+                    .await
+                    .expect("lock conversation row");
+            }
+            Raw::MySql(c) => {
+                sqlx::raw_sql("BEGIN").execute(&mut *c).await.expect("begin");
+                sqlx::query("SELECT id FROM conversations WHERE id = ? FOR UPDATE")
                     .bind(conversation)
                     .execute(c)
                     .await
@@ -392,6 +494,18 @@ impl Raw {
             Raw::Postgres(c) => {
                 sqlx::raw_sql("BEGIN").execute(&mut *c).await.expect("begin");
                 sqlx::query_scalar(BUMP).bind(conversation).fetch_one(c).await
+            }
+            Raw::MySql(c) => {
+                sqlx::raw_sql("BEGIN").execute(&mut *c).await.expect("begin");
+                sqlx::query("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ?")
+                    .bind(conversation)
+                    .execute(&mut *c)
+                    .await
+                    .expect("bump last_seq");
+                sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?")
+                    .bind(conversation)
+                    .fetch_one(c)
+                    .await
             }
         }
         .expect("bump last_seq")
@@ -417,6 +531,16 @@ impl Raw {
                 .execute(c)
                 .await
                 .map(|_| ()),
+            Raw::MySql(c) => sqlx::query(
+                "INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms) VALUES (?, ?, ?, ?, 'late', 0)",
+            )
+            .bind(conversation)
+            .bind(seq)
+            .bind(sender)
+            .bind(cid)
+            .execute(c)
+            .await
+            .map(|_| ()),
         }
         .expect("insert late message");
     }
@@ -1037,6 +1161,10 @@ mod cases {
                     "BEGIN; SELECT id FROM conversations WHERE id = 'g:club' FOR NO KEY UPDATE; \
                      DELETE FROM members WHERE conversation_id = 'g:club' AND uid = 'bob'"
                 }
+                Kind::MySql => {
+                    "BEGIN; SELECT id FROM conversations WHERE id = 'g:club' FOR UPDATE; \
+                     DELETE FROM members WHERE conversation_id = 'g:club' AND uid = 'bob'"
+                }
             })
             .await;
 
@@ -1167,7 +1295,7 @@ mod cases {
                 )
                 .await
             }
-            Kind::Postgres => {
+            Kind::Postgres | Kind::MySql => {
                 raw.exec("ALTER TABLE messages ADD CONSTRAINT boom CHECK (text <> 'boom')")
                     .await
             }
@@ -1193,7 +1321,7 @@ mod cases {
         );
         match ctx.kind {
             Kind::Sqlite => raw.exec("DROP TRIGGER boom").await,
-            Kind::Postgres => raw.exec("ALTER TABLE messages DROP CONSTRAINT boom").await,
+            Kind::Postgres | Kind::MySql => raw.exec("ALTER TABLE messages DROP CONSTRAINT boom").await,
         }
         let retried = ok(append_one(&store, dm("alice", "bob", "x1")).await);
         assert!(!retried.duplicate, "the failed attempt left no row behind");
@@ -1791,6 +1919,7 @@ mod cases {
         let backend_dir = match ctx.kind {
             Kind::Sqlite => "sqlite",
             Kind::Postgres => "postgres",
+            Kind::MySql => "mysql",
         };
         let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("migrations")
@@ -1805,7 +1934,7 @@ mod cases {
                 copied += 1;
             }
         }
-        assert!(copied >= 2, "the pre-access-model migrations were found");
+        assert!(copied >= 1, "the pre-access-model migrations were found");
         let migrator = sqlx::migrate::Migrator::new(old.path()).await.expect("old migrations");
         match ctx.kind {
             Kind::Sqlite => {
@@ -1818,6 +1947,11 @@ mod cases {
             }
             Kind::Postgres => {
                 let pool = sqlx::PgPool::connect(&ctx.url).await.expect("connect");
+                migrator.run(&pool).await.expect("old schema");
+                pool.close().await;
+            }
+            Kind::MySql => {
+                let pool = sqlx::MySqlPool::connect(&ctx.url).await.expect("connect");
                 migrator.run(&pool).await.expect("old schema");
                 pool.close().await;
             }
@@ -2021,6 +2155,31 @@ mod cases {
         }
         assert_eq!(ok(results[5].clone()).message.seq, 1);
         assert!(store.append(Vec::new()).await.is_empty());
+
+        // The longest identifiers are stored on every backend, in 4-byte characters and in the
+        // characters a direct conversation id escapes to three; one character more is refused.
+        let long = "\u{1F600}".repeat(gatehouse_store::MAX_IDENT_CHARS);
+        let escaped = "%:".repeat(gatehouse_store::MAX_IDENT_CHARS / 2);
+        let stored = ok(append_one(&store, dm(&long, &escaped, &long)).await);
+        assert_eq!(
+            (stored.message.sender.as_str(), stored.message.cid.as_str()),
+            (long.as_str(), long.as_str())
+        );
+        assert_eq!(
+            store.conversations_of(&escaped).await.expect("list")[0].peer_or_group,
+            long
+        );
+        let over = format!("{long}x");
+        let results = store
+            .append(vec![dm(&over, "b", "5"), dm("a", &over, "6"), dm("a", "b", &over)])
+            .await;
+        for result in &results {
+            assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
+        }
+        assert!(matches!(
+            store.create_group(&over, "a", &NewGroup::default()).await,
+            Err(StoreError::InvalidInput(_))
+        ));
         assert!(matches!(
             store.create_group("", "a", &NewGroup::default()).await,
             Err(StoreError::InvalidInput(_))
@@ -2071,7 +2230,7 @@ mod open {
 
     #[tokio::test]
     async fn unsupported_schemes_are_rejected() {
-        for url in ["mysql://localhost/db", "", "http://x"] {
+        for url in ["mongodb://localhost/db", "", "http://x"] {
             assert!(
                 matches!(Store::open(url).await, Err(StoreError::InvalidInput(_))),
                 "{url}"
@@ -2161,5 +2320,11 @@ mod throughput {
     #[ignore = "measurement, run in release mode"]
     async fn postgres_append_rates() {
         run_case(Kind::Postgres, measure).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement, run in release mode"]
+    async fn mysql_append_rates() {
+        run_case(Kind::MySql, measure).await;
     }
 }

@@ -1,5 +1,8 @@
 //! [`ChatClient`]: a client of the chat protocol (`docs/protocol.md`), as an app would write one;
-//! [`ChatDatabase`]: where a test cluster's chat workers keep their history.
+//! [`ChatDatabase`]: where a test cluster's chat workers keep their history ([`mariadb`]: a
+//! throw-away MariaDB database).
+
+pub mod mariadb;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -9,14 +12,17 @@ use serde_json::{Value, json};
 
 use crate::client::{Refusal, WsClient};
 use crate::postgres::TempDatabase;
+use mariadb::TempMariaDb;
 
-/// Where a test cluster keeps its chat history: a SQLite file (removed on drop) or a fresh
-/// PostgreSQL database (dropped on drop).
+/// Where a test cluster keeps its chat history: a SQLite file (removed on drop), or a fresh
+/// PostgreSQL or MariaDB database (dropped on drop).
 pub enum ChatDatabase {
     /// A SQLite file under the system temp dir.
     Sqlite(std::path::PathBuf),
     /// A throw-away PostgreSQL database.
     Postgres(TempDatabase),
+    /// A throw-away MariaDB database.
+    MariaDb(TempMariaDb),
 }
 
 impl ChatDatabase {
@@ -36,18 +42,25 @@ impl ChatDatabase {
         )
     }
 
+    /// A fresh MariaDB database at 127.0.0.1:3306; panics (the test fails) without one.
+    pub fn mariadb() -> ChatDatabase {
+        ChatDatabase::MariaDb(TempMariaDb::create().expect("MariaDB at 127.0.0.1:3306 (scripts/services starts it)"))
+    }
+
     /// The `--database-url` of the chat workers.
     pub fn url(&self) -> String {
         match self {
             ChatDatabase::Sqlite(path) => format!("sqlite://{}", path.display()),
             ChatDatabase::Postgres(db) => db.url(),
+            ChatDatabase::MariaDb(db) => db.url(),
         }
     }
 
-    /// Runs a query that returns one number (with the `sqlite3` or `psql` client).
+    /// Runs a query that returns one number (with the `sqlite3`, `psql` or `mariadb` client).
     pub fn count(&self, sql: &str) -> Result<i64> {
         let text = match self {
             ChatDatabase::Postgres(db) => db.query(sql)?,
+            ChatDatabase::MariaDb(db) => db.query(sql)?,
             ChatDatabase::Sqlite(path) => {
                 let output = std::process::Command::new("sqlite3").arg(path).arg(sql).output()?;
                 anyhow::ensure!(

@@ -22,6 +22,7 @@ pub struct ClusterBuilder {
     worker_args: Vec<String>,
     credentials: Vec<String>,
     public_tls: bool,
+    registry_host: std::net::IpAddr,
 }
 
 /// A running cluster; every process is killed when it is dropped.
@@ -52,6 +53,7 @@ impl Cluster {
             worker_args: Vec::new(),
             credentials: vec!["--cluster-secret".into(), TEST_SECRET.into()],
             public_tls: false,
+            registry_host: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 
@@ -152,6 +154,17 @@ impl ClusterBuilder {
         self
     }
 
+    /// Where registries listen (default loopback): another host address lets processes in a
+    /// network namespace reach them ([`crate::Netns::host`]); the registries then run with
+    /// `--insecure-plaintext` (a test network, not a production one).
+    pub fn registry_host(mut self, host: std::net::IpAddr) -> Self {
+        self.registry_host = host;
+        if !host.is_loopback() {
+            self.registry_args.push("--insecure-plaintext".into());
+        }
+        self
+    }
+
     /// Number of registries.
     pub fn registries(mut self, count: usize) -> Self {
         self.registries = count;
@@ -209,8 +222,8 @@ impl ClusterBuilder {
     pub async fn start(self) -> Result<Cluster> {
         let mut registries = Vec::new();
         for index in 0..self.registries {
-            registries
-                .push(start_registry(index, "127.0.0.1:0".parse()?, &self.credentials, &self.registry_args).await?);
+            let addr = SocketAddr::new(self.registry_host, 0);
+            registries.push(start_registry(index, addr, &self.credentials, &self.registry_args).await?);
         }
         let registry_addrs: Vec<SocketAddr> = registries.iter().map(|r| r.addr("grpc")).collect();
         let mut cluster = Cluster {

@@ -16,6 +16,7 @@
 //! - [`browser`] — a headless-Chromium driver (DevTools protocol) for tests of the web page.
 //! - [`chat`] — [`ChatClient`], a client of the chat protocol.
 //! - [`haproxy`] — [`Haproxy`], a real load balancer in front of gateways.
+//! - [`netns`] — [`Netns`], a network namespace on a veth pair, for real partitions.
 //! - [`postgres`] — [`TempDatabase`], a throw-away PostgreSQL database per test.
 //! - [`rawws`] — [`RawWs`], a raw-frame WebSocket client for protocol conformance tests.
 //! - [`tls`] — [`TestTls`], certificates from `gatehouse cert` and a client that trusts them.
@@ -26,6 +27,7 @@ pub mod chat;
 pub mod client;
 pub mod cluster;
 pub mod haproxy;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod rawws;
@@ -35,6 +37,7 @@ pub use chat::{ChatClient, ChatDatabase};
 pub use client::{ApiClient, WsClient};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use haproxy::Haproxy;
+pub use netns::Netns;
 pub use postgres::TempDatabase;
 pub use process::Process;
 pub use rawws::RawWs;

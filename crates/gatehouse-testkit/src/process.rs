@@ -41,6 +41,16 @@ pub struct Process {
 impl Process {
     /// Starts `gatehouse ARGS` and waits until it logged one `listening` line per expected kind.
     pub async fn start(name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
+        Process::start_in(None, name, args, expect).await
+    }
+
+    /// [`Process::start`] inside network namespace `netns` (`ip netns exec`, which execs the
+    /// binary: the pid is still gatehouse's).
+    pub async fn start_in_netns(netns: &str, name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
+        Process::start_in(Some(netns), name, args, expect).await
+    }
+
+    async fn start_in(netns: Option<&str>, name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
         let bin = gatehouse_bin();
         if !bin.exists() {
             bail!(
@@ -48,7 +58,15 @@ impl Process {
                 bin.display()
             );
         }
-        let mut child = Command::new(&bin)
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&bin);
+                command
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(&args)
             .env(
                 "RUST_LOG",
@@ -205,6 +223,13 @@ impl Process {
 fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     if !line.contains("listening") {
         return None;
+    }
+    if line.starts_with('{') {
+        // `--log-format json`: the event's fields are top-level keys.
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        let kind = value.get("kind")?.as_str()?.to_owned();
+        let addr = value.get("addr")?.as_str()?.parse().ok()?;
+        return Some((kind, addr));
     }
     let field = |name: &str| {
         line.split_whitespace()
