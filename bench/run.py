@@ -729,6 +729,11 @@ def write_report(r, opts):
     for label, cmd in COMMANDS:
         lines.append(f"- {label}: `{cmd}`")
     lines.append("")
+    # The webhook figures come from bench/webhook.py, run on its own.
+    webhook = os.path.join(ROOT, "bench", "webhook.md")
+    if os.path.exists(webhook):
+        with open(webhook) as f:
+            lines += ["", f.read().rstrip(), ""]
     analysis = os.path.join(ROOT, "bench", "analysis.md")
     if os.path.exists(analysis):
         with open(analysis) as f:

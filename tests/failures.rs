@@ -207,6 +207,7 @@ async fn grpc_without_secret(addr: std::net::SocketAddr) -> bool {
             handles_events: true,
             name: "nosecret".into(),
             expect_gateway: 0,
+            app: String::new(),
         }),
         ..Default::default()
     };

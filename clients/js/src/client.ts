@@ -599,9 +599,15 @@ export class ChatClient {
     await this.request({ type: "delivered", conversation, seq });
   }
 
-  /** Says the user is typing (`start`, repeated by the library at most every ttl/2) or stopped (protocol 2). */
+  /**
+   * Says the user is typing (`start`, repeated by the library at most every ttl/2) or stopped
+   * (protocol 2). Nothing is sent for a conversation that does not exist yet (a direct one before
+   * its first message), which the server would refuse.
+   */
   async typing(conversation: ConversationId, state: "start" | "stop" = "start"): Promise<void> {
     if (this.protocol < 2 || this.connState !== "online") return;
+    const conv = this.convs.get(conversation);
+    if (!conv || (!conv.listed && conv.held.size === 0 && conv.cursor === 0)) return;
     const now = Date.now();
     const ttl = this.welcomeFrame?.typing_ttl_ms ?? 6000;
     if (state === "start") {
@@ -1097,7 +1103,8 @@ export class ChatClient {
   /** The cursors a `sync` carries: at most 1,000 (most recent first) and well under the frame limit. */
   private cursorsToSend(): Record<ConversationId, number> {
     const out: Record<ConversationId, number> = {};
-    const ordered = [...this.convs.values()].filter((c) => c.cursor > 0).sort((a, b) => (b.info.lastTs ?? 0) - (a.info.lastTs ?? 0));
+    // A listed conversation goes in even at 0, so that a page of empty ones is not listed again.
+    const ordered = [...this.convs.values()].filter((c) => c.cursor > 0 || c.listed).sort((a, b) => (b.info.lastTs ?? 0) - (a.info.lastTs ?? 0));
     let bytes = 0;
     let count = 0;
     for (const conv of ordered) {

@@ -82,8 +82,12 @@ export class ConversationState {
     };
   }
 
+  /** The server listed it: the user belongs to it (so its cursor may be sent even when 0). */
+  listed = false;
+
   /** Takes what the server lists about the conversation. */
   updateInfo(wire: WireConversation): void {
+    this.listed = true;
     const info = this.info;
     info.kind = wire.kind;
     info.peerOrGroup = wire.peer_or_group;

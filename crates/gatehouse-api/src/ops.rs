@@ -378,14 +378,10 @@ pub async fn execute(cluster: &Cluster, op: Op) -> Result<Output, ApiError> {
     Ok(match op {
         Op::SendToClient { client, frame } => cluster.send_to_client(client, &frame).await.map(|()| sent)?,
         Op::SendToClients { clients, frame } => cluster.send_to_clients(&clients, &frame).await.map(|()| sent)?,
-        Op::SendToUid { uid, frame, exclude } => cluster
-            .send_to_uids_except(&[uid], &frame, &exclude)
-            .await
-            .map(|()| sent)?,
-        Op::SendToUids { uids, frame, exclude } => cluster
-            .send_to_uids_except(&uids, &frame, &exclude)
-            .await
-            .map(|()| sent)?,
+        Op::SendToUid { uid, frame, exclude } => cluster.send_to_uid(&uid, &frame, &exclude).await.map(|()| sent)?,
+        Op::SendToUids { uids, frame, exclude } => {
+            cluster.send_to_uids(&uids, &frame, &exclude).await.map(|()| sent)?
+        }
         Op::SendToGroup { group, frame, exclude } => {
             cluster.send_to_group(&group, &frame, &exclude).await.map(|()| sent)?
         }

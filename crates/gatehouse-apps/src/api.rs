@@ -85,8 +85,8 @@ impl Api {
             "fail_on_worker" => json!({"worker": cluster.member_id().to_string()}),
             "send_to_client" => json!(cluster.send_to_client(client, &frame()?).await?),
             "send_to_clients" => json!(cluster.send_to_clients(&request.clients, &frame()?).await?),
-            "send_to_uid" => json!(cluster.send_to_uid(uid()?, &frame()?).await?),
-            "send_to_uids" => json!(cluster.send_to_uids(&request.uids, &frame()?).await?),
+            "send_to_uid" => json!(cluster.send_to_uid(uid()?, &frame()?, &request.exclude).await?),
+            "send_to_uids" => json!(cluster.send_to_uids(&request.uids, &frame()?, &request.exclude).await?),
             "send_to_group" => json!(cluster.send_to_group(group()?, &frame()?, &request.exclude).await?),
             "send_to_groups" => json!(
                 cluster

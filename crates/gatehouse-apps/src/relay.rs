@@ -65,7 +65,7 @@ impl Worker for Relay {
                 Err(e) => ctx.reply(error(&e.to_string())).await?,
             },
             (_, Some(to), _) => {
-                if let Err(e) = cluster.send_to_uid(&to, &frame).await {
+                if let Err(e) = cluster.send_to_uid(&to, &frame, &[]).await {
                     ctx.reply(error(&e.to_string())).await?;
                 }
             }

@@ -77,7 +77,7 @@ impl ChatWorker {
                 if outcome == InviteOutcome::Invited {
                     let push = json!({"type": "invited", "group": group, "by": uid});
                     cluster
-                        .send_to_uid(&invitee, &Frame::json(&push))
+                        .send_to_uid(&invitee, &Frame::json(&push), &[])
                         .await
                         .map_err(api_error)?;
                 }
@@ -209,7 +209,7 @@ impl ChatWorker {
         self.follow_group(ctx, target, group, false).await?;
         let notice = json!({"type": "removed", "group": group, "by": actor, "reason": reason});
         ctx.cluster()
-            .send_to_uid(target, &Frame::json(&notice))
+            .send_to_uid(target, &Frame::json(&notice), &[])
             .await
             .map_err(api_error)
     }

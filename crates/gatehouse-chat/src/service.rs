@@ -350,8 +350,8 @@ impl ChatWorker {
         let push = Frame::json(&protocol::message(stored));
         let me = [ctx.client_id()];
         match (&stored.to, &stored.group) {
-            (Some(to), _) if to == uid => cluster.send_to_uids_except(&[uid], &push, &me).await,
-            (Some(to), _) => cluster.send_to_uids_except(&[to.as_str(), uid], &push, &me).await,
+            (Some(to), _) if to == uid => cluster.send_to_uids(&[uid], &push, &me).await,
+            (Some(to), _) => cluster.send_to_uids(&[to.as_str(), uid], &push, &me).await,
             (None, Some(group)) => cluster.send_to_group(&group_conversation_id(group), &push, &me).await,
             (None, None) => Ok(()),
         }

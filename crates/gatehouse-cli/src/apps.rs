@@ -56,8 +56,11 @@ pub async fn run_app(
             tracing::warn!("the api app lets every client act on every other; use it for tests and diagnostics only");
             run_worker(gatehouse_apps::api::Api, config, admin, token).await
         }
+        "webhook" => {
+            bail!("the webhook app runs as a worker of its own: gatehouse worker --app webhook --url http://…")
+        }
         other => bail!(
-            "unknown app {other:?}; built-in apps: chat, {}",
+            "unknown app {other:?}; built-in apps: chat, webhook, {}",
             gatehouse_apps::APP_NAMES.join(", ")
         ),
     }

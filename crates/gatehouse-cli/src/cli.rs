@@ -65,7 +65,7 @@ pub enum Command {
     /// Run a gateway: holds client WebSockets and forwards their events to workers.
     Gateway(Box<GatewayArgs>),
     /// Run a business worker with a built-in app.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Run a registry, a gateway and a worker in one process, ready to use.
     Dev(DevArgs),
     /// Print a chat token (HS256 JWT) for a uid, signed with the configured secret.
@@ -130,6 +130,11 @@ pub struct GatewayArgs {
     /// Registry addresses, comma-separated; the gateway attaches to all of them.
     #[arg(long, env = "GATEHOUSE_REGISTRY", value_delimiter = ',', required = true)]
     pub registry: Vec<String>,
+    /// The apps this gateway serves, comma-separated (e.g. `chat`): `/ws` reaches the first,
+    /// `/ws/<app>` each of them, and clients' events go only to workers of their app (workers
+    /// of other apps are logged and get no clients). Unset: `/ws` reaches every worker.
+    #[arg(long = "app", env = "GATEHOUSE_APP", value_delimiter = ',')]
+    pub apps: Vec<String>,
     #[command(flatten)]
     pub limits: GatewayLimits,
     #[command(flatten)]
@@ -378,7 +383,8 @@ pub struct WorkerArgs {
     /// Registry addresses, comma-separated; the worker attaches to all of them.
     #[arg(long, env = "GATEHOUSE_REGISTRY", value_delimiter = ',', required = true)]
     pub registry: Vec<String>,
-    /// The app to run: chat, echo, relay, or api (tests and diagnostics only).
+    /// The app to run: chat, webhook (an HTTP backend, see --url), echo, relay, or api
+    /// (tests and diagnostics only).
     #[arg(long, env = "GATEHOUSE_APP")]
     pub app: String,
     /// Let an app that authenticates nobody (relay, api) run: any client may then act as any
@@ -391,6 +397,8 @@ pub struct WorkerArgs {
     pub admin_listen: AdminListen,
     #[command(flatten)]
     pub chat: ChatArgs,
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -483,6 +491,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             config.advertise = args.advertise;
             config.index_page = Some(gatehouse_chat::WEB_PAGE);
             config.drain = args.drain;
+            config.apps = args.apps;
             args.limits.apply(&mut config);
             let bound = gatehouse_gateway::bind(config).await.context("starting the gateway")?;
             // The admin listener outlives the drain: /readyz answers 503 while it lasts.
@@ -498,6 +507,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             result?;
         }
         Command::Worker(args) => {
+            let args = *args;
             let config = WorkerConfig::new(args.registry, args.cluster.credentials(Role::Worker)?, args.app.clone());
             let trust = if args.allow_unauthenticated {
                 Trust::AllowUnauthenticated
@@ -505,6 +515,11 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
                 Trust::Production
             };
             crate::apps::check_trust(&args.app, trust)?;
+            if args.app == "webhook" {
+                let webhook = args.webhook.config()?;
+                let admin = args.admin_listen.bind().await?;
+                return crate::webhook::run(webhook, config, admin, token).await;
+            }
             let admin = args.admin_listen.bind().await?;
             run_app(
                 &args.app,

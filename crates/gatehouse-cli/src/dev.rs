@@ -43,6 +43,7 @@ pub async fn run(dev: Dev, token: CancellationToken) -> Result<()> {
     let mut gateway = GatewayConfig::new(dev.listen, loopback, vec![registry_addr.clone()], secret.clone());
     // A person tries it in a browser with no token tooling: bare uids are accepted (and logged).
     gateway.insecure_dev_auth = true;
+    gateway.apps = vec![dev.app.clone()];
     gateway.index_page = Some(gatehouse_chat::WEB_PAGE);
     // Ctrl-C should not wait 30 s for a graceful drain of a laptop's two tabs.
     gateway.drain = Duration::from_millis(500);

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod dev;
 mod tls;
+mod webhook;
 
 use anyhow::Result;
 

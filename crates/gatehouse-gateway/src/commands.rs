@@ -258,12 +258,21 @@ fn set_session(hub: &Hub, set: SetSession) -> Outcome {
     } else {
         update
     };
-    let bytes = serde_json::to_vec(&merged).expect("json maps serialise");
+    // An empty session is stored as nothing: events then carry no session bytes at all.
+    let bytes = if merged.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::from(serde_json::to_vec(&merged).expect("json maps serialise"))
+    };
     if bytes.len() > limit {
         return Err(Failure::bad(format!("the merged session would exceed {limit} bytes")));
     }
-    state.session = Bytes::from(bytes);
-    Ok(None)
+    state.session = bytes.clone();
+    Ok(Some(QueryResult {
+        session: bytes,
+        session_after_seq: state.events.next_seq,
+        ..Default::default()
+    }))
 }
 
 fn close_conn(hub: &Hub, close: CloseConn) -> Outcome {

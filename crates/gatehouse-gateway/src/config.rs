@@ -111,6 +111,11 @@ pub struct GatewayConfig {
     /// Let applications accept a bare identity (such as `?uid=`) without a token: for demos
     /// and tests only, loudly logged at start. Applications must opt in on their side too.
     pub insecure_dev_auth: bool,
+    /// The apps this gateway serves (`--app`): `/ws` reaches the first, `/ws/<app>` any of
+    /// them, and a client's events go only to workers that announced its app. Workers of other
+    /// apps are logged and counted and get no clients. Empty: `/ws` reaches every worker,
+    /// whatever its app, and `/ws/<app>` is not served (one app per cluster).
+    pub apps: Vec<String>,
     /// The HTML page served at `/` (the deployment's choice). `None`: a short page naming the
     /// endpoints.
     pub index_page: Option<&'static str>,
@@ -146,6 +151,10 @@ pub const DEFAULT_FORWARD_HEADERS: [&str; 5] = [
     "user-agent",
     "sec-websocket-protocol",
 ];
+
+/// The most apps one gateway serves (`--app`).
+const MAX_APPS: usize = 64;
+use gatehouse_core::limits::MAX_KEY_BYTES;
 
 /// Room for the framing around a client message inside one gRPC message.
 const EVENT_OVERHEAD: usize = 64 * 1024;
@@ -198,6 +207,7 @@ impl GatewayConfig {
             bind_timeout: Duration::from_secs(10),
             registry_backoff: Duration::from_secs(1),
             insecure_dev_auth: false,
+            apps: Vec::new(),
             index_page: None,
             read_buffer: 1024,
             write_buffer: 4096,
@@ -219,11 +229,13 @@ impl GatewayConfig {
         if self.max_message_bytes < 16 || self.max_frame_out_bytes < 16 {
             return Err(ConfigError::Limit("message sizes must be at least 16 bytes"));
         }
-        if self.max_message_bytes + EVENT_OVERHEAD > MAX_GRPC_MESSAGE_BYTES
-            || self.max_handshake_bytes + EVENT_OVERHEAD > MAX_GRPC_MESSAGE_BYTES
+        // Every event carries the session; a close event also the groups.
+        let state_bytes = self.max_session_bytes + self.max_groups_per_conn * (MAX_KEY_BYTES + 4);
+        if self.max_message_bytes + state_bytes + EVENT_OVERHEAD > MAX_GRPC_MESSAGE_BYTES
+            || self.max_handshake_bytes + state_bytes + EVENT_OVERHEAD > MAX_GRPC_MESSAGE_BYTES
         {
             return Err(ConfigError::Limit(
-                "a client message or handshake must fit in one internal grpc message (32 MiB)",
+                "a client message or handshake, with the session and groups that travel with it, must fit in one internal grpc message (32 MiB)",
             ));
         }
         if self.max_frame_out_bytes + EVENT_OVERHEAD > MAX_GRPC_MESSAGE_BYTES {
@@ -234,9 +246,9 @@ impl GatewayConfig {
         if self.send_queue == 0 || self.max_unacked_events == 0 {
             return Err(ConfigError::Limit("queues must hold at least one item"));
         }
-        if self.max_unacked_bytes < self.max_message_bytes {
+        if self.max_unacked_bytes < self.max_message_bytes + self.max_session_bytes {
             return Err(ConfigError::Limit(
-                "the unacknowledged byte window of a client must hold one maximal message",
+                "the unacknowledged byte window of a client must hold one maximal message with a maximal session",
             ));
         }
         if self.max_gateway_unacked_bytes < self.max_unacked_bytes {
@@ -266,6 +278,16 @@ impl GatewayConfig {
                 "the byte rate's burst must hold one maximal message (or no message could ever pass)",
             ));
         }
+        if self.apps.len() > MAX_APPS
+            || self
+                .apps
+                .iter()
+                .any(|a| a.is_empty() || a.len() > MAX_KEY_BYTES || a.contains('/') || a.chars().any(char::is_control))
+        {
+            return Err(ConfigError::Limit(
+                "apps (--app) are at most 64 names of 1-256 bytes without '/' or control characters",
+            ));
+        }
         if self
             .forward_headers
             .iter()
@@ -276,6 +298,28 @@ impl GatewayConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The app slot of a worker that announced `app`: its place in [`GatewayConfig::apps`], or
+    /// 0 for every worker when the gateway serves any app; `None` for an app it does not serve.
+    pub(crate) fn worker_app_slot(&self, app: &str) -> Option<u16> {
+        if self.apps.is_empty() {
+            return Some(0);
+        }
+        self.apps.iter().position(|a| a == app).map(|i| i as u16)
+    }
+
+    /// The app slot a handshake path asks for: `/ws` the first app (or any worker), `/ws/<app>`
+    /// that app if this gateway serves it; `None` for anything else.
+    pub(crate) fn path_app_slot(&self, path: &str) -> Option<u16> {
+        match path.strip_prefix("/ws") {
+            Some("" | "/") => Some(0),
+            Some(rest) => {
+                let app = rest.strip_prefix('/')?;
+                self.apps.iter().position(|a| a == app).map(|i| i as u16)
+            }
+            None => None,
+        }
     }
 
     /// Whether `peer` is a trusted proxy whose `X-Forwarded-For` names the client.
@@ -296,6 +340,36 @@ mod tests {
             vec!["127.0.0.1:1".into()],
             gatehouse_core::ClusterSecret::random(),
         )
+    }
+
+    #[test]
+    fn without_apps_ws_reaches_every_worker_and_with_apps_each_path_its_own() {
+        let any = config();
+        assert_eq!(any.path_app_slot("/ws"), Some(0));
+        assert_eq!(any.path_app_slot("/ws/chat"), None, "one app per cluster: no app paths");
+        assert_eq!(any.worker_app_slot("relay"), Some(0));
+        assert_eq!(any.worker_app_slot(""), Some(0));
+
+        let mut two = config();
+        two.apps = vec!["chat".into(), "relay".into()];
+        assert!(two.validate().is_ok());
+        assert_eq!(two.path_app_slot("/ws"), Some(0), "/ws is the first app");
+        assert_eq!(two.path_app_slot("/ws/chat"), Some(0));
+        assert_eq!(two.path_app_slot("/ws/relay"), Some(1));
+        assert_eq!(two.path_app_slot("/ws/echo"), None);
+        assert_eq!(two.path_app_slot("/ws/relay/x"), None);
+        assert_eq!(two.path_app_slot("/wsx"), None);
+        assert_eq!(two.worker_app_slot("relay"), Some(1));
+        assert_eq!(
+            two.worker_app_slot("echo"),
+            None,
+            "a worker of another app gets no clients"
+        );
+        assert_eq!(two.worker_app_slot(""), None);
+
+        let mut bad = config();
+        bad.apps = vec!["a/b".into()];
+        assert!(bad.validate().is_err());
     }
 
     #[test]

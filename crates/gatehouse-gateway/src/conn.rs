@@ -20,6 +20,9 @@ use crate::workers::WorkerLink;
 pub(crate) struct Conn {
     /// The gateway-local connection number (with the gateway id, the client id).
     id: u64,
+    /// The app the client asked for (its slot in the gateway's `--app` list): only workers of
+    /// that app get its events.
+    pub app_slot: u16,
     /// Frames towards the client (bounded) and the request to close it now. Outside the mutex:
     /// fan-out pushes into it without touching the rest of the state.
     queue: SendQueue,
@@ -85,6 +88,7 @@ impl Conn {
         let (verdict_tx, verdict_rx) = oneshot::channel();
         let conn = Conn {
             id,
+            app_slot: 0,
             queue: SendQueue::new(send_queue),
             state: Mutex::new(ConnState {
                 uid: None,

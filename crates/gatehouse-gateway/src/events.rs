@@ -106,6 +106,8 @@ impl EventRouter {
             seq: state.events.next_seq,
             uid: state.uid_bytes.clone(),
             kind: Some(kind),
+            // Shared, not copied: a reference count (nothing at all when no session is set).
+            session: state.session.clone(),
         };
         let bytes = event.encoded_len();
         let read_at = event.seq.is_multiple_of(SAMPLE_EVENTS).then(std::time::Instant::now);
@@ -191,7 +193,7 @@ impl EventRouter {
         }
         let leaving = queue.worker.as_ref().is_some_and(|w| w.is_alive() && w.is_draining());
         let key = ClientId::new(self.gateway, conn.id()).hash_key();
-        let Some(next) = self.workers.pick(&key) else {
+        let Some(next) = self.workers.pick(&key, conn.app_slot) else {
             if died {
                 queue.worker = None;
                 queue.sent = 0;
@@ -253,7 +255,7 @@ impl EventRouter {
             .worker
             .as_ref()
             .filter(|w| w.is_alive() && !w.is_draining())
-            .and_then(|current| self.workers.pick_except(&key, current));
+            .and_then(|current| self.workers.pick_except(&key, conn.app_slot, current));
         if let Some(other) = other {
             Stats::inc(&stats.clients_handed_over);
             for pending in state.events.pending.iter().skip(state.events.sent) {
@@ -308,9 +310,10 @@ impl EventRouter {
         Acked { drained }
     }
 
-    /// Adds a worker that takes events; the caller then re-homes orphaned connections.
+    /// Adds a worker that takes events (of an app this gateway serves); the caller then
+    /// re-homes orphaned connections.
     pub(crate) fn attach(&self, link: &Arc<WorkerLink>) {
-        if link.handles_events {
+        if link.handles_events && link.app_slot.is_some() {
             self.workers.add(link.clone());
         }
     }
@@ -498,6 +501,7 @@ mod tests {
             event::Kind::Closed(Closed {
                 code: 1000,
                 reason: String::new(),
+                groups: Vec::new(),
             }),
             &stats,
         );

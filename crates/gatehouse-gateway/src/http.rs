@@ -28,6 +28,7 @@ pub(crate) struct PeerSlots(pub Arc<Mutex<Option<Slots>>>);
 pub(crate) fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/ws", get(upgrade))
+        .route("/ws/{app}", get(upgrade))
         .route("/", get(index))
         .with_state(hub)
 }
@@ -74,6 +75,10 @@ async fn upgrade(
         Stats::inc(&stats.refused_gateway_full);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "gateway full");
     }
+    let Some(app_slot) = config.path_app_slot(uri.path()) else {
+        Stats::inc(&stats.refused_unknown_app);
+        return refuse(StatusCode::NOT_FOUND, "no such app on this gateway");
+    };
     let client = handshake::client_addr(config, peer, &headers);
     // A direct client holds its address's place since the accept; a client behind a trusted
     // proxy takes one for its own address now.
@@ -99,7 +104,7 @@ async fn upgrade(
         Stats::inc(&stats.refused_pending_handshakes);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many handshakes in progress");
     };
-    let (conn, verdict) = hub.open();
+    let (conn, verdict) = hub.open(app_slot);
     hub.dispatch(&conn, event::Kind::Open(open));
     let verdict = tokio::time::timeout(config.handshake_timeout, verdict).await;
     drop(pending);

@@ -215,9 +215,10 @@ impl Hub {
 
     // ------------------------------------------------------------------ connection life cycle
 
-    /// Opens a connection for a handshake; the caller waits for the verdict on the receiver.
-    pub(crate) fn open(&self) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
-        self.conns.insert_new()
+    /// Opens a connection of app `app_slot` for a handshake; the caller waits for the verdict
+    /// on the receiver.
+    pub(crate) fn open(&self, app_slot: u16) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
+        self.conns.insert_new(app_slot)
     }
 
     /// Numbers and sends one event of `conn`; returns whether the connection must stop reading.
@@ -226,18 +227,21 @@ impl Hub {
     }
 
     /// Retires a connection whose socket is gone: leaves every index, tells its worker (a close
-    /// event), and keeps the entry until that event is acknowledged.
+    /// event with the client's last uid, session and groups, so that `on_close` can say "X left
+    /// room R" on whichever worker handles it), and keeps the entry until that event is
+    /// acknowledged.
     pub(crate) fn retire(&self, conn: &Conn, code: u16, reason: &str) {
         if conn.is_closed() {
             return;
         }
-        self.index.detach(conn);
+        let groups = self.index.detach(conn);
         conn.queue().close();
         self.dispatch(
             conn,
             event::Kind::Closed(Closed {
                 code: u32::from(code),
                 reason: reason.to_owned(),
+                groups,
             }),
         );
         self.conns.closed(conn, false);
@@ -299,6 +303,15 @@ impl Hub {
     /// A worker (or API client) link attached: workers join the live set and take the events
     /// of connections that have none.
     pub(crate) fn link_attached(&self, link: &Arc<WorkerLink>) {
+        if link.handles_events && link.app_slot.is_none() {
+            Stats::inc(&self.stats.foreign_workers);
+            tracing::warn!(
+                member = %link.node(),
+                app = %link.app,
+                serves = ?self.config.apps,
+                "a worker of an app this gateway does not serve attached: it gets no clients here"
+            );
+        }
         self.events.attach(link);
         if link.handles_events {
             self.sweep();

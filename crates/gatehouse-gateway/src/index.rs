@@ -129,15 +129,18 @@ impl RouteIndex {
         }
     }
 
-    /// Removes a closing connection from every index.
-    pub(crate) fn detach(&self, conn: &Conn) {
+    /// Removes a closing connection from every index; returns the groups it was in, which its
+    /// close event tells the worker (uid and session stay on the connection's state).
+    pub(crate) fn detach(&self, conn: &Conn) -> Vec<String> {
         let mut state = conn.lock();
         if let Some(uid) = state.uid.clone() {
             self.leave(RouteKind::Uid, &uid, conn.id());
         }
-        for group in std::mem::take(&mut state.groups) {
-            self.leave(RouteKind::Group, &group, conn.id());
+        let groups: Vec<String> = std::mem::take(&mut state.groups).into_iter().collect();
+        for group in &groups {
+            self.leave(RouteKind::Group, group, conn.id());
         }
+        groups
     }
 
     fn map(&self, kind: RouteKind) -> &DashMap<String, Members> {

@@ -62,14 +62,17 @@ impl Gateway for LinkService {
             return Err(ErrorCode::Unauthenticated.status(format!("a {role} certificate may not handle events")));
         }
         let (down, rx) = mpsc::unbounded_channel();
-        let link = Arc::new(WorkerLink::new(
+        let mut link = WorkerLink::new(
             hello.member_id,
             hello.name,
             hello.handles_events,
             down,
             self.token.child_token(),
-        ));
-        tracing::info!(member = %link.node(), name = %link.name, handles_events = link.handles_events, "worker link attached");
+        );
+        link.app_slot = self.hub.config().worker_app_slot(&hello.app);
+        link.app = hello.app;
+        let link = Arc::new(link);
+        tracing::info!(member = %link.node(), name = %link.name, app = %link.app, handles_events = link.handles_events, "worker link attached");
         self.hub.link_attached(&link);
         tokio::spawn(read_up(self.hub.clone(), link.clone(), inbound));
         let welcome = LinkDown {
@@ -102,12 +105,14 @@ async fn read_hello(inbound: &mut Streaming<LinkUp>, hub: &Hub) -> Result<LinkHe
             NodeId(hello.expect_gateway)
         )));
     }
-    if hello.name.len() > MAX_NAME_BYTES {
-        let mut end = MAX_NAME_BYTES;
-        while !hello.name.is_char_boundary(end) {
-            end -= 1;
+    for label in [&mut hello.name, &mut hello.app] {
+        if label.len() > MAX_NAME_BYTES {
+            let mut end = MAX_NAME_BYTES;
+            while !label.is_char_boundary(end) {
+                end -= 1;
+            }
+            label.truncate(end);
         }
-        hello.name.truncate(end);
     }
     Ok(hello)
 }

@@ -14,6 +14,8 @@ gatehouse_core::counters! {
         refused_per_ip => "gatehouse_gateway_refused_per_ip_total", "handshakes refused with 429: the client address holds max-connections-per-ip";
         refused_pending_handshakes => "gatehouse_gateway_refused_pending_handshakes_total", "handshakes refused with 503: max-pending-handshakes are waiting for a worker";
         refused_handshake_too_large => "gatehouse_gateway_refused_handshake_too_large_total", "handshakes refused with 431: forwarded headers, path and query over max-handshake-bytes";
+        refused_unknown_app => "gatehouse_gateway_refused_unknown_app_total", "handshakes refused with 404: the path names an app this gateway does not serve (--app)";
+        foreign_workers => "gatehouse_gateway_foreign_workers_total", "worker links of an app this gateway does not serve (--app): attached, logged, and given no clients";
         refused_draining => "gatehouse_gateway_refused_draining_total", "handshakes refused with 503: the gateway is shutting down";
         refused_fenced => "gatehouse_gateway_refused_fenced_total", "handshakes refused with 503: the gateway's lease lapsed and no registry has renewed it yet";
         fenced => "gatehouse_gateway_fenced_total", "times the gateway's lease lapsed (paused, partitioned from every registry) and it closed its clients with 1012";

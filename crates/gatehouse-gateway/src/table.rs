@@ -34,9 +34,10 @@ impl ConnTable {
     }
 
     /// Creates an entry for a new connection; the handshake waits on the receiver.
-    pub(crate) fn insert_new(&self) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
+    pub(crate) fn insert_new(&self, app_slot: u16) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (conn, verdict) = Conn::new(id, self.send_queue);
+        let (mut conn, verdict) = Conn::new(id, self.send_queue);
+        conn.app_slot = app_slot;
         let conn = Arc::new(conn);
         self.conns.insert(id, conn.clone());
         self.open.fetch_add(1, Ordering::Relaxed);
@@ -99,8 +100,8 @@ mod tests {
     #[test]
     fn a_closed_connection_stays_until_drained_and_numbers_are_never_reused() {
         let table = ConnTable::new(4);
-        let (a, _) = table.insert_new();
-        let (b, _) = table.insert_new();
+        let (a, _) = table.insert_new(0);
+        let (b, _) = table.insert_new(0);
         assert_ne!(a.id(), b.id());
         assert_eq!(table.open_count(), 2);
         table.closed(&a, false);
@@ -113,7 +114,7 @@ mod tests {
         assert!(table.get(a.id()).is_none());
         table.remove_if_closed(&b);
         assert!(table.live(b.id()).is_some(), "an open connection is not removed");
-        let (c, _) = table.insert_new();
+        let (c, _) = table.insert_new(0);
         assert!(c.id() > b.id());
     }
 }

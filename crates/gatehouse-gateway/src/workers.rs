@@ -27,8 +27,13 @@ pub(crate) const MEMBERSHIP_GRACE: Duration = Duration::from_secs(2);
 pub(crate) struct WorkerLink {
     /// The peer's member id (random per process start).
     pub member: u64,
-    /// The peer's label for logs (its app name).
+    /// The peer's label for logs.
     pub name: String,
+    /// The app the worker announced (empty for API clients).
+    pub app: String,
+    /// Its app's place in the gateway's `--app` list (0 when the gateway serves any app);
+    /// `None`: an app this gateway does not serve, so it gets no clients.
+    pub app_slot: Option<u16>,
     /// Workers take client events; API clients only send commands.
     pub handles_events: bool,
     /// Towards the peer. Unbounded by type, bounded in practice: events are limited per
@@ -58,6 +63,8 @@ impl WorkerLink {
         WorkerLink {
             member,
             name,
+            app: String::new(),
+            app_slot: Some(0),
             handles_events,
             down,
             alive: AtomicBool::new(true),
@@ -126,21 +133,25 @@ impl WorkerSet {
         self.snapshot().len()
     }
 
-    /// The worker rendezvous hashing picks for `key` among the live ones.
-    pub(crate) fn pick(&self, key: &[u8]) -> Option<Arc<WorkerLink>> {
-        let live = self.snapshot();
-        hrw::pick(key, &live, |w| w.member).map(|index| live[index].clone())
+    /// The worker rendezvous hashing picks for `key` among the live ones of app `slot`.
+    pub(crate) fn pick(&self, key: &[u8], slot: u16) -> Option<Arc<WorkerLink>> {
+        self.pick_where(key, |w| w.app_slot == Some(slot))
     }
 
-    /// The worker rendezvous hashing picks for `key` among the live ones other than `not`.
-    pub(crate) fn pick_except(&self, key: &[u8], not: &Arc<WorkerLink>) -> Option<Arc<WorkerLink>> {
-        let others: Vec<Arc<WorkerLink>> = self
-            .snapshot()
+    /// The worker rendezvous hashing picks for `key` among the live ones of app `slot` other
+    /// than `not`.
+    pub(crate) fn pick_except(&self, key: &[u8], slot: u16, not: &Arc<WorkerLink>) -> Option<Arc<WorkerLink>> {
+        self.pick_where(key, |w| w.app_slot == Some(slot) && !Arc::ptr_eq(w, not))
+    }
+
+    /// The highest-scoring live worker that passes `eligible` (the same choice as
+    /// [`hrw::pick`] over those workers, without collecting them).
+    fn pick_where(&self, key: &[u8], eligible: impl Fn(&Arc<WorkerLink>) -> bool) -> Option<Arc<WorkerLink>> {
+        self.snapshot()
             .iter()
-            .filter(|w| !Arc::ptr_eq(w, not))
+            .filter(|w| eligible(w))
+            .max_by_key(|w| (hrw::score(key, w.member), w.member))
             .cloned()
-            .collect();
-        hrw::pick(key, &others, |w| w.member).map(|index| others[index].clone())
     }
 }
 
@@ -162,21 +173,21 @@ mod tests {
     #[test]
     fn a_key_keeps_its_worker_until_that_worker_leaves() {
         let set = WorkerSet::default();
-        assert!(set.pick(b"client").is_none(), "no worker, no choice");
+        assert!(set.pick(b"client", 0).is_none(), "no worker, no choice");
         let (a, b, c) = (link(1), link(2), link(3));
         for l in [&a, &b, &c] {
             set.add(l.clone());
         }
-        let chosen = set.pick(b"client").unwrap();
+        let chosen = set.pick(b"client", 0).unwrap();
         let other = if chosen.member == 1 { &b } else { &a };
         set.remove(other);
         assert_eq!(
-            set.pick(b"client").unwrap().member,
+            set.pick(b"client", 0).unwrap().member,
             chosen.member,
             "another worker leaving changes nothing"
         );
         set.remove(&chosen);
-        let next = set.pick(b"client").unwrap();
+        let next = set.pick(b"client", 0).unwrap();
         assert_ne!(next.member, chosen.member);
         assert_eq!(set.len(), 1);
     }

@@ -1,18 +1,21 @@
-//! A complete custom worker: a chat room in a few dozen lines.
+//! A chat room: join with a name, talk, and everyone hears when someone leaves — whichever
+//! worker handles the close, because the close event carries the client's last uid, session
+//! and groups. No state in the worker: run as many as you like.
 //!
-//! Clients connect to `ws://GATEWAY/ws?name=ann&room=lobby`; every text frame they send is
-//! relayed as `ann: text` to everyone else in the room, on whichever gateway. Run it against a
-//! cluster (see the README):
+//! Clients connect to `ws://GATEWAY/ws?name=ann&room=lobby` and get
+//! `{"type":"joined","name":"ann","room":"lobby"}`; every text frame they send reaches the
+//! others in the room as `{"type":"said","name":"ann","text":"…"}`, and when a connection
+//! closes the others get `{"type":"left","name":"ann","room":"lobby"}`.
 //!
 //! ```sh
 //! GATEHOUSE_REGISTRY=127.0.0.1:7000 GATEHOUSE_CLUSTER_SECRET=change-me \
 //!     cargo run -p gatehouse-sdk --example room
 //! ```
 
+use gatehouse_sdk::serde_json::{Value, json};
 use gatehouse_sdk::{
-    ClusterSecret, Context, Frame, HandlerResult, Handshake, Reject, Worker, WorkerConfig, WorkerRuntime,
+    CloseInfo, Context, Frame, HandlerResult, Handshake, Reject, Session, Worker, WorkerConfig, WorkerRuntime,
 };
-use serde_json::json;
 
 struct Room;
 
@@ -20,45 +23,49 @@ impl Worker for Room {
     async fn on_handshake(&self, ctx: &Context, handshake: &Handshake) -> Result<(), Reject> {
         let name = handshake
             .query_param("name")
-            .ok_or_else(|| Reject::new(400, "?name= is required"))?;
+            .ok_or(Reject::new(400, "?name= is required"))?;
         let room = handshake.query_param("room").unwrap_or_else(|| "lobby".to_owned());
-        let cluster = ctx.cluster();
-        let fail = |e: gatehouse_sdk::ApiError| Reject::new(503, e.to_string());
-        ctx.bind_uid(&name).await.map_err(fail)?;
-        cluster.join_group(ctx.client_id(), &room).await.map_err(fail)?;
-        let session = json!({"room": room}).as_object().cloned().unwrap_or_default();
-        cluster.set_session(ctx.client_id(), &session).await.map_err(fail)?;
+        let unavailable = |e: gatehouse_sdk::ApiError| Reject::new(503, e.to_string());
+        ctx.bind_uid(&name).await.map_err(unavailable)?;
+        ctx.join_group(&room).await.map_err(unavailable)?;
+        // The session travels with every later event of this client: no round trip to read it.
+        let mut session = Session::new();
+        session.insert("room".into(), room.into());
+        ctx.set_session(&session).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn on_connect(&self, ctx: &Context) -> HandlerResult {
+        let room = ctx.session_value("room").unwrap_or(Value::Null);
+        let joined = json!({"type": "joined", "name": ctx.uid().as_deref(), "room": room});
+        ctx.reply(Frame::json(&joined)).await?;
         Ok(())
     }
 
     async fn on_message(&self, ctx: &Context, frame: Frame) -> HandlerResult {
-        let cluster = ctx.cluster();
-        let session = cluster.get_session(ctx.client_id()).await?.unwrap_or_default();
-        let room = session.get("room").and_then(|r| r.as_str()).unwrap_or("lobby");
-        let line = format!(
-            "{}: {}",
-            ctx.uid().as_deref().unwrap_or("?"),
-            frame.as_text().unwrap_or("(binary)")
-        );
-        cluster
-            .send_to_group(room, &Frame::text(line), &[ctx.client_id()])
+        let Some(Value::String(room)) = ctx.session_value("room") else {
+            return Ok(());
+        };
+        let said = json!({"type": "said", "name": ctx.uid().as_deref(), "text": frame.as_text()});
+        ctx.cluster()
+            .send_to_group(&room, &Frame::json(&said), &[ctx.client_id()])
             .await?;
+        Ok(())
+    }
+
+    async fn on_close(&self, ctx: &Context, close: &CloseInfo) -> HandlerResult {
+        // The client is already out of its rooms; `close.groups` says which they were.
+        for room in &close.groups {
+            let left = json!({"type": "left", "name": ctx.uid().as_deref(), "room": room});
+            ctx.cluster().send_to_group(room, &Frame::json(&left), &[]).await?;
+        }
         Ok(())
     }
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    gatehouse_core::telemetry::init(gatehouse_core::telemetry::LogFormat::Plain);
-    let registries = std::env::var("GATEHOUSE_REGISTRY").unwrap_or_else(|_| "127.0.0.1:7000".into());
-    let secret = ClusterSecret::new(&std::env::var("GATEHOUSE_CLUSTER_SECRET")?)?;
-    let config = WorkerConfig::new(registries.split(',').map(str::to_owned).collect(), secret, "room");
-    let token = tokio_util::sync::CancellationToken::new();
-    let stop = token.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
-    });
-    WorkerRuntime::new(config, Room).run(token).await?;
-    Ok(())
+async fn main() -> Result<(), gatehouse_sdk::ApiError> {
+    WorkerRuntime::new(WorkerConfig::from_env("room")?, Room)
+        .run_until_signal()
+        .await
 }

@@ -55,7 +55,9 @@ pub struct ClusterConfig {
     /// from the cluster CA (mutual TLS), or both ([`Credentials`]; a [`gatehouse_core::ClusterSecret`]
     /// converts into it).
     pub credentials: Credentials,
-    /// A label for logs on the other side (the app name).
+    /// The app name: a worker announces it to the gateways, which give it only clients of that
+    /// app (`--app` on the gateway, or the `/ws/<app>` path); for an API client, a label for
+    /// logs.
     pub name: String,
     /// Deadline of one query or bind.
     pub request_timeout: Duration,
@@ -93,6 +95,35 @@ impl ClusterConfig {
 }
 
 /// The cluster API. Clone it freely; all clones share one set of connections.
+///
+/// # Guarantees
+/// - **Sends** ([`send_to_client`](Cluster::send_to_client), `send_to_uid(s)`,
+///   `send_to_group(s)`, `send_to_all`) return once the frame is queued towards the gateways
+///   concerned: no round trip. Frames from one process to one client arrive in the order they
+///   were sent; a client in several targeted groups or uids gets one copy. Every fan-out send
+///   takes `exclude`, the clients that must not get it.
+/// - **Binds and joins** ([`bind_uid`](Cluster::bind_uid), [`join_group`](Cluster::join_group))
+///   return once every worker and API client would route a send to the client: a send issued
+///   afterwards, from anywhere, reaches it.
+/// - **Queries** ask only the gateways concerned, in parallel, within
+///   [`ClusterConfig::request_timeout`]; presence of uids ([`online_uids`](Cluster::online_uids))
+///   is answered from this process's routing table without a round trip.
+///
+/// # Errors
+/// Every call returns an [`ApiError`] whose [`ErrorCode`] says what to do:
+/// - `bad_request`: the call itself is wrong (a uid or group name that is empty, longer than
+///   256 bytes or has control characters; a frame over the gateway's limit; a bad close code;
+///   a session that is not a JSON object or too large). Checked before anything is sent where
+///   possible; retrying does not help.
+/// - `not_found`: a client id that names a gateway not in the cluster (the client is gone).
+/// - `unavailable`: a gateway is unreachable or left (sends fail at once after a second of
+///   unreachability instead of queueing). Transient: a handler that returns it gives its event
+///   back to be handled again.
+/// - `timeout`: no answer within the request timeout (also transient).
+/// - `too_many_requests`: the queue towards a gateway is full (it is not reading).
+///
+/// A fan-out send tries every gateway concerned: one that fails never costs the others their
+/// copy, and the error names the ones that failed.
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
@@ -140,6 +171,11 @@ impl Cluster {
             identity: LinkIdentity {
                 member: id,
                 name: config.name.clone(),
+                app: if kind == MemberKind::Worker {
+                    config.name.clone()
+                } else {
+                    String::new()
+                },
                 credentials: config.credentials.clone(),
             },
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -261,31 +297,43 @@ impl Cluster {
     // routing table, and that wait is boxed. So each of these futures is little more than its
     // arguments: a handler's future, allocated with every event, stays small.
 
-    /// Sends a frame to one client.
+    /// Sends a frame to one client, straight to the gateway its id names.
+    ///
+    /// Returns once the frame is queued towards that gateway (no round trip). Frames sent to one
+    /// client from one process arrive in the order they were sent. Errors: `not_found` when the
+    /// id names a gateway that is not in the cluster, `bad_request` for a frame over the
+    /// gateway's limit, `unavailable` or `too_many_requests` when the gateway is unreachable or
+    /// not reading.
     pub async fn send_to_client(&self, client: ClientId, frame: &Frame) -> Result<(), ApiError> {
         self.send_to_clients_now(&[client], frame)
     }
 
-    /// Sends a frame to each of `clients` (one command per gateway).
+    /// Sends a frame to each of `clients` (one command per gateway). The clients are named one
+    /// by one, so there is nothing to exclude; the errors are those of
+    /// [`Cluster::send_to_client`], naming every gateway that could not take its part.
     pub async fn send_to_clients(&self, clients: &[ClientId], frame: &Frame) -> Result<(), ApiError> {
         self.send_to_clients_now(clients, frame)
     }
 
-    /// Sends a frame to every connection bound to `uid`, on whichever gateway.
-    pub async fn send_to_uid(&self, uid: &str, frame: &Frame) -> Result<(), ApiError> {
+    /// Sends a frame to every connection bound to `uid`, on whichever gateway, except the
+    /// `exclude`d clients (for example the device that sent the message: `&[ctx.client_id()]`;
+    /// `&[]` excludes nobody).
+    ///
+    /// Only the gateways that hold the uid get the command; a uid with no connection costs
+    /// nothing. See [`Cluster::send_to_uids`] for the errors.
+    pub async fn send_to_uid(&self, uid: &str, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
         let trusted = self.routable().await;
-        self.send_to_uids_now(&[uid], frame, &[], trusted)
+        self.send_to_uids_now(&[uid], frame, exclude, trusted)
     }
 
-    /// Sends a frame to every connection of each uid.
-    pub async fn send_to_uids<S: AsRef<str>>(&self, uids: &[S], frame: &Frame) -> Result<(), ApiError> {
-        let trusted = self.routable().await;
-        self.send_to_uids_now(uids, frame, &[], trusted)
-    }
-
-    /// Sends a frame to every connection of each uid except the `exclude`d clients — for
-    /// example a user's other devices, without the one that sent the message.
-    pub async fn send_to_uids_except<S: AsRef<str>>(
+    /// Sends a frame once to every connection of each of `uids`, except the `exclude`d clients.
+    ///
+    /// Every gateway concerned is tried: one that cannot take the frame never costs the others
+    /// their copy, and the error names the ones that failed. Errors: `bad_request` for an
+    /// invalid uid (1–256 bytes, no control characters), a frame over a gateway's limit or too
+    /// many exclusions; `unavailable` or `too_many_requests` when a gateway is unreachable or not
+    /// reading.
+    pub async fn send_to_uids<S: AsRef<str>>(
         &self,
         uids: &[S],
         frame: &Frame,
@@ -295,13 +343,15 @@ impl Cluster {
         self.send_to_uids_now(uids, frame, exclude, trusted)
     }
 
-    /// Sends a frame to every member of `group` except the `exclude`d clients.
+    /// Sends a frame to every member of `group` except the `exclude`d clients. Errors as for
+    /// [`Cluster::send_to_uids`].
     pub async fn send_to_group(&self, group: &str, frame: &Frame, exclude: &[ClientId]) -> Result<(), ApiError> {
         let trusted = self.routable().await;
         self.send_to_groups_now(&[group], frame, exclude, trusted)
     }
 
-    /// Sends a frame once to every member of any of `groups`, except the `exclude`d clients.
+    /// Sends a frame once to every member of any of `groups` (a client in two of them gets one
+    /// copy), except the `exclude`d clients. Errors as for [`Cluster::send_to_uids`].
     pub async fn send_to_groups<S: AsRef<str>>(
         &self,
         groups: &[S],
@@ -462,22 +512,36 @@ impl Cluster {
 
     /// Replaces a client's session.
     pub async fn set_session(&self, client: ClientId, session: &Session) -> Result<(), ApiError> {
-        self.write_session(client, session, false).await
+        self.write_session(client, session, false).await.map(drop)
     }
 
     /// Merges `update`'s top-level keys into a client's session.
     pub async fn update_session(&self, client: ClientId, update: &Session) -> Result<(), ApiError> {
-        self.write_session(client, update, true).await
+        self.write_session(client, update, true).await.map(drop)
     }
 
-    async fn write_session(&self, client: ClientId, session: &Session, merge: bool) -> Result<(), ApiError> {
+    /// Writes a session and returns it as stored. A worker remembers it for the client's
+    /// events the gateway read before the write, so that those carry it too.
+    pub(crate) async fn write_session(
+        &self,
+        client: ClientId,
+        session: &Session,
+        merge: bool,
+    ) -> Result<bytes::Bytes, ApiError> {
         let bytes = serde_json::to_vec(session).expect("json maps serialise");
         let command = op(command::Op::SetSession(SetSession {
             conn: client.conn,
             session: bytes.into(),
             merge,
         }));
-        self.request(client.gateway, command).await.map(drop)
+        let result = self.request(client.gateway, command).await?;
+        if self.inner.sink.get().is_some()
+            && let Ok(link) = self.link_of(client.gateway)
+        {
+            link.sessions
+                .remember(client.conn, result.session_after_seq, result.session.clone());
+        }
+        Ok(result.session)
     }
 
     /// Returns a client's session (`None` if the client is not connected).
@@ -1037,7 +1101,8 @@ fn distinct_uids(results: &[(NodeId, QueryResult)]) -> Vec<String> {
     uids
 }
 
-fn parse_session(bytes: &[u8]) -> Session {
+/// A session's JSON as a map (empty when there is none, or when it is not an object).
+pub(crate) fn parse_session(bytes: &[u8]) -> Session {
     if bytes.is_empty() {
         return Session::new();
     }

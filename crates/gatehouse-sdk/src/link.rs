@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::handlers::{EventLoop, HandlerFuture, Outcome};
+use crate::sessions::SessionWrites;
 
 /// Commands and acks queued towards one gateway. A full queue means the gateway is not
 /// reading; callers then get `too_many_requests` instead of growing memory.
@@ -70,6 +71,8 @@ pub(crate) trait EventSink: Send + Sync + 'static {
 pub(crate) struct LinkIdentity {
     pub member: NodeId,
     pub name: String,
+    /// The app a worker serves (its name); empty for an API client.
+    pub app: String,
     pub credentials: Credentials,
 }
 
@@ -99,6 +102,8 @@ pub(crate) struct GatewayLink {
     draining: AtomicBool,
     /// Events received and not answered yet (running, queued, or answers not yet queued).
     unanswered: AtomicUsize,
+    /// Sessions this worker wrote, for the events the gateway had read before the write.
+    pub sessions: SessionWrites,
     pub cancel: CancellationToken,
 }
 
@@ -125,6 +130,7 @@ impl GatewayLink {
             down_since: Mutex::new(None),
             draining: AtomicBool::new(false),
             unanswered: AtomicUsize::new(0),
+            sessions: SessionWrites::default(),
             cancel: parent.child_token(),
         });
         tokio::spawn(link.clone().run(identity, sink));
@@ -318,6 +324,7 @@ impl GatewayLink {
                 handles_events,
                 name: identity.name.clone(),
                 expect_gateway: self.gateway.0,
+                app: identity.app.clone(),
             }),
             ..Default::default()
         };

@@ -23,24 +23,60 @@ use crate::handlers::{HandlerFuture, Outcome};
 use crate::link::{EventSink, GatewayLink};
 use crate::worker::{CloseInfo, Context, Handshake, Worker};
 
-/// How a worker joins the cluster.
+/// How a worker joins the cluster and runs its handlers.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Cluster connection settings (registries, credentials, name, timeouts).
+    /// Cluster connection settings (registries, credentials, the app name, timeouts).
     pub cluster: ClusterConfig,
     /// On stop, how long the worker waits for the handlers it has (and the events already on
     /// their way to it) to finish before it leaves anyway; what is left unanswered then goes
     /// to another worker.
     pub drain_timeout: Duration,
+    /// Where handlers run. `false` (the default): on the task of the gateway link that
+    /// delivered the event, polled together: no task and no cross-thread wake-up per event,
+    /// the fastest for handlers that mostly wait (sends, database calls), but a handler that
+    /// computes for long holds up every client of that gateway on this worker, and a worker
+    /// uses about one core per gateway.
+    ///
+    /// `true`: every handler is a task of its own on the multi-threaded runtime, so CPU-heavy
+    /// handlers of different clients run in parallel on every core and a slow one holds up only
+    /// its own client. The guarantees are the same: one handler at a time per client, in
+    /// order, acknowledged after it returned. It costs a task (an allocation and a wake-up) per
+    /// event. A handler that blocks a thread for long (synchronous I/O, seconds of
+    /// computation) should still use `tokio::task::spawn_blocking`.
+    pub spawn_handlers: bool,
 }
 
 impl WorkerConfig {
-    /// Returns a configuration with production defaults.
+    /// Returns a configuration with production defaults for a worker of `app` (the name
+    /// gateways match against a client's app, see [`ClusterConfig::name`]).
     pub fn new(registries: Vec<String>, credentials: impl Into<Credentials>, app: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
             cluster: ClusterConfig::new(registries, credentials, app),
             drain_timeout: Duration::from_secs(30),
+            spawn_handlers: false,
         }
+    }
+
+    /// A configuration for a worker of `app` from the environment, as the `gatehouse` binary
+    /// reads it: `GATEHOUSE_REGISTRY` (comma-separated registry addresses, default
+    /// `127.0.0.1:7000`) and `GATEHOUSE_CLUSTER_SECRET`.
+    ///
+    /// # Errors
+    /// A missing or too short secret (`bad_request`).
+    pub fn from_env(app: impl Into<String>) -> Result<WorkerConfig, crate::ApiError> {
+        let registries = std::env::var("GATEHOUSE_REGISTRY").unwrap_or_else(|_| "127.0.0.1:7000".into());
+        let secret = std::env::var("GATEHOUSE_CLUSTER_SECRET")
+            .map_err(|_| crate::ApiError::bad_request("GATEHOUSE_CLUSTER_SECRET is not set"))?;
+        let secret = gatehouse_core::ClusterSecret::new(&secret)
+            .map_err(|e| crate::ApiError::bad_request(format!("GATEHOUSE_CLUSTER_SECRET: {e}")))?;
+        let registries = registries
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Ok(WorkerConfig::new(registries, secret, app))
     }
 }
 
@@ -98,13 +134,42 @@ impl<W: Worker> WorkerRuntime<W> {
         }
     }
 
+    /// Runs until the process gets SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes, Docker),
+    /// then stops gracefully like [`WorkerRuntime::run`] (drain, `on_stop`, leave). Installs a
+    /// plain-text log subscriber on stderr (`RUST_LOG`, default `info`) unless the application
+    /// installed one.
+    ///
+    /// # Errors
+    /// An invalid configuration (no registry, too many), or a signal handler that cannot be
+    /// installed (`internal`).
+    pub async fn run_until_signal(self) -> Result<(), crate::ApiError> {
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        let mut terminate = terminate_signal()?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+                _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            }
+            stop.cancel();
+        });
+        self.run(token).await
+    }
+
     /// Runs until `token` is cancelled, then drains: the gateways give this worker no new
     /// client and move its clients elsewhere once it answered for their events; the handlers
     /// it has finish (with the cluster still fully usable to them), `on_stop` runs, and only
     /// then do the links and the registry sessions end. Returns an error only for an invalid
     /// configuration.
+    ///
+    /// Installs a plain-text log subscriber on stderr (`RUST_LOG`, default `info`) unless the
+    /// application installed one, so handler errors are never silent.
     pub async fn run(self, token: CancellationToken) -> Result<(), crate::ApiError> {
+        if !tracing::dispatcher::has_been_set() {
+            gatehouse_core::telemetry::init(gatehouse_core::telemetry::LogFormat::Plain);
+        }
         let dispatcher = Arc::new(Dispatcher {
+            spawn: self.config.spawn_handlers,
             worker: self.worker.clone(),
             cluster: std::sync::OnceLock::new(),
             stats: self.stats.clone(),
@@ -161,6 +226,8 @@ impl<W: Worker> WorkerRuntime<W> {
 
 struct Dispatcher<W: Worker> {
     worker: Arc<W>,
+    /// Every handler runs as a task of its own (see [`WorkerConfig::spawn_handlers`]).
+    spawn: bool,
     cluster: std::sync::OnceLock<Cluster>,
     stats: Arc<WorkerStats>,
     /// Time from an event's arrival to its handler's end, for one event in
@@ -176,6 +243,24 @@ const LATENCY_SAMPLE: u64 = 16;
 
 impl<W: Worker> EventSink for Dispatcher<W> {
     fn handle(&self, link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
+        let handler = self.handler(link, event);
+        if !self.spawn {
+            return handler;
+        }
+        // A panic stays the handler's own, as on the link task: it propagates to the link.
+        Box::pin(async move {
+            match tokio::spawn(handler).await {
+                Ok(done) => done,
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            }
+        })
+    }
+}
+
+impl<W: Worker> Dispatcher<W> {
+    /// The future that runs the handler of `event` and says what became of it.
+    fn handler(&self, link: &Arc<GatewayLink>, mut event: Event) -> HandlerFuture {
+        link.sessions.refresh(&mut event);
         let conn = event.conn;
         let seq = event.seq;
         let ack = EventAck {
@@ -191,7 +276,7 @@ impl<W: Worker> EventSink for Dispatcher<W> {
         };
         let client = ClientId::new(link.gateway, event.conn);
         let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
-        let ctx = Context::new(client, uid, cluster);
+        let ctx = Context::new(client, uid, std::mem::take(&mut event.session), cluster);
         let worker = self.worker.clone();
         let sampled = self
             .seen
@@ -219,6 +304,7 @@ impl<W: Worker> EventSink for Dispatcher<W> {
                 let info = CloseInfo {
                     code: u16::try_from(close.code).unwrap_or(1006),
                     reason: close.reason,
+                    groups: close.groups,
                 };
                 let result = worker.on_close(&ctx, &info).await;
                 (conn, done.finish("close", result))
@@ -277,6 +363,29 @@ impl Done {
             tracing::warn!(client = %self.client, hook, %error, "handler failed");
         }
         transient
+    }
+}
+
+/// SIGTERM, where there is such a thing; elsewhere a signal that never comes.
+#[cfg(unix)]
+fn terminate_signal() -> Result<tokio::signal::unix::Signal, crate::ApiError> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| crate::ApiError::new(ErrorCode::Internal, format!("installing a SIGTERM handler: {e}")))
+}
+
+#[cfg(not(unix))]
+fn terminate_signal() -> Result<NeverSignal, crate::ApiError> {
+    Ok(NeverSignal)
+}
+
+/// A signal that never comes (no SIGTERM on this platform).
+#[cfg(not(unix))]
+struct NeverSignal;
+
+#[cfg(not(unix))]
+impl NeverSignal {
+    async fn recv(&mut self) -> Option<()> {
+        std::future::pending().await
     }
 }
 

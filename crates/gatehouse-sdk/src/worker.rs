@@ -2,13 +2,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use gatehouse_core::ClientId;
 use gatehouse_proto::v1::Open;
+use serde_json::Value;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Session, parse_session};
 use crate::error::ApiError;
 use crate::frame::Frame;
 
@@ -54,27 +55,52 @@ pub trait Worker: Send + Sync + 'static {
     /// Runs for every frame the client sends.
     fn on_message(&self, ctx: &Context, frame: Frame) -> impl Future<Output = HandlerResult> + Send;
 
-    /// Runs when the connection is gone (uid and groups already released).
+    /// Runs when the connection is gone. Its uid, groups and session are already released on
+    /// the gateway, but the context still has the uid and session it had, and `close` the
+    /// groups it was in. Runs on whichever worker handles the client's events at that time.
     fn on_close(&self, ctx: &Context, close: &CloseInfo) -> impl Future<Output = HandlerResult> + Send {
         let _ = (ctx, close);
         async { Ok(()) }
     }
 }
 
-/// The client an event belongs to, and the cluster API.
+/// The client an event belongs to, what the gateway knew about it when it read the event (uid,
+/// session), and the per-client operations: [`reply`](Context::reply),
+/// [`bind_uid`](Context::bind_uid), [`join_group`](Context::join_group),
+/// [`set_session`](Context::set_session), [`close`](Context::close), ... For everything else
+/// (other clients, uids, groups, presence) there is [`Context::cluster`].
+///
+/// A context lives for one event. Its uid and session are those the gateway attached to the
+/// event, updated by what this handler changes through the context, so `on_connect` sees what
+/// `on_handshake` set. The session of a client this worker wrote is also what its next events
+/// carry, even those the gateway had already read before the write (read-your-writes); a write
+/// from another process shows from the next event the gateway reads after it.
 pub struct Context {
     client: ClientId,
     /// The uid as of the event, updated by [`Context::bind_uid`] and [`Context::unbind_uid`] so
     /// that `on_connect` sees a uid bound in `on_handshake`.
     uid: RwLock<Option<Arc<str>>>,
+    /// The session as of the event (its JSON, parsed on first use), updated by this context's
+    /// writes.
+    session: Mutex<SessionView>,
     cluster: Cluster,
 }
 
+/// A session as raw JSON and, once someone asked, parsed.
+struct SessionView {
+    raw: Bytes,
+    parsed: Option<Session>,
+}
+
 impl Context {
-    pub(crate) fn new(client: ClientId, uid: Option<Arc<str>>, cluster: Cluster) -> Context {
+    pub(crate) fn new(client: ClientId, uid: Option<Arc<str>>, session: Bytes, cluster: Cluster) -> Context {
         Context {
             client,
             uid: RwLock::new(uid),
+            session: Mutex::new(SessionView {
+                raw: session,
+                parsed: None,
+            }),
             cluster,
         }
     }
@@ -85,26 +111,89 @@ impl Context {
     }
 
     /// The uid the client is bound to: as of when the event was read, or as set through this
-    /// context since.
+    /// context since. In `on_close`, the uid it had when the connection closed.
     pub fn uid(&self) -> Option<Arc<str>> {
         self.uid.read().expect("uid lock poisoned").clone()
     }
 
-    /// The cluster API.
+    /// The client's session (a JSON object; empty when none was set): the one that travelled
+    /// with the event, no round trip. In `on_close`, the session it had when it closed.
+    pub fn session(&self) -> Session {
+        let mut view = self.session.lock().expect("session lock poisoned");
+        let SessionView { raw, parsed } = &mut *view;
+        parsed.get_or_insert_with(|| parse_session(raw)).clone()
+    }
+
+    /// One value of the client's session (see [`Context::session`]).
+    pub fn session_value(&self, key: &str) -> Option<Value> {
+        let mut view = self.session.lock().expect("session lock poisoned");
+        let SessionView { raw, parsed } = &mut *view;
+        parsed.get_or_insert_with(|| parse_session(raw)).get(key).cloned()
+    }
+
+    /// The cluster API, for what concerns other clients (sends to uids and groups, presence,
+    /// lookups).
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
 
-    /// Sends a frame back to this client.
+    /// Sends a frame back to this client, after the frames already sent to it. Returns once
+    /// queued (no round trip); errors as for [`Cluster::send_to_client`].
     pub async fn reply(&self, frame: Frame) -> Result<(), ApiError> {
         self.cluster.send_to_clients_now(&[self.client], &frame)
     }
 
-    /// Binds this client to `uid` (see [`Cluster::bind_uid`]) and remembers it in the context.
+    /// Binds this client to `uid` (see [`Cluster::bind_uid`]: returns once every sender would
+    /// route to it) and remembers it in the context.
     pub async fn bind_uid(&self, uid: &str) -> Result<(), ApiError> {
         self.cluster.bind_uid(self.client, uid).await?;
         *self.uid.write().expect("uid lock poisoned") = Some(Arc::from(uid));
         Ok(())
+    }
+
+    /// Unbinds this client from `uid` (see [`Cluster::unbind_uid`]).
+    pub async fn unbind_uid(&self, uid: &str) -> Result<(), ApiError> {
+        self.cluster.unbind_uid(self.client, uid).await?;
+        let mut current = self.uid.write().expect("uid lock poisoned");
+        if current.as_deref() == Some(uid) {
+            *current = None;
+        }
+        Ok(())
+    }
+
+    /// Adds this client to `group`; returns once every sender would reach it there (see
+    /// [`Cluster::join_group`]).
+    pub async fn join_group(&self, group: &str) -> Result<(), ApiError> {
+        self.cluster.join_group(self.client, group).await
+    }
+
+    /// Takes this client out of `group` (see [`Cluster::leave_group`]).
+    pub async fn leave_group(&self, group: &str) -> Result<(), ApiError> {
+        self.cluster.leave_group(self.client, group).await
+    }
+
+    /// Replaces this client's session on its gateway (at most the gateway's
+    /// `--max-session-bytes` of JSON, else `bad_request`). Its later events carry it, and so
+    /// does [`Context::session`] from now on.
+    pub async fn set_session(&self, session: &Session) -> Result<(), ApiError> {
+        let stored = self.cluster.write_session(self.client, session, false).await?;
+        self.remember(stored);
+        Ok(())
+    }
+
+    /// Merges `update`'s top-level keys into this client's session (see
+    /// [`Context::set_session`]).
+    pub async fn update_session(&self, update: &Session) -> Result<(), ApiError> {
+        let stored = self.cluster.write_session(self.client, update, true).await?;
+        self.remember(stored);
+        Ok(())
+    }
+
+    fn remember(&self, stored: Bytes) {
+        *self.session.lock().expect("session lock poisoned") = SessionView {
+            raw: stored,
+            parsed: None,
+        };
     }
 
     /// Sets or clears this client's deadline (see [`Cluster::set_deadline`]).
@@ -116,16 +205,6 @@ impl Context {
     /// (see [`Cluster::close_client_with`]).
     pub async fn close(&self, code: u16, reason: &str) -> Result<(), ApiError> {
         self.cluster.close_client_with(self.client, code, reason, None).await
-    }
-
-    /// Unbinds this client from `uid` (see [`Cluster::unbind_uid`]).
-    pub async fn unbind_uid(&self, uid: &str) -> Result<(), ApiError> {
-        self.cluster.unbind_uid(self.client, uid).await?;
-        let mut current = self.uid.write().expect("uid lock poisoned");
-        if current.as_deref() == Some(uid) {
-            *current = None;
-        }
-        Ok(())
     }
 }
 
@@ -210,13 +289,20 @@ impl Handshake {
     }
 }
 
-/// How a connection ended.
+/// How a connection ended, and the groups it was in.
+///
+/// The gateway has already released the client's uid, groups and session when `on_close` runs
+/// (sends to them no longer reach it), but the close event carries what they were, so whichever
+/// worker handles it can say "X left room R": the uid is [`Context::uid`], the session
+/// [`Context::session`], and the groups are here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseInfo {
     /// WebSocket close code (1000 normal, 1001 going away, 1006 lost, 1009 too big, ...).
     pub code: u16,
     /// Reason text.
     pub reason: String,
+    /// The groups the client was in when it closed (in no particular order).
+    pub groups: Vec<String>,
 }
 
 #[cfg(test)]

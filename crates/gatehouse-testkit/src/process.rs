@@ -27,6 +27,16 @@ pub fn gatehouse_bin() -> PathBuf {
     profile_dir.join("gatehouse")
 }
 
+/// The path of an example program built next to the `gatehouse` binary
+/// (`target/<profile>/examples/NAME`, built by `cargo build --workspace --examples`).
+pub fn example_bin(name: &str) -> PathBuf {
+    let bin = gatehouse_bin();
+    bin.parent()
+        .expect("the binary's directory")
+        .join("examples")
+        .join(name)
+}
+
 /// A running child process.
 pub struct Process {
     /// A short name for messages (`gateway-1`).
@@ -41,33 +51,52 @@ pub struct Process {
 impl Process {
     /// Starts `gatehouse ARGS` and waits until it logged one `listening` line per expected kind.
     pub async fn start(name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
-        Process::start_in(None, name, args, expect).await
+        Process::start_in(None, name, &gatehouse_bin(), args, &[], expect).await
     }
 
     /// [`Process::start`] inside network namespace `netns` (`ip netns exec`, which execs the
     /// binary: the pid is still gatehouse's).
     pub async fn start_in_netns(netns: &str, name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
-        Process::start_in(Some(netns), name, args, expect).await
+        Process::start_in(Some(netns), name, &gatehouse_bin(), args, &[], expect).await
     }
 
-    async fn start_in(netns: Option<&str>, name: &str, args: Vec<String>, expect: &[&str]) -> Result<Process> {
-        let bin = gatehouse_bin();
+    /// Starts another program (an SDK example, `target/<profile>/examples/NAME`) with
+    /// arguments and environment variables, like [`Process::start`].
+    pub async fn start_program(
+        name: &str,
+        bin: &std::path::Path,
+        args: Vec<String>,
+        env: &[(&str, &str)],
+        expect: &[&str],
+    ) -> Result<Process> {
+        Process::start_in(None, name, bin, args, env, expect).await
+    }
+
+    async fn start_in(
+        netns: Option<&str>,
+        name: &str,
+        bin: &std::path::Path,
+        args: Vec<String>,
+        env: &[(&str, &str)],
+        expect: &[&str],
+    ) -> Result<Process> {
         if !bin.exists() {
             bail!(
-                "{} not found: run `cargo build --workspace --bins` first",
+                "{} not found: run `cargo build --workspace --bins --examples` first",
                 bin.display()
             );
         }
         let mut command = match netns {
             Some(netns) => {
                 let mut command = Command::new("ip");
-                command.args(["netns", "exec", netns]).arg(&bin);
+                command.args(["netns", "exec", netns]).arg(bin);
                 command
             }
-            None => Command::new(&bin),
+            None => Command::new(bin),
         };
         let mut child = command
             .args(&args)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("GATEHOUSE_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
