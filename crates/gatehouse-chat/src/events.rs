@@ -55,8 +55,8 @@ impl ChatWorker {
         let me = [ctx.client_id()];
         let cluster = ctx.cluster();
         match audience(conversation, uid) {
-            Some(Audience::Direct(peer)) if peer == uid => cluster.send_to_uids_except(&[uid], frame, &me).await,
-            Some(Audience::Direct(peer)) => cluster.send_to_uids_except(&[peer, uid], frame, &me).await,
+            Some(Audience::Direct(peer)) if peer == uid => cluster.send_to_uids(&[uid], frame, &me).await,
+            Some(Audience::Direct(peer)) => cluster.send_to_uids(&[peer, uid], frame, &me).await,
             Some(Audience::Group(group)) => cluster.send_to_group(group, frame, &me).await,
             None => Ok(()),
         }
@@ -215,14 +215,14 @@ impl ChatWorker {
                 _ => None,
             };
             if let Some(to) = to {
-                cluster.send_to_uid(&to, &receipt).await.map_err(api_error)?;
+                cluster.send_to_uid(&to, &receipt, &[]).await.map_err(api_error)?;
                 count("receipt");
             }
             if marker == Marker::Read {
                 let mine = json!({"type": "read", "conversation": conversation, "seq": moved.marker,
                     "unread": (moved.last_seq - moved.marker).max(0)});
                 cluster
-                    .send_to_uids_except(&[uid], &Frame::json(&mine), &[ctx.client_id()])
+                    .send_to_uids(&[uid], &Frame::json(&mine), &[ctx.client_id()])
                     .await
                     .map_err(api_error)?;
             }
@@ -256,7 +256,7 @@ impl ChatWorker {
             "state": state, "expires_ms": ttl}));
         let cluster = ctx.cluster();
         match audience(conversation, uid) {
-            Some(Audience::Direct(peer)) if peer != uid => cluster.send_to_uid(peer, &push).await,
+            Some(Audience::Direct(peer)) if peer != uid => cluster.send_to_uid(peer, &push, &[]).await,
             Some(Audience::Group(group)) => cluster.send_to_group(group, &push, &[ctx.client_id()]).await,
             _ => Ok(()),
         }

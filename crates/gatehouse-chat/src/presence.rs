@@ -116,7 +116,7 @@ async fn announce(cluster: &Cluster, store: &Store, uid: &str, frame: &Frame, ma
     if contacts.is_empty() {
         return;
     }
-    match cluster.send_to_uids(&contacts, frame).await {
+    match cluster.send_to_uids(&contacts, frame, &[]).await {
         Ok(()) => count("presence"),
         Err(error) => tracing::warn!(%uid, %error, "presence: push failed"),
     }
