@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use gatehouse_testkit::api_server::http_request;
+use gatehouse_testkit::api_server::{ApiServer, http_request};
 use gatehouse_testkit::client::Refusal;
 use gatehouse_testkit::cluster::metric;
 use gatehouse_testkit::{Cluster, WsClient};
@@ -364,4 +364,134 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+/// The chat room of docs/migrating-from-gatewayworker.md, run exactly as the document shows
+/// it, against two gateways and the server API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ported_chat_room_runs_end_to_end_with_signed_requests() -> Result<()> {
+    if !have_python()? {
+        return Ok(());
+    }
+    let doc = std::fs::read_to_string(repo_file("docs/migrating-from-gatewayworker.md"))?;
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("chat_room.py");
+    std::fs::write(&script, tested_block(&doc, "webhook-chat-room")?)?;
+    // The backend needs the server API's address, which needs the cluster, which needs the
+    // backend's address: the backend takes a port chosen here.
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}/events");
+    let cluster = cluster_with_webhook(&url, &[]).await?;
+    let api = ApiServer::start(&cluster, &[("chat", "query")], &[]).await?;
+    let backend = Backend::start(
+        &script,
+        port,
+        &[
+            ("GATEHOUSE_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("GATEHOUSE_API", api.url()),
+            ("GATEHOUSE_API_KEY", api.key("chat").to_owned()),
+        ],
+    )
+    .await?;
+
+    // onWebSocketConnect: a client without the room's token is refused.
+    match WsClient::try_connect(&cluster.ws_url(0)).await? {
+        Err(Refusal::Http(status, _)) => assert_eq!(status, 401),
+        other => bail!("expected 401, got {:?}", other.map(|_| "a connection")),
+    }
+    let (mut alice, alice_id) = chatter(&cluster, 0).await?;
+    let (mut bob, bob_id) = chatter(&cluster, 1).await?;
+    let (mut carol, _) = chatter(&cluster, 0).await?;
+
+    alice
+        .send_json(&json!({"type": "login", "room": "1", "name": "alice"}))
+        .await?;
+    let members = alice.recv_json().await?;
+    assert_eq!(members["type"], "members");
+    assert_eq!(members["members"], json!({alice_id.clone(): "alice"}));
+
+    bob.send_json(&json!({"type": "login", "room": "1", "name": "bob"}))
+        .await?;
+    let joined = alice.recv_json().await?;
+    assert_eq!(joined, json!({"type": "joined", "client_id": bob_id, "name": "bob"}));
+    let members = bob.recv_json().await?;
+    assert_eq!(
+        members["members"],
+        json!({alice_id.clone(): "alice", bob_id.clone(): "bob"})
+    );
+
+    carol
+        .send_json(&json!({"type": "login", "room": "2", "name": "carol"}))
+        .await?;
+    assert_eq!(carol.recv_json().await?["type"], "members");
+
+    // Said to the room: both members (the sender too), nobody in room 2.
+    alice.send_json(&json!({"type": "say", "text": "<hi>"})).await?;
+    for client in [&mut alice, &mut bob] {
+        let said = client.recv_json().await?;
+        assert_eq!(said["from"], "alice");
+        assert_eq!(said["text"], "&lt;hi&gt;", "escaped like htmlspecialchars");
+    }
+    // Privately: the addressee and the sender only.
+    bob.send_json(&json!({"type": "say", "to": alice_id, "text": "psst"}))
+        .await?;
+    for client in [&mut alice, &mut bob] {
+        let said = client.recv_json().await?;
+        assert_eq!(
+            (said["text"].as_str(), said["private"].as_bool()),
+            (Some("psst"), Some(true))
+        );
+    }
+    carol.expect_silence(Duration::from_millis(300)).await?;
+
+    // onClose: the room hears that bob left.
+    bob.close().await?;
+    assert_eq!(
+        alice.recv_json().await?,
+        json!({"type": "left", "client_id": bob_id, "name": "bob"})
+    );
+
+    // The backend believes only signed, recent bodies.
+    let body = br#"{"v":1,"events":[]}"#;
+    let unsigned = http_request(backend.addr, "POST", "/events", &[], body).await?;
+    assert_eq!(unsigned.status, 401);
+    let stale = format!("t=1,v1={}", "0".repeat(64));
+    let replayed = http_request(
+        backend.addr,
+        "POST",
+        "/events",
+        &[("gatehouse-signature", &stale)],
+        body,
+    )
+    .await?;
+    assert_eq!(replayed.status, 401);
+    Ok(())
+}
+
+/// Connects with the room's token and reads the welcome that carries the client id.
+async fn chatter(cluster: &Cluster, gateway: usize) -> Result<(WsClient, String)> {
+    let mut client = WsClient::connect(&format!("{}?token=letmein", cluster.ws_url(gateway))).await?;
+    let welcome = client.recv_json().await?;
+    assert_eq!(welcome["type"], "welcome");
+    let id = welcome["client_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no client id in {welcome}"))?
+        .to_owned();
+    Ok((client, id))
+}
+
+/// A port nothing listens on right now (bound, then released).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The first fenced block after `<!-- tested: NAME`.
+fn tested_block(doc: &str, name: &str) -> Result<String> {
+    let marker = format!("<!-- tested: {name}");
+    let Some(start) = doc.find(&marker) else {
+        bail!("no {marker} in the document");
+    };
+    let mut lines = doc[start..].lines().skip_while(|l| !l.starts_with("```"));
+    lines.next();
+    let block: Vec<&str> = lines.take_while(|l| !l.starts_with("```")).collect();
+    Ok(block.join("\n") + "\n")
 }
