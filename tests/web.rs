@@ -167,7 +167,13 @@ impl ChatCluster {
             .workers("chat", 2)
             .gateway_args(&["--insecure-dev-auth"])
             // A short presence grace, so that an offline dot does not keep a test waiting.
-            .worker_args(&["--database-url", &url, "--insecure-dev-auth", "--chat-presence-grace", "1s"])
+            .worker_args(&[
+                "--database-url",
+                &url,
+                "--insecure-dev-auth",
+                "--chat-presence-grace",
+                "1s",
+            ])
             .start()
             .await?;
         Ok(ChatCluster {
@@ -315,7 +321,12 @@ async fn presence_dots_and_the_typing_line_follow_the_other_person_live() -> Res
     shown_message(&ben, "are you there?").await?;
 
     // Presence: ben's page shows ann's dot green, in the online list and the conversation list.
-    see(&ben, &presence_of("#online li[data-uid=\"ann\"]", "online"), "ann online").await?;
+    see(
+        &ben,
+        &presence_of("#online li[data-uid=\"ann\"]", "online"),
+        "ann online",
+    )
+    .await?;
     see(
         &ben,
         &presence_of("#conversations [data-conversation=\"d:ann:ben\"]", "online"),
@@ -327,11 +338,21 @@ async fn presence_dots_and_the_typing_line_follow_the_other_person_live() -> Res
     // Typing: ann types without sending; ben's typing line names her, and clears when she sends.
     ann.type_text("#to", "ben").await?;
     ann.type_text("#text", "typing something").await?;
-    see(&ben, "document.querySelector('#typing').textContent === 'ann is typing…'", "ann typing").await?;
+    see(
+        &ben,
+        "document.querySelector('#typing').textContent === 'ann is typing…'",
+        "ann typing",
+    )
+    .await?;
     feature_screenshot(&ben, "typing").await?;
     ann.click("#send").await?;
     shown_message(&ben, "typing something").await?;
-    see(&ben, "document.querySelector('#typing').textContent === ''", "the typing line cleared").await?;
+    see(
+        &ben,
+        "document.querySelector('#typing').textContent === ''",
+        "the typing line cleared",
+    )
+    .await?;
 
     // Ann signs out: after the server's grace period her dot turns grey on ben's page.
     ann.click("#logout").await?;
@@ -358,7 +379,12 @@ async fn a_sender_sees_its_message_delivered_then_read() -> Result<()> {
     wait_open_conversation(&ben, "g:elsewhere").await?;
 
     send(&ann, "ben", "did you get this?").await?;
-    see(&ann, &receipt_of("did you get this?", "delivered"), "the message delivered").await?;
+    see(
+        &ann,
+        &receipt_of("did you get this?", "delivered"),
+        "the message delivered",
+    )
+    .await?;
     see(
         &ben,
         "document.querySelector('#conversations [data-conversation=\"d:ann:ben\"]')?.dataset.unread === '1'",
@@ -395,8 +421,10 @@ async fn an_edit_and_a_delete_reach_the_other_browser_and_survive_a_reload() -> 
     see_online(&ben, "d:ann:ben").await?;
     feature_screenshot(&ben, "edit").await?;
 
-    ann.click(&action_of(&ann, "this was a mistake", "delete").await?).await?;
-    ann.click(&action_of(&ann, "this was a mistake", "delete").await?).await?;
+    ann.click(&action_of(&ann, "this was a mistake", "delete").await?)
+        .await?;
+    ann.click(&action_of(&ann, "this was a mistake", "delete").await?)
+        .await?;
     see(
         &ben,
         "[...document.querySelectorAll('#messages .msg[data-deleted]')].some(m => m.querySelector('.text').textContent === 'message deleted')",
@@ -410,7 +438,12 @@ async fn an_edit_and_a_delete_reach_the_other_browser_and_survive_a_reload() -> 
     ben.reload().await?;
     wait_online(&ben).await?;
     shown_message(&ben, "see you at 11").await?;
-    see(&ben, "!!document.querySelector('#messages .msg[data-deleted]')", "the tombstone after a reload").await?;
+    see(
+        &ben,
+        "!!document.querySelector('#messages .msg[data-deleted]')",
+        "the tombstone after a reload",
+    )
+    .await?;
     assert_eq!(count_messages(&ben, "this was a mistake").await?, 0);
     Ok(())
 }
@@ -432,7 +465,10 @@ async fn a_reply_quotes_its_message_and_reactions_are_counted_on_both_pages() ->
     shown_message(&ann, "yes, at noon").await?;
     see(
         &ann,
-        &format!("{}?.querySelector('.reply-to')?.textContent === '↪ ann: lunch today?'", message_js("yes, at noon")),
+        &format!(
+            "{}?.querySelector('.reply-to')?.textContent === '↪ ann: lunch today?'",
+            message_js("yes, at noon")
+        ),
         "the quoted message",
     )
     .await?;
@@ -444,7 +480,10 @@ async fn a_reply_quotes_its_message_and_reactions_are_counted_on_both_pages() ->
     for page in [&ann, &ben] {
         see(
             page,
-            &format!("{}?.querySelector('.reactions [data-emoji=\"👍\"]')?.dataset.count === '2'", message_js("yes, at noon")),
+            &format!(
+                "{}?.querySelector('.reactions [data-emoji=\"👍\"]')?.dataset.count === '2'",
+                message_js("yes, at noon")
+            ),
             "two 👍",
         )
         .await?;
@@ -500,7 +539,12 @@ async fn action_of(page: &Page, text: &str, action: &str) -> Result<String> {
 /// Waits until the peer of the direct conversation shows as online (its presence dot).
 async fn see_online(page: &Page, conversation: &str) -> Result<()> {
     let selector = format!("#conversations [data-conversation=\"{conversation}\"]");
-    see(page, &presence_of(&selector, "online"), &format!("{conversation}'s peer online")).await?;
+    see(
+        page,
+        &presence_of(&selector, "online"),
+        &format!("{conversation}'s peer online"),
+    )
+    .await?;
     Ok(())
 }
 
