@@ -520,7 +520,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (the median is reported)")
     ap.add_argument("--duration", type=float, default=8, help="measured seconds per run")
     ap.add_argument("--clients", type=int, default=1000, help="clients for dm and chat")
-    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,chat,rolling")
+    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,chat,chatmix,rolling")
     ap.add_argument("--idle-big", type=int, default=100000, help="connections for the largest idle run, besides 10k and 50k (0 skips)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     ap.add_argument("--rolling-rate", type=int, default=1000, help="chat msg/s offered during the rolling-restart scenario")
@@ -724,6 +724,33 @@ def main():
         }
         topo.stop()
         cleanup()
+    if want("chatmix"):
+        # Plain chat and the live-chat mix (one typing event before each message, two receipts
+        # after each push) on the same fresh cluster, their runs alternating, so that both
+        # figures come from one run on one machine state.
+        for backend in ["sqlite", "postgres"]:
+            what = f"chat vs chat-mix {backend}"
+            print(f"{what}: fresh database and cluster, alternating", flush=True)
+            cleanup = None
+            if backend == "sqlite":
+                tmp = tempfile.mkdtemp(prefix="gatehouse-bench-")
+                url = f"sqlite://{tmp}/chat.db"
+            else:
+                database, url, cleanup = scratch_postgres()
+            workers = 1 if backend == "sqlite" else 2
+            cl = Cluster("chat", workers=workers, worker_args=["--database-url", url, "--insecure-dev-auth", "--chat-send-rate", "0",
+                                                              "--chat-request-rate", "0", "--chat-typing-rate", "0"], gateway_args=["--insecure-dev-auth"])
+            base = ["--clients", opts.clients, "--mode", "closed", "--inflight", 1, "--peers", 4]
+            bench(cl.urls(), ["--scenario", "chat-mix", *base, "--duration", 1, "--warmup", 1, "--drain", 3], cl.pids(), f"{what}, priming run (not reported)")
+            db = postgres_pids(database) if backend == "postgres" else []
+            plain, mix = [], []
+            for _ in range(opts.runs):
+                plain.append(bench(cl.urls(), ["--scenario", "chat", *base, *common], cl.pids(), f"chat {backend}", db))
+                mix.append(bench(cl.urls(), ["--scenario", "chat-mix", *base, *common], cl.pids(), f"chat-mix {backend}", db))
+            results[f"chatmix_{backend}"] = {"plain": agg(plain), "mix": agg(mix)}
+            cl.stop()
+            if cleanup:
+                cleanup()
 
     print(json.dumps(results, indent=1, default=str))
     if not opts.no_write:
@@ -915,6 +942,20 @@ def write_report(r, opts):
             if key in r:
                 c = r[key]
                 lines.append(f"| {what} | {fmt(1e6 / (c['storage_us'] + c['other_us']))} | |")
+        lines.append("")
+    if "chatmix_sqlite" in r or "chatmix_postgres" in r:
+        lines += ["## Live chat: typing and receipts next to plain chat", "",
+                  "The same cluster and database serve alternating runs of plain chat and of the live-chat mix",
+                  "(`chat-mix`: one `typing` before each message, `delivered` and `read` after each push; 1,000",
+                  "clients, 4 ongoing conversations each, closed loop). Target: the mix keeps at least 70 % of",
+                  "the plain figure.", "",
+                  "| database | plain msg/s | mix msg/s (+1 typing, +2 receipts each) | mix / plain | p99 send→ack plain / mix (µs) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for backend in ["sqlite", "postgres"]:
+            c = r.get(f"chatmix_{backend}")
+            if c:
+                p, m = c["plain"], c["mix"]
+                lines.append(f"| {backend} | {fmt(p['acked_per_sec'])} | {fmt(m['acked_per_sec'])} | {m['acked_per_sec'] / p['acked_per_sec']:.2f} | {fmt(p['ack_p99'])} / {fmt(m['ack_p99'])} |")
         lines.append("")
     lines += ["## Commands", "", "Each scenario started fresh processes on loopback (`gatehouse --threads 1 registry`, `gatehouse --threads 1 gateway` ×2,",
               "`gatehouse --threads 1 worker --app relay|chat` ×2, `gatehouse bench baseline` with its default runtime, and for the",

@@ -15,7 +15,7 @@ per process, as bench/run.py runs them) take turns under the same load (`gatehou
 Writes the table into docs/benchmarks.md (between the webhook markers) and bench/webhook.md
 (which bench/run.py carries over when it rewrites docs/benchmarks.md).
 
-    cargo build --release -p gatehouse-cli -p gatehouse-webhook --example relay_backend
+    cargo build --release -p gatehouse-cli && cargo build --release -p gatehouse-webhook --example relay_backend
     python3 bench/webhook.py              # 3 alternating runs of each (~3 min)
 """
 
@@ -69,7 +69,7 @@ def main():
     opts = ap.parse_args()
     for path in (run.BIN, FAST_BACKEND):
         if not os.path.exists(path):
-            sys.exit(f"{path} is missing: cargo build --release -p gatehouse-cli -p gatehouse-webhook --example relay_backend")
+            sys.exit(f"{path} is missing: cargo build --release -p gatehouse-cli && cargo build --release -p gatehouse-webhook --example relay_backend")
 
     python = Backend([sys.executable, os.path.join(ROOT, "bench", "webhook_relay.py")])
     fast = Backend([FAST_BACKEND, "127.0.0.1:0"])

@@ -166,7 +166,14 @@ impl ChatCluster {
             .gateways(2)
             .workers("chat", 2)
             .gateway_args(&["--insecure-dev-auth"])
-            .worker_args(&["--database-url", &url, "--insecure-dev-auth"])
+            // A short presence grace, so that an offline dot does not keep a test waiting.
+            .worker_args(&[
+                "--database-url",
+                &url,
+                "--insecure-dev-auth",
+                "--chat-presence-grace",
+                "1s",
+            ])
             .start()
             .await?;
         Ok(ChatCluster {
@@ -298,4 +305,265 @@ async fn see(page: &Page, condition: &str, what: &str) -> Result<Value> {
             Err(error.context(format!("the page never showed {what} ({saved})")))
         }
     }
+}
+
+// ---- protocol 2 features, two browsers each; every test leaves a screenshot of its feature ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_dots_and_the_typing_line_follow_the_other_person_live() -> Result<()> {
+    let Some(browser) = browser_or_skip().await? else {
+        return Ok(());
+    };
+    let chat = ChatCluster::start().await?;
+    let ann = sign_in(&browser, &chat.page_url(0), "ann").await?;
+    let ben = sign_in(&browser, &chat.page_url(1), "ben").await?;
+    send(&ann, "ben", "are you there?").await?;
+    shown_message(&ben, "are you there?").await?;
+
+    // Presence: ben's page shows ann's dot green, in the online list and the conversation list.
+    see(
+        &ben,
+        &presence_of("#online li[data-uid=\"ann\"]", "online"),
+        "ann online",
+    )
+    .await?;
+    see(
+        &ben,
+        &presence_of("#conversations [data-conversation=\"d:ann:ben\"]", "online"),
+        "ann's conversation dot online",
+    )
+    .await?;
+    feature_screenshot(&ben, "presence").await?;
+
+    // Typing: ann types without sending; ben's typing line names her, and clears when she sends.
+    ann.type_text("#to", "ben").await?;
+    ann.type_text("#text", "typing something").await?;
+    see(
+        &ben,
+        "document.querySelector('#typing').textContent === 'ann is typing…'",
+        "ann typing",
+    )
+    .await?;
+    feature_screenshot(&ben, "typing").await?;
+    ann.click("#send").await?;
+    shown_message(&ben, "typing something").await?;
+    see(
+        &ben,
+        "document.querySelector('#typing').textContent === ''",
+        "the typing line cleared",
+    )
+    .await?;
+
+    // Ann signs out: after the server's grace period her dot turns grey on ben's page.
+    ann.click("#logout").await?;
+    see(
+        &ben,
+        &presence_of("#conversations [data-conversation=\"d:ann:ben\"]", "offline"),
+        "ann offline",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_sees_its_message_delivered_then_read() -> Result<()> {
+    let Some(browser) = browser_or_skip().await? else {
+        return Ok(());
+    };
+    let chat = ChatCluster::start().await?;
+    let ann = sign_in(&browser, &chat.page_url(0), "ann").await?;
+    let ben = sign_in(&browser, &chat.page_url(1), "ben").await?;
+    // Ben has another conversation open, so ann's message reaches his device unread.
+    ben.type_text("#group-name", "elsewhere").await?;
+    ben.click("#create-group").await?;
+    wait_open_conversation(&ben, "g:elsewhere").await?;
+
+    send(&ann, "ben", "did you get this?").await?;
+    see(
+        &ann,
+        &receipt_of("did you get this?", "delivered"),
+        "the message delivered",
+    )
+    .await?;
+    see(
+        &ben,
+        "document.querySelector('#conversations [data-conversation=\"d:ann:ben\"]')?.dataset.unread === '1'",
+        "one unread on ben's page",
+    )
+    .await?;
+
+    ben.click("#conversations [data-conversation=\"d:ann:ben\"]").await?;
+    shown_message(&ben, "did you get this?").await?;
+    see(&ann, &receipt_of("did you get this?", "read"), "the message read").await?;
+    see_online(&ann, "d:ann:ben").await?;
+    feature_screenshot(&ann, "receipts").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_and_a_delete_reach_the_other_browser_and_survive_a_reload() -> Result<()> {
+    let Some(browser) = browser_or_skip().await? else {
+        return Ok(());
+    };
+    let chat = ChatCluster::start().await?;
+    let ann = sign_in(&browser, &chat.page_url(0), "ann").await?;
+    let ben = sign_in(&browser, &chat.page_url(1), "ben").await?;
+    send(&ann, "ben", "see you at 10").await?;
+    send(&ann, "ben", "this was a mistake").await?;
+    shown_message(&ben, "this was a mistake").await?;
+
+    ann.click(&action_of(&ann, "see you at 10", "edit").await?).await?;
+    ann.type_text("#text", "see you at 11").await?;
+    ann.click("#send").await?;
+    let edited = shown_message(&ben, "see you at 11").await?;
+    assert!(edited.get("edited").is_some(), "marked edited: {edited}");
+    assert_eq!(count_messages(&ben, "see you at 10").await?, 0, "the old text is gone");
+    see_online(&ben, "d:ann:ben").await?;
+    feature_screenshot(&ben, "edit").await?;
+
+    ann.click(&action_of(&ann, "this was a mistake", "delete").await?)
+        .await?;
+    ann.click(&action_of(&ann, "this was a mistake", "delete").await?)
+        .await?;
+    see(
+        &ben,
+        "[...document.querySelectorAll('#messages .msg[data-deleted]')].some(m => m.querySelector('.text').textContent === 'message deleted')",
+        "the tombstone",
+    )
+    .await?;
+    assert_eq!(count_messages(&ben, "this was a mistake").await?, 0);
+    feature_screenshot(&ben, "delete").await?;
+
+    // A reload fetches history: the final state, not the original texts.
+    ben.reload().await?;
+    wait_online(&ben).await?;
+    shown_message(&ben, "see you at 11").await?;
+    see(
+        &ben,
+        "!!document.querySelector('#messages .msg[data-deleted]')",
+        "the tombstone after a reload",
+    )
+    .await?;
+    assert_eq!(count_messages(&ben, "this was a mistake").await?, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_quotes_its_message_and_reactions_are_counted_on_both_pages() -> Result<()> {
+    let Some(browser) = browser_or_skip().await? else {
+        return Ok(());
+    };
+    let chat = ChatCluster::start().await?;
+    let ann = sign_in(&browser, &chat.page_url(0), "ann").await?;
+    let ben = sign_in(&browser, &chat.page_url(1), "ben").await?;
+    send(&ann, "ben", "lunch today?").await?;
+    shown_message(&ben, "lunch today?").await?;
+
+    ben.click(&action_of(&ben, "lunch today?", "reply").await?).await?;
+    ben.type_text("#text", "yes, at noon").await?;
+    ben.click("#send").await?;
+    shown_message(&ann, "yes, at noon").await?;
+    see(
+        &ann,
+        &format!(
+            "{}?.querySelector('.reply-to')?.textContent === '↪ ann: lunch today?'",
+            message_js("yes, at noon")
+        ),
+        "the quoted message",
+    )
+    .await?;
+    see_online(&ann, "d:ann:ben").await?;
+    feature_screenshot(&ann, "reply").await?;
+
+    ann.click(&action_of(&ann, "yes, at noon", "react").await?).await?;
+    ben.click(&action_of(&ben, "yes, at noon", "react").await?).await?;
+    for page in [&ann, &ben] {
+        see(
+            page,
+            &format!(
+                "{}?.querySelector('.reactions [data-emoji=\"👍\"]')?.dataset.count === '2'",
+                message_js("yes, at noon")
+            ),
+            "two 👍",
+        )
+        .await?;
+    }
+    feature_screenshot(&ben, "reactions").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_box_finds_messages_with_the_words_marked_and_opens_them() -> Result<()> {
+    let Some(browser) = browser_or_skip().await? else {
+        return Ok(());
+    };
+    let chat = ChatCluster::start().await?;
+    let ann = sign_in(&browser, &chat.page_url(0), "ann").await?;
+    let ben = sign_in(&browser, &chat.page_url(1), "ben").await?;
+    send(&ann, "ben", "the deploy failed again").await?;
+    send(&ann, "ben", "lunch at noon").await?;
+    shown_message(&ben, "lunch at noon").await?;
+    ben.click("#conversations [data-conversation=\"d:ann:ben\"]").await?;
+
+    ben.type_text("#search", "deploy").await?;
+    ben.click("#search-go").await?;
+    let hits = see(
+        &ben,
+        "(() => { const hits = [...document.querySelectorAll('#search-results li')];
+                  return hits.length > 0 && hits.map(li => [li.dataset.conversation, li.querySelector('mark')?.textContent]); })()",
+        "search results",
+    )
+    .await?;
+    assert_eq!(hits, serde_json::json!([["d:ann:ben", "deploy"]]));
+    see_online(&ben, "d:ann:ben").await?;
+    feature_screenshot(&ben, "search").await?;
+    Ok(())
+}
+
+/// A script that finds the stored `.msg` whose text is `text` (or undefined).
+fn message_js(text: &str) -> String {
+    let text = serde_json::to_string(text).expect("a string");
+    format!(
+        "[...document.querySelectorAll('#messages .msg')].find(m => m.querySelector('.text').textContent === {text} && m.dataset.seq !== '')"
+    )
+}
+
+/// The selector of an action button (`reply`, `react`, `edit`, `delete`) of the stored message
+/// `text`, by its id (stable across re-renders).
+async fn action_of(page: &Page, text: &str, action: &str) -> Result<String> {
+    let message = shown_message(page, text).await?;
+    let id = message["id"].as_str().unwrap_or_default();
+    Ok(format!("#messages .msg[data-id=\"{id}\"] .actions button.{action}"))
+}
+
+/// Waits until the peer of the direct conversation shows as online (its presence dot).
+async fn see_online(page: &Page, conversation: &str) -> Result<()> {
+    let selector = format!("#conversations [data-conversation=\"{conversation}\"]");
+    see(
+        page,
+        &presence_of(&selector, "online"),
+        &format!("{conversation}'s peer online"),
+    )
+    .await?;
+    Ok(())
+}
+
+fn presence_of(selector: &str, state: &str) -> String {
+    let selector = serde_json::to_string(selector).expect("a string");
+    format!("document.querySelector({selector})?.dataset.presence === '{state}'")
+}
+
+fn receipt_of(text: &str, receipt: &str) -> String {
+    format!("{}?.dataset.receipt === '{receipt}'", message_js(text))
+}
+
+/// Saves what the page shows now as the screenshot of `feature`: into the directory named by
+/// `GATEHOUSE_SCREENSHOTS` (`docs/screenshots` refreshes the ones the docs show), else into the
+/// system temp dir, so that a test run does not rewrite files in the repository.
+async fn feature_screenshot(page: &Page, feature: &str) -> Result<()> {
+    let dir = std::env::var_os("GATEHOUSE_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let path = dir.join(format!("chat-{feature}.png"));
+    page.screenshot(&path).await
 }

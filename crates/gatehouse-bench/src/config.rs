@@ -33,6 +33,10 @@ pub enum Scenario {
     /// The chat app protocol (`send` → `ack` to the sender, `message` to the recipient), with
     /// clients authenticated by `?uid=` in the URL.
     Chat,
+    /// The chat protocol with what a live chat adds to each message: the sender sends one
+    /// `typing` before it, the recipient answers its push with two receipts (`delivered`,
+    /// `read`).
+    ChatMix,
 }
 
 impl Scenario {
@@ -44,12 +48,18 @@ impl Scenario {
             Scenario::Broadcast => "broadcast",
             Scenario::Idle => "idle",
             Scenario::Chat => "chat",
+            Scenario::ChatMix => "chat-mix",
         }
+    }
+
+    /// Whether clients speak the chat protocol (`chat`, `chat-mix`).
+    pub(crate) fn is_chat(self) -> bool {
+        matches!(self, Scenario::Chat | Scenario::ChatMix)
     }
 
     /// Whether clients speak the relay protocol (login/join/to/group/broadcast).
     pub(crate) fn is_relay(self) -> bool {
-        !matches!(self, Scenario::Chat)
+        !self.is_chat()
     }
 }
 
@@ -69,9 +79,10 @@ impl FromStr for Scenario {
             "broadcast" => Scenario::Broadcast,
             "idle" => Scenario::Idle,
             "chat" => Scenario::Chat,
+            "chat-mix" => Scenario::ChatMix,
             other => {
                 return Err(BenchError::Config(format!(
-                    "unknown scenario {other:?} (expected dm, group, broadcast, idle or chat)"
+                    "unknown scenario {other:?} (expected dm, group, broadcast, idle, chat or chat-mix)"
                 )));
             }
         })
@@ -227,7 +238,7 @@ impl BenchConfig {
         if self.clients == 0 || self.clients > MAX_CLIENTS {
             return fail(format!("clients must be between 1 and {MAX_CLIENTS}"));
         }
-        if matches!(self.scenario, Scenario::Dm | Scenario::Chat) && self.clients < 2 {
+        if matches!(self.scenario, Scenario::Dm | Scenario::Chat | Scenario::ChatMix) && self.clients < 2 {
             return fail(format!("the {} scenario needs at least 2 clients", self.scenario));
         }
         if self.scenario == Scenario::Group && self.group_size == 0 {
@@ -274,7 +285,7 @@ impl BenchConfig {
     /// How many clients send, after applying the scenario's default.
     pub fn sender_count(&self) -> usize {
         let default = match self.scenario {
-            Scenario::Dm | Scenario::Chat => self.clients,
+            Scenario::Dm | Scenario::Chat | Scenario::ChatMix => self.clients,
             Scenario::Group => self.clients.div_ceil(self.group_size.max(1)),
             Scenario::Broadcast => 1,
             Scenario::Idle => 0,

@@ -13,7 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::accounting::{Counters, LatencyRecorder, Window};
 use crate::client;
-use crate::config::{BenchConfig, Mode, Scenario};
+use crate::config::{BenchConfig, Mode};
 use crate::error::BenchError;
 use crate::proc::{self, ProcSample};
 use crate::report::{
@@ -127,7 +127,7 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
     let databases_end = sample_all(&config.database_pids);
     let generator_end = proc::sample(None).ok();
 
-    let chat = config.scenario == Scenario::Chat;
+    let chat = config.scenario.is_chat();
     let drain_until = window.end_ns + config.drain.as_nanos() as u64;
     let counters = &shared.counters;
     let drained = || {

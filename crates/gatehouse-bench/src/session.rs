@@ -286,6 +286,8 @@ struct Session {
     cost: u32,
     /// Chat with reconnect: what it takes to resume after a lost connection.
     resume: Option<Box<Resume>>,
+    /// Frames to send besides messages (`chat-mix` receipts), flushed after each step.
+    outbox: Vec<String>,
 }
 
 /// What a reconnecting chat client keeps in order to resume after its connection ends.
@@ -329,6 +331,7 @@ impl Session {
             seq: 0,
             cost,
             resume: shared_reconnect.then(Box::default),
+            outbox: Vec::new(),
         }
     }
 
@@ -388,6 +391,10 @@ impl Session {
                 frame = self.ws.next() => self.on_frame(frame),
             };
             let outcome = match outcome {
+                Ok(()) => self.flush_outbox().await,
+                other => other,
+            };
+            let outcome = match outcome {
                 Ok(()) if self.resume.as_ref().is_some_and(|r| r.sync_wanted) => self.send_sync().await,
                 other => other,
             };
@@ -397,6 +404,20 @@ impl Session {
                 return;
             }
         }
+    }
+
+    /// Sends the receipts queued while reading (`chat-mix`).
+    async fn flush_outbox(&mut self) -> Result<(), String> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        for frame in self.outbox.drain(..) {
+            self.ws
+                .feed(Message::text(frame))
+                .await
+                .map_err(|e| format!("sending: {e}"))?;
+        }
+        self.ws.flush().await.map_err(|e| format!("sending: {e}"))
     }
 
     /// After a connection error: a reconnecting chat client connects again, resends what was
@@ -556,6 +577,14 @@ impl Session {
         } else {
             0
         };
+        if plan.mixes_events() {
+            let mut typing = String::with_capacity(64);
+            plan.write_typing(&mut typing, self.index, to);
+            self.ws
+                .feed(Message::text(typing))
+                .await
+                .map_err(|e| format!("sending: {e}"))?;
+        }
         let mut text = String::with_capacity(112 + plan.pad.len());
         plan.write_message(&mut text, self.index, to, self.seq, ts);
         let seq = self.seq;
@@ -608,6 +637,7 @@ impl Session {
             tally,
             index,
             resume,
+            outbox,
             ..
         } = self;
         let (shared, index) = (&**shared, *index);
@@ -624,6 +654,11 @@ impl Session {
                     return;
                 }
                 Counters::bump(&counters.received_total);
+                if shared.plan.mixes_events()
+                    && let Some(receipts) = crate::scenario::chat::receipts(text)
+                {
+                    outbox.extend(receipts);
+                }
                 let first = account(tally, shared, traffic.window, index, Stream::Delivery, (from, seq, ts));
                 if first && closed && !shared.plan.answered_by_ack() {
                     release(traffic, from);

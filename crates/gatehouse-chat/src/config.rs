@@ -48,6 +48,23 @@ pub struct ChatConfig {
     /// presence is only shown to a user's contacts, and the check costs one bounded store read
     /// and a look-up in the local routing table.
     pub max_online_contacts: u32,
+    /// Events per conversation a `sync` delivers to a device that is further behind (or has
+    /// no cursor): the latest window, marked `limited`; older ones come through `history`.
+    pub sync_window: u32,
+    /// How often a client should `ping` (announced in `welcome`).
+    pub heartbeat: Duration,
+    /// Conversations a `pong` lists (the most recently active).
+    pub heartbeat_conversations: usize,
+    /// How long after sending a message may be edited; `None`: always.
+    pub edit_window: Option<Duration>,
+    /// How long a `typing` start lasts unless repeated.
+    pub typing_ttl: Duration,
+    /// Most contacts a presence change is pushed to (direct peers first, then fellow group
+    /// members).
+    pub presence_contacts: u32,
+    /// How long a user's last connection may be gone before it is announced offline: a reload
+    /// or a network switch within it is no offline/online flap.
+    pub presence_grace: Duration,
 }
 
 /// Why a chat configuration is refused.
@@ -103,6 +120,13 @@ impl ChatConfig {
             rate: RateLimits::default(),
             max_online_contacts: 500,
             max_connections_per_uid: 16,
+            sync_window: 50,
+            heartbeat: Duration::from_secs(25),
+            heartbeat_conversations: 20,
+            edit_window: Some(Duration::from_secs(48 * 3600)),
+            typing_ttl: Duration::from_secs(6),
+            presence_contacts: 1000,
+            presence_grace: Duration::from_secs(5),
         }
     }
 

@@ -13,11 +13,16 @@
 //! - [`ratelimit`] — per-connection token buckets for sends and other requests.
 //! - [`service`] — [`ChatWorker`], the handlers.
 //! - `groups` — the group and block requests, and the cluster groups that follow membership.
+//! - `events` — protocol 2: bounded catch-up, heartbeat, edits, deletes, reactions, receipts,
+//!   typing and search.
+//! - `presence` — online/offline pushes to contacts from the cluster's routing table.
 //! - [`WEB_PAGE`] — the browser client served at `/` by gateways.
 
 pub mod auth;
 pub mod config;
+mod events;
 mod groups;
+mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod reply;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use gatehouse_store::{Access, HistoryVisibility, MAX_GROUP_NAME_CHARS, StoredMessage};
+use gatehouse_store::{Access, EventKind, HistoryVisibility, MAX_GROUP_NAME_CHARS, StoredMessage};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -25,6 +25,16 @@ pub const HISTORY_LIMIT: (u32, u32) = (50, 200);
 pub const MEMBERS_LIMIT: (u32, u32) = (200, 1000);
 /// Default and largest page of `conversations`.
 pub const CONVERSATIONS_LIMIT: (u32, u32) = (100, 500);
+/// Largest `window` of a `sync`.
+pub const MAX_SYNC_WINDOW: u32 = 1000;
+/// Default and largest page of `search`.
+pub const SEARCH_LIMIT: (u32, u32) = (20, 50);
+/// Longest search `query`, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
+/// Longest `emoji`, in bytes.
+pub const MAX_EMOJI_BYTES: usize = 32;
+/// The protocol version `welcome` announces.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The error codes of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,6 +54,13 @@ pub enum Code {
     TextTooLong,
     /// `to` names a uid that never signed in.
     UnknownRecipient,
+    /// An `edit`, `delete`, `react` or `reply_to` names no readable message of that
+    /// conversation.
+    UnknownMessage,
+    /// An `edit` after the edit window.
+    EditWindowClosed,
+    /// An `edit`, `react` or second `delete` of a deleted message.
+    MessageDeleted,
     /// The `cid` was already used by this sender for another message (other recipient or
     /// text); nothing was stored.
     CidConflict,
@@ -89,6 +106,9 @@ impl Code {
         Code::EmptyText,
         Code::TextTooLong,
         Code::UnknownRecipient,
+        Code::UnknownMessage,
+        Code::EditWindowClosed,
+        Code::MessageDeleted,
         Code::CidConflict,
         Code::NotMember,
         Code::UnknownGroup,
@@ -157,11 +177,69 @@ pub enum Request {
         target: Target,
         /// The text.
         text: String,
+        /// The message answered (protocol 2).
+        reply_to: Option<i64>,
     },
     /// Catch up after the cursor.
     Sync {
         /// Conversation → highest seq seen.
         cursors: HashMap<String, i64>,
+        /// Page size.
+        limit: u32,
+        /// Events per conversation at most (protocol 2; `None`: the server's window).
+        window: Option<u32>,
+    },
+    /// Ask for the change counter (protocol 2).
+    Ping,
+    /// Edit one's message (protocol 2).
+    Edit {
+        /// Conversation id.
+        conversation: String,
+        /// The message.
+        id: i64,
+        /// The new text.
+        text: String,
+    },
+    /// Delete a message (protocol 2).
+    Delete {
+        /// Conversation id.
+        conversation: String,
+        /// The message.
+        id: i64,
+    },
+    /// Add or remove a reaction (protocol 2).
+    React {
+        /// Conversation id.
+        conversation: String,
+        /// The message.
+        id: i64,
+        /// The emoji.
+        emoji: String,
+        /// `true`: add; `false`: remove.
+        add: bool,
+    },
+    /// Move the delivery marker (protocol 2).
+    Delivered {
+        /// Conversation id.
+        conversation: String,
+        /// Highest seq received.
+        seq: i64,
+    },
+    /// The user is (or stopped) typing (protocol 2).
+    Typing {
+        /// Conversation id.
+        conversation: String,
+        /// `true`: start; `false`: stop.
+        start: bool,
+    },
+    /// Full-text search (protocol 2).
+    Search {
+        /// The query text.
+        query: String,
+        /// Only this conversation.
+        conversation: Option<String>,
+        /// Hits to skip.
+        offset: u32,
         /// Page size.
         limit: u32,
     },
@@ -375,6 +453,46 @@ impl Fields<'_> {
             "sync" => Request::Sync {
                 cursors: self.cursors()?,
                 limit: self.limit(SYNC_LIMIT)?,
+                window: self.window()?,
+            },
+            "ping" => Request::Ping,
+            "edit" => {
+                self.string("cid")?;
+                Request::Edit {
+                    conversation: self.conversation("conversation")?,
+                    id: self.int("id")?,
+                    text: self.text(max_text_chars)?,
+                }
+            }
+            "delete" => {
+                self.string("cid")?;
+                Request::Delete {
+                    conversation: self.conversation("conversation")?,
+                    id: self.int("id")?,
+                }
+            }
+            "react" => {
+                self.string("cid")?;
+                Request::React {
+                    conversation: self.conversation("conversation")?,
+                    id: self.int("id")?,
+                    emoji: self.emoji()?,
+                    add: self.choice("action", "add", "remove")?,
+                }
+            }
+            "delivered" => Request::Delivered {
+                conversation: self.conversation("conversation")?,
+                seq: self.int("seq")?,
+            },
+            "typing" => Request::Typing {
+                conversation: self.conversation("conversation")?,
+                start: self.choice("state", "start", "stop")?,
+            },
+            "search" => Request::Search {
+                query: self.query()?,
+                conversation: self.optional_conversation("conversation")?,
+                offset: self.offset()?,
+                limit: self.limit(SEARCH_LIMIT)?,
             },
             "history" => Request::History {
                 conversation: self.conversation("conversation")?,
@@ -475,6 +593,12 @@ impl Fields<'_> {
         };
         // `parse` already refused an invalid cid; a send needs one.
         self.string("cid")?;
+        let text = self.text(max_text_chars)?;
+        let reply_to = self.optional_int("reply_to")?;
+        Ok(Request::Send { target, text, reply_to })
+    }
+
+    fn text(&self, max_text_chars: usize) -> Result<String, ProtocolError> {
         let text = self.string("text")?;
         if text.trim().is_empty() {
             return Err(ProtocolError::new(Code::EmptyText, "text is empty"));
@@ -485,7 +609,58 @@ impl Fields<'_> {
                 format!("text is longer than {max_text_chars} characters"),
             ));
         }
-        Ok(Request::Send { target, text })
+        Ok(text)
+    }
+
+    /// An optional field that is one of two words, `first` by default: `true` for `first`.
+    fn choice(&self, name: &str, first: &str, second: &str) -> Result<bool, ProtocolError> {
+        match self.optional_string(name)?.as_deref() {
+            None => Ok(true),
+            Some(value) if value == first => Ok(true),
+            Some(value) if value == second => Ok(false),
+            Some(_) => Err(invalid(format!("{name} must be \"{first}\" or \"{second}\""))),
+        }
+    }
+
+    /// One emoji: 1–32 bytes, printable, no whitespace.
+    fn emoji(&self) -> Result<String, ProtocolError> {
+        let emoji = self.string("emoji")?;
+        if emoji.is_empty()
+            || emoji.len() > MAX_EMOJI_BYTES
+            || emoji.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(invalid(format!(
+                "emoji must be 1-{MAX_EMOJI_BYTES} bytes without spaces or control characters"
+            )));
+        }
+        Ok(emoji)
+    }
+
+    /// A search query: 1–200 characters, at most 10 words (checked by the store's parser).
+    fn query(&self) -> Result<String, ProtocolError> {
+        let query = self.string("query")?;
+        if query.trim().is_empty() || query.chars().count() > MAX_QUERY_CHARS {
+            return Err(invalid(format!("query must be 1-{MAX_QUERY_CHARS} characters")));
+        }
+        gatehouse_store::SearchQuery::parse(&query).map_err(|e| invalid(e.to_string()))?;
+        Ok(query)
+    }
+
+    fn offset(&self) -> Result<u32, ProtocolError> {
+        let max = gatehouse_store::MAX_SEARCH_OFFSET;
+        match self.optional_int("offset")? {
+            None => Ok(0),
+            Some(offset) if offset <= i64::from(max) => Ok(offset as u32),
+            Some(_) => Err(invalid(format!("offset must be between 0 and {max}"))),
+        }
+    }
+
+    fn window(&self) -> Result<Option<u32>, ProtocolError> {
+        match self.optional_int("window")? {
+            None => Ok(None),
+            Some(window) if (1..=i64::from(MAX_SYNC_WINDOW)).contains(&window) => Ok(Some(window as u32)),
+            Some(_) => Err(invalid(format!("window must be between 1 and {MAX_SYNC_WINDOW}"))),
+        }
     }
 
     fn optional_string(&self, name: &str) -> Result<Option<String>, ProtocolError> {
@@ -656,15 +831,21 @@ fn invalid(message: impl Into<String>) -> ProtocolError {
     ProtocolError::new(Code::InvalidField, message)
 }
 
-/// The `message` object for a stored message (pushed, and inside `sync` and `history`).
+/// The object of one item of a conversation's sequence (pushed, and inside `sync` and
+/// `history`): a `message` in its current state, or an `edit`, `delete` or `reaction` event.
 pub fn message(stored: &StoredMessage) -> Value {
+    let kind = match stored.kind {
+        EventKind::Message => "message",
+        EventKind::Edit => "edit",
+        EventKind::Delete => "delete",
+        EventKind::ReactionAdd | EventKind::ReactionRemove => "reaction",
+    };
     let mut frame = json!({
-        "type": "message",
+        "type": kind,
         "id": stored.id,
         "conversation": stored.conversation,
         "seq": stored.seq,
         "from": stored.sender,
-        "text": stored.text,
         "ts": stored.ts_ms,
         "cid": stored.cid,
     });
@@ -673,6 +854,42 @@ pub fn message(stored: &StoredMessage) -> Value {
     }
     if let Some(group) = &stored.group {
         frame["group"] = json!(group);
+    }
+    match stored.kind {
+        EventKind::Message => {
+            frame["text"] = json!(stored.text);
+            if let Some(reply_to) = stored.reply_to {
+                frame["reply_to"] = json!(reply_to);
+            }
+            if let Some(edited) = stored.edited_ms {
+                frame["edited"] = json!(edited);
+            }
+            if stored.deleted {
+                frame["deleted"] = json!(true);
+            }
+            if let Some(reactions) = stored
+                .reactions
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<Value>(r).ok())
+            {
+                frame["reactions"] = reactions;
+            }
+        }
+        EventKind::Edit => {
+            frame["target"] = json!(stored.target);
+            frame["text"] = json!(stored.text);
+        }
+        EventKind::Delete => frame["target"] = json!(stored.target),
+        EventKind::ReactionAdd | EventKind::ReactionRemove => {
+            frame["target"] = json!(stored.target);
+            frame["emoji"] = json!(stored.text);
+            let action = if stored.kind == EventKind::ReactionAdd {
+                "add"
+            } else {
+                "remove"
+            };
+            frame["action"] = json!(action);
+        }
     }
     frame
 }
@@ -802,7 +1019,8 @@ mod tests {
             parsed.request.unwrap(),
             Request::Send {
                 target: Target::Group("team".into()),
-                text: "hi".into()
+                text: "hi".into(),
+                reply_to: None,
             }
         );
         let sync = parse(r#"{"type":"sync","cursors":{"g:team":4}}"#, 10).request.unwrap();
@@ -810,7 +1028,8 @@ mod tests {
             sync,
             Request::Sync {
                 cursors: HashMap::from([("g:team".into(), 4)]),
-                limit: 500
+                limit: 500,
+                window: None,
             }
         );
     }

@@ -52,6 +52,8 @@ pub struct RateLimits {
     pub sends: Rate,
     /// Every other frame (store queries, group changes, malformed frames).
     pub requests: Rate,
+    /// `typing` frames: ephemeral, refused without counting toward the close.
+    pub typing: Rate,
     /// Refusals within `abuse_window` beyond which the connection is closed with 1008.
     pub abuse_refusals: u32,
     /// See `abuse_refusals`.
@@ -72,6 +74,10 @@ impl Default for RateLimits {
                 per_second: 20,
                 burst: 60,
             },
+            typing: Rate {
+                per_second: 2,
+                burst: 4,
+            },
             abuse_refusals: 50,
             abuse_window: Duration::from_secs(10),
         }
@@ -83,6 +89,8 @@ impl Default for RateLimits {
 pub enum Kind {
     /// A `send`.
     Send,
+    /// A `typing` frame (its own bucket; refusals never close the connection).
+    Typing,
     /// Anything else.
     Request,
 }
@@ -137,6 +145,7 @@ impl Bucket {
 struct Connection {
     sends: Bucket,
     requests: Bucket,
+    typing: Bucket,
     window_start: Instant,
     refusals: u32,
     last_seen: Instant,
@@ -184,6 +193,7 @@ impl Limiter {
             let mut connection = self.connections.entry(client).or_insert_with(|| Connection {
                 sends: Bucket::full(limits.sends, now),
                 requests: Bucket::full(limits.requests, now),
+                typing: Bucket::full(limits.typing, now),
                 window_start: now,
                 refusals: 0,
                 last_seen: now,
@@ -191,10 +201,12 @@ impl Limiter {
             connection.last_seen = now;
             let taken = match kind {
                 Kind::Send => connection.sends.take(limits.sends, now),
+                Kind::Typing => connection.typing.take(limits.typing, now),
                 Kind::Request => connection.requests.take(limits.requests, now),
             };
             match taken {
                 Ok(()) => Verdict::Allowed,
+                Err(retry_after) if kind == Kind::Typing => Verdict::Refused { retry_after },
                 Err(retry_after) => {
                     if now.saturating_duration_since(connection.window_start) > limits.abuse_window {
                         connection.window_start = now;
@@ -280,6 +292,7 @@ mod tests {
                 per_second: per_second * 2,
                 burst,
             },
+            typing: Rate { per_second, burst },
             abuse_refusals: 3,
             abuse_window: Duration::from_secs(10),
         }
@@ -356,6 +369,23 @@ mod tests {
         assert_eq!(limiter.tracked(), 1);
         limiter.sweep(start + IDLE_EVICTION);
         assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn typing_has_its_own_bucket_and_never_closes() {
+        let start = Instant::now();
+        let limiter = Limiter::new(limits(1, 2));
+        for _ in 0..2 {
+            assert_eq!(limiter.check_at(client(1), Kind::Typing, start), Verdict::Allowed);
+        }
+        for _ in 0..100 {
+            assert!(matches!(
+                limiter.check_at(client(1), Kind::Typing, start),
+                Verdict::Refused { .. }
+            ));
+        }
+        assert_eq!(limiter.check_at(client(1), Kind::Send, start), Verdict::Allowed);
+        assert_eq!(limiter.check_at(client(1), Kind::Request, start), Verdict::Allowed);
     }
 
     #[test]

@@ -77,6 +77,23 @@ impl ListReply {
         true
     }
 
+    /// Adds an entry to the map field alone (no list item), if the frame still fits with it;
+    /// returns whether it did. Refused once anything was refused.
+    pub fn push_entry(&mut self, key: &str, value: &Value) -> bool {
+        if self.is_full() || self.map_field.is_none() {
+            return false;
+        }
+        let entry = format!("{}:{}", encode(key), encode(value));
+        let cost = entry.len() + usize::from(!self.entries.is_empty());
+        if self.used + cost > self.max_bytes {
+            self.used = usize::MAX;
+            return false;
+        }
+        self.used += cost;
+        self.entries.push(entry);
+        true
+    }
+
     /// Whether an item was refused (the budget is spent).
     pub fn is_full(&self) -> bool {
         self.used == usize::MAX

@@ -13,12 +13,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashSet;
 use gatehouse_sdk::{ApiError, CloseInfo, Context, Deadline, Frame, HandlerResult, Handshake, Reject, Worker};
-use gatehouse_store::{ConversationRef, GroupCommitter, NewMessage, Store, StoreError, group_conversation_id};
+use gatehouse_store::{
+    ChangeAction, ConversationRef, GroupCommitter, Marker, NewMessage, Store, StoreError, direct_conversation_id,
+    group_conversation_id,
+};
 use serde_json::{Map, Value, json};
 
 use crate::auth::{self, Verifier};
 use crate::config::{ChatConfig, ConfigError};
 use crate::groups::follow;
+use crate::presence::Presence;
 use crate::protocol::{self, Code, ProtocolError, Request, Target};
 use crate::ratelimit::{Kind, Limiter, Verdict};
 use crate::reply::ListReply;
@@ -38,7 +42,7 @@ pub enum ChatError {
 pub struct ChatWorker {
     pub(crate) config: ChatConfig,
     pub(crate) store: Store,
-    committer: GroupCommitter,
+    pub(crate) committer: GroupCommitter,
     /// Uids known to have signed in. Users are never removed, so a positive answer can be kept
     /// forever and a direct message costs no lookup query.
     known_users: DashSet<String>,
@@ -48,6 +52,8 @@ pub struct ChatWorker {
     verifier: Option<Verifier>,
     /// Handshakes refused because their uid had too many connections.
     refused_connections: AtomicU64,
+    /// Pending offline announcements.
+    presence: Presence,
 }
 
 impl ChatWorker {
@@ -67,6 +73,7 @@ impl ChatWorker {
             limiter,
             verifier,
             refused_connections: AtomicU64::new(0),
+            presence: Presence::default(),
         })
     }
 
@@ -150,15 +157,44 @@ impl ChatWorker {
     ) -> Result<Answer, ProtocolError> {
         let cluster = ctx.cluster();
         Ok(Answer::Json(match request {
-            Request::Send { target, text } => return Box::pin(self.send(ctx, uid, target, text, cid)).await,
-            Request::Sync { cursors, limit } => {
-                let mut reply = self.list_reply("sync", cid, &[], "messages", None);
-                let page = self
-                    .store
-                    .sync_within(uid, &cursors, limit, &mut |m| reply.push(&protocol::message(m)))
-                    .await
-                    .map_err(store_error)?;
-                return Self::message_page(reply, page.more);
+            Request::Send { target, text, reply_to } => {
+                return Box::pin(self.send(ctx, uid, target, text, reply_to, cid)).await;
+            }
+            Request::Sync { cursors, limit, window } => return self.catch_up(uid, &cursors, limit, window, cid).await,
+            Request::Ping => self.pong(uid).await?,
+            Request::Edit { conversation, id, text } => {
+                let window_ms = self
+                    .config
+                    .edit_window
+                    .map(|w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX));
+                let action = ChangeAction::Edit { text, window_ms };
+                return self.change(ctx, uid, conversation, id, action, cid).await;
+            }
+            Request::Delete { conversation, id } => {
+                return self.change(ctx, uid, conversation, id, ChangeAction::Delete, cid).await;
+            }
+            Request::React {
+                conversation,
+                id,
+                emoji,
+                add,
+            } => {
+                let action = ChangeAction::React { emoji, add };
+                return self.change(ctx, uid, conversation, id, action, cid).await;
+            }
+            Request::Delivered { conversation, seq } => {
+                return self.receipt(ctx, uid, &conversation, seq, Marker::Delivered, cid).await;
+            }
+            Request::Typing { conversation, start } => return self.typing(ctx, uid, &conversation, start, cid).await,
+            Request::Search {
+                query,
+                conversation,
+                offset,
+                limit,
+            } => {
+                return self
+                    .search(uid, &query, conversation.as_deref(), offset, limit, cid)
+                    .await;
             }
             Request::History {
                 conversation,
@@ -198,12 +234,7 @@ impl ChatWorker {
                 return Ok(Answer::Frame(reply.finish(more)));
             }
             Request::Read { conversation, seq } => {
-                let read = self
-                    .store
-                    .mark_read(uid, &conversation, seq)
-                    .await
-                    .map_err(store_error)?;
-                json!({"type": "read", "conversation": conversation, "seq": read})
+                return self.receipt(ctx, uid, &conversation, seq, Marker::Read, cid).await;
             }
             request @ (Request::CreateGroup { .. }
             | Request::JoinGroup { .. }
@@ -238,9 +269,17 @@ impl ChatWorker {
                     .collect();
                 online.sort_unstable();
                 online.dedup();
-                let mut reply = self.list_reply("online", cid, &[], "uids", None);
+                let offline: Vec<String> = contacts
+                    .into_iter()
+                    .filter(|c| online.binary_search(c).is_err())
+                    .collect();
+                let last_seen = self.store.last_seen(&offline).await.map_err(store_error)?;
+                let mut reply = self.list_reply("online", cid, &[], "uids", Some("last_seen"));
                 let trimmed = online.iter().any(|u| !reply.push(u));
-                return Ok(Answer::Frame(reply.finish(capped || trimmed)));
+                let mut seen: Vec<(&String, &i64)> = last_seen.iter().collect();
+                seen.sort_unstable();
+                let trimmed_seen = seen.into_iter().any(|(uid, at)| !reply.push_entry(uid, &json!(at)));
+                return Ok(Answer::Frame(reply.finish(capped || trimmed || trimmed_seen)));
             }
         }))
     }
@@ -254,10 +293,20 @@ impl ChatWorker {
         uid: &str,
         target: Target,
         text: String,
+        reply_to: Option<i64>,
         cid: Option<&str>,
     ) -> Result<Answer, ProtocolError> {
         let cluster = ctx.cluster();
         let cid = cid.expect("parse requires a cid for send").to_owned();
+        if let Some(id) = reply_to {
+            let conversation = match &target {
+                Target::Direct(to) => direct_conversation_id(uid, to),
+                Target::Group(group) => group_conversation_id(group),
+            };
+            Box::pin(self.store.reply_target(uid, &conversation, id))
+                .await
+                .map_err(store_error)?;
+        }
         let conversation = match target {
             Target::Direct(to) => {
                 if !self.user_exists(&to).await? {
@@ -273,6 +322,7 @@ impl ChatWorker {
             cid,
             text,
             ts_ms: now_ms(),
+            reply_to,
         };
         let group = match &message.conversation {
             ConversationRef::Group { id } => Some(id.clone()),
@@ -332,6 +382,15 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 impl Worker for ChatWorker {
     async fn on_close(&self, ctx: &Context, _close: &CloseInfo) -> HandlerResult {
         self.limiter.forget(ctx.client_id());
+        if let Some(uid) = ctx.uid() {
+            self.presence.disconnected(
+                ctx.cluster().clone(),
+                self.store.clone(),
+                uid.to_string(),
+                self.config.presence_grace,
+                self.config.presence_contacts,
+            );
+        }
         Ok(())
     }
 
@@ -345,20 +404,19 @@ impl Worker for ChatWorker {
         // Devices per uid: counted before this connection is bound, so it is not among them.
         // Two handshakes of one uid at the same moment both see the count without the other.
         let max = self.config.max_connections_per_uid;
-        if max > 0 {
-            let open = ctx
-                .cluster()
-                .client_ids_by_uid(&uid)
-                .await
-                .map_err(|e| unavailable("counting connections", &e))?;
-            if open.len() >= max as usize {
-                self.refused_connections.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%uid, open = open.len(), max, "handshake refused: too many connections for one uid");
-                return Err(Reject::new(
-                    429,
-                    format!("too many connections for this uid (at most {max})"),
-                ));
-            }
+        let open = ctx
+            .cluster()
+            .client_ids_by_uid(&uid)
+            .await
+            .map_err(|e| unavailable("counting connections", &e))?;
+        // The count also tells presence whether this is the uid's first device.
+        if max > 0 && open.len() >= max as usize {
+            self.refused_connections.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%uid, open = open.len(), max, "handshake refused: too many connections for one uid");
+            return Err(Reject::new(
+                429,
+                format!("too many connections for this uid (at most {max})"),
+            ));
         }
         self.store
             .ensure_user(&uid)
@@ -366,7 +424,14 @@ impl Worker for ChatWorker {
             .map_err(|e| unavailable("user registration", &e))?;
         // The welcome is queued before the bind, so it is the first frame the client reads even
         // when a message for this uid is pushed while the handshake completes.
-        let mut welcome = json!({"type": "welcome", "uid": uid, "client": ctx.client_id()});
+        let mut welcome = json!({
+            "type": "welcome", "uid": uid, "client": ctx.client_id(),
+            "protocol": protocol::PROTOCOL_VERSION,
+            "sync_window": self.config.sync_window,
+            "heartbeat_ms": millis(self.config.heartbeat),
+            "edit_window_ms": self.config.edit_window.map_or(0, millis),
+            "typing_ttl_ms": millis(self.config.typing_ttl),
+        });
         if let Some(expires_at) = identity.expires_at {
             welcome["expires_at"] = json!(unix_ms(expires_at));
         }
@@ -411,6 +476,15 @@ impl Worker for ChatWorker {
         if identity.expires_at.is_none() {
             tracing::info!(%uid, "signed in with a bare uid (insecure dev mode)");
         }
+        self.presence
+            .connected(
+                ctx.cluster(),
+                &self.store,
+                &uid,
+                open.len(),
+                self.config.presence_contacts,
+            )
+            .await;
         Ok(())
     }
 
@@ -423,7 +497,10 @@ impl Worker for ChatWorker {
         let parsed = protocol::parse(text, self.config.max_text_chars);
         let cid = parsed.cid.as_deref();
         let kind = match &parsed.request {
-            Ok(Request::Send { .. }) => Kind::Send,
+            Ok(Request::Send { .. } | Request::Edit { .. } | Request::Delete { .. } | Request::React { .. }) => {
+                Kind::Send
+            }
+            Ok(Request::Typing { .. }) => Kind::Typing,
             _ => Kind::Request,
         };
         match self.limiter.check(ctx.client_id(), kind) {
@@ -451,7 +528,9 @@ impl Worker for ChatWorker {
         let outcome = match (parsed.request, ctx.uid()) {
             (Err(error), _) => Err(error),
             (Ok(_), None) => Err(ProtocolError::new(Code::Internal, "the connection has no uid")),
-            (Ok(Request::Send { target, text }), Some(uid)) => self.send(ctx, &uid, target, text, cid).await,
+            (Ok(Request::Send { target, text, reply_to }), Some(uid)) => {
+                self.send(ctx, &uid, target, text, reply_to, cid).await
+            }
             // Everything but sending is rare next to it and holds much more state (store
             // queries): boxed, so that state is not allocated for every message.
             (Ok(request), Some(uid)) => Box::pin(self.execute(ctx, &uid, request, cid)).await,
@@ -486,7 +565,7 @@ impl ChatWorker {
     /// Encodes a single-object answer. Answers are small by construction (every string in
     /// them is bounded); one that is not is a bug, answered with `internal` instead of a frame
     /// the gateway might refuse.
-    fn bounded(&self, answer: &Value) -> Frame {
+    pub(crate) fn bounded(&self, answer: &Value) -> Frame {
         let frame = Frame::json(answer);
         if frame.data().len() <= self.config.max_reply_bytes {
             return frame;
@@ -517,7 +596,13 @@ fn unix_ms(at: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds of a duration, saturated.
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The wall clock in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -538,6 +623,9 @@ pub(crate) fn store_error(error: StoreError) -> ProtocolError {
         StoreError::Blocked { .. } => Code::Blocked,
         StoreError::UnknownUser(_) => Code::UnknownUser,
         StoreError::CidConflict { .. } => Code::CidConflict,
+        StoreError::UnknownMessage { .. } => Code::UnknownMessage,
+        StoreError::EditWindowClosed { .. } => Code::EditWindowClosed,
+        StoreError::MessageDeleted(_) => Code::MessageDeleted,
         StoreError::InvalidInput(_) => Code::InvalidField,
         StoreError::Overloaded => Code::Overloaded,
         StoreError::Database(_) | StoreError::Closed | StoreError::Contention(_) => Code::Unavailable,

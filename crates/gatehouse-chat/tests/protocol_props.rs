@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use gatehouse_chat::auth::valid_uid;
 use gatehouse_chat::protocol::{
-    self, CONVERSATIONS_LIMIT, Code, HISTORY_LIMIT, MAX_CURSORS, MEMBERS_LIMIT, Request, SYNC_LIMIT, Target, valid_cid,
-    valid_conversation,
+    self, CONVERSATIONS_LIMIT, Code, HISTORY_LIMIT, MAX_CURSORS, MAX_EMOJI_BYTES, MAX_QUERY_CHARS, MAX_SYNC_WINDOW,
+    MEMBERS_LIMIT, Request, SEARCH_LIMIT, SYNC_LIMIT, Target, valid_cid, valid_conversation,
 };
 use gatehouse_chat::reply::ListReply;
 use gatehouse_store::MAX_GROUP_NAME_CHARS;
@@ -43,6 +43,13 @@ const TYPES: &[&str] = &[
     "blocks",
     "online",
     "refresh",
+    "ping",
+    "edit",
+    "delete",
+    "react",
+    "delivered",
+    "typing",
+    "search",
     "no_such_type",
 ];
 
@@ -62,6 +69,14 @@ const FIELDS: &[&str] = &[
     "after",
     "uid",
     "token",
+    "id",
+    "reply_to",
+    "window",
+    "emoji",
+    "action",
+    "state",
+    "query",
+    "offset",
 ];
 
 /// Strings a client might send: plausible names and ids, edge lengths, control and non-ASCII
@@ -152,7 +167,7 @@ fn frame() -> impl Strategy<Value = Value> {
             object.insert("type".to_owned(), json!(kind));
             for (name, arbitrary, text) in fields {
                 let value = match name {
-                    "limit" | "before" | "seq" => arbitrary,
+                    "limit" | "before" | "seq" | "id" | "reply_to" | "window" | "offset" => arbitrary,
                     _ if arbitrary.is_string() || arbitrary.is_null() => Value::String(text),
                     _ => arbitrary,
                 };
@@ -184,6 +199,10 @@ fn valid_name(name: &str) -> bool {
     name.chars().count() <= MAX_GROUP_NAME_CHARS && !name.trim().is_empty() && !name.chars().any(char::is_control)
 }
 
+fn valid_text(text: &str) -> bool {
+    !text.trim().is_empty() && text.chars().count() <= MAX_TEXT
+}
+
 fn in_range(limit: u32, (_, max): (u32, u32)) -> bool {
     (1..=max).contains(&limit)
 }
@@ -191,17 +210,47 @@ fn in_range(limit: u32, (_, max): (u32, u32)) -> bool {
 /// Every bound `docs/protocol.md` promises for an accepted request.
 fn respects_bounds(request: &Request) -> Result<(), String> {
     let ok = match request {
-        Request::Send { target, text } => {
+        Request::Send { target, text, reply_to } => {
             let target_ok = match target {
                 Target::Direct(uid) => valid_uid(uid),
                 Target::Group(group) => valid_uid(group),
             };
-            target_ok && !text.trim().is_empty() && text.chars().count() <= MAX_TEXT
+            target_ok && valid_text(text) && reply_to.is_none_or(|r| r >= 0)
         }
-        Request::Sync { cursors, limit } => {
+        Request::Sync { cursors, limit, window } => {
             cursors.len() <= MAX_CURSORS
                 && cursors.iter().all(|(c, s)| valid_conversation(c) && *s >= 0)
                 && in_range(*limit, SYNC_LIMIT)
+                && window.is_none_or(|w| (1..=MAX_SYNC_WINDOW).contains(&w))
+        }
+        Request::Ping => true,
+        Request::Edit { conversation, id, text } => valid_conversation(conversation) && *id >= 0 && valid_text(text),
+        Request::Delete { conversation, id } => valid_conversation(conversation) && *id >= 0,
+        Request::React {
+            conversation,
+            id,
+            emoji,
+            ..
+        } => {
+            valid_conversation(conversation)
+                && *id >= 0
+                && !emoji.is_empty()
+                && emoji.len() <= MAX_EMOJI_BYTES
+                && !emoji.chars().any(|c| c.is_control() || c.is_whitespace())
+        }
+        Request::Delivered { conversation, seq } => valid_conversation(conversation) && *seq >= 0,
+        Request::Typing { conversation, .. } => valid_conversation(conversation),
+        Request::Search {
+            query,
+            conversation,
+            offset,
+            limit,
+        } => {
+            !query.trim().is_empty()
+                && query.chars().count() <= MAX_QUERY_CHARS
+                && conversation.as_deref().is_none_or(valid_conversation)
+                && *offset <= gatehouse_store::MAX_SEARCH_OFFSET
+                && in_range(*limit, SEARCH_LIMIT)
         }
         Request::History {
             conversation,
@@ -262,8 +311,11 @@ fn check(text: &str, documented: &HashSet<String>) -> Result<(), TestCaseError> 
             if let Err(broken) = respects_bounds(request) {
                 return Err(TestCaseError::fail(broken));
             }
-            if matches!(request, Request::Send { .. }) {
-                prop_assert!(parsed.cid.is_some(), "a send is accepted only with a cid");
+            if matches!(
+                request,
+                Request::Send { .. } | Request::Edit { .. } | Request::Delete { .. } | Request::React { .. }
+            ) {
+                prop_assert!(parsed.cid.is_some(), "a change is accepted only with a cid");
             }
         }
     }

@@ -285,6 +285,40 @@ pub struct ChatArgs {
     /// message (about 33 KB).
     #[arg(long = "chat-max-reply-bytes", env = "GATEHOUSE_CHAT_MAX_REPLY_BYTES", default_value_t = 256 * 1024)]
     pub max_reply_bytes: usize,
+    /// Events per conversation a `sync` gives a device that is further behind (or new): the
+    /// latest ones, marked `limited`; older ones come through `history`.
+    #[arg(long = "chat-sync-window", env = "GATEHOUSE_CHAT_SYNC_WINDOW", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sync_window: u32,
+    /// How often clients should `ping` (announced in `welcome`, in milliseconds).
+    #[arg(
+        long = "chat-heartbeat-ms",
+        env = "GATEHOUSE_CHAT_HEARTBEAT_MS",
+        default_value_t = 25_000
+    )]
+    pub heartbeat_ms: u64,
+    /// How long after sending a message may be edited (`48h`; `0s`: no limit).
+    #[arg(long = "chat-edit-window", env = "GATEHOUSE_CHAT_EDIT_WINDOW", default_value = "48h", value_parser = humantime::parse_duration)]
+    pub edit_window: Duration,
+    /// How long a typing indicator lasts unless repeated.
+    #[arg(long = "chat-typing-ttl", env = "GATEHOUSE_CHAT_TYPING_TTL", default_value = "6s", value_parser = humantime::parse_duration)]
+    pub typing_ttl: Duration,
+    /// `typing` frames one connection may send per second (0: unlimited).
+    #[arg(long = "chat-typing-rate", env = "GATEHOUSE_CHAT_TYPING_RATE", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().typing.per_second)]
+    pub typing_rate: u32,
+    /// `typing` frames one connection may send at once.
+    #[arg(long = "chat-typing-burst", env = "GATEHOUSE_CHAT_TYPING_BURST", default_value_t = gatehouse_chat::ratelimit::RateLimits::default().typing.burst)]
+    pub typing_burst: u32,
+    /// Most contacts a user's online/offline change is pushed to.
+    #[arg(
+        long = "chat-presence-contacts",
+        env = "GATEHOUSE_CHAT_PRESENCE_CONTACTS",
+        default_value_t = 1000
+    )]
+    pub presence_contacts: u32,
+    /// How long a user's last connection may be gone before it is announced offline.
+    #[arg(long = "chat-presence-grace", env = "GATEHOUSE_CHAT_PRESENCE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub presence_grace: Duration,
 }
 
 impl ChatArgs {
@@ -310,6 +344,16 @@ impl ChatArgs {
             per_second: self.request_rate,
             burst: self.request_burst,
         };
+        config.rate.typing = gatehouse_chat::ratelimit::Rate {
+            per_second: self.typing_rate,
+            burst: self.typing_burst,
+        };
+        config.sync_window = self.sync_window;
+        config.heartbeat = Duration::from_millis(self.heartbeat_ms);
+        config.edit_window = (!self.edit_window.is_zero()).then_some(self.edit_window);
+        config.typing_ttl = self.typing_ttl;
+        config.presence_contacts = self.presence_contacts;
+        config.presence_grace = self.presence_grace;
         config
     }
 }

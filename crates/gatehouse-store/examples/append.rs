@@ -89,6 +89,7 @@ async fn main() {
                     cid: format!("{}.{user}.{n}", started.elapsed().as_nanos()),
                     text: "hello from the store benchmark".to_owned(),
                     ts_ms: 1,
+                    reply_to: None,
                 };
                 committer.append(message).await.expect("append");
                 appended.fetch_add(1, Ordering::Relaxed);

@@ -255,6 +255,10 @@ pub enum Limit {
     BansPerGroup,
     /// [`StoreLimits::blocks_per_user`].
     BlocksPerUser,
+    /// Different emoji on one message ([`crate::MAX_REACTIONS_PER_MESSAGE`]).
+    ReactionsPerMessage,
+    /// One user's emoji on one message ([`crate::MAX_REACTIONS_PER_USER`]).
+    ReactionsPerUser,
 }
 
 impl Limit {
@@ -267,6 +271,8 @@ impl Limit {
             Limit::InvitationsPerUser => "invitations_per_user",
             Limit::BansPerGroup => "bans_per_group",
             Limit::BlocksPerUser => "blocks_per_user",
+            Limit::ReactionsPerMessage => "reactions_per_message",
+            Limit::ReactionsPerUser => "reactions_per_user",
         }
     }
 }

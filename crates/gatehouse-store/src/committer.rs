@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::StoreError;
+use crate::events::{MarkerMove, MarkerRequest};
 use crate::model::{Appended, NewMessage};
 use crate::store::Store;
 
@@ -48,11 +49,16 @@ impl Default for GroupCommitConfig {
 }
 
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+type MarkerReply = oneshot::Sender<Result<MarkerMove, StoreError>>;
 
 #[derive(Debug)]
-struct Job {
-    message: NewMessage,
-    reply: Reply,
+enum Job {
+    /// A message to append.
+    Append { message: NewMessage, reply: Reply },
+    /// A receipt marker to move (read, delivered): receipts come at twice the rate of
+    /// messages in a live chat, so they share the writer's batching instead of paying a
+    /// commit each.
+    Marker { request: MarkerRequest, reply: MarkerReply },
 }
 
 #[derive(Debug, Default)]
@@ -143,9 +149,24 @@ impl GroupCommitter {
     pub async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { message, reply })
+            .send(Job::Append { message, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Moves a receipt marker through the next batch (see [`Store::move_marker`]): markers
+    /// queued together are written in one transaction. Fails at once with
+    /// [`StoreError::Overloaded`] when the queue is full: a receipt is worth less than a
+    /// message and the client repeats it with its next one.
+    pub async fn move_marker(&self, request: MarkerRequest) -> Result<MarkerMove, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Job::Marker { request, reply })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -155,7 +176,7 @@ impl GroupCommitter {
     pub async fn try_append(&self, message: NewMessage) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .try_send(Job { message, reply })
+            .try_send(Job::Append { message, reply })
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
@@ -187,37 +208,88 @@ impl GroupCommitter {
 
 async fn run_writer(store: &Store, mut jobs: mpsc::Receiver<Job>, max_batch: usize, counters: &Counters) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut markers: Vec<(MarkerRequest, MarkerReply)> = Vec::new();
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
-        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) =
-            batch.drain(..).map(|job| (job.message, job.reply)).unzip();
-        let size = messages.len();
-        match store.append_batch(messages).await {
-            Ok(outcome) => {
-                if outcome.committed {
-                    let stored = outcome
-                        .results
-                        .iter()
-                        .filter(|r| matches!(r, Ok(appended) if !appended.duplicate))
-                        .count();
-                    counters.batches_committed.fetch_add(1, Ordering::Relaxed);
-                    counters.messages_stored.fetch_add(stored as u64, Ordering::Relaxed);
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            match job {
+                Job::Append { message, reply } => {
+                    messages.push(message);
+                    replies.push(reply);
                 }
-                for (reply, result) in replies.into_iter().zip(outcome.results) {
-                    // The caller may have gone away; its message is stored regardless.
-                    let _ = reply.send(result);
-                }
+                Job::Marker { request, reply } => markers.push((request, reply)),
             }
-            Err(error) => {
-                counters.batches_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, size, "group commit batch failed");
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
+        }
+        if !messages.is_empty() {
+            write_messages(store, messages, replies, counters).await;
+        }
+        if !markers.is_empty() {
+            write_markers(store, &mut markers, counters).await;
         }
     }
     tracing::debug!("group committer stopped");
 }
+
+/// Appends one batch of messages and answers their callers.
+async fn write_messages(store: &Store, messages: Vec<NewMessage>, replies: Vec<Reply>, counters: &Counters) {
+    let size = messages.len();
+    match store.append_batch(messages).await {
+        Ok(outcome) => {
+            if outcome.committed {
+                let stored = outcome
+                    .results
+                    .iter()
+                    .filter(|r| matches!(r, Ok(appended) if !appended.duplicate))
+                    .count();
+                counters.batches_committed.fetch_add(1, Ordering::Relaxed);
+                counters.messages_stored.fetch_add(stored as u64, Ordering::Relaxed);
+            }
+            for (reply, result) in replies.into_iter().zip(outcome.results) {
+                // The caller may have gone away; its message is stored regardless.
+                let _ = reply.send(result);
+            }
+        }
+        Err(error) => {
+            counters.batches_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, size, "group commit batch failed");
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// Moves one batch of markers in one transaction (retried after a deadlock) and answers their
+/// callers.
+async fn write_markers(store: &Store, markers: &mut Vec<(MarkerRequest, MarkerReply)>, counters: &Counters) {
+    let (requests, replies): (Vec<MarkerRequest>, Vec<MarkerReply>) = markers.drain(..).unzip();
+    let mut outcome = store.move_markers(&requests).await;
+    for _ in 1..MARKER_ATTEMPTS {
+        match &outcome {
+            Err(error) if crate::store::is_transient(error) => outcome = store.move_markers(&requests).await,
+            _ => break,
+        }
+    }
+    match outcome {
+        Ok(results) => {
+            counters.batches_committed.fetch_add(1, Ordering::Relaxed);
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(error) => {
+            counters.batches_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, size = requests.len(), "marker batch failed");
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// How often a marker batch is tried when it meets a deadlock.
+const MARKER_ATTEMPTS: u32 = 3;
 
 /// Waits, for at most 5 s, until the tasks spawned on the writer's runtime have finished. sqlx
 /// hands a connection back to its pool in such a task; a runtime dropped with it pending closes

@@ -68,6 +68,26 @@ pub enum StoreError {
         /// The reused idempotency key.
         cid: String,
     },
+    /// The message a change or a reply names is not in that conversation, is not a message
+    /// (an event), or is not readable by the user.
+    #[error("no message {id} in conversation {conversation} for this user")]
+    UnknownMessage {
+        /// The conversation id.
+        conversation: String,
+        /// The message id given.
+        id: i64,
+    },
+    /// An edit came after the edit window of the message had closed.
+    #[error("message {id} can no longer be edited (the edit window is {window_ms} ms)")]
+    EditWindowClosed {
+        /// The message id.
+        id: i64,
+        /// The window.
+        window_ms: i64,
+    },
+    /// The message was deleted: it can no longer be edited, reacted to or deleted again.
+    #[error("message {0} was deleted")]
+    MessageDeleted(i64),
     /// A cap of [`StoreLimits`](crate::StoreLimits) would be exceeded.
     #[error("limit {limit} reached (at most {max})")]
     LimitExceeded {

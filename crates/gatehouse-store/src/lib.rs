@@ -21,6 +21,11 @@
 //!   pure rules, and [`StoreLimits`], the caps on what users can accumulate.
 //! - `groups`: group membership and administration under the group's lock.
 //! - `blocks`: blocks between users.
+//! - `events`: edits, deletes and reactions as events of the sequence; reply targets; the
+//!   read and delivery markers.
+//! - `catchup`: bounded catch-up (latest window per conversation, most recent first) and the
+//!   change counter.
+//! - `search`: full-text search (FTS5, tsvector) with snippets.
 //! - `plan`: backend-independent planning of one append batch (validation, in-batch
 //!   duplicates, sequence assignment).
 //! - `sqlite`, `postgres`, `mysql`: the three backends (pools, append transaction, dialect
@@ -35,14 +40,17 @@
 
 mod access;
 mod blocks;
+mod catchup;
 mod committer;
 mod error;
+mod events;
 mod groups;
 mod ids;
 mod model;
 mod mysql;
 mod plan;
 mod postgres;
+mod search;
 mod sql;
 mod sqlite;
 mod store;
@@ -51,12 +59,18 @@ pub use access::{
     Access, GroupInfo, GroupMember, GroupUpdate, HistoryVisibility, Invitation, InviteOutcome, JoinOutcome, Limit,
     MAX_GROUP_NAME_CHARS, MemberPage, NewGroup, Role, StoreLimits,
 };
+pub use catchup::{Activity, CatchUpConversation, CatchUpPage, MAX_CONVERSATIONS_SCANNED, Offer};
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use error::StoreError;
+pub use events::{
+    ChangeAction, Changed, MAX_REACTIONS_PER_MESSAGE, MAX_REACTIONS_PER_USER, Marker, MarkerMove, MarkerRequest,
+    NewChange,
+};
 pub use groups::MAX_GROUPS_LISTED;
 pub use ids::{MAX_IDENT_CHARS, direct_conversation_id, group_conversation_id};
 pub use model::{
-    Appended, ConversationKind, ConversationPage, ConversationRef, ConversationSummary, HistoryPage, NewMessage,
-    StoredMessage, SyncPage,
+    Appended, ConversationKind, ConversationPage, ConversationRef, ConversationSummary, EventKind, HistoryPage,
+    NewMessage, StoredMessage, SyncPage,
 };
+pub use search::{MAX_QUERY_WORDS, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, SearchHit, SearchPage, SearchQuery};
 pub use store::{Admit, BackendKind, CONTACT_SCAN_FACTOR, MAX_PAGE, Store};

@@ -35,6 +35,49 @@ pub struct NewMessage {
     pub text: String,
     /// The server's receive time in milliseconds since the Unix epoch; stored as given.
     pub ts_ms: i64,
+    /// The id of the message this one answers (same conversation, readable by the sender:
+    /// checked by [`Store::reply_target`](crate::Store::reply_target) before the append).
+    pub reply_to: Option<i64>,
+}
+
+/// What an item of a conversation's sequence is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A message.
+    Message,
+    /// An edit of `target`.
+    Edit,
+    /// The deletion of `target`.
+    Delete,
+    /// A reaction added to `target` (the emoji is the event's text).
+    ReactionAdd,
+    /// A reaction removed from `target`.
+    ReactionRemove,
+}
+
+impl EventKind {
+    /// The kind as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Message => "message",
+            EventKind::Edit => "edit",
+            EventKind::Delete => "delete",
+            EventKind::ReactionAdd => "reaction_add",
+            EventKind::ReactionRemove => "reaction_remove",
+        }
+    }
+
+    /// Parses a stored kind; unknown values are treated as messages (the schema forbids them).
+    pub fn parse(value: &str) -> EventKind {
+        match value {
+            "edit" => EventKind::Edit,
+            "delete" => EventKind::Delete,
+            "reaction_add" => EventKind::ReactionAdd,
+            "reaction_remove" => EventKind::ReactionRemove,
+            _ => EventKind::Message,
+        }
+    }
 }
 
 /// A message as stored, with its position in its conversation.
@@ -60,6 +103,18 @@ pub struct StoredMessage {
     pub text: String,
     /// The receive time given at append, in milliseconds since the Unix epoch.
     pub ts_ms: i64,
+    /// What this item of the sequence is: a message or a change of one.
+    pub kind: EventKind,
+    /// For a change event, the id of the message it changes.
+    pub target: Option<i64>,
+    /// For a message, the id of the message it answers.
+    pub reply_to: Option<i64>,
+    /// For a message, when it was last edited.
+    pub edited_ms: Option<i64>,
+    /// For a message, whether it was deleted (its text is then empty).
+    pub deleted: bool,
+    /// For a message, its reactions as a JSON object emoji → count (`None`: none).
+    pub reactions: Option<String>,
 }
 
 /// The outcome of appending one message.
@@ -130,6 +185,10 @@ pub struct ConversationPage {
     pub more: bool,
 }
 
+/// A stored message as the append's read phase returns it (JSON array): id, conversation,
+/// seq, sender, cid, text, ts, reply_to.
+pub(crate) type ExistingRow = (i64, String, i64, String, String, String, i64, Option<i64>);
+
 /// A `messages` row as selected by every query that returns messages.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct MessageRow {
@@ -140,9 +199,50 @@ pub(crate) struct MessageRow {
     pub(crate) cid: String,
     pub(crate) text: String,
     pub(crate) ts_ms: i64,
+    #[sqlx(default)]
+    pub(crate) kind: Option<String>,
+    #[sqlx(default)]
+    pub(crate) target: Option<i64>,
+    #[sqlx(default)]
+    pub(crate) reply_to: Option<i64>,
+    #[sqlx(default)]
+    pub(crate) edited_ms: Option<i64>,
+    #[sqlx(default)]
+    pub(crate) deleted: Option<i64>,
+    #[sqlx(default)]
+    pub(crate) reactions: Option<String>,
 }
 
 impl MessageRow {
+    /// A row of a plain message as the append path knows it (no change applied yet).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn plain(
+        id: i64,
+        conversation_id: String,
+        seq: i64,
+        sender: String,
+        cid: String,
+        text: String,
+        ts_ms: i64,
+        reply_to: Option<i64>,
+    ) -> MessageRow {
+        MessageRow {
+            id,
+            conversation_id,
+            seq,
+            sender,
+            cid,
+            text,
+            ts_ms,
+            kind: None,
+            target: None,
+            reply_to,
+            edited_ms: None,
+            deleted: None,
+            reactions: None,
+        }
+    }
+
     /// Converts the row, deriving `to`/`group` from the conversation id.
     pub(crate) fn into_stored(self) -> StoredMessage {
         let (to, group) = match parse_conversation_id(&self.conversation_id) {
@@ -160,6 +260,12 @@ impl MessageRow {
             cid: self.cid,
             text: self.text,
             ts_ms: self.ts_ms,
+            kind: self.kind.as_deref().map_or(EventKind::Message, EventKind::parse),
+            target: self.target,
+            reply_to: self.reply_to,
+            edited_ms: self.edited_ms,
+            deleted: self.deleted.unwrap_or(0) != 0,
+            reactions: self.reactions,
         }
     }
 }

@@ -60,15 +60,16 @@ const LOCK: &str = "SELECT c.id, c.last_seq \
 /// messages with one of the batch's `(sender, cid)` keys; 1, the batch's `(group, sender)`
 /// memberships that exist (`a` = conversation, `b` = uid); 2, the `(recipient, sender)` blocks
 /// among its direct messages (`a` = blocker, `b` = blocked). One statement instead of three.
-const READ: &str = "SELECT 0 AS part, m.id, m.conversation_id AS a, m.seq, m.sender AS b, m.cid, m.text, m.ts_ms \
+const READ: &str = "SELECT 0 AS part, m.id, m.conversation_id AS a, m.seq, m.sender AS b, m.cid, m.text, m.ts_ms, \
+     m.reply_to \
      FROM JSON_TABLE(?, '$[*]' COLUMNS (sender VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[0]', \
      cid VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[1]')) AS k \
      STRAIGHT_JOIN messages AS m ON m.sender = k.sender AND m.cid = k.cid \
-     UNION ALL SELECT 1, 0, m.conversation_id, 0, m.uid, '', '', 0 \
+     UNION ALL SELECT 1, 0, m.conversation_id, 0, m.uid, '', '', 0, NULL \
      FROM JSON_TABLE(?, '$[*]' COLUMNS (conversation_id VARCHAR(400) COLLATE utf8mb4_nopad_bin PATH '$[0]', \
      uid VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[1]')) AS k \
      STRAIGHT_JOIN members AS m ON m.conversation_id = k.conversation_id AND m.uid = k.uid \
-     UNION ALL SELECT 2, 0, b.blocker, 0, b.blocked, '', '', 0 \
+     UNION ALL SELECT 2, 0, b.blocker, 0, b.blocked, '', '', 0, NULL \
      FROM JSON_TABLE(?, '$[*]' COLUMNS (blocker VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[0]', \
      blocked VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[1]')) AS k \
      STRAIGHT_JOIN blocks AS b ON b.blocker = k.blocker AND b.blocked = k.blocked";
@@ -100,12 +101,12 @@ const MARKS: &str = "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (conversation_id VARCHA
 
 /// Inserts messages, which come back with their ids. A plain insert: any conflict fails the
 /// statement, so a batch is stored whole or not at all.
-const INSERT: &str = "INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms) \
-     SELECT k.conversation_id, k.seq, k.sender, k.cid, k.text, k.ts_ms \
+const INSERT: &str = "INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms, reply_to) \
+     SELECT k.conversation_id, k.seq, k.sender, k.cid, k.text, k.ts_ms, k.reply_to \
      FROM JSON_TABLE(?, '$[*]' COLUMNS (conversation_id VARCHAR(400) COLLATE utf8mb4_nopad_bin PATH '$[0]', \
      seq BIGINT PATH '$[1]', sender VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[2]', \
      cid VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[3]', text LONGTEXT COLLATE utf8mb4_nopad_bin PATH '$[4]', \
-     ts_ms BIGINT PATH '$[5]')) AS k \
+     ts_ms BIGINT PATH '$[5]', reply_to BIGINT PATH '$[6]')) AS k \
      RETURNING conversation_id, seq, id";
 
 /// Moves `?`'s read marker forward: to `?` (the seq asked for), capped at conversation `?`'s
@@ -116,6 +117,26 @@ const MARK_READ: &str = "UPDATE members \
 
 /// The read marker of member `?` of conversation `?`.
 const READ_MARK: &str = "SELECT read_seq FROM members WHERE conversation_id = ? AND uid = ?";
+
+/// The last-seen times among the uids of the JSON array `?`.
+pub(crate) const LAST_SEEN: &str = "SELECT u.uid, u.last_seen_ms \
+     FROM JSON_TABLE(?, '$[*]' COLUMNS (uid VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$')) AS k \
+     STRAIGHT_JOIN users AS u ON u.uid = k.uid WHERE u.last_seen_ms IS NOT NULL";
+
+/// Full-text matches of the boolean-mode query `?` (against the lower-cased, live-only
+/// `search_text`) that member `?` may read, in conversation `?` unless it is empty, best first,
+/// `?` of them from `?` on. The query is bound twice (score and filter), as is the conversation:
+/// `AGAINST` takes only a constant.
+pub(crate) const SEARCH: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms, \
+     m.kind, m.target, m.reply_to, m.edited_ms, m.deleted, m.reactions, '' AS snippet, \
+     MATCH (m.search_text) AGAINST (? IN BOOLEAN MODE) AS score \
+     FROM messages AS m \
+     JOIN members AS v ON v.conversation_id = m.conversation_id AND v.uid = ? \
+     JOIN conversations AS c ON c.id = m.conversation_id \
+     WHERE MATCH (m.search_text) AGAINST (? IN BOOLEAN MODE) \
+     AND (? = '' OR m.conversation_id = ?) AND m.kind = 'message' AND m.deleted = 0 \
+     AND m.seq > CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END \
+     ORDER BY score DESC, m.id DESC LIMIT ? OFFSET ?";
 
 /// Takes the row lock of conversation `$1`, as an append does first: membership changes take
 /// it too, so an append checks membership either before a change starts or after it committed.
@@ -152,7 +173,8 @@ const OVERRIDES: &[(&str, &str)] = &[
     ),
     (
         sql::VISIBLE_AFTER,
-        "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms \
+        "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms, \
+         m.kind, m.target, m.reply_to, m.edited_ms, m.deleted, m.reactions \
          FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
          JOIN messages AS m ON m.conversation_id = v.conversation_id \
          WHERE v.conversation_id = ? AND v.uid = ? AND m.seq > ? \
@@ -161,7 +183,8 @@ const OVERRIDES: &[(&str, &str)] = &[
     ),
     (
         sql::VISIBLE_BEFORE,
-        "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms \
+        "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms, \
+         m.kind, m.target, m.reply_to, m.edited_ms, m.deleted, m.reactions \
          FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
          JOIN messages AS m ON m.conversation_id = v.conversation_id \
          WHERE v.conversation_id = ? AND v.uid = ? AND m.seq < ? AND m.seq > ? \
@@ -175,6 +198,8 @@ static TRANSLATED: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new
     let overrides: HashMap<&str, &str> = OVERRIDES.iter().copied().collect();
     sql::SHARED
         .iter()
+        .chain(crate::events::STATEMENTS)
+        .chain([&crate::catchup::ACTIVITY])
         .map(|&shared| {
             let text = overrides
                 .get(shared)
@@ -449,7 +474,15 @@ fn insert_chunks(plan: &Plan) -> Result<Vec<String>, StoreError> {
     let mut chunks = Vec::new();
     let mut chunk = String::from("[");
     for row in plan.new_rows() {
-        let encoded = to_json(&(row.conversation, row.seq, row.sender, row.cid, row.text, row.ts_ms))?;
+        let encoded = to_json(&(
+            row.conversation,
+            row.seq,
+            row.sender,
+            row.cid,
+            row.text,
+            row.ts_ms,
+            row.reply_to,
+        ))?;
         if chunk.len() > 1 && chunk.len() + encoded.len() > INSERT_CHUNK_BYTES {
             chunk.push(']');
             chunks.push(std::mem::replace(&mut chunk, String::from("[")));
@@ -467,7 +500,7 @@ fn insert_chunks(plan: &Plan) -> Result<Vec<String>, StoreError> {
 }
 
 /// A row of [`READ`].
-type ReadRow = (i32, i64, String, i64, String, String, String, i64);
+type ReadRow = (i32, i64, String, i64, String, String, String, i64, Option<i64>);
 
 /// Runs the read phase ([`READ`]) and applies it to the plan: stored duplicates first, then
 /// memberships and blocks of what is still pending.
@@ -483,17 +516,9 @@ async fn read_phase(tx: &mut sqlx::Transaction<'static, sqlx::MySql>, plan: &mut
         .fetch_all(&mut **tx)
         .await?;
     let (mut existing, mut members, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
-    for (part, id, a, seq, b, cid, text, ts_ms) in rows {
+    for (part, id, a, seq, b, cid, text, ts_ms, reply_to) in rows {
         match part {
-            0 => existing.push(MessageRow {
-                id,
-                conversation_id: a,
-                seq,
-                sender: b,
-                cid,
-                text,
-                ts_ms,
-            }),
+            0 => existing.push(MessageRow::plain(id, a, seq, b, cid, text, ts_ms, reply_to)),
             1 => members.push(MemberRow {
                 conversation_id: a,
                 uid: b,
@@ -520,7 +545,7 @@ mod tests {
     /// Rows of every table, so that the optimizer weighs a scan against an index as it would on
     /// a real database (on empty tables every plan is trivially cheap).
     const FILL: &str = "\
-INSERT INTO users SELECT concat('u', seq), 0 FROM seq_1_to_2000;
+INSERT INTO users (uid, first_seen_ms) SELECT concat('u', seq), 0 FROM seq_1_to_2000;
 INSERT INTO conversations (id, kind, name, created_by, created_at_ms, last_seq, owner, access, history) \
 SELECT concat('g:', seq), 'group', NULL, concat('u', seq), 0, 3, concat('u', seq), 'open', 'joined' FROM seq_1_to_2000;
 INSERT INTO members (conversation_id, uid, joined_at_ms, read_seq) \
@@ -544,7 +569,7 @@ ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans
             let before = &rest[..at];
             query = if before.ends_with("JSON_TABLE(") {
                 query.bind(r#"[["g:1", "u1", 1, "c1", "x", 0]]"#)
-            } else if before.ends_with("LIMIT ") {
+            } else if before.ends_with("LIMIT ") || before.ends_with("OFFSET ") {
                 query.bind(10_i64)
             } else {
                 query.bind("g:1")
@@ -614,8 +639,14 @@ ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans
             READ_MARK,
             LOCK_CONVERSATION,
             LOCK_USER,
+            LAST_SEEN,
+            SEARCH,
         ];
-        let shared = sql::SHARED.iter().map(|&shared| statement(shared));
+        let shared = sql::SHARED
+            .iter()
+            .chain(crate::events::STATEMENTS)
+            .chain([&crate::catchup::ACTIVITY])
+            .map(|&shared| statement(shared));
         let mut failures = Vec::new();
         for text in own.into_iter().chain(shared) {
             let scans = scans_of(&mut conn, text).await;
@@ -635,7 +666,11 @@ ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans
     /// every placeholder and every `ON CONFLICT`.
     #[test]
     fn every_shared_statement_translates() {
-        for &shared in sql::SHARED {
+        for &shared in sql::SHARED
+            .iter()
+            .chain(crate::events::STATEMENTS)
+            .chain([&crate::catchup::ACTIVITY])
+        {
             let text = statement(shared);
             assert!(
                 !text.contains('$') && !text.contains("ON CONFLICT"),

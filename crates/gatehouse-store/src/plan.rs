@@ -42,6 +42,7 @@ struct Primary {
     cid: String,
     text: String,
     ts_ms: i64,
+    reply_to: Option<i64>,
     state: State,
 }
 
@@ -77,6 +78,7 @@ pub(crate) struct NewRow<'a> {
     pub(crate) cid: &'a str,
     pub(crate) text: &'a str,
     pub(crate) ts_ms: i64,
+    pub(crate) reply_to: Option<i64>,
 }
 
 /// The part of an inserted row the plan needs back: its key and its new id.
@@ -313,6 +315,7 @@ impl Plan {
                     cid: &p.cid,
                     text: &p.text,
                     ts_ms: p.ts_ms,
+                    reply_to: p.reply_to,
                 }),
                 _ => None,
             })
@@ -354,15 +357,16 @@ impl Plan {
             };
             match ids.get(&(primary.conversation.clone(), seq)) {
                 Some(&id) => {
-                    let row = MessageRow {
+                    let row = MessageRow::plain(
                         id,
-                        conversation_id: primary.conversation.clone(),
+                        primary.conversation.clone(),
                         seq,
-                        sender: primary.sender.clone(),
-                        cid: primary.cid.clone(),
-                        text: primary.text.clone(),
-                        ts_ms: primary.ts_ms,
-                    };
+                        primary.sender.clone(),
+                        primary.cid.clone(),
+                        primary.text.clone(),
+                        primary.ts_ms,
+                        primary.reply_to,
+                    );
                     primary.state = State::Stored(row.into_stored());
                 }
                 None => complete = false,
@@ -438,6 +442,7 @@ fn prepare(message: NewMessage) -> Result<Primary, StoreError> {
         cid: message.cid,
         text: message.text,
         ts_ms: message.ts_ms,
+        reply_to: message.reply_to,
         state: State::Pending,
     })
 }
@@ -453,6 +458,7 @@ mod tests {
             cid: cid.into(),
             text: format!("{sender}->{to} {cid}"),
             ts_ms: 7,
+            reply_to: None,
         }
     }
 
@@ -463,6 +469,7 @@ mod tests {
             cid: cid.into(),
             text: String::new(),
             ts_ms: 7,
+            reply_to: None,
         }
     }
 
@@ -572,14 +579,8 @@ mod tests {
 
     #[test]
     fn a_stored_key_with_other_content_is_a_conflict_and_the_same_content_a_duplicate() {
-        let stored = |conversation: &str, text: &str| MessageRow {
-            id: 9,
-            conversation_id: conversation.into(),
-            seq: 1,
-            sender: "a".into(),
-            cid: "x".into(),
-            text: text.into(),
-            ts_ms: 1,
+        let stored = |conversation: &str, text: &str| {
+            MessageRow::plain(9, conversation.into(), 1, "a".into(), "x".into(), text.into(), 1, None)
         };
         let same = direct("a", "b", "x");
         for (row, duplicate) in [

@@ -39,7 +39,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// among its direct messages (`$5`, `$6`). One statement instead of three: each round trip
 /// waits for a core on a busy machine.
 const READ: &str = "SELECT \
-     (SELECT coalesce(json_agg(json_build_array(m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms)), '[]') \
+     (SELECT coalesce(json_agg(json_build_array(m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms, m.reply_to)), '[]') \
       FROM UNNEST($1::text[], $2::text[]) AS k (sender, cid) \
       JOIN messages AS m ON m.sender = k.sender AND m.cid = k.cid)::text, \
      (SELECT coalesce(json_agg(json_build_array(m.conversation_id, m.uid)), '[]') \
@@ -78,7 +78,7 @@ const PLANNER: &str = "SET enable_seqscan = off; SET plan_cache_mode = force_gen
 
 /// Every write of a batch in one statement: the counter bumps (`$1`, `$2`: of rows this
 /// transaction has locked or created), the senders' read markers (`$3`..`$5`) and the messages
-/// (`$6`..`$11`), which come back with their ids. A plain insert: any conflict fails the
+/// (`$6`..`$12`), which come back with their ids. A plain insert: any conflict fails the
 /// statement, so a batch is stored whole or not at all.
 const WRITE: &str = "WITH bump AS (\
      UPDATE conversations AS c SET last_seq = c.last_seq + k.n \
@@ -87,8 +87,8 @@ const WRITE: &str = "WITH bump AS (\
      UPDATE members AS m SET read_seq = GREATEST(m.read_seq, k.seq) \
      FROM UNNEST($3::text[], $4::text[], $5::int8[]) AS k (conversation_id, uid, seq) \
      WHERE m.conversation_id = k.conversation_id AND m.uid = k.uid) \
-     INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms) \
-     SELECT * FROM UNNEST($6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[]) \
+     INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms, reply_to) \
+     SELECT * FROM UNNEST($6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[]) \
      RETURNING conversation_id, seq, id";
 
 /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
@@ -255,6 +255,7 @@ impl PgBackend {
                 .bind(rows.iter().map(|r| r.cid).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.text).collect::<Vec<_>>())
                 .bind(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.reply_to).collect::<Vec<_>>())
                 .fetch_all(&mut *tx)
                 .await?;
             if !plan.apply_inserted(inserted) {
@@ -296,18 +297,12 @@ async fn read_phase(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, plan: &
         .bind(blocked)
         .fetch_one(&mut **tx)
         .await?;
-    let existing: Vec<(i64, String, i64, String, String, String, i64)> = from_json(&existing)?;
+    let existing: Vec<crate::model::ExistingRow> = from_json(&existing)?;
     plan.apply_existing(
         existing
             .into_iter()
-            .map(|(id, conversation_id, seq, sender, cid, text, ts_ms)| MessageRow {
-                id,
-                conversation_id,
-                seq,
-                sender,
-                cid,
-                text,
-                ts_ms,
+            .map(|(id, conversation_id, seq, sender, cid, text, ts_ms, reply_to)| {
+                MessageRow::plain(id, conversation_id, seq, sender, cid, text, ts_ms, reply_to)
             })
             .collect(),
     );
@@ -395,7 +390,12 @@ mod tests {
             LOCK_CONVERSATION,
             LOCK_USER,
         ];
-        let statements: Vec<&str> = own.into_iter().chain(sql::SHARED.iter().copied()).collect();
+        let statements: Vec<&str> = own
+            .into_iter()
+            .chain(sql::SHARED.iter().copied())
+            .chain(crate::events::STATEMENTS.iter().copied())
+            .chain([crate::catchup::ACTIVITY])
+            .collect();
         let mut failures = Vec::new();
         for (i, statement) in statements.iter().enumerate() {
             // The highest `$n` placeholder: every parameter up to it must be given.

@@ -141,7 +141,8 @@ pub(crate) const FLOOR: &str = "SELECT CASE WHEN c.history = 'joined' THEN v.joi
 /// membership and visibility floor are checked in the statement itself, so a reader removed
 /// from the conversation reads nothing from the moment its removal committed. `$3` already
 /// includes the floor, so the index range starts there.
-pub(crate) const VISIBLE_AFTER: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms \
+pub(crate) const VISIBLE_AFTER: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms, \
+     m.kind, m.target, m.reply_to, m.edited_ms, m.deleted, m.reactions \
      FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
      JOIN messages AS m ON m.conversation_id = v.conversation_id \
      WHERE v.conversation_id = $1 AND v.uid = $2 AND m.conversation_id = $1 AND m.seq > $3 \
@@ -151,7 +152,8 @@ pub(crate) const VISIBLE_AFTER: &str = "SELECT m.id, m.conversation_id, m.seq, m
 /// Messages of `$1` that `$2` may read with `$4 < seq < $3`, descending (newest first), at most
 /// `$5`; `$4` is the reader's floor (see [`FLOOR`]), which bounds the index range, and the
 /// membership and floor are checked again in the statement.
-pub(crate) const VISIBLE_BEFORE: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms \
+pub(crate) const VISIBLE_BEFORE: &str = "SELECT m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms, \
+     m.kind, m.target, m.reply_to, m.edited_ms, m.deleted, m.reactions \
      FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
      JOIN messages AS m ON m.conversation_id = v.conversation_id \
      WHERE v.conversation_id = $1 AND v.uid = $2 AND m.conversation_id = $1 AND m.seq < $3 AND m.seq > $4 \

@@ -41,7 +41,7 @@ const READ_CONNECTIONS: u32 = 4;
 /// `last_seq` of the batch's conversations that exist (`$3`), the `(recipient, sender)` blocks
 /// among the batch's direct messages (`$4`), and the highest message id.
 const READ: &str = "\
-SELECT json_group_array(json_array(m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms)) \
+SELECT json_group_array(json_array(m.id, m.conversation_id, m.seq, m.sender, m.cid, m.text, m.ts_ms, m.reply_to)) \
 FROM json_each($1) AS k JOIN messages AS m ON m.sender = k.value ->> 0 AND m.cid = k.value ->> 1;
 SELECT json_group_array(json_array(m.conversation_id, m.uid)) \
 FROM json_each($2) AS k JOIN members AS m ON m.conversation_id = k.value ->> 0 AND m.uid = k.value ->> 1;
@@ -64,8 +64,9 @@ INSERT INTO members (conversation_id, uid, joined_at_ms, read_seq) \
 SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, 0 FROM json_each($2) AS k;
 UPDATE conversations SET last_seq = last_seq + (k.value ->> 1) \
 FROM json_each($3) AS k WHERE conversations.id = k.value ->> 0;
-INSERT INTO messages (id, conversation_id, seq, sender, cid, text, ts_ms) \
-SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5, k.value ->> 6 \
+INSERT INTO messages (id, conversation_id, seq, sender, cid, text, ts_ms, reply_to) \
+SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2, k.value ->> 3, k.value ->> 4, k.value ->> 5, k.value ->> 6, \
+k.value ->> 7 \
 FROM json_each($4) AS k;
 UPDATE members SET read_seq = max(read_seq, k.value ->> 2) FROM json_each($5) AS k \
 WHERE members.conversation_id = k.value ->> 0 AND members.uid = k.value ->> 1";
@@ -186,18 +187,12 @@ impl SqliteBackend {
             .try_into()
             .map_err(|rows: Vec<_>| StoreError::Invariant(format!("read phase returned {} rows, not 5", rows.len())))?;
         // Duplicates first, so that a resend neither needs membership nor creates a conversation.
-        let existing: Vec<(i64, String, i64, String, String, String, i64)> = from_json(&existing)?;
+        let existing: Vec<crate::model::ExistingRow> = from_json(&existing)?;
         plan.apply_existing(
             existing
                 .into_iter()
-                .map(|(id, conversation_id, seq, sender, cid, text, ts_ms)| MessageRow {
-                    id,
-                    conversation_id,
-                    seq,
-                    sender,
-                    cid,
-                    text,
-                    ts_ms,
+                .map(|(id, conversation_id, seq, sender, cid, text, ts_ms, reply_to)| {
+                    MessageRow::plain(id, conversation_id, seq, sender, cid, text, ts_ms, reply_to)
                 })
                 .collect(),
         );
@@ -252,11 +247,12 @@ impl SqliteBackend {
             };
             plan.assign_seqs(&bumped)?;
 
-            let rows: Vec<(i64, &str, i64, &str, &str, &str, i64)> = plan
+            type Row<'a> = (i64, &'a str, i64, &'a str, &'a str, &'a str, i64, Option<i64>);
+            let rows: Vec<Row<'_>> = plan
                 .new_rows()
                 .iter()
                 .zip(last_id + 1..)
-                .map(|(r, id)| (id, r.conversation, r.seq, r.sender, r.cid, r.text, r.ts_ms))
+                .map(|(r, id)| (id, r.conversation, r.seq, r.sender, r.cid, r.text, r.ts_ms, r.reply_to))
                 .collect();
             let inserted: Vec<InsertedRow> = rows
                 .iter()
@@ -355,10 +351,12 @@ mod tests {
         let statements: Vec<&str> = commands
             .chain([MARK_READ, LOCK_CONVERSATION, LOCK_USER])
             .chain(sql::SHARED.iter().copied())
+            .chain(crate::events::STATEMENTS.iter().copied())
+            .chain([crate::catchup::ACTIVITY])
             .collect();
         assert_eq!(
             statements.len(),
-            5 + 5 + 3 + sql::SHARED.len(),
+            5 + 5 + 3 + sql::SHARED.len() + crate::events::STATEMENTS.len() + 1,
             "one entry per statement"
         );
         for statement in statements {

@@ -619,7 +619,7 @@ impl Store {
 }
 
 /// Returns `true` for errors after which the whole transaction may simply be run again.
-fn is_transient(error: &StoreError) -> bool {
+pub(crate) fn is_transient(error: &StoreError) -> bool {
     // PostgreSQL: deadlock_detected, serialization_failure, and a unique violation of the
     // idempotency key, which an append meets when a concurrent writer stored the same
     // `(sender, cid)` in another conversation (the next attempt finds that message and answers

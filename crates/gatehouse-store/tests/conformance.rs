@@ -425,7 +425,16 @@ conformance!(
     existing_groups_migrate_to_invite_only_with_shared_history,
     pages_end_where_the_callers_budget_says,
     contacts_are_direct_peers_then_fellow_group_members,
+    changes_are_events_with_the_next_seq_and_a_final_state,
+    reactions_aggregate_and_change_nothing_twice,
+    catch_up_gives_the_latest_window_most_recent_first,
+    markers_move_forward_only_and_name_the_author,
+    search_finds_readable_live_messages_ranked,
 );
+
+/// The protocol-2 cases (events, catch-up, markers, search), in a file of their own.
+#[path = "conformance/events.rs"]
+mod events;
 
 /// A raw connection acting as another writer, outside the store.
 enum Raw {
@@ -544,6 +553,7 @@ fn dm(from: &str, to: &str, cid: &str) -> NewMessage {
         cid: cid.into(),
         text: format!("{from} says {cid}"),
         ts_ms: 1_700_000_000_000,
+        reply_to: None,
     }
 }
 
@@ -554,6 +564,7 @@ fn gm(from: &str, group: &str, cid: &str) -> NewMessage {
         cid: cid.into(),
         text: format!("{from} to {group}: {cid}"),
         ts_ms: 1_700_000_000_000,
+        reply_to: None,
     }
 }
 
@@ -607,6 +618,8 @@ async fn assert_contiguous(store: &Store, reader: &str, conversation: &str, expe
 
 mod cases {
     use super::*;
+
+    pub use super::events::*;
 
     pub async fn direct_and_group_sequences(ctx: Ctx) {
         let store = ctx.open().await;

@@ -243,12 +243,23 @@ impl ChatClient {
         self.ws.expect_silence(quiet).await
     }
 
-    /// Catches up from `cursors`, following `more`, and returns every message received.
+    /// Catches up from `cursors`, following `more`, and returns every message received (with
+    /// the largest window, so nothing is left out of conversations up to 1,000 events behind).
     pub async fn sync_all(&mut self, cursors: &mut serde_json::Map<String, Value>) -> Result<Vec<Value>> {
+        self.sync_window(cursors, 1000).await
+    }
+
+    /// Catches up from `cursors` with at most `window` events per conversation, following
+    /// `more` and storing each reported conversation's `cursor`; returns the events received.
+    pub async fn sync_window(
+        &mut self,
+        cursors: &mut serde_json::Map<String, Value>,
+        window: u32,
+    ) -> Result<Vec<Value>> {
         let mut all = Vec::new();
         loop {
             let answer = self
-                .request(json!({"type": "sync", "cursors": cursors.clone(), "limit": 7}))
+                .request(json!({"type": "sync", "cursors": cursors.clone(), "limit": 7, "window": window}))
                 .await?;
             if answer["type"] != "sync" {
                 bail!("sync failed: {answer}");
@@ -257,6 +268,11 @@ impl ChatClient {
                 let conversation = message["conversation"].as_str().unwrap_or_default().to_owned();
                 cursors.insert(conversation, message["seq"].clone());
                 all.push(message);
+            }
+            for entry in answer["conversations"].as_array().cloned().unwrap_or_default() {
+                if let Some(id) = entry["id"].as_str() {
+                    cursors.insert(id.to_owned(), entry["cursor"].clone());
+                }
             }
             if answer["more"] != json!(true) {
                 return Ok(all);

@@ -95,6 +95,32 @@ pub(crate) fn ours(cid: &str, run: u32) -> Option<(u32, u64, u64)> {
     decode_cid(cid).and_then(|(frame_run, from, seq, ts)| (frame_run == run).then_some((from, seq, ts)))
 }
 
+/// Writes `{"type":"typing","conversation":"d:{a}:{b}"}` for the direct conversation of `from`
+/// and `to` (uids in byte order, as the server names it).
+pub(crate) fn write_typing(out: &mut String, from: &str, to: &str) {
+    let (a, b) = if from <= to { (from, to) } else { (to, from) };
+    let _ = write!(out, r#"{{"type":"typing","conversation":"d:{a}:{b}"}}"#);
+}
+
+/// The two receipts a recipient sends for a pushed message: `delivered` and `read` up to its
+/// `seq`; `None` for a frame that is not a push with a conversation and a seq.
+pub(crate) fn receipts(text: &str) -> Option<[String; 2]> {
+    #[derive(Deserialize)]
+    struct Push<'a> {
+        #[serde(borrow)]
+        conversation: Cow<'a, str>,
+        seq: i64,
+    }
+    let push: Push<'_> = serde_json::from_str(text).ok()?;
+    let frame = |kind: &str| {
+        format!(
+            r#"{{"type":"{kind}","conversation":"{}","seq":{}}}"#,
+            push.conversation, push.seq
+        )
+    };
+    Some([frame("delivered"), frame("read")])
+}
+
 #[derive(Deserialize)]
 struct Frame<'a> {
     #[serde(rename = "type", borrow, default)]
@@ -204,6 +230,18 @@ mod tests {
             out,
             r#"{"type":"sync","cursors":{"d:b1:b2":3},"limit":500,"cid":"sync.4"}"#
         );
+    }
+
+    #[test]
+    fn the_mix_writes_typing_and_receipts() {
+        let mut out = String::new();
+        write_typing(&mut out, "b9", "b10");
+        assert_eq!(out, r#"{"type":"typing","conversation":"d:b10:b9"}"#);
+        let push = r#"{"type":"message","id":5,"conversation":"d:b10:b9","seq":7,"from":"b9","cid":"x"}"#;
+        let [delivered, read] = receipts(push).expect("a push");
+        assert_eq!(delivered, r#"{"type":"delivered","conversation":"d:b10:b9","seq":7}"#);
+        assert_eq!(read, r#"{"type":"read","conversation":"d:b10:b9","seq":7}"#);
+        assert!(receipts(r#"{"type":"ack","cid":"x"}"#).is_none());
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Plan {
     /// scenario, plus the configured extra query.
     pub fn url(&self, index: u32, base: &str, extra_query: Option<&str>) -> String {
         let uid = match self.scenario {
-            Scenario::Chat => chat::uid_param(&self.uid(index)),
+            Scenario::Chat | Scenario::ChatMix => chat::uid_param(&self.uid(index)),
             _ => String::new(),
         };
         client_url(base, &[&uid, extra_query.unwrap_or_default()])
@@ -111,7 +111,7 @@ impl Plan {
     /// The frames client `index` sends after connecting, each with the reply type to await.
     pub fn setup(&self, index: u32) -> Vec<(String, &'static str)> {
         match self.scenario {
-            Scenario::Chat => Vec::new(),
+            Scenario::Chat | Scenario::ChatMix => Vec::new(),
             Scenario::Group => vec![
                 (relay::login(&self.uid(index)), "login_ok"),
                 (
@@ -134,13 +134,24 @@ impl Plan {
 
     /// Whether each message goes to a freshly picked recipient (dm, chat).
     pub fn picks_recipients(&self) -> bool {
-        matches!(self.scenario, Scenario::Dm | Scenario::Chat)
+        matches!(self.scenario, Scenario::Dm | Scenario::Chat | Scenario::ChatMix)
     }
 
     /// Whether a message counts as answered when its ack arrives (chat) rather than when its
     /// deliveries arrive (relay scenarios).
     pub fn answered_by_ack(&self) -> bool {
-        self.scenario == Scenario::Chat
+        self.scenario.is_chat()
+    }
+
+    /// Whether each message comes with a `typing` before it and two receipts after its push
+    /// (`chat-mix`).
+    pub fn mixes_events(&self) -> bool {
+        self.scenario == Scenario::ChatMix
+    }
+
+    /// Writes the `typing` frame sender `from` sends before its message to `to`.
+    pub fn write_typing(&self, out: &mut String, from: u32, to: u32) {
+        chat::write_typing(out, &self.uid(from), &self.uid(to));
     }
 
     /// Writes message `seq` of sender `from`, stamped `ts`, to recipient `to` (dm, chat).
@@ -148,7 +159,7 @@ impl Plan {
         let (prefix, run, pad) = (self.prefix.as_str(), self.run, self.pad.as_str());
         match self.scenario {
             Scenario::Dm => dm::write(out, prefix, to, from, seq, ts, run, pad),
-            Scenario::Chat => chat::write(out, prefix, to, from, seq, ts, run, pad),
+            Scenario::Chat | Scenario::ChatMix => chat::write(out, prefix, to, from, seq, ts, run, pad),
             Scenario::Group => group::write(
                 out,
                 prefix,
@@ -178,7 +189,7 @@ impl Plan {
             }
             active += 1;
             fanout[client as usize] = match self.scenario {
-                Scenario::Dm | Scenario::Chat => 1,
+                Scenario::Dm | Scenario::Chat | Scenario::ChatMix => 1,
                 Scenario::Group => group_members[group::group_of(client, self.group_size)],
                 Scenario::Broadcast => ready.len() as u32,
                 Scenario::Idle => 0,
