@@ -97,21 +97,34 @@ def main():
         "one registry, two gateways, two relay workers (one chat worker on SQLite), `--threads 1` each, "
         "default limits; the load generator is the after build's `gatehouse bench run` for both.",
         "",
-        "| scenario | msg/s before | msg/s after | after/before | CPU µs/msg before | CPU µs/msg after | after/before | p99 µs before | p99 µs after | lost / dup |",
+    ]
+    publish(lines + table(rows, "before", "after"), opts.out)
+
+
+def table(rows, left, right):
+    """The side-by-side table of (label, left figures, right figures) rows, with right/left ratios."""
+    lines = [
+        f"| scenario | msg/s {left} | msg/s {right} | {right}/{left} | CPU µs/msg {left} | CPU µs/msg {right} | "
+        f"{right}/{left} | p99 µs {left} | p99 µs {right} | lost / dup |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for label, b, a in rows:
+    for label, a, b in rows:
         lines.append(
-            f"| {label} | {b['msg_s']:.0f} | {a['msg_s']:.0f} | {a['msg_s'] / b['msg_s']:.3f} | "
-            f"{b['cpu_us']:.1f} | {a['cpu_us']:.1f} | {a['cpu_us'] / b['cpu_us']:.3f} | "
-            f"{b['p99_us']:.0f} | {a['p99_us']:.0f} | {b['lost'] + a['lost']} / {b['dup'] + a['dup']} |"
+            f"| {label} | {a['msg_s']:.0f} | {b['msg_s']:.0f} | {b['msg_s'] / a['msg_s']:.3f} | "
+            f"{a['cpu_us']:.1f} | {b['cpu_us']:.1f} | {b['cpu_us'] / a['cpu_us']:.3f} | "
+            f"{a['p99_us']:.0f} | {b['p99_us']:.0f} | {a['lost'] + b['lost']} / {a['dup'] + b['dup']} |"
         )
-    lines += ["", "Commands:", ""]
+    return lines
+
+
+def publish(lines, out):
+    """Adds the commands that produced the figures, prints the report and writes it to `out`."""
+    lines = [*lines, "", "Commands:", ""]
     lines += [f"- {label}: `{shown}`" for label, shown in run.COMMANDS]
     report = "\n".join(lines) + "\n"
     print(report)
-    if opts.out:
-        with open(opts.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             f.write(report)
 
 

@@ -84,23 +84,8 @@ def main():
         f"{opts.clients} clients from `gatehouse bench run` (the same binary). Server CPU per message counts "
         "every server process, not the load generator.",
         "",
-        "| scenario | msg/s plain | msg/s TLS | TLS/plain | CPU µs/msg plain | CPU µs/msg TLS | TLS/plain | "
-        "p99 µs plain | p99 µs TLS | lost / dup |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for label, p, t in rows:
-        lines.append(
-            f"| {label} | {p['msg_s']:.0f} | {t['msg_s']:.0f} | {t['msg_s'] / p['msg_s']:.3f} | "
-            f"{p['cpu_us']:.1f} | {t['cpu_us']:.1f} | {t['cpu_us'] / p['cpu_us']:.3f} | "
-            f"{p['p99_us']:.0f} | {t['p99_us']:.0f} | {p['lost'] + t['lost']} / {p['dup'] + t['dup']} |"
-        )
-    lines += ["", "Commands:", ""]
-    lines += [f"- {label}: `{shown}`" for label, shown in run.COMMANDS]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if opts.out:
-        with open(opts.out, "w") as f:
-            f.write(report)
+    compare.publish(lines + compare.table(rows, "plain", "TLS"), opts.out)
 
 
 if __name__ == "__main__":

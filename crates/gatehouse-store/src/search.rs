@@ -59,32 +59,28 @@ impl SearchQuery {
 
     /// The FTS5 query: every word quoted (so no word is an operator), all required.
     fn fts5(&self) -> String {
-        let terms: Vec<String> = self
-            .words
-            .iter()
-            .map(|(word, prefix)| format!("\"{word}\"{}", if *prefix { "*" } else { "" }))
-            .collect();
-        terms.join(" ")
+        self.render("\"", "\"", "*", " ")
     }
 
     /// The MariaDB boolean-mode query: every word required (`+`), prefixes as `*`.
     fn boolean(&self) -> String {
-        let terms: Vec<String> = self
-            .words
-            .iter()
-            .map(|(word, prefix)| format!("+{word}{}", if *prefix { "*" } else { "" }))
-            .collect();
-        terms.join(" ")
+        self.render("+", "", "*", " ")
     }
 
     /// The `to_tsquery` text: the words joined with `&`, prefixes as `:*`.
     fn tsquery(&self) -> String {
+        self.render("", "", ":*", " & ")
+    }
+
+    /// Every word between `open` and `close`, followed by `prefix` when it is a prefix, joined
+    /// by `separator`: the three engines differ only in these.
+    fn render(&self, open: &str, close: &str, prefix: &str, separator: &str) -> String {
         let terms: Vec<String> = self
             .words
             .iter()
-            .map(|(word, prefix)| format!("{word}{}", if *prefix { ":*" } else { "" }))
+            .map(|(word, is_prefix)| format!("{open}{word}{close}{}", if *is_prefix { prefix } else { "" }))
             .collect();
-        terms.join(" & ")
+        terms.join(separator)
     }
 }
 
