@@ -11,13 +11,11 @@
 //! recipient's queue.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::Entry;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -33,10 +31,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::BenchError;
 use crate::hop;
-
-/// Lock shards per map: more than the cores that could contend, few enough to scan for
-/// broadcasts.
-const SHARDS: usize = 16;
+use crate::shards::Shards;
 
 /// Frames written before one flush when a connection's queue holds several.
 const MAX_WRITE_BATCH: usize = 64;
@@ -158,26 +153,6 @@ async fn deliver_from_hop(hub: Arc<Hub>, addr: SocketAddr, read: tokio::net::tcp
                 return;
             }
         }
-    }
-}
-
-/// A map split over [`SHARDS`] mutexes by key hash.
-pub(crate) struct Shards<K, V> {
-    hasher: RandomState,
-    pub(crate) shards: Vec<Mutex<HashMap<K, V>>>,
-}
-
-impl<K: Hash + Eq, V> Shards<K, V> {
-    pub(crate) fn new() -> Shards<K, V> {
-        Shards {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-
-    pub(crate) fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
-        let index = self.hasher.hash_one(key) as usize % SHARDS;
-        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -32,7 +32,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::baseline::Shards;
+use crate::shards::Shards;
 use crate::error::BenchError;
 
 /// Edge to hop: connection `conn` logged in as the payload's uid.

@@ -36,6 +36,7 @@
 //! - [`baseline`] — the single-process reference relay server.
 //! - [`hop`] — the two-hop reference: baseline edges routing direct messages through hop
 //!   processes, to measure what the cluster's topology costs by itself.
+//! - `shards` — the sharded map of the baseline and hop processes.
 //! - [`error`] — [`BenchError`].
 
 mod accounting;
@@ -49,6 +50,7 @@ pub mod report;
 pub mod runner;
 mod scenario;
 mod session;
+mod shards;
 
 pub use baseline::{BaselineConfig, serve_baseline, serve_baseline_with};
 pub use client::SOCKET_BUFFER;
