@@ -115,7 +115,7 @@ fn reply(hub: &Hub, link: &WorkerLink, request_id: u64, outcome: Outcome) {
             result: None,
         },
     };
-    let _ = link.down.send(Down::Reply(reply));
+    link.send(Down::Reply(reply));
 }
 
 // ---------------------------------------------------------------------- sends
@@ -227,7 +227,7 @@ fn reply_when_confirmed(hub: &Hub, link: &Arc<WorkerLink>, request_id: u64, gene
                 result: None,
             }
         };
-        let _ = link.down.send(Down::Reply(reply));
+        link.send(Down::Reply(reply));
     };
     if *routes.confirmed_now() >= generation {
         respond(true);
@@ -465,4 +465,657 @@ fn live(hub: &Hub, conn: u64) -> Result<Arc<Conn>, Failure> {
             format!("client {} is not connected", ClientId::new(hub.id(), conn)),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use gatehouse_core::NodeId;
+    use gatehouse_proto::v1::{
+        ConnList, LeaveGroup, QueryAll, SendToAll, SendToConns, SendToGroups, SendToUids, StringList, UnbindUid,
+        Ungroup,
+    };
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::GatewayConfig;
+    use crate::queue::Next;
+    use crate::routes::RouteSync;
+
+    /// A hub without listeners, one worker link whose replies the test reads, and clients made
+    /// with [`Fixture::client`].
+    struct Fixture {
+        hub: Hub,
+        link: Arc<WorkerLink>,
+        down: mpsc::UnboundedReceiver<Down>,
+    }
+
+    fn fixture() -> Fixture {
+        fixture_with(|_| {})
+    }
+
+    fn fixture_with(tune: impl FnOnce(&mut GatewayConfig)) -> Fixture {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let mut config = GatewayConfig::new(
+            any,
+            any,
+            vec!["127.0.0.1:1".into()],
+            gatehouse_core::ClusterSecret::random(),
+        );
+        tune(&mut config);
+        let hub = Hub::new(NodeId(9), config, RouteSync::new(0));
+        let (tx, down) = mpsc::unbounded_channel();
+        let link = Arc::new(WorkerLink::new(1, "w".into(), true, tx, CancellationToken::new()));
+        Fixture { hub, link, down }
+    }
+
+    impl Fixture {
+        fn client(&self) -> Arc<Conn> {
+            self.hub.open(0).0
+        }
+
+        /// Executes `op` with a request id and returns the reply it got at once.
+        fn call(&mut self, op: command::Op) -> Reply {
+            execute(
+                &self.hub,
+                &self.link,
+                Command {
+                    request_id: 7,
+                    op: Some(op),
+                },
+            );
+            match self.down.try_recv() {
+                Ok(Down::Reply(reply)) => {
+                    assert_eq!(reply.request_id, 7);
+                    reply
+                }
+                _ => panic!("no reply"),
+            }
+        }
+
+        /// Executes `op` and expects success.
+        fn ok(&mut self, op: command::Op) -> Option<QueryResult> {
+            let reply = self.call(op);
+            assert_eq!(reply.error_code, 0, "refused: {}", reply.error_message);
+            reply.result
+        }
+
+        /// Executes `op` and expects a refusal with `code`; returns the message.
+        fn refused(&mut self, op: command::Op, code: ErrorCode) -> String {
+            let reply = self.call(op);
+            assert_eq!(reply.error_code, code.as_u32(), "{}", reply.error_message);
+            reply.error_message
+        }
+    }
+
+    fn text(data: &str) -> Option<Payload> {
+        Some(Payload {
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            binary: false,
+        })
+    }
+
+    /// What is queued for a client, taken without waiting.
+    fn queued(conn: &Conn) -> VecDeque<Outbound> {
+        let mut batch = VecDeque::new();
+        {
+            let next = std::pin::pin!(conn.queue().next(&mut batch));
+            match next.poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(Next::Frames(_)) | Poll::Pending => {}
+                Poll::Ready(Next::Kill(code)) => panic!("killed with {code}"),
+            }
+        }
+        batch
+    }
+
+    /// The texts of the frames queued for a client.
+    fn texts(conn: &Conn) -> Vec<String> {
+        queued(conn)
+            .into_iter()
+            .map(|item| match item {
+                Outbound::Frame(Message::Text(t)) => t.to_string(),
+                _ => panic!("not a text frame"),
+            })
+            .collect()
+    }
+
+    fn to_conns(conns: Vec<u64>, payload: Option<Payload>) -> command::Op {
+        command::Op::SendToConns(SendToConns { conns, payload })
+    }
+
+    fn bind(conn: &Conn, uid: &str) -> command::Op {
+        command::Op::BindUid(BindUid {
+            conn: conn.id(),
+            uid: uid.into(),
+        })
+    }
+
+    fn join(conn: &Conn, group: &str) -> command::Op {
+        command::Op::JoinGroup(JoinGroup {
+            conn: conn.id(),
+            group: group.into(),
+        })
+    }
+
+    fn query(selector: query::Selector, output: QueryOutput) -> command::Op {
+        command::Op::Query(Query {
+            selector: Some(selector),
+            output: output as i32,
+        })
+    }
+
+    // ------------------------------------------------------------------ replies
+
+    #[test]
+    fn an_empty_command_is_refused_as_a_bad_request() {
+        let mut f = fixture();
+        execute(
+            &f.hub,
+            &f.link,
+            Command {
+                request_id: 3,
+                op: None,
+            },
+        );
+        let Ok(Down::Reply(reply)) = f.down.try_recv() else {
+            panic!("no reply")
+        };
+        assert_eq!(reply.error_code, ErrorCode::BadRequest.as_u32());
+        assert_eq!(Stats::get(&f.hub.stats().commands_refused), 1);
+    }
+
+    #[test]
+    fn a_command_without_a_request_id_is_never_answered_even_when_refused() {
+        let mut f = fixture();
+        let client = f.client();
+        for op in [
+            to_conns(vec![client.id()], text("hi")),
+            to_conns(vec![client.id()], None),
+        ] {
+            execute(
+                &f.hub,
+                &f.link,
+                Command {
+                    request_id: 0,
+                    op: Some(op),
+                },
+            );
+        }
+        assert!(f.down.try_recv().is_err(), "no reply at all");
+        assert_eq!(texts(&client), ["hi"], "the valid one was executed");
+        assert_eq!(Stats::get(&f.hub.stats().commands), 2);
+        assert_eq!(Stats::get(&f.hub.stats().commands_refused), 1, "the refusal is counted");
+    }
+
+    // ------------------------------------------------------------------ sends
+
+    #[test]
+    fn a_send_to_clients_reaches_the_open_ones_and_skips_closed_and_unknown_ones() {
+        let mut f = fixture();
+        let (a, b) = (f.client(), f.client());
+        f.hub.retire(&b, 1000, "bye");
+        f.ok(to_conns(vec![a.id(), b.id(), 999], text("hello")));
+        assert_eq!(texts(&a), ["hello"]);
+        assert!(queued(&b).is_empty());
+        assert_eq!(Stats::get(&f.hub.stats().frames_out), 1);
+    }
+
+    #[test]
+    fn a_binary_payload_is_sent_as_a_binary_frame() {
+        let mut f = fixture();
+        let a = f.client();
+        let payload = Payload {
+            data: Bytes::from_static(&[0, 255]),
+            binary: true,
+        };
+        f.ok(to_conns(vec![a.id()], Some(payload)));
+        assert!(matches!(queued(&a).pop_front(), Some(Outbound::Frame(Message::Binary(b))) if b[..] == [0, 255]));
+    }
+
+    #[test]
+    fn a_send_is_refused_without_payload_over_the_frame_limit_or_with_invalid_utf8() {
+        let mut f = fixture_with(|c| c.max_frame_out_bytes = 4);
+        let a = f.client();
+        assert!(
+            f.refused(to_conns(vec![a.id()], None), ErrorCode::BadRequest)
+                .contains("payload")
+        );
+        assert!(
+            f.refused(to_conns(vec![a.id()], text("12345")), ErrorCode::BadRequest)
+                .contains("limit of 4")
+        );
+        assert_eq!(Stats::get(&f.hub.stats().frames_too_large), 1);
+        let invalid = Payload {
+            data: Bytes::from_static(&[0xff]),
+            binary: false,
+        };
+        assert!(
+            f.refused(to_conns(vec![a.id()], Some(invalid)), ErrorCode::BadRequest)
+                .contains("utf-8")
+        );
+        f.ok(to_conns(vec![a.id()], text("1234")));
+        assert_eq!(texts(&a), ["1234"], "only the valid frame was queued");
+    }
+
+    #[test]
+    fn a_list_longer_than_the_command_key_limit_is_refused_before_anything_is_sent() {
+        let mut f = fixture();
+        let a = f.client();
+        let mut ids = vec![a.id()];
+        ids.resize(MAX_COMMAND_KEYS + 1, 999);
+        f.refused(to_conns(ids, text("x")), ErrorCode::BadRequest);
+        let exclude = vec![0; MAX_COMMAND_KEYS + 1];
+        f.refused(
+            command::Op::SendToAll(SendToAll {
+                exclude,
+                payload: text("x"),
+            }),
+            ErrorCode::BadRequest,
+        );
+        assert!(queued(&a).is_empty());
+    }
+
+    #[test]
+    fn a_send_to_uids_reaches_every_device_of_each_uid_except_the_excluded() {
+        let mut f = fixture();
+        let (phone, laptop, other) = (f.client(), f.client(), f.client());
+        f.hub.index().bind_uid(&phone, "ann");
+        f.hub.index().bind_uid(&laptop, "ann");
+        f.hub.index().bind_uid(&other, "bob");
+        f.ok(command::Op::SendToUids(SendToUids {
+            uids: vec!["ann".into(), "nobody".into()],
+            exclude: vec![laptop.id()],
+            payload: text("hi ann"),
+        }));
+        assert_eq!(texts(&phone), ["hi ann"]);
+        assert!(queued(&laptop).is_empty(), "excluded");
+        assert!(queued(&other).is_empty(), "another uid");
+    }
+
+    #[test]
+    fn a_send_to_several_groups_gives_a_member_of_two_of_them_one_copy() {
+        let mut f = fixture();
+        let (both, one, excluded) = (f.client(), f.client(), f.client());
+        for (conn, group) in [(&both, "a"), (&both, "b"), (&one, "b"), (&excluded, "a")] {
+            f.hub.index().join_group(conn, group).unwrap();
+        }
+        f.ok(command::Op::SendToGroups(SendToGroups {
+            groups: vec!["a".into(), "b".into()],
+            exclude: vec![excluded.id()],
+            payload: text("news"),
+        }));
+        assert_eq!(texts(&both), ["news"], "one copy");
+        assert_eq!(texts(&one), ["news"]);
+        assert!(queued(&excluded).is_empty());
+    }
+
+    #[test]
+    fn a_send_to_all_reaches_every_open_client_but_the_excluded() {
+        let mut f = fixture();
+        let (a, b, gone) = (f.client(), f.client(), f.client());
+        f.hub.retire(&gone, 1000, "bye");
+        f.ok(command::Op::SendToAll(SendToAll {
+            exclude: vec![b.id()],
+            payload: text("all"),
+        }));
+        assert_eq!(texts(&a), ["all"]);
+        assert!(queued(&b).is_empty());
+        assert!(queued(&gone).is_empty());
+    }
+
+    #[test]
+    fn a_client_whose_queue_is_full_is_closed_as_a_slow_consumer() {
+        let mut f = fixture_with(|c| c.send_queue = 1);
+        let a = f.client();
+        f.ok(to_conns(vec![a.id()], text("1")));
+        f.ok(to_conns(vec![a.id()], text("2")));
+        assert_eq!(a.queue().kill_frame().map(|c| c.code), Some(1013));
+        assert_eq!(Stats::get(&f.hub.stats().slow_consumers_closed), 1);
+    }
+
+    // ------------------------------------------------------------------ uids and groups
+
+    #[test]
+    fn a_bind_of_an_unknown_client_or_an_invalid_uid_is_refused_and_changes_nothing() {
+        let mut f = fixture();
+        let a = f.client();
+        f.hub.retire(&a, 1000, "bye");
+        f.refused(bind(&a, "ann"), ErrorCode::NotFound);
+        let b = f.client();
+        f.refused(bind(&b, ""), ErrorCode::BadRequest);
+        assert_eq!(f.hub.index().uid_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bind_is_answered_once_the_registries_confirmed_its_key() {
+        let mut f = fixture();
+        let token = CancellationToken::new();
+        tokio::spawn(f.hub.routes().clone().run(token.clone()));
+        let a = f.client();
+        execute(
+            &f.hub,
+            &f.link,
+            Command {
+                request_id: 5,
+                op: Some(bind(&a, "ann")),
+            },
+        );
+        assert!(f.down.try_recv().is_err(), "not before the confirmation");
+        let Some(Down::Reply(reply)) = f.down.recv().await else {
+            panic!("no reply")
+        };
+        assert_eq!((reply.request_id, reply.error_code), (5, 0));
+        assert_eq!(a.lock().uid.as_deref(), Some("ann"));
+        token.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_join_the_registries_never_confirm_is_answered_with_a_timeout() {
+        let mut f = fixture();
+        let a = f.client();
+        execute(
+            &f.hub,
+            &f.link,
+            Command {
+                request_id: 5,
+                op: Some(join(&a, "room")),
+            },
+        );
+        let Some(Down::Reply(reply)) = f.down.recv().await else {
+            panic!("no reply")
+        };
+        assert_eq!(reply.error_code, ErrorCode::Timeout.as_u32());
+        assert!(a.lock().groups.contains("room"), "the join itself stands");
+    }
+
+    #[test]
+    fn a_join_past_the_group_limit_is_refused_as_too_many_requests() {
+        let mut f = fixture_with(|c| c.max_groups_per_conn = 1);
+        let a = f.client();
+        f.hub.index().join_group(&a, "one").unwrap();
+        let message = f.refused(join(&a, "two"), ErrorCode::TooManyRequests);
+        assert!(message.contains("at most 1 groups"), "{message}");
+        assert_eq!(f.hub.index().group_count(), 1);
+    }
+
+    #[test]
+    fn unbind_leave_and_ungroup_take_clients_out_of_the_indexes() {
+        let mut f = fixture();
+        let (a, b) = (f.client(), f.client());
+        f.hub.index().bind_uid(&a, "ann");
+        for conn in [&a, &b] {
+            f.hub.index().join_group(conn, "x").unwrap();
+            f.hub.index().join_group(conn, "y").unwrap();
+        }
+        f.ok(command::Op::UnbindUid(UnbindUid {
+            conn: a.id(),
+            uid: "ann".into(),
+        }));
+        assert_eq!(f.hub.index().uid_count(), 0);
+        f.ok(command::Op::LeaveGroup(LeaveGroup {
+            conn: a.id(),
+            group: "x".into(),
+        }));
+        assert!(!a.lock().groups.contains("x"));
+        assert!(b.lock().groups.contains("x"), "only that client left");
+        f.ok(command::Op::Ungroup(Ungroup { group: "y".into() }));
+        assert_eq!(f.hub.index().group_names(), ["x"]);
+        f.refused(
+            command::Op::Ungroup(Ungroup { group: String::new() }),
+            ErrorCode::BadRequest,
+        );
+        f.refused(
+            command::Op::LeaveGroup(LeaveGroup {
+                conn: 999,
+                group: "x".into(),
+            }),
+            ErrorCode::NotFound,
+        );
+    }
+
+    // ------------------------------------------------------------------ sessions
+
+    fn set_session(conn: &Conn, json: &str, merge: bool) -> command::Op {
+        command::Op::SetSession(SetSession {
+            conn: conn.id(),
+            session: Bytes::copy_from_slice(json.as_bytes()),
+            merge,
+        })
+    }
+
+    #[test]
+    fn a_session_is_replaced_or_merged_and_the_answer_says_after_which_event() {
+        let mut f = fixture();
+        let a = f.client();
+        f.hub
+            .dispatch(&a, gatehouse_proto::v1::event::Kind::Open(Default::default()));
+        let set = f.ok(set_session(&a, r#"{"a":1,"b":1}"#, false)).unwrap();
+        assert_eq!(set.session_after_seq, 1, "the open event went out without it");
+        let merged = f.ok(set_session(&a, r#"{"b":2}"#, true)).unwrap();
+        assert_eq!(&merged.session[..], br#"{"a":1,"b":2}"#);
+        let replaced = f.ok(set_session(&a, r#"{"c":3}"#, false)).unwrap();
+        assert_eq!(&replaced.session[..], br#"{"c":3}"#);
+        assert_eq!(a.lock().session, replaced.session);
+        let cleared = f.ok(set_session(&a, "{}", false)).unwrap();
+        assert!(
+            cleared.session.is_empty() && a.lock().session.is_empty(),
+            "an empty session is none"
+        );
+    }
+
+    #[test]
+    fn a_session_that_is_not_an_object_or_too_large_is_refused_and_the_old_one_kept() {
+        let mut f = fixture_with(|c| c.max_session_bytes = 16);
+        let a = f.client();
+        f.ok(set_session(&a, r#"{"k":"0123"}"#, false));
+        f.refused(set_session(&a, "[1]", false), ErrorCode::BadRequest);
+        f.refused(
+            set_session(&a, r#"{"long":"0123456789"}"#, false),
+            ErrorCode::BadRequest,
+        );
+        let message = f.refused(set_session(&a, r#"{"j":"0123"}"#, true), ErrorCode::BadRequest);
+        assert!(message.contains("merged"), "{message}");
+        assert_eq!(&a.lock().session[..], br#"{"k":"0123"}"#);
+    }
+
+    // ------------------------------------------------------------------ closes and deadlines
+
+    fn close(conn: &Conn, code: u32, destroy: bool, last: Option<Payload>) -> command::Op {
+        command::Op::CloseConn(CloseConn {
+            conn: conn.id(),
+            last,
+            destroy,
+            code,
+            reason: "done".into(),
+        })
+    }
+
+    #[test]
+    fn a_graceful_close_is_queued_after_the_frames_before_it_and_a_destroy_kills_at_once() {
+        let mut f = fixture();
+        let (a, b) = (f.client(), f.client());
+        f.ok(to_conns(vec![a.id()], text("first")));
+        f.ok(close(&a, 4000, false, text("last")));
+        let mut items = queued(&a);
+        assert!(matches!(items.pop_front(), Some(Outbound::Frame(_))));
+        match items.pop_front() {
+            Some(Outbound::Close { last: Some(_), close }) => assert_eq!(close.code, 4000),
+            _ => panic!("no close after the frame"),
+        }
+        assert!(a.queue().kill_frame().is_none());
+        f.ok(close(&b, 4001, true, None));
+        assert_eq!(b.queue().kill_frame().map(|c| c.code), Some(4001));
+    }
+
+    #[test]
+    fn a_graceful_close_on_a_full_queue_kills_instead_of_waiting_for_the_client() {
+        let mut f = fixture_with(|c| c.send_queue = 1);
+        let a = f.client();
+        f.ok(to_conns(vec![a.id()], text("fills it")));
+        f.ok(close(&a, 4000, false, None));
+        assert_eq!(a.queue().kill_frame().map(|c| c.code), Some(4000));
+    }
+
+    #[test]
+    fn a_close_with_a_reserved_code_is_refused() {
+        let mut f = fixture();
+        let a = f.client();
+        f.refused(close(&a, 1005, false, None), ErrorCode::BadRequest);
+        assert!(queued(&a).is_empty() && a.queue().kill_frame().is_none());
+    }
+
+    fn deadline(conn: &Conn, at_ms: u64, warn_before_ms: u64) -> command::Op {
+        command::Op::SetDeadline(SetDeadline {
+            conn: conn.id(),
+            at_ms,
+            warn_before_ms,
+            warning: text("soon"),
+            close_code: 4001,
+            close_reason: "expired".into(),
+        })
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_travels_through_the_queue_with_its_warning_and_zero_clears_it() {
+        let mut f = fixture();
+        let a = f.client();
+        f.ok(deadline(&a, now_ms() + 60_000, 10_000));
+        f.ok(deadline(&a, 0, 0));
+        let mut items = queued(&a);
+        match items.pop_front() {
+            Some(Outbound::Deadline(Some(d))) => {
+                assert_eq!(d.close.code, 4001);
+                let (warn_at, _) = d.warning.expect("a warning");
+                let before = d.at - warn_at;
+                assert!(
+                    before <= Duration::from_secs(10) && before > Duration::from_secs(9),
+                    "{before:?}"
+                );
+            }
+            _ => panic!("no deadline"),
+        }
+        assert!(
+            matches!(items.pop_front(), Some(Outbound::Deadline(None))),
+            "then cleared"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_more_than_a_year_away_or_with_a_reserved_code_is_refused() {
+        let mut f = fixture();
+        let a = f.client();
+        f.refused(
+            deadline(&a, now_ms() + 367 * 24 * 3600 * 1000, 0),
+            ErrorCode::BadRequest,
+        );
+        let mut reserved = SetDeadline {
+            conn: a.id(),
+            at_ms: now_ms() + 1000,
+            close_code: 1006,
+            ..Default::default()
+        };
+        f.refused(command::Op::SetDeadline(reserved.clone()), ErrorCode::BadRequest);
+        reserved.close_code = 4001;
+        f.ok(command::Op::SetDeadline(reserved));
+        assert_eq!(queued(&a).len(), 1, "only the valid deadline");
+    }
+
+    // ------------------------------------------------------------------ queries
+
+    #[test]
+    fn a_query_counts_or_lists_the_matching_open_clients_with_the_key_that_matched() {
+        let mut f = fixture();
+        let (a, b, gone) = (f.client(), f.client(), f.client());
+        f.hub.index().bind_uid(&a, "ann");
+        f.hub.index().bind_uid(&b, "bob");
+        f.hub.index().bind_uid(&gone, "ann");
+        f.hub.retire(&gone, 1000, "bye");
+        let uids = |items: &[&str]| {
+            query::Selector::Uids(StringList {
+                items: items.iter().map(|s| (*s).to_owned()).collect(),
+            })
+        };
+        let count = f.ok(query(uids(&["ann", "bob"]), QueryOutput::Count)).unwrap();
+        assert_eq!(
+            (count.count, count.records.len()),
+            (2, 0),
+            "counts only; the closed one not"
+        );
+        let records = f.ok(query(uids(&["bob"]), QueryOutput::Records)).unwrap();
+        assert_eq!(records.records.len(), 1);
+        assert_eq!(
+            (
+                records.records[0].conn,
+                records.records[0].uid.as_str(),
+                records.records[0].matched.as_str()
+            ),
+            (b.id(), "bob", "bob")
+        );
+        let all = f
+            .ok(query(query::Selector::All(QueryAll {}), QueryOutput::Count))
+            .unwrap();
+        assert_eq!(all.count, 2);
+        let listed = f
+            .ok(query(
+                query::Selector::Conns(ConnList {
+                    conns: vec![a.id(), gone.id(), 999],
+                }),
+                QueryOutput::Records,
+            ))
+            .unwrap();
+        assert_eq!(listed.records.iter().map(|r| r.conn).collect::<Vec<_>>(), [a.id()]);
+    }
+
+    #[test]
+    fn a_query_returns_sessions_only_when_asked_for_them() {
+        let mut f = fixture();
+        let a = f.client();
+        f.ok(set_session(&a, r#"{"x":1}"#, false));
+        let selector = || query::Selector::Conns(ConnList { conns: vec![a.id()] });
+        let records = f.ok(query(selector(), QueryOutput::Records)).unwrap();
+        assert!(records.records[0].session.is_empty());
+        let sessions = f.ok(query(selector(), QueryOutput::Sessions)).unwrap();
+        assert_eq!(&sessions.records[0].session[..], br#"{"x":1}"#);
+    }
+
+    #[test]
+    fn a_query_answer_over_the_byte_budget_is_refused_with_advice() {
+        let mut f = fixture_with(|c| c.max_query_result_bytes = 40);
+        for _ in 0..4 {
+            let conn = f.client();
+            f.hub.index().join_group(&conn, "a-rather-long-group-name").unwrap();
+        }
+        let message = f.refused(
+            query(query::Selector::All(QueryAll {}), QueryOutput::Records),
+            ErrorCode::BadRequest,
+        );
+        assert!(message.contains("ask for counts"), "{message}");
+        f.ok(query(query::Selector::All(QueryAll {}), QueryOutput::Count));
+        for n in 0..4 {
+            f.hub.index().join_group(&f.client(), &format!("group-{n}")).unwrap();
+        }
+        f.refused(
+            query(query::Selector::GroupNames(QueryAll {}), QueryOutput::Records),
+            ErrorCode::BadRequest,
+        );
+    }
+
+    #[test]
+    fn a_query_lists_the_group_names_held_here() {
+        let mut f = fixture();
+        let a = f.client();
+        f.hub.index().join_group(&a, "room").unwrap();
+        let names = f
+            .ok(query(query::Selector::GroupNames(QueryAll {}), QueryOutput::Records))
+            .unwrap();
+        assert_eq!(names.group_names, ["room"]);
+    }
 }

@@ -22,7 +22,7 @@ pub(crate) struct Conn {
     id: u64,
     /// The app the client asked for (its slot in the gateway's `--app` list): only workers of
     /// that app get its events.
-    pub app_slot: u16,
+    app_slot: u16,
     /// Frames towards the client (bounded) and the request to close it now. Outside the mutex:
     /// fan-out pushes into it without touching the rest of the state.
     queue: SendQueue,
@@ -110,6 +110,16 @@ impl Conn {
             closed: AtomicBool::new(false),
         };
         (conn, verdict_rx)
+    }
+
+    /// The same connection for a client of app `slot` (its place in the gateway's `--app` list).
+    pub(crate) fn for_app(self, slot: u16) -> Conn {
+        Conn { app_slot: slot, ..self }
+    }
+
+    /// The app the client asked for, as its slot in the gateway's `--app` list.
+    pub(crate) fn app_slot(&self) -> u16 {
+        self.app_slot
     }
 
     /// The gateway-local connection number.

@@ -46,8 +46,11 @@ pub(crate) struct Acked {
 
 /// Numbers, keeps, sends and re-sends client events.
 pub(crate) struct EventRouter {
+    /// This gateway's id: with a connection number, the client id whose hash picks the worker.
     gateway: NodeId,
+    /// The limits of what may await acknowledgement.
     windows: Windows,
+    /// The workers that take events, to pick one per connection.
     workers: WorkerSet,
     /// Bytes of every connection's unacknowledged events.
     pending_bytes: AtomicUsize,
@@ -178,7 +181,7 @@ impl EventRouter {
         if let Some(worker) = queue.worker.as_ref().filter(|w| w.is_alive()) {
             if !worker.is_draining() {
                 for pending in queue.pending.iter().skip(queue.sent) {
-                    let _ = worker.down.send(Down::Event(pending.event.clone(), pending.bytes));
+                    worker.send(Down::Event(pending.event.clone(), pending.bytes));
                 }
                 queue.sent = queue.pending.len();
                 return;
@@ -193,7 +196,7 @@ impl EventRouter {
         }
         let leaving = queue.worker.as_ref().is_some_and(|w| w.is_alive() && w.is_draining());
         let key = ClientId::new(self.gateway, conn.id()).hash_key();
-        let Some(next) = self.workers.pick(&key, conn.app_slot) else {
+        let Some(next) = self.workers.pick(&key, conn.app_slot()) else {
             if died {
                 queue.worker = None;
                 queue.sent = 0;
@@ -209,7 +212,7 @@ impl EventRouter {
             Stats::inc(&stats.clients_handed_over);
         }
         for pending in queue.pending.iter().skip(queue.sent) {
-            let _ = next.down.send(Down::Event(pending.event.clone(), pending.bytes));
+            next.send(Down::Event(pending.event.clone(), pending.bytes));
         }
         queue.sent = queue.pending.len();
         queue.worker = Some(next);
@@ -255,11 +258,11 @@ impl EventRouter {
             .worker
             .as_ref()
             .filter(|w| w.is_alive() && !w.is_draining())
-            .and_then(|current| self.workers.pick_except(&key, conn.app_slot, current));
+            .and_then(|current| self.workers.pick_except(&key, conn.app_slot(), current));
         if let Some(other) = other {
             Stats::inc(&stats.clients_handed_over);
             for pending in state.events.pending.iter().skip(state.events.sent) {
-                let _ = other.down.send(Down::Event(pending.event.clone(), pending.bytes));
+                other.send(Down::Event(pending.event.clone(), pending.bytes));
             }
             state.events.sent = state.events.pending.len();
             state.events.worker = Some(other);
@@ -313,7 +316,7 @@ impl EventRouter {
     /// Adds a worker that takes events (of an app this gateway serves); the caller then
     /// re-homes orphaned connections.
     pub(crate) fn attach(&self, link: &Arc<WorkerLink>) {
-        if link.handles_events && link.app_slot.is_some() {
+        if link.handles_events() && !link.serves_foreign_app() {
             self.workers.add(link.clone());
         }
     }
@@ -324,7 +327,7 @@ impl EventRouter {
         if !link.mark_draining() {
             return false;
         }
-        if link.handles_events {
+        if link.handles_events() {
             self.workers.remove(link);
         }
         true
@@ -334,7 +337,7 @@ impl EventRouter {
     /// connections whose events it held.
     pub(crate) fn detach(&self, link: &Arc<WorkerLink>) {
         link.mark_dead();
-        if link.handles_events {
+        if link.handles_events() {
             self.workers.remove(link);
         }
     }

@@ -303,17 +303,17 @@ impl Hub {
     /// A worker (or API client) link attached: workers join the live set and take the events
     /// of connections that have none.
     pub(crate) fn link_attached(&self, link: &Arc<WorkerLink>) {
-        if link.handles_events && link.app_slot.is_none() {
+        if link.serves_foreign_app() {
             Stats::inc(&self.stats.foreign_workers);
             tracing::warn!(
                 member = %link.node(),
-                app = %link.app,
+                app = %link.app(),
                 serves = ?self.config.apps,
                 "a worker of an app this gateway does not serve attached: it gets no clients here"
             );
         }
         self.events.attach(link);
-        if link.handles_events {
+        if link.handles_events() {
             self.sweep();
         }
     }
@@ -322,7 +322,7 @@ impl Hub {
     /// workers as soon as it answered for their events.
     pub(crate) fn link_draining(&self, link: &Arc<WorkerLink>) {
         if self.events.drain(link) {
-            tracing::info!(member = %link.node(), name = %link.name, "worker draining: moving its clients");
+            tracing::info!(member = %link.node(), name = %link.name(), "worker draining: moving its clients");
             self.sweep();
         }
     }
@@ -346,7 +346,7 @@ impl Hub {
     /// A link broke or was dropped: its connections' unacknowledged events go to other workers.
     pub(crate) fn link_gone(&self, link: &Arc<WorkerLink>) {
         self.events.detach(link);
-        if link.handles_events {
+        if link.handles_events() {
             self.sweep();
         }
     }
@@ -363,15 +363,15 @@ impl Hub {
     pub(crate) fn prune_departed_workers(&self) {
         let mut recheck = false;
         for link in self.events.workers().snapshot().iter() {
-            if !self.routes.worker_left(link.member) {
+            if !self.routes.worker_left(link.member()) {
                 continue;
             }
-            if link.attached_at.elapsed() < MEMBERSHIP_GRACE {
+            if link.in_membership_grace() {
                 recheck = true;
                 continue;
             }
-            tracing::warn!(member = %link.node(), name = %link.name, "worker left the cluster (lease expired); dropping its link");
-            link.cancel.cancel();
+            tracing::warn!(member = %link.node(), name = %link.name(), "worker left the cluster (lease expired); dropping its link");
+            link.drop_link();
         }
         if recheck {
             let routes = self.routes.clone();

@@ -17,9 +17,9 @@ use crate::conn::Conn;
 use crate::routes::RouteSync;
 
 /// The connections of one uid or one group on this gateway.
-pub(crate) struct Members {
+struct Members {
     /// The member connections (shared with the connection table) for fan-out.
-    pub conns: Vec<Arc<Conn>>,
+    conns: Vec<Arc<Conn>>,
     /// Route-log generation of the key's last appearance; a bind waits for its confirmation.
     added_gen: u64,
 }
@@ -30,7 +30,9 @@ pub(crate) struct TooManyGroups(pub usize);
 
 /// The uid and group indexes.
 pub(crate) struct RouteIndex {
+    /// The connections bound to each uid (a user's devices), for sends to uids.
     uids: DashMap<String, Members>,
+    /// The connections in each group, for sends to groups.
     groups: DashMap<String, Members>,
     /// Where appearances and disappearances of keys go (towards the registries).
     routes: Arc<RouteSync>,

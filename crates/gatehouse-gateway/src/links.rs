@@ -38,8 +38,17 @@ const MAX_NAME_BYTES: usize = 256;
 
 /// The `Gateway` gRPC service.
 pub(crate) struct LinkService {
-    pub hub: Arc<Hub>,
-    pub token: CancellationToken,
+    /// The gateway's state every link reads and changes.
+    hub: Arc<Hub>,
+    /// The parent of every link's token: cancelled when the gateway stops serving, which drops
+    /// every link.
+    token: CancellationToken,
+}
+
+impl LinkService {
+    pub(crate) fn new(hub: Arc<Hub>, token: CancellationToken) -> LinkService {
+        LinkService { hub, token }
+    }
 }
 
 type DownStream = Pin<Box<dyn Stream<Item = Result<LinkDown, Status>> + Send>>;
@@ -62,17 +71,17 @@ impl Gateway for LinkService {
             return Err(ErrorCode::Unauthenticated.status(format!("a {role} certificate may not handle events")));
         }
         let (down, rx) = mpsc::unbounded_channel();
-        let mut link = WorkerLink::new(
+        let app_slot = self.hub.config().worker_app_slot(&hello.app);
+        let link = WorkerLink::new(
             hello.member_id,
             hello.name,
             hello.handles_events,
             down,
             self.token.child_token(),
-        );
-        link.app_slot = self.hub.config().worker_app_slot(&hello.app);
-        link.app = hello.app;
+        )
+        .with_app(hello.app, app_slot);
         let link = Arc::new(link);
-        tracing::info!(member = %link.node(), name = %link.name, app = %link.app, handles_events = link.handles_events, "worker link attached");
+        tracing::info!(member = %link.node(), name = %link.name(), app = %link.app(), handles_events = link.handles_events(), "worker link attached");
         self.hub.link_attached(&link);
         tokio::spawn(read_up(self.hub.clone(), link.clone(), inbound));
         let welcome = LinkDown {
@@ -85,7 +94,7 @@ impl Gateway for LinkService {
         };
         let stream = futures_util::stream::once(async move { Ok(welcome) })
             .chain(down_batches(rx, self.hub.clone()))
-            .take_until(link.cancel.clone().cancelled_owned());
+            .take_until(link.dropped_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -122,7 +131,7 @@ async fn read_hello(inbound: &mut Streaming<LinkUp>, hub: &Hub) -> Result<LinkHe
 async fn read_up(hub: Arc<Hub>, link: Arc<WorkerLink>, mut inbound: Streaming<LinkUp>) {
     loop {
         let next = tokio::select! {
-            _ = link.cancel.cancelled() => break,
+            _ = link.dropped() => break,
             next = inbound.message() => next,
         };
         match next {
@@ -150,9 +159,9 @@ async fn read_up(hub: Arc<Hub>, link: Arc<WorkerLink>, mut inbound: Streaming<Li
             }
         }
     }
-    tracing::info!(member = %link.node(), name = %link.name, "worker link detached");
+    tracing::info!(member = %link.node(), name = %link.name(), "worker link detached");
     hub.link_gone(&link);
-    link.cancel.cancel();
+    link.drop_link();
 }
 
 /// The stream of `LinkDown` batches: whatever is queued, bounded by [`DOWN_BATCH`].

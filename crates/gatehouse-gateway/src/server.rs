@@ -141,12 +141,9 @@ impl BoundGateway {
         );
 
         let grpc = InterceptedService::new(
-            GatewayServer::new(LinkService {
-                hub: hub.clone(),
-                token: serving.clone(),
-            })
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            GatewayServer::new(LinkService::new(hub.clone(), serving.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             config
                 .credentials
                 .server_interceptor("gateway", &[Role::Worker, Role::Api]),

@@ -16,6 +16,8 @@ use crate::conn::Conn;
 pub(crate) struct ConnTable {
     /// The next connection number; never reused within the process.
     next: AtomicU64,
+    /// The connections by number: sharded, so that acknowledgements and commands for different
+    /// clients rarely meet on a lock.
     conns: DashMap<u64, Arc<Conn>>,
     /// Connections whose socket is still open (the table also holds closed ones draining).
     open: AtomicU64,
@@ -36,9 +38,8 @@ impl ConnTable {
     /// Creates an entry for a new connection; the handshake waits on the receiver.
     pub(crate) fn insert_new(&self, app_slot: u16) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (mut conn, verdict) = Conn::new(id, self.send_queue);
-        conn.app_slot = app_slot;
-        let conn = Arc::new(conn);
+        let (conn, verdict) = Conn::new(id, self.send_queue);
+        let conn = Arc::new(conn.for_app(app_slot));
         self.conns.insert(id, conn.clone());
         self.open.fetch_add(1, Ordering::Relaxed);
         (conn, verdict)

@@ -25,34 +25,36 @@ pub(crate) const MEMBERSHIP_GRACE: Duration = Duration::from_secs(2);
 
 /// One attached worker (or API client) stream.
 pub(crate) struct WorkerLink {
-    /// The peer's member id (random per process start).
-    pub member: u64,
-    /// The peer's label for logs.
-    pub name: String,
-    /// The app the worker announced (empty for API clients).
-    pub app: String,
+    /// The peer's member id (random per process start): its rendezvous-hashing identity, and
+    /// how the registries' membership names it (see `Hub::prune_departed_workers`).
+    member: u64,
+    /// The peer's label, for logs only.
+    name: String,
+    /// The app the worker announced (empty for API clients), for logs.
+    app: String,
     /// Its app's place in the gateway's `--app` list (0 when the gateway serves any app);
     /// `None`: an app this gateway does not serve, so it gets no clients.
-    pub app_slot: Option<u16>,
+    app_slot: Option<u16>,
     /// Workers take client events; API clients only send commands.
-    pub handles_events: bool,
+    handles_events: bool,
     /// Towards the peer. Unbounded by type, bounded in practice: events are limited per
     /// connection and per gateway by the unacknowledged windows, replies by the requests the
     /// peer has in flight.
-    pub down: mpsc::UnboundedSender<Down>,
+    down: mpsc::UnboundedSender<Down>,
     /// Cleared when the stream breaks: connections then move to another worker.
     alive: AtomicBool,
     /// Set when the worker says it is stopping: it gets no new client, and its clients move
     /// once it has answered for the events it holds.
     draining: AtomicBool,
-    /// Cancelled to drop the link (worker left the cluster, gateway shutting down).
-    pub cancel: CancellationToken,
+    /// Cancelled to drop the link (worker left the cluster, gateway shutting down): ends both
+    /// directions of the stream.
+    cancel: CancellationToken,
     /// When the link attached (see [`MEMBERSHIP_GRACE`]).
-    pub attached_at: tokio::time::Instant,
+    attached_at: tokio::time::Instant,
 }
 
 impl WorkerLink {
-    /// A live link.
+    /// A live link of a peer that serves any app (see [`WorkerLink::with_app`]).
     pub(crate) fn new(
         member: u64,
         name: String,
@@ -72,6 +74,71 @@ impl WorkerLink {
             cancel,
             attached_at: tokio::time::Instant::now(),
         }
+    }
+
+    /// The same link for a peer of `app`, whose place in the gateway's app list is `slot`.
+    pub(crate) fn with_app(self, app: String, slot: Option<u16>) -> WorkerLink {
+        WorkerLink {
+            app,
+            app_slot: slot,
+            ..self
+        }
+    }
+
+    /// The peer's member id.
+    pub(crate) fn member(&self) -> u64 {
+        self.member
+    }
+
+    /// The peer's label, for logs.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The app the peer announced, for logs.
+    pub(crate) fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// Whether the peer is a worker of an app this gateway does not serve (it gets no clients).
+    pub(crate) fn serves_foreign_app(&self) -> bool {
+        self.handles_events && self.app_slot.is_none()
+    }
+
+    /// Whether the peer takes client events (a worker) rather than only sending commands.
+    pub(crate) fn handles_events(&self) -> bool {
+        self.handles_events
+    }
+
+    /// Whether the peer may take the events of clients of app `slot`.
+    pub(crate) fn takes_clients_of(&self, slot: u16) -> bool {
+        self.app_slot == Some(slot)
+    }
+
+    /// Queues `item` towards the peer; a broken stream drops it (its events are re-sent
+    /// elsewhere when the link is detached, and a reply has no one left to read it).
+    pub(crate) fn send(&self, item: Down) {
+        let _ = self.down.send(item);
+    }
+
+    /// Drops the link: both directions of its stream end.
+    pub(crate) fn drop_link(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Resolves when the link is dropped.
+    pub(crate) fn dropped(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// Resolves when the link is dropped, without borrowing the link (for the outbound stream).
+    pub(crate) fn dropped_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.cancel.clone().cancelled_owned()
+    }
+
+    /// Whether the link is too new for an absent membership entry to mean its worker left.
+    pub(crate) fn in_membership_grace(&self) -> bool {
+        self.attached_at.elapsed() < MEMBERSHIP_GRACE
     }
 
     /// Whether the stream is still up.
@@ -104,6 +171,8 @@ impl WorkerLink {
 /// connection (to pick its worker), not per message.
 #[derive(Default)]
 pub(crate) struct WorkerSet {
+    /// The snapshot: replaced whole on change, so a reader clones one `Arc` under a read lock
+    /// taken once per connection and never holds it.
     live: RwLock<Arc<Vec<Arc<WorkerLink>>>>,
 }
 
@@ -135,13 +204,13 @@ impl WorkerSet {
 
     /// The worker rendezvous hashing picks for `key` among the live ones of app `slot`.
     pub(crate) fn pick(&self, key: &[u8], slot: u16) -> Option<Arc<WorkerLink>> {
-        self.pick_where(key, |w| w.app_slot == Some(slot))
+        self.pick_where(key, |w| w.takes_clients_of(slot))
     }
 
     /// The worker rendezvous hashing picks for `key` among the live ones of app `slot` other
     /// than `not`.
     pub(crate) fn pick_except(&self, key: &[u8], slot: u16, not: &Arc<WorkerLink>) -> Option<Arc<WorkerLink>> {
-        self.pick_where(key, |w| w.app_slot == Some(slot) && !Arc::ptr_eq(w, not))
+        self.pick_where(key, |w| w.takes_clients_of(slot) && !Arc::ptr_eq(w, not))
     }
 
     /// The highest-scoring live worker that passes `eligible` (the same choice as
