@@ -22,6 +22,10 @@
 //!   text (signature line to closing brace) spans more than [`MAX_FN_LINES`] lines is reported
 //!   with its file, line and length. Nested functions count on their own and inside their parent.
 //!
+//! - **Layout order.** A crate root whose `# Layout` section promises that "a module uses only
+//!   modules listed after it" must keep that promise: every module is listed (`- [`name`]` or
+//!   `` - `name` ``), and every edge of the graph above goes from a module to one listed later.
+//!
 //! What other engineers are still fixing is listed, with a comment, in [`ALLOWED_CIRCLES`] and
 //! [`ALLOWED_LONG`]. An entry that no longer matches a violation fails the test too, so that the
 //! lists only shrink.
@@ -63,7 +67,10 @@ const MESSAGE_PATH: &[&str] = &[
 const ALLOWED_CIRCLES: &[(&str, &[&str])] = &[
     // The store crate is being restructured by its owner in its own branch (issue 15).
     ("gatehouse-store", &["access", "error", "ids"]),
-    ("gatehouse-store", &["catchup", "events", "mysql", "postgres", "sqlite", "store"]),
+    (
+        "gatehouse-store",
+        &["catchup", "events", "mysql", "postgres", "sqlite", "store"],
+    ),
     // The chat service has no owner for this yet (issue 15): its events, presence, groups and
     // service modules use each other.
     ("gatehouse-chat", &["events", "groups", "presence", "service"]),
@@ -93,9 +100,7 @@ fn no_crate_has_an_import_circle() {
         let sources = read_sources(&krate.join("src"));
         for circle in circles(&sources) {
             let members: Vec<String> = circle.members.clone();
-            let allowed = ALLOWED_CIRCLES
-                .iter()
-                .any(|(c, m)| *c == name && same_set(m, &members));
+            let allowed = ALLOWED_CIRCLES.iter().any(|(c, m)| *c == name && same_set(m, &members));
             found.insert((name.clone(), members));
             if !allowed {
                 let _ = writeln!(problems, "crate {name}: import circle {}", circle.describe());
@@ -143,6 +148,101 @@ fn no_long_function_on_the_message_path() {
     assert!(problems.is_empty(), "\n{problems}");
 }
 
+#[test]
+fn a_layout_that_promises_an_order_keeps_it() {
+    let mut problems = String::new();
+    for krate in crates() {
+        let name = krate.file_name().unwrap().to_string_lossy().into_owned();
+        let root = ["lib.rs", "main.rs"]
+            .iter()
+            .map(|f| krate.join("src").join(f))
+            .find(|p| p.exists())
+            .expect("a crate root");
+        let text = std::fs::read_to_string(&root).expect("readable root");
+        for problem in layout_problems(&text, &read_sources(&krate.join("src"))) {
+            let _ = writeln!(problems, "crate {name}: {problem}");
+        }
+    }
+    assert!(problems.is_empty(), "\n{problems}");
+}
+
+/// What breaks the order a crate root's `# Layout` promises (nothing when it promises none).
+fn layout_problems(root: &str, sources: &[Source]) -> Vec<String> {
+    const PROMISE: &str = "a module uses only modules listed after it";
+    let docs: Vec<&str> = root
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("//!"))
+        .collect();
+    if !docs
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .contains(PROMISE)
+    {
+        return Vec::new();
+    }
+    let listed: Vec<String> = docs
+        .iter()
+        .skip_while(|l| l.trim() != "# Layout")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.trim_start().strip_prefix("- "))
+        .filter_map(|item| {
+            let name: String = item
+                .trim_start_matches(['[', '`'])
+                .chars()
+                .take_while(|c| ident_char(*c) || *c == ':')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect();
+    let place = |module: &str| listed.iter().position(|m| m == module);
+    let mut problems = Vec::new();
+    let (modules, edges) = graph(sources);
+    for module in modules.iter().filter(|m| !m.is_empty()) {
+        let module = module.join("::");
+        if place(&module).is_none() {
+            problems.push(format!("module {module} is missing from the # Layout list"));
+        }
+    }
+    for (from, targets) in &edges {
+        for (to, edge) in targets {
+            if let (Some(a), Some(b)) = (place(from), place(to))
+                && a > b
+            {
+                problems.push(format!(
+                    "# Layout lists {to} before {from}, but {from} uses it ({}:{} `{}`): reorder the list",
+                    edge.file, edge.line, edge.path
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_layout_check_names_a_module_used_by_one_listed_after_it_and_a_missing_one() {
+    let root = "//! # Layout\n//! Inward; a module uses only modules listed after\n//! it.\n//! - [`a`] — first.\n//! - `b`: second.\nmod a; mod b; mod c;";
+    let sources = vec![
+        source("lib.rs", root),
+        source("a.rs", "use crate::b::B;"),
+        source("b.rs", "use crate::a::A;"),
+        source("c.rs", ""),
+    ];
+    let problems = layout_problems(root, &sources);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("c is missing"), "{problems:?}");
+    assert!(
+        problems[1].contains("lists a before b") && problems[1].contains("b.rs:1"),
+        "{problems:?}"
+    );
+    assert!(
+        layout_problems("//! # Layout\n//! - `a`", &sources).is_empty(),
+        "no promise, no check"
+    );
+}
+
 // ---------------------------------------------------------------------- the checker's own tests
 
 #[test]
@@ -150,7 +250,10 @@ fn the_circle_check_names_a_circle_and_its_edges() {
     let sources = vec![
         source("lib.rs", "mod a; mod b; mod c;"),
         source("a.rs", "use crate::b::B;\npub struct A;"),
-        source("b.rs", "// use crate::c::C; is a comment\npub struct B;\nfn f() { crate::c::g(); }"),
+        source(
+            "b.rs",
+            "// use crate::c::C; is a comment\npub struct B;\nfn f() { crate::c::g(); }",
+        ),
         source("c.rs", "use crate::{a::A, b};\npub fn g() {}"),
     ];
     let found = circles(&sources);
@@ -166,7 +269,10 @@ fn the_circle_check_names_a_circle_and_its_edges() {
 fn the_circle_check_follows_root_reexports_super_and_child_paths_but_not_tests_or_strings() {
     let sources = vec![
         source("lib.rs", "mod a; mod b;\npub use a::Thing;"),
-        source("a.rs", "pub struct Thing;\n#[cfg(test)]\nmod tests { use crate::b::x; }"),
+        source(
+            "a.rs",
+            "pub struct Thing;\n#[cfg(test)]\nmod tests { use crate::b::x; }",
+        ),
         source("b.rs", "use crate::Thing;\nfn s() { let _ = \"crate::a\"; }"),
         source("p/mod.rs", "mod q; mod r;\nfn f() { q::g(); }"),
         source("p/q.rs", "pub fn g() { super::f(); super::r::h() }"),
@@ -583,7 +689,10 @@ fn resolve(
     Some(longest)
 }
 
-fn circles(sources: &[Source]) -> Vec<Circle> {
+type Edges = BTreeMap<String, BTreeMap<String, Edge>>;
+
+/// The crate's modules and the edges between them (see the module doc for what counts).
+fn graph(sources: &[Source]) -> (BTreeSet<Vec<String>>, Edges) {
     let modules: BTreeSet<Vec<String>> = sources.iter().map(|s| s.module.clone()).collect();
     // Names the crate root re-exports from a module (`pub use a::b::X;` → X ↦ a::b).
     let mut reexports = BTreeMap::new();
@@ -600,7 +709,7 @@ fn circles(sources: &[Source]) -> Vec<Circle> {
             }
         }
     }
-    let mut edges: BTreeMap<String, BTreeMap<String, Edge>> = BTreeMap::new();
+    let mut edges: Edges = BTreeMap::new();
     for source in sources.iter().filter(|s| !s.module.is_empty()) {
         let children: BTreeSet<String> = modules
             .iter()
@@ -616,13 +725,22 @@ fn circles(sources: &[Source]) -> Vec<Circle> {
             if to.starts_with(&source.module) || source.module.starts_with(&to) {
                 continue; // itself, a module nested in it, or one it is nested in
             }
-            edges.entry(from.clone()).or_default().entry(to.join("::")).or_insert(Edge {
-                file: source.file.clone(),
-                line: line_of(&source.code, offset),
-                path: path.join("::"),
-            });
+            edges
+                .entry(from.clone())
+                .or_default()
+                .entry(to.join("::"))
+                .or_insert(Edge {
+                    file: source.file.clone(),
+                    line: line_of(&source.code, offset),
+                    path: path.join("::"),
+                });
         }
     }
+    (modules, edges)
+}
+
+fn circles(sources: &[Source]) -> Vec<Circle> {
+    let (_, edges) = graph(sources);
     strongly_connected(&edges)
         .into_iter()
         .filter(|group| group.len() > 1)
@@ -777,7 +895,11 @@ fn long_functions(text: &str, limit: usize) -> Vec<LongFn> {
         let (first, last) = (line_of(&code, at), line_of(&code, end));
         let lines = last - first + 1;
         if lines > limit {
-            long.push(LongFn { name, line: first, lines });
+            long.push(LongFn {
+                name,
+                line: first,
+                lines,
+            });
         }
     }
     long

@@ -32,8 +32,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::shards::Shards;
 use crate::error::BenchError;
+use crate::shards::Shards;
 
 /// Edge to hop: connection `conn` logged in as the payload's uid.
 pub(crate) const LOGIN: u8 = 1;

@@ -250,9 +250,9 @@ fn set_session(hub: &Hub, set: SetSession) -> Outcome {
     let update: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&set.session).map_err(|_| Failure::bad("a session must be a json object"))?;
     let mut state = conn.lock();
-    let merged = if set.merge && !state.session.is_empty() {
+    let merged = if set.merge && !state.session().is_empty() {
         let mut current: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&state.session).unwrap_or_default();
+            serde_json::from_slice(state.session()).unwrap_or_default();
         current.extend(update);
         current
     } else {
@@ -267,10 +267,10 @@ fn set_session(hub: &Hub, set: SetSession) -> Outcome {
     if bytes.len() > limit {
         return Err(Failure::bad(format!("the merged session would exceed {limit} bytes")));
     }
-    state.session = bytes.clone();
+    state.set_session(bytes.clone());
     Ok(Some(QueryResult {
         session: bytes,
-        session_after_seq: state.events.next_seq,
+        session_after_seq: state.events().last_seq(),
         ..Default::default()
     }))
 }
@@ -361,10 +361,10 @@ fn run_query(hub: &Hub, query: Query) -> Result<QueryResult, Failure> {
         let state = conn.lock();
         let record = ConnRecord {
             conn: conn.id(),
-            uid: state.uid.clone().unwrap_or_default(),
+            uid: state.uid().map(str::to_owned).unwrap_or_default(),
             matched: matched_key,
             session: if output == QueryOutput::Sessions {
-                state.session.clone()
+                state.session().clone()
             } else {
                 Bytes::new()
             },
@@ -809,7 +809,7 @@ mod tests {
             panic!("no reply")
         };
         assert_eq!((reply.request_id, reply.error_code), (5, 0));
-        assert_eq!(a.lock().uid.as_deref(), Some("ann"));
+        assert_eq!(a.lock().uid(), Some("ann"));
         token.cancel();
     }
 
@@ -829,7 +829,7 @@ mod tests {
             panic!("no reply")
         };
         assert_eq!(reply.error_code, ErrorCode::Timeout.as_u32());
-        assert!(a.lock().groups.contains("room"), "the join itself stands");
+        assert!(a.lock().in_group("room"), "the join itself stands");
     }
 
     #[test]
@@ -860,8 +860,8 @@ mod tests {
             conn: a.id(),
             group: "x".into(),
         }));
-        assert!(!a.lock().groups.contains("x"));
-        assert!(b.lock().groups.contains("x"), "only that client left");
+        assert!(!a.lock().in_group("x"));
+        assert!(b.lock().in_group("x"), "only that client left");
         f.ok(command::Op::Ungroup(Ungroup { group: "y".into() }));
         assert_eq!(f.hub.index().group_names(), ["x"]);
         f.refused(
@@ -899,10 +899,10 @@ mod tests {
         assert_eq!(&merged.session[..], br#"{"a":1,"b":2}"#);
         let replaced = f.ok(set_session(&a, r#"{"c":3}"#, false)).unwrap();
         assert_eq!(&replaced.session[..], br#"{"c":3}"#);
-        assert_eq!(a.lock().session, replaced.session);
+        assert_eq!(*a.lock().session(), replaced.session);
         let cleared = f.ok(set_session(&a, "{}", false)).unwrap();
         assert!(
-            cleared.session.is_empty() && a.lock().session.is_empty(),
+            cleared.session.is_empty() && a.lock().session().is_empty(),
             "an empty session is none"
         );
     }
@@ -919,7 +919,7 @@ mod tests {
         );
         let message = f.refused(set_session(&a, r#"{"j":"0123"}"#, true), ErrorCode::BadRequest);
         assert!(message.contains("merged"), "{message}");
-        assert_eq!(&a.lock().session[..], br#"{"k":"0123"}"#);
+        assert_eq!(&a.lock().session()[..], br#"{"k":"0123"}"#);
     }
 
     // ------------------------------------------------------------------ closes and deadlines

@@ -4,16 +4,16 @@
 //! task and the commands addressed to it take, so it is uncontended on the per-message path.
 //! Lock order, never reversed: this mutex, then a shard of an index, then the route log.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use gatehouse_proto::v1::{Event, Reject};
+use gatehouse_proto::v1::Reject;
 use tokio::sync::{Notify, oneshot};
 
+use crate::events::pending::EventQueue;
 use crate::queue::SendQueue;
-use crate::workers::WorkerLink;
 
 /// One client connection, shared by its socket task, the uid and group indexes and the worker
 /// links.
@@ -36,49 +36,103 @@ pub(crate) struct Conn {
     closed: AtomicBool,
 }
 
-/// The mutable part of a connection.
+/// The mutable part of a connection. Its fields are private: the indexes change the uid and
+/// groups, commands the session, the event router the event queue, each through the methods
+/// below.
 pub(crate) struct ConnState {
-    /// The uid bound to the connection, if any (at most one; a uid has many connections).
-    pub uid: Option<String>,
+    /// The uid bound to the connection, if any (at most one; a uid has many connections): the
+    /// index leaves its entry when the connection rebinds or closes.
+    uid: Option<String>,
     /// The same uid as bytes, shared into every event without a copy.
-    pub uid_bytes: Bytes,
-    /// The groups the connection is in: needed to leave every index when it closes.
-    pub groups: HashSet<String>,
-    /// The session, a JSON object; empty means none.
-    pub session: Bytes,
-    /// Events not yet acknowledged by a worker, and the worker they go to.
-    pub events: EventQueue,
+    uid_bytes: Bytes,
+    /// The groups the connection is in: needed to leave every index when it closes, and told to
+    /// the worker in the close event.
+    groups: HashSet<String>,
+    /// The session, a JSON object; empty means none. Shared into every event without a copy.
+    session: Bytes,
+    /// Events not yet acknowledged by a worker, and the worker they go to (the event router's
+    /// alone: see `events::pending`).
+    events: EventQueue,
     /// Resolved with the worker's verdict on the handshake (taken when it arrives).
-    pub verdict: Option<oneshot::Sender<Option<Reject>>>,
+    verdict: Option<oneshot::Sender<Option<Reject>>>,
 }
 
-/// Events of one connection not yet acknowledged, in order, and where they go.
-pub(crate) struct EventQueue {
-    /// The sequence number of the last event numbered.
-    pub next_seq: u64,
-    /// Unacknowledged events, oldest first: re-sent in this order if their worker dies.
-    pub pending: VecDeque<Pending>,
-    /// The payload bytes of `pending`, for the per-connection and per-gateway byte budgets.
-    pub pending_bytes: usize,
-    /// How many events at the front of `pending` were sent to `worker`; the rest wait (for a
-    /// worker, for a draining worker to finish the ones it has, or for a retry after a nack).
-    pub sent: usize,
-    /// A nacked event waits for its retry: nothing is sent until then.
-    pub held: bool,
-    /// Nacks in a row (the retry back-off grows with them; an acknowledgement resets it).
-    pub retries: u32,
-    /// The worker this connection's events go to while it lives (rendezvous hashing).
-    pub worker: Option<Arc<WorkerLink>>,
-}
+impl ConnState {
+    /// The uid bound to the connection.
+    pub(crate) fn uid(&self) -> Option<&str> {
+        self.uid.as_deref()
+    }
 
-/// An unacknowledged event and its encoded size, computed once: the windows, the batcher and
-/// the acknowledgement all need it.
-pub(crate) struct Pending {
-    pub event: Event,
-    pub bytes: u32,
-    /// When the event was read, for one event in `events::SAMPLE_EVENTS` (the ack-latency
-    /// histogram); `None` for the others, which then cost no clock read.
-    pub read_at: Option<std::time::Instant>,
+    /// The bound uid as bytes (empty when none), for events.
+    pub(crate) fn uid_bytes(&self) -> &Bytes {
+        &self.uid_bytes
+    }
+
+    /// Binds `uid`; returns the uid it replaces, if any.
+    pub(crate) fn set_uid(&mut self, uid: &str) -> Option<String> {
+        self.uid_bytes = Bytes::copy_from_slice(uid.as_bytes());
+        self.uid.replace(uid.to_owned())
+    }
+
+    /// Unbinds the connection if it is bound to `uid`; returns whether it was.
+    pub(crate) fn clear_uid(&mut self, uid: &str) -> bool {
+        if self.uid.as_deref() != Some(uid) {
+            return false;
+        }
+        self.uid = None;
+        self.uid_bytes = Bytes::new();
+        true
+    }
+
+    /// Whether the connection is in `group`.
+    pub(crate) fn in_group(&self, group: &str) -> bool {
+        self.groups.contains(group)
+    }
+
+    /// How many groups the connection is in.
+    pub(crate) fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Records that the connection joined `group`.
+    pub(crate) fn add_group(&mut self, group: &str) {
+        self.groups.insert(group.to_owned());
+    }
+
+    /// Records that the connection left `group`; returns whether it was in it.
+    pub(crate) fn remove_group(&mut self, group: &str) -> bool {
+        self.groups.remove(group)
+    }
+
+    /// Empties the connection's groups (it is closing) and returns them.
+    pub(crate) fn take_groups(&mut self) -> HashSet<String> {
+        std::mem::take(&mut self.groups)
+    }
+
+    /// The session (empty when none).
+    pub(crate) fn session(&self) -> &Bytes {
+        &self.session
+    }
+
+    /// Replaces the session; events numbered from now on carry it.
+    pub(crate) fn set_session(&mut self, session: Bytes) {
+        self.session = session;
+    }
+
+    /// The unacknowledged events.
+    pub(crate) fn events(&self) -> &EventQueue {
+        &self.events
+    }
+
+    /// The unacknowledged events, to change (by the event router).
+    pub(crate) fn events_mut(&mut self) -> &mut EventQueue {
+        &mut self.events
+    }
+
+    /// Takes the waiting handshake's verdict sender (once).
+    pub(crate) fn take_verdict(&mut self) -> Option<oneshot::Sender<Option<Reject>>> {
+        self.verdict.take()
+    }
 }
 
 impl Conn {
@@ -95,15 +149,7 @@ impl Conn {
                 uid_bytes: Bytes::new(),
                 groups: HashSet::new(),
                 session: Bytes::new(),
-                events: EventQueue {
-                    next_seq: 0,
-                    pending: VecDeque::new(),
-                    pending_bytes: 0,
-                    sent: 0,
-                    held: false,
-                    retries: 0,
-                    worker: None,
-                },
+                events: EventQueue::new(),
                 verdict: Some(verdict_tx),
             }),
             credit: Notify::new(),

@@ -22,9 +22,13 @@ use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::v1::{Event, Reject, event};
 use tokio::sync::watch;
 
-use crate::conn::{Conn, ConnState, Pending};
+use crate::conn::{Conn, ConnState};
 use crate::stats::Stats;
 use crate::workers::{Down, WorkerLink, WorkerSet};
+
+pub(crate) mod pending;
+
+use pending::Pending;
 
 /// The limits of the unacknowledged windows.
 #[derive(Debug, Clone, Copy)]
@@ -103,19 +107,20 @@ impl EventRouter {
     /// gateway's is full).
     pub(crate) fn dispatch(&self, conn: &Conn, kind: event::Kind, stats: &Stats) -> bool {
         let mut state = conn.lock();
-        state.events.next_seq += 1;
+        state.events_mut().next_seq += 1;
         let event = Event {
             conn: conn.id(),
-            seq: state.events.next_seq,
-            uid: state.uid_bytes.clone(),
+            seq: state.events().next_seq,
+            uid: state.uid_bytes().clone(),
             kind: Some(kind),
             // Shared, not copied: a reference count (nothing at all when no session is set).
-            session: state.session.clone(),
+            session: state.session().clone(),
         };
         let bytes = event.encoded_len();
         let read_at = event.seq.is_multiple_of(SAMPLE_EVENTS).then(std::time::Instant::now);
-        state.events.pending_bytes += bytes;
-        state.events.pending.push_back(Pending {
+        let queue = state.events_mut();
+        queue.pending_bytes += bytes;
+        queue.pending.push_back(Pending {
             event,
             bytes: bytes as u32,
             read_at,
@@ -127,7 +132,8 @@ impl EventRouter {
 
     /// Whether this connection's own window is full.
     pub(crate) fn conn_window_full(&self, state: &ConnState) -> bool {
-        state.events.pending.len() >= self.windows.conn_events || state.events.pending_bytes >= self.windows.conn_bytes
+        let queue = state.events();
+        queue.pending.len() >= self.windows.conn_events || queue.pending_bytes >= self.windows.conn_bytes
     }
 
     /// Whether the gateway-wide window is full.
@@ -174,7 +180,7 @@ impl EventRouter {
     /// - otherwise to the next worker rendezvous hashing picks, re-sending everything pending
     ///   first if the old worker died with events unacknowledged.
     fn flush(&self, conn: &Conn, state: &mut ConnState, stats: &Stats) {
-        let queue = &mut state.events;
+        let queue = state.events_mut();
         if queue.held {
             return;
         }
@@ -221,7 +227,7 @@ impl EventRouter {
     /// Sends the waiting events of `conn` if its worker is gone, draining or absent.
     pub(crate) fn rehome(&self, conn: &Conn, stats: &Stats) {
         let mut state = conn.lock();
-        let queue = &state.events;
+        let queue = state.events();
         let stranded = queue.worker.as_ref().is_none_or(|w| !w.is_alive() || w.is_draining());
         if stranded && !queue.pending.is_empty() {
             self.flush(conn, &mut state, stats);
@@ -233,7 +239,7 @@ impl EventRouter {
     /// answered for the earlier ones. Returns the back-off before the retry, if one is due.
     pub(crate) fn nack(&self, conn: &Conn, seq: u64, link: &Arc<WorkerLink>) -> Option<std::time::Duration> {
         let mut state = conn.lock();
-        let queue = &mut state.events;
+        let queue = state.events_mut();
         if !queue.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, link)) {
             return None; // a stale answer from a worker the client already left
         }
@@ -251,21 +257,21 @@ impl EventRouter {
     /// the same one.
     pub(crate) fn retry(&self, conn: &Conn, stats: &Stats) {
         let mut state = conn.lock();
-        state.events.held = false;
+        let queue = state.events_mut();
+        queue.held = false;
         let key = ClientId::new(self.gateway, conn.id()).hash_key();
-        let other = state
-            .events
+        let other = queue
             .worker
             .as_ref()
             .filter(|w| w.is_alive() && !w.is_draining())
             .and_then(|current| self.workers.pick_except(&key, conn.app_slot(), current));
         if let Some(other) = other {
             Stats::inc(&stats.clients_handed_over);
-            for pending in state.events.pending.iter().skip(state.events.sent) {
+            for pending in queue.pending.iter().skip(queue.sent) {
                 other.send(Down::Event(pending.event.clone(), pending.bytes));
             }
-            state.events.sent = state.events.pending.len();
-            state.events.worker = Some(other);
+            queue.sent = queue.pending.len();
+            queue.worker = Some(other);
             return;
         }
         self.flush(conn, &mut state, stats);
@@ -279,8 +285,9 @@ impl EventRouter {
         let mut opened = false;
         let mut freed = 0;
         let mut popped = 0;
-        while state.events.pending.front().is_some_and(|p| p.event.seq <= seq) {
-            let pending = state.events.pending.pop_front().expect("front checked");
+        let queue = state.events_mut();
+        while queue.pending.front().is_some_and(|p| p.event.seq <= seq) {
+            let pending = queue.pending.pop_front().expect("front checked");
             if let Some(read_at) = pending.read_at {
                 self.ack_seconds.record(read_at.elapsed().as_secs_f64());
             }
@@ -288,21 +295,21 @@ impl EventRouter {
             opened |= matches!(pending.event.kind, Some(event::Kind::Open(_)));
             popped += 1;
         }
-        state.events.pending_bytes -= freed;
-        state.events.sent = state.events.sent.saturating_sub(popped);
+        queue.pending_bytes -= freed;
+        queue.sent = queue.sent.saturating_sub(popped);
         if popped > 0 {
-            state.events.retries = 0;
+            queue.retries = 0;
         }
-        let draining = state.events.worker.as_ref().is_some_and(|w| w.is_draining());
-        if draining && state.events.sent == 0 && !state.events.pending.is_empty() {
+        let draining = queue.worker.as_ref().is_some_and(|w| w.is_draining());
+        if draining && queue.sent == 0 && !queue.pending.is_empty() {
             // The draining worker answered for everything it had: the rest moves on.
             self.flush(conn, &mut state, stats);
         }
-        if opened && let Some(verdict) = state.verdict.take() {
+        if opened && let Some(verdict) = state.take_verdict() {
             let _ = verdict.send(reject.filter(|_| seq == 1));
         }
         let now_full = self.conn_window_full(&state);
-        let drained = state.events.pending.is_empty();
+        let drained = state.events().is_empty();
         drop(state);
         if freed > 0 {
             self.sub_pending(freed);

@@ -11,10 +11,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use gatehouse_proto::v1::event;
 
 use crate::handshake::{self, HandshakeError};
-use crate::hub::Hub;
+use crate::hub::{Handshake, Hub};
 use crate::socket::{self, Slots};
 use crate::stats::Stats;
 
@@ -104,13 +103,10 @@ async fn upgrade(
         Stats::inc(&stats.refused_pending_handshakes);
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many handshakes in progress");
     };
-    let (conn, verdict) = hub.open(app_slot);
-    hub.dispatch(&conn, event::Kind::Open(open));
-    let verdict = tokio::time::timeout(config.handshake_timeout, verdict).await;
+    let handshake = hub.handshake(app_slot, open).await;
     drop(pending);
-    match verdict {
-        Ok(Ok(None)) => {
-            Stats::inc(&stats.connections_opened);
+    match handshake {
+        Handshake::Accepted(conn) => {
             let failed_hub = hub.clone();
             let failed_conn = conn.clone();
             let mut slots = peer_slots
@@ -132,9 +128,7 @@ async fn upgrade(
                 .on_failed_upgrade(move |_| failed_hub.retire(&failed_conn, 1006, "upgrade failed"))
                 .on_upgrade(move |socket| socket::run(hub, conn, socket, slots))
         }
-        Ok(Ok(Some(reject))) => {
-            Stats::inc(&stats.connections_rejected);
-            hub.abandon(&conn);
+        Handshake::Refused(reject) => {
             let status = u16::try_from(reject.status)
                 .ok()
                 .and_then(|s| StatusCode::from_u16(s).ok())
@@ -142,14 +136,10 @@ async fn upgrade(
                 .unwrap_or(StatusCode::FORBIDDEN);
             refuse(status, &reject.reason)
         }
-        Ok(Err(_)) | Err(_) => {
-            Stats::inc(&stats.connections_rejected);
-            hub.retire(&conn, 1011, "no worker answered the handshake");
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no worker answered the handshake in time",
-            )
-        }
+        Handshake::Unanswered => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no worker answered the handshake in time",
+        ),
     }
 }
 

@@ -12,7 +12,7 @@ use axum::extract::ws::Message;
 use gatehouse_core::admin::metrics::{Histogram, describe_histogram, histogram};
 use gatehouse_core::lease::LeaseClock;
 use gatehouse_core::{ClientId, NodeId};
-use gatehouse_proto::v1::{Closed, Reject, event};
+use gatehouse_proto::v1::{Closed, Open, Reject, event};
 use tokio::sync::oneshot;
 
 use crate::admission::Admission;
@@ -52,6 +52,16 @@ impl Latency {
             delivery: histogram!("gatehouse_gateway_delivery_seconds"),
         }
     }
+}
+
+/// How a client's handshake ended (see [`Hub::handshake`]).
+pub(crate) enum Handshake {
+    /// A worker accepted it: the connection is open and ready to be served.
+    Accepted(Arc<Conn>),
+    /// A worker refused it with this status and reason; the connection is gone.
+    Refused(Reject),
+    /// No worker answered in time; the connection is gone.
+    Unanswered,
 }
 
 /// The state of one gateway process.
@@ -215,8 +225,32 @@ impl Hub {
 
     // ------------------------------------------------------------------ connection life cycle
 
-    /// Opens a connection of app `app_slot` for a handshake; the caller waits for the verdict
-    /// on the receiver.
+    /// Opens a connection of app `app_slot` for a handshake and waits for a worker's verdict
+    /// on it (at most the handshake timeout). A refused or unanswered connection is retired
+    /// here; an accepted one is the caller's to serve and then [`Hub::retire`].
+    pub(crate) async fn handshake(&self, app_slot: u16, open: Open) -> Handshake {
+        let (conn, verdict) = self.open(app_slot);
+        self.dispatch(&conn, event::Kind::Open(open));
+        match tokio::time::timeout(self.config.handshake_timeout, verdict).await {
+            Ok(Ok(None)) => {
+                Stats::inc(&self.stats.connections_opened);
+                Handshake::Accepted(conn)
+            }
+            Ok(Ok(Some(reject))) => {
+                Stats::inc(&self.stats.connections_rejected);
+                self.abandon(&conn);
+                Handshake::Refused(reject)
+            }
+            Ok(Err(_)) | Err(_) => {
+                Stats::inc(&self.stats.connections_rejected);
+                self.retire(&conn, 1011, "no worker answered the handshake");
+                Handshake::Unanswered
+            }
+        }
+    }
+
+    /// Opens a connection of app `app_slot`; its handshake waits for the verdict on the
+    /// receiver.
     pub(crate) fn open(&self, app_slot: u16) -> (Arc<Conn>, oneshot::Receiver<Option<Reject>>) {
         self.conns.insert_new(app_slot)
     }
@@ -249,10 +283,10 @@ impl Hub {
 
     /// Retires a connection whose handshake was refused: it never reached `on_connect`, so no
     /// close event.
-    pub(crate) fn abandon(&self, conn: &Conn) {
+    fn abandon(&self, conn: &Conn) {
         self.index.detach(conn);
         conn.queue().close();
-        let drained = conn.lock().events.pending.is_empty();
+        let drained = conn.lock().events().is_empty();
         self.conns.closed(conn, drained);
     }
 

@@ -78,23 +78,19 @@ impl RouteIndex {
     /// caller must see confirmed before the bind counts as complete.
     pub(crate) fn bind_uid(&self, conn: &Arc<Conn>, uid: &str) -> u64 {
         let mut state = conn.lock();
-        if state.uid.as_deref() == Some(uid) {
+        if state.uid() == Some(uid) {
             return self.uids.get(uid).map(|m| m.added_gen).unwrap_or(0);
         }
-        if let Some(old) = state.uid.take() {
+        if let Some(old) = state.set_uid(uid) {
             self.leave(RouteKind::Uid, &old, conn.id());
         }
-        state.uid = Some(uid.to_owned());
-        state.uid_bytes = bytes::Bytes::copy_from_slice(uid.as_bytes());
         self.join(RouteKind::Uid, uid, conn)
     }
 
     /// Unbinds `conn` from `uid` if it is bound to it.
     pub(crate) fn unbind_uid(&self, conn: &Conn, uid: &str) {
         let mut state = conn.lock();
-        if state.uid.as_deref() == Some(uid) {
-            state.uid = None;
-            state.uid_bytes = bytes::Bytes::new();
+        if state.clear_uid(uid) {
             self.leave(RouteKind::Uid, uid, conn.id());
         }
     }
@@ -102,20 +98,20 @@ impl RouteIndex {
     /// Adds `conn` to `group`; returns the generation to wait for, like [`RouteIndex::bind_uid`].
     pub(crate) fn join_group(&self, conn: &Arc<Conn>, group: &str) -> Result<u64, TooManyGroups> {
         let mut state = conn.lock();
-        if state.groups.contains(group) {
+        if state.in_group(group) {
             return Ok(self.groups.get(group).map(|m| m.added_gen).unwrap_or(0));
         }
-        if state.groups.len() >= self.max_groups_per_conn {
+        if state.group_count() >= self.max_groups_per_conn {
             return Err(TooManyGroups(self.max_groups_per_conn));
         }
-        state.groups.insert(group.to_owned());
+        state.add_group(group);
         Ok(self.join(RouteKind::Group, group, conn))
     }
 
     /// Removes `conn` from `group`.
     pub(crate) fn leave_group(&self, conn: &Conn, group: &str) {
         let mut state = conn.lock();
-        if state.groups.remove(group) {
+        if state.remove_group(group) {
             self.leave(RouteKind::Group, group, conn.id());
         }
     }
@@ -135,10 +131,10 @@ impl RouteIndex {
     /// close event tells the worker (uid and session stay on the connection's state).
     pub(crate) fn detach(&self, conn: &Conn) -> Vec<String> {
         let mut state = conn.lock();
-        if let Some(uid) = state.uid.clone() {
-            self.leave(RouteKind::Uid, &uid, conn.id());
+        if let Some(uid) = state.uid() {
+            self.leave(RouteKind::Uid, uid, conn.id());
         }
-        let groups: Vec<String> = std::mem::take(&mut state.groups).into_iter().collect();
+        let groups: Vec<String> = state.take_groups().into_iter().collect();
         for group in &groups {
             self.leave(RouteKind::Group, group, conn.id());
         }
@@ -242,6 +238,6 @@ mod tests {
         index.ungroup("g1");
         assert!(members(&index, RouteKind::Group, "g1").is_empty());
         assert_eq!(index.group_names(), ["g2"]);
-        assert!(!a.lock().groups.contains("g1"), "the connection forgot the group too");
+        assert!(!a.lock().in_group("g1"), "the connection forgot the group too");
     }
 }

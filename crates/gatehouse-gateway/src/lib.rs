@@ -9,28 +9,33 @@
 //! It must not know what an application does with a message: payloads are opaque bytes.
 //!
 //! # Layout
-//! Listed from the edges inward; a module uses only modules listed after it.
-//! - [`config`] — [`GatewayConfig`] and its validation.
-//! - [`server`] — [`bind`] both listeners, then [`BoundGateway::run`].
+//! Listed from the edges inward; a module uses only modules listed after it (the
+//! `structure` test at the workspace root checks this order against the code).
+//! - [`server`] — [`bind`] both listeners, then [`BoundGateway::run`], and the drain.
 //! - `accept`: the public listener: admission at accept, HTTP/1.1 with a header-read timeout.
-//! - `http`: the public router (`/ws`, `/healthz`, `/readyz`, `/metrics`, `/`) and the upgrade.
+//! - `http`: the public router (`/ws`, `/ws/{app}`, `/`) and the upgrade.
 //! - `fence`: closes every client when the gateway's lease lapsed (paused or cut off from
 //!   every registry), so none stays connected while workers no longer send to it.
 //! - `links`: the internal gRPC service workers attach to; byte-bounded batching both ways.
 //! - `socket`: the per-connection task (reads, writes, pings, rates, deadline, close handshake).
 //! - `commands`: execution of worker commands and queries, every field checked.
-//! - `hub`: the gateway's state and the connection life cycle (open, retire, acknowledge).
+//! - `hub`: the gateway's state and a connection's life cycle, in one place: handshake
+//!   (open, verdict, accept or refuse), retire, acknowledge; worker links attaching, draining
+//!   and leaving.
 //! - `handshake`: what a handshake forwards to workers, and who the client is.
 //! - `admission`: caps on connections per gateway and per address, and on pending handshakes.
 //! - `table`: the connection table.
 //! - `index`: the uid and group indexes for fan-out.
 //! - `events`: numbering, unacknowledged windows, worker choice and fail-over of events.
 //! - `routes`: the uid / group announcements to the registries, and bind confirmation.
-//! - `conn`: one connection's shared state.
+//! - `conn`: one connection's shared state (private fields, changed through its methods).
+//! - `events::pending`: one connection's unacknowledged events, changed by `events` alone.
 //! - `workers`: the attached worker links and the live set.
 //! - `queue`: the per-connection send queue (bounded, free when empty) and its items.
 //! - `ratelimit`: the token bucket of a connection's input.
 //! - `stats`: counters exposed at `/metrics`.
+//! - [`error`] — [`GatewayError`].
+//! - [`config`] — [`GatewayConfig`] and its validation.
 
 pub mod config;
 pub mod error;

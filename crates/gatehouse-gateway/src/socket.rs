@@ -190,7 +190,7 @@ impl<'a> Session<'a> {
     /// (binds happen on worker commands, far from this task: the uid is read when a line is
     /// logged, which is rare, rather than kept in step on every bind).
     fn log_span(&self) -> &tracing::Span {
-        if let Some(uid) = self.conn.lock().uid.as_deref() {
+        if let Some(uid) = self.conn.lock().uid() {
             self.span.record("uid", uid);
         }
         &self.span
