@@ -121,6 +121,7 @@ class Cluster:
         # Builds from before the admin listener served /readyz and /metrics on the public port
         # (bench/compare.py runs them side by side with today's).
         self.has_admin = has_flag(binary or BIN, "gateway", "--admin-listen")
+        self.needs_consent = has_flag(binary or BIN, "worker", "--allow-unauthenticated")
         admin = ["--admin-listen", "127.0.0.1:0"] if self.has_admin else []
         kinds = ["admin"] if self.has_admin else []
         reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", *cred, *admin],
@@ -133,7 +134,8 @@ class Cluster:
         self.workers = []
         for i in range(workers):
             # relay authenticates nobody: a benchmark-only app, allowed explicitly.
-            unauth = ["--allow-unauthenticated"] if app in ("relay", "api") else []
+            # (Builds from before the flag allowed it implicitly: bench/compare.py runs them.)
+            unauth = ["--allow-unauthenticated"] if app in ("relay", "api") and self.needs_consent else []
             w = self._start(f"worker-{i}", ["worker", "--registry", self.registry, "--app", app,
                                             *cred, *admin, *unauth, *worker_args], kinds)
             w.wait_log("worker started")
