@@ -971,6 +971,16 @@ def write_report(r, opts):
     if os.path.exists(webhook):
         with open(webhook) as f:
             lines += ["", f.read().rstrip(), ""]
+    # Reports of the scripts that compare two configurations in one run of their own
+    # (bench/compare.py, bench/tls.py, bench/search_index.py …): listed by their titles.
+    others = sorted(n for n in os.listdir(os.path.join(ROOT, "docs")) if n.startswith("benchmarks-") and n.endswith(".md"))
+    if others:
+        lines += ["", "## Other reports", "", "Side-by-side comparisons run by their own scripts, each with its commands:", ""]
+        for name in others:
+            with open(os.path.join(ROOT, "docs", name)) as f:
+                title = f.readline().lstrip("# ").strip()
+            lines.append(f"- [{title}]({name})")
+        lines.append("")
     analysis = os.path.join(ROOT, "bench", "analysis.md")
     if os.path.exists(analysis):
         with open(analysis) as f:
