@@ -121,6 +121,7 @@ class Cluster:
         # Builds from before the admin listener served /readyz and /metrics on the public port
         # (bench/compare.py runs them side by side with today's).
         self.has_admin = has_flag(binary or BIN, "gateway", "--admin-listen")
+        self.needs_consent = has_flag(binary or BIN, "worker", "--allow-unauthenticated")
         admin = ["--admin-listen", "127.0.0.1:0"] if self.has_admin else []
         kinds = ["admin"] if self.has_admin else []
         reg = self._start("registry", ["registry", "--listen", "127.0.0.1:0", *cred, *admin],
@@ -133,7 +134,8 @@ class Cluster:
         self.workers = []
         for i in range(workers):
             # relay authenticates nobody: a benchmark-only app, allowed explicitly.
-            unauth = ["--allow-unauthenticated"] if app in ("relay", "api") else []
+            # (Builds from before the flag allowed it implicitly: bench/compare.py runs them.)
+            unauth = ["--allow-unauthenticated"] if app in ("relay", "api") and self.needs_consent else []
             w = self._start(f"worker-{i}", ["worker", "--registry", self.registry, "--app", app,
                                             *cred, *admin, *unauth, *worker_args], kinds)
             w.wait_log("worker started")
@@ -494,16 +496,16 @@ def mariadb_messages(database):
     return int(out.stdout.strip())
 
 
-def scratch_mariadb():
-    name = f"gatehouse_bench_{os.getpid()}"
+def scratch_mariadb(suffix=""):
+    name = f"gatehouse_bench_{os.getpid()}{suffix}"
     subprocess.run(MARIADB + ["-e", f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"],
                    check=True, capture_output=True)
     return name, f"mysql://root@127.0.0.1:3306/{name}", lambda: subprocess.run(
         MARIADB + ["-e", f"DROP DATABASE IF EXISTS {name}"], capture_output=True)
 
 
-def scratch_postgres():
-    name = f"gatehouse_bench_{os.getpid()}"
+def scratch_postgres(suffix=""):
+    name = f"gatehouse_bench_{os.getpid()}{suffix}"
     admin = ["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"]
     subprocess.run(admin + [f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
     subprocess.run(admin + [f"CREATE DATABASE {name}"], check=True, capture_output=True)
@@ -969,6 +971,16 @@ def write_report(r, opts):
     if os.path.exists(webhook):
         with open(webhook) as f:
             lines += ["", f.read().rstrip(), ""]
+    # Reports of the scripts that compare two configurations in one run of their own
+    # (bench/compare.py, bench/tls.py, bench/search_index.py …): listed by their titles.
+    others = sorted(n for n in os.listdir(os.path.join(ROOT, "docs")) if n.startswith("benchmarks-") and n.endswith(".md"))
+    if others:
+        lines += ["", "## Other reports", "", "Side-by-side comparisons run by their own scripts, each with its commands:", ""]
+        for name in others:
+            with open(os.path.join(ROOT, "docs", name)) as f:
+                title = f.readline().lstrip("# ").strip()
+            lines.append(f"- [{title}]({name})")
+        lines.append("")
     analysis = os.path.join(ROOT, "bench", "analysis.md")
     if os.path.exists(analysis):
         with open(analysis) as f:

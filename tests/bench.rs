@@ -3,6 +3,7 @@
 
 use anyhow::{Result, ensure};
 use gatehouse_testkit::Cluster;
+use gatehouse_testkit::cluster::metric;
 use gatehouse_testkit::process::gatehouse_bin;
 use serde_json::Value;
 
@@ -117,6 +118,59 @@ async fn the_chat_scenario_stores_and_delivers_every_message() -> Result<()> {
     ])
     .await?;
     assert_complete(&report);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `chat-mix` adds what a live chat sends around each message (a typing event before it, a
+/// delivered and a read receipt after each push): every message still arrives once, and the
+/// chat worker counts the typing events and receipts it handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_mix_scenario_sends_typing_and_receipts_around_every_message() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-chatmix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = format!("sqlite://{}", dir.join("chat.db").display());
+    let cluster = Cluster::builder()
+        .gateways(2)
+        .workers("chat", 1)
+        .gateway_args(&["--insecure-dev-auth"])
+        .worker_args(&[
+            "--database-url",
+            &db,
+            "--insecure-dev-auth",
+            "--chat-typing-rate",
+            "0",
+            "--chat-request-rate",
+            "0",
+        ])
+        .start()
+        .await?;
+    let (a, b) = (cluster.ws_url(0), cluster.ws_url(1));
+    let report = bench(&[
+        "--url",
+        &a,
+        "--url",
+        &b,
+        "--scenario",
+        "chat-mix",
+        "--clients",
+        "20",
+        "--peers",
+        "4",
+        "--mode",
+        "open",
+        "--rate",
+        "100",
+    ])
+    .await?;
+    assert_complete(&report);
+    let worker = cluster.workers[0].addr("admin");
+    let sent = report["sent"].as_u64().unwrap_or(0);
+    let typing = metric(worker, r#"gatehouse_chat_events_total{kind="typing"}"#).await?;
+    let receipts = metric(worker, r#"gatehouse_chat_events_total{kind="receipt"}"#).await?;
+    assert!(typing >= sent, "{typing} typing events for {sent} messages");
+    // The receipts of the last pushes may still be on their way when the run's drain ends.
+    assert!(receipts >= sent, "{receipts} receipts for {sent} messages");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

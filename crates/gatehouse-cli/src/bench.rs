@@ -92,6 +92,9 @@ pub enum ScenarioArg {
     Idle,
     /// The chat app protocol with storage (send, ack, message).
     Chat,
+    /// Chat with a live chat's extras: a typing event before each message, two receipts after
+    /// each push.
+    ChatMix,
 }
 
 impl From<ScenarioArg> for Scenario {
@@ -102,6 +105,7 @@ impl From<ScenarioArg> for Scenario {
             ScenarioArg::Broadcast => Scenario::Broadcast,
             ScenarioArg::Idle => Scenario::Idle,
             ScenarioArg::Chat => Scenario::Chat,
+            ScenarioArg::ChatMix => Scenario::ChatMix,
         }
     }
 }
