@@ -47,7 +47,7 @@ class Proc:
         self.addrs = {}
         self.lines = []
         self.p = subprocess.Popen([binary or BIN] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="warn,gatehouse=info,gatehouse_registry=info,gatehouse_gateway=info,gatehouse_sdk=info"))
+                                  stderr=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="warn,gatehouse=info,gatehouse_registry=info,gatehouse_gateway=info,gatehouse_sdk=info,gatehouse_api=info"))
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.time() + 30
@@ -964,11 +964,13 @@ def write_report(r, opts):
     for label, cmd in COMMANDS:
         lines.append(f"- {label}: `{cmd}`")
     lines.append("")
-    # The webhook figures come from bench/webhook.py, run on its own.
-    webhook = os.path.join(ROOT, "bench", "webhook.md")
-    if os.path.exists(webhook):
-        with open(webhook) as f:
-            lines += ["", f.read().rstrip(), ""]
+    # The webhook and server API figures come from bench/webhook.py and bench/api.py, run on
+    # their own.
+    for carried in ("webhook.md", "api.md"):
+        path = os.path.join(ROOT, "bench", carried)
+        if os.path.exists(path):
+            with open(path) as f:
+                lines += ["", f.read().rstrip(), ""]
     analysis = os.path.join(ROOT, "bench", "analysis.md")
     if os.path.exists(analysis):
         with open(analysis) as f:
