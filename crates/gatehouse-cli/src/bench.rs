@@ -99,6 +99,9 @@ pub enum ScenarioArg {
     Idle,
     /// The chat app protocol with storage (send, ack, message).
     Chat,
+    /// Chat with a live chat's extras: a typing event before each message, two receipts after
+    /// each push.
+    ChatMix,
     /// Backends push `send_to_uid` through the server API to logged-in clients.
     ApiPublish,
 }
@@ -111,6 +114,7 @@ impl From<ScenarioArg> for Scenario {
             ScenarioArg::Broadcast => Scenario::Broadcast,
             ScenarioArg::Idle => Scenario::Idle,
             ScenarioArg::Chat => Scenario::Chat,
+            ScenarioArg::ChatMix => Scenario::ChatMix,
             ScenarioArg::ApiPublish => Scenario::ApiPublish,
         }
     }
