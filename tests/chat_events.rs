@@ -684,6 +684,11 @@ async fn search_is_ranked_highlighted_and_respects_visibility(backend: Backend) 
     Ok(())
 }
 
+/// Measurements, run by hand (`--ignored`).
+mod measurement {
+    mod needs_sqlite3 {
+        use crate::*;
+
 /// Presence fan-out for a user with 1,000 contacts, all online: the time from its handshake
 /// to the last contact's `presence` frame. A measurement for docs/benchmarks.md (run it against
 /// a release binary: `GATEHOUSE_BIN=target/release/gatehouse cargo test --test chat_events --
@@ -754,10 +759,12 @@ async fn presence_fan_out_to_a_thousand_contacts() -> Result<()> {
     );
     Ok(())
 }
+    }
+}
 
 macro_rules! on_every_database {
     ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
+        mod needs_sqlite3 {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {
@@ -765,7 +772,7 @@ macro_rules! on_every_database {
                 }
             )*
         }
-        mod postgres {
+        mod needs_postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {
@@ -773,7 +780,7 @@ macro_rules! on_every_database {
                 }
             )*
         }
-        mod mariadb {
+        mod needs_mariadb {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {

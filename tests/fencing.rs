@@ -167,6 +167,9 @@ where
     Ok(())
 }
 
+mod needs_postgres {
+    use super::*;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_paused_past_its_lease_fences_itself_and_its_clients_catch_up() -> Result<()> {
     let database = ChatDatabase::postgres();
@@ -189,6 +192,10 @@ async fn a_gateway_paused_past_its_lease_fences_itself_and_its_clients_catch_up(
     })
     .await
 }
+}
+
+mod needs_root_and_postgres {
+    use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_partitioned_from_every_registry_past_its_lease_fences_itself_and_its_clients_catch_up() -> Result<()>
@@ -245,4 +252,5 @@ async fn a_gateway_partitioned_from_every_registry_past_its_lease_fences_itself_
         Ok(())
     })
     .await
+}
 }

@@ -7,6 +7,9 @@ use anyhow::Result;
 use gatehouse_testkit::{ApiClient, Cluster, Haproxy};
 use serde_json::json;
 
+mod needs_haproxy {
+    use super::*;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_behind_haproxy_reach_each_other_across_gateways() -> Result<()> {
     let mut cluster = Cluster::builder().gateways(2).workers("api", 2).start().await?;
@@ -73,4 +76,5 @@ async fn clients_behind_haproxy_reach_each_other_across_gateways() -> Result<()>
         late.ok("send_to_uid", json!({"uid": "nobody", "data": "x"})).await?;
     }
     Ok(())
+}
 }

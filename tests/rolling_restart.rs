@@ -94,6 +94,9 @@ fn sign(uid: &str) -> Result<String> {
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
+mod needs_deploytools_and_haproxy_and_postgres {
+    use super::*;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_process_in_turn_under_chat_load_loses_and_doubles_nothing() -> Result<()> {
     let mut compose = Compose::load(&VARS)?;
@@ -175,4 +178,5 @@ async fn restarting_every_process_in_turn_under_chat_load_loses_and_doubles_noth
         p99(&during)
     );
     Ok(())
+}
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use gatehouse_testkit::api_server::ApiServer;
 use gatehouse_testkit::cluster::{http_get, metric};
-use gatehouse_testkit::{ChatClient, Cluster, Process, TempDatabase, TestTls, WsClient};
+use gatehouse_testkit::{ChatClient, Cluster, Process, Service, TempDatabase, TestTls, WsClient, require};
 use serde_json::json;
 
 /// How long a test waits for a log line it expects.
@@ -142,21 +142,16 @@ async fn a_member_with_a_certificate_from_another_ca_or_without_tls_is_refused_a
     Ok(())
 }
 
-/// The CA of the local PostgreSQL's certificate (`scripts/services` creates it and configures
-/// the server). Missing, the test fails: it is never reported as passed without running.
-fn postgres_ca() -> String {
-    let path =
-        std::env::var("GATEHOUSE_TEST_PG_CA").unwrap_or_else(|_| "/var/lib/postgresql/gatehouse-tls/ca.pem".to_owned());
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "{path} is missing: run scripts/services (it gives the local PostgreSQL a TLS certificate)"
-    );
-    path
-}
+/// The chat worker's PostgreSQL connections over TLS, against the local server's certificate
+/// from `scripts/services`.
+mod needs_postgrestls {
+    use super::*;
+    use gatehouse_testkit::services::postgres_ca;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_worker_stores_into_postgresql_over_verified_tls() -> Result<()> {
-    let ca = postgres_ca();
+    require(Service::PostgresTls);
+    let ca = postgres_ca().display().to_string();
     let db = TempDatabase::create()?;
     let app = format!("gatehouse_tls_{}", rand_suffix());
     // verify-full: the server's certificate must chain to `ca` and name the host we dial.
@@ -191,7 +186,7 @@ async fn the_chat_worker_stores_into_postgresql_over_verified_tls() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_worker_refuses_a_postgresql_server_its_ca_did_not_sign() -> Result<()> {
-    postgres_ca();
+    require(Service::PostgresTls);
     let other_ca = TestTls::generate()?;
     let db = TempDatabase::create()?;
     let url = format!(
@@ -229,6 +224,7 @@ async fn a_chat_worker_refuses_a_postgresql_server_its_ca_did_not_sign() -> Resu
         "the worker does not say why:\n{log}"
     );
     Ok(())
+}
 }
 
 fn rand_suffix() -> u64 {

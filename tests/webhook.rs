@@ -4,6 +4,7 @@
 //! slow, down) to prove that nothing is lost, each client's order holds, and a client is
 //! closed with 1013 when the backend stays down past the give-up time.
 
+mod needs_python3 {
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use gatehouse_testkit::api_server::{ApiServer, http_request};
 use gatehouse_testkit::client::Refusal;
 use gatehouse_testkit::cluster::metric;
-use gatehouse_testkit::{Cluster, WsClient};
+use gatehouse_testkit::{Cluster, Service, WsClient, require};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -99,21 +100,6 @@ impl Backend {
     }
 }
 
-/// Whether python3 runs; without it the test fails under CI and is skipped (loudly) elsewhere.
-fn have_python() -> Result<bool> {
-    let found = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            bail!("python3 is required under CI (scripts/services installs it)");
-        }
-        eprintln!("SKIPPED: python3 is not installed");
-    }
-    Ok(found)
-}
-
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -187,9 +173,7 @@ fn assert_in_order(events: &[Value], client_id: &str, sent: &[String]) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_fails_answers_slowly_or_goes_down_loses_nothing_and_keeps_each_clients_order() -> Result<()> {
-    if !have_python()? {
-        return Ok(());
-    }
+    require(Service::Python3);
     let dir = tempfile::tempdir()?;
     let events_file = dir.path().join("events.jsonl");
     let env = [
@@ -272,9 +256,7 @@ async fn a_backend_that_fails_answers_slowly_or_goes_down_loses_nothing_and_keep
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_down_past_the_give_up_time_closes_its_clients_with_1013_and_refuses_handshakes_with_503()
 -> Result<()> {
-    if !have_python()? {
-        return Ok(());
-    }
+    require(Service::Python3);
     let dir = tempfile::tempdir()?;
     let events_file = dir.path().join("events.jsonl");
     let env = [
@@ -369,9 +351,7 @@ where
 /// it, against two gateways and the server API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ported_chat_room_runs_end_to_end_with_signed_requests() -> Result<()> {
-    if !have_python()? {
-        return Ok(());
-    }
+    require(Service::Python3);
     let doc = std::fs::read_to_string(repo_file("docs/migrating-from-gatewayworker.md"))?;
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("chat_room.py");
@@ -494,4 +474,5 @@ fn tested_block(doc: &str, name: &str) -> Result<String> {
     lines.next();
     let block: Vec<&str> = lines.take_while(|l| !l.starts_with("```")).collect();
     Ok(block.join("\n") + "\n")
+}
 }
