@@ -1107,65 +1107,65 @@ async fn run_script(program: &str, args: Vec<String>, env: Vec<(&str, String)>) 
 mod needs_curl_and_python3 {
     use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_documented_curl_and_python_examples_bind_a_uid_and_push_to_it() -> Result<()> {
-    require(Service::Curl);
-    require(Service::Python3);
-    let doc = repo_file("docs/server-api.md")?;
-    let curl = tested_block(&doc, "curl")?;
-    let python = tested_block(&doc, "python")?;
-    let cluster = cluster().await?;
-    let api = ApiServer::start(&cluster, &[("backend", "admin")], &[]).await?;
-    let env = |client: &str| {
-        vec![
-            ("GATEHOUSE_API", api.url()),
-            ("GATEHOUSE_API_KEY", api.key("backend").to_owned()),
-            ("CLIENT_ID", client.to_owned()),
-        ]
-    };
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_documented_curl_and_python_examples_bind_a_uid_and_push_to_it() -> Result<()> {
+        require(Service::Curl);
+        require(Service::Python3);
+        let doc = repo_file("docs/server-api.md")?;
+        let curl = tested_block(&doc, "curl")?;
+        let python = tested_block(&doc, "python")?;
+        let cluster = cluster().await?;
+        let api = ApiServer::start(&cluster, &[("backend", "admin")], &[]).await?;
+        let env = |client: &str| {
+            vec![
+                ("GATEHOUSE_API", api.url()),
+                ("GATEHOUSE_API_KEY", api.key("backend").to_owned()),
+                ("CLIENT_ID", client.to_owned()),
+            ]
+        };
 
-    let mut alice = ApiClient::connect(&cluster.ws_url(0)).await?;
-    let out = run_script(
-        "bash",
-        vec!["-euo".into(), "pipefail".into(), "-c".into(), curl.clone()],
-        env(&alice.client_id),
-    )
-    .await?;
-    // Every answer is the one the document shows under its command.
-    let shown: Vec<&str> = curl.lines().filter_map(|l| l.strip_prefix("# {")).collect();
-    let printed: Vec<&str> = out.lines().collect();
-    assert_eq!(printed.len(), shown.len(), "{out}");
-    for (printed, shown) in printed.iter().zip(&shown) {
-        assert_eq!(printed.strip_prefix('{'), Some(*shown));
+        let mut alice = ApiClient::connect(&cluster.ws_url(0)).await?;
+        let out = run_script(
+            "bash",
+            vec!["-euo".into(), "pipefail".into(), "-c".into(), curl.clone()],
+            env(&alice.client_id),
+        )
+        .await?;
+        // Every answer is the one the document shows under its command.
+        let shown: Vec<&str> = curl.lines().filter_map(|l| l.strip_prefix("# {")).collect();
+        let printed: Vec<&str> = out.lines().collect();
+        assert_eq!(printed.len(), shown.len(), "{out}");
+        for (printed, shown) in printed.iter().zip(&shown) {
+            assert_eq!(printed.strip_prefix('{'), Some(*shown));
+        }
+        let frame: Value = serde_json::from_str(&next_frame(&mut alice).await?)?;
+        assert_eq!(frame, json!({"type": "notice", "text": "hello from curl"}));
+        // The block once more: the keyed send is not delivered again (the marker comes first).
+        let again = run_script(
+            "bash",
+            vec!["-euo".into(), "pipefail".into(), "-c".into(), curl],
+            env(&alice.client_id),
+        )
+        .await?;
+        assert!(again.contains(r#"{"result":{"replayed":true}}"#), "{again}");
+        api.ok(
+            "send_to_client",
+            "backend",
+            json!({"client": alice.client_id, "data": "marker"}),
+        )
+        .await?;
+        assert_eq!(next_frame(&mut alice).await?, "marker");
+
+        let mut bob = ApiClient::connect(&cluster.ws_url(1)).await?;
+        let script = std::env::temp_dir().join(format!("gatehouse-example-{}.py", std::process::id()));
+        std::fs::write(&script, &python)?;
+        let out = run_script("python3", vec![script.display().to_string()], env(&bob.client_id)).await;
+        let _ = std::fs::remove_file(&script);
+        assert!(out?.contains(&bob.client_id));
+        let frame: Value = serde_json::from_str(&next_frame(&mut bob).await?)?;
+        assert_eq!(frame, json!({"type": "notice", "text": "hello from python"}));
+        Ok(())
     }
-    let frame: Value = serde_json::from_str(&next_frame(&mut alice).await?)?;
-    assert_eq!(frame, json!({"type": "notice", "text": "hello from curl"}));
-    // The block once more: the keyed send is not delivered again (the marker comes first).
-    let again = run_script(
-        "bash",
-        vec!["-euo".into(), "pipefail".into(), "-c".into(), curl],
-        env(&alice.client_id),
-    )
-    .await?;
-    assert!(again.contains(r#"{"result":{"replayed":true}}"#), "{again}");
-    api.ok(
-        "send_to_client",
-        "backend",
-        json!({"client": alice.client_id, "data": "marker"}),
-    )
-    .await?;
-    assert_eq!(next_frame(&mut alice).await?, "marker");
-
-    let mut bob = ApiClient::connect(&cluster.ws_url(1)).await?;
-    let script = std::env::temp_dir().join(format!("gatehouse-example-{}.py", std::process::id()));
-    std::fs::write(&script, &python)?;
-    let out = run_script("python3", vec![script.display().to_string()], env(&bob.client_id)).await;
-    let _ = std::fs::remove_file(&script);
-    assert!(out?.contains(&bob.client_id));
-    let frame: Value = serde_json::from_str(&next_frame(&mut bob).await?)?;
-    assert_eq!(frame, json!({"type": "notice", "text": "hello from python"}));
-    Ok(())
-}
 }
 
 /// The example deadline of docs/openapi.json, replaced by one an hour ahead.

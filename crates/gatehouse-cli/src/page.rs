@@ -62,10 +62,19 @@ mod tests {
 
     #[test]
     fn an_explicit_page_wins_over_the_app() {
-        assert!(matches!(PageChoice::resolve(Some(PageChoice::None), Some("chat")), Page::None));
-        assert!(matches!(PageChoice::resolve(Some(PageChoice::Chat), Some("echo")), Page::Html(_)));
+        assert!(matches!(
+            PageChoice::resolve(Some(PageChoice::None), Some("chat")),
+            Page::None
+        ));
+        assert!(matches!(
+            PageChoice::resolve(Some(PageChoice::Chat), Some("echo")),
+            Page::Html(_)
+        ));
         let dir = "site".parse::<PageChoice>().unwrap();
         assert!(matches!(PageChoice::resolve(Some(dir), Some("chat")), Page::Dir(d) if d == PathBuf::from("site")));
-        assert_eq!("./chat".parse::<PageChoice>().unwrap(), PageChoice::Dir(PathBuf::from("./chat")));
+        assert_eq!(
+            "./chat".parse::<PageChoice>().unwrap(),
+            PageChoice::Dir(PathBuf::from("./chat"))
+        );
     }
 }

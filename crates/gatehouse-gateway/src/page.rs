@@ -196,7 +196,15 @@ mod tests {
         assert_eq!(file_in(&site.0, "").await, Some(root.join("index.html")));
         assert_eq!(file_in(&site.0, "app.js").await, Some(root.join("app.js")));
         assert_eq!(file_in(&site.0, "sub/").await, Some(root.join("sub/index.html")));
-        for refused in ["../index.html", "sub/../app.js", ".secret", "sub", "missing.js", "./app.js", "a\\b"] {
+        for refused in [
+            "../index.html",
+            "sub/../app.js",
+            ".secret",
+            "sub",
+            "missing.js",
+            "./app.js",
+            "a\\b",
+        ] {
             assert_eq!(file_in(&site.0, refused).await, None, "{refused}");
         }
     }
@@ -205,7 +213,10 @@ mod tests {
     async fn no_page_is_a_404_and_a_built_in_page_lives_only_at_the_root() {
         assert_eq!(Page::None.serve("").await.status(), StatusCode::NOT_FOUND);
         assert_eq!(Page::Html("<p>chat</p>").serve("").await.status(), StatusCode::OK);
-        assert_eq!(Page::Html("<p>chat</p>").serve("index.html").await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            Page::Html("<p>chat</p>").serve("index.html").await.status(),
+            StatusCode::NOT_FOUND
+        );
         let site = site();
         let page = Page::Dir(site.0.clone());
         let script = page.serve("app.js").await;
@@ -218,7 +229,10 @@ mod tests {
     fn a_missing_directory_or_index_is_refused_at_start() {
         let site = site();
         assert!(Page::Dir(site.0.clone()).check().is_ok());
-        assert!(matches!(Page::Dir(site.0.join("nope")).check(), Err(PageError::NotADirectory(_))));
+        assert!(matches!(
+            Page::Dir(site.0.join("nope")).check(),
+            Err(PageError::NotADirectory(_))
+        ));
         std::fs::remove_file(site.0.join("index.html")).unwrap();
         assert!(matches!(Page::Dir(site.0.clone()).check(), Err(PageError::NoIndex(_))));
     }

@@ -608,7 +608,8 @@ ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans
         #[tokio::test]
         async fn every_statement_uses_an_index() {
             gatehouse_testkit::require(gatehouse_testkit::Service::Mariadb);
-            let base = std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned());
+            let base =
+                std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned());
             let database = format!("t_plan_{}", std::process::id());
             let mut admin = MySqlConnection::connect(&base).await.expect("connect");
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

@@ -356,8 +356,8 @@ mod tests {
         #[tokio::test]
         async fn every_statement_uses_an_index() {
             gatehouse_testkit::require(gatehouse_testkit::Service::Postgres);
-            let base =
-                std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+            let base = std::env::var("TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
             let schema = format!("t_plan_{}", std::process::id());
             let mut admin = PgConnection::connect(&base).await.expect("connect");
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

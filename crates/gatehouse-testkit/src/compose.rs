@@ -55,7 +55,12 @@ pub fn tool(name: &str) -> Result<PathBuf> {
                 .find(|p| p.exists())
         })
         .unwrap_or_default();
-    on_path.ok_or_else(|| anyhow!("{name} is not installed (neither in {}/bin nor on PATH): run scripts/services", venv.display()))
+    on_path.ok_or_else(|| {
+        anyhow!(
+            "{name} is not installed (neither in {}/bin nor on PATH): run scripts/services",
+            venv.display()
+        )
+    })
 }
 
 /// Reads a YAML file into JSON values (one per document), with the virtualenv's ruamel.yaml.

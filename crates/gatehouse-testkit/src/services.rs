@@ -111,14 +111,15 @@ impl Service {
     /// Whether the service is there now; the error says what is missing.
     pub fn probe(self) -> Result<(), String> {
         match self {
-            Service::Postgres => {
-                runs("psql", &[&postgres_admin(), "-X", "-q", "-t", "-A", "-c", "SELECT 1"])
-            }
+            Service::Postgres => runs("psql", &[&postgres_admin(), "-X", "-q", "-t", "-A", "-c", "SELECT 1"]),
             Service::PostgresTls => {
                 Service::Postgres.probe()?;
                 let ca = postgres_ca();
                 if !ca.is_file() {
-                    return Err(format!("the test CA of PostgreSQL's TLS certificate, {}, does not exist", ca.display()));
+                    return Err(format!(
+                        "the test CA of PostgreSQL's TLS certificate, {}, does not exist",
+                        ca.display()
+                    ));
                 }
                 let conn = format!("{} sslmode=verify-full sslrootcert={}", postgres_admin(), ca.display())
                     .replace("host=127.0.0.1", "host=localhost");
@@ -127,7 +128,19 @@ impl Service {
             Service::Mariadb => {
                 let addr = mariadb_addr();
                 reachable(addr)?;
-                runs("mariadb", &["-h", &addr.ip().to_string(), "-P", &addr.port().to_string(), "-u", "root", "-e", "SELECT 1"])
+                runs(
+                    "mariadb",
+                    &[
+                        "-h",
+                        &addr.ip().to_string(),
+                        "-P",
+                        &addr.port().to_string(),
+                        "-u",
+                        "root",
+                        "-e",
+                        "SELECT 1",
+                    ],
+                )
             }
             Service::Haproxy => executable(&["/usr/sbin/haproxy", "/usr/bin/haproxy"]),
             Service::Chromium => {
@@ -148,7 +161,10 @@ impl Service {
                 runs("promtool", &["--version"])
             }
             Service::Root => {
-                let uid = Command::new("id").arg("-u").output().map_err(|e| format!("running id: {e}"))?;
+                let uid = Command::new("id")
+                    .arg("-u")
+                    .output()
+                    .map_err(|e| format!("running id: {e}"))?;
                 if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
                     return Err("the tests do not run as root".to_owned());
                 }
@@ -255,15 +271,19 @@ fn current_test_name() -> Option<String> {
 
 /// The libpq connection string of the maintenance database the tests use.
 pub fn postgres_admin() -> String {
-    std::env::var("GATEHOUSE_TEST_PG").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned())
+    std::env::var("GATEHOUSE_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned())
 }
 
 /// The CA of the local PostgreSQL's TLS certificate (`scripts/services` makes it).
 pub fn postgres_ca() -> PathBuf {
-    std::env::var_os("GATEHOUSE_TEST_PG_CA").map(PathBuf::from).unwrap_or_else(|| {
-        let dir = std::env::var("GATEHOUSE_TEST_PG_TLS_DIR").unwrap_or_else(|_| "/var/lib/postgresql/gatehouse-tls".to_owned());
-        Path::new(&dir).join("ca.pem")
-    })
+    std::env::var_os("GATEHOUSE_TEST_PG_CA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let dir = std::env::var("GATEHOUSE_TEST_PG_TLS_DIR")
+                .unwrap_or_else(|_| "/var/lib/postgresql/gatehouse-tls".to_owned());
+            Path::new(&dir).join("ca.pem")
+        })
 }
 
 /// The MariaDB server's address, from `TEST_MYSQL_URL` (default 127.0.0.1:3306).
@@ -333,7 +353,10 @@ mod tests {
     #[test]
     fn a_marker_is_a_whole_word_of_a_needs_segment() {
         assert!(declares("needs_postgres::history_pages_backwards", Service::Postgres));
-        assert!(declares("fencing::needs_root_and_postgres::partition", Service::Postgres));
+        assert!(declares(
+            "fencing::needs_root_and_postgres::partition",
+            Service::Postgres
+        ));
         assert!(declares("fencing::needs_root_and_postgres::partition", Service::Root));
         assert!(declares("needs_chromium", Service::Chromium));
         assert!(declares("needs_postgrestls::verify_full", Service::Postgres));
@@ -347,13 +370,22 @@ mod tests {
         assert_eq!(skip_filter(&[]), None);
         let filter = skip_filter(&[Service::Postgres, Service::Root]).unwrap();
         assert!(filter.starts_with("not (test(/"), "{filter}");
-        assert!(filter.contains("postgres(_and_") && filter.contains(")*root("), "{filter}");
+        assert!(
+            filter.contains("postgres(_and_") && filter.contains(")*root("),
+            "{filter}"
+        );
     }
 
     #[test]
     fn the_mariadb_address_comes_from_the_test_url() {
-        assert_eq!(mariadb_addr_in("mysql://root@127.0.0.1:3307/mysql"), SocketAddr::from(([127, 0, 0, 1], 3307)));
-        assert_eq!(mariadb_addr_in("mysql://root:pw@localhost/mysql"), SocketAddr::from(([127, 0, 0, 1], 3306)));
+        assert_eq!(
+            mariadb_addr_in("mysql://root@127.0.0.1:3307/mysql"),
+            SocketAddr::from(([127, 0, 0, 1], 3307))
+        );
+        assert_eq!(
+            mariadb_addr_in("mysql://root:pw@localhost/mysql"),
+            SocketAddr::from(([127, 0, 0, 1], 3306))
+        );
         assert_eq!(mariadb_addr_in(""), SocketAddr::from(([127, 0, 0, 1], 3306)));
     }
 }

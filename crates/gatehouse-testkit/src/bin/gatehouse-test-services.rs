@@ -1,16 +1,21 @@
 //! `gatehouse-test-services CONFIG`: probes every service the tests may need, with the same
 //! code as `gatehouse_testkit::require`, reports each one on stderr, and writes a nextest tool
-//! config file at `CONFIG` (an absolute path) whose default filter leaves out the tests that
-//! need a missing service, so that nextest reports them as skipped. Under `CI` the filter
-//! leaves out nothing: there, a missing service fails its tests.
+//! config file at `CONFIG` (an absolute path) with a profile, [`PROFILE`], whose default filter
+//! leaves out the tests that need a missing service, so that nextest reports them as skipped.
+//! Under `CI` the filter leaves out nothing: there, a missing service fails its tests.
 //!
 //! `scripts/test` and `scripts/nextest` run it and pass the file to nextest with
-//! `--tool-config-file gatehouse:CONFIG`. Exits 0 when every service is there, 3 when tests
+//! `--tool-config-file gatehouse:CONFIG --profile gatehouse-services` (nextest takes a default
+//! filter from a tool config only in a profile of its own; the profile inherits the settings
+//! of the repository's `[profile.default]`). Exits 0 when every service is there, 3 when tests
 //! will be skipped (so scripts can say so), 2 on a usage error.
 
 use std::process::ExitCode;
 
 use gatehouse_testkit::services::{Service, skip_filter, under_ci};
+
+/// The nextest profile the config file defines.
+const PROFILE: &str = "gatehouse-services";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,10 +38,11 @@ fn main() -> ExitCode {
         "# Written by gatehouse-test-services (crates/gatehouse-testkit): the tests whose services\n\
          # are missing on this machine are left out, and nextest reports them as skipped.\n",
     );
+    text.push_str(&format!("[profile.{PROFILE}]\n"));
     if let Some(filter) = &filter {
         // A TOML basic string: the filter holds no quote, and its backslash-free regexes need
         // no escaping.
-        text.push_str(&format!("[profile.default]\ndefault-filter = \"{filter}\"\n"));
+        text.push_str(&format!("default-filter = \"{filter}\"\n"));
     }
     if let Err(e) = std::fs::write(config, text) {
         eprintln!("gatehouse-test-services: writing {config}: {e}");
