@@ -71,7 +71,9 @@ mod tests {
             Page::Html(_)
         ));
         let dir = "site".parse::<PageChoice>().unwrap();
-        assert!(matches!(PageChoice::resolve(Some(dir), Some("chat")), Page::Dir(d) if d == PathBuf::from("site")));
+        assert!(
+            matches!(PageChoice::resolve(Some(dir), Some("chat")), Page::Dir(d) if d.as_path() == std::path::Path::new("site"))
+        );
         assert_eq!(
             "./chat".parse::<PageChoice>().unwrap(),
             PageChoice::Dir(PathBuf::from("./chat"))
