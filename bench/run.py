@@ -1024,13 +1024,6 @@ def write_report(r, opts):
                 p, m = c["plain"], c["mix"]
                 lines.append(f"| {backend} | {fmt(p['acked_per_sec'])} | {fmt(m['acked_per_sec'])} | {m['acked_per_sec'] / p['acked_per_sec']:.2f} | {fmt(p['ack_p99'])} / {fmt(m['ack_p99'])} |")
         lines.append("")
-    # Figures measured by hand (one-off comparisons, each with its command and date) live in
-    # bench/notes/*.md, so that a regenerated report keeps them instead of losing hand edits.
-    notes = os.path.join(ROOT, "bench", "notes")
-    for name in sorted(os.listdir(notes)) if os.path.isdir(notes) else []:
-        if name.endswith(".md"):
-            with open(os.path.join(notes, name)) as f:
-                lines += [f.read().rstrip(), ""]
     lines += ["## Commands", "", "Each scenario started fresh processes on loopback (`gatehouse --threads 1 registry`, `gatehouse --threads 1 gateway` ×2,",
               "`gatehouse --threads 1 worker --app relay|chat` ×2, `gatehouse bench baseline` with its default runtime, and for the",
               "two-hop reference `gatehouse --threads 1 bench hop` ×2 and `gatehouse --threads 1 bench baseline --hop HOP --hop HOP` ×2), waited until",
@@ -1051,9 +1044,16 @@ def write_report(r, opts):
 
 
 def carried_over():
-    """The report's parts that do not come from this run: the webhook and server API figures, the list of
-    side-by-side reports and the analysis."""
+    """The report's parts that do not come from this run: figures measured by hand (bench/notes),
+    the webhook and server API figures, the list of side-by-side reports and the analysis."""
     lines = []
+    # Figures measured by hand (one-off comparisons, each with its command and date) live in
+    # bench/notes/*.md, so that a regenerated report keeps them instead of losing hand edits.
+    notes = os.path.join(ROOT, "bench", "notes")
+    for name in sorted(os.listdir(notes)) if os.path.isdir(notes) else []:
+        if name.endswith(".md"):
+            with open(os.path.join(notes, name)) as f:
+                lines += ["", f.read().rstrip(), ""]
     # The webhook and server API figures come from bench/webhook.py and bench/api.py, run on
     # their own.
     for name in ("webhook.md", "api.md"):
