@@ -13,7 +13,8 @@
 //! `structure` test at the workspace root checks this order against the code).
 //! - [`server`] — [`bind`] both listeners, then [`BoundGateway::run`], and the drain.
 //! - `accept`: the public listener: admission at accept, HTTP/1.1 with a header-read timeout.
-//! - `http`: the public router (`/ws`, `/ws/{app}`, `/`) and the upgrade.
+//! - `http`: the public router (`/ws`, `/ws/<app>`) and the upgrade.
+//! - `page`: what `/` and the paths below it serve (`--page`: nothing, the chat page, a directory).
 //! - `fence`: closes every client when the gateway's lease lapsed (paused or cut off from
 //!   every registry), so none stays connected while workers no longer send to it.
 //! - `links`: the internal gRPC service workers attach to; byte-bounded batching both ways.
@@ -52,6 +53,7 @@ mod http;
 mod hub;
 mod index;
 mod links;
+mod page;
 mod queue;
 mod ratelimit;
 mod routes;
@@ -60,6 +62,6 @@ mod stats;
 mod table;
 mod workers;
 
-pub use config::{DEFAULT_FORWARD_HEADERS, GatewayConfig, Rate};
+pub use config::{DEFAULT_FORWARD_HEADERS, GatewayConfig, Page, Rate};
 pub use error::GatewayError;
 pub use server::{BoundGateway, bind};
