@@ -14,7 +14,6 @@
 //! - [`server`] — [`bind`] both listeners, then [`BoundGateway::run`], and the drain.
 //! - `accept`: the public listener: admission at accept, HTTP/1.1 with a header-read timeout.
 //! - `http`: the public router (`/ws`, `/ws/<app>`) and the upgrade.
-//! - `page`: what `/` and the paths below it serve (`--page`: nothing, the chat page, a directory).
 //! - `fence`: closes every client when the gateway's lease lapsed (paused or cut off from
 //!   every registry), so none stays connected while workers no longer send to it.
 //! - `links`: the internal gRPC service workers attach to; byte-bounded batching both ways.
@@ -37,6 +36,7 @@
 //! - `stats`: counters exposed at `/metrics`.
 //! - [`error`] — [`GatewayError`].
 //! - [`config`] — [`GatewayConfig`] and its validation.
+//! - `page`: what `/` and the paths below it serve (`--page`: nothing, the chat page, a directory).
 
 pub mod config;
 pub mod error;
