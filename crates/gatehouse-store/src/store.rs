@@ -13,7 +13,7 @@ use crate::model::{
     SummaryRow, SyncPage,
 };
 use crate::mysql::MySqlBackend;
-use crate::plan::Plan;
+use crate::plan::{Attempt, Plan};
 use crate::postgres::PgBackend;
 use crate::sql;
 use crate::sqlite::SqliteBackend;
@@ -63,16 +63,6 @@ pub(crate) enum Backend {
     Sqlite(SqliteBackend),
     Postgres(PgBackend),
     MySql(MySqlBackend),
-}
-
-/// The result of one append attempt (see [`Store::append`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Attempt {
-    /// The transaction committed.
-    Committed,
-    /// The transaction was rolled back and has to be planned again: on PostgreSQL or MariaDB, a concurrent
-    /// writer created one of the batch's conversations after this attempt had taken its locks.
-    Retry,
 }
 
 /// Statements whose text differs between the backends, for code shared by all of them.
