@@ -494,16 +494,16 @@ def mariadb_messages(database):
     return int(out.stdout.strip())
 
 
-def scratch_mariadb():
-    name = f"gatehouse_bench_{os.getpid()}"
+def scratch_mariadb(suffix=""):
+    name = f"gatehouse_bench_{os.getpid()}{suffix}"
     subprocess.run(MARIADB + ["-e", f"DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"],
                    check=True, capture_output=True)
     return name, f"mysql://root@127.0.0.1:3306/{name}", lambda: subprocess.run(
         MARIADB + ["-e", f"DROP DATABASE IF EXISTS {name}"], capture_output=True)
 
 
-def scratch_postgres():
-    name = f"gatehouse_bench_{os.getpid()}"
+def scratch_postgres(suffix=""):
+    name = f"gatehouse_bench_{os.getpid()}{suffix}"
     admin = ["psql", "-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"]
     subprocess.run(admin + [f"DROP DATABASE IF EXISTS {name}"], check=True, capture_output=True)
     subprocess.run(admin + [f"CREATE DATABASE {name}"], check=True, capture_output=True)

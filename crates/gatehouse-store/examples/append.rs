@@ -10,7 +10,9 @@
 //! user talk to P fixed peers (ongoing conversations); without it every message goes to a
 //! random user (almost every message starts a conversation). `--every S` prints the rate of
 //! each S-second interval with the number of messages stored so far: a store's cost per message
-//! grows with what it holds, and one long run shows how.
+//! grows with what it holds, and one long run shows how. `--vary-text` gives each message six
+//! words drawn from a vocabulary of 2,000 (instead of one fixed phrase), so that a full-text
+//! index sees realistic postings (bench/search_index.py uses it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +26,7 @@ struct Options {
     peers: Option<u64>,
     seconds: f64,
     every: Option<f64>,
+    vary_text: bool,
 }
 
 fn options() -> Options {
@@ -33,6 +36,7 @@ fn options() -> Options {
         peers: None,
         seconds: 5.0,
         every: None,
+        vary_text: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -42,10 +46,28 @@ fn options() -> Options {
             "--peers" => options.peers = Some(value().parse().expect("--peers P")),
             "--seconds" => options.seconds = value().parse().expect("--seconds S"),
             "--every" => options.every = Some(value().parse().expect("--every S")),
+            "--vary-text" => options.vary_text = true,
             url => options.url = Some(url.to_owned()),
         }
     }
     options
+}
+
+/// A message of six pseudo-words from a vocabulary of 2,000 (each word spells its number in
+/// base 26, at least three letters so that every database's full-text index keeps it).
+fn varied_text(rng: &mut u64) -> String {
+    let mut text = String::with_capacity(48);
+    for i in 0..6 {
+        if i > 0 {
+            text.push(' ');
+        }
+        let mut word = next(rng) % 2000 + 26 * 26;
+        while word > 0 {
+            text.push(char::from(b'a' + (word % 26) as u8));
+            word /= 26;
+        }
+    }
+    text
 }
 
 /// A small deterministic generator (xorshift), so that runs are comparable.
@@ -74,7 +96,7 @@ async fn main() {
     let mut tasks = Vec::new();
     for user in 0..options.users {
         let (committer, stop, appended) = (committer.clone(), Arc::clone(&stop), Arc::clone(&appended));
-        let (users, peers) = (options.users, options.peers);
+        let (users, peers, vary_text) = (options.users, options.peers, options.vary_text);
         tasks.push(tokio::spawn(async move {
             let mut rng = user.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let mut n = 0u64;
@@ -87,7 +109,11 @@ async fn main() {
                     conversation: ConversationRef::Direct { to: format!("u{to}") },
                     sender: format!("u{user}"),
                     cid: format!("{}.{user}.{n}", started.elapsed().as_nanos()),
-                    text: "hello from the store benchmark".to_owned(),
+                    text: if vary_text {
+                        varied_text(&mut rng)
+                    } else {
+                        "hello from the store benchmark".to_owned()
+                    },
                     ts_ms: 1,
                     reply_to: None,
                 };
