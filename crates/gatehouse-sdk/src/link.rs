@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use gatehouse_core::backoff::Backoff;
 use gatehouse_core::batch::{self, BatchLimits};
 use gatehouse_core::secret::log_if_refused;
@@ -17,7 +17,7 @@ use gatehouse_core::{Credentials, NodeId};
 use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::Channel;
-use gatehouse_proto::tonic::{Code, Streaming};
+use gatehouse_proto::tonic::{Code, Status, Streaming};
 use gatehouse_proto::v1::gateway_client::GatewayClient;
 use gatehouse_proto::v1::{Command, Event, EventAck, EventNack, LinkDown, LinkHello, LinkUp, Reply};
 use gatehouse_proto::{ErrorCode, MAX_GRPC_MESSAGE_BYTES};
@@ -415,16 +415,17 @@ impl GatewayLink {
     }
 
     /// Serves the session: replies to their waiters, events to their handlers, handlers'
-    /// acknowledgements back up; until the stream breaks.
+    /// acknowledgements back up; until the stream breaks. Generic over the inbound stream (a
+    /// gRPC `Streaming` in production, a plain stream in the unit tests).
     async fn serve(
         self: &Arc<Self>,
-        mut inbound: Streaming<LinkDown>,
+        mut inbound: impl Stream<Item = Result<LinkDown, Status>> + Unpin,
         sink: Option<&Arc<dyn EventSink>>,
     ) -> Result<(), SessionEnd> {
         let mut events = EventLoop::default();
         let result = loop {
             tokio::select! {
-                message = inbound.message() => match message {
+                message = inbound.next() => match message.transpose() {
                     Ok(Some(down)) => {
                         self.answer(down.replies);
                         if let Some(sink) = sink {
@@ -751,5 +752,162 @@ mod tests {
         assert_eq!(link.max_command_keys(), DEFAULT_MAX_COMMAND_KEYS as usize);
         link.max_command_keys.store(0, Ordering::Relaxed);
         assert_eq!(link.max_command_keys(), 1, "never zero");
+    }
+
+    /// Handles every event at once: acknowledges it, or gives it back for conn 9.
+    struct AtOnce;
+
+    impl EventSink for AtOnce {
+        fn handle(&self, _link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
+            let outcome = if event.conn == 9 {
+                Outcome::Nack(EventNack {
+                    conn: event.conn,
+                    seq: event.seq,
+                })
+            } else {
+                Outcome::Ack(EventAck {
+                    conn: event.conn,
+                    seq: event.seq,
+                    reject: None,
+                })
+            };
+            Box::pin(std::future::ready((event.conn, outcome)))
+        }
+    }
+
+    /// Handles every event only when the test releases it.
+    struct Held(Mutex<Vec<oneshot::Sender<()>>>);
+
+    impl EventSink for Held {
+        fn handle(&self, _link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
+            let (release, released) = oneshot::channel();
+            self.0.lock().unwrap().push(release);
+            Box::pin(async move {
+                let _ = released.await;
+                let ack = EventAck {
+                    conn: event.conn,
+                    seq: event.seq,
+                    reject: None,
+                };
+                (event.conn, Outcome::Ack(ack))
+            })
+        }
+    }
+
+    fn event(conn: u64, seq: u64) -> Event {
+        Event {
+            conn,
+            seq,
+            ..Default::default()
+        }
+    }
+
+    fn down(events: Vec<Event>, replies: Vec<Reply>) -> Result<LinkDown, Status> {
+        Ok(LinkDown {
+            events,
+            replies,
+            ..Default::default()
+        })
+    }
+
+    fn outcome(conn: u64, seq: u64) -> Outcome {
+        Outcome::Ack(EventAck {
+            conn,
+            seq,
+            reject: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_session_answers_replies_runs_events_and_queues_their_outcomes_until_the_gateway_closes() {
+        let link = link(16);
+        let (waiter, mut replied) = oneshot::channel();
+        link.waiting.lock().unwrap().insert(5, waiter);
+        let sink: Arc<dyn EventSink> = Arc::new(AtOnce);
+        let inbound = futures_util::stream::iter([
+            down(vec![event(1, 1), event(9, 1)], vec![reply(5, None)]),
+            down(vec![event(1, 2)], vec![]),
+        ]);
+        let end = link.serve(inbound, Some(&sink)).await;
+        assert!(matches!(end, Err(Retry(reason)) if reason == "gateway closed the link"));
+        assert_eq!(replied.try_recv().unwrap().request_id, 5);
+        assert_eq!(
+            queued(&link),
+            [
+                outcome(1, 1),
+                Outcome::Nack(EventNack { conn: 9, seq: 1 }),
+                outcome(1, 2)
+            ]
+        );
+        assert_eq!(link.unanswered.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_ends_the_session_for_a_retry() {
+        let link = link(16);
+        let inbound = futures_util::stream::iter([Err(Status::unavailable("reset"))]);
+        let end = link.serve(inbound, None).await;
+        assert!(matches!(end, Err(Retry(reason)) if reason == "link failed: reset"));
+    }
+
+    #[tokio::test]
+    async fn an_api_client_ignores_events() {
+        let link = link(16);
+        let inbound = futures_util::stream::iter([down(vec![event(1, 1)], vec![])]);
+        let _ = link.serve(inbound, None).await;
+        assert!(queued(&link).is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_that_wait_are_counted_as_unanswered_and_acknowledged_when_done() {
+        let link = link(16);
+        let held = Arc::new(Held(Mutex::new(Vec::new())));
+        let sink: Arc<dyn EventSink> = held.clone();
+        let inbound = futures_util::stream::iter([down(vec![event(1, 1), event(1, 2), event(2, 1)], vec![])])
+            .chain(futures_util::stream::pending());
+        let serving = tokio::spawn({
+            let link = link.clone();
+            async move { link.serve(Box::pin(inbound), Some(&sink)).await.is_ok() }
+        });
+        while held.0.lock().unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            link.unanswered.load(Ordering::Acquire),
+            3,
+            "1:1 and 2:1 run, 1:2 waits behind 1:1"
+        );
+        let releases: Vec<_> = held.0.lock().unwrap().drain(..).collect();
+        for release in releases {
+            release.send(()).unwrap();
+        }
+        let mut acks = Vec::new();
+        while acks.len() < 2 {
+            acks.extend(
+                link.next_batch()
+                    .await
+                    .unwrap()
+                    .acks
+                    .into_iter()
+                    .map(|a| (a.conn, a.seq)),
+            );
+        }
+        while held.0.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        held.0.lock().unwrap().pop().unwrap().send(()).unwrap();
+        while acks.len() < 3 {
+            acks.extend(
+                link.next_batch()
+                    .await
+                    .unwrap()
+                    .acks
+                    .into_iter()
+                    .map(|a| (a.conn, a.seq)),
+            );
+        }
+        acks.sort();
+        assert_eq!(acks, [(1, 1), (1, 2), (2, 1)]);
+        serving.abort();
     }
 }

@@ -968,3 +968,48 @@ async fn the_loop_ends_when_cancelled() {
     token.cancel();
     task.await.expect("the loop ends");
 }
+
+#[test]
+fn a_reattaching_subscriber_no_longer_holds_back_confirmations_on_its_old_session() {
+    let mut state = state();
+    let _old = attach(&mut state, 1, WORKER, MemberKind::Worker);
+    let mut gateway = attach(&mut state, 3, GATEWAY, MemberKind::Gateway);
+    let _new = attach(&mut state, 2, WORKER, MemberKind::Worker);
+    ack(&mut state, 2, 0);
+    routes(&mut state, 3, changes(1, add(&["a"])));
+    ack(&mut state, 2, 1);
+    assert_eq!(
+        confirmed(&drain(&mut gateway)),
+        [1],
+        "the old session, which never acknowledged, is gone"
+    );
+    assert!(!state.sessions.contains_key(&1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_checks_leases_every_tenth_of_a_lease() {
+    let stats = std::sync::Arc::new(Stats::default());
+    let state = State::new(NodeId(1), config(), stats.clone());
+    let (inputs, rx) = mpsc::channel(8);
+    let _task = tokio::spawn(state.run(rx, CancellationToken::new()));
+    let (tx, _inbox) = mpsc::channel(16);
+    let attach = Input::Attach {
+        session: 1,
+        member: member(GATEWAY, MemberKind::Gateway),
+        subscribe: false,
+        tx,
+    };
+    inputs.send(attach).await.unwrap();
+    inputs
+        .send(Input::Detach {
+            session: 1,
+            graceful: false,
+        })
+        .await
+        .unwrap();
+    // The paused clock jumps from timer to timer: the loop's ticks up to then have run.
+    tokio::time::sleep(LEASE).await;
+    assert_eq!(stats.members(), 1, "within its lease");
+    tokio::time::sleep(LEASE / 10 + MS).await;
+    assert_eq!(stats.members(), 0, "expired by a tick at most a tenth of a lease late");
+}
