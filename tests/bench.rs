@@ -1,8 +1,11 @@
 //! Smoke tests of the load generator against real clusters: every scenario runs briefly and
-//! must account for every message (correctness of the counts, not speed).
+//! must account for every message (correctness of the counts, not speed). The api-publish
+//! scenario runs against a real `gatehouse api` process as well.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use gatehouse_testkit::Cluster;
+use gatehouse_testkit::api_server::ApiServer;
+use gatehouse_testkit::cluster::metric;
 use gatehouse_testkit::process::gatehouse_bin;
 use serde_json::Value;
 
@@ -118,5 +121,132 @@ async fn the_chat_scenario_stores_and_delivers_every_message() -> Result<()> {
     .await?;
     assert_complete(&report);
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `chat-mix` adds what a live chat sends around each message (a typing event before it, a
+/// delivered and a read receipt after each push): every message still arrives once, and the
+/// chat worker handles a typing event and receipts for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_mix_scenario_sends_typing_and_receipts_around_every_message() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-chatmix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = format!("sqlite://{}", dir.join("chat.db").display());
+    let cluster = Cluster::builder()
+        .gateways(2)
+        .workers("chat", 1)
+        .gateway_args(&["--insecure-dev-auth"])
+        .worker_args(&[
+            "--database-url",
+            &db,
+            "--insecure-dev-auth",
+            "--chat-typing-rate",
+            "0",
+            "--chat-request-rate",
+            "0",
+        ])
+        .start()
+        .await?;
+    let (a, b) = (cluster.ws_url(0), cluster.ws_url(1));
+    let mix = [
+        "--url",
+        &a,
+        "--url",
+        &b,
+        "--scenario",
+        "chat-mix",
+        "--clients",
+        "20",
+        "--peers",
+        "4",
+        "--mode",
+        "open",
+        "--rate",
+        "100",
+    ];
+    let worker = cluster.workers[0].addr("admin");
+    let counts = async || -> Result<(u64, u64)> {
+        Ok((
+            metric(worker, r#"gatehouse_chat_events_total{kind="typing"}"#)
+                .await
+                .unwrap_or(0),
+            metric(worker, r#"gatehouse_chat_events_total{kind="receipt"}"#)
+                .await
+                .unwrap_or(0),
+        ))
+    };
+    // A first run opens the conversations: a typing event before a conversation's first
+    // message is refused (the sender is not a member yet).
+    assert_complete(&bench(&mix).await?);
+    let (typing_before, receipts_before) = counts().await?;
+    let report = bench(&mix).await?;
+    assert_complete(&report);
+    let (typing, receipts) = counts().await?;
+    let sent = report["sent"].as_u64().unwrap_or(0);
+    // The counters also count the run's warm-up, which `sent` does not.
+    assert!(
+        typing - typing_before >= sent,
+        "{} typing events for {sent} messages",
+        typing - typing_before
+    );
+    assert!(
+        receipts - receipts_before >= sent,
+        "{} receipts for {sent} messages",
+        receipts - receipts_before
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_publish_scenario_delivers_every_send_over_http_and_grpc() -> Result<()> {
+    // Relay workers bind each client's uid at login; the API process pushes to those uids.
+    let cluster = Cluster::builder().gateways(2).workers("relay", 2).start().await?;
+    let api = ApiServer::start(&cluster, &[("bench", "publish")], &["--key-rate", "0"]).await?;
+    let (a, b) = (cluster.ws_url(0), cluster.ws_url(1));
+    let (http, grpc) = (api.url(), format!("http://{}", api.grpc_addr()));
+    let key = api.key("bench");
+    let api_pid = api.process.pid().context("the api process has no pid")?.to_string();
+    for (transport, url) in [("http", &http), ("grpc", &grpc)] {
+        for batch in ["1", "8"] {
+            let report = bench(&[
+                "--url",
+                &a,
+                "--url",
+                &b,
+                "--scenario",
+                "api-publish",
+                "--clients",
+                "20",
+                "--mode",
+                "closed",
+                "--inflight",
+                "2",
+                "--publishers",
+                "2",
+                "--api-transport",
+                transport,
+                "--api-url",
+                url,
+                "--api-key",
+                key,
+                "--batch",
+                batch,
+                "--server-pid",
+                &api_pid,
+            ])
+            .await?;
+            assert_complete(&report);
+            let stats = &report["api"];
+            assert_eq!(stats["transport"], transport, "{report}");
+            assert_eq!(stats["loops"], 4, "{report}");
+            let requests = stats["requests"].as_u64().unwrap_or(0);
+            assert!(requests > 0, "{report}");
+            let sends = requests * batch.parse::<u64>()?;
+            assert_eq!(report["sent"].as_u64(), Some(sends), "{report}");
+            assert_eq!(stats["failed_sends"], 0, "{report}");
+            assert!(report["server_cpu_us_per_delivered"].as_f64().is_some(), "{report}");
+        }
+    }
     Ok(())
 }

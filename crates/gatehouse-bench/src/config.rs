@@ -37,6 +37,11 @@ pub enum Scenario {
     /// `typing` before it, the recipient answers its push with two receipts (`delivered`,
     /// `read`).
     ChatMix,
+    /// Clients log in (binding their uid through the cluster, as in `dm`) and only receive;
+    /// publishers in the generator push `send_to_uid` to random clients through the server API
+    /// (`gatehouse api`, HTTP or gRPC, one send or a batch per request, see [`ApiTarget`]):
+    /// the path of a backend that is not a Rust worker.
+    ApiPublish,
 }
 
 impl Scenario {
@@ -49,6 +54,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Chat => "chat",
             Scenario::ChatMix => "chat-mix",
+            Scenario::ApiPublish => "api-publish",
         }
     }
 
@@ -80,9 +86,10 @@ impl FromStr for Scenario {
             "idle" => Scenario::Idle,
             "chat" => Scenario::Chat,
             "chat-mix" => Scenario::ChatMix,
+            "api-publish" => Scenario::ApiPublish,
             other => {
                 return Err(BenchError::Config(format!(
-                    "unknown scenario {other:?} (expected dm, group, broadcast, idle, chat or chat-mix)"
+                    "unknown scenario {other:?} (expected dm, group, broadcast, idle, chat, chat-mix or api-publish)"
                 )));
             }
         })
@@ -103,7 +110,8 @@ pub enum Mode {
     },
     /// Each sender keeps at most `inflight` messages unanswered (a message is answered when all
     /// its deliveries arrived; in the chat scenario, when its ack arrived). Finds the maximum
-    /// throughput at that concurrency.
+    /// throughput at that concurrency. In the `api-publish` scenario, each publisher keeps
+    /// `inflight` API requests in flight instead (a request is answered by the API's response).
     Closed {
         /// Unanswered messages per sender.
         inflight: u32,
@@ -182,6 +190,62 @@ pub struct BenchConfig {
     /// Chat only: signs a token for a uid, appended to that client's URL query (`token=…`), for
     /// servers that authenticate (no `--insecure-dev-auth`).
     pub token: Option<TokenSigner>,
+    /// `api-publish` only: the server API the publishers call, and how.
+    pub api: Option<ApiTarget>,
+}
+
+/// How `api-publish` publishers reach the server API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiTransport {
+    /// HTTP/1.1 with keep-alive, JSON bodies: `POST /api/v1/send_to_uid` or `/api/v1/batch`.
+    /// HTTP/1.1 has no pipelining, so each request in flight needs its own connection.
+    Http,
+    /// gRPC (`gatehouse.v1.ServerApi`): `SendToUid` or `Batch`; a publisher's requests in
+    /// flight share its one HTTP/2 connection.
+    Grpc,
+}
+
+impl ApiTransport {
+    /// `http` or `grpc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiTransport::Http => "http",
+            ApiTransport::Grpc => "grpc",
+        }
+    }
+}
+
+impl FromStr for ApiTransport {
+    type Err = BenchError;
+
+    fn from_str(s: &str) -> Result<ApiTransport, BenchError> {
+        match s {
+            "http" => Ok(ApiTransport::Http),
+            "grpc" => Ok(ApiTransport::Grpc),
+            other => Err(BenchError::Config(format!(
+                "unknown api transport {other:?} (expected http or grpc)"
+            ))),
+        }
+    }
+}
+
+/// The server API an `api-publish` run pushes through. Publishers are the backends: each one
+/// keeps [`Mode::Closed`]'s `inflight` requests in flight, every request carrying `batch`
+/// sends (`batch` 1: the plain `send_to_uid` operation; more: one batch call).
+#[derive(Debug, Clone)]
+pub struct ApiTarget {
+    /// HTTP or gRPC.
+    pub transport: ApiTransport,
+    /// `http://HOST:PORT` of the API's HTTP listener (`--listen`) or gRPC listener
+    /// (`--grpc-listen`), whichever `transport` names.
+    pub url: String,
+    /// An API key with the `publish` scope, sent as `Authorization: Bearer …`. The key's rate
+    /// limit applies: give the benchmark's key `rate` 0 or a rate above what it offers.
+    pub key: String,
+    /// Sends per request.
+    pub batch: usize,
+    /// Independent publishers (backend processes, as it were); each has its own connections.
+    pub publishers: usize,
 }
 
 /// Makes the `token=…` query parameter of one uid (see [`BenchConfig::token`]).
@@ -221,6 +285,7 @@ impl BenchConfig {
             database_pids: Vec::new(),
             reconnect: false,
             token: None,
+            api: None,
         }
     }
 
@@ -253,6 +318,32 @@ impl BenchConfig {
             Mode::Closed { inflight: 0 } => return fail("inflight must be at least 1".into()),
             _ => {}
         }
+        match (&self.api, self.scenario) {
+            (None, Scenario::ApiPublish) => {
+                return fail("the api-publish scenario needs the server API's url and key".into());
+            }
+            (Some(_), scenario) if scenario != Scenario::ApiPublish => {
+                return fail(format!("the {scenario} scenario does not use the server API"));
+            }
+            (Some(api), _) => {
+                if !api.url.starts_with("http://") {
+                    return fail(format!("api url {:?} is not an http:// url", api.url));
+                }
+                if api.batch == 0 || api.publishers == 0 {
+                    return fail("api batch and publishers must be at least 1".into());
+                }
+                if api.key.is_empty() || api.key.chars().any(|c| !c.is_ascii_graphic()) {
+                    return fail("the api key must be printable ASCII without spaces".into());
+                }
+                if !matches!(self.mode, Mode::Closed { .. }) {
+                    return fail("api-publish runs closed loop: --mode closed --inflight K".into());
+                }
+                if self.api_loops() > MAX_CLIENTS {
+                    return fail(format!("publishers × inflight must be at most {MAX_CLIENTS}"));
+                }
+            }
+            (None, _) => {}
+        }
         if (self.reconnect || self.token.is_some()) && self.scenario != Scenario::Chat {
             return fail("reconnecting and signed tokens are for the chat scenario".into());
         }
@@ -282,16 +373,28 @@ impl BenchConfig {
         Ok(())
     }
 
+    /// `api-publish`: the publishers' closed loops (requests in flight, all publishers
+    /// together), each of which counts as one sender; 0 otherwise.
+    pub fn api_loops(&self) -> usize {
+        match (&self.api, self.mode) {
+            (Some(api), Mode::Closed { inflight }) if self.scenario == Scenario::ApiPublish => {
+                api.publishers * inflight as usize
+            }
+            _ => 0,
+        }
+    }
+
     /// How many clients send, after applying the scenario's default.
     pub fn sender_count(&self) -> usize {
         let default = match self.scenario {
             Scenario::Dm | Scenario::Chat | Scenario::ChatMix => self.clients,
             Scenario::Group => self.clients.div_ceil(self.group_size.max(1)),
             Scenario::Broadcast => 1,
-            Scenario::Idle => 0,
+            Scenario::Idle | Scenario::ApiPublish => 0,
         };
         match self.scenario {
-            Scenario::Idle => 0,
+            // api-publish: the publishers send, not the WebSocket clients.
+            Scenario::Idle | Scenario::ApiPublish => 0,
             _ => self.senders.unwrap_or(default).min(self.clients),
         }
     }
@@ -382,6 +485,40 @@ mod tests {
         let mut quote = config(Scenario::Dm, 20);
         quote.uid_prefix = "a\"b".into();
         assert!(quote.validate().is_err());
+    }
+
+    fn api(transport: ApiTransport) -> ApiTarget {
+        ApiTarget {
+            transport,
+            url: "http://127.0.0.1:8090".into(),
+            key: "ghk_x".into(),
+            batch: 64,
+            publishers: 4,
+        }
+    }
+
+    #[test]
+    fn api_publish_needs_the_api_and_a_closed_loop() {
+        let mut publish = config(Scenario::ApiPublish, 20);
+        assert!(publish.validate().is_err(), "no api target");
+        publish.api = Some(api(ApiTransport::Grpc));
+        assert!(publish.validate().is_err(), "open mode");
+        publish.mode = Mode::Closed { inflight: 3 };
+        assert!(publish.validate().is_ok());
+        assert_eq!(publish.sender_count(), 0);
+        assert_eq!(publish.api_loops(), 12);
+        let mut https = publish.clone();
+        https.api.as_mut().unwrap().url = "https://example.com".into();
+        assert!(https.validate().is_err());
+        let mut no_batch = publish.clone();
+        no_batch.api.as_mut().unwrap().batch = 0;
+        assert!(no_batch.validate().is_err());
+        let mut dm = config(Scenario::Dm, 20);
+        dm.api = Some(api(ApiTransport::Http));
+        assert!(dm.validate().is_err(), "dm does not use the api");
+        assert_eq!("grpc".parse::<ApiTransport>().unwrap(), ApiTransport::Grpc);
+        assert!("h2".parse::<ApiTransport>().is_err());
+        assert_eq!("api-publish".parse::<Scenario>().unwrap(), Scenario::ApiPublish);
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub enum BenchError {
         /// The first failure any client saw.
         first_error: String,
     },
+    /// The server API of an `api-publish` run could not be reached before the traffic phase.
+    #[error("server api {url}: {reason}")]
+    Api {
+        /// The API URL as given.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A file under /proc could not be read or parsed.
     #[error("reading {}: {reason}", path.display())]
     Proc {

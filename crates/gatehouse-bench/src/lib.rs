@@ -1,8 +1,9 @@
 //! Load generator for gatehouse, and the single-process baseline relay it is compared with.
 //!
 //! [`run`] opens N WebSocket clients against one or more gateways, drives a scenario (direct
-//! messages, group fan-out, broadcast, idle connections, chat with storage) in open mode (a
-//! fixed offered rate) or closed mode (a bounded number of unanswered messages per sender), and
+//! messages, group fan-out, broadcast, idle connections, chat with storage, backends publishing
+//! through the server API) in open mode (a fixed offered rate) or closed mode (a bounded number
+//! of unanswered messages per sender, or of API requests in flight per publisher), and
 //! returns a [`Report`]: what was sent, delivered, lost and duplicated in the measured window,
 //! latency percentiles from an HDR histogram, the connect rate, and the memory and CPU time of
 //! the server processes named by pid (split by thread name, so that a worker's database
@@ -12,9 +13,11 @@
 //! [`hop::serve_hop`] splits it into the cluster's three-process shape without the cluster.
 //!
 //! The crate owns the clients, the accounting and the report. It must not know how gatehouse
-//! works inside and must not depend on any other gatehouse crate: it sees the system only from
-//! outside, over WebSockets (the relay and chat apps' JSON frames) and Linux's /proc. The
-//! `gatehouse bench` command maps its flags onto [`BenchConfig`] and prints the report.
+//! works inside and depends on no other gatehouse crate but `gatehouse-proto`, the public gRPC
+//! contract any backend generates its server API client from: it sees the system only from
+//! outside, over WebSockets (the relay and chat apps' JSON frames), the server API (HTTP/JSON
+//! and gRPC, as a backend calls it) and Linux's /proc. The `gatehouse bench` command maps its
+//! flags onto [`BenchConfig`] and prints the report.
 //!
 //! The generator shares the machine with the servers it measures, so it is built to be cheap:
 //! one task per client serving both directions, 4 KiB socket buffers, messages formatted
@@ -29,6 +32,8 @@
 //! - `session` — one client's task: connect, set up, send, receive, account.
 //! - `scenario` — per-scenario roles, frames and parsing (`dm`, `group`, `broadcast`, `chat`,
 //!   and `relay`, the relay app's shared wire format).
+//! - `api` — the `api-publish` scenario's publishers: closed loops of `send_to_uid` requests
+//!   (one send or a batch) over HTTP or gRPC.
 //! - `client` — URL resolution and WebSocket connect with small buffers and source binding.
 //! - `accounting` — the measured window, counters, duplicate detection, latency histograms.
 //! - [`report`] — [`Report`] (JSON and human summary) and [`Progress`].
@@ -39,6 +44,7 @@
 //! - [`error`] — [`BenchError`].
 
 mod accounting;
+mod api;
 pub mod baseline;
 mod client;
 pub mod config;
@@ -52,8 +58,8 @@ mod session;
 
 pub use baseline::{BaselineConfig, serve_baseline, serve_baseline_with};
 pub use client::SOCKET_BUFFER;
-pub use config::{BenchConfig, Mode, Scenario, parse_source_ips};
+pub use config::{ApiTarget, ApiTransport, BenchConfig, Mode, Scenario, parse_source_ips};
 pub use error::BenchError;
 pub use hop::serve_hop;
-pub use report::{Latency, PLOT_QUANTILES, Progress, QuantileValue, Report};
+pub use report::{ApiStats, Latency, PLOT_QUANTILES, Progress, QuantileValue, Report};
 pub use runner::run;

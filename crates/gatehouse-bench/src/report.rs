@@ -12,19 +12,20 @@ use crate::proc::ProcSample;
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `dm`, `group`, `broadcast`, `idle` or `chat`.
+    /// `dm`, `group`, `broadcast`, `idle`, `chat`, `chat-mix` or `api-publish`.
     pub scenario: String,
     /// `open` or `closed`.
     pub mode: String,
     /// Offered messages per second (open mode).
     pub rate: Option<f64>,
-    /// Unanswered messages per sender (closed mode).
+    /// Unanswered messages per sender (closed mode); `api-publish`: requests in flight per
+    /// publisher.
     pub inflight: Option<u32>,
     /// Clients requested.
     pub clients: usize,
     /// Clients that connected and completed set-up.
     pub ready: usize,
-    /// Sending clients among the ready ones.
+    /// Sending clients among the ready ones; `api-publish`: the publishers' closed loops.
     pub senders: usize,
     /// Gateway URLs the clients were spread over.
     pub gateways: usize,
@@ -68,6 +69,8 @@ pub struct Report {
     pub errors: ErrorStats,
     /// Reconnecting chat clients only: reconnects and repeated copies.
     pub reconnect: Option<ReconnectStats>,
+    /// `api-publish` only: the publishers' requests.
+    pub api: Option<ApiStats>,
     /// Each `--server-pid` process.
     pub servers: Vec<ProcessStats>,
     /// CPU time of all server processes in the window per delivered message, µs: the figure to
@@ -182,6 +185,31 @@ pub struct ReconnectStats {
     pub clients: u64,
     /// Copies of messages a client already had (allowed by the protocol, dropped by position).
     pub repeated: u64,
+}
+
+/// The server API requests of an `api-publish` run. Like messages, only requests stamped inside
+/// the measured window are counted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiStats {
+    /// `http` or `grpc`.
+    pub transport: String,
+    /// Sends per request (1: the plain `send_to_uid` operation; more: one batch call).
+    pub batch: usize,
+    /// Publishers (each with its own connections).
+    pub publishers: usize,
+    /// Requests in flight, all publishers together (`publishers × inflight`).
+    pub loops: usize,
+    /// Requests sent.
+    pub requests: u64,
+    /// `requests / duration`.
+    pub requests_per_sec: f64,
+    /// Requests that failed as a whole (an error status, a broken connection, no answer).
+    pub failed_requests: u64,
+    /// Sends the API refused: those of failed requests and batch entries answered with an
+    /// error. They are lost as well.
+    pub failed_sends: u64,
+    /// Request round trip (request written → whole answer read), µs.
+    pub request_latency_us: Latency,
 }
 
 /// Problems seen during the run.
@@ -306,6 +334,9 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let load = match (self.rate, self.inflight) {
             (Some(rate), _) => format!("open at {rate} msg/s"),
+            (_, Some(inflight)) if self.api.is_some() => {
+                format!("closed with {inflight} request(s) in flight per publisher")
+            }
             (_, Some(inflight)) => format!("closed with {inflight} in flight per sender"),
             _ => self.mode.clone(),
         };
@@ -389,6 +420,24 @@ impl fmt::Display for Report {
         }
         if let Some(per) = self.database_cpu_us_per_delivered {
             writeln!(f, "databases {per:.1} cpu µs per delivered message")?;
+        }
+        if let Some(api) = &self.api {
+            let l = &api.request_latency_us;
+            writeln!(
+                f,
+                "api       {} × {} send(s) per request over {} ({:.0}/s, {} loop(s) of {} publisher(s)), {} failed request(s), {} failed send(s); round trip µs p50 {} p99 {} max {}",
+                api.requests,
+                api.batch,
+                api.transport,
+                api.requests_per_sec,
+                api.loops,
+                api.publishers,
+                api.failed_requests,
+                api.failed_sends,
+                l.p50,
+                l.p99,
+                l.max
+            )?;
         }
         if let Some(reconnect) = self.reconnect {
             writeln!(

@@ -12,12 +12,14 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::accounting::{Counters, LatencyRecorder, Window};
+use crate::api::{self, ApiRun};
 use crate::client;
 use crate::config::{BenchConfig, Mode};
 use crate::error::BenchError;
 use crate::proc::{self, ProcSample};
 use crate::report::{
-    ConnectStats, ErrorStats, Latency, ProcessStats, Progress, ReconnectStats, Report, SetupStats, distribution,
+    ApiStats, ConnectStats, ErrorStats, Latency, ProcessStats, Progress, ReconnectStats, Report, SetupStats,
+    distribution,
 };
 use crate::scenario::Plan;
 use crate::session::{self, Phase, SetupState, Shared};
@@ -107,6 +109,13 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
         });
     }
 
+    // api-publish: the publishers' connections, before anything is measured.
+    let api_run = config.api.clone().map(|target| Arc::new(ApiRun::new(target)));
+    let api_conns = match &api_run {
+        Some(run) => api::connect(run, config.api_loops(), config.connect_timeout).await?,
+        None => Vec::new(),
+    };
+
     // Traffic: warm-up, measured window, drain.
     let start_ns = shared.now_ns();
     let window_start = start_ns + config.warmup.as_nanos() as u64;
@@ -117,6 +126,17 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
     let traffic = Arc::new(shared.plan.traffic(&ready, start_ns, window));
     let senders = traffic.active_senders.load(Ordering::Acquire);
     phase_tx.send_replace(Phase::Traffic(traffic.clone()));
+    if let Some(run) = &api_run {
+        for (from, conn) in api_conns.into_iter().enumerate() {
+            tasks.spawn(api::run_loop(
+                shared.clone(),
+                traffic.clone(),
+                run.clone(),
+                from as u32,
+                conn,
+            ));
+        }
+    }
 
     monitor.hold("warmup", window.start_ns, None).await;
     let servers_start = sample_all(&config.server_pids);
@@ -241,6 +261,20 @@ pub async fn run(config: BenchConfig, progress: impl FnMut(&Progress) + Send) ->
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         },
+        api: api_run.map(|run| {
+            let requests = Counters::get(&run.counters.requests);
+            ApiStats {
+                transport: run.target.transport.name().to_owned(),
+                batch: run.target.batch,
+                publishers: run.target.publishers,
+                loops: config.api_loops(),
+                requests,
+                requests_per_sec: requests as f64 / window_seconds,
+                failed_requests: Counters::get(&run.counters.failed_requests),
+                failed_sends: Counters::get(&run.counters.failed_sends),
+                request_latency_us: Latency::from_histogram(&run.request_latency.merged()),
+            }
+        }),
         reconnect: config.reconnect.then(|| ReconnectStats {
             reconnects: Counters::get(&counters.reconnects),
             clients: Counters::get(&counters.reconnected_clients),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use gatehouse_bench::{BaselineConfig, BenchConfig, Mode, Scenario};
+use gatehouse_bench::{ApiTarget, ApiTransport, BaselineConfig, BenchConfig, Mode, Scenario};
 use tokio::net::TcpListener;
 
 /// Load-test a cluster with many WebSocket clients, or run the baseline relay.
@@ -34,6 +34,13 @@ pub enum BenchCommand {
     ///   idle       connect, log in and hold for --duration: connect rate and memory only
     ///   chat       the chat app: clients connect with ?uid=NAME and send
     ///              {"type":"send",...}; latency is measured send→push and send→ack
+    ///   api-publish  clients log in as in dm and only receive; --publishers backends push
+    ///              send_to_uid to random clients through the server API (`gatehouse api`)
+    ///              at --api-url over --api-transport http or grpc, --batch sends per request
+    ///              (1: the plain operation; more: one batch call), closed loop with
+    ///              --inflight requests in flight per publisher (over HTTP, one keep-alive
+    ///              connection each; over gRPC, one HTTP/2 connection per publisher); needs
+    ///              --api-key with the publish scope and no rate limit below the load
     ///
     /// Load: `--mode open --rate R` offers R messages per second in total whatever the servers
     /// do (a message more than 2 ms late carries its scheduled time, so stalls count as
@@ -92,6 +99,11 @@ pub enum ScenarioArg {
     Idle,
     /// The chat app protocol with storage (send, ack, message).
     Chat,
+    /// Chat with a live chat's extras: a typing event before each message, two receipts after
+    /// each push.
+    ChatMix,
+    /// Backends push `send_to_uid` through the server API to logged-in clients.
+    ApiPublish,
 }
 
 impl From<ScenarioArg> for Scenario {
@@ -102,6 +114,8 @@ impl From<ScenarioArg> for Scenario {
             ScenarioArg::Broadcast => Scenario::Broadcast,
             ScenarioArg::Idle => Scenario::Idle,
             ScenarioArg::Chat => Scenario::Chat,
+            ScenarioArg::ChatMix => Scenario::ChatMix,
+            ScenarioArg::ApiPublish => Scenario::ApiPublish,
         }
     }
 }
@@ -113,6 +127,24 @@ pub enum ModeArg {
     Open,
     /// At most --inflight unanswered messages per sender: finds the maximum.
     Closed,
+}
+
+/// How api-publish publishers call the server API.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ApiTransportArg {
+    /// HTTP/JSON (`POST /api/v1/send_to_uid`, `/api/v1/batch`), HTTP/1.1 keep-alive.
+    Http,
+    /// gRPC (`gatehouse.v1.ServerApi`: `SendToUid`, `Batch`).
+    Grpc,
+}
+
+impl From<ApiTransportArg> for ApiTransport {
+    fn from(arg: ApiTransportArg) -> ApiTransport {
+        match arg {
+            ApiTransportArg::Http => ApiTransport::Http,
+            ApiTransportArg::Grpc => ApiTransport::Grpc,
+        }
+    }
 }
 
 /// Source addresses parsed from `A-B,C,...`.
@@ -155,7 +187,8 @@ pub struct RunArgs {
     #[arg(long, env = "GATEHOUSE_BENCH_RATE", default_value_t = 1000.0)]
     pub rate: f64,
     /// Closed mode: unanswered messages each sender may have (a message is answered when all its
-    /// deliveries arrived; in chat, when its ack arrived).
+    /// deliveries arrived; in chat, when its ack arrived); api-publish: requests in flight per
+    /// publisher (a request is answered by the API's response).
     #[arg(long, env = "GATEHOUSE_BENCH_INFLIGHT", default_value_t = 1)]
     pub inflight: u32,
     /// Length of the measured window (seconds, or a duration such as 500ms or 2m).
@@ -230,13 +263,32 @@ pub struct RunArgs {
     /// workers' GATEHOUSE_JWT_SECRET, for clusters that authenticate.
     #[arg(long, env = "GATEHOUSE_BENCH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// api-publish: the server API's listener as http://HOST:PORT, its HTTP listener
+    /// (`gatehouse api --listen`) or its gRPC listener (`--grpc-listen`) after
+    /// --api-transport.
+    #[arg(long, env = "GATEHOUSE_BENCH_API_URL")]
+    pub api_url: Option<String>,
+    /// api-publish: http (JSON over HTTP/1.1) or grpc.
+    #[arg(long, env = "GATEHOUSE_BENCH_API_TRANSPORT", value_enum, default_value = "http")]
+    pub api_transport: ApiTransportArg,
+    /// api-publish: an API key with the publish scope (`gatehouse api-key create --scopes
+    /// publish --rate 0` makes one without a rate limit).
+    #[arg(long, env = "GATEHOUSE_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// api-publish: sends per request (1: POST /api/v1/send_to_uid or SendToUid; more: one
+    /// /api/v1/batch or Batch call; the API accepts at most --max-batch-ops, 100 by default).
+    #[arg(long, env = "GATEHOUSE_BENCH_BATCH", default_value_t = 1)]
+    pub batch: usize,
+    /// api-publish: publishers, each running --inflight closed loops of one request at a time.
+    #[arg(long, env = "GATEHOUSE_BENCH_PUBLISHERS", default_value_t = 4)]
+    pub publishers: usize,
     /// No progress lines on stderr.
     #[arg(long, short, env = "GATEHOUSE_BENCH_QUIET")]
     pub quiet: bool,
 }
 
 impl RunArgs {
-    fn config(&self) -> BenchConfig {
+    fn config(&self) -> Result<BenchConfig> {
         let mut config = BenchConfig::new(self.scenario.into(), self.urls.clone(), self.clients);
         config.mode = match self.mode {
             ModeArg::Open => Mode::Open { rate: self.rate },
@@ -267,7 +319,19 @@ impl RunArgs {
                 gatehouse_chat::auth::sign(&key, uid, Duration::from_secs(24 * 3600), None, None).unwrap_or_default()
             }))
         });
-        config
+        config.api = match (&self.api_url, &self.api_key) {
+            (Some(url), Some(key)) => Some(ApiTarget {
+                transport: self.api_transport.into(),
+                url: url.clone(),
+                key: key.clone(),
+                batch: self.batch,
+                publishers: self.publishers,
+            }),
+            (Some(_), None) => bail!("--api-url needs --api-key (or GATEHOUSE_BENCH_API_KEY)"),
+            // A key alone (say, exported for a series of runs) does nothing without a url.
+            (None, _) => None,
+        };
+        Ok(config)
     }
 }
 
@@ -307,7 +371,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 }
 
 async fn run_load(args: RunArgs) -> Result<()> {
-    let config = args.config();
+    let config = args.config()?;
     let quiet = args.quiet;
     let progress = move |progress: &gatehouse_bench::Progress| {
         if !quiet {

@@ -16,8 +16,7 @@ use crate::ids::{check_ident, check_seq, check_text};
 use crate::model::{EventKind, MessageRow, StoredMessage};
 use crate::sql::{
     ADD_REACTION, APPLY_DELETE, APPLY_EDIT, AUTHOR_AT, BUMP, BY_KEY, CONTEXT, DELETE_REACTIONS, GO_OFFLINE, GO_ONLINE,
-    INSERT_EVENT, MARKERS, REACTIONS_OF, READABLE_MESSAGE, REMOVE_REACTION, SET_DELIVERED, SET_REACTIONS, SET_READ,
-    TARGET,
+    INSERT_EVENT, REACTIONS_OF, READABLE_MESSAGE, REMOVE_REACTION, SET_REACTIONS, SET_READ, TARGET,
 };
 use crate::store::{Backend, Store, with_pool};
 
@@ -109,7 +108,8 @@ pub struct MarkerMove {
     pub last_seq: i64,
     /// Whether the marker moved.
     pub moved: bool,
-    /// When it moved: the author of the event at the new marker (a group receipt goes to it).
+    /// When it moved in a group: the author of the event at the new marker (a group receipt
+    /// goes to it). `None` in a direct conversation, whose receipt goes to the peer.
     pub author: Option<String>,
 }
 
@@ -490,78 +490,158 @@ impl Store {
             .unwrap_or_else(|| Err(StoreError::Invariant("no marker result".to_owned())))
     }
 
-    /// Moves a batch of markers in one transaction (one commit, one fsync on SQLite), in
-    /// `(conversation, uid)` order so that concurrent batches lock member rows in the same
-    /// order; returns one result per request, in request order. A request of a non-member
-    /// fails alone.
+    /// Moves a batch of markers in one transaction (one commit, one fsync on SQLite) with a
+    /// fixed number of statements whatever its size: one reads (and on PostgreSQL and MariaDB
+    /// locks, in `(conversation, uid)` order) the markers of every member the batch names, the
+    /// requests are applied in order in memory, and one writes back the pairs that moved.
+    /// Receipts come at twice the rate of messages, so statements per marker would make them
+    /// the group commit's main cost. Returns one result per request, in request order; a
+    /// request of a non-member fails alone.
     pub(crate) async fn move_markers(
         &self,
         requests: &[MarkerRequest],
     ) -> Result<Vec<Result<MarkerMove, StoreError>>, StoreError> {
-        let mut order: Vec<usize> = (0..requests.len()).collect();
-        order.sort_by(|&a, &b| {
-            (&requests[a].conversation, &requests[a].uid).cmp(&(&requests[b].conversation, &requests[b].uid))
-        });
         let mut results: Vec<Option<Result<MarkerMove, StoreError>>> = vec![None; requests.len()];
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            match check_ident("uid", &request.uid).and_then(|()| check_seq("seq", request.seq)) {
+                Ok(()) => pairs.push((&request.conversation, &request.uid)),
+                Err(error) => results[index] = Some(Err(error)),
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        if pairs.is_empty() {
+            return Ok(finish(results));
+        }
+        let (read_sql, write_sql) = match &*self.inner {
+            Backend::Sqlite(_) => (crate::sqlite::MARKERS, crate::sqlite::SET_MARKERS),
+            Backend::Postgres(_) => (crate::postgres::MARKERS, crate::postgres::SET_MARKERS),
+            Backend::MySql(_) => (crate::mysql::MARKERS, crate::mysql::SET_MARKERS),
+        };
+        let pairs_json = to_json(&pairs)?;
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
-            for &index in &order {
-                let request = &requests[index];
-                if let Err(error) = check_ident("uid", &request.uid).and_then(|()| check_seq("seq", request.seq)) {
-                    results[index] = Some(Err(error));
-                    continue;
-                }
-                let row: Option<(i64, i64, i64)> = sqlx::query_as(dialect.sql(MARKERS))
-                    .bind(&request.conversation)
-                    .bind(&request.uid)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some((read, delivered, last_seq)) = row else {
-                    results[index] = Some(Err(StoreError::NotMember {
-                        uid: request.uid.clone(),
-                        conversation: request.conversation.clone(),
-                    }));
-                    continue;
-                };
-                let (current, statement) = match request.marker {
-                    Marker::Read => (read, SET_READ),
-                    Marker::Delivered => (delivered, SET_DELIVERED),
-                };
-                let wanted = request.seq.min(last_seq);
-                if wanted <= current {
-                    results[index] = Some(Ok(MarkerMove {
-                        marker: current,
-                        last_seq,
-                        moved: false,
-                        author: None,
-                    }));
-                    continue;
-                }
-                sqlx::query(dialect.sql(statement))
-                    .bind(wanted)
-                    .bind(&request.conversation)
-                    .bind(&request.uid)
+            let rows: Vec<(String, String, i64, i64, i64)> =
+                sqlx::query_as(read_sql).bind(&pairs_json).fetch_all(&mut *tx).await?;
+            let mut state: HashMap<(&str, &str), MarkerRow> = rows
+                .iter()
+                .map(|row| ((row.0.as_str(), row.1.as_str()), MarkerRow::from(row)))
+                .collect();
+            let authors_wanted = apply_markers(requests, &mut results, &mut state);
+            let mut changed: Vec<(&str, &str, i64, i64)> = state
+                .iter()
+                .filter(|(_, row)| row.changed)
+                .map(|(&(conversation, uid), row)| (conversation, uid, row.read, row.delivered))
+                .collect();
+            if !changed.is_empty() {
+                changed.sort_unstable();
+                sqlx::query(write_sql)
+                    .bind(to_json(&changed)?)
                     .execute(&mut *tx)
                     .await?;
-                let author: Option<String> = sqlx::query_scalar(dialect.sql(AUTHOR_AT))
-                    .bind(&request.conversation)
-                    .bind(wanted)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                results[index] = Some(Ok(MarkerMove {
-                    marker: wanted,
-                    last_seq,
-                    moved: true,
-                    author,
-                }));
+            }
+            // Only a group receipt goes to the author of the event at the marker; a direct
+            // one goes to the peer, whom the conversation id names.
+            for index in authors_wanted {
+                if let Some(Ok(moved)) = results[index].as_mut() {
+                    moved.author = sqlx::query_scalar(dialect.sql(AUTHOR_AT))
+                        .bind(&requests[index].conversation)
+                        .bind(moved.marker)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                }
             }
             tx.commit().await?;
         });
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(StoreError::Invariant("a marker was not handled".to_owned()))))
-            .collect())
+        Ok(finish(results))
     }
+}
+
+/// Applies the requests, in order, to the markers read for the batch; returns the requests
+/// whose marker moved in a group conversation (their receipt goes to the event's author).
+fn apply_markers<'a>(
+    requests: &'a [MarkerRequest],
+    results: &mut [Option<Result<MarkerMove, StoreError>>],
+    state: &mut HashMap<(&'a str, &'a str), MarkerRow>,
+) -> Vec<usize> {
+    let mut authors_wanted = Vec::new();
+    for (index, request) in requests.iter().enumerate() {
+        if results[index].is_some() {
+            continue;
+        }
+        let Some(row) = state.get_mut(&(request.conversation.as_str(), request.uid.as_str())) else {
+            results[index] = Some(Err(StoreError::NotMember {
+                uid: request.uid.clone(),
+                conversation: request.conversation.clone(),
+            }));
+            continue;
+        };
+        let (moved, marker) = row.apply(request.marker, request.seq);
+        if moved && request.conversation.starts_with("g:") {
+            authors_wanted.push(index);
+        }
+        results[index] = Some(Ok(MarkerMove {
+            marker,
+            last_seq: row.last_seq,
+            moved,
+            author: None,
+        }));
+    }
+    authors_wanted
+}
+
+/// One member's markers while a batch is applied to them.
+struct MarkerRow {
+    read: i64,
+    delivered: i64,
+    last_seq: i64,
+    /// Whether a request of the batch moved a marker (the row is written back).
+    changed: bool,
+}
+
+impl From<&(String, String, i64, i64, i64)> for MarkerRow {
+    fn from(row: &(String, String, i64, i64, i64)) -> MarkerRow {
+        MarkerRow {
+            read: row.2,
+            delivered: row.3,
+            last_seq: row.4,
+            changed: false,
+        }
+    }
+}
+
+impl MarkerRow {
+    /// Moves `marker` to `seq` (capped at the conversation's last seq) unless it is there
+    /// already; returns whether it moved and where it is.
+    fn apply(&mut self, marker: Marker, seq: i64) -> (bool, i64) {
+        let last_seq = self.last_seq;
+        let current = match marker {
+            Marker::Read => &mut self.read,
+            Marker::Delivered => &mut self.delivered,
+        };
+        let wanted = seq.min(last_seq);
+        if wanted <= *current {
+            return (false, *current);
+        }
+        *current = wanted;
+        self.changed = true;
+        (true, wanted)
+    }
+}
+
+/// A batch parameter as a JSON array (every backend unpacks it: `json_each`,
+/// `jsonb_array_elements`, `JSON_TABLE`).
+fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invariant(e.to_string()))
+}
+
+/// The per-request results of a batch, every request answered.
+fn finish(results: Vec<Option<Result<MarkerMove, StoreError>>>) -> Vec<Result<MarkerMove, StoreError>> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Invariant("a marker was not handled".to_owned()))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -570,6 +650,75 @@ mod tests {
 
     fn rows(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(u, e)| ((*u).to_owned(), (*e).to_owned())).collect()
+    }
+
+    fn marker_rows(read: i64, delivered: i64, last_seq: i64) -> MarkerRow {
+        MarkerRow {
+            read,
+            delivered,
+            last_seq,
+            changed: false,
+        }
+    }
+
+    fn request(uid: &str, conversation: &str, seq: i64, marker: Marker) -> MarkerRequest {
+        MarkerRequest {
+            uid: uid.to_owned(),
+            conversation: conversation.to_owned(),
+            seq,
+            marker,
+        }
+    }
+
+    #[test]
+    fn a_batch_of_markers_applies_its_requests_in_order() {
+        let requests = [
+            request("bob", "d:alice:bob", 2, Marker::Delivered),
+            request("bob", "d:alice:bob", 1, Marker::Delivered),
+            request("bob", "d:alice:bob", 9, Marker::Read),
+            request("carol", "d:alice:bob", 1, Marker::Read),
+            request("bob", "g:crew", 4, Marker::Read),
+            request("dan", "g:crew", 1, Marker::Read),
+        ];
+        let mut results = vec![None; requests.len()];
+        let mut state = HashMap::from([
+            (("d:alice:bob", "bob"), marker_rows(0, 0, 3)),
+            (("g:crew", "bob"), marker_rows(0, 0, 5)),
+            (("g:crew", "dan"), marker_rows(3, 3, 5)),
+        ]);
+        let authors = apply_markers(&requests, &mut results, &mut state);
+        let summary: Vec<_> = results
+            .iter()
+            .map(|r| match r {
+                Some(Ok(m)) => Ok((m.marker, m.moved)),
+                Some(Err(StoreError::NotMember { uid, .. })) => Err(uid.clone()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                Ok((2, true)),
+                Ok((2, false)),
+                Ok((3, true)),
+                Err("carol".to_owned()),
+                Ok((4, true)),
+                Ok((3, false)),
+            ]
+        );
+        assert_eq!(authors, vec![4], "only a group receipt that moved looks up its author");
+        assert!(state[&("d:alice:bob", "bob")].changed && state[&("g:crew", "bob")].changed);
+        assert!(
+            !state[&("g:crew", "dan")].changed,
+            "a marker that did not move is not written"
+        );
+        assert_eq!(
+            (
+                state[&("d:alice:bob", "bob")].read,
+                state[&("d:alice:bob", "bob")].delivered
+            ),
+            (3, 2)
+        );
     }
 
     #[test]

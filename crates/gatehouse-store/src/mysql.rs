@@ -117,6 +117,23 @@ const MARK_READ: &str = "UPDATE members \
 /// The read marker of member `?` of conversation `?`.
 const READ_MARK: &str = "SELECT read_seq FROM members WHERE conversation_id = ? AND uid = ?";
 
+/// The read and delivered markers, with the conversation's `last_seq`, of the members named by
+/// the JSON array `?` of `[conversation, uid]` pairs (a receipt batch). Not locked: the write
+/// only ever moves a marker forward.
+pub(crate) const MARKERS: &str = "SELECT m.conversation_id, m.uid, m.read_seq, m.delivered_seq, c.last_seq \
+     FROM JSON_TABLE(?, '$[*]' COLUMNS (conversation_id VARCHAR(400) COLLATE utf8mb4_nopad_bin PATH '$[0]', \
+     uid VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[1]')) AS k \
+     STRAIGHT_JOIN members AS m ON m.conversation_id = k.conversation_id AND m.uid = k.uid \
+     STRAIGHT_JOIN conversations AS c ON c.id = m.conversation_id";
+
+/// Moves the markers of the JSON array `?` of `[conversation, uid, read, delivered]` forward.
+pub(crate) const SET_MARKERS: &str = "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (\
+     conversation_id VARCHAR(400) COLLATE utf8mb4_nopad_bin PATH '$[0]', \
+     uid VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$[1]', read_seq BIGINT PATH '$[2]', \
+     delivered_seq BIGINT PATH '$[3]')) AS k \
+     STRAIGHT_JOIN members AS m ON m.conversation_id = k.conversation_id AND m.uid = k.uid \
+     SET m.read_seq = GREATEST(m.read_seq, k.read_seq), m.delivered_seq = GREATEST(m.delivered_seq, k.delivered_seq)";
+
 /// The last-seen times among the uids of the JSON array `?`.
 pub(crate) const LAST_SEEN: &str = "SELECT u.uid, u.last_seen_ms \
      FROM JSON_TABLE(?, '$[*]' COLUMNS (uid VARCHAR(64) COLLATE utf8mb4_nopad_bin PATH '$')) AS k \
@@ -671,6 +688,8 @@ ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans
             LOCK_USER,
             LAST_SEEN,
             SEARCH,
+            MARKERS,
+            SET_MARKERS,
         ];
         let shared = sql::SHARED
             .iter()

@@ -90,6 +90,31 @@ const WRITE: &str = "WITH bump AS (\
      SELECT * FROM UNNEST($6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[]) \
      RETURNING conversation_id, seq, id";
 
+/// The read and delivered markers, with the conversation's `last_seq`, of the members named by
+/// the JSON array `$1` of `[conversation, uid]` pairs (a receipt batch), locked in key order so
+/// that two workers' batches never wait for each other in a circle. The pairs are unpacked into
+/// arrays for `UNNEST` (whose size the planner estimates from the arrays, so that it looks the
+/// members up by key rather than scanning them).
+pub(crate) const MARKERS: &str = "SELECT m.conversation_id, m.uid, m.read_seq, m.delivered_seq, c.last_seq \
+     FROM UNNEST(\
+     ARRAY(SELECT e ->> 0 FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (e, n) ORDER BY n), \
+     ARRAY(SELECT e ->> 1 FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (e, n) ORDER BY n)) \
+     AS k (conversation_id, uid) \
+     JOIN members AS m ON m.conversation_id = k.conversation_id AND m.uid = k.uid \
+     JOIN conversations AS c ON c.id = m.conversation_id \
+     ORDER BY m.conversation_id, m.uid FOR UPDATE OF m";
+
+/// Moves the markers of the JSON array `$1` of `[conversation, uid, read, delivered]` forward.
+pub(crate) const SET_MARKERS: &str = "UPDATE members AS m \
+     SET read_seq = GREATEST(m.read_seq, k.read_seq), delivered_seq = GREATEST(m.delivered_seq, k.delivered_seq) \
+     FROM UNNEST(\
+     ARRAY(SELECT e ->> 0 FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (e, n) ORDER BY n), \
+     ARRAY(SELECT e ->> 1 FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (e, n) ORDER BY n), \
+     ARRAY(SELECT (e ->> 2)::int8 FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (e, n) ORDER BY n), \
+     ARRAY(SELECT (e ->> 3)::int8 FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS j (e, n) ORDER BY n)) \
+     AS k (conversation_id, uid, read_seq, delivered_seq) \
+     WHERE m.conversation_id = k.conversation_id AND m.uid = k.uid";
+
 /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
 pub(crate) const MARK_READ: &str = "UPDATE members \
      SET read_seq = GREATEST(read_seq, LEAST($3, (SELECT last_seq FROM conversations WHERE id = $1))) \
@@ -419,6 +444,8 @@ mod tests {
             MARK_READ,
             LOCK_CONVERSATION,
             LOCK_USER,
+            MARKERS,
+            SET_MARKERS,
         ];
         let statements: Vec<&str> = own
             .into_iter()

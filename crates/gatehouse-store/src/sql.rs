@@ -244,16 +244,9 @@ pub(crate) const READABLE_MESSAGE: &str = "SELECT m.id FROM members AS v JOIN co
      WHERE v.conversation_id = $1 AND v.uid = $2 AND m.id = $3 AND m.kind = 'message' \
      AND m.seq > CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END";
 
-/// `$2`'s markers in `$1` and the conversation's `last_seq`.
-pub(crate) const MARKERS: &str = "SELECT m.read_seq, m.delivered_seq, c.last_seq \
-     FROM members AS m JOIN conversations AS c ON c.id = m.conversation_id \
-     WHERE m.conversation_id = $1 AND m.uid = $2";
-
 /// Sets a read marker: to `$1` for member `$3` of `$2` (parameters in text order, as every
 /// statement here, so that the MariaDB text is a mere placeholder change).
 pub(crate) const SET_READ: &str = "UPDATE members SET read_seq = $1 WHERE conversation_id = $2 AND uid = $3";
-
-pub(crate) const SET_DELIVERED: &str = "UPDATE members SET delivered_seq = $1 WHERE conversation_id = $2 AND uid = $3";
 
 pub(crate) const AUTHOR_AT: &str = "SELECT sender FROM messages WHERE conversation_id = $1 AND seq = $2";
 
@@ -277,11 +270,9 @@ pub(crate) const EVENTS: &[&str] = &[
     REACTIONS_OF,
     SET_REACTIONS,
     READABLE_MESSAGE,
-    MARKERS,
     GO_ONLINE,
     GO_OFFLINE,
     SET_READ,
-    SET_DELIVERED,
     AUTHOR_AT,
 ];
 

@@ -70,6 +70,18 @@ FROM json_each($4) AS k;
 UPDATE members SET read_seq = max(read_seq, k.value ->> 2) FROM json_each($5) AS k \
 WHERE members.conversation_id = k.value ->> 0 AND members.uid = k.value ->> 1";
 
+/// The read and delivered markers, with the conversation's `last_seq`, of the members named by
+/// the JSON array `$1` of `[conversation, uid]` pairs (a receipt batch).
+pub(crate) const MARKERS: &str = "SELECT m.conversation_id, m.uid, m.read_seq, m.delivered_seq, c.last_seq \
+     FROM json_each($1) AS k JOIN members AS m ON m.conversation_id = k.value ->> 0 AND m.uid = k.value ->> 1 \
+     JOIN conversations AS c ON c.id = m.conversation_id";
+
+/// Moves the markers of the JSON array `$1` of `[conversation, uid, read, delivered]` forward
+/// (never back: another writer may have moved them further meanwhile).
+pub(crate) const SET_MARKERS: &str = "UPDATE members SET read_seq = max(read_seq, k.value ->> 2), \
+     delivered_seq = max(delivered_seq, k.value ->> 3) FROM json_each($1) AS k \
+     WHERE members.conversation_id = k.value ->> 0 AND members.uid = k.value ->> 1";
+
 /// Moves `$2`'s read marker in `$1` forward to `$3`, capped at the conversation's `last_seq`.
 pub(crate) const MARK_READ: &str = "UPDATE members \
      SET read_seq = max(read_seq, min($3, (SELECT last_seq FROM conversations WHERE id = $1))) \
@@ -398,14 +410,14 @@ mod tests {
             .expect("open in-memory store");
         let commands = [READ, WRITE].into_iter().flat_map(|command| command.split(';'));
         let statements: Vec<&str> = commands
-            .chain([MARK_READ, LOCK_CONVERSATION, LOCK_USER])
+            .chain([MARK_READ, LOCK_CONVERSATION, LOCK_USER, MARKERS, SET_MARKERS])
             .chain(sql::SHARED.iter().copied())
             .chain(sql::EVENTS.iter().copied())
             .chain([sql::ACTIVITY])
             .collect();
         assert_eq!(
             statements.len(),
-            5 + 5 + 3 + sql::SHARED.len() + sql::EVENTS.len() + 1,
+            5 + 5 + 5 + sql::SHARED.len() + sql::EVENTS.len() + 1,
             "one entry per statement"
         );
         for statement in statements {

@@ -47,6 +47,8 @@ pub(crate) struct Plan {
     pub peers: Option<usize>,
     /// Number of sending clients.
     pub senders: usize,
+    /// `api-publish`: the publishers' closed loops (they send instead of the clients).
+    pub api_loops: usize,
     /// `rank + 1` of each client among the senders; 0 for clients that only receive.
     sender_rank: Vec<u32>,
     /// Prefix of uids and group names.
@@ -76,6 +78,7 @@ impl Plan {
             group_size: config.group_size.max(1),
             peers: config.peers.filter(|p| *p > 0),
             senders,
+            api_loops: config.api_loops(),
             sender_rank,
             prefix: config.uid_prefix.clone(),
             pad: "x".repeat(config.payload_bytes),
@@ -119,7 +122,9 @@ impl Plan {
                     "join_ok",
                 ),
             ],
-            Scenario::Dm | Scenario::Broadcast | Scenario::Idle => vec![(relay::login(&self.uid(index)), "login_ok")],
+            Scenario::Dm | Scenario::Broadcast | Scenario::Idle | Scenario::ApiPublish => {
+                vec![(relay::login(&self.uid(index)), "login_ok")]
+            }
         }
     }
 
@@ -171,7 +176,7 @@ impl Plan {
                 pad,
             ),
             Scenario::Broadcast => broadcast::write(out, from, seq, ts, run, pad),
-            Scenario::Idle => unreachable!("idle clients never send"),
+            Scenario::Idle | Scenario::ApiPublish => unreachable!("idle and api-publish clients never send"),
         }
     }
 
@@ -192,10 +197,16 @@ impl Plan {
                 Scenario::Dm | Scenario::Chat | Scenario::ChatMix => 1,
                 Scenario::Group => group_members[group::group_of(client, self.group_size)],
                 Scenario::Broadcast => ready.len() as u32,
-                Scenario::Idle => 0,
+                Scenario::Idle | Scenario::ApiPublish => 0,
             };
         }
+        if self.scenario == Scenario::ApiPublish {
+            // The publishers' loops are the senders: the drain waits for them.
+            active = self.api_loops;
+        }
         let permits = match self.mode {
+            // api-publish: a request is answered by the API's response, not by deliveries.
+            Mode::Closed { .. } if self.scenario == Scenario::ApiPublish => Vec::new(),
             Mode::Closed { inflight } => fanout
                 .iter()
                 .map(|&f| {
@@ -208,6 +219,9 @@ impl Plan {
         };
         let candidates = if self.picks_recipients() {
             dm::candidates(self.gateways, ready)
+        } else if self.scenario == Scenario::ApiPublish {
+            // The API reaches every gateway alike: any ready client is a recipient.
+            vec![ready.to_vec()]
         } else {
             Vec::new()
         };
@@ -241,7 +255,7 @@ pub(crate) struct Traffic {
     pub start_ns: u64,
     /// The measured window.
     pub window: Window,
-    /// Recipients per gateway (dm, chat).
+    /// Recipients per gateway (dm, chat); api-publish: one list of every ready client.
     pub candidates: Vec<Vec<u32>>,
     /// Deliveries one message of each sender causes (0 for non-senders).
     pub fanout: Vec<u32>,

@@ -260,9 +260,10 @@ pub async fn markers_move_forward_only_and_name_the_author(ctx: Ctx) {
         ok(append_one(&store, dm("alice", "bob", &format!("{i}"))).await);
     }
     let moved = store.move_marker("bob", &ab, 2, Marker::Delivered).await.expect("move");
+    // A direct receipt goes to the peer, whom the id names: no author is looked up.
     assert_eq!(
         (moved.marker, moved.last_seq, moved.moved, moved.author.as_deref()),
-        (2, 3, true, Some("alice"))
+        (2, 3, true, None)
     );
     let not = store.move_marker("bob", &ab, 1, Marker::Delivered).await.expect("move");
     assert_eq!((not.marker, not.moved), (2, false));
@@ -272,6 +273,27 @@ pub async fn markers_move_forward_only_and_name_the_author(ctx: Ctx) {
         store.move_marker("carol", &ab, 1, Marker::Read).await,
         Err(StoreError::NotMember { .. })
     ));
+    // In a group, a receipt goes to the author of the message at the marker.
+    store
+        .create_group("crew", "alice", &open_shared(None))
+        .await
+        .expect("create");
+    store.join_group("crew", "bob").await.expect("join");
+    ok(append_one(&store, gm("alice", "crew", "c1")).await);
+    ok(append_one(&store, gm("bob", "crew", "c2")).await);
+    let g = group_conversation_id("crew");
+    let read = store.move_marker("carol", &g, 1, Marker::Read).await;
+    assert!(matches!(read, Err(StoreError::NotMember { .. })), "{read:?}");
+    let first = store.move_marker("bob", &g, 1, Marker::Delivered).await.expect("move");
+    assert_eq!(
+        (first.marker, first.moved, first.author.as_deref()),
+        (1, true, Some("alice"))
+    );
+    let second = store.move_marker("alice", &g, 2, Marker::Read).await.expect("move");
+    assert_eq!(
+        (second.marker, second.moved, second.author.as_deref()),
+        (2, true, Some("bob"))
+    );
     store.ensure_user("dave").await.expect("user");
     assert!(store.go_online("dave").await.expect("online"));
     assert!(!store.go_online("dave").await.expect("online"), "only one announces");
