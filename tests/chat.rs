@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use gatehouse_testkit::client::Refusal;
+use gatehouse_testkit::cluster::metric;
 use gatehouse_testkit::{ChatClient, ChatDatabase, Cluster};
 use serde_json::{Value, json};
 
@@ -370,6 +371,98 @@ async fn handshakes_need_a_valid_identity(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// The group commit's families in the workers' `/metrics`, summed over both workers (a client
+/// lands on either). Every family is there before the first send; then each acknowledged
+/// message is counted in exactly one batch, each acknowledged receipt too, and the queue is
+/// empty once every answer is in: the writer records a batch before it answers its callers.
+async fn the_group_commit_reports_batches_latency_and_queue_depth(backend: Backend) -> Result<()> {
+    const SENDERS: usize = 4;
+    const PER_SENDER: usize = 10;
+    let cluster = chat_cluster_with(&backend, &["--chat-send-rate", "0"]).await?;
+    let admins: Vec<_> = cluster.workers.iter().map(|w| w.addr("admin")).collect();
+    let total = async |series: &str| -> Result<u64> {
+        let mut sum = 0;
+        for admin in &admins {
+            sum += metric(*admin, series).await?;
+        }
+        Ok(sum)
+    };
+    for kind in ["messages", "markers"] {
+        for family in [
+            "gatehouse_chat_commit_batch_items_count",
+            "gatehouse_chat_commit_batch_items_sum",
+            "gatehouse_chat_commit_seconds_count",
+            "gatehouse_chat_commit_failures_total",
+        ] {
+            assert_eq!(
+                total(&format!("{family}{{kind=\"{kind}\"}}")).await?,
+                0,
+                "{family} {kind}"
+            );
+        }
+    }
+    for admin in &admins {
+        assert_eq!(metric(*admin, "gatehouse_chat_commit_queue_depth").await?, 0);
+        assert_eq!(metric(*admin, "gatehouse_chat_commit_queue_capacity").await?, 4096);
+    }
+
+    // Four senders at once (on both gateways), so batches can hold more than one message.
+    let mut sink = ChatClient::connect_as(&cluster.ws_url(1), "sink").await?;
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let url = cluster.ws_url(s % 2);
+        tasks.push(tokio::spawn(async move {
+            let uid = format!("src{s}");
+            let mut client = ChatClient::connect_as(&url, &uid).await?;
+            for i in 0..PER_SENDER {
+                let ack = client.send_to("sink", &format!("#{i}"), &format!("{uid}-{i}")).await?;
+                anyhow::ensure!(ack["type"] == "ack", "{ack}");
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let sent = (SENDERS * PER_SENDER) as u64;
+    let messages = "{kind=\"messages\"}";
+    assert_eq!(
+        total(&format!("gatehouse_chat_commit_batch_items_sum{messages}")).await?,
+        sent,
+        "every acknowledged message was written in one batch"
+    );
+    let batches = total(&format!("gatehouse_chat_commit_batch_items_count{messages}")).await?;
+    assert!((1..=sent).contains(&batches), "{batches} batches for {sent} messages");
+    assert_eq!(
+        total(&format!("gatehouse_chat_commit_seconds_count{messages}")).await?,
+        batches,
+        "one commit time per batch"
+    );
+
+    // A read receipt is a marker batch of its own kind.
+    let read = sink
+        .request(json!({"type": "read", "conversation": "d:sink:src0", "seq": PER_SENDER}))
+        .await?;
+    assert_eq!(read["seq"], json!(PER_SENDER), "{read}");
+    let markers = "{kind=\"markers\"}";
+    assert_eq!(
+        total(&format!("gatehouse_chat_commit_batch_items_sum{markers}")).await?,
+        1
+    );
+    assert_eq!(
+        total(&format!("gatehouse_chat_commit_seconds_count{markers}")).await?,
+        1
+    );
+
+    for kind in [messages, markers] {
+        assert_eq!(total(&format!("gatehouse_chat_commit_failures_total{kind}")).await?, 0);
+    }
+    for admin in &admins {
+        assert_eq!(metric(*admin, "gatehouse_chat_commit_queue_depth").await?, 0);
+    }
+    Ok(())
+}
+
 macro_rules! on_every_database {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -408,6 +501,7 @@ on_every_database!(
     bad_input_gets_a_typed_error_and_stores_nothing,
     killing_a_chat_worker_loses_no_acknowledged_message,
     handshakes_need_a_valid_identity,
+    the_group_commit_reports_batches_latency_and_queue_depth,
 );
 
 /// A chat cluster on MariaDB survives a restart of every chat worker: the new worker process

@@ -213,11 +213,16 @@ async fn an_event_whose_handler_failed_transiently_is_handled_again_by_another_w
         client.ok("whoami", serde_json::json!({})).await?["worker"],
         answer["worker"]
     );
-    let mut given_back = 0;
+    let (mut given_back, mut redelivered) = (0, 0);
     for worker in &cluster.workers {
         given_back += metric(worker.addr("admin"), "gatehouse_worker_events_given_back_total").await?;
+        redelivered += metric(worker.addr("admin"), "gatehouse_worker_events_redelivered_total").await?;
     }
     assert_eq!(given_back, 1);
+    assert_eq!(
+        redelivered, 1,
+        "the worker that handled it again knows it was a redelivery; nothing else was"
+    );
     Ok(())
 }
 

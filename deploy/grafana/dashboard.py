@@ -58,12 +58,33 @@ ROWS = [
         panel("Failures and hand-overs per second", [
             ("handler errors", "sum(rate(gatehouse_worker_handler_errors_total[1m]))"),
             ("given back (transient)", "sum(rate(gatehouse_worker_events_given_back_total[1m]))"),
+            ("redelivered to workers", "sum(rate(gatehouse_worker_events_redelivered_total[1m]))"),
             ("nacked at gateways", "sum(rate(gatehouse_gateway_events_nacked_total[1m]))"),
             ("redelivered", "sum(rate(gatehouse_gateway_events_redelivered_total[1m]))"),
             ("clients handed over", "sum(rate(gatehouse_gateway_clients_handed_over_total[1m]))"),
             ("clients failed over", "sum(rate(gatehouse_gateway_clients_failed_over_total[1m]))"),
         ], "ops"),
         panel("Unacknowledged event bytes per gateway", [("{{instance}}", "sum by (instance) (gatehouse_gateway_unacked_event_bytes)")], "bytes"),
+    ]),
+    (row("Chat storage (group commit)"), [
+        panel("Messages and receipts per commit", [
+            ("mean, messages", "sum(rate(gatehouse_chat_commit_batch_items_sum{kind=\"messages\"}[5m])) / sum(rate(gatehouse_chat_commit_batch_items_count{kind=\"messages\"}[5m]))"),
+            ("p99, messages", "histogram_quantile(0.99, sum by (le) (rate(gatehouse_chat_commit_batch_items_bucket{kind=\"messages\"}[5m])))"),
+            ("mean, receipts", "sum(rate(gatehouse_chat_commit_batch_items_sum{kind=\"markers\"}[5m])) / sum(rate(gatehouse_chat_commit_batch_items_count{kind=\"markers\"}[5m]))"),
+        ], description="Batches grow when the database is slower than the sends: one commit is shared by more messages."),
+        panel("Commit latency", [
+            ("p50 messages", "histogram_quantile(0.5, sum by (le) (rate(gatehouse_chat_commit_seconds_bucket{kind=\"messages\"}[5m])))"),
+            ("p99 messages", "histogram_quantile(0.99, sum by (le) (rate(gatehouse_chat_commit_seconds_bucket{kind=\"messages\"}[5m])))"),
+            ("p99 receipts", "histogram_quantile(0.99, sum by (le) (rate(gatehouse_chat_commit_seconds_bucket{kind=\"markers\"}[5m])))"),
+        ], "s", "Every send waits for its batch's commit before its ack."),
+        panel("Commit queue depth per worker", [
+            ("{{instance}}", "gatehouse_chat_commit_queue_depth"),
+            ("capacity", "max(gatehouse_chat_commit_queue_capacity)"),
+        ], description="Messages and receipts waiting for the writer; when full, sends wait and receipts are shed."),
+        panel("Commits and failed commits per second", [
+            ("commits {{kind}}", "sum by (kind) (rate(gatehouse_chat_commit_seconds_count[1m]))"),
+            ("failed {{kind}}", "sum by (kind) (rate(gatehouse_chat_commit_failures_total[1m]))"),
+        ], "ops"),
     ]),
     (row("Cluster"), [
         panel("Workers and registries seen by each gateway", [

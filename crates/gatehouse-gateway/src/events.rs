@@ -108,6 +108,7 @@ impl EventRouter {
             kind: Some(kind),
             // Shared, not copied: a reference count (nothing at all when no session is set).
             session: state.session.clone(),
+            redelivered: false,
         };
         let bytes = event.encoded_len();
         let read_at = event.seq.is_multiple_of(SAMPLE_EVENTS).then(std::time::Instant::now);
@@ -203,6 +204,7 @@ impl EventRouter {
         if died {
             Stats::inc(&stats.clients_failed_over);
             Stats::add(&stats.events_redelivered, queue.sent as u64);
+            mark_redelivered(queue.pending.iter_mut().take(queue.sent));
             queue.sent = 0;
         }
         if leaving {
@@ -234,7 +236,9 @@ impl EventRouter {
         if !queue.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, link)) {
             return None; // a stale answer from a worker the client already left
         }
+        let was_sent = queue.sent;
         queue.sent = queue.pending.iter().take_while(|p| p.event.seq < seq).count();
+        mark_redelivered(queue.pending.iter_mut().take(was_sent).skip(queue.sent));
         if link.is_draining() {
             return None; // moves with the acknowledgements of the earlier events
         }
@@ -340,6 +344,14 @@ impl EventRouter {
     }
 }
 
+/// Flags events that went to a worker before and go out again (its handler may have run for
+/// them), so that the worker that gets them counts the redelivery.
+fn mark_redelivered<'a>(events: impl Iterator<Item = &'a mut Pending>) {
+    for pending in events {
+        pending.event.redelivered = true;
+    }
+}
+
 /// The pause before nacked events go out again: 100 ms doubling to at most 5 s, so that a
 /// worker that cannot reach what it needs is not flooded with retries.
 fn retry_backoff(retries: u32) -> std::time::Duration {
@@ -389,6 +401,15 @@ mod tests {
         seqs
     }
 
+    /// The seqs of the events sent, each with its `redelivered` flag.
+    fn flagged(rx: &mut mpsc::UnboundedReceiver<Down>) -> Vec<(u64, bool)> {
+        let mut sent = Vec::new();
+        while let Ok(Down::Event(event, _)) = rx.try_recv() {
+            sent.push((event.seq, event.redelivered));
+        }
+        sent
+    }
+
     #[test]
     fn events_wait_for_a_worker_and_then_go_out_in_order() {
         let router = router(8);
@@ -421,7 +442,11 @@ mod tests {
         router.detach(&first);
         let (_second, mut second_rx) = worker(&router, 2);
         router.dispatch(&conn, message("d"), &stats);
-        assert_eq!(seqs(&mut second_rx), [2, 3, 4], "2 and 3 again, before 4");
+        assert_eq!(
+            flagged(&mut second_rx),
+            [(2, true), (3, true), (4, false)],
+            "2 and 3 again (flagged), before 4"
+        );
         assert_eq!(Stats::get(&stats.events_redelivered), 2, "the two sent again");
         assert_eq!(Stats::get(&stats.clients_failed_over), 1);
     }
@@ -529,9 +554,13 @@ mod tests {
         router.ack(&conn, 1, None, &stats);
         assert!(seqs(&mut second_rx).is_empty(), "2 is still unanswered");
         router.ack(&conn, 2, None, &stats);
-        assert_eq!(seqs(&mut second_rx), [3]);
+        assert_eq!(flagged(&mut second_rx), [(3, false)], "handed over, not redelivered");
         router.dispatch(&conn, message("d"), &stats);
-        assert_eq!(seqs(&mut second_rx), [4], "the client now belongs to the other worker");
+        assert_eq!(
+            flagged(&mut second_rx),
+            [(4, false)],
+            "the client now belongs to the other worker"
+        );
         assert_eq!(Stats::get(&stats.events_redelivered), 0, "nothing was sent twice");
         assert_eq!(Stats::get(&stats.clients_handed_over), 1);
     }
@@ -553,9 +582,9 @@ mod tests {
         assert!(seqs(&mut rx).is_empty(), "nothing goes out during the back-off");
         router.retry(&conn, &stats);
         assert_eq!(
-            seqs(&mut rx),
-            [2, 3, 4],
-            "again from the nacked event, in order (the only worker)"
+            flagged(&mut rx),
+            [(2, true), (3, true), (4, false)],
+            "again from the nacked event, in order (the only worker); 4 is new"
         );
         let second = router.nack(&conn, 2, &link).unwrap();
         assert_eq!(second, std::time::Duration::from_millis(200), "the back-off grows");
@@ -582,7 +611,7 @@ mod tests {
         router.drain(&first);
         assert_eq!(router.nack(&conn, 1, &first), None, "no back-off: it is leaving");
         router.rehome(&conn, &stats);
-        assert_eq!(seqs(&mut second_rx), [1, 2]);
+        assert_eq!(flagged(&mut second_rx), [(1, true), (2, true)]);
     }
 
     #[test]

@@ -95,6 +95,7 @@ gatehouse_core::counters! {
         events => "gatehouse_worker_events_total", "client events handled (handshakes, messages, closes)";
         handler_errors => "gatehouse_worker_handler_errors_total", "handlers that returned an error (logged with the client id)";
         events_given_back => "gatehouse_worker_events_given_back_total", "events given back to their gateway after a transient cluster failure (handled again)";
+        events_redelivered => "gatehouse_worker_events_redelivered_total", "events a gateway had sent to a worker before (it died with them unacknowledged, or gave them back): their handlers may run twice";
     }
 }
 
@@ -261,6 +262,9 @@ impl<W: Worker> Dispatcher<W> {
     /// The future that runs the handler of `event` and says what became of it.
     fn handler(&self, link: &Arc<GatewayLink>, mut event: Event) -> HandlerFuture {
         link.sessions.refresh(&mut event);
+        if event.redelivered {
+            WorkerStats::inc(&self.stats.events_redelivered);
+        }
         let conn = event.conn;
         let seq = event.seq;
         let ack = EventAck {
