@@ -465,7 +465,7 @@ async fn the_group_commit_reports_batches_latency_and_queue_depth(backend: Backe
 
 macro_rules! on_every_database {
     ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
+        mod needs_sqlite3 {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {
@@ -473,7 +473,7 @@ macro_rules! on_every_database {
                 }
             )*
         }
-        mod postgres {
+        mod needs_postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {
@@ -481,7 +481,7 @@ macro_rules! on_every_database {
                 }
             )*
         }
-        mod mariadb {
+        mod needs_mariadb {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {
@@ -504,69 +504,76 @@ on_every_database!(
     the_group_commit_reports_batches_latency_and_queue_depth,
 );
 
-/// A chat cluster on MariaDB survives a restart of every chat worker: the new worker process
-/// finds its schema migrated, continues the conversation's sequence where it stopped, answers a
-/// resend from before the restart as a duplicate, and a recipient's catch-up returns every
-/// message once, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_history_survives_a_restart_of_every_chat_worker() -> Result<()> {
-    let backend = Backend::mariadb();
-    let mut cluster = chat_cluster(&backend).await?;
-    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
-    let ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
-    ben.ws.close().await?;
-    for i in 1..=5 {
-        let ack = ann.send_to("ben", &format!("before {i}"), &format!("b{i}")).await?;
-        assert_eq!(ack["seq"], i, "{ack}");
-    }
-    for worker in &mut cluster.workers {
-        worker.kill().await;
-    }
-    cluster.add_worker("chat").await?;
-    cluster.wait_workers(1).await?;
+/// What only MariaDB needs showing (the scenarios above run on every database).
+mod mariadb_only {
+    mod needs_mariadb {
+        use crate::*;
 
-    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
-    for i in 6..=8 {
-        let ack = ann.send_to("ben", &format!("after {i}"), &format!("a{i}")).await?;
-        assert_eq!(ack["seq"], i, "{ack}");
+        /// A chat cluster on MariaDB survives a restart of every chat worker: the new worker process
+        /// finds its schema migrated, continues the conversation's sequence where it stopped, answers a
+        /// resend from before the restart as a duplicate, and a recipient's catch-up returns every
+        /// message once, in order.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn mariadb_history_survives_a_restart_of_every_chat_worker() -> Result<()> {
+            let backend = Backend::mariadb();
+            let mut cluster = chat_cluster(&backend).await?;
+            let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+            let ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
+            ben.ws.close().await?;
+            for i in 1..=5 {
+                let ack = ann.send_to("ben", &format!("before {i}"), &format!("b{i}")).await?;
+                assert_eq!(ack["seq"], i, "{ack}");
+            }
+            for worker in &mut cluster.workers {
+                worker.kill().await;
+            }
+            cluster.add_worker("chat").await?;
+            cluster.wait_workers(1).await?;
+
+            let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+            for i in 6..=8 {
+                let ack = ann.send_to("ben", &format!("after {i}"), &format!("a{i}")).await?;
+                assert_eq!(ack["seq"], i, "{ack}");
+            }
+            let resend = ann.send_to("ben", "before 2", "b2").await?;
+            assert_eq!(
+                (resend["seq"].clone(), resend["duplicate"].clone()),
+                (json!(2), json!(true))
+            );
+
+            let mut ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
+            let caught_up = ben.sync_all(&mut serde_json::Map::new()).await?;
+            let seqs: Vec<i64> = caught_up.iter().map(|m| m["seq"].as_i64().unwrap_or(0)).collect();
+            assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+            assert_eq!(caught_up[7]["text"], "after 8");
+            assert_eq!(backend.stored_messages()?, 8);
+            Ok(())
+        }
+
+        /// `gatehouse dev --database-url mysql://…` keeps the one-process cluster's history in MariaDB.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn gatehouse_dev_keeps_its_history_in_mariadb() -> Result<()> {
+            let backend = Backend::mariadb();
+            let url = backend.url();
+            let args = ["dev", "--listen", "127.0.0.1:0", "--database-url", url.as_str()]
+                .map(str::to_owned)
+                .to_vec();
+            let dev = gatehouse_testkit::Process::start("dev", args, &["ws"]).await?;
+            let ws = format!("ws://{}/ws", dev.addr("ws"));
+            let mut bob = ChatClient::connect_as(&ws, "bob").await?;
+            let mut alice = ChatClient::connect_as(&ws, "alice").await?;
+            let ack = alice.send_to("bob", "stored in MariaDB", "m1").await?;
+            assert_eq!(
+                (ack["type"].clone(), ack["seq"].clone()),
+                (json!("ack"), json!(1)),
+                "{ack}"
+            );
+            assert_eq!(bob.next_message().await?["text"], "stored in MariaDB");
+            assert_eq!(
+                backend.count("SELECT count(*) FROM messages WHERE text = 'stored in MariaDB'")?,
+                1
+            );
+            Ok(())
+        }
     }
-    let resend = ann.send_to("ben", "before 2", "b2").await?;
-    assert_eq!(
-        (resend["seq"].clone(), resend["duplicate"].clone()),
-        (json!(2), json!(true))
-    );
-
-    let mut ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
-    let caught_up = ben.sync_all(&mut serde_json::Map::new()).await?;
-    let seqs: Vec<i64> = caught_up.iter().map(|m| m["seq"].as_i64().unwrap_or(0)).collect();
-    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
-    assert_eq!(caught_up[7]["text"], "after 8");
-    assert_eq!(backend.stored_messages()?, 8);
-    Ok(())
-}
-
-/// `gatehouse dev --database-url mysql://…` keeps the one-process cluster's history in MariaDB.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gatehouse_dev_keeps_its_history_in_mariadb() -> Result<()> {
-    let backend = Backend::mariadb();
-    let url = backend.url();
-    let args = ["dev", "--listen", "127.0.0.1:0", "--database-url", url.as_str()]
-        .map(str::to_owned)
-        .to_vec();
-    let dev = gatehouse_testkit::Process::start("dev", args, &["ws"]).await?;
-    let ws = format!("ws://{}/ws", dev.addr("ws"));
-    let mut bob = ChatClient::connect_as(&ws, "bob").await?;
-    let mut alice = ChatClient::connect_as(&ws, "alice").await?;
-    let ack = alice.send_to("bob", "stored in MariaDB", "m1").await?;
-    assert_eq!(
-        (ack["type"].clone(), ack["seq"].clone()),
-        (json!("ack"), json!(1)),
-        "{ack}"
-    );
-    assert_eq!(bob.next_message().await?["text"], "stored in MariaDB");
-    assert_eq!(
-        backend.count("SELECT count(*) FROM messages WHERE text = 'stored in MariaDB'")?,
-        1
-    );
-    Ok(())
 }

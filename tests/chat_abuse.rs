@@ -273,88 +273,6 @@ async fn a_banned_user_cannot_come_back_even_to_an_open_group() -> Result<()> {
     Ok(())
 }
 
-/// A user blocks another: the blocked user's direct messages and invitations are refused with
-/// `blocked`, nothing is stored or pushed, and everyone else still gets through.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_user_can_neither_message_nor_invite() -> Result<()> {
-    let db = ChatDatabase::sqlite();
-    let cluster = chat_cluster(&db, &[]).await?;
-    let mut bob = ChatClient::connect_as(&cluster.ws_url(0), "bob").await?;
-    let mut eve = ChatClient::connect_as(&cluster.ws_url(1), "eve").await?;
-    let mut ann = ChatClient::connect_as(&cluster.ws_url(1), "ann").await?;
-    let blocked = bob.request(json!({"type": "block", "uid": "eve"})).await?;
-    assert_eq!(
-        (blocked["type"].as_str(), blocked["action"].as_str()),
-        (Some("block"), Some("blocked"))
-    );
-    assert_eq!(bob.request(json!({"type": "blocks"})).await?["uids"], json!(["eve"]));
-
-    let refusal = eve.send_to("bob", "you cannot ignore me", "e1").await?;
-    assert_eq!(refusal["code"], "blocked", "{refusal}");
-    group_with(&mut eve, "eves", json!({}), &mut []).await?;
-    refused(
-        &mut eve,
-        json!({"type": "invite", "group": "eves", "uid": "bob"}),
-        "blocked",
-    )
-    .await?;
-    assert_eq!(db.stored_messages()?, 0);
-    ann.send_to("bob", "marker", "a1").await?;
-    assert_eq!(texts(&bob.messages_until("marker").await?), vec!["marker"]);
-
-    bob.request(json!({"type": "unblock", "uid": "eve"})).await?;
-    assert_eq!(eve.send_to("bob", "hello again", "e2").await?["type"], "ack");
-    assert_eq!(bob.next_message().await?["text"], "hello again");
-    refused(
-        &mut bob,
-        json!({"type": "block", "uid": "nobody-signed-in"}),
-        "unknown_user",
-    )
-    .await?;
-    Ok(())
-}
-
-/// Reusing a cid for another message used to be acknowledged as a duplicate of the old one
-/// while the new one was silently dropped. Now it is a `cid_conflict`: nothing stored, nothing
-/// pushed (proven by a later marker arriving alone), and an identical resend is still a
-/// duplicate.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cid_reused_for_another_message_is_refused_not_dropped() -> Result<()> {
-    let db = ChatDatabase::sqlite();
-    let cluster = chat_cluster(&db, &[]).await?;
-    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
-    let mut ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
-    let mut cat = ChatClient::connect_as(&cluster.ws_url(1), "cat").await?;
-    let first = ann.send_to("ben", "the original", "c1").await?;
-    assert_eq!(first["type"], "ack");
-    assert_eq!(ben.next_message().await?["text"], "the original");
-
-    let elsewhere = ann.send_to("cat", "for cat", "c1").await?;
-    assert_eq!(
-        (elsewhere["code"].as_str(), elsewhere["cid"].as_str()),
-        (Some("cid_conflict"), Some("c1"))
-    );
-    let edited = ann.send_to("ben", "the original, edited", "c1").await?;
-    assert_eq!(edited["code"], "cid_conflict", "{edited}");
-    assert_eq!(db.stored_messages()?, 1);
-    let again = ann.send_to("ben", "the original", "c1").await?;
-    assert_eq!(
-        (again["duplicate"].as_bool(), again["id"].clone()),
-        (Some(true), first["id"].clone())
-    );
-
-    ann.send_to("cat", "marker", "c2").await?;
-    assert_eq!(texts(&cat.messages_until("marker").await?), vec!["marker"]);
-    ann.send_to("ben", "marker", "c3").await?;
-    let seen = ben.messages_until("marker").await?;
-    assert_eq!(
-        texts(&seen),
-        vec!["the original", "marker"],
-        "the identical resend is pushed again (clients drop it by id), the conflicting one never"
-    );
-    Ok(())
-}
-
 /// The lock-out attack of issue #10: eve piles maximal messages on bob (4,000 × U+0001 each,
 /// about 24 KB of JSON), more than a megabyte in all, so that one `sync` answer was larger
 /// than any frame the gateway writes and bob's connection died at every reconnect. Replies
@@ -479,81 +397,6 @@ async fn oversized_collections_and_strings_are_refused_with_precise_codes() -> R
     assert_eq!(
         max.request(json!({"type": "sync", "cursors": cursors})).await?["type"],
         "sync"
-    );
-    Ok(())
-}
-
-/// Per-connection rate limits: a send over the limit is refused with `rate_limited` and the
-/// time to wait, nothing is stored, other requests draw from their own bucket, waiting as told
-/// works; a connection that keeps sending while refused is closed with 1008 and counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_is_refused_with_retry_after_and_a_relentless_one_is_closed() -> Result<()> {
-    let db = ChatDatabase::sqlite();
-    let limits = [
-        "--chat-send-rate",
-        "2",
-        "--chat-send-burst",
-        "3",
-        "--chat-request-rate",
-        "5",
-        "--chat-request-burst",
-        "5",
-    ];
-    let cluster = chat_cluster(&db, &limits).await?;
-    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
-    let _ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
-    for i in 0..3 {
-        assert_eq!(ann.send_to("ben", "burst", &format!("b{i}")).await?["type"], "ack");
-    }
-    let refused = ann.send_to("ben", "one too many", "b3").await?;
-    assert_eq!(refused["code"], "rate_limited", "{refused}");
-    let wait = refused["retry_after_ms"].as_u64().unwrap_or_default();
-    assert!((1..=500).contains(&wait), "retry after {wait} ms at 2 per second");
-    assert_eq!(db.stored_messages()?, 3, "a refused send stores nothing");
-    assert_eq!(
-        ann.request(json!({"type": "conversations"})).await?["type"],
-        "conversations",
-        "other requests have their own bucket"
-    );
-    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
-    assert_eq!(
-        ann.send_to("ben", "one too many", "b3").await?["type"],
-        "ack",
-        "after the wait"
-    );
-
-    // Relentless: frames without waiting for answers, far past the limit.
-    let mut flood = ChatClient::connect_as(&cluster.ws_url(1), "flood").await?;
-    for i in 0..200 {
-        if flood
-            .send_raw(&json!({"type": "conversations", "cid": format!("f{i}")}))
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    let mut codes = std::collections::BTreeMap::<String, usize>::new();
-    let close = loop {
-        match flood.ws.recv_within(std::time::Duration::from_secs(10)).await? {
-            Ok(message) => {
-                let frame: Value = serde_json::from_str(message.to_text()?)?;
-                let key = frame["code"]
-                    .as_str()
-                    .unwrap_or(frame["type"].as_str().unwrap_or("?"))
-                    .to_owned();
-                *codes.entry(key).or_default() += 1;
-            }
-            Err(gatehouse_testkit::client::Refusal::Closed(code)) => break code,
-            Err(other) => anyhow::bail!("unexpected {other:?}"),
-        }
-    };
-    assert_eq!(close, 1008, "closed for policy violation; answers: {codes:?}");
-    assert!(codes.get("rate_limited").copied().unwrap_or_default() > 50, "{codes:?}");
-    let worker_logs: String = cluster.workers.iter().map(|w| w.log_text()).collect();
-    assert!(
-        worker_logs.contains("refused by the per-connection rate limit"),
-        "the refusals are counted in the worker's log"
     );
     Ok(())
 }
@@ -935,4 +778,166 @@ async fn a_uid_cannot_open_more_connections_than_allowed() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The tests that count stored rows with the `sqlite3` shell (`gatehouse_testkit::services`).
+mod needs_sqlite3 {
+    use super::*;
+
+    /// A user blocks another: the blocked user's direct messages and invitations are refused with
+    /// `blocked`, nothing is stored or pushed, and everyone else still gets through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocked_user_can_neither_message_nor_invite() -> Result<()> {
+        let db = ChatDatabase::sqlite();
+        let cluster = chat_cluster(&db, &[]).await?;
+        let mut bob = ChatClient::connect_as(&cluster.ws_url(0), "bob").await?;
+        let mut eve = ChatClient::connect_as(&cluster.ws_url(1), "eve").await?;
+        let mut ann = ChatClient::connect_as(&cluster.ws_url(1), "ann").await?;
+        let blocked = bob.request(json!({"type": "block", "uid": "eve"})).await?;
+        assert_eq!(
+            (blocked["type"].as_str(), blocked["action"].as_str()),
+            (Some("block"), Some("blocked"))
+        );
+        assert_eq!(bob.request(json!({"type": "blocks"})).await?["uids"], json!(["eve"]));
+
+        let refusal = eve.send_to("bob", "you cannot ignore me", "e1").await?;
+        assert_eq!(refusal["code"], "blocked", "{refusal}");
+        group_with(&mut eve, "eves", json!({}), &mut []).await?;
+        refused(
+            &mut eve,
+            json!({"type": "invite", "group": "eves", "uid": "bob"}),
+            "blocked",
+        )
+        .await?;
+        assert_eq!(db.stored_messages()?, 0);
+        ann.send_to("bob", "marker", "a1").await?;
+        assert_eq!(texts(&bob.messages_until("marker").await?), vec!["marker"]);
+
+        bob.request(json!({"type": "unblock", "uid": "eve"})).await?;
+        assert_eq!(eve.send_to("bob", "hello again", "e2").await?["type"], "ack");
+        assert_eq!(bob.next_message().await?["text"], "hello again");
+        refused(
+            &mut bob,
+            json!({"type": "block", "uid": "nobody-signed-in"}),
+            "unknown_user",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reusing a cid for another message used to be acknowledged as a duplicate of the old one
+    /// while the new one was silently dropped. Now it is a `cid_conflict`: nothing stored, nothing
+    /// pushed (proven by a later marker arriving alone), and an identical resend is still a
+    /// duplicate.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cid_reused_for_another_message_is_refused_not_dropped() -> Result<()> {
+        let db = ChatDatabase::sqlite();
+        let cluster = chat_cluster(&db, &[]).await?;
+        let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+        let mut ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
+        let mut cat = ChatClient::connect_as(&cluster.ws_url(1), "cat").await?;
+        let first = ann.send_to("ben", "the original", "c1").await?;
+        assert_eq!(first["type"], "ack");
+        assert_eq!(ben.next_message().await?["text"], "the original");
+
+        let elsewhere = ann.send_to("cat", "for cat", "c1").await?;
+        assert_eq!(
+            (elsewhere["code"].as_str(), elsewhere["cid"].as_str()),
+            (Some("cid_conflict"), Some("c1"))
+        );
+        let edited = ann.send_to("ben", "the original, edited", "c1").await?;
+        assert_eq!(edited["code"], "cid_conflict", "{edited}");
+        assert_eq!(db.stored_messages()?, 1);
+        let again = ann.send_to("ben", "the original", "c1").await?;
+        assert_eq!(
+            (again["duplicate"].as_bool(), again["id"].clone()),
+            (Some(true), first["id"].clone())
+        );
+
+        ann.send_to("cat", "marker", "c2").await?;
+        assert_eq!(texts(&cat.messages_until("marker").await?), vec!["marker"]);
+        ann.send_to("ben", "marker", "c3").await?;
+        let seen = ben.messages_until("marker").await?;
+        assert_eq!(
+            texts(&seen),
+            vec!["the original", "marker"],
+            "the identical resend is pushed again (clients drop it by id), the conflicting one never"
+        );
+        Ok(())
+    }
+
+    /// Per-connection rate limits: a send over the limit is refused with `rate_limited` and the
+    /// time to wait, nothing is stored, other requests draw from their own bucket, waiting as told
+    /// works; a connection that keeps sending while refused is closed with 1008 and counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_is_refused_with_retry_after_and_a_relentless_one_is_closed() -> Result<()> {
+        let db = ChatDatabase::sqlite();
+        let limits = [
+            "--chat-send-rate",
+            "2",
+            "--chat-send-burst",
+            "3",
+            "--chat-request-rate",
+            "5",
+            "--chat-request-burst",
+            "5",
+        ];
+        let cluster = chat_cluster(&db, &limits).await?;
+        let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+        let _ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
+        for i in 0..3 {
+            assert_eq!(ann.send_to("ben", "burst", &format!("b{i}")).await?["type"], "ack");
+        }
+        let refused = ann.send_to("ben", "one too many", "b3").await?;
+        assert_eq!(refused["code"], "rate_limited", "{refused}");
+        let wait = refused["retry_after_ms"].as_u64().unwrap_or_default();
+        assert!((1..=500).contains(&wait), "retry after {wait} ms at 2 per second");
+        assert_eq!(db.stored_messages()?, 3, "a refused send stores nothing");
+        assert_eq!(
+            ann.request(json!({"type": "conversations"})).await?["type"],
+            "conversations",
+            "other requests have their own bucket"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        assert_eq!(
+            ann.send_to("ben", "one too many", "b3").await?["type"],
+            "ack",
+            "after the wait"
+        );
+
+        // Relentless: frames without waiting for answers, far past the limit.
+        let mut flood = ChatClient::connect_as(&cluster.ws_url(1), "flood").await?;
+        for i in 0..200 {
+            if flood
+                .send_raw(&json!({"type": "conversations", "cid": format!("f{i}")}))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let mut codes = std::collections::BTreeMap::<String, usize>::new();
+        let close = loop {
+            match flood.ws.recv_within(std::time::Duration::from_secs(10)).await? {
+                Ok(message) => {
+                    let frame: Value = serde_json::from_str(message.to_text()?)?;
+                    let key = frame["code"]
+                        .as_str()
+                        .unwrap_or(frame["type"].as_str().unwrap_or("?"))
+                        .to_owned();
+                    *codes.entry(key).or_default() += 1;
+                }
+                Err(gatehouse_testkit::client::Refusal::Closed(code)) => break code,
+                Err(other) => anyhow::bail!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(close, 1008, "closed for policy violation; answers: {codes:?}");
+        assert!(codes.get("rate_limited").copied().unwrap_or_default() > 50, "{codes:?}");
+        let worker_logs: String = cluster.workers.iter().map(|w| w.log_text()).collect();
+        assert!(
+            worker_logs.contains("refused by the per-connection rate limit"),
+            "the refusals are counted in the worker's log"
+        );
+        Ok(())
+    }
 }

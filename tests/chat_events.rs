@@ -684,88 +684,93 @@ async fn search_is_ranked_highlighted_and_respects_visibility(backend: Backend) 
     Ok(())
 }
 
-/// Presence fan-out for a user with 1,000 contacts, all online: the time from its handshake
-/// to the last contact's `presence` frame. A measurement for docs/benchmarks.md (run it against
-/// a release binary: `GATEHOUSE_BIN=target/release/gatehouse cargo test --test chat_events --
-/// --ignored --nocapture`); it fails only if a contact is not told.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement"]
-async fn presence_fan_out_to_a_thousand_contacts() -> Result<()> {
-    const CONTACTS: usize = 1000;
-    let backend = Backend::sqlite();
-    let url = backend.url();
-    let cluster = Cluster::builder()
-        .gateways(2)
-        .workers("chat", 2)
-        // The contacts are read only at the end: a long ping interval keeps the gateways from
-        // dropping them as silent while the hub writes to each of them in turn.
-        .gateway_args(&[
-            "--insecure-dev-auth",
-            "--max-connections-per-ip",
-            "5000",
-            "--ping-interval",
-            "10m",
-        ])
-        .worker_args(&[
-            "--database-url",
-            url.as_str(),
-            "--insecure-dev-auth",
-            "--chat-send-rate",
-            "0",
-            "--chat-presence-grace",
-            "200ms",
-        ])
-        .start()
-        .await?;
-    let mut hub = ChatClient::connect_as(&cluster.ws_url(0), "hub").await?;
-    let mut contacts = Vec::new();
-    for i in 0..CONTACTS {
-        contacts.push(ChatClient::connect_as(&cluster.ws_url(i % 2), &format!("c{i}")).await?);
-    }
-    for i in 0..CONTACTS {
-        ensure!(hub.send_to(&format!("c{i}"), "hello", &format!("h{i}")).await?["type"] == "ack");
-    }
-    hub.ws.close().await?;
-    // Everybody learns that the hub left, then it comes back: that announcement is timed.
-    let mut waiting = Vec::new();
-    for mut contact in contacts {
-        waiting.push(tokio::spawn(async move {
-            let offline = contact.next_of("presence").await?;
-            ensure!(offline["status"] == "offline", "{offline}");
-            let online = contact.next_of("presence").await?;
-            ensure!(online["status"] == "online", "{online}");
-            anyhow::Ok(std::time::Instant::now())
-        }));
-    }
-    // Wait for the offline announcement to have reached everyone before reconnecting: the
-    // store says so (the hub's state flips to offline once the grace period is over).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while backend.count("SELECT count(*) FROM users WHERE uid = 'hub' AND present = 0")? == 0 {
-        ensure!(std::time::Instant::now() < deadline, "the hub never went offline");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let started = std::time::Instant::now();
-    let _hub = ChatClient::connect_as(&cluster.ws_url(0), "hub").await?;
-    let mut arrivals = Vec::new();
-    for task in waiting {
-        arrivals.push(task.await??.saturating_duration_since(started).as_micros() as u64);
-    }
-    arrivals.sort_unstable();
-    let at = |q: f64| arrivals[((arrivals.len() - 1) as f64 * q) as usize];
-    let line = format!(
-        "presence fan-out to {CONTACTS} online contacts: first {} µs, p50 {} µs, p99 {} µs, last {} µs after the handshake began",
-        arrivals[0],
-        at(0.5),
-        at(0.99),
-        arrivals[arrivals.len() - 1]
-    );
-    println!("{line}");
-    // `GATEHOUSE_MEASUREMENT_OUT=docs/benchmarks-presence.md` keeps the figures in a generated
-    // report with the command that produced them.
-    if let Ok(out) = std::env::var("GATEHOUSE_MEASUREMENT_OUT") {
-        let report = format!(
-            "# Benchmark: presence fan-out to a thousand contacts\n\n\
+/// Measurements, run by hand (`--ignored`).
+mod measurement {
+    mod needs_sqlite3 {
+        use crate::*;
+
+        /// Presence fan-out for a user with 1,000 contacts, all online: the time from its handshake
+        /// to the last contact's `presence` frame. A measurement for docs/benchmarks.md (run it against
+        /// a release binary: `GATEHOUSE_BIN=target/release/gatehouse cargo test --test chat_events --
+        /// --ignored --nocapture`); it fails only if a contact is not told.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "measurement"]
+        async fn presence_fan_out_to_a_thousand_contacts() -> Result<()> {
+            const CONTACTS: usize = 1000;
+            let backend = Backend::sqlite();
+            let url = backend.url();
+            let cluster = Cluster::builder()
+                .gateways(2)
+                .workers("chat", 2)
+                // The contacts are read only at the end: a long ping interval keeps the gateways from
+                // dropping them as silent while the hub writes to each of them in turn.
+                .gateway_args(&[
+                    "--insecure-dev-auth",
+                    "--max-connections-per-ip",
+                    "5000",
+                    "--ping-interval",
+                    "10m",
+                ])
+                .worker_args(&[
+                    "--database-url",
+                    url.as_str(),
+                    "--insecure-dev-auth",
+                    "--chat-send-rate",
+                    "0",
+                    "--chat-presence-grace",
+                    "200ms",
+                ])
+                .start()
+                .await?;
+            let mut hub = ChatClient::connect_as(&cluster.ws_url(0), "hub").await?;
+            let mut contacts = Vec::new();
+            for i in 0..CONTACTS {
+                contacts.push(ChatClient::connect_as(&cluster.ws_url(i % 2), &format!("c{i}")).await?);
+            }
+            for i in 0..CONTACTS {
+                ensure!(hub.send_to(&format!("c{i}"), "hello", &format!("h{i}")).await?["type"] == "ack");
+            }
+            hub.ws.close().await?;
+            // Everybody learns that the hub left, then it comes back: that announcement is timed.
+            let mut waiting = Vec::new();
+            for mut contact in contacts {
+                waiting.push(tokio::spawn(async move {
+                    let offline = contact.next_of("presence").await?;
+                    ensure!(offline["status"] == "offline", "{offline}");
+                    let online = contact.next_of("presence").await?;
+                    ensure!(online["status"] == "online", "{online}");
+                    anyhow::Ok(std::time::Instant::now())
+                }));
+            }
+            // Wait for the offline announcement to have reached everyone before reconnecting: the
+            // store says so (the hub's state flips to offline once the grace period is over).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while backend.count("SELECT count(*) FROM users WHERE uid = 'hub' AND present = 0")? == 0 {
+                ensure!(std::time::Instant::now() < deadline, "the hub never went offline");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let started = std::time::Instant::now();
+            let _hub = ChatClient::connect_as(&cluster.ws_url(0), "hub").await?;
+            let mut arrivals = Vec::new();
+            for task in waiting {
+                arrivals.push(task.await??.saturating_duration_since(started).as_micros() as u64);
+            }
+            arrivals.sort_unstable();
+            let at = |q: f64| arrivals[((arrivals.len() - 1) as f64 * q) as usize];
+            let line = format!(
+                "presence fan-out to {CONTACTS} online contacts: first {} µs, p50 {} µs, p99 {} µs, last {} µs after the handshake began",
+                arrivals[0],
+                at(0.5),
+                at(0.99),
+                arrivals[arrivals.len() - 1]
+            );
+            println!("{line}");
+            // `GATEHOUSE_MEASUREMENT_OUT=docs/benchmarks-presence.md` keeps the figures in a generated
+            // report with the command that produced them.
+            if let Ok(out) = std::env::var("GATEHOUSE_MEASUREMENT_OUT") {
+                let report = format!(
+                    "# Benchmark: presence fan-out to a thousand contacts\n\n\
              Generated by `GATEHOUSE_BIN=target/release/gatehouse GATEHOUSE_MEASUREMENT_OUT={out} \
              cargo test --release --test chat_events -- --ignored presence_fan_out --nocapture` \
              (tests/chat_events.rs, `presence_fan_out_to_a_thousand_contacts`): two gateways, two chat workers \
@@ -773,15 +778,17 @@ async fn presence_fan_out_to_a_thousand_contacts() -> Result<()> {
              connection; the user goes offline, then connects again, and the time from that handshake to \
              each contact's `presence` frame is measured (servers: the release binary; the test's \
              clients share the machine).\n\n- {line}\n"
-        );
-        std::fs::write(&out, report)?;
+                );
+                std::fs::write(&out, report)?;
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 macro_rules! on_every_database {
     ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
+        mod needs_sqlite3 {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {
@@ -789,7 +796,7 @@ macro_rules! on_every_database {
                 }
             )*
         }
-        mod postgres {
+        mod needs_postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {
@@ -797,7 +804,7 @@ macro_rules! on_every_database {
                 }
             )*
         }
-        mod mariadb {
+        mod needs_mariadb {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> anyhow::Result<()> {

@@ -167,82 +167,90 @@ where
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_paused_past_its_lease_fences_itself_and_its_clients_catch_up() -> Result<()> {
-    let database = ChatDatabase::postgres();
-    let url = database.url();
-    let mut cluster = Cluster::builder()
-        .gateways(2)
-        .workers("chat", 1)
-        .lease(LEASE)
-        .gateway_args(&["--insecure-dev-auth"])
-        .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
-        .start()
-        .await?;
-    let pid = cluster.gateways[1].pid().expect("gateway 2 runs").to_string();
-    let readers = vec![cluster.ws_url(1), cluster.ws_url(0)];
-    reader_ends_with_every_message_when_gateway_2_is_cut_off(&mut cluster, readers, |pause| async move {
-        std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
-        tokio::time::sleep(pause).await;
-        std::process::Command::new("kill").args(["-CONT", &pid]).status()?;
-        Ok(())
-    })
-    .await
+mod needs_postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gateway_paused_past_its_lease_fences_itself_and_its_clients_catch_up() -> Result<()> {
+        let database = ChatDatabase::postgres();
+        let url = database.url();
+        let mut cluster = Cluster::builder()
+            .gateways(2)
+            .workers("chat", 1)
+            .lease(LEASE)
+            .gateway_args(&["--insecure-dev-auth"])
+            .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
+            .start()
+            .await?;
+        let pid = cluster.gateways[1].pid().expect("gateway 2 runs").to_string();
+        let readers = vec![cluster.ws_url(1), cluster.ws_url(0)];
+        reader_ends_with_every_message_when_gateway_2_is_cut_off(&mut cluster, readers, |pause| async move {
+            std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
+            tokio::time::sleep(pause).await;
+            std::process::Command::new("kill").args(["-CONT", &pid]).status()?;
+            Ok(())
+        })
+        .await
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_partitioned_from_every_registry_past_its_lease_fences_itself_and_its_clients_catch_up() -> Result<()>
-{
-    // Gateway 2 runs in its own network namespace, joined to the host by a veth pair; setting
-    // the pair's link down cuts it off from the registry, the worker and its clients alike,
-    // with every process still running.
-    let netns = Netns::create()?;
-    let database = ChatDatabase::postgres();
-    let url = database.url();
-    let mut cluster = Cluster::builder()
-        .registry_host(netns.host)
-        .gateways(1)
-        .workers("chat", 1)
-        .lease(LEASE)
-        .gateway_args(&["--insecure-dev-auth"])
-        .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
-        .start()
+mod needs_root_and_postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gateway_partitioned_from_every_registry_past_its_lease_fences_itself_and_its_clients_catch_up()
+    -> Result<()> {
+        // Gateway 2 runs in its own network namespace, joined to the host by a veth pair; setting
+        // the pair's link down cuts it off from the registry, the worker and its clients alike,
+        // with every process still running.
+        let netns = Netns::create()?;
+        let database = ChatDatabase::postgres();
+        let url = database.url();
+        let mut cluster = Cluster::builder()
+            .registry_host(netns.host)
+            .gateways(1)
+            .workers("chat", 1)
+            .lease(LEASE)
+            .gateway_args(&["--insecure-dev-auth"])
+            .worker_args(&["--database-url", url.as_str(), "--insecure-dev-auth"])
+            .start()
+            .await?;
+        let inside = |port: u16| std::net::SocketAddr::new(netns.inside, port).to_string();
+        let gateway = Process::start_in_netns(
+            netns.name(),
+            "gateway-1",
+            [
+                "gateway",
+                "--listen",
+                &inside(0),
+                "--internal",
+                &inside(0),
+                "--admin-listen",
+                &inside(0),
+                "--registry",
+                &cluster.registry_list(),
+                "--insecure-plaintext",
+                "--insecure-dev-auth",
+                "--drain",
+                "1s",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(cluster.credential_args().iter().cloned())
+            .collect(),
+            &["ws", "grpc", "admin"],
+        )
         .await?;
-    let inside = |port: u16| std::net::SocketAddr::new(netns.inside, port).to_string();
-    let gateway = Process::start_in_netns(
-        netns.name(),
-        "gateway-1",
-        [
-            "gateway",
-            "--listen",
-            &inside(0),
-            "--internal",
-            &inside(0),
-            "--admin-listen",
-            &inside(0),
-            "--registry",
-            &cluster.registry_list(),
-            "--insecure-plaintext",
-            "--insecure-dev-auth",
-            "--drain",
-            "1s",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(cluster.credential_args().iter().cloned())
-        .collect(),
-        &["ws", "grpc", "admin"],
-    )
-    .await?;
-    cluster.gateways.push(gateway);
-    cluster.wait_workers(1).await?;
-    let readers = vec![cluster.ws_url(1), cluster.ws_url(0)];
-    let netns = &netns;
-    reader_ends_with_every_message_when_gateway_2_is_cut_off(&mut cluster, readers, |cut| async move {
-        netns.set_link(false)?;
-        tokio::time::sleep(cut).await;
-        netns.set_link(true)?;
-        Ok(())
-    })
-    .await
+        cluster.gateways.push(gateway);
+        cluster.wait_workers(1).await?;
+        let readers = vec![cluster.ws_url(1), cluster.ws_url(0)];
+        let netns = &netns;
+        reader_ends_with_every_message_when_gateway_2_is_cut_off(&mut cluster, readers, |cut| async move {
+            netns.set_link(false)?;
+            tokio::time::sleep(cut).await;
+            netns.set_link(true)?;
+            Ok(())
+        })
+        .await
+    }
 }

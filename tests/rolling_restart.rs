@@ -94,91 +94,95 @@ fn sign(uid: &str) -> Result<String> {
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarting_every_process_in_turn_under_chat_load_loses_and_doubles_nothing() -> Result<()> {
-    let mut compose = Compose::load(&VARS)?;
-    // The compose file's 20 s drain, shortened to keep the test quick.
-    for gateway in ["gateway-1", "gateway-2"] {
-        compose.override_env(gateway, "GATEHOUSE_DRAIN", Some("2s"));
-    }
-    compose.up().await?;
-    let url = format!("wss://localhost:{}/ws", compose.addr("haproxy", 8443)?.port());
-    let ca = compose.tls().file("ca.pem");
+mod needs_deploytools_and_haproxy_and_postgres {
+    use super::*;
 
-    let before = chat_load(&url, &ca, "steady-", 6).await?;
-    ensure!(before["lost"] == 0 && before["errors"]["disconnects"] == 0, "{before}");
-
-    let during = tokio::spawn({
-        let (url, ca) = (url.clone(), ca.clone());
-        async move { chat_load(&url, &ca, "rolling-", 50).await }
-    });
-    // Restarts begin once every client is connected.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while connections(&mut compose).await? < CLIENTS as u64 {
-        ensure!(tokio::time::Instant::now() < deadline, "the load never connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let started = tokio::time::Instant::now();
-    for service in ROLLING_ORDER {
-        let code = compose.stop(service).await?;
-        assert_eq!(code, Some(0), "{service} did not drain and exit cleanly");
-        compose.restart(service).await?;
-        if service.starts_with("gateway") {
-            wait_in_rotation(&mut compose, service, &url).await?;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn restarting_every_process_in_turn_under_chat_load_loses_and_doubles_nothing() -> Result<()> {
+        let mut compose = Compose::load(&VARS)?;
+        // The compose file's 20 s drain, shortened to keep the test quick.
+        for gateway in ["gateway-1", "gateway-2"] {
+            compose.override_env(gateway, "GATEHOUSE_DRAIN", Some("2s"));
         }
-        eprintln!("restarted {service} at {:?}", started.elapsed());
-    }
-    let restarts_took = started.elapsed();
-    let during = during.await??;
-    eprintln!("rolling restart report: {during}");
+        compose.up().await?;
+        let url = format!("wss://localhost:{}/ws", compose.addr("haproxy", 8443)?.port());
+        let ca = compose.tls().file("ca.pem");
 
-    let clients = CLIENTS as u64;
-    let reconnect = &during["reconnect"];
-    ensure!(during["ready"] == clients, "not every client connected: {during}");
-    // Every client was on a gateway that restarted: each one reconnected, and the restarts
-    // happened inside the measured window (or fewer would have).
-    assert_eq!(reconnect["clients"], clients, "{during}");
-    assert_eq!(during["lost"], 0, "acknowledged messages were lost: {during}");
-    assert_eq!(
-        during["acked"], during["sent"],
-        "every message sent was acknowledged: {during}"
-    );
-    assert_eq!(during["duplicated"], 0, "{during}");
-    assert_eq!(during["errors"]["disconnects"], 0, "a client gave up: {during}");
-    // An error frame is the server refusing a client's request. Here it would mean a send
-    // refused mid-restart (a store or cluster failure the restart caused), or a send answered
-    // twice: an ack, then an error for a push that failed after it because the recipient's
-    // gateway was leaving. A push that fails after the ack is only logged by the worker (the
-    // recipient catches up by seq or pong), so a restart answers every request once, with an ack.
-    assert_eq!(
-        during["errors"]["error_frames"], 0,
-        "a request was answered with an error frame during the restarts: {during}"
-    );
-    assert!(during["sent"].as_u64().unwrap_or(0) > 1000, "{during}");
+        let before = chat_load(&url, &ca, "steady-", 6).await?;
+        ensure!(before["lost"] == 0 && before["errors"]["disconnects"] == 0, "{before}");
 
-    // Stored once: one row per message (sender and the generator's sequence number).
-    let db = compose.database().context("the chat database")?;
-    let stored = db.query(
-        "SELECT count(*) || '|' || count(DISTINCT (sender, split_part(cid, '.', 3))) FROM messages \
+        let during = tokio::spawn({
+            let (url, ca) = (url.clone(), ca.clone());
+            async move { chat_load(&url, &ca, "rolling-", 50).await }
+        });
+        // Restarts begin once every client is connected.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while connections(&mut compose).await? < CLIENTS as u64 {
+            ensure!(tokio::time::Instant::now() < deadline, "the load never connected");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let started = tokio::time::Instant::now();
+        for service in ROLLING_ORDER {
+            let code = compose.stop(service).await?;
+            assert_eq!(code, Some(0), "{service} did not drain and exit cleanly");
+            compose.restart(service).await?;
+            if service.starts_with("gateway") {
+                wait_in_rotation(&mut compose, service, &url).await?;
+            }
+            eprintln!("restarted {service} at {:?}", started.elapsed());
+        }
+        let restarts_took = started.elapsed();
+        let during = during.await??;
+        eprintln!("rolling restart report: {during}");
+
+        let clients = CLIENTS as u64;
+        let reconnect = &during["reconnect"];
+        ensure!(during["ready"] == clients, "not every client connected: {during}");
+        // Every client was on a gateway that restarted: each one reconnected, and the restarts
+        // happened inside the measured window (or fewer would have).
+        assert_eq!(reconnect["clients"], clients, "{during}");
+        assert_eq!(during["lost"], 0, "acknowledged messages were lost: {during}");
+        assert_eq!(
+            during["acked"], during["sent"],
+            "every message sent was acknowledged: {during}"
+        );
+        assert_eq!(during["duplicated"], 0, "{during}");
+        assert_eq!(during["errors"]["disconnects"], 0, "a client gave up: {during}");
+        // An error frame is the server refusing a client's request. Here it would mean a send
+        // refused mid-restart (a store or cluster failure the restart caused), or a send answered
+        // twice: an ack, then an error for a push that failed after it because the recipient's
+        // gateway was leaving. A push that fails after the ack is only logged by the worker (the
+        // recipient catches up by seq or pong), so a restart answers every request once, with an ack.
+        assert_eq!(
+            during["errors"]["error_frames"], 0,
+            "a request was answered with an error frame during the restarts: {during}"
+        );
+        assert!(during["sent"].as_u64().unwrap_or(0) > 1000, "{during}");
+
+        // Stored once: one row per message (sender and the generator's sequence number).
+        let db = compose.database().context("the chat database")?;
+        let stored = db.query(
+            "SELECT count(*) || '|' || count(DISTINCT (sender, split_part(cid, '.', 3))) FROM messages \
          WHERE sender LIKE 'rolling-%'",
-    )?;
-    let (rows, distinct) = stored.split_once('|').context("two counts")?;
-    assert_eq!(rows, distinct, "a message was stored twice");
-    assert!(
-        rows.parse::<u64>()? >= during["sent"].as_u64().unwrap_or(u64::MAX),
-        "{stored} {during}"
-    );
+        )?;
+        let (rows, distinct) = stored.split_once('|').context("two counts")?;
+        assert_eq!(rows, distinct, "a message was stored twice");
+        assert!(
+            rows.parse::<u64>()? >= during["sent"].as_u64().unwrap_or(u64::MAX),
+            "{stored} {during}"
+        );
 
-    let p99 = |report: &Value| report["ack_latency_us"]["p99"].as_f64().unwrap_or(f64::NAN) / 1000.0;
-    println!(
-        "rolling restart: {} messages, {} reconnects by {} clients, restarts took {:.1} s; \
+        let p99 = |report: &Value| report["ack_latency_us"]["p99"].as_f64().unwrap_or(f64::NAN) / 1000.0;
+        println!(
+            "rolling restart: {} messages, {} reconnects by {} clients, restarts took {:.1} s; \
          send→ack p99 {:.1} ms before, {:.1} ms during the restarts",
-        during["sent"],
-        reconnect["reconnects"],
-        reconnect["clients"],
-        restarts_took.as_secs_f64(),
-        p99(&before),
-        p99(&during)
-    );
-    Ok(())
+            during["sent"],
+            reconnect["reconnects"],
+            reconnect["clients"],
+            restarts_took.as_secs_f64(),
+            p99(&before),
+            p99(&during)
+        );
+        Ok(())
+    }
 }

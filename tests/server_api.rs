@@ -13,7 +13,7 @@ use gatehouse_proto::v1::server_api_client::ServerApiClient;
 use gatehouse_proto::v1::{self as pb, batch_operation, batch_result};
 use gatehouse_testkit::api_server::ApiServer;
 use gatehouse_testkit::client::Refusal;
-use gatehouse_testkit::{ApiClient, Cluster};
+use gatehouse_testkit::{ApiClient, Cluster, Service, require};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -1084,21 +1084,6 @@ fn tested_block(doc: &str, name: &str) -> Result<String> {
     Ok(block.join("\n") + "\n")
 }
 
-/// Whether `tool` runs; without it the test fails under CI and is skipped (loudly) elsewhere.
-fn have_tool(tool: &str, arg: &str) -> Result<bool> {
-    let found = std::process::Command::new(tool)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            bail!("{tool} is required under CI (scripts/services installs it)");
-        }
-        eprintln!("SKIPPED: {tool} is not installed");
-    }
-    Ok(found)
-}
-
 async fn run_script(program: &str, args: Vec<String>, env: Vec<(&str, String)>) -> Result<String> {
     let mut command = std::process::Command::new(program);
     command.args(args);
@@ -1117,65 +1102,70 @@ async fn run_script(program: &str, args: Vec<String>, env: Vec<(&str, String)>) 
     Ok(String::from_utf8(output.stdout)?)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_documented_curl_and_python_examples_bind_a_uid_and_push_to_it() -> Result<()> {
-    if !have_tool("curl", "--version")? || !have_tool("python3", "--version")? {
-        return Ok(());
-    }
-    let doc = repo_file("docs/server-api.md")?;
-    let curl = tested_block(&doc, "curl")?;
-    let python = tested_block(&doc, "python")?;
-    let cluster = cluster().await?;
-    let api = ApiServer::start(&cluster, &[("backend", "admin")], &[]).await?;
-    let env = |client: &str| {
-        vec![
-            ("GATEHOUSE_API", api.url()),
-            ("GATEHOUSE_API_KEY", api.key("backend").to_owned()),
-            ("CLIENT_ID", client.to_owned()),
-        ]
-    };
+/// The documented examples run with curl and python3: runners skip them where those are missing
+/// (`gatehouse_testkit::services`).
+mod needs_curl_and_python3 {
+    use super::*;
 
-    let mut alice = ApiClient::connect(&cluster.ws_url(0)).await?;
-    let out = run_script(
-        "bash",
-        vec!["-euo".into(), "pipefail".into(), "-c".into(), curl.clone()],
-        env(&alice.client_id),
-    )
-    .await?;
-    // Every answer is the one the document shows under its command.
-    let shown: Vec<&str> = curl.lines().filter_map(|l| l.strip_prefix("# {")).collect();
-    let printed: Vec<&str> = out.lines().collect();
-    assert_eq!(printed.len(), shown.len(), "{out}");
-    for (printed, shown) in printed.iter().zip(&shown) {
-        assert_eq!(printed.strip_prefix('{'), Some(*shown));
-    }
-    let frame: Value = serde_json::from_str(&next_frame(&mut alice).await?)?;
-    assert_eq!(frame, json!({"type": "notice", "text": "hello from curl"}));
-    // The block once more: the keyed send is not delivered again (the marker comes first).
-    let again = run_script(
-        "bash",
-        vec!["-euo".into(), "pipefail".into(), "-c".into(), curl],
-        env(&alice.client_id),
-    )
-    .await?;
-    assert!(again.contains(r#"{"result":{"replayed":true}}"#), "{again}");
-    api.ok(
-        "send_to_client",
-        "backend",
-        json!({"client": alice.client_id, "data": "marker"}),
-    )
-    .await?;
-    assert_eq!(next_frame(&mut alice).await?, "marker");
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_documented_curl_and_python_examples_bind_a_uid_and_push_to_it() -> Result<()> {
+        require(Service::Curl);
+        require(Service::Python3);
+        let doc = repo_file("docs/server-api.md")?;
+        let curl = tested_block(&doc, "curl")?;
+        let python = tested_block(&doc, "python")?;
+        let cluster = cluster().await?;
+        let api = ApiServer::start(&cluster, &[("backend", "admin")], &[]).await?;
+        let env = |client: &str| {
+            vec![
+                ("GATEHOUSE_API", api.url()),
+                ("GATEHOUSE_API_KEY", api.key("backend").to_owned()),
+                ("CLIENT_ID", client.to_owned()),
+            ]
+        };
 
-    let mut bob = ApiClient::connect(&cluster.ws_url(1)).await?;
-    let script = std::env::temp_dir().join(format!("gatehouse-example-{}.py", std::process::id()));
-    std::fs::write(&script, &python)?;
-    let out = run_script("python3", vec![script.display().to_string()], env(&bob.client_id)).await;
-    let _ = std::fs::remove_file(&script);
-    assert!(out?.contains(&bob.client_id));
-    let frame: Value = serde_json::from_str(&next_frame(&mut bob).await?)?;
-    assert_eq!(frame, json!({"type": "notice", "text": "hello from python"}));
-    Ok(())
+        let mut alice = ApiClient::connect(&cluster.ws_url(0)).await?;
+        let out = run_script(
+            "bash",
+            vec!["-euo".into(), "pipefail".into(), "-c".into(), curl.clone()],
+            env(&alice.client_id),
+        )
+        .await?;
+        // Every answer is the one the document shows under its command.
+        let shown: Vec<&str> = curl.lines().filter_map(|l| l.strip_prefix("# {")).collect();
+        let printed: Vec<&str> = out.lines().collect();
+        assert_eq!(printed.len(), shown.len(), "{out}");
+        for (printed, shown) in printed.iter().zip(&shown) {
+            assert_eq!(printed.strip_prefix('{'), Some(*shown));
+        }
+        let frame: Value = serde_json::from_str(&next_frame(&mut alice).await?)?;
+        assert_eq!(frame, json!({"type": "notice", "text": "hello from curl"}));
+        // The block once more: the keyed send is not delivered again (the marker comes first).
+        let again = run_script(
+            "bash",
+            vec!["-euo".into(), "pipefail".into(), "-c".into(), curl],
+            env(&alice.client_id),
+        )
+        .await?;
+        assert!(again.contains(r#"{"result":{"replayed":true}}"#), "{again}");
+        api.ok(
+            "send_to_client",
+            "backend",
+            json!({"client": alice.client_id, "data": "marker"}),
+        )
+        .await?;
+        assert_eq!(next_frame(&mut alice).await?, "marker");
+
+        let mut bob = ApiClient::connect(&cluster.ws_url(1)).await?;
+        let script = std::env::temp_dir().join(format!("gatehouse-example-{}.py", std::process::id()));
+        std::fs::write(&script, &python)?;
+        let out = run_script("python3", vec![script.display().to_string()], env(&bob.client_id)).await;
+        let _ = std::fs::remove_file(&script);
+        assert!(out?.contains(&bob.client_id));
+        let frame: Value = serde_json::from_str(&next_frame(&mut bob).await?)?;
+        assert_eq!(frame, json!({"type": "notice", "text": "hello from python"}));
+        Ok(())
+    }
 }
 
 /// The example deadline of docs/openapi.json, replaced by one an hour ahead.
@@ -1216,18 +1206,6 @@ async fn the_openapi_document_describes_what_the_server_answers() -> Result<()> 
 async fn openapi_conformance() -> Result<()> {
     let text = repo_file("docs/openapi.json")?;
     let doc: Value = serde_json::from_str(&text)?;
-    if have_tool("python3", "--version")? {
-        let generated = run_script(
-            "python3",
-            vec![format!("{}/docs/openapi.py", env!("CARGO_MANIFEST_DIR"))],
-            vec![],
-        )
-        .await?;
-        assert!(
-            generated == text,
-            "docs/openapi.json is stale: run python3 docs/openapi.py > docs/openapi.json"
-        );
-    }
     // The validator is no rubber stamp: it refuses what the schemas exclude.
     let error = "/components/schemas/Error";
     conforms(&doc, error, &json!({"error": {"code": "bad_request", "message": "m"}}))?;
@@ -1308,4 +1286,27 @@ async fn openapi_conformance() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// docs/openapi.json is what docs/openapi.py writes, so the document cannot drift from its
+/// source.
+mod needs_python3 {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn docs_openapi_json_is_the_output_of_openapi_py() -> Result<()> {
+        require(Service::Python3);
+        let text = repo_file("docs/openapi.json")?;
+        let generated = run_script(
+            "python3",
+            vec![format!("{}/docs/openapi.py", env!("CARGO_MANIFEST_DIR"))],
+            vec![],
+        )
+        .await?;
+        assert!(
+            generated == text,
+            "docs/openapi.json is stale: run python3 docs/openapi.py > docs/openapi.json"
+        );
+        Ok(())
+    }
 }

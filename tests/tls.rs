@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use gatehouse_testkit::api_server::ApiServer;
 use gatehouse_testkit::cluster::{http_get, metric};
-use gatehouse_testkit::{ChatClient, Cluster, Process, TempDatabase, TestTls, WsClient};
+use gatehouse_testkit::{ChatClient, Cluster, Process, Service, TempDatabase, TestTls, WsClient, require};
 use serde_json::json;
 
 /// How long a test waits for a log line it expects.
@@ -142,93 +142,89 @@ async fn a_member_with_a_certificate_from_another_ca_or_without_tls_is_refused_a
     Ok(())
 }
 
-/// The CA of the local PostgreSQL's certificate (`scripts/services` creates it and configures
-/// the server). Missing, the test fails: it is never reported as passed without running.
-fn postgres_ca() -> String {
-    let path =
-        std::env::var("GATEHOUSE_TEST_PG_CA").unwrap_or_else(|_| "/var/lib/postgresql/gatehouse-tls/ca.pem".to_owned());
-    assert!(
-        std::path::Path::new(&path).exists(),
-        "{path} is missing: run scripts/services (it gives the local PostgreSQL a TLS certificate)"
-    );
-    path
-}
+/// The chat worker's PostgreSQL connections over TLS, against the local server's certificate
+/// from `scripts/services`.
+mod needs_postgrestls {
+    use super::*;
+    use gatehouse_testkit::services::postgres_ca;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chat_worker_stores_into_postgresql_over_verified_tls() -> Result<()> {
-    let ca = postgres_ca();
-    let db = TempDatabase::create()?;
-    let app = format!("gatehouse_tls_{}", rand_suffix());
-    // verify-full: the server's certificate must chain to `ca` and name the host we dial.
-    let url = format!(
-        "{}?sslmode=verify-full&sslrootcert={ca}&application_name={app}",
-        db.url().replacen("127.0.0.1", "localhost", 1)
-    );
-    let cluster = Cluster::builder()
-        .gateways(1)
-        .workers("chat", 1)
-        .gateway_args(&["--insecure-dev-auth"])
-        .worker_args(&["--database-url", &url, "--insecure-dev-auth"])
-        .start()
-        .await?;
-    let mut ben = ChatClient::connect_as(&cluster.ws_url(0), "ben").await?;
-    let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
-    let ack = ann.send_to("ben", "sealed in transit", "c1").await?;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    assert_eq!(ben.next_message().await?["text"], "sealed in transit");
-    assert_eq!(db.query("SELECT count(*) FROM messages")?, "1");
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_chat_worker_stores_into_postgresql_over_verified_tls() -> Result<()> {
+        require(Service::PostgresTls);
+        let ca = postgres_ca().display().to_string();
+        let db = TempDatabase::create()?;
+        let app = format!("gatehouse_tls_{}", rand_suffix());
+        // verify-full: the server's certificate must chain to `ca` and name the host we dial.
+        let url = format!(
+            "{}?sslmode=verify-full&sslrootcert={ca}&application_name={app}",
+            db.url().replacen("127.0.0.1", "localhost", 1)
+        );
+        let cluster = Cluster::builder()
+            .gateways(1)
+            .workers("chat", 1)
+            .gateway_args(&["--insecure-dev-auth"])
+            .worker_args(&["--database-url", &url, "--insecure-dev-auth"])
+            .start()
+            .await?;
+        let mut ben = ChatClient::connect_as(&cluster.ws_url(0), "ben").await?;
+        let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+        let ack = ann.send_to("ben", "sealed in transit", "c1").await?;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ben.next_message().await?["text"], "sealed in transit");
+        assert_eq!(db.query("SELECT count(*) FROM messages")?, "1");
 
-    // Every connection the worker holds is encrypted, as the server itself reports.
-    let sessions = db.query(&format!(
-        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+        // Every connection the worker holds is encrypted, as the server itself reports.
+        let sessions = db.query(&format!(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
          WHERE a.application_name = '{app}'"
-    ))?;
-    let (encrypted, total) = sessions.split_once('|').expect("two counts");
-    assert!(total.parse::<u32>()? > 0, "the worker holds no connection named {app}");
-    assert_eq!(encrypted, total, "some of the worker's connections are plaintext");
-    Ok(())
-}
+        ))?;
+        let (encrypted, total) = sessions.split_once('|').expect("two counts");
+        assert!(total.parse::<u32>()? > 0, "the worker holds no connection named {app}");
+        assert_eq!(encrypted, total, "some of the worker's connections are plaintext");
+        Ok(())
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chat_worker_refuses_a_postgresql_server_its_ca_did_not_sign() -> Result<()> {
-    postgres_ca();
-    let other_ca = TestTls::generate()?;
-    let db = TempDatabase::create()?;
-    let url = format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        db.url().replacen("127.0.0.1", "localhost", 1),
-        other_ca.file("ca.pem").display()
-    );
-    let cluster = Cluster::builder().gateways(1).start().await?;
-    let mut worker = Process::start(
-        "chat-worker",
-        [
-            "worker",
-            "--app",
-            "chat",
-            "--admin-listen",
-            "off",
-            "--insecure-dev-auth",
-            "--registry",
-            &cluster.registry_list(),
-            "--database-url",
-            &url,
-        ]
-        .into_iter()
-        .map(String::from)
-        .chain(cluster.credential_args().iter().cloned())
-        .collect(),
-        &[],
-    )
-    .await?;
-    let status = tokio::time::timeout(LOG_WAIT, worker.wait_exit()).await??;
-    assert_ne!(status, Some(0), "the worker started against an unverified server");
-    let log = worker.log_text();
-    assert!(
-        log.contains("certificate") || log.contains("UnknownIssuer"),
-        "the worker does not say why:\n{log}"
-    );
-    Ok(())
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chat_worker_refuses_a_postgresql_server_its_ca_did_not_sign() -> Result<()> {
+        require(Service::PostgresTls);
+        let other_ca = TestTls::generate()?;
+        let db = TempDatabase::create()?;
+        let url = format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            db.url().replacen("127.0.0.1", "localhost", 1),
+            other_ca.file("ca.pem").display()
+        );
+        let cluster = Cluster::builder().gateways(1).start().await?;
+        let mut worker = Process::start(
+            "chat-worker",
+            [
+                "worker",
+                "--app",
+                "chat",
+                "--admin-listen",
+                "off",
+                "--insecure-dev-auth",
+                "--registry",
+                &cluster.registry_list(),
+                "--database-url",
+                &url,
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain(cluster.credential_args().iter().cloned())
+            .collect(),
+            &[],
+        )
+        .await?;
+        let status = tokio::time::timeout(LOG_WAIT, worker.wait_exit()).await??;
+        assert_ne!(status, Some(0), "the worker started against an unverified server");
+        let log = worker.log_text();
+        assert!(
+            log.contains("certificate") || log.contains("UnknownIssuer"),
+            "the worker does not say why:\n{log}"
+        );
+        Ok(())
+    }
 }
 
 fn rand_suffix() -> u64 {

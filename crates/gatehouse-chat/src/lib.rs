@@ -16,7 +16,7 @@
 //! - `events` — protocol 2: bounded catch-up, heartbeat, edits, deletes, reactions, receipts,
 //!   typing and search.
 //! - `presence` — online/offline pushes to contacts from the cluster's routing table.
-//! - [`WEB_PAGE`] — the browser client served at `/` by gateways.
+//! - [`WEB_PAGE`] — the browser client a chat deployment's gateways serve at `/` (`--page chat`).
 
 pub mod auth;
 pub mod config;
@@ -31,7 +31,8 @@ pub mod service;
 pub use config::ChatConfig;
 pub use service::ChatWorker;
 
-/// The chat page, served at `/` by every gateway of a chat deployment: one self-contained file
+/// The chat page, served at `/` by gateways told `--page chat` (the default of a gateway whose
+/// first `--app` is chat, and of `gatehouse dev`): one self-contained file
 /// (no external resources) generated from `clients/js` (the client library and the page's UI,
 /// bundled inline by `clients/js/scripts/build-page.mjs`), so that the binary needs no build
 /// step of its own.

@@ -138,6 +138,10 @@ pub struct GatewayArgs {
     /// of other apps are logged and get no clients). Unset: `/ws` reaches every worker.
     #[arg(long = "app", env = "GATEHOUSE_APP", value_delimiter = ',')]
     pub apps: Vec<String>,
+    /// What `/` serves: `chat` (the chat app's page), `none` (404), or a directory of static
+    /// files (`/` is its index.html). Default: `chat` when the first --app is chat, else `none`.
+    #[arg(long, env = "GATEHOUSE_PAGE")]
+    pub page: Option<crate::page::PageChoice>,
     #[command(flatten)]
     pub limits: GatewayLimits,
     #[command(flatten)]
@@ -414,6 +418,10 @@ pub struct DevArgs {
     /// The app to run.
     #[arg(long, env = "GATEHOUSE_APP", default_value = "chat")]
     pub app: String,
+    /// What `/` serves: `chat`, `none` or a directory (see `gatehouse gateway --help`).
+    /// Default: the chat page when the app is chat, else `none`.
+    #[arg(long, env = "GATEHOUSE_PAGE")]
+    pub page: Option<crate::page::PageChoice>,
     /// Admin listener of the whole dev cluster (/healthz, /readyz, /metrics), or `off`.
     #[arg(long, env = "GATEHOUSE_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
     pub admin_listen: AdminListen,
@@ -492,7 +500,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             config.tls = args.tls.files();
             config.insecure_plaintext = args.cluster.insecure_plaintext;
             config.advertise = args.advertise;
-            config.index_page = Some(gatehouse_chat::WEB_PAGE);
+            config.page = crate::page::PageChoice::resolve(args.page, args.apps.first().map(String::as_str));
             config.drain = args.drain;
             config.apps = args.apps;
             args.limits.apply(&mut config);
@@ -538,6 +546,7 @@ pub async fn run(cli: Cli, token: CancellationToken) -> Result<()> {
             let dev = crate::dev::Dev {
                 listen: args.listen,
                 chat: args.chat.config(DEFAULT_DATABASE),
+                page: crate::page::PageChoice::resolve(args.page, Some(&args.app)),
                 app: args.app,
                 admin: args.admin_listen.bind().await?,
             };

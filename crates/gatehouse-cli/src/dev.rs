@@ -20,6 +20,8 @@ pub struct Dev {
     pub listen: SocketAddr,
     /// The app the worker runs.
     pub app: String,
+    /// What the gateway serves at `/` (`--page`; the chat page for the chat app).
+    pub page: gatehouse_gateway::Page,
     /// The chat app's settings.
     pub chat: gatehouse_chat::ChatConfig,
     /// The admin listener serving all three roles, if any.
@@ -44,7 +46,7 @@ pub async fn run(dev: Dev, token: CancellationToken) -> Result<()> {
     // A person tries it in a browser with no token tooling: bare uids are accepted (and logged).
     gateway.insecure_dev_auth = true;
     gateway.apps = vec![dev.app.clone()];
-    gateway.index_page = Some(gatehouse_chat::WEB_PAGE);
+    gateway.page = dev.page;
     // Ctrl-C should not wait 30 s for a graceful drain of a laptop's two tabs.
     gateway.drain = Duration::from_millis(500);
     let gateway = gatehouse_gateway::bind(gateway)

@@ -7,6 +7,7 @@ mod apps;
 mod bench;
 mod cli;
 mod dev;
+mod page;
 mod probe;
 mod tls;
 mod webhook;

@@ -12,6 +12,8 @@ use gatehouse_core::tls::CertFiles;
 use gatehouse_proto::MAX_GRPC_MESSAGE_BYTES;
 use ipnet::IpNet;
 
+pub use crate::page::{Page, PageError};
+
 /// A token-bucket rate: `per_second` on average, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -116,9 +118,9 @@ pub struct GatewayConfig {
     /// apps are logged and counted and get no clients. Empty: `/ws` reaches every worker,
     /// whatever its app, and `/ws/<app>` is not served (one app per cluster).
     pub apps: Vec<String>,
-    /// The HTML page served at `/` (the deployment's choice). `None`: a short page naming the
-    /// endpoints.
-    pub index_page: Option<&'static str>,
+    /// What `/` and the paths below it serve besides `/ws` (`--page`): the deployment's choice,
+    /// since the gateway cannot know what its workers run. Default: nothing (404).
+    pub page: Page,
     /// Socket read buffer: the buffer every idle connection keeps. Chat frames are a few hundred
     /// bytes, so 1 KiB reads them in one system call and keeps an idle connection small (larger
     /// frames take a few reads). tungstenite's default is 128 KiB.
@@ -140,6 +142,9 @@ pub enum ConfigError {
     /// A listener would be plaintext on a non-loopback address.
     #[error(transparent)]
     Plaintext(#[from] PlaintextRefused),
+    /// The page directory is missing or has no `index.html`.
+    #[error(transparent)]
+    Page(#[from] PageError),
 }
 
 /// Headers forwarded to workers by default: what an application needs to authenticate a client
@@ -208,7 +213,7 @@ impl GatewayConfig {
             registry_backoff: Duration::from_secs(1),
             insecure_dev_auth: false,
             apps: Vec::new(),
-            index_page: None,
+            page: Page::None,
             read_buffer: 1024,
             write_buffer: 4096,
         }
@@ -297,6 +302,7 @@ impl GatewayConfig {
                 "forwarded header names must be lowercase and non-empty",
             ));
         }
+        self.page.check()?;
         Ok(())
     }
 

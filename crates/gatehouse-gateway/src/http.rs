@@ -1,4 +1,4 @@
-//! The public HTTP side: the WebSocket endpoint and the page. Health, readiness and metrics are
+//! The public HTTP side: the WebSocket endpoint, and the page (`page`). Health, readiness and metrics are
 //! on the admin listener (`--admin-listen`), away from untrusted clients.
 
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use gatehouse_proto::v1::event;
 
@@ -24,13 +24,15 @@ use crate::stats::Stats;
 #[derive(Clone, Default)]
 pub(crate) struct PeerSlots(pub Arc<Mutex<Option<Slots>>>);
 
-/// Builds the router served on the public listener.
+/// Builds the router served on the public listener: the WebSocket endpoints, and the page the
+/// deployment chose for everything else.
 pub(crate) fn router(hub: Arc<Hub>) -> Router {
+    let page = crate::page::router(hub.config().page.clone());
     Router::new()
         .route("/ws", get(upgrade))
         .route("/ws/{app}", get(upgrade))
-        .route("/", get(index))
         .with_state(hub)
+        .merge(page)
 }
 
 /// A refusal with a reason and, for "try again later" statuses, a `Retry-After`.
@@ -151,8 +153,4 @@ async fn upgrade(
             )
         }
     }
-}
-
-async fn index(State(hub): State<Arc<Hub>>) -> Html<&'static str> {
-    Html(hub.config().index_page.unwrap_or(include_str!("../assets/index.html")))
 }

@@ -13,7 +13,8 @@
 //! - [`config`] — [`GatewayConfig`] and its validation.
 //! - [`server`] — [`bind`] both listeners, then [`BoundGateway::run`].
 //! - `accept`: the public listener: admission at accept, HTTP/1.1 with a header-read timeout.
-//! - `http`: the public router (`/ws`, `/healthz`, `/readyz`, `/metrics`, `/`) and the upgrade.
+//! - `http`: the public router (`/ws`, `/ws/<app>`) and the upgrade.
+//! - `page`: what `/` and the paths below it serve (`--page`: nothing, the chat page, a directory).
 //! - `fence`: closes every client when the gateway's lease lapsed (paused or cut off from
 //!   every registry), so none stays connected while workers no longer send to it.
 //! - `links`: the internal gRPC service workers attach to; byte-bounded batching both ways.
@@ -47,6 +48,7 @@ mod http;
 mod hub;
 mod index;
 mod links;
+mod page;
 mod queue;
 mod ratelimit;
 mod routes;
@@ -55,6 +57,6 @@ mod stats;
 mod table;
 mod workers;
 
-pub use config::{DEFAULT_FORWARD_HEADERS, GatewayConfig, Rate};
+pub use config::{DEFAULT_FORWARD_HEADERS, GatewayConfig, Page, Rate};
 pub use error::GatewayError;
 pub use server::{BoundGateway, bind};

@@ -11,9 +11,8 @@
 //! sequential round trips to the database, and on the caller's runtime each of them would wait
 //! behind the handlers that the previous commit just woke (hundreds at a time under load), so
 //! the database would sit idle between the statements of one transaction. On its own thread a
-//! round trip waits only for the database. Measured on the chat benchmark (SQLite, two cores, a
-//! single-threaded worker runtime): +14 % persisted messages per second, ahead in five of five
-//! alternating runs.
+//! round trip waits only for the database (bench/analysis.md has the measurement that led here;
+//! figures belong to the benchmarks, not to this comment).
 //!
 //! The writer reports to the `metrics` facade (the process's Prometheus exporter, when one is
 //! installed): `gatehouse_chat_commit_batch_items` and `gatehouse_chat_commit_seconds`

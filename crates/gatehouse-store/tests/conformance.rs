@@ -2,8 +2,9 @@
 //!
 //! Every case in `cases` runs against a fresh SQLite file (always), against a fresh schema
 //! of the PostgreSQL database named by `TEST_DATABASE_URL`, and against a fresh database on the
-//! MariaDB server named by `TEST_MYSQL_URL` (each when set; otherwise those variants print a
-//! SKIPPED note on a developer's machine and fail when `CI` is set). The
+//! MariaDB server named by `TEST_MYSQL_URL` (both default to the local servers scripts/services
+//! starts; without them those variants, in `needs_postgres` and `needs_mariadb`, fail under `CI`
+//! and are reported as skipped elsewhere: `gatehouse_testkit::services`). The
 //! cases only use the public API, plus a raw connection
 //! where a test has to act as a second, misbehaving or slow writer.
 
@@ -18,6 +19,7 @@ use gatehouse_store::{
     HistoryVisibility, InviteOutcome, JoinOutcome, Limit, NewGroup, NewMessage, Role, Store, StoreError, StoreLimits,
     direct_conversation_id, group_conversation_id,
 };
+use gatehouse_testkit::{Service, require};
 use sqlx::{Connection, MySqlConnection, PgConnection, SqliteConnection};
 
 // ---------------------------------------------------------------------------------------------
@@ -79,35 +81,20 @@ struct TestDb {
 
 static SCHEMA_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// The PostgreSQL server of the PostgreSQL variants (`TEST_DATABASE_URL`). Without it they are
-/// skipped with a note on a developer's machine, and fail when `CI` is set: CI must run them.
-fn postgres_url() -> Option<String> {
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("TEST_DATABASE_URL is not set and CI is: the PostgreSQL conformance tests must run in CI")
-        }
-        Err(_) => {
-            eprintln!("SKIPPED: TEST_DATABASE_URL is not set (PostgreSQL variant)");
-            None
-        }
-    }
+/// The PostgreSQL server of the PostgreSQL variants (`TEST_DATABASE_URL`, by default the local
+/// server scripts/services starts). The variants live in `needs_postgres`: without the server
+/// they fail under `CI` and are reported as skipped elsewhere (`gatehouse_testkit::services`).
+fn postgres_url() -> String {
+    require(Service::Postgres);
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// The MariaDB server of the MariaDB variants (`TEST_MYSQL_URL`, e.g.
-/// `mysql://root@127.0.0.1:3306/mysql`): each case creates a database of its own there. Without it
-/// they are skipped with a note on a developer's machine, and fail when `CI` is set.
-fn mysql_url() -> Option<String> {
-    match std::env::var("TEST_MYSQL_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("TEST_MYSQL_URL is not set and CI is: the MariaDB conformance tests must run in CI")
-        }
-        Err(_) => {
-            eprintln!("SKIPPED: TEST_MYSQL_URL is not set (MariaDB variant)");
-            None
-        }
-    }
+/// The MariaDB server of the MariaDB variants (`TEST_MYSQL_URL`, by default
+/// `mysql://root@127.0.0.1:3306/mysql`): each case creates a database of its own there. The
+/// variants live in `needs_mariadb`, under the same policy as PostgreSQL's.
+fn mysql_url() -> String {
+    require(Service::Mariadb);
+    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned())
 }
 
 /// `base` (`mysql://…/database?params`) with its database replaced by `database`.
@@ -139,12 +126,12 @@ fn unique_name() -> String {
 }
 
 impl TestDb {
-    async fn create(kind: Kind) -> Option<TestDb> {
+    async fn create(kind: Kind) -> TestDb {
         match kind {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let path = dir.path().join("chat.db");
-                Some(TestDb {
+                TestDb {
                     ctx: Ctx {
                         kind,
                         url: format!("sqlite://{}", path.display()),
@@ -152,10 +139,10 @@ impl TestDb {
                     _dir: Some(dir),
                     pg_schema: None,
                     mysql_database: None,
-                })
+                }
             }
             Kind::Postgres => {
-                let base = postgres_url()?;
+                let base = postgres_url();
                 let schema = unique_name();
                 let mut admin = PgConnection::connect(&base)
                     .await
@@ -165,7 +152,7 @@ impl TestDb {
                     .await
                     .expect("create test schema");
                 let separator = if base.contains('?') { '&' } else { '?' };
-                Some(TestDb {
+                TestDb {
                     ctx: Ctx {
                         kind,
                         url: format!("{base}{separator}options[search_path]={schema}"),
@@ -173,10 +160,10 @@ impl TestDb {
                     _dir: None,
                     pg_schema: Some((base, schema)),
                     mysql_database: None,
-                })
+                }
             }
             Kind::MySql => {
-                let base = mysql_url()?;
+                let base = mysql_url();
                 let database = unique_name();
                 let mut admin = MySqlConnection::connect(&base)
                     .await
@@ -185,7 +172,7 @@ impl TestDb {
                     .execute(&mut admin)
                     .await
                     .expect("create test database");
-                Some(TestDb {
+                TestDb {
                     ctx: Ctx {
                         kind,
                         url: with_database(&base, &database),
@@ -193,7 +180,7 @@ impl TestDb {
                     _dir: None,
                     pg_schema: None,
                     mysql_database: Some((base, database)),
-                })
+                }
             }
         }
     }
@@ -223,9 +210,7 @@ where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(db) = TestDb::create(kind).await else {
-        return;
-    };
+    let db = TestDb::create(kind).await;
     let task = tokio::spawn(case(db.ctx.clone()));
     let abort = task.abort_handle();
     let outcome = tokio::time::timeout(CASE_TIMEOUT, task).await;
@@ -282,9 +267,7 @@ fn queued_messages_are_written_after_the_callers_runtime_stops(kind: Kind) {
             .expect("runtime")
     };
     let setup = new_runtime();
-    let Some(db) = setup.block_on(TestDb::create(kind)) else {
-        return;
-    };
+    let db = setup.block_on(TestDb::create(kind));
     let url = db.ctx.url.clone();
     let ab = direct_conversation_id("alice", "bob");
     let mut blocker = setup.block_on(async {
@@ -341,14 +324,22 @@ fn sqlite_queued_messages_are_written_after_the_callers_runtime_stops() {
     queued_messages_are_written_after_the_callers_runtime_stops(Kind::Sqlite);
 }
 
-#[test]
-fn postgres_queued_messages_are_written_after_the_callers_runtime_stops() {
-    queued_messages_are_written_after_the_callers_runtime_stops(Kind::Postgres);
-}
+/// The server variants of the case above (it runs runtimes of its own, so it is not one of the
+/// `conformance!` cases), under the service policy of the suite.
+mod callers_runtime_stops {
+    mod needs_postgres {
+        #[test]
+        fn postgres_queued_messages_are_written_after_the_callers_runtime_stops() {
+            crate::queued_messages_are_written_after_the_callers_runtime_stops(crate::Kind::Postgres);
+        }
+    }
 
-#[test]
-fn mysql_queued_messages_are_written_after_the_callers_runtime_stops() {
-    queued_messages_are_written_after_the_callers_runtime_stops(Kind::MySql);
+    mod needs_mariadb {
+        #[test]
+        fn mysql_queued_messages_are_written_after_the_callers_runtime_stops() {
+            crate::queued_messages_are_written_after_the_callers_runtime_stops(crate::Kind::MySql);
+        }
+    }
 }
 
 /// A hung case fails instead of blocking the suite.
@@ -374,7 +365,7 @@ macro_rules! conformance {
                 }
             )*
         }
-        mod postgres {
+        mod needs_postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
@@ -382,7 +373,7 @@ macro_rules! conformance {
                 }
             )*
         }
-        mod mysql {
+        mod needs_mariadb {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {

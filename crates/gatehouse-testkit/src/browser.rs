@@ -37,11 +37,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const LOG_LINES: usize = 400;
 
 /// The Chromium executable tests use: `$CHROMIUM` if set, else `/usr/bin/chromium` (Debian's
-/// package). Tests check it exists to decide whether browser tests can run at all.
+/// package).
 pub fn chromium_path() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+    crate::services::chromium_path()
 }
 
 /// A running headless Chromium with a fresh profile; killed (with its helper processes) and its
@@ -68,14 +66,11 @@ impl Browser {
     /// Starts Chromium ([`chromium_path`]) headless and connects to its DevTools endpoint,
     /// which it announces on stderr as `DevTools listening on ws://…` (port 0 avoids clashes
     /// between tests running in parallel).
+    /// The test needs Chromium ([`require`](crate::require)`(Service::Chromium)`, which this
+    /// calls).
     pub async fn launch() -> Result<Browser> {
+        crate::require(crate::Service::Chromium);
         let executable = chromium_path();
-        if !executable.exists() {
-            bail!(
-                "{} not found (install Debian's `chromium` or set CHROMIUM)",
-                executable.display()
-            );
-        }
         let profile = unique_temp_dir()?;
         let child = Command::new(&executable)
             .args([

@@ -35,15 +35,18 @@ impl ChatDatabase {
         ChatDatabase::Sqlite(std::env::temp_dir().join(format!("gatehouse-chat-{}-{nanos}.db", std::process::id())))
     }
 
-    /// A fresh PostgreSQL database at 127.0.0.1:5432; panics (the test fails) without one.
+    /// A fresh PostgreSQL database at 127.0.0.1:5432: the test needs PostgreSQL
+    /// ([`require`](crate::require)`(Service::Postgres)`, which this calls).
     pub fn postgres() -> ChatDatabase {
         ChatDatabase::Postgres(
             TempDatabase::create().expect("PostgreSQL at 127.0.0.1:5432 (scripts/services starts it)"),
         )
     }
 
-    /// A fresh MariaDB database at 127.0.0.1:3306; panics (the test fails) without one.
+    /// A fresh MariaDB database at 127.0.0.1:3306: the test needs MariaDB
+    /// ([`require`](crate::require)`(Service::Mariadb)`, which this calls).
     pub fn mariadb() -> ChatDatabase {
+        crate::require(crate::Service::Mariadb);
         ChatDatabase::MariaDb(TempMariaDb::create().expect("MariaDB at 127.0.0.1:3306 (scripts/services starts it)"))
     }
 
@@ -56,12 +59,15 @@ impl ChatDatabase {
         }
     }
 
-    /// Runs a query that returns one number (with the `sqlite3`, `psql` or `mariadb` client).
+    /// Runs a query that returns one number (with the `sqlite3`, `psql` or `mariadb` client):
+    /// on SQLite, the test needs the `sqlite3` shell ([`require`](crate::require)`(Service::Sqlite3)`,
+    /// which this calls).
     pub fn count(&self, sql: &str) -> Result<i64> {
         let text = match self {
             ChatDatabase::Postgres(db) => db.query(sql)?,
             ChatDatabase::MariaDb(db) => db.query(sql)?,
             ChatDatabase::Sqlite(path) => {
+                crate::require(crate::Service::Sqlite3);
                 let output = std::process::Command::new("sqlite3").arg(path).arg(sql).output()?;
                 anyhow::ensure!(
                     output.status.success(),

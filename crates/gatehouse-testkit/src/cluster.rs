@@ -295,17 +295,50 @@ pub async fn metric(addr: SocketAddr, name: &str) -> Result<u64> {
 
 /// A minimal HTTP/1.0 GET, returning the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let response = http_request(addr, path).await?;
+    Ok((response.status, response.body))
+}
+
+/// An HTTP response as [`http_request`] read it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code (0 when the status line was unreadable).
+    pub status: u16,
+    /// The header lines, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.0 GET, with the response's headers.
+pub async fn http_request(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await?;
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response)).await??;
-    let status = response
-        .split_whitespace()
-        .nth(1)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    Ok((status, body))
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
 }

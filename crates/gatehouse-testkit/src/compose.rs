@@ -39,11 +39,12 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
 
 /// A tool of the deployment checks: `$GATEHOUSE_TOOLS_VENV/bin/NAME` (default
 /// `/opt/gatehouse-tools`, where `scripts/services` installs check-jsonschema, kubernetes-validate
-/// and hadolint), else `NAME` on the PATH. Missing, it is an error: these checks never pass
-/// without running.
+/// and hadolint), else `NAME` on the PATH. The test needs them
+/// ([`require`](crate::require)`(Service::DeployTools)`, which this calls).
 pub fn tool(name: &str) -> Result<PathBuf> {
-    let venv = std::env::var("GATEHOUSE_TOOLS_VENV").unwrap_or_else(|_| "/opt/gatehouse-tools".to_owned());
-    let in_venv = Path::new(&venv).join("bin").join(name);
+    crate::require(crate::Service::DeployTools);
+    let venv = crate::services::tools_venv();
+    let in_venv = venv.join("bin").join(name);
     if in_venv.exists() {
         return Ok(in_venv);
     }
@@ -54,7 +55,12 @@ pub fn tool(name: &str) -> Result<PathBuf> {
                 .find(|p| p.exists())
         })
         .unwrap_or_default();
-    on_path.ok_or_else(|| anyhow!("{name} is not installed (neither in {venv}/bin nor on PATH): run scripts/services"))
+    on_path.ok_or_else(|| {
+        anyhow!(
+            "{name} is not installed (neither in {}/bin nor on PATH): run scripts/services",
+            venv.display()
+        )
+    })
 }
 
 /// Reads a YAML file into JSON values (one per document), with the virtualenv's ruamel.yaml.
@@ -511,6 +517,7 @@ impl Compose {
 
     /// Starts Debian's HAProxy with `deploy/haproxy.cfg`, its addresses and `/tls` mapped.
     async fn start_haproxy(&mut self, service: &str) -> Result<()> {
+        crate::require(crate::Service::Haproxy);
         let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
             .into_iter()
             .find(|p| Path::new(p).exists())

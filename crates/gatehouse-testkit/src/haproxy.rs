@@ -19,7 +19,10 @@ pub struct Haproxy {
 impl Haproxy {
     /// Starts HAProxy round-robin over `gateways`: each one's public address, and its admin
     /// address, whose `/readyz` HAProxy health-checks (as a production load balancer would).
+    /// The test needs HAProxy ([`require`](crate::require)`(Service::Haproxy)`, which this
+    /// calls).
     pub async fn start(gateways: &[(SocketAddr, SocketAddr)]) -> Result<Haproxy> {
+        crate::require(crate::Service::Haproxy);
         let binary = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -66,20 +69,22 @@ impl Haproxy {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// Waits until the balancer serves the gateways' page (every server starts up; failed
-    /// readiness checks on the admin ports would take one out).
+    /// Waits until the balancer passes requests to the gateways (every server starts up;
+    /// failed readiness checks on the admin ports would take one out). A gateway answers `/`
+    /// with its page or a 404 (`--page none`); HAProxy itself answers 503 while it has no
+    /// server.
     async fn wait_until_serving(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut served = 0;
         loop {
-            if let Ok((200, _)) = crate::cluster::http_get(self.addr, "/").await {
+            if let Ok((200 | 404, _)) = crate::cluster::http_get(self.addr, "/").await {
                 served += 1;
                 if served == 2 {
                     return Ok(());
                 }
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("haproxy at {} never served the gateways' page", self.addr);
+                bail!("haproxy at {} never passed a request to the gateways", self.addr);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

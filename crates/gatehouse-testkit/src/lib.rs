@@ -20,6 +20,8 @@
 //! - [`netns`] — [`Netns`], a network namespace on a veth pair, for real partitions.
 //! - [`postgres`] — [`TempDatabase`], a throw-away PostgreSQL database per test.
 //! - [`rawws`] — [`RawWs`], a raw-frame WebSocket client for protocol conformance tests.
+//! - [`services`] — [`require`], the one policy for tests that need a service (a database,
+//!   HAProxy, Chromium, a tool, root): fail under CI, reported as skipped elsewhere.
 //! - [`tls`] — [`TestTls`], certificates from `gatehouse cert` and a client that trusts them.
 
 pub mod api_server;
@@ -33,6 +35,7 @@ pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod rawws;
+pub mod services;
 pub mod tls;
 
 pub use chat::{ChatClient, ChatDatabase};
@@ -44,6 +47,7 @@ pub use netns::Netns;
 pub use postgres::TempDatabase;
 pub use process::Process;
 pub use rawws::RawWs;
+pub use services::{Service, require};
 pub use tls::TestTls;
 
 /// The secret test clusters share.

@@ -1,8 +1,7 @@
 //! [`Netns`]: a network namespace joined to the host by a veth pair, to cut a process off the
 //! network (link down) without stopping it: a real partition, not a paused process.
 //!
-//! Needs root and `ip` (iproute2). Both are there on CI machines; a missing one fails the test
-//! that asked for it, loudly.
+//! Needs root and `ip` (iproute2): a test using it needs [`Service::Root`](crate::Service::Root).
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -22,7 +21,9 @@ pub struct Netns {
 impl Netns {
     /// Creates a namespace and a /30 veth pair, unique to this process (its pid picks the
     /// names and the subnet 10.231.N.0/30).
+    /// The test needs root ([`require`](crate::require)`(Service::Root)`, which this calls).
     pub fn create() -> Result<Netns> {
+        crate::require(crate::Service::Root);
         let id = std::process::id() % 250;
         let name = format!("gh-part-{}", std::process::id());
         let host_link = format!("ghh{id}");

@@ -15,10 +15,11 @@ pub struct TempDatabase {
 }
 
 impl TempDatabase {
-    /// Creates a database with a unique name.
+    /// Creates a database with a unique name. The test needs PostgreSQL
+    /// ([`require`](crate::require)`(Service::Postgres)`, which this calls).
     pub fn create() -> Result<TempDatabase> {
-        let admin = std::env::var("GATEHOUSE_TEST_PG")
-            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned());
+        crate::require(crate::Service::Postgres);
+        let admin = crate::services::postgres_admin();
         let name = format!(
             "gatehouse_test_{}_{}",
             std::process::id(),
