@@ -39,36 +39,41 @@ const UPDATE_CHUNK: usize = 4096;
 type Outbound = mpsc::Sender<Result<AttachResponse, Status>>;
 type Key = (i32, String);
 
-/// What the gRPC streams tell the state machine.
+/// What the gRPC streams tell the state machine. Every input names its stream by `session`
+/// (a number the service hands out per stream, never reused): a member that re-attached has a
+/// new session, so late inputs of its old stream can be recognised and ignored.
 pub(crate) enum Input {
+    /// A stream said hello.
     Attach {
         session: u64,
+        /// Who the member is (kind, id, internal address), as its hello says.
         member: Member,
+        /// It wants the routing table (workers and API clients) and so holds back confirmations.
         subscribe: bool,
+        /// Its outbound queue: bounded, so a member that stops reading is cut off, not buffered.
         tx: Outbound,
     },
+    /// The member is alive: renews its lease.
     Heartbeat {
         session: u64,
         /// Echoed back in the HeartbeatAck that tells the member its lease was renewed.
         seq: u64,
     },
-    Routes {
-        session: u64,
-        batch: RouteBatch,
-    },
-    RouteAck {
-        session: u64,
-        seq: u64,
-    },
-    Detach {
-        session: u64,
-        graceful: bool,
-    },
+    /// A gateway's changes of the keys it holds (or a part of its resync).
+    Routes { session: u64, batch: RouteBatch },
+    /// A subscriber applied every route update up to `seq`.
+    RouteAck { session: u64, seq: u64 },
+    /// The stream ended: `graceful` when the member closed it (it is leaving), not when it broke.
+    Detach { session: u64, graceful: bool },
 }
 
+/// One attached stream.
 struct Session {
+    /// The member it speaks for (one member has at most one current session).
     member: u64,
+    /// Where its messages go; a full queue cuts it off.
     tx: Outbound,
+    /// It receives route updates, and confirmations wait for its acknowledgements.
     subscribe: bool,
     /// Highest sequence number sent to this subscriber.
     sent: u64,
@@ -78,9 +83,13 @@ struct Session {
     behind_since: Option<Instant>,
 }
 
+/// One member, whether or not its stream is up.
 struct MemberState {
+    /// What it announced (sent to everyone in the membership).
     member: Member,
+    /// Its last sign of life: the lease runs from here.
     last_seen: Instant,
+    /// Its current stream; `None` while it is disconnected but its lease holds (its routes stay).
     session: Option<u64>,
     /// Gateways: the keys they hold.
     keys: HashSet<Key>,
@@ -88,15 +97,25 @@ struct MemberState {
     staging: Option<HashSet<Key>>,
 }
 
+/// Membership and the routing table, owned by the one task that handles every [`Input`].
 pub(crate) struct State {
+    /// This registry's id, in every welcome (members tell registries apart by it).
     id: NodeId,
+    /// Lease, ack timeout, warm-up and the limits.
     config: RegistryConfig,
+    /// When this registry started: the warm-up runs from here.
     started: Instant,
+    /// Attached streams by session number.
     sessions: HashMap<u64, Session>,
+    /// Members by id, connected or within their lease.
     members: HashMap<u64, MemberState>,
+    /// The sequence number of the last route update: subscribers acknowledge by it and
+    /// confirmations wait for it.
     seq: u64,
     /// Batches waiting for every subscriber's acknowledgement: (sequence, session, generation).
     pending: VecDeque<(u64, u64, u64)>,
+    /// The warm-up is over: every gateway had the time to resync, so absence from the table is
+    /// true (subscribers may stop broadcasting).
     authoritative: bool,
     /// What the admin listener shows.
     stats: std::sync::Arc<Stats>,
@@ -579,158 +598,4 @@ fn entry(key: &Key, gateway: u64, present: bool) -> RouteEntry {
 }
 
 #[cfg(test)]
-mod tests {
-    use gatehouse_core::ClusterSecret;
-    use gatehouse_proto::tonic;
-    use gatehouse_proto::v1::RouteChange;
-
-    use super::*;
-
-    type Inbox = mpsc::Receiver<Result<AttachResponse, Status>>;
-
-    fn state() -> State {
-        let mut config = RegistryConfig::new("127.0.0.1:0".parse().unwrap(), ClusterSecret::random());
-        config.warmup = Duration::ZERO;
-        config.max_members = 3;
-        config.max_keys_per_gateway = 10_000;
-        State::new(NodeId(1), config, Default::default())
-    }
-
-    fn member(id: u64, kind: MemberKind) -> Member {
-        Member {
-            kind: kind as i32,
-            id,
-            addr: format!("10.0.0.{id}:7100"),
-            name: String::new(),
-        }
-    }
-
-    fn attach(state: &mut State, session: u64, id: u64, kind: MemberKind) -> Inbox {
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        state.on_input(Input::Attach {
-            session,
-            member: member(id, kind),
-            subscribe: kind == MemberKind::Worker,
-            tx,
-        });
-        rx
-    }
-
-    fn routes(keys: impl Iterator<Item = String>, reset: bool, generation: u64) -> RouteBatch {
-        RouteBatch {
-            generation,
-            reset,
-            synced: reset,
-            changes: keys
-                .map(|key| RouteChange {
-                    kind: gatehouse_proto::v1::RouteKind::Uid as i32,
-                    key,
-                    present: true,
-                })
-                .collect(),
-        }
-    }
-
-    /// Everything queued for a member so far.
-    fn drain(inbox: &mut Inbox) -> Vec<Result<AttachResponse, Status>> {
-        let mut out = Vec::new();
-        while let Ok(message) = inbox.try_recv() {
-            out.push(message);
-        }
-        out
-    }
-
-    fn updates(messages: &[Result<AttachResponse, Status>]) -> Vec<&RouteUpdate> {
-        messages
-            .iter()
-            .filter_map(|m| match m.as_ref().ok()?.msg.as_ref()? {
-                attach_response::Msg::RouteUpdate(update) => Some(update),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_large_change_reaches_subscribers_in_bounded_chunks_and_is_confirmed_after_the_last() {
-        let mut state = state();
-        let mut worker = attach(&mut state, 1, 10, MemberKind::Worker);
-        let mut gateway = attach(&mut state, 2, 20, MemberKind::Gateway);
-        drain(&mut worker);
-        drain(&mut gateway);
-        let keys = UPDATE_CHUNK * 2 + 10;
-        state.on_input(Input::Routes {
-            session: 2,
-            batch: routes((0..keys).map(|i| format!("u{i}")), false, 7),
-        });
-        let received = drain(&mut worker);
-        let chunks = updates(&received);
-        assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|u| u.entries.len() <= UPDATE_CHUNK));
-        assert_eq!(chunks.iter().map(|u| u.entries.len()).sum::<usize>(), keys);
-        let last = chunks.last().unwrap().seq;
-        let confirmed = |inbox: &mut Inbox| {
-            drain(inbox).into_iter().any(|m| {
-                matches!(
-                    m.unwrap().msg,
-                    Some(attach_response::Msg::BatchApplied(BatchApplied { generation: 7 }))
-                )
-            })
-        };
-        state.on_input(Input::RouteAck {
-            session: 1,
-            seq: last - 1,
-        });
-        assert!(!confirmed(&mut gateway), "not before the last chunk is acknowledged");
-        state.on_input(Input::RouteAck { session: 1, seq: last });
-        assert!(confirmed(&mut gateway));
-    }
-
-    #[test]
-    fn a_gateway_announcing_an_invalid_key_is_cut_off_and_nothing_is_published() {
-        let mut state = state();
-        let mut worker = attach(&mut state, 1, 10, MemberKind::Worker);
-        let mut gateway = attach(&mut state, 2, 20, MemberKind::Gateway);
-        drain(&mut worker);
-        drain(&mut gateway);
-        state.on_input(Input::Routes {
-            session: 2,
-            batch: routes(["ok".to_owned(), "x".repeat(300)].into_iter(), false, 1),
-        });
-        assert!(updates(&drain(&mut worker)).is_empty());
-        let ended = drain(&mut gateway);
-        assert!(matches!(ended.last(), Some(Err(status)) if status.code() == tonic::Code::ResourceExhausted));
-    }
-
-    #[test]
-    fn a_gateway_over_its_key_limit_is_cut_off() {
-        let mut state = state();
-        let mut gateway = attach(&mut state, 2, 20, MemberKind::Gateway);
-        drain(&mut gateway);
-        state.on_input(Input::Routes {
-            session: 2,
-            batch: routes((0..10_001).map(|i| format!("u{i}")), true, 1),
-        });
-        assert!(matches!(drain(&mut gateway).last(), Some(Err(_))));
-        assert!(
-            state.members[&20].keys.is_empty(),
-            "nothing of the refused batch was applied"
-        );
-    }
-
-    #[test]
-    fn members_beyond_the_limit_are_refused_and_known_ones_may_reattach() {
-        let mut state = state();
-        let _a = attach(&mut state, 1, 10, MemberKind::Worker);
-        let _b = attach(&mut state, 2, 11, MemberKind::Worker);
-        let _c = attach(&mut state, 3, 12, MemberKind::Worker);
-        let mut refused = attach(&mut state, 4, 13, MemberKind::Worker);
-        assert!(
-            matches!(drain(&mut refused).as_slice(), [Err(status)] if status.code() == tonic::Code::ResourceExhausted)
-        );
-        let mut again = attach(&mut state, 5, 10, MemberKind::Worker);
-        assert!(
-            drain(&mut again).iter().all(Result::is_ok),
-            "a member re-attaching is not a new member"
-        );
-    }
-}
+mod tests;

@@ -129,18 +129,29 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
+/// What every clone of a [`Cluster`] shares; also the registry sessions' callback target.
 struct Inner {
+    /// This process's member id, announced to registries and gateways.
     id: NodeId,
+    /// Registries, credentials and timeouts, as given.
     config: ClusterConfig,
+    /// Which gateways hold which uids and groups, merged from every registry: sends go only
+    /// where the keys are (or everywhere while it is not trusted).
     routes: RouteTable,
+    /// One link per known gateway, by gateway id: sends and requests queue on them without a
+    /// lock across gateways.
     links: DashMap<u64, Arc<GatewayLink>>,
     /// Per registry: the gateways (id → address) of its last membership message.
     memberships: Mutex<Vec<Option<HashMap<u64, String>>>>,
+    /// Per registry: its session's outbound queue while connected, for route acknowledgements.
     registry_out: Mutex<Vec<Option<RegistrySender>>>,
+    /// Runs the handlers of events (workers only); set once, before any link exists.
     sink: OnceLock<Arc<dyn EventSink>>,
+    /// How new links introduce themselves to their gateway.
     identity: LinkIdentity,
     /// The worker is stopping: links (also ones made from now on) say so to their gateways.
     draining: std::sync::atomic::AtomicBool,
+    /// Ends the registry sessions and every link (links hold child tokens).
     token: CancellationToken,
 }
 

@@ -318,4 +318,56 @@ mod tests {
         assert_eq!(events.admit(event(1, 3), instant), Some(ack(1, 3)));
         assert!(events.is_idle());
     }
+
+    #[tokio::test]
+    async fn a_running_handler_that_gives_its_event_back_drops_the_clients_queued_events() {
+        let mut events = EventLoop::default();
+        let (release, released) = oneshot::channel::<()>();
+        let giving_back: HandlerFuture = Box::pin(async move {
+            let _ = released.await;
+            (1, nack(1, 1))
+        });
+        assert_eq!(events.admit(event(1, 1), |_| giving_back), None);
+        events.admit(event(1, 2), instant);
+        assert_eq!(events.unanswered(), 2);
+        release.send(()).unwrap();
+        let (conn, done) = events.running.next().await.unwrap();
+        assert!(
+            events.finished(conn, &done, instant).is_empty(),
+            "2 waits for 1 to come again"
+        );
+        assert!(events.is_idle());
+        assert_eq!(events.admit(event(1, 2), instant), None, "still in flight: dropped");
+        assert_eq!(events.admit(event(1, 1), instant), Some(ack(1, 1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_given_back_client_is_forgotten_after_a_while() {
+        let mut events = EventLoop::default();
+        events.admit(event(1, 2), failing);
+        tokio::time::advance(GIVEN_BACK_FOR).await;
+        events.admit(event(2, 1), failing);
+        assert_eq!(
+            events.admit(event(1, 5), instant),
+            Some(ack(1, 5)),
+            "the gateway long since sent 2 again elsewhere"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_given_back_client_is_remembered_within_the_while() {
+        let mut events = EventLoop::default();
+        events.admit(event(1, 2), failing);
+        tokio::time::advance(GIVEN_BACK_FOR - Duration::from_millis(1)).await;
+        events.admit(event(2, 1), failing);
+        assert_eq!(events.admit(event(1, 5), instant), None);
+    }
+
+    #[test]
+    fn outcomes_waiting_for_the_queue_count_as_unanswered() {
+        let mut events = EventLoop::default();
+        events.overflow.push_back(ack(1, 1));
+        assert_eq!(events.unanswered(), 1);
+        assert!(!events.is_idle());
+    }
 }

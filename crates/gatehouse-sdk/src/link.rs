@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use gatehouse_core::backoff::Backoff;
 use gatehouse_core::batch::{self, BatchLimits};
 use gatehouse_core::secret::log_if_refused;
@@ -17,7 +17,7 @@ use gatehouse_core::{Credentials, NodeId};
 use gatehouse_proto::prost::Message as _;
 use gatehouse_proto::tonic::service::interceptor::InterceptedService;
 use gatehouse_proto::tonic::transport::Channel;
-use gatehouse_proto::tonic::{Code, Streaming};
+use gatehouse_proto::tonic::{Code, Status, Streaming};
 use gatehouse_proto::v1::gateway_client::GatewayClient;
 use gatehouse_proto::v1::{Command, Event, EventAck, EventNack, LinkDown, LinkHello, LinkUp, Reply};
 use gatehouse_proto::{ErrorCode, MAX_GRPC_MESSAGE_BYTES};
@@ -83,17 +83,29 @@ struct UpQueue {
     carry: Option<Up>,
 }
 
+/// One gateway as this process sees it: the queue towards it, the requests waiting for its
+/// replies, and whether it is reachable. Outlives its sessions (see the module docs).
 pub(crate) struct GatewayLink {
+    /// The gateway's member id: a client id names it, and its welcome must match it.
     pub gateway: NodeId,
+    /// Its internal address, from the registry's membership.
     pub addr: String,
+    /// The bounded queue of what goes up (commands, acks, nacks): callers never wait on the
+    /// network, and a gateway that stops reading fills it instead of memory.
     up: mpsc::Sender<Up>,
+    /// The queue's receiving end, taken by the current session's outbound stream (a lock so
+    /// that a new session can take it over once the old stream is dropped).
     up_rx: tokio::sync::Mutex<UpQueue>,
     /// The largest frame the gateway writes to a client (from its welcome).
     max_frame_bytes: AtomicU64,
     /// The most entries per list in one command (from its welcome).
     max_command_keys: AtomicU32,
+    /// Requests waiting for their reply, by request id: a per-link lock, taken once per
+    /// request and once per batch of replies.
     waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// The next request id (unique within this link).
     next_request: AtomicU64,
+    /// A session is up (welcome accepted): sends queue normally.
     pub connected: AtomicBool,
     /// Since when the link has been down after having been up (`None` while up or connecting
     /// for the first time).
@@ -104,6 +116,7 @@ pub(crate) struct GatewayLink {
     unanswered: AtomicUsize,
     /// Sessions this worker wrote, for the events the gateway had read before the write.
     pub sessions: SessionWrites,
+    /// Ends the link for good (the gateway left the cluster, or the process stops).
     pub cancel: CancellationToken,
 }
 
@@ -116,8 +129,16 @@ impl GatewayLink {
         sink: Option<Arc<dyn EventSink>>,
         parent: &CancellationToken,
     ) -> Arc<GatewayLink> {
-        let (up, up_rx) = mpsc::channel(LINK_QUEUE);
-        let link = Arc::new(GatewayLink {
+        let link = GatewayLink::new(gateway, addr, LINK_QUEUE, parent);
+        tokio::spawn(link.clone().run(identity, sink));
+        link
+    }
+
+    /// The link's state with nothing connected: what [`GatewayLink::spawn`] starts its
+    /// connection task with, and what the unit tests drive without a socket.
+    fn new(gateway: NodeId, addr: String, queue: usize, parent: &CancellationToken) -> Arc<GatewayLink> {
+        let (up, up_rx) = mpsc::channel(queue);
+        Arc::new(GatewayLink {
             gateway,
             addr,
             up,
@@ -132,9 +153,7 @@ impl GatewayLink {
             unanswered: AtomicUsize::new(0),
             sessions: SessionWrites::default(),
             cancel: parent.child_token(),
-        });
-        tokio::spawn(link.clone().run(identity, sink));
-        link
+        })
     }
 
     /// The largest frame this gateway accepts for a client.
@@ -396,16 +415,17 @@ impl GatewayLink {
     }
 
     /// Serves the session: replies to their waiters, events to their handlers, handlers'
-    /// acknowledgements back up; until the stream breaks.
+    /// acknowledgements back up; until the stream breaks. Generic over the inbound stream (a
+    /// gRPC `Streaming` in production, a plain stream in the unit tests).
     async fn serve(
         self: &Arc<Self>,
-        mut inbound: Streaming<LinkDown>,
+        mut inbound: impl Stream<Item = Result<LinkDown, Status>> + Unpin,
         sink: Option<&Arc<dyn EventSink>>,
     ) -> Result<(), SessionEnd> {
         let mut events = EventLoop::default();
         let result = loop {
             tokio::select! {
-                message = inbound.message() => match message {
+                message = inbound.next() => match message.transpose() {
                     Ok(Some(down)) => {
                         self.answer(down.replies);
                         if let Some(sink) = sink {
@@ -507,5 +527,387 @@ fn push(batch: &mut LinkUp, item: Up) {
         Up::Draining => batch.draining = true,
         // `next_batch` never packs a close.
         Up::Close => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_proto::v1::command;
+
+    use super::*;
+
+    fn link(queue: usize) -> Arc<GatewayLink> {
+        GatewayLink::new(NodeId(7), "127.0.0.1:1".into(), queue, &CancellationToken::new())
+    }
+
+    fn ack(seq: u64) -> Outcome {
+        Outcome::Ack(EventAck {
+            conn: 1,
+            seq,
+            reject: None,
+        })
+    }
+
+    fn nack(seq: u64) -> Outcome {
+        Outcome::Nack(EventNack { conn: 1, seq })
+    }
+
+    fn command(request_id: u64) -> Command {
+        Command {
+            request_id,
+            op: Some(command::Op::Ungroup(Default::default())),
+        }
+    }
+
+    fn reply(request_id: u64, error: Option<ErrorCode>) -> Reply {
+        Reply {
+            request_id,
+            error_code: error.map_or(0, ErrorCode::as_u32),
+            error_message: error.map(|_| "refused".to_owned()).unwrap_or_default(),
+            result: None,
+        }
+    }
+
+    /// The acks and nacks of what is queued, in order, as outcomes.
+    fn queued(link: &GatewayLink) -> Vec<Outcome> {
+        let mut queue = link.up_rx.try_lock().expect("not in use");
+        let mut out = Vec::new();
+        while let Ok(item) = queue.rx.try_recv() {
+            match item {
+                Up::Ack(ack) => out.push(Outcome::Ack(ack)),
+                Up::Nack(nack) => out.push(Outcome::Nack(nack)),
+                _ => panic!("only outcomes were queued"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn outcomes_that_find_the_queue_full_wait_in_order_behind_each_other() {
+        let link = link(1);
+        let mut overflow = VecDeque::new();
+        link.queue_outcome(ack(1), &mut overflow);
+        link.queue_outcome(nack(2), &mut overflow);
+        link.queue_outcome(ack(3), &mut overflow);
+        assert_eq!(overflow, [nack(2), ack(3)]);
+        assert_eq!(queued(&link), [ack(1)]);
+        link.queue_outcome(ack(4), &mut overflow);
+        assert_eq!(
+            overflow,
+            [nack(2), ack(3), ack(4)],
+            "room in the queue does not let a later outcome overtake"
+        );
+        assert!(queued(&link).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_packs_everything_queued_up_to_a_close_which_ends_the_stream() {
+        let link = link(16);
+        link.up.try_send(Up::Command(command(1))).unwrap();
+        link.up.try_send(Up::Ack(EventAck::default())).unwrap();
+        link.up.try_send(Up::Nack(EventNack::default())).unwrap();
+        link.up.try_send(Up::Close).unwrap();
+        link.up.try_send(Up::Command(command(2))).unwrap();
+        let batch = link.next_batch().await.expect("a batch");
+        assert_eq!((batch.commands.len(), batch.acks.len(), batch.nacks.len()), (1, 1, 1));
+        assert!(!batch.draining);
+        assert!(link.next_batch().await.is_none(), "the close ends the stream");
+        let next = link
+            .next_batch()
+            .await
+            .expect("what followed the close goes out next session");
+        assert_eq!(next.commands[0].request_id, 2);
+    }
+
+    #[tokio::test]
+    async fn a_close_first_in_line_ends_the_stream_at_once() {
+        let link = link(16);
+        link.up.try_send(Up::Close).unwrap();
+        assert!(link.next_batch().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_item_that_does_not_fit_opens_the_next_batch() {
+        let link = link(2 * UP_BATCH.items);
+        for id in 0..UP_BATCH.items as u64 + 1 {
+            link.up.try_send(Up::Command(command(id))).unwrap();
+        }
+        assert_eq!(link.next_batch().await.unwrap().commands.len(), UP_BATCH.items);
+        let rest = link.next_batch().await.unwrap();
+        assert_eq!(rest.commands.len(), 1);
+        assert_eq!(rest.commands[0].request_id, UP_BATCH.items as u64);
+    }
+
+    #[tokio::test]
+    async fn a_draining_worker_says_so_once_queued_and_in_every_batch_after() {
+        let link = link(16);
+        assert!(link.is_idle());
+        link.begin_drain();
+        link.begin_drain();
+        assert!(!link.is_idle(), "the drain notice is still queued");
+        assert!(link.next_batch().await.unwrap().draining);
+        assert!(link.is_idle(), "queued once");
+        link.up.try_send(Up::Ack(EventAck::default())).unwrap();
+        assert!(link.next_batch().await.unwrap().draining);
+    }
+
+    #[test]
+    fn replies_reach_their_waiters_and_a_broken_session_fails_the_others() {
+        let link = link(16);
+        let (first, mut first_rx) = oneshot::channel();
+        let (second, mut second_rx) = oneshot::channel();
+        link.waiting.lock().unwrap().extend([(1, first), (2, second)]);
+        link.answer(vec![reply(1, None), reply(99, None)]);
+        assert_eq!(first_rx.try_recv().unwrap().request_id, 1);
+        assert!(second_rx.try_recv().is_err(), "still waiting");
+        link.fail_waiting();
+        assert!(matches!(
+            second_rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_request_returns_its_reply_or_the_gateways_error() {
+        let link = link(16);
+        let asking = tokio::spawn({
+            let link = link.clone();
+            async move {
+                let ok = link.request(command(0), Duration::from_secs(5)).await;
+                let refused = link.request(command(0), Duration::from_secs(5)).await;
+                (ok, refused)
+            }
+        });
+        let first = link.next_batch().await.unwrap().commands[0].request_id;
+        link.answer(vec![reply(first, None)]);
+        let second = link.next_batch().await.unwrap().commands[0].request_id;
+        assert_ne!(first, second, "every request has its own id");
+        link.answer(vec![reply(second, Some(ErrorCode::NotFound))]);
+        let (ok, refused) = asking.await.unwrap();
+        assert_eq!(ok.unwrap().request_id, first);
+        assert_eq!(refused.unwrap_err().code, ErrorCode::NotFound);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_an_answer_times_out_and_forgets_its_waiter() {
+        let link = link(16);
+        let error = link.request(command(0), Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::Timeout);
+        assert!(link.waiting.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_session_breaks_fails_as_unavailable() {
+        let link = link(16);
+        let asking = tokio::spawn({
+            let link = link.clone();
+            async move { link.request(command(0), Duration::from_secs(5)).await }
+        });
+        link.next_batch().await.unwrap();
+        link.fail_waiting();
+        assert_eq!(asking.await.unwrap().unwrap_err().code, ErrorCode::Unavailable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_queue_while_the_link_is_briefly_down_and_fail_fast_after_a_while() {
+        let link = link(16);
+        assert!(link.send(command(0)).is_ok(), "never connected yet: queued");
+        *link.down_since.lock().unwrap() = Some(tokio::time::Instant::now());
+        tokio::time::advance(FAIL_FAST_AFTER).await;
+        assert!(link.send(command(0)).is_ok(), "not yet");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(link.send(command(0)).unwrap_err().code, ErrorCode::Unavailable);
+        link.connected.store(true, Ordering::Release);
+        assert!(link.send(command(0)).is_ok(), "up again");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_sends_as_too_many_requests_and_a_gone_gateway_as_unavailable() {
+        let link = link(1);
+        link.send(command(0)).unwrap();
+        assert_eq!(link.send(command(0)).unwrap_err().code, ErrorCode::TooManyRequests);
+        link.cancel.cancel();
+        assert_eq!(link.send(command(0)).unwrap_err().code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_queued_leaves_no_waiter() {
+        let link = link(1);
+        link.send(command(0)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let error = runtime
+            .block_on(link.request(command(0), Duration::from_secs(1)))
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::TooManyRequests);
+        assert!(link.waiting.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_gateway_defaults_apply_until_its_welcome_and_the_key_limit_is_never_zero() {
+        let link = link(1);
+        assert_eq!(link.max_frame_bytes(), DEFAULT_MAX_FRAME_BYTES as usize);
+        assert_eq!(link.max_command_keys(), DEFAULT_MAX_COMMAND_KEYS as usize);
+        link.max_command_keys.store(0, Ordering::Relaxed);
+        assert_eq!(link.max_command_keys(), 1, "never zero");
+    }
+
+    /// Handles every event at once: acknowledges it, or gives it back for conn 9.
+    struct AtOnce;
+
+    impl EventSink for AtOnce {
+        fn handle(&self, _link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
+            let outcome = if event.conn == 9 {
+                Outcome::Nack(EventNack {
+                    conn: event.conn,
+                    seq: event.seq,
+                })
+            } else {
+                Outcome::Ack(EventAck {
+                    conn: event.conn,
+                    seq: event.seq,
+                    reject: None,
+                })
+            };
+            Box::pin(std::future::ready((event.conn, outcome)))
+        }
+    }
+
+    /// Handles every event only when the test releases it.
+    struct Held(Mutex<Vec<oneshot::Sender<()>>>);
+
+    impl EventSink for Held {
+        fn handle(&self, _link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
+            let (release, released) = oneshot::channel();
+            self.0.lock().unwrap().push(release);
+            Box::pin(async move {
+                let _ = released.await;
+                let ack = EventAck {
+                    conn: event.conn,
+                    seq: event.seq,
+                    reject: None,
+                };
+                (event.conn, Outcome::Ack(ack))
+            })
+        }
+    }
+
+    fn event(conn: u64, seq: u64) -> Event {
+        Event {
+            conn,
+            seq,
+            ..Default::default()
+        }
+    }
+
+    fn down(events: Vec<Event>, replies: Vec<Reply>) -> Result<LinkDown, Status> {
+        Ok(LinkDown {
+            events,
+            replies,
+            ..Default::default()
+        })
+    }
+
+    fn outcome(conn: u64, seq: u64) -> Outcome {
+        Outcome::Ack(EventAck {
+            conn,
+            seq,
+            reject: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_session_answers_replies_runs_events_and_queues_their_outcomes_until_the_gateway_closes() {
+        let link = link(16);
+        let (waiter, mut replied) = oneshot::channel();
+        link.waiting.lock().unwrap().insert(5, waiter);
+        let sink: Arc<dyn EventSink> = Arc::new(AtOnce);
+        let inbound = futures_util::stream::iter([
+            down(vec![event(1, 1), event(9, 1)], vec![reply(5, None)]),
+            down(vec![event(1, 2)], vec![]),
+        ]);
+        let end = link.serve(inbound, Some(&sink)).await;
+        assert!(matches!(end, Err(Retry(reason)) if reason == "gateway closed the link"));
+        assert_eq!(replied.try_recv().unwrap().request_id, 5);
+        assert_eq!(
+            queued(&link),
+            [
+                outcome(1, 1),
+                Outcome::Nack(EventNack { conn: 9, seq: 1 }),
+                outcome(1, 2)
+            ]
+        );
+        assert_eq!(link.unanswered.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_ends_the_session_for_a_retry() {
+        let link = link(16);
+        let inbound = futures_util::stream::iter([Err(Status::unavailable("reset"))]);
+        let end = link.serve(inbound, None).await;
+        assert!(matches!(end, Err(Retry(reason)) if reason == "link failed: reset"));
+    }
+
+    #[tokio::test]
+    async fn an_api_client_ignores_events() {
+        let link = link(16);
+        let inbound = futures_util::stream::iter([down(vec![event(1, 1)], vec![])]);
+        let _ = link.serve(inbound, None).await;
+        assert!(queued(&link).is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_that_wait_are_counted_as_unanswered_and_acknowledged_when_done() {
+        let link = link(16);
+        let held = Arc::new(Held(Mutex::new(Vec::new())));
+        let sink: Arc<dyn EventSink> = held.clone();
+        let inbound = futures_util::stream::iter([down(vec![event(1, 1), event(1, 2), event(2, 1)], vec![])])
+            .chain(futures_util::stream::pending());
+        let serving = tokio::spawn({
+            let link = link.clone();
+            async move { link.serve(Box::pin(inbound), Some(&sink)).await.is_ok() }
+        });
+        while held.0.lock().unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            link.unanswered.load(Ordering::Acquire),
+            3,
+            "1:1 and 2:1 run, 1:2 waits behind 1:1"
+        );
+        let releases: Vec<_> = held.0.lock().unwrap().drain(..).collect();
+        for release in releases {
+            release.send(()).unwrap();
+        }
+        let mut acks = Vec::new();
+        while acks.len() < 2 {
+            acks.extend(
+                link.next_batch()
+                    .await
+                    .unwrap()
+                    .acks
+                    .into_iter()
+                    .map(|a| (a.conn, a.seq)),
+            );
+        }
+        while held.0.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        held.0.lock().unwrap().pop().unwrap().send(()).unwrap();
+        while acks.len() < 3 {
+            acks.extend(
+                link.next_batch()
+                    .await
+                    .unwrap()
+                    .acks
+                    .into_iter()
+                    .map(|a| (a.conn, a.seq)),
+            );
+        }
+        acks.sort();
+        assert_eq!(acks, [(1, 1), (1, 2), (2, 1)]);
+        serving.abort();
     }
 }

@@ -18,17 +18,25 @@ use tokio::sync::watch;
 /// At most this many registries can be merged (one bit each).
 pub(crate) const MAX_REGISTRIES: usize = 32;
 
+/// What this process knows of one registry's view of the table.
 #[derive(Default, Clone, Copy)]
 struct View {
+    /// Its session is up (a view from a broken session may be stale).
     connected: bool,
     /// A complete snapshot was received in this session.
     complete: bool,
+    /// The registry is past its warm-up: absence in its view is true.
     authoritative: bool,
 }
 
+/// uid / group → gateways, with one bit per registry that lists each gateway.
 pub(crate) struct RouteTable {
+    /// Per uid: `(gateway, mask of the registries that list it)`. A sharded map: the send path
+    /// reads one shard, never a global lock.
     uids: DashMap<String, Vec<(u64, u32)>>,
+    /// The same for groups.
     groups: DashMap<String, Vec<(u64, u32)>>,
+    /// Per registry: its view's state. Locked on updates and trust changes only, never on a send.
     views: Mutex<Vec<View>>,
     /// True while at least one registry view is complete and authoritative: absence in the
     /// table can be trusted. Otherwise callers broadcast to every gateway.
@@ -271,5 +279,154 @@ mod tests {
         );
         table.apply(1, update(2, false, vec![(RouteKind::Uid, "carol", 3, false)]));
         assert!(!table.holds(RouteKind::Uid, "carol"));
+    }
+
+    fn group_gateways(table: &RouteTable, key: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        table.for_each_gateway(RouteKind::Group, key, |gateway| out.push(gateway));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_reset_drops_only_the_keys_that_registry_listed() {
+        let table = RouteTable::new(2);
+        table.apply(0, update(1, true, vec![(RouteKind::Uid, "alice", 7, true)]));
+        table.apply(
+            1,
+            update(
+                1,
+                true,
+                vec![(RouteKind::Uid, "bob", 8, true), (RouteKind::Group, "room", 8, true)],
+            ),
+        );
+        table.apply(0, update(2, true, vec![(RouteKind::Group, "room", 9, true)]));
+        assert!(gateways(&table, "alice").is_empty(), "only registry 0 listed it");
+        assert_eq!(gateways(&table, "bob"), vec![8]);
+        assert_eq!(group_gateways(&table, "room"), vec![8, 9]);
+        table.apply(1, update(2, true, vec![]));
+        assert_eq!(group_gateways(&table, "room"), vec![9]);
+        assert!(!table.holds(RouteKind::Uid, "bob"));
+    }
+
+    #[test]
+    fn uids_and_groups_of_the_same_name_route_separately() {
+        let table = RouteTable::new(1);
+        table.apply(
+            0,
+            update(
+                1,
+                true,
+                vec![(RouteKind::Uid, "x", 1, true), (RouteKind::Group, "x", 2, true)],
+            ),
+        );
+        assert_eq!(gateways(&table, "x"), vec![1]);
+        assert_eq!(group_gateways(&table, "x"), vec![2]);
+        table.apply(0, update(2, false, vec![(RouteKind::Group, "x", 2, false)]));
+        assert_eq!(gateways(&table, "x"), vec![1]);
+        assert!(!table.holds(RouteKind::Group, "x"));
+    }
+
+    #[test]
+    fn an_entry_of_unknown_kind_is_ignored() {
+        let table = RouteTable::new(1);
+        let mut bad = update(1, true, vec![(RouteKind::Unspecified, "x", 1, true)]);
+        bad.entries.push(RouteEntry {
+            kind: 99,
+            key: "y".into(),
+            gateway: 1,
+            present: true,
+        });
+        table.apply(0, bad);
+        assert!(!table.holds(RouteKind::Uid, "x") && !table.holds(RouteKind::Uid, "y"));
+        assert!(!table.holds(RouteKind::Group, "x") && !table.holds(RouteKind::Group, "y"));
+    }
+
+    #[test]
+    fn a_gateway_announced_twice_is_listed_once_and_one_removal_ends_it() {
+        let table = RouteTable::new(1);
+        table.apply(0, update(1, true, vec![(RouteKind::Uid, "dan", 4, true)]));
+        table.apply(0, update(2, false, vec![(RouteKind::Uid, "dan", 4, true)]));
+        assert_eq!(gateways(&table, "dan"), vec![4]);
+        table.apply(0, update(3, false, vec![(RouteKind::Uid, "dan", 4, false)]));
+        assert!(!table.holds(RouteKind::Uid, "dan"));
+    }
+
+    #[test]
+    fn removing_what_is_not_listed_changes_nothing() {
+        let table = RouteTable::new(2);
+        table.apply(0, update(1, true, vec![(RouteKind::Uid, "eve", 4, true)]));
+        table.apply(
+            0,
+            update(
+                2,
+                false,
+                vec![(RouteKind::Uid, "eve", 5, false), (RouteKind::Uid, "nobody", 4, false)],
+            ),
+        );
+        table.apply(1, update(1, false, vec![(RouteKind::Uid, "eve", 4, false)]));
+        assert_eq!(gateways(&table, "eve"), vec![4], "another gateway, another registry");
+        assert!(!table.holds(RouteKind::Uid, "nobody"));
+    }
+
+    #[test]
+    fn a_partial_snapshot_is_not_acknowledged_and_its_last_chunk_is() {
+        let table = RouteTable::new(1);
+        table.set_connected(0, true);
+        let mut first = update(4, true, vec![(RouteKind::Uid, "a", 1, true)]);
+        first.partial = true;
+        assert!(!table.apply(0, first));
+        assert!(!table.is_authoritative(0), "incomplete");
+        let mut middle = update(4, false, vec![(RouteKind::Uid, "b", 1, true)]);
+        middle.partial = true;
+        assert!(!table.apply(0, middle));
+        assert!(!table.is_authoritative(0));
+        assert!(table.apply(0, update(4, false, vec![(RouteKind::Uid, "c", 1, true)])));
+        assert!(table.is_authoritative(0));
+        for key in ["a", "b", "c"] {
+            assert!(table.holds(RouteKind::Uid, key), "{key} kept across the chunks");
+        }
+        let mut again = update(5, true, vec![]);
+        again.partial = true;
+        table.apply(0, again);
+        assert!(
+            !table.is_authoritative(0),
+            "a new snapshot makes the view incomplete again"
+        );
+    }
+
+    #[test]
+    fn a_view_is_authoritative_only_while_connected_complete_and_authoritative() {
+        let table = RouteTable::new(2);
+        assert!(!table.is_authoritative(0), "never connected");
+        table.apply(0, update(1, true, vec![]));
+        assert!(!table.is_authoritative(0), "complete but not connected");
+        table.set_connected(0, true);
+        assert!(!table.is_authoritative(0), "a new session starts incomplete");
+        table.apply(0, update(1, true, vec![]));
+        assert!(table.is_authoritative(0));
+        assert!(!table.is_authoritative(1), "views are per registry");
+        assert!(!table.is_authoritative(5), "no such registry");
+    }
+
+    #[test]
+    fn any_one_trusted_view_makes_the_table_trusted() {
+        let table = RouteTable::new(2);
+        let mut trust = table.trust();
+        table.set_connected(0, true);
+        table.set_connected(1, true);
+        assert!(!trust.has_changed().unwrap(), "untrusted from the start: no news");
+        table.apply(1, update(1, true, vec![]));
+        assert!(table.is_trusted());
+        assert!(trust.has_changed().unwrap());
+        assert!(*trust.borrow_and_update());
+        table.apply(0, update(1, true, vec![]));
+        assert!(!trust.has_changed().unwrap(), "still trusted: no news");
+        table.set_connected(1, false);
+        assert!(table.is_trusted(), "registry 0 is still complete");
+        table.set_connected(0, false);
+        assert!(!table.is_trusted());
+        assert!(trust.has_changed().unwrap());
+        assert!(!*trust.borrow_and_update());
     }
 }

@@ -13,7 +13,7 @@
 
 use serde::Serialize;
 
-use crate::error::StoreError;
+use crate::error::{Limit, StoreError};
 
 /// Longest group display name, in characters.
 pub const MAX_GROUP_NAME_CHARS: usize = 100;
@@ -236,50 +236,6 @@ impl Default for StoreLimits {
             bans_per_group: 1_000,
             blocks_per_user: 1_000,
         }
-    }
-}
-
-/// Which cap of [`StoreLimits`] a refused operation hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Limit {
-    /// [`StoreLimits::members_per_group`].
-    MembersPerGroup,
-    /// [`StoreLimits::groups_per_user`].
-    GroupsPerUser,
-    /// [`StoreLimits::invitations_per_group`].
-    InvitationsPerGroup,
-    /// [`StoreLimits::invitations_per_user`].
-    InvitationsPerUser,
-    /// [`StoreLimits::bans_per_group`].
-    BansPerGroup,
-    /// [`StoreLimits::blocks_per_user`].
-    BlocksPerUser,
-    /// Different emoji on one message ([`crate::MAX_REACTIONS_PER_MESSAGE`]).
-    ReactionsPerMessage,
-    /// One user's emoji on one message ([`crate::MAX_REACTIONS_PER_USER`]).
-    ReactionsPerUser,
-}
-
-impl Limit {
-    /// The name used in error frames and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Limit::MembersPerGroup => "members_per_group",
-            Limit::GroupsPerUser => "groups_per_user",
-            Limit::InvitationsPerGroup => "invitations_per_group",
-            Limit::InvitationsPerUser => "invitations_per_user",
-            Limit::BansPerGroup => "bans_per_group",
-            Limit::BlocksPerUser => "blocks_per_user",
-            Limit::ReactionsPerMessage => "reactions_per_message",
-            Limit::ReactionsPerUser => "reactions_per_user",
-        }
-    }
-}
-
-impl std::fmt::Display for Limit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

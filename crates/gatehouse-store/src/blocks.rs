@@ -5,8 +5,8 @@
 //! conversation's lock (when the conversation exists) before it is written, so an append to
 //! that conversation either committed before the block or sees it.
 
-use crate::access::{Limit, check_cap};
-use crate::error::StoreError;
+use crate::access::check_cap;
+use crate::error::{Limit, StoreError};
 use crate::groups::{count, lock_conversation, lock_user};
 use crate::ids::{check_ident, direct_conversation_id, now_ms};
 use crate::sql;

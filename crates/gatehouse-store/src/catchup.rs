@@ -85,7 +85,7 @@ pub struct Activity {
     pub latest: Vec<(String, i64)>,
 }
 
-/// A row of [`ACTIVITY`].
+/// A row of [`sql::ACTIVITY`].
 #[derive(Debug, sqlx::FromRow)]
 struct ActivityRow {
     id: String,
@@ -97,17 +97,6 @@ struct ActivityRow {
     peer_read_seq: Option<i64>,
     peer_delivered_seq: Option<i64>,
 }
-
-/// User `$1`'s conversations, most recently active first (the time of the event at
-/// `last_seq`, else the creation), at most `$2`, with the read floor and, for a direct
-/// conversation, the peer's markers.
-pub(crate) const ACTIVITY: &str = "SELECT m.conversation_id AS id, c.name, c.last_seq, m.read_seq, \
-     CASE WHEN c.history = 'joined' THEN m.joined_seq ELSE 0 END AS floor, \
-     coalesce(l.ts_ms, c.created_at_ms) AS last_ts, p.read_seq AS peer_read_seq, p.delivered_seq AS peer_delivered_seq \
-     FROM members AS m JOIN conversations AS c ON c.id = m.conversation_id \
-     LEFT JOIN messages AS l ON l.conversation_id = m.conversation_id AND l.seq = c.last_seq \
-     LEFT JOIN members AS p ON p.conversation_id = m.conversation_id AND p.uid <> m.uid AND c.kind = 'direct' \
-     WHERE m.uid = $1 ORDER BY last_ts DESC, m.conversation_id LIMIT $2";
 
 impl ActivityRow {
     /// The entry for `uid`, starting after `start` (`limited` when the window cut it).
@@ -158,7 +147,7 @@ pub(crate) fn window_start(cursor: i64, floor: i64, last_seq: i64, window: i64) 
 impl Store {
     async fn activity_rows(&self, uid: &str) -> Result<Vec<ActivityRow>, StoreError> {
         Ok(with_pool!(self, reader, |pool, dialect| {
-            sqlx::query_as(dialect.sql(ACTIVITY))
+            sqlx::query_as(dialect.sql(sql::ACTIVITY))
                 .bind(uid)
                 .bind(MAX_CONVERSATIONS_SCANNED)
                 .fetch_all(pool)

@@ -70,8 +70,11 @@ enum Job {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Transactions that committed (a batch is one transaction).
     batches_committed: AtomicU64,
+    /// Transactions that failed as a whole (every caller of the batch got the error).
     batches_failed: AtomicU64,
+    /// New messages written (duplicates and refused items not counted).
     messages_stored: AtomicU64,
 }
 
@@ -149,7 +152,9 @@ impl Meters {
 /// The writer stops when the last handle is dropped, after writing what is already queued.
 #[derive(Debug, Clone)]
 pub struct GroupCommitter {
+    /// The bounded queue the writer drains: its capacity is the back-pressure.
     queue: mpsc::Sender<Job>,
+    /// What the writer counts, read by the caller's metrics.
     counters: Arc<Counters>,
     /// Becomes `true` when the writer has stopped and its runtime is gone.
     stopped: watch::Receiver<bool>,

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
+
 /// Everything a store operation can fail with.
 ///
 /// The type is `Clone` because one failed group-commit transaction has to be reported to every
@@ -92,7 +94,7 @@ pub enum StoreError {
     #[error("limit {limit} reached (at most {max})")]
     LimitExceeded {
         /// Which cap.
-        limit: crate::access::Limit,
+        limit: Limit,
         /// Its value.
         max: u32,
     },
@@ -157,5 +159,49 @@ impl StoreError {
             StoreError::Database(error) => error.as_database_error(),
             _ => None,
         }
+    }
+}
+
+/// Which cap of [`StoreLimits`](crate::StoreLimits) a refused operation hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// [`StoreLimits::members_per_group`](crate::StoreLimits::members_per_group).
+    MembersPerGroup,
+    /// [`StoreLimits::groups_per_user`](crate::StoreLimits::groups_per_user).
+    GroupsPerUser,
+    /// [`StoreLimits::invitations_per_group`](crate::StoreLimits::invitations_per_group).
+    InvitationsPerGroup,
+    /// [`StoreLimits::invitations_per_user`](crate::StoreLimits::invitations_per_user).
+    InvitationsPerUser,
+    /// [`StoreLimits::bans_per_group`](crate::StoreLimits::bans_per_group).
+    BansPerGroup,
+    /// [`StoreLimits::blocks_per_user`](crate::StoreLimits::blocks_per_user).
+    BlocksPerUser,
+    /// Different emoji on one message ([`crate::MAX_REACTIONS_PER_MESSAGE`]).
+    ReactionsPerMessage,
+    /// One user's emoji on one message ([`crate::MAX_REACTIONS_PER_USER`]).
+    ReactionsPerUser,
+}
+
+impl Limit {
+    /// The name used in error frames and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MembersPerGroup => "members_per_group",
+            Limit::GroupsPerUser => "groups_per_user",
+            Limit::InvitationsPerGroup => "invitations_per_group",
+            Limit::InvitationsPerUser => "invitations_per_user",
+            Limit::BansPerGroup => "bans_per_group",
+            Limit::BlocksPerUser => "blocks_per_user",
+            Limit::ReactionsPerMessage => "reactions_per_message",
+            Limit::ReactionsPerUser => "reactions_per_user",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

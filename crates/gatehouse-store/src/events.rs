@@ -10,10 +10,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::access::{Limit, check_cap};
-use crate::error::StoreError;
+use crate::access::check_cap;
+use crate::error::{Limit, StoreError};
 use crate::ids::{check_ident, check_seq, check_text};
 use crate::model::{EventKind, MessageRow, StoredMessage};
+use crate::sql::{
+    ADD_REACTION, APPLY_DELETE, APPLY_EDIT, AUTHOR_AT, BUMP, BY_KEY, CONTEXT, DELETE_REACTIONS, GO_OFFLINE, GO_ONLINE,
+    INSERT_EVENT, REACTIONS_OF, READABLE_MESSAGE, REMOVE_REACTION, SET_REACTIONS, SET_READ, TARGET,
+};
 use crate::store::{Backend, Store, with_pool};
 
 /// Most different emoji one message holds.
@@ -119,54 +123,6 @@ struct ChangeContext {
     floor: i64,
 }
 
-const CONTEXT: &str = "SELECT c.last_seq, c.kind, coalesce(c.owner, c.created_by) AS owner, v.role, \
-     CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END AS floor \
-     FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
-     WHERE v.conversation_id = $1 AND v.uid = $2";
-
-const TARGET: &str = "SELECT id, conversation_id, seq, sender, cid, text, ts_ms, kind, target, reply_to, \
-     edited_ms, deleted, reactions FROM messages WHERE id = $1 AND conversation_id = $2";
-
-const BY_KEY: &str = "SELECT id, conversation_id, seq, sender, cid, text, ts_ms, kind, target, reply_to, \
-     edited_ms, deleted, reactions FROM messages WHERE sender = $1 AND cid = $2";
-
-/// Bumps the counter of conversation `$1` by one (under its lock: to the event's seq).
-const BUMP: &str = "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1";
-
-const INSERT_EVENT: &str = "INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms, kind, target) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
-
-const APPLY_EDIT: &str = "UPDATE messages SET text = $1, edited_ms = $2 WHERE id = $3";
-
-const APPLY_DELETE: &str = "UPDATE messages SET text = '', deleted = 1, reactions = NULL WHERE id = $1";
-
-const DELETE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = $1";
-
-const ADD_REACTION: &str = "INSERT INTO reactions (message_id, uid, emoji) VALUES ($1, $2, $3)";
-
-const REMOVE_REACTION: &str = "DELETE FROM reactions WHERE message_id = $1 AND uid = $2 AND emoji = $3";
-
-const REACTIONS_OF: &str = "SELECT uid, emoji FROM reactions WHERE message_id = $1";
-
-const SET_REACTIONS: &str = "UPDATE messages SET reactions = $1 WHERE id = $2";
-
-/// A message `$3` of `$1` that `$2` may read (a member, above its floor), not an event.
-const READABLE_MESSAGE: &str = "SELECT m.id FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
-     JOIN messages AS m ON m.conversation_id = v.conversation_id \
-     WHERE v.conversation_id = $1 AND v.uid = $2 AND m.id = $3 AND m.kind = 'message' \
-     AND m.seq > CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END";
-
-/// Sets a read marker: to `$1` for member `$3` of `$2` (parameters in text order, as every
-/// statement here, so that the MariaDB text is a mere placeholder change).
-const SET_READ: &str = "UPDATE members SET read_seq = $1 WHERE conversation_id = $2 AND uid = $3";
-
-/// The author of the event at seq `$2` of conversation `$1`.
-pub(crate) const AUTHOR_AT: &str = "SELECT sender FROM messages WHERE conversation_id = $1 AND seq = $2";
-
-const GO_ONLINE: &str = "UPDATE users SET present = 1 WHERE uid = $1 AND present = 0";
-
-const GO_OFFLINE: &str = "UPDATE users SET present = 0, last_seen_ms = $1 WHERE uid = $2 AND present = 1";
-
 /// The last-seen times among the uids of the JSON array `$1` (SQLite).
 const LAST_SEEN_SQLITE: &str = "SELECT u.uid, u.last_seen_ms FROM json_each($1) AS k \
      JOIN users AS u ON u.uid = k.value WHERE u.last_seen_ms IS NOT NULL";
@@ -174,28 +130,6 @@ const LAST_SEEN_SQLITE: &str = "SELECT u.uid, u.last_seen_ms FROM json_each($1) 
 /// The last-seen times among the uids of the array `$1` (PostgreSQL).
 const LAST_SEEN_POSTGRES: &str = "SELECT u.uid, u.last_seen_ms FROM UNNEST($1::text[]) AS k (uid) \
      JOIN users AS u ON u.uid = k.uid WHERE u.last_seen_ms IS NOT NULL";
-
-/// Every statement of this module: for the index tests of the backends, and translated once
-/// for MariaDB.
-pub(crate) const STATEMENTS: &[&str] = &[
-    CONTEXT,
-    TARGET,
-    BY_KEY,
-    BUMP,
-    INSERT_EVENT,
-    APPLY_EDIT,
-    APPLY_DELETE,
-    DELETE_REACTIONS,
-    ADD_REACTION,
-    REMOVE_REACTION,
-    REACTIONS_OF,
-    SET_REACTIONS,
-    READABLE_MESSAGE,
-    GO_ONLINE,
-    GO_OFFLINE,
-    SET_READ,
-    AUTHOR_AT,
-];
 
 impl ChangeAction {
     fn kind(&self) -> EventKind {

@@ -10,10 +10,10 @@
 //! under the user's row lock, taken after the group's (the order every transaction keeps).
 
 use crate::access::{
-    GroupInfo, GroupMember, GroupUpdate, Invitation, InviteOutcome, JoinOutcome, Limit, MemberPage, Needs, NewGroup,
-    Role, check_cap, check_name, may_remove,
+    GroupInfo, GroupMember, GroupUpdate, Invitation, InviteOutcome, JoinOutcome, MemberPage, Needs, NewGroup, Role,
+    check_cap, check_name, may_remove,
 };
-use crate::error::StoreError;
+use crate::error::{Limit, StoreError};
 use crate::ids::{check_ident, group_conversation_id, now_ms};
 use crate::model::StandingRow;
 use crate::sql;

@@ -56,12 +56,12 @@ mod sqlite;
 mod store;
 
 pub use access::{
-    Access, GroupInfo, GroupMember, GroupUpdate, HistoryVisibility, Invitation, InviteOutcome, JoinOutcome, Limit,
+    Access, GroupInfo, GroupMember, GroupUpdate, HistoryVisibility, Invitation, InviteOutcome, JoinOutcome,
     MAX_GROUP_NAME_CHARS, MemberPage, NewGroup, Role, StoreLimits,
 };
 pub use catchup::{Activity, CatchUpConversation, CatchUpPage, MAX_CONVERSATIONS_SCANNED, Offer};
 pub use committer::{GroupCommitConfig, GroupCommitter};
-pub use error::StoreError;
+pub use error::{Limit, StoreError};
 pub use events::{
     ChangeAction, Changed, MAX_REACTIONS_PER_MESSAGE, MAX_REACTIONS_PER_USER, Marker, MarkerMove, MarkerRequest,
     NewChange,

@@ -31,9 +31,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 use crate::error::StoreError;
 use crate::model::MessageRow;
-use crate::plan::{BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
+use crate::plan::{Attempt, BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
 use crate::sql;
-use crate::store::Attempt;
 
 /// Connections per store (per worker process): writes are batched, reads are short.
 const MAX_CONNECTIONS: u32 = 8;
@@ -215,8 +214,8 @@ static TRANSLATED: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new
     let overrides: HashMap<&str, &str> = OVERRIDES.iter().copied().collect();
     sql::SHARED
         .iter()
-        .chain(crate::events::STATEMENTS)
-        .chain([&crate::catchup::ACTIVITY])
+        .chain(sql::EVENTS)
+        .chain([&sql::ACTIVITY])
         .map(|&shared| {
             let text = overrides
                 .get(shared)
@@ -371,95 +370,126 @@ impl MySqlBackend {
             .await?)
     }
 
-    /// Runs one attempt of an append batch in one transaction.
+    /// Runs one attempt of an append batch in one transaction: lock the batch's
+    /// conversations in id order, read under the locks, create the missing direct
+    /// conversations, then bump, mark and insert.
     pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN).await?;
-
-        let mut counters: HashMap<String, i64> = HashMap::new();
-        let ids = plan.conversations();
-        if !ids.is_empty() {
-            let locked: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(to_json(&ids)?).fetch_all(&mut *tx).await?;
-            counters.extend(locked);
-        }
-
+        let mut counters = lock_conversations(&mut tx, plan).await?;
         // Authoritative: the locks above make every earlier writer of these conversations
         // committed and visible. Duplicates first, so that a resend needs neither membership
         // nor a new conversation.
         read_phase(&mut tx, plan).await?;
-
-        let missing: Vec<DirectConversation<'_>> = plan
-            .direct_conversations()
-            .into_iter()
-            .filter(|d| !counters.contains_key(d.id))
-            .collect();
-        if !missing.is_empty() {
-            let rows: Vec<(&str, &str, i64)> = missing.iter().map(|d| (d.id, d.created_by, d.ts_ms)).collect();
-            let created = sqlx::query(CREATE_DIRECTS)
-                .bind(to_json(&rows)?)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            // A conversation a concurrent writer created after the lock above cannot be locked
-            // now without breaking the id order of the locks; the next attempt finds it existing
-            // and locks everything in order.
-            if created < missing.len() as u64 {
-                tx.rollback().await?;
-                return Ok(Attempt::Retry);
-            }
-            let mut members: Vec<(&str, &str, i64)> = Vec::with_capacity(missing.len() * 2);
-            for d in &missing {
-                members.push((d.id, d.a, d.ts_ms));
-                if d.b != d.a {
-                    members.push((d.id, d.b, d.ts_ms));
-                }
-            }
-            sqlx::query(ADD_MEMBERS)
-                .bind(to_json(&members)?)
-                .execute(&mut *tx)
-                .await?;
-            counters.extend(missing.iter().map(|d| (d.id.to_owned(), 0)));
+        if !create_directs(&mut tx, plan, &mut counters).await? {
+            tx.rollback().await?;
+            return Ok(Attempt::Retry);
         }
-
-        let demand = plan.seq_demand();
-        if !demand.is_empty() {
-            // A conversation missing from `counters` vanished, which `assign_seqs` reports.
-            let (bumped, bumps): (Vec<BumpedRow>, Vec<(&str, i64)>) = demand
-                .iter()
-                .filter_map(|&(id, n)| {
-                    let bumped = BumpedRow {
-                        id: id.to_owned(),
-                        last_seq: counters.get(id)? + n,
-                    };
-                    Some((bumped, (id, n)))
-                })
-                .unzip();
-            let (bumps, expected) = (to_json(&bumps)?, bumps.len() as u64);
-            plan.assign_seqs(&bumped)?;
-            let changed = sqlx::query(BUMP).bind(bumps).execute(&mut *tx).await?.rows_affected();
-            if changed != expected {
-                return Err(StoreError::Invariant(format!(
-                    "bumped {changed} conversation counters where {expected} were locked"
-                )));
-            }
-            sqlx::query(MARKS)
-                .bind(to_json(&plan.read_marks())?)
-                .execute(&mut *tx)
-                .await?;
-            let mut inserted: Vec<InsertedRow> = Vec::new();
-            for chunk in insert_chunks(plan)? {
-                let rows: Vec<InsertedRow> = sqlx::query_as(INSERT).bind(chunk).fetch_all(&mut *tx).await?;
-                inserted.extend(rows);
-            }
-            if !plan.apply_inserted(inserted) {
-                return Err(StoreError::Invariant(
-                    "an inserted message came back without its id".to_owned(),
-                ));
-            }
-        }
-
+        write_messages(&mut tx, plan, &counters).await?;
         tx.commit().await?;
         Ok(Attempt::Committed)
     }
+}
+
+type MySqlTransaction = sqlx::Transaction<'static, sqlx::MySql>;
+
+/// Step 1: locks the rows of the batch's existing conversations (sorted: the lock order) and
+/// returns their `last_seq`.
+async fn lock_conversations(tx: &mut MySqlTransaction, plan: &Plan) -> Result<HashMap<String, i64>, StoreError> {
+    let mut counters: HashMap<String, i64> = HashMap::new();
+    let ids = plan.conversations();
+    if !ids.is_empty() {
+        let locked: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(to_json(&ids)?).fetch_all(&mut **tx).await?;
+        counters.extend(locked);
+    }
+    Ok(counters)
+}
+
+/// Step 3: creates the direct conversations the batch needs that do not exist yet, with their
+/// members, and adds them to `counters` at 0. Returns `false` when a concurrent writer created
+/// one of them after the locks were taken: it cannot be locked now without breaking the id
+/// order of the locks, so the attempt must start again and will find it existing.
+async fn create_directs(
+    tx: &mut MySqlTransaction,
+    plan: &Plan,
+    counters: &mut HashMap<String, i64>,
+) -> Result<bool, StoreError> {
+    let missing: Vec<DirectConversation<'_>> = plan
+        .direct_conversations()
+        .into_iter()
+        .filter(|d| !counters.contains_key(d.id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    let rows: Vec<(&str, &str, i64)> = missing.iter().map(|d| (d.id, d.created_by, d.ts_ms)).collect();
+    let created = sqlx::query(CREATE_DIRECTS)
+        .bind(to_json(&rows)?)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if created < missing.len() as u64 {
+        return Ok(false);
+    }
+    let mut members: Vec<(&str, &str, i64)> = Vec::with_capacity(missing.len() * 2);
+    for d in &missing {
+        members.push((d.id, d.a, d.ts_ms));
+        if d.b != d.a {
+            members.push((d.id, d.b, d.ts_ms));
+        }
+    }
+    sqlx::query(ADD_MEMBERS)
+        .bind(to_json(&members)?)
+        .execute(&mut **tx)
+        .await?;
+    counters.extend(missing.iter().map(|d| (d.id.to_owned(), 0)));
+    Ok(true)
+}
+
+/// Step 4: hands out the sequence numbers, bumps the counters, moves the senders' read
+/// markers and inserts the messages (in chunks); the plan learns the new ids.
+async fn write_messages(
+    tx: &mut MySqlTransaction,
+    plan: &mut Plan,
+    counters: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    let demand = plan.seq_demand();
+    if demand.is_empty() {
+        return Ok(());
+    }
+    // A conversation missing from `counters` vanished, which `assign_seqs` reports.
+    let (bumped, bumps): (Vec<BumpedRow>, Vec<(&str, i64)>) = demand
+        .iter()
+        .filter_map(|&(id, n)| {
+            let bumped = BumpedRow {
+                id: id.to_owned(),
+                last_seq: counters.get(id)? + n,
+            };
+            Some((bumped, (id, n)))
+        })
+        .unzip();
+    let (bumps, expected) = (to_json(&bumps)?, bumps.len() as u64);
+    plan.assign_seqs(&bumped)?;
+    let changed = sqlx::query(BUMP).bind(bumps).execute(&mut **tx).await?.rows_affected();
+    if changed != expected {
+        return Err(StoreError::Invariant(format!(
+            "bumped {changed} conversation counters where {expected} were locked"
+        )));
+    }
+    sqlx::query(MARKS)
+        .bind(to_json(&plan.read_marks())?)
+        .execute(&mut **tx)
+        .await?;
+    let mut inserted: Vec<InsertedRow> = Vec::new();
+    for chunk in insert_chunks(plan)? {
+        let rows: Vec<InsertedRow> = sqlx::query_as(INSERT).bind(chunk).fetch_all(&mut **tx).await?;
+        inserted.extend(rows);
+    }
+    if !plan.apply_inserted(inserted) {
+        return Err(StoreError::Invariant(
+            "an inserted message came back without its id".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a server the schema and the statements were not written for: MySQL (no
@@ -519,9 +549,9 @@ fn insert_chunks(plan: &Plan) -> Result<Vec<String>, StoreError> {
 /// A row of [`READ`].
 type ReadRow = (i32, i64, String, i64, String, String, String, i64, Option<i64>);
 
-/// Runs the read phase ([`READ`]) and applies it to the plan: stored duplicates first, then
-/// memberships and blocks of what is still pending.
-async fn read_phase(tx: &mut sqlx::Transaction<'static, sqlx::MySql>, plan: &mut Plan) -> Result<(), StoreError> {
+/// Step 2: runs the read phase ([`READ`]) and applies it to the plan: stored duplicates first,
+/// then memberships and blocks of what is still pending.
+async fn read_phase(tx: &mut MySqlTransaction, plan: &mut Plan) -> Result<(), StoreError> {
     let keys = plan.dedupe_keys();
     if keys.is_empty() {
         return Ok(());
@@ -662,8 +692,8 @@ ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans
             ];
             let shared = sql::SHARED
                 .iter()
-                .chain(crate::events::STATEMENTS)
-                .chain([&crate::catchup::ACTIVITY])
+                .chain(sql::EVENTS)
+                .chain([&sql::ACTIVITY])
                 .map(|&shared| statement(shared));
             let mut failures = Vec::new();
             for text in own.into_iter().chain(shared) {
@@ -685,11 +715,7 @@ ANALYZE TABLE users, conversations, members, messages, group_invites, group_bans
     /// every placeholder and every `ON CONFLICT`.
     #[test]
     fn every_shared_statement_translates() {
-        for &shared in sql::SHARED
-            .iter()
-            .chain(crate::events::STATEMENTS)
-            .chain([&crate::catchup::ACTIVITY])
-        {
+        for &shared in sql::SHARED.iter().chain(sql::EVENTS).chain([&sql::ACTIVITY]) {
             let text = statement(shared);
             assert!(
                 !text.contains('$') && !text.contains("ON CONFLICT"),

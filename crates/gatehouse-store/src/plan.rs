@@ -17,8 +17,23 @@ use crate::model::{Appended, ConversationRef, MessageRow, NewMessage, StoredMess
 /// One append batch on its way through a transaction.
 #[derive(Debug)]
 pub(crate) struct Plan {
+    /// One per input item, in input order: the results come back in this order.
     slots: Vec<Slot>,
+    /// The distinct `(sender, cid)` items that need the database, in batch order (the order
+    /// in which a conversation's sequence numbers are handed out).
     primaries: Vec<Primary>,
+}
+
+/// The result of one backend's attempt at a [`Plan`] (see `Store::append`). It lives with the
+/// plan, not with the store, so that the backends that produce it and the store that retries
+/// on it both depend on this module and never on each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The transaction committed.
+    Committed,
+    /// The transaction was rolled back and has to be planned again: on PostgreSQL or MariaDB, a concurrent
+    /// writer created one of the batch's conversations after this attempt had taken its locks.
+    Retry,
 }
 
 /// What became of one input item.
@@ -33,29 +48,43 @@ enum Slot {
     Alias(usize),
 }
 
+/// One message to store, validated.
 #[derive(Debug)]
 struct Primary {
+    /// The conversation id (`d:…` or `g:…`): what is locked, bumped and written to.
     conversation: String,
     /// The recipient for a direct message, `None` for a group message.
     peer: Option<String>,
+    /// The sender's uid: with `cid`, the idempotency key.
     sender: String,
+    /// The sender's idempotency key.
     cid: String,
+    /// The body; a resend must carry the same one to count as a duplicate.
     text: String,
+    /// The receive time given at append.
     ts_ms: i64,
+    /// The message it answers (checked by the caller before the append).
     reply_to: Option<i64>,
+    /// How far the transaction got with it.
     state: State,
 }
 
+/// Where one message stands in the current attempt.
 #[derive(Debug)]
 enum State {
+    /// Not decided yet: still needs the database.
     Pending,
+    /// A group message whose sender is not a member.
     NotMember,
     /// The recipient of a direct message blocks its sender.
     Blocked,
     /// `(sender, cid)` is stored with another conversation or text.
     Conflict,
+    /// Stored before (a resend): answered with the stored message.
     Existing(StoredMessage),
+    /// Given this sequence number; its row is not inserted yet.
     Assigned(i64),
+    /// Inserted with its id.
     Stored(StoredMessage),
 }
 
@@ -657,5 +686,172 @@ mod tests {
             id: 1,
         }];
         assert!(!plan.apply_inserted(only_first));
+    }
+
+    #[test]
+    fn a_retry_after_a_rollback_plans_every_item_again() {
+        let mut plan = Plan::new(vec![group("a", "g1", "1"), direct("a", "b", "2")]);
+        plan.apply_membership(&[]);
+        plan.apply_blocks(&[("b".into(), "a".into())]);
+        assert!(plan.dedupe_keys().is_empty(), "both refused");
+        plan.reset();
+        assert_eq!(plan.dedupe_keys(), vec![("a", "1"), ("a", "2")]);
+        assert_eq!(plan.membership_probes(), vec![("g:g1", "a")]);
+        assert_eq!(plan.block_probes(), vec![("b", "a")]);
+    }
+
+    #[test]
+    fn refused_items_are_neither_probed_nor_given_a_seq() {
+        let mut plan = Plan::new(vec![
+            group("a", "g1", "1"),
+            group("z", "g2", "2"),
+            direct("eve", "bob", "3"),
+            direct("ann", "bob", "4"),
+        ]);
+        plan.apply_membership(&[MemberRow {
+            conversation_id: "g:g1".into(),
+            uid: "a".into(),
+        }]);
+        plan.apply_blocks(&[("bob".into(), "eve".into())]);
+        assert_eq!(plan.seq_demand(), vec![("d:ann:bob", 1), ("g:g1", 1)]);
+        assert_eq!(plan.conversations(), vec!["d:ann:bob", "g:g1"]);
+        assert_eq!(plan.dedupe_keys(), vec![("a", "1"), ("ann", "4")]);
+        assert_eq!(plan.membership_probes(), vec![("g:g1", "a")]);
+        assert_eq!(plan.block_probes(), vec![("bob", "ann")]);
+        assert_eq!(plan.direct_conversations().len(), 1);
+    }
+
+    #[test]
+    fn membership_is_probed_for_group_messages_and_blocks_for_direct_ones() {
+        let plan = Plan::new(vec![group("a", "g1", "1"), direct("a", "b", "2")]);
+        assert_eq!(plan.membership_probes(), vec![("g:g1", "a")]);
+        assert_eq!(plan.block_probes(), vec![("b", "a")]);
+    }
+
+    #[test]
+    fn a_block_of_someone_else_refuses_nothing() {
+        let mut plan = Plan::new(vec![direct("ann", "bob", "1")]);
+        plan.apply_blocks(&[("bob".into(), "eve".into()), ("ann".into(), "bob".into())]);
+        assert_eq!(plan.dedupe_keys(), vec![("ann", "1")], "only bob → ann would refuse it");
+    }
+
+    #[test]
+    fn direct_conversations_are_listed_once_each_in_lock_order_with_their_first_sender() {
+        let mut late = direct("b", "a", "2");
+        late.ts_ms = 99;
+        let plan = Plan::new(vec![
+            direct("c", "b", "1"),
+            late,
+            direct("a", "b", "3"),
+            group("a", "g1", "4"),
+        ]);
+        assert_eq!(
+            plan.direct_conversations(),
+            vec![
+                DirectConversation {
+                    id: "d:a:b",
+                    created_by: "b",
+                    ts_ms: 99,
+                    a: "b",
+                    b: "a",
+                },
+                DirectConversation {
+                    id: "d:b:c",
+                    created_by: "c",
+                    ts_ms: 7,
+                    a: "c",
+                    b: "b",
+                },
+            ]
+        );
+        assert_eq!(
+            plan.conversations(),
+            vec!["d:a:b", "d:b:c", "g:g1"],
+            "groups too, sorted"
+        );
+    }
+
+    #[test]
+    fn a_conversation_missing_from_the_bumped_counters_is_an_invariant_error() {
+        let mut plan = Plan::new(vec![direct("a", "b", "1"), group("a", "g1", "2")]);
+        let only_direct = vec![BumpedRow {
+            id: "d:a:b".into(),
+            last_seq: 1,
+        }];
+        assert!(matches!(plan.assign_seqs(&only_direct), Err(StoreError::Invariant(_))));
+    }
+
+    #[test]
+    fn a_stored_duplicate_takes_no_seq_and_moves_no_read_marker() {
+        let resent = direct("a", "b", "x");
+        let stored = MessageRow::plain(
+            9,
+            "d:a:b".into(),
+            4,
+            "a".into(),
+            "x".into(),
+            resent.text.clone(),
+            1,
+            None,
+        );
+        let mut plan = Plan::new(vec![resent, direct("a", "b", "y")]);
+        plan.apply_existing(vec![stored]);
+        assert_eq!(plan.seq_demand(), vec![("d:a:b", 1)], "only the new message");
+        let rows = bumped(&plan, 4);
+        plan.assign_seqs(&rows).expect("assign");
+        assert_eq!(plan.read_marks(), vec![("d:a:b", "a", 5)]);
+        insert_all(&mut plan);
+        let results = plan.finish();
+        let duplicate = results[0].clone().expect("duplicate");
+        assert!(duplicate.duplicate);
+        assert_eq!((duplicate.message.id, duplicate.message.seq), (9, 4), "the stored row");
+        let new = results[1].clone().expect("stored");
+        assert_eq!((new.message.id, new.message.seq, new.duplicate), (100, 5, false));
+    }
+
+    #[test]
+    fn an_item_left_unresolved_is_an_invariant_error_never_a_success() {
+        let planned_only = Plan::new(vec![direct("a", "b", "1")]);
+        assert!(matches!(planned_only.finish()[0], Err(StoreError::Invariant(_))));
+        let mut assigned_only = Plan::new(vec![direct("a", "b", "1")]);
+        let rows = bumped(&assigned_only, 0);
+        assigned_only.assign_seqs(&rows).expect("assign");
+        assert!(matches!(assigned_only.finish()[0], Err(StoreError::Invariant(_))));
+    }
+
+    #[test]
+    fn inserted_rows_give_each_message_its_id_and_fields() {
+        let mut message = group("a", "g1", "1");
+        message.text = "hello".into();
+        message.reply_to = Some(3);
+        let mut plan = Plan::new(vec![message]);
+        plan.apply_membership(&[MemberRow {
+            conversation_id: "g:g1".into(),
+            uid: "a".into(),
+        }]);
+        let rows = bumped(&plan, 2);
+        plan.assign_seqs(&rows).expect("assign");
+        let new_rows = plan.new_rows();
+        assert_eq!(new_rows.len(), 1);
+        let row = new_rows[0];
+        assert_eq!(
+            (
+                row.conversation,
+                row.seq,
+                row.sender,
+                row.cid,
+                row.text,
+                row.ts_ms,
+                row.reply_to
+            ),
+            ("g:g1", 3, "a", "1", "hello", 7, Some(3))
+        );
+        insert_all(&mut plan);
+        let stored = plan.finish().pop().expect("one").expect("stored").message;
+        assert_eq!(
+            (stored.id, stored.seq, stored.group.as_deref(), stored.to),
+            (100, 3, Some("g1"), None)
+        );
+        assert_eq!((stored.text.as_str(), stored.reply_to), ("hello", Some(3)));
     }
 }

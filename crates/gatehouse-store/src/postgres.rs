@@ -25,8 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::StoreError;
 use crate::model::MessageRow;
-use crate::plan::{BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
-use crate::store::Attempt;
+use crate::plan::{Attempt, BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
 
 /// Connections per store (per worker process): writes are batched, reads are short.
 const MAX_CONNECTIONS: u32 = 8;
@@ -198,101 +197,132 @@ impl PgBackend {
         self.pool.close().await;
     }
 
-    /// Runs one attempt of an append batch in one transaction.
+    /// Runs one attempt of an append batch in one transaction: lock the batch's
+    /// conversations in id order, read under the locks, create the missing direct
+    /// conversations, then bump, mark and insert in one statement.
     pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN).await?;
-
-        let mut counters: HashMap<String, i64> = HashMap::new();
-        let ids = plan.conversations();
-        if !ids.is_empty() {
-            let locked: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(ids).fetch_all(&mut *tx).await?;
-            counters.extend(locked);
-        }
-
+        let mut counters = lock_conversations(&mut tx, plan).await?;
         // Authoritative: the locks above make every earlier writer of these conversations
         // committed and visible. Duplicates are applied before membership and creation, so that
         // a resend needs neither.
         read_phase(&mut tx, plan).await?;
-
-        let missing: Vec<DirectConversation<'_>> = plan
-            .direct_conversations()
-            .into_iter()
-            .filter(|d| !counters.contains_key(d.id))
-            .collect();
-        if !missing.is_empty() {
-            let created: Vec<String> = sqlx::query_scalar(CREATE_DIRECTS)
-                .bind(missing.iter().map(|d| d.id).collect::<Vec<_>>())
-                .bind(missing.iter().map(|d| d.created_by).collect::<Vec<_>>())
-                .bind(missing.iter().map(|d| d.ts_ms).collect::<Vec<_>>())
-                .fetch_all(&mut *tx)
-                .await?;
-            // A conversation a concurrent writer created after the lock above cannot be locked
-            // now without breaking the id order of the locks (a deadlock with a third writer);
-            // the next attempt finds it existing and locks everything in order.
-            if created.len() < missing.len() {
-                tx.rollback().await?;
-                return Ok(Attempt::Retry);
-            }
-            let (mut ids, mut uids, mut ts) = (Vec::new(), Vec::new(), Vec::new());
-            for d in &missing {
-                let members = if d.a == d.b { 1 } else { 2 };
-                for uid in [d.a, d.b].into_iter().take(members) {
-                    ids.push(d.id);
-                    uids.push(uid);
-                    ts.push(d.ts_ms);
-                }
-            }
-            sqlx::query(ADD_MEMBERS)
-                .bind(ids)
-                .bind(uids)
-                .bind(ts)
-                .execute(&mut *tx)
-                .await?;
-            counters.extend(created.into_iter().map(|id| (id, 0)));
+        if !create_directs(&mut tx, plan, &mut counters).await? {
+            tx.rollback().await?;
+            return Ok(Attempt::Retry);
         }
-
-        let demand = plan.seq_demand();
-        if !demand.is_empty() {
-            // A conversation missing from `counters` vanished, which `assign_seqs` reports.
-            let (bumped, counts): (Vec<BumpedRow>, Vec<i64>) = demand
-                .iter()
-                .filter_map(|&(id, n)| {
-                    let bumped = BumpedRow {
-                        id: id.to_owned(),
-                        last_seq: counters.get(id)? + n,
-                    };
-                    Some((bumped, n))
-                })
-                .unzip();
-            plan.assign_seqs(&bumped)?;
-
-            let marks = plan.read_marks();
-            let rows = plan.new_rows();
-            let inserted: Vec<InsertedRow> = sqlx::query_as(WRITE)
-                .bind(bumped.iter().map(|b| b.id.as_str()).collect::<Vec<_>>())
-                .bind(counts)
-                .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
-                .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
-                .bind(marks.iter().map(|m| m.2).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.conversation).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.sender).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.cid).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.text).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.reply_to).collect::<Vec<_>>())
-                .fetch_all(&mut *tx)
-                .await?;
-            if !plan.apply_inserted(inserted) {
-                return Err(StoreError::Invariant(
-                    "an inserted message came back without its id".to_owned(),
-                ));
-            }
-        }
-
+        write_messages(&mut tx, plan, &counters).await?;
         tx.commit().await?;
         Ok(Attempt::Committed)
     }
+}
+
+type PgTransaction = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Step 1: locks the rows of the batch's existing conversations (sorted: the lock order) and
+/// returns their `last_seq`.
+async fn lock_conversations(tx: &mut PgTransaction, plan: &Plan) -> Result<HashMap<String, i64>, StoreError> {
+    let mut counters: HashMap<String, i64> = HashMap::new();
+    let ids = plan.conversations();
+    if !ids.is_empty() {
+        let locked: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(ids).fetch_all(&mut **tx).await?;
+        counters.extend(locked);
+    }
+    Ok(counters)
+}
+
+/// Step 3: creates the direct conversations the batch needs that do not exist yet, with their
+/// members, and adds them to `counters` at 0. Returns `false` when a concurrent writer created
+/// one of them after the locks were taken: it cannot be locked now without breaking the id
+/// order of the locks (a deadlock with a third writer), so the attempt must start again and
+/// will find it existing.
+async fn create_directs(
+    tx: &mut PgTransaction,
+    plan: &Plan,
+    counters: &mut HashMap<String, i64>,
+) -> Result<bool, StoreError> {
+    let missing: Vec<DirectConversation<'_>> = plan
+        .direct_conversations()
+        .into_iter()
+        .filter(|d| !counters.contains_key(d.id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    let created: Vec<String> = sqlx::query_scalar(CREATE_DIRECTS)
+        .bind(missing.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(missing.iter().map(|d| d.created_by).collect::<Vec<_>>())
+        .bind(missing.iter().map(|d| d.ts_ms).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+    if created.len() < missing.len() {
+        return Ok(false);
+    }
+    let (mut ids, mut uids, mut ts) = (Vec::new(), Vec::new(), Vec::new());
+    for d in &missing {
+        let members = if d.a == d.b { 1 } else { 2 };
+        for uid in [d.a, d.b].into_iter().take(members) {
+            ids.push(d.id);
+            uids.push(uid);
+            ts.push(d.ts_ms);
+        }
+    }
+    sqlx::query(ADD_MEMBERS)
+        .bind(ids)
+        .bind(uids)
+        .bind(ts)
+        .execute(&mut **tx)
+        .await?;
+    counters.extend(created.into_iter().map(|id| (id, 0)));
+    Ok(true)
+}
+
+/// Step 4: hands out the sequence numbers, then bumps the counters, moves the senders' read
+/// markers and inserts the messages in one statement; the plan learns the new ids.
+async fn write_messages(
+    tx: &mut PgTransaction,
+    plan: &mut Plan,
+    counters: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    let demand = plan.seq_demand();
+    if demand.is_empty() {
+        return Ok(());
+    }
+    // A conversation missing from `counters` vanished, which `assign_seqs` reports.
+    let (bumped, counts): (Vec<BumpedRow>, Vec<i64>) = demand
+        .iter()
+        .filter_map(|&(id, n)| {
+            let bumped = BumpedRow {
+                id: id.to_owned(),
+                last_seq: counters.get(id)? + n,
+            };
+            Some((bumped, n))
+        })
+        .unzip();
+    plan.assign_seqs(&bumped)?;
+    let marks = plan.read_marks();
+    let rows = plan.new_rows();
+    let inserted: Vec<InsertedRow> = sqlx::query_as(WRITE)
+        .bind(bumped.iter().map(|b| b.id.as_str()).collect::<Vec<_>>())
+        .bind(counts)
+        .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
+        .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
+        .bind(marks.iter().map(|m| m.2).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.conversation).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.sender).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.cid).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.text).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.reply_to).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+    if !plan.apply_inserted(inserted) {
+        return Err(StoreError::Invariant(
+            "an inserted message came back without its id".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// The options of every pool: `connections` at most, and the planner settings on each one.
@@ -303,9 +333,9 @@ fn pool_options(connections: u32) -> PgPoolOptions {
         .after_connect(|conn, _| Box::pin(async move { sqlx::raw_sql(PLANNER).execute(conn).await.map(drop) }))
 }
 
-/// Runs the read phase ([`READ`]) and applies it to the plan: stored duplicates first, then
-/// memberships and blocks of what is still pending.
-async fn read_phase(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>, plan: &mut Plan) -> Result<(), StoreError> {
+/// Step 2: runs the read phase ([`READ`]) and applies it to the plan: stored duplicates first,
+/// then memberships and blocks of what is still pending.
+async fn read_phase(tx: &mut PgTransaction, plan: &mut Plan) -> Result<(), StoreError> {
     let keys = plan.dedupe_keys();
     if keys.is_empty() {
         return Ok(());
@@ -419,8 +449,8 @@ mod tests {
             let statements: Vec<&str> = own
                 .into_iter()
                 .chain(sql::SHARED.iter().copied())
-                .chain(crate::events::STATEMENTS.iter().copied())
-                .chain([crate::catchup::ACTIVITY])
+                .chain(sql::EVENTS.iter().copied())
+                .chain([sql::ACTIVITY])
                 .collect();
             let mut failures = Vec::new();
             for (i, statement) in statements.iter().enumerate() {

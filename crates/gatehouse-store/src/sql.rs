@@ -204,3 +204,87 @@ pub(crate) const SHARED: &[&str] = &[
     ENSURE_USER,
     USER_EXISTS,
 ];
+
+// ------------------------------------------------ changes, receipts and presence (`events`)
+
+pub(crate) const CONTEXT: &str = "SELECT c.last_seq, c.kind, coalesce(c.owner, c.created_by) AS owner, v.role, \
+     CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END AS floor \
+     FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
+     WHERE v.conversation_id = $1 AND v.uid = $2";
+
+pub(crate) const TARGET: &str = "SELECT id, conversation_id, seq, sender, cid, text, ts_ms, kind, target, reply_to, \
+     edited_ms, deleted, reactions FROM messages WHERE id = $1 AND conversation_id = $2";
+
+pub(crate) const BY_KEY: &str = "SELECT id, conversation_id, seq, sender, cid, text, ts_ms, kind, target, reply_to, \
+     edited_ms, deleted, reactions FROM messages WHERE sender = $1 AND cid = $2";
+
+/// Bumps the counter of conversation `$1` by one (under its lock: to the event's seq).
+pub(crate) const BUMP: &str = "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1";
+
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO messages (conversation_id, seq, sender, cid, text, ts_ms, kind, target) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+
+pub(crate) const APPLY_EDIT: &str = "UPDATE messages SET text = $1, edited_ms = $2 WHERE id = $3";
+
+pub(crate) const APPLY_DELETE: &str = "UPDATE messages SET text = '', deleted = 1, reactions = NULL WHERE id = $1";
+
+pub(crate) const DELETE_REACTIONS: &str = "DELETE FROM reactions WHERE message_id = $1";
+
+pub(crate) const ADD_REACTION: &str = "INSERT INTO reactions (message_id, uid, emoji) VALUES ($1, $2, $3)";
+
+pub(crate) const REMOVE_REACTION: &str = "DELETE FROM reactions WHERE message_id = $1 AND uid = $2 AND emoji = $3";
+
+pub(crate) const REACTIONS_OF: &str = "SELECT uid, emoji FROM reactions WHERE message_id = $1";
+
+pub(crate) const SET_REACTIONS: &str = "UPDATE messages SET reactions = $1 WHERE id = $2";
+
+/// A message `$3` of `$1` that `$2` may read (a member, above its floor), not an event.
+pub(crate) const READABLE_MESSAGE: &str = "SELECT m.id FROM members AS v JOIN conversations AS c ON c.id = v.conversation_id \
+     JOIN messages AS m ON m.conversation_id = v.conversation_id \
+     WHERE v.conversation_id = $1 AND v.uid = $2 AND m.id = $3 AND m.kind = 'message' \
+     AND m.seq > CASE WHEN c.history = 'joined' THEN v.joined_seq ELSE 0 END";
+
+/// Sets a read marker: to `$1` for member `$3` of `$2` (parameters in text order, as every
+/// statement here, so that the MariaDB text is a mere placeholder change).
+pub(crate) const SET_READ: &str = "UPDATE members SET read_seq = $1 WHERE conversation_id = $2 AND uid = $3";
+
+pub(crate) const AUTHOR_AT: &str = "SELECT sender FROM messages WHERE conversation_id = $1 AND seq = $2";
+
+pub(crate) const GO_ONLINE: &str = "UPDATE users SET present = 1 WHERE uid = $1 AND present = 0";
+
+pub(crate) const GO_OFFLINE: &str = "UPDATE users SET present = 0, last_seen_ms = $1 WHERE uid = $2 AND present = 1";
+
+/// Every statement of `events`: for the index tests of the backends, and translated once for
+/// MariaDB.
+pub(crate) const EVENTS: &[&str] = &[
+    CONTEXT,
+    TARGET,
+    BY_KEY,
+    BUMP,
+    INSERT_EVENT,
+    APPLY_EDIT,
+    APPLY_DELETE,
+    DELETE_REACTIONS,
+    ADD_REACTION,
+    REMOVE_REACTION,
+    REACTIONS_OF,
+    SET_REACTIONS,
+    READABLE_MESSAGE,
+    GO_ONLINE,
+    GO_OFFLINE,
+    SET_READ,
+    AUTHOR_AT,
+];
+
+// ----------------------------------------------------------------------- catch-up (`catchup`)
+
+/// User `$1`'s conversations, most recently active first (the time of the event at
+/// `last_seq`, else the creation), at most `$2`, with the read floor and, for a direct
+/// conversation, the peer's markers.
+pub(crate) const ACTIVITY: &str = "SELECT m.conversation_id AS id, c.name, c.last_seq, m.read_seq, \
+     CASE WHEN c.history = 'joined' THEN m.joined_seq ELSE 0 END AS floor, \
+     coalesce(l.ts_ms, c.created_at_ms) AS last_ts, p.read_seq AS peer_read_seq, p.delivered_seq AS peer_delivered_seq \
+     FROM members AS m JOIN conversations AS c ON c.id = m.conversation_id \
+     LEFT JOIN messages AS l ON l.conversation_id = m.conversation_id AND l.seq = c.last_seq \
+     LEFT JOIN members AS p ON p.conversation_id = m.conversation_id AND p.uid <> m.uid AND c.kind = 'direct' \
+     WHERE m.uid = $1 ORDER BY last_ts DESC, m.conversation_id LIMIT $2";

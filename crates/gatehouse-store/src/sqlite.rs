@@ -17,8 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::error::StoreError;
 use crate::model::MessageRow;
-use crate::plan::{BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
-use crate::store::Attempt;
+use crate::plan::{Attempt, BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
 
 /// How long a write waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -187,119 +186,169 @@ impl SqliteBackend {
     /// stays true until the write phase, and no row lock step is needed.
     pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
         let mut tx = self.writer.begin_with(BEGIN).await?;
-
-        let read: Vec<(String,)> = sqlx::query_as(READ)
-            .bind(to_json(&plan.dedupe_keys())?)
-            .bind(to_json(&plan.membership_probes())?)
-            .bind(to_json(&plan.conversations())?)
-            .bind(to_json(&plan.block_probes())?)
-            .fetch_all(&mut *tx)
-            .await?;
-        let [(existing,), (members,), (counters,), (blocks,), (last_id,)]: [(String,); 5] = read
-            .try_into()
-            .map_err(|rows: Vec<_>| StoreError::Invariant(format!("read phase returned {} rows, not 5", rows.len())))?;
-        // Duplicates first, so that a resend neither needs membership nor creates a conversation.
-        let existing: Vec<crate::model::ExistingRow> = from_json(&existing)?;
-        plan.apply_existing(
-            existing
-                .into_iter()
-                .map(|(id, conversation_id, seq, sender, cid, text, ts_ms, reply_to)| {
-                    MessageRow::plain(id, conversation_id, seq, sender, cid, text, ts_ms, reply_to)
-                })
-                .collect(),
-        );
-        let members: Vec<MemberRow> = from_json::<Vec<(String, String)>>(&members)?
-            .into_iter()
-            .map(|(conversation_id, uid)| MemberRow { conversation_id, uid })
-            .collect();
-        plan.apply_membership(&members);
-        plan.apply_blocks(&from_json::<Vec<(String, String)>>(&blocks)?);
-        let counters: HashMap<String, i64> = from_json::<Vec<(String, i64)>>(&counters)?.into_iter().collect();
-        let (last_id,): (i64,) = from_json(&last_id)?;
-
+        let found = read_phase(&mut tx, plan).await?;
         if !plan.seq_demand().is_empty() {
-            // Existing conversations are bumped; missing direct ones are created with the
-            // counter already covering their messages. A missing group cannot occur (its
-            // sender's membership was just found) and would fail `assign_seqs`.
-            let (bumped, created, new_members, bumps, counts) = {
-                let directs: HashMap<&str, DirectConversation<'_>> =
-                    plan.direct_conversations().into_iter().map(|d| (d.id, d)).collect();
-                let demand = plan.seq_demand();
-                let mut bumped = Vec::with_capacity(demand.len());
-                let mut bumps: Vec<(&str, i64)> = Vec::with_capacity(demand.len());
-                let mut created: Vec<(&str, &str, i64, i64)> = Vec::new();
-                let mut new_members: Vec<(&str, &str, i64)> = Vec::new();
-                for &(id, n) in &demand {
-                    if let Some(&last) = counters.get(id) {
-                        bumps.push((id, n));
-                        bumped.push(BumpedRow {
-                            id: id.to_owned(),
-                            last_seq: last + n,
-                        });
-                    } else if let Some(d) = directs.get(id) {
-                        created.push((d.id, d.created_by, d.ts_ms, n));
-                        new_members.push((d.id, d.a, d.ts_ms));
-                        if d.b != d.a {
-                            new_members.push((d.id, d.b, d.ts_ms));
-                        }
-                        bumped.push(BumpedRow {
-                            id: id.to_owned(),
-                            last_seq: n,
-                        });
-                    }
-                }
-                let counts = created.len() + new_members.len() + bumps.len();
-                (
-                    bumped,
-                    to_json(&created)?,
-                    to_json(&new_members)?,
-                    to_json(&bumps)?,
-                    counts,
-                )
-            };
-            plan.assign_seqs(&bumped)?;
-
-            type Row<'a> = (i64, &'a str, i64, &'a str, &'a str, &'a str, i64, Option<i64>);
-            let rows: Vec<Row<'_>> = plan
-                .new_rows()
-                .iter()
-                .zip(last_id + 1..)
-                .map(|(r, id)| (id, r.conversation, r.seq, r.sender, r.cid, r.text, r.ts_ms, r.reply_to))
-                .collect();
-            let inserted: Vec<InsertedRow> = rows
-                .iter()
-                .map(|r| InsertedRow {
-                    conversation_id: r.1.to_owned(),
-                    seq: r.2,
-                    id: r.0,
-                })
-                .collect();
-            let (rows, row_count) = (to_json(&rows)?, rows.len());
-            if !plan.apply_inserted(inserted) {
-                return Err(StoreError::Invariant("a planned message row got no id".to_owned()));
-            }
-            let marks = plan.read_marks();
-            let expected = counts + row_count + marks.len();
-            let changed = sqlx::query(WRITE)
-                .bind(created)
-                .bind(new_members)
-                .bind(bumps)
-                .bind(rows)
-                .bind(to_json(&marks)?)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            // Dropping `tx` rolls back: a batch is stored whole or not at all.
-            if changed != expected as u64 {
-                return Err(StoreError::Invariant(format!(
-                    "append wrote {changed} rows where {expected} were planned"
-                )));
-            }
+            let counters = counter_writes(plan, &found.counters)?;
+            plan.assign_seqs(&counters.bumped)?;
+            let messages = message_rows(plan, found.last_id)?;
+            write_phase(&mut tx, plan, counters, messages).await?;
         }
-
         tx.commit().await?;
         Ok(Attempt::Committed)
     }
+}
+
+/// What the read phase leaves for the write phase once the plan has taken in duplicates,
+/// memberships and blocks.
+struct Found {
+    /// `last_seq` of the batch's conversations that exist.
+    counters: HashMap<String, i64>,
+    /// The highest message id: the batch's rows take the ids after it (the write lock is held).
+    last_id: i64,
+}
+
+/// The conversation rows the write phase changes, as the JSON parameters of [`WRITE`].
+struct CounterWrites {
+    /// Every conversation's `last_seq` after the batch, for [`Plan::assign_seqs`].
+    bumped: Vec<BumpedRow>,
+    /// New direct conversations `(id, created_by, ts_ms, last_seq)`.
+    created: String,
+    /// Their members `(conversation, uid, ts_ms)`.
+    new_members: String,
+    /// Counter bumps `(conversation, n)` of existing conversations.
+    bumps: String,
+    /// Rows the three statements above affect.
+    rows: usize,
+}
+
+/// The message rows of the write phase, as the JSON parameter of [`WRITE`].
+struct MessageRows {
+    json: String,
+    count: usize,
+}
+
+/// Step 1: runs [`READ`] and applies what it found to the plan. Duplicates first, so that a
+/// resend neither needs membership nor creates a conversation.
+async fn read_phase(tx: &mut sqlx::SqliteConnection, plan: &mut Plan) -> Result<Found, StoreError> {
+    let read: Vec<(String,)> = sqlx::query_as(READ)
+        .bind(to_json(&plan.dedupe_keys())?)
+        .bind(to_json(&plan.membership_probes())?)
+        .bind(to_json(&plan.conversations())?)
+        .bind(to_json(&plan.block_probes())?)
+        .fetch_all(&mut *tx)
+        .await?;
+    let [(existing,), (members,), (counters,), (blocks,), (last_id,)]: [(String,); 5] = read
+        .try_into()
+        .map_err(|rows: Vec<_>| StoreError::Invariant(format!("read phase returned {} rows, not 5", rows.len())))?;
+    let existing: Vec<crate::model::ExistingRow> = from_json(&existing)?;
+    plan.apply_existing(
+        existing
+            .into_iter()
+            .map(|(id, conversation_id, seq, sender, cid, text, ts_ms, reply_to)| {
+                MessageRow::plain(id, conversation_id, seq, sender, cid, text, ts_ms, reply_to)
+            })
+            .collect(),
+    );
+    let members: Vec<MemberRow> = from_json::<Vec<(String, String)>>(&members)?
+        .into_iter()
+        .map(|(conversation_id, uid)| MemberRow { conversation_id, uid })
+        .collect();
+    plan.apply_membership(&members);
+    plan.apply_blocks(&from_json::<Vec<(String, String)>>(&blocks)?);
+    let counters = from_json::<Vec<(String, i64)>>(&counters)?.into_iter().collect();
+    let (last_id,): (i64,) = from_json(&last_id)?;
+    Ok(Found { counters, last_id })
+}
+
+/// Step 2: existing conversations are bumped; missing direct ones are created with the counter
+/// already covering their messages. A missing group cannot occur (its sender's membership was
+/// just found) and fails [`Plan::assign_seqs`].
+fn counter_writes(plan: &Plan, counters: &HashMap<String, i64>) -> Result<CounterWrites, StoreError> {
+    let directs: HashMap<&str, DirectConversation<'_>> =
+        plan.direct_conversations().into_iter().map(|d| (d.id, d)).collect();
+    let demand = plan.seq_demand();
+    let mut bumped = Vec::with_capacity(demand.len());
+    let mut bumps: Vec<(&str, i64)> = Vec::with_capacity(demand.len());
+    let mut created: Vec<(&str, &str, i64, i64)> = Vec::new();
+    let mut new_members: Vec<(&str, &str, i64)> = Vec::new();
+    for &(id, n) in &demand {
+        if let Some(&last) = counters.get(id) {
+            bumps.push((id, n));
+            bumped.push(BumpedRow {
+                id: id.to_owned(),
+                last_seq: last + n,
+            });
+        } else if let Some(d) = directs.get(id) {
+            created.push((d.id, d.created_by, d.ts_ms, n));
+            new_members.push((d.id, d.a, d.ts_ms));
+            if d.b != d.a {
+                new_members.push((d.id, d.b, d.ts_ms));
+            }
+            bumped.push(BumpedRow {
+                id: id.to_owned(),
+                last_seq: n,
+            });
+        }
+    }
+    Ok(CounterWrites {
+        rows: created.len() + new_members.len() + bumps.len(),
+        bumped,
+        created: to_json(&created)?,
+        new_members: to_json(&new_members)?,
+        bumps: to_json(&bumps)?,
+    })
+}
+
+/// Step 3: the rows of the messages that received a sequence number, with the ids after
+/// `last_id`; the plan learns those ids at once (the insert stores every row or fails).
+fn message_rows(plan: &mut Plan, last_id: i64) -> Result<MessageRows, StoreError> {
+    type Row<'a> = (i64, &'a str, i64, &'a str, &'a str, &'a str, i64, Option<i64>);
+    let rows: Vec<Row<'_>> = plan
+        .new_rows()
+        .iter()
+        .zip(last_id + 1..)
+        .map(|(r, id)| (id, r.conversation, r.seq, r.sender, r.cid, r.text, r.ts_ms, r.reply_to))
+        .collect();
+    let inserted: Vec<InsertedRow> = rows
+        .iter()
+        .map(|r| InsertedRow {
+            conversation_id: r.1.to_owned(),
+            seq: r.2,
+            id: r.0,
+        })
+        .collect();
+    let (json, count) = (to_json(&rows)?, rows.len());
+    if !plan.apply_inserted(inserted) {
+        return Err(StoreError::Invariant("a planned message row got no id".to_owned()));
+    }
+    Ok(MessageRows { json, count })
+}
+
+/// Step 4: runs [`WRITE`] with the senders' read markers and checks that it wrote every
+/// planned row; on an error the caller drops the transaction, which rolls the whole batch back.
+async fn write_phase(
+    tx: &mut sqlx::SqliteConnection,
+    plan: &Plan,
+    counters: CounterWrites,
+    messages: MessageRows,
+) -> Result<(), StoreError> {
+    let marks = plan.read_marks();
+    let expected = counters.rows + messages.count + marks.len();
+    let changed = sqlx::query(WRITE)
+        .bind(counters.created)
+        .bind(counters.new_members)
+        .bind(counters.bumps)
+        .bind(messages.json)
+        .bind(to_json(&marks)?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if changed != expected as u64 {
+        return Err(StoreError::Invariant(format!(
+            "append wrote {changed} rows where {expected} were planned"
+        )));
+    }
+    Ok(())
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
@@ -363,12 +412,12 @@ mod tests {
         let statements: Vec<&str> = commands
             .chain([MARK_READ, LOCK_CONVERSATION, LOCK_USER, MARKERS, SET_MARKERS])
             .chain(sql::SHARED.iter().copied())
-            .chain(crate::events::STATEMENTS.iter().copied())
-            .chain([crate::catchup::ACTIVITY])
+            .chain(sql::EVENTS.iter().copied())
+            .chain([sql::ACTIVITY])
             .collect();
         assert_eq!(
             statements.len(),
-            5 + 5 + 5 + sql::SHARED.len() + crate::events::STATEMENTS.len() + 1,
+            5 + 5 + 5 + sql::SHARED.len() + sql::EVENTS.len() + 1,
             "one entry per statement"
         );
         for statement in statements {

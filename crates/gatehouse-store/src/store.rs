@@ -13,7 +13,7 @@ use crate::model::{
     SummaryRow, SyncPage,
 };
 use crate::mysql::MySqlBackend;
-use crate::plan::Plan;
+use crate::plan::{Attempt, Plan};
 use crate::postgres::PgBackend;
 use crate::sql;
 use crate::sqlite::SqliteBackend;
@@ -50,6 +50,7 @@ pub enum BackendKind {
 /// Cheap to clone (an `Arc` around the connection pools); every clone uses the same pools.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The backend and its pools, shared by every clone of the handle.
     pub(crate) inner: Arc<Backend>,
     /// Whether `inner`'s pools belong to this handle alone, not to the handle it was made from
     /// (see [`Store::for_this_runtime`]).
@@ -58,21 +59,16 @@ pub struct Store {
     pub(crate) limits: StoreLimits,
 }
 
+/// The database a store talks to, chosen once from the URL; every operation matches on it
+/// (see `with_pool!`), so there is no dynamic dispatch per call.
 #[derive(Debug)]
 pub(crate) enum Backend {
+    /// One file: a single writer connection and a small read pool.
     Sqlite(SqliteBackend),
+    /// A shared server with row locks.
     Postgres(PgBackend),
+    /// A shared MariaDB server (the shared SQL translated to its dialect).
     MySql(MySqlBackend),
-}
-
-/// The result of one append attempt (see [`Store::append`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Attempt {
-    /// The transaction committed.
-    Committed,
-    /// The transaction was rolled back and has to be planned again: on PostgreSQL or MariaDB, a concurrent
-    /// writer created one of the batch's conversations after this attempt had taken its locks.
-    Retry,
 }
 
 /// Statements whose text differs between the backends, for code shared by all of them.
