@@ -12,8 +12,9 @@ use gatehouse_sdk::{Context, Frame};
 use gatehouse_store::{ChangeAction, Changed, Marker, MarkerRequest, NewChange, Offer, SearchQuery, StoreError};
 use serde_json::{Value, json};
 
-use crate::protocol::{self, Code, ProtocolError};
-use crate::service::{Answer, ChatWorker, api_error, now_ms, store_error};
+use crate::common::{Answer, api_error, count, now_ms, store_error};
+use crate::protocol::{self, Code, ProtocolError, Request};
+use crate::state::ChatWorker;
 
 /// Where a conversation's pushes go, from its id.
 pub(crate) enum Audience<'a> {
@@ -37,12 +38,60 @@ pub(crate) fn audience<'a>(conversation: &'a str, uid: &str) -> Option<Audience<
     }
 }
 
-/// Counts one protocol-2 event of `kind` (`gatehouse_chat_events_total{kind=…}`).
-pub(crate) fn count(kind: &'static str) {
-    metrics::counter!("gatehouse_chat_events_total", "kind" => kind).increment(1);
-}
-
 impl ChatWorker {
+    /// Executes a protocol-2 request for `uid`: `sync`, `ping`, a change, a receipt, `typing`
+    /// or `search`.
+    pub(crate) async fn event_request(
+        &self,
+        ctx: &Context,
+        uid: &str,
+        request: Request,
+        cid: Option<&str>,
+    ) -> Result<Answer, ProtocolError> {
+        match request {
+            Request::Sync { cursors, limit, window } => self.catch_up(uid, &cursors, limit, window, cid).await,
+            Request::Ping => self.pong(uid).await.map(Answer::Json),
+            Request::Edit { conversation, id, text } => {
+                let window_ms = self
+                    .config
+                    .edit_window
+                    .map(|w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX));
+                let action = ChangeAction::Edit { text, window_ms };
+                self.change(ctx, uid, conversation, id, action, cid).await
+            }
+            Request::Delete { conversation, id } => {
+                self.change(ctx, uid, conversation, id, ChangeAction::Delete, cid).await
+            }
+            Request::React {
+                conversation,
+                id,
+                emoji,
+                add,
+            } => {
+                let action = ChangeAction::React { emoji, add };
+                self.change(ctx, uid, conversation, id, action, cid).await
+            }
+            Request::Delivered { conversation, seq } => {
+                self.receipt(ctx, uid, &conversation, seq, Marker::Delivered, cid).await
+            }
+            Request::Read { conversation, seq } => self.receipt(ctx, uid, &conversation, seq, Marker::Read, cid).await,
+            Request::Typing { conversation, start } => self.typing(ctx, uid, &conversation, start, cid).await,
+            Request::Search {
+                query,
+                conversation,
+                offset,
+                limit,
+            } => {
+                self.search(uid, &query, conversation.as_deref(), offset, limit, cid)
+                    .await
+            }
+            other => Err(ProtocolError::new(
+                Code::Internal,
+                format!("not a protocol-2 event request: {other:?}"),
+            )),
+        }
+    }
+
     /// Pushes `frame` to everyone in `conversation` but the requesting connection: both users'
     /// devices of a direct conversation, the group's connections.
     pub(crate) async fn push_to_conversation(

@@ -12,8 +12,9 @@ use gatehouse_store::{
 };
 use serde_json::{Value, json};
 
+use crate::common::{Answer, api_error, store_error};
 use crate::protocol::{self, Code, ProtocolError, Request};
-use crate::service::{Answer, ChatWorker, api_error, store_error};
+use crate::state::ChatWorker;
 
 impl ChatWorker {
     /// Executes a group or block request for `uid`.

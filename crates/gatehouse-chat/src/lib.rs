@@ -6,19 +6,27 @@
 //! protocol is documented in `docs/protocol.md`.
 //!
 //! # Layout
-//! - [`config`] — [`ChatConfig`] and its validation.
-//! - [`auth`] — signed tokens (HS256 JWT) and the insecure dev identity.
-//! - [`protocol`] — client and server frames, error codes.
-//! - [`reply`] — [`reply::ListReply`], list replies that fit the reply byte budget.
-//! - [`ratelimit`] — per-connection token buckets for sends and other requests.
-//! - [`service`] — [`ChatWorker`], the handlers.
-//! - `groups` — the group and block requests, and the cluster groups that follow membership.
+//! From the handlers down; a module uses only modules listed after it (the `structure` test
+//! at the workspace root checks this order against the code).
+//! - [`service`] — [`ChatWorker`]'s handlers: the handshake, the per-message path (rate
+//!   limits, sends) and history, conversations, online and refresh.
 //! - `events` — protocol 2: bounded catch-up, heartbeat, edits, deletes, reactions, receipts,
 //!   typing and search.
+//! - `groups` — the group and block requests, and the cluster groups that follow membership.
+//! - `state` — [`ChatWorker`]'s state and how it is opened, and the answer builders every
+//!   handler module shares.
 //! - `presence` — online/offline pushes to contacts from the cluster's routing table.
+//! - `common` — what a handled request answers, store and cluster failures as protocol
+//!   errors, the clock, the event counter.
+//! - [`config`] — [`ChatConfig`] and its validation.
+//! - [`reply`] — [`reply::ListReply`], list replies that fit the reply byte budget.
+//! - [`protocol`] — client and server frames, error codes.
+//! - [`ratelimit`] — per-connection token buckets for sends and other requests.
+//! - [`auth`] — signed tokens (HS256 JWT) and the insecure dev identity.
 //! - [`WEB_PAGE`] — the browser client a chat deployment's gateways serve at `/` (`--page chat`).
 
 pub mod auth;
+mod common;
 pub mod config;
 mod events;
 mod groups;
@@ -27,6 +35,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod reply;
 pub mod service;
+mod state;
 
 pub use config::ChatConfig;
 pub use service::ChatWorker;

@@ -17,8 +17,7 @@ use gatehouse_sdk::{Cluster, Frame};
 use gatehouse_store::Store;
 use serde_json::json;
 
-use crate::events::count;
-use crate::service::now_ms;
+use crate::common::{count, now_ms};
 
 /// The presence state a worker keeps: the uids whose offline announcement is pending here.
 #[derive(Debug, Default, Clone)]

@@ -442,20 +442,39 @@ pub fn valid_cid(cid: &str) -> bool {
 struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
+    /// The request the frame's `type` names, its fields checked. Each family of types reads
+    /// its own fields; a type none of them knows is `unknown_type`.
     fn request(&self, max_text_chars: usize) -> Result<Request, ProtocolError> {
         let kind = match self.0.get("type") {
             Some(Value::String(kind)) => kind.as_str(),
             Some(_) => return Err(ProtocolError::new(Code::UnknownType, "type must be a string")),
             None => return Err(ProtocolError::new(Code::UnknownType, "the frame has no type")),
         };
-        Ok(match kind {
+        if let Some(request) = self.message_request(kind, max_text_chars)? {
+            return Ok(request);
+        }
+        if let Some(request) = self.query_request(kind)? {
+            return Ok(request);
+        }
+        if let Some(request) = self.group_request(kind)? {
+            return Ok(request);
+        }
+        if let Some(request) = self.account_request(kind)? {
+            return Ok(request);
+        }
+        let quoted: String = kind.chars().take(MAX_QUOTED_CHARS).collect();
+        let ellipsis = if quoted.len() < kind.len() { "…" } else { "" };
+        Err(ProtocolError::new(
+            Code::UnknownType,
+            format!("unknown type {quoted:?}{ellipsis}"),
+        ))
+    }
+
+    /// The requests that write to a conversation or tell its members something: `send`,
+    /// `edit`, `delete`, `react`, `delivered`, `read`, `typing`.
+    fn message_request(&self, kind: &str, max_text_chars: usize) -> Result<Option<Request>, ProtocolError> {
+        Ok(Some(match kind {
             "send" => self.send(max_text_chars)?,
-            "sync" => Request::Sync {
-                cursors: self.cursors()?,
-                limit: self.limit(SYNC_LIMIT)?,
-                window: self.window()?,
-            },
-            "ping" => Request::Ping,
             "edit" => {
                 self.string("cid")?;
                 Request::Edit {
@@ -484,10 +503,27 @@ impl Fields<'_> {
                 conversation: self.conversation("conversation")?,
                 seq: self.int("seq")?,
             },
+            "read" => Request::Read {
+                conversation: self.conversation("conversation")?,
+                seq: self.int("seq")?,
+            },
             "typing" => Request::Typing {
                 conversation: self.conversation("conversation")?,
                 start: self.choice("state", "start", "stop")?,
             },
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The requests that read: `sync`, `ping`, `search`, `history`, `conversations`.
+    fn query_request(&self, kind: &str) -> Result<Option<Request>, ProtocolError> {
+        Ok(Some(match kind {
+            "sync" => Request::Sync {
+                cursors: self.cursors()?,
+                limit: self.limit(SYNC_LIMIT)?,
+                window: self.window()?,
+            },
+            "ping" => Request::Ping,
             "search" => Request::Search {
                 query: self.query()?,
                 conversation: self.optional_conversation("conversation")?,
@@ -503,10 +539,13 @@ impl Fields<'_> {
                 after: self.optional_conversation("after")?,
                 limit: self.limit(CONVERSATIONS_LIMIT)?,
             },
-            "read" => Request::Read {
-                conversation: self.conversation("conversation")?,
-                seq: self.int("seq")?,
-            },
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The group requests: membership, invitations, moderation, roles, settings.
+    fn group_request(&self, kind: &str) -> Result<Option<Request>, ProtocolError> {
+        Ok(Some(match kind {
             "create_group" => Request::CreateGroup {
                 group: self.group("group")?,
                 name: self.name()?,
@@ -532,26 +571,6 @@ impl Fields<'_> {
                 group: self.group("group")?,
             },
             "invitations" => Request::Invitations,
-            "kick" => Request::Kick {
-                group: self.group("group")?,
-                uid: self.uid("uid")?,
-            },
-            "ban" => Request::Ban {
-                group: self.group("group")?,
-                uid: self.uid("uid")?,
-            },
-            "unban" => Request::Unban {
-                group: self.group("group")?,
-                uid: self.uid("uid")?,
-            },
-            "promote" => Request::Promote {
-                group: self.group("group")?,
-                uid: self.uid("uid")?,
-            },
-            "demote" => Request::Demote {
-                group: self.group("group")?,
-                uid: self.uid("uid")?,
-            },
             "update_group" => Request::UpdateGroup {
                 group: self.group("group")?,
                 name: self.name()?,
@@ -561,6 +580,26 @@ impl Fields<'_> {
             "group_info" => Request::GroupInfo {
                 group: self.group("group")?,
             },
+            _ => return self.moderation_request(kind),
+        }))
+    }
+
+    /// The group requests on another member: `kick`, `ban`, `unban`, `promote`, `demote`.
+    fn moderation_request(&self, kind: &str) -> Result<Option<Request>, ProtocolError> {
+        let make: fn(String, String) -> Request = match kind {
+            "kick" => |group, uid| Request::Kick { group, uid },
+            "ban" => |group, uid| Request::Ban { group, uid },
+            "unban" => |group, uid| Request::Unban { group, uid },
+            "promote" => |group, uid| Request::Promote { group, uid },
+            "demote" => |group, uid| Request::Demote { group, uid },
+            _ => return Ok(None),
+        };
+        Ok(Some(make(self.group("group")?, self.uid("uid")?)))
+    }
+
+    /// The user's own requests: blocks, token refresh, who is online.
+    fn account_request(&self, kind: &str) -> Result<Option<Request>, ProtocolError> {
+        Ok(Some(match kind {
             "block" => Request::Block { uid: self.uid("uid")? },
             "unblock" => Request::Unblock { uid: self.uid("uid")? },
             "blocks" => Request::Blocks {
@@ -568,15 +607,8 @@ impl Fields<'_> {
             },
             "refresh" => Request::Refresh { token: self.token()? },
             "online" => Request::Online,
-            other => {
-                let quoted: String = other.chars().take(MAX_QUOTED_CHARS).collect();
-                let ellipsis = if quoted.len() < other.len() { "…" } else { "" };
-                return Err(ProtocolError::new(
-                    Code::UnknownType,
-                    format!("unknown type {quoted:?}{ellipsis}"),
-                ));
-            }
-        })
+            _ => return Ok(None),
+        }))
     }
 
     fn send(&self, max_text_chars: usize) -> Result<Request, ProtocolError> {
