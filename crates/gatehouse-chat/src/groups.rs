@@ -17,7 +17,8 @@ use crate::protocol::{self, Code, ProtocolError, Request};
 use crate::state::ChatWorker;
 
 impl ChatWorker {
-    /// Executes a group or block request for `uid`.
+    /// Executes a membership request for `uid`: create, join, leave, invite, decline, and the
+    /// member and invitation lists.
     pub(crate) async fn group_request(
         &self,
         ctx: &Context,
@@ -25,8 +26,7 @@ impl ChatWorker {
         request: Request,
         cid: Option<&str>,
     ) -> Result<Answer, ProtocolError> {
-        let cluster = ctx.cluster();
-        Ok(Answer::Json(match request {
+        let answer = match request {
             Request::CreateGroup {
                 group,
                 name,
@@ -55,54 +55,29 @@ impl ChatWorker {
                 self.follow_group(ctx, uid, &group, false).await?;
                 group_frame(&group, "left", None)
             }
-            Request::Members { group, after, limit } => {
-                let page = self
-                    .store
-                    .group_members(&group, uid, after.as_deref(), limit)
-                    .await
-                    .map_err(store_error)?;
-                let mut reply = self.list_reply("members", cid, &[("group", &group)], "members", Some("roles"));
-                let mut more = page.more;
-                for member in &page.members {
-                    let role = json!(member.role);
-                    let entry = (member.role != Role::Member).then_some((member.uid.as_str(), &role));
-                    if !reply.push_with_entry(&member.uid, entry) {
-                        more = true;
-                        break;
-                    }
-                }
-                return Ok(Answer::Frame(reply.finish(more)));
-            }
-            Request::Invite { group, uid: invitee } => {
-                let outcome = self.store.invite(&group, uid, &invitee).await.map_err(store_error)?;
-                if outcome == InviteOutcome::Invited {
-                    let push = json!({"type": "invited", "group": group, "by": uid});
-                    cluster
-                        .send_to_uid(&invitee, &Frame::json(&push), &[])
-                        .await
-                        .map_err(api_error)?;
-                }
-                let mut answer = group_frame(&group, "invited", Some(&invitee));
-                match outcome {
-                    InviteOutcome::Invited => {}
-                    InviteOutcome::AlreadyInvited => answer["already"] = json!("invited"),
-                    InviteOutcome::AlreadyMember => answer["already"] = json!("member"),
-                }
-                answer
-            }
+            Request::Invite { group, uid: invitee } => self.invite(ctx, uid, &group, &invitee).await?,
             Request::Decline { group } => {
                 self.store.decline_invitation(&group, uid).await.map_err(store_error)?;
                 group_frame(&group, "declined", None)
             }
-            Request::Invitations => {
-                let invitations = self.store.invitations_of(uid).await.map_err(store_error)?;
-                let mut reply = self.list_reply("invitations", cid, &[], "invitations", None);
-                let pushed = invitations
-                    .iter()
-                    .take_while(|i| reply.push(&json!({"group": i.group, "name": i.name, "by": i.by, "ts": i.ts_ms})))
-                    .count();
-                return Ok(Answer::Frame(reply.finish(pushed < invitations.len())));
+            Request::Members { group, after, limit } => {
+                return self.members(uid, &group, after.as_deref(), limit, cid).await;
             }
+            Request::Invitations => return self.invitations(uid, cid).await,
+            other => return Err(not_for(&other, "a membership request")),
+        };
+        Ok(Answer::Json(answer))
+    }
+
+    /// Executes a group administration request for `uid`: kick, ban, unban, promote, demote,
+    /// the settings and their reading.
+    pub(crate) async fn admin_request(
+        &self,
+        ctx: &Context,
+        uid: &str,
+        request: Request,
+    ) -> Result<Answer, ProtocolError> {
+        let answer = match request {
             Request::Kick { group, uid: target } => {
                 self.store.kick(&group, uid, &target).await.map_err(store_error)?;
                 self.remove_from_group(ctx, uid, &target, &group, "kicked").await?;
@@ -149,13 +124,30 @@ impl ChatWorker {
                 let info = self.store.group_info(&group, uid).await.map_err(store_error)?;
                 protocol::group_info(&info)
             }
+            other => return Err(not_for(&other, "a group administration request")),
+        };
+        Ok(Answer::Json(answer))
+    }
+
+    /// Executes a block request for `uid`: block, unblock, and the list of blocked uids.
+    pub(crate) async fn block_request(
+        &self,
+        uid: &str,
+        request: Request,
+        cid: Option<&str>,
+    ) -> Result<Answer, ProtocolError> {
+        match request {
             Request::Block { uid: blocked } => {
                 self.store.block(uid, &blocked).await.map_err(store_error)?;
-                json!({"type": "block", "uid": blocked, "action": "blocked"})
+                Ok(Answer::Json(
+                    json!({"type": "block", "uid": blocked, "action": "blocked"}),
+                ))
             }
             Request::Unblock { uid: blocked } => {
                 self.store.unblock(uid, &blocked).await.map_err(store_error)?;
-                json!({"type": "block", "uid": blocked, "action": "unblocked"})
+                Ok(Answer::Json(
+                    json!({"type": "block", "uid": blocked, "action": "unblocked"}),
+                ))
             }
             Request::Blocks { after } => {
                 let (blocked, mut more) = self
@@ -167,15 +159,69 @@ impl ChatWorker {
                 if blocked.iter().any(|b| !reply.push(b)) {
                     more = true;
                 }
-                return Ok(Answer::Frame(reply.finish(more)));
+                Ok(Answer::Frame(reply.finish(more)))
             }
-            other => {
-                return Err(ProtocolError::new(
-                    Code::Internal,
-                    format!("not a group request: {other:?}"),
-                ));
+            other => Err(not_for(&other, "a block request")),
+        }
+    }
+
+    /// `invite`: invites `invitee` to `group` and tells its devices, unless it was invited or
+    /// a member already (the answer says which).
+    async fn invite(&self, ctx: &Context, uid: &str, group: &str, invitee: &str) -> Result<Value, ProtocolError> {
+        let outcome = self.store.invite(group, uid, invitee).await.map_err(store_error)?;
+        if outcome == InviteOutcome::Invited {
+            let push = json!({"type": "invited", "group": group, "by": uid});
+            ctx.cluster()
+                .send_to_uid(invitee, &Frame::json(&push), &[])
+                .await
+                .map_err(api_error)?;
+        }
+        let mut answer = group_frame(group, "invited", Some(invitee));
+        match outcome {
+            InviteOutcome::Invited => {}
+            InviteOutcome::AlreadyInvited => answer["already"] = json!("invited"),
+            InviteOutcome::AlreadyMember => answer["already"] = json!("member"),
+        }
+        Ok(answer)
+    }
+
+    /// `members`: a page of `group`'s members after `after`, with the roles of those who are
+    /// more than members, within the reply budget.
+    async fn members(
+        &self,
+        uid: &str,
+        group: &str,
+        after: Option<&str>,
+        limit: u32,
+        cid: Option<&str>,
+    ) -> Result<Answer, ProtocolError> {
+        let page = self
+            .store
+            .group_members(group, uid, after, limit)
+            .await
+            .map_err(store_error)?;
+        let mut reply = self.list_reply("members", cid, &[("group", group)], "members", Some("roles"));
+        let mut more = page.more;
+        for member in &page.members {
+            let role = json!(member.role);
+            let entry = (member.role != Role::Member).then_some((member.uid.as_str(), &role));
+            if !reply.push_with_entry(&member.uid, entry) {
+                more = true;
+                break;
             }
-        }))
+        }
+        Ok(Answer::Frame(reply.finish(more)))
+    }
+
+    /// `invitations`: the user's pending invitations, within the reply budget.
+    async fn invitations(&self, uid: &str, cid: Option<&str>) -> Result<Answer, ProtocolError> {
+        let invitations = self.store.invitations_of(uid).await.map_err(store_error)?;
+        let mut reply = self.list_reply("invitations", cid, &[], "invitations", None);
+        let pushed = invitations
+            .iter()
+            .take_while(|i| reply.push(&json!({"group": i.group, "name": i.name, "by": i.by, "ts": i.ts_ms})))
+            .count();
+        Ok(Answer::Frame(reply.finish(pushed < invitations.len())))
     }
 
     /// Makes every connection of `uid` join (or leave) the cluster group of a chat group, so that
@@ -229,6 +275,11 @@ pub(crate) async fn follow(ctx: &Context, client: ClientId, key: &str, join: boo
         Err(error) if error.code != gatehouse_sdk::ErrorCode::NotFound => Err(api_error(error)),
         _ => Ok(()),
     }
+}
+
+/// The error of a request dispatched to the wrong handler: a bug, answered `internal`.
+fn not_for(request: &Request, what: &str) -> ProtocolError {
+    ProtocolError::new(Code::Internal, format!("not {what}: {request:?}"))
 }
 
 /// The answer to a group action: `{"type":"group","group":…,"action":…}` and, for actions on

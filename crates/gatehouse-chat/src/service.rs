@@ -268,8 +268,8 @@ impl ChatWorker {
 // ---------------------------------------------------------------------- the other requests
 
 impl ChatWorker {
-    /// Executes one request for `uid`; returns the answer. The protocol-2 events and the group
-    /// requests have their own modules.
+    /// Executes one request for `uid`; returns the answer. The protocol-2 events (`events`)
+    /// and the group and block requests (`groups`) are handled in their own modules.
     async fn execute(
         &self,
         ctx: &Context,
@@ -301,20 +301,20 @@ impl ChatWorker {
             request @ (Request::CreateGroup { .. }
             | Request::JoinGroup { .. }
             | Request::LeaveGroup { .. }
-            | Request::Members { .. }
             | Request::Invite { .. }
             | Request::Decline { .. }
-            | Request::Invitations
-            | Request::Kick { .. }
+            | Request::Members { .. }
+            | Request::Invitations) => self.group_request(ctx, uid, request, cid).await,
+            request @ (Request::Kick { .. }
             | Request::Ban { .. }
             | Request::Unban { .. }
             | Request::Promote { .. }
             | Request::Demote { .. }
             | Request::UpdateGroup { .. }
-            | Request::GroupInfo { .. }
-            | Request::Block { .. }
-            | Request::Unblock { .. }
-            | Request::Blocks { .. }) => self.group_request(ctx, uid, request, cid).await,
+            | Request::GroupInfo { .. }) => self.admin_request(ctx, uid, request).await,
+            request @ (Request::Block { .. } | Request::Unblock { .. } | Request::Blocks { .. }) => {
+                self.block_request(uid, request, cid).await
+            }
         }
     }
 
