@@ -727,6 +727,8 @@ def main():
             "disconnects": sum(r["errors"]["disconnects"] for r in during),
             "error_frames": sum(r["errors"]["error_frames"] for r in during),
             "stored_twice": int(rows), "restart_seconds": median(restart_seconds),
+            # Why a client gave up, if one did: the load generator's first error of each run.
+            "first_errors": [r["errors"].get("first_error") for r in during if r["errors"].get("first_error")],
             "clients": opts.clients, "rate": opts.rolling_rate,
         }
         topo.stop()
@@ -994,6 +996,9 @@ def write_report(r, opts):
                   f"| reconnects / clients that reconnected (median run) | | {fmt(g['reconnects'])} / {fmt(g['reconnected_clients'])} |",
                   f"| every message acknowledged / clients that gave up / error frames / stored twice | | {'yes' if g['acked_all'] else 'no'} / {g['disconnects']} / {g['error_frames']} / {g['stored_twice']} |",
                   f"| the six restarts took (s, median) | | {g['restart_seconds']:.1f} |", ""]
+        if g.get("first_errors"):
+            lines += ["The load generator's first error in each run that had one:", ""]
+            lines += [f"- `{e}`" for e in g["first_errors"]] + [""]
     if "cl_max" in r or r.get("idle") or "chat_postgres_peers" in r:
         lines += ["## Capacity", "",
                   "What one core and one GB of gateway memory carry, from the figures above (server CPU per message",

@@ -463,36 +463,7 @@ async fn the_group_commit_reports_batches_latency_and_queue_depth(backend: Backe
     Ok(())
 }
 
-macro_rules! on_every_database {
-    ($($scenario:ident),* $(,)?) => {
-        mod needs_sqlite3 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::sqlite()).await
-                }
-            )*
-        }
-        mod needs_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::postgres()).await
-                }
-            )*
-        }
-        mod needs_mariadb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::mariadb()).await
-                }
-            )*
-        }
-    };
-}
-
-on_every_database!(
+gatehouse_testkit::on_every_database!(
     direct_and_group_messages_cross_gateways,
     an_offline_recipient_gets_everything_on_reconnect,
     history_pages_backwards,

@@ -786,36 +786,7 @@ mod measurement {
     }
 }
 
-macro_rules! on_every_database {
-    ($($scenario:ident),* $(,)?) => {
-        mod needs_sqlite3 {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::sqlite()).await
-                }
-            )*
-        }
-        mod needs_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::postgres()).await
-                }
-            )*
-        }
-        mod needs_mariadb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() -> anyhow::Result<()> {
-                    super::$scenario(super::Backend::mariadb()).await
-                }
-            )*
-        }
-    };
-}
-
-on_every_database!(
+gatehouse_testkit::on_every_database!(
     a_new_device_gets_the_latest_window_of_each_conversation,
     a_client_that_misses_pushes_notices_and_catches_up,
     edits_and_deletes_are_events_with_a_final_state,

@@ -1,8 +1,8 @@
 //! Load generator for gatehouse, and the single-process baseline relay it is compared with.
 //!
 //! [`run`] opens N WebSocket clients against one or more gateways, drives a scenario (direct
-//! messages, group fan-out, broadcast, idle connections, chat with storage, backends publishing
-//! through the server API) in open mode (a fixed offered rate) or closed mode (a bounded number
+//! messages, group fan-out, broadcast, idle connections, chat with storage, chat with typing
+//! events and receipts, backends publishing through the server API) in open mode (a fixed offered rate) or closed mode (a bounded number
 //! of unanswered messages per sender, or of API requests in flight per publisher), and
 //! returns a [`Report`]: what was sent, delivered, lost and duplicated in the measured window,
 //! latency percentiles from an HDR histogram, the connect rate, and the memory and CPU time of

@@ -436,25 +436,31 @@ impl Session {
         }
     }
 
-    /// Connects again (backing off, with jitter, until the end of the drain), then sends the
-    /// unacknowledged messages again and a `sync` from the cursors.
+    /// Connects again, sends the unacknowledged messages again and a `sync` from the cursors;
+    /// backs off (with jitter) and starts over until the end of the drain whenever any step
+    /// fails: a connection that a draining gateway closes right after accepting it is as
+    /// transient as one refused.
     async fn reconnect(&mut self) -> Result<(), String> {
-        let shared = self.shared.clone();
-        let until = self.deadline(self.traffic.window.end_ns) + shared.drain;
+        let until = self.deadline(self.traffic.window.end_ns) + self.shared.drain;
         let mut backoff = Duration::from_millis(50);
-        self.ws = loop {
-            match open(&shared, self.index).await {
-                Ok(ws) => break ws,
-                Err(error) => {
-                    let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 + 1));
-                    if Instant::now() + backoff + jitter > until {
-                        return Err(format!("could not connect again: {error}"));
-                    }
-                    tokio::time::sleep(backoff + jitter).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
+        loop {
+            let error = match self.resume_once().await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 + 1));
+            if Instant::now() + backoff + jitter > until {
+                return Err(format!("could not resume: {error}"));
             }
-        };
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// One attempt of [`Session::reconnect`]: open, resend, sync.
+    async fn resume_once(&mut self) -> Result<(), String> {
+        let shared = self.shared.clone();
+        self.ws = open(&shared, self.index).await?;
         let counters = &shared.counters;
         Counters::bump(&counters.reconnects);
         let resume = self.resume.as_mut().expect("only reconnecting clients reconnect");

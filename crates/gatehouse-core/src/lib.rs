@@ -1,6 +1,6 @@
 //! What every gatehouse role shares and nothing more: identifiers, the stable routing hash, the
-//! cluster-secret check for internal gRPC, reconnect back-off, logging set-up and the admin
-//! listener.
+//! cluster credentials for internal gRPC (the secret and mutual TLS), reconnect back-off, logging
+//! set-up and the admin listener.
 //!
 //! This crate must not know about any particular role: no sockets, no routing tables, no
 //! application logic. The registry *client* lives here because every role needs the same one.

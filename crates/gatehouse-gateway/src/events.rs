@@ -201,7 +201,11 @@ impl EventRouter {
         if !died && queue.pending.len() == queue.sent {
             return;
         }
-        let leaving = queue.worker.as_ref().is_some_and(|w| w.is_alive() && w.is_draining());
+        // A worker that drained and then left answered for everything it had (`sent == 0`):
+        // its clients are handed over, not failed over, even when their next event comes after
+        // its link closed.
+        let drained = queue.worker.as_ref().is_some_and(|w| w.is_draining()) && queue.sent == 0;
+        let died = died && !drained;
         let key = ClientId::new(self.gateway, conn.id()).hash_key();
         let Some(next) = self.workers.pick(&key, conn.app_slot()) else {
             if died {
@@ -216,7 +220,7 @@ impl EventRouter {
             mark_redelivered(queue.pending.iter_mut().take(queue.sent));
             queue.sent = 0;
         }
-        if leaving {
+        if drained {
             Stats::inc(&stats.clients_handed_over);
         }
         for pending in queue.pending.iter().skip(queue.sent) {
@@ -573,6 +577,24 @@ mod tests {
         );
         assert_eq!(Stats::get(&stats.events_redelivered), 0, "nothing was sent twice");
         assert_eq!(Stats::get(&stats.clients_handed_over), 1);
+    }
+
+    #[test]
+    fn a_client_whose_worker_drained_and_left_is_handed_over_not_failed_over() {
+        let router = router(16);
+        let stats = Stats::default();
+        let (conn, _) = Conn::new(1, 8);
+        let (first, mut first_rx) = worker(&router, 1);
+        router.dispatch(&conn, message("a"), &stats);
+        assert_eq!(seqs(&mut first_rx), [1]);
+        router.ack(&conn, 1, None, &stats);
+        let (_second, mut second_rx) = worker(&router, 2);
+        assert!(router.drain(&first));
+        router.detach(&first);
+        router.dispatch(&conn, message("b"), &stats);
+        assert_eq!(flagged(&mut second_rx), [(2, false)], "nothing to redeliver");
+        assert_eq!(Stats::get(&stats.clients_handed_over), 1);
+        assert_eq!(Stats::get(&stats.clients_failed_over), 0, "the worker left cleanly");
     }
 
     #[test]

@@ -368,12 +368,18 @@ impl Hub {
             return;
         };
         Stats::inc(&self.stats.events_nacked);
-        if let Some(backoff) = self.events.nack(&conn, seq, link) {
-            let hub = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(backoff).await;
-                hub.events.retry(&conn, &hub.stats);
-            });
+        match self.events.nack(&conn, seq, link) {
+            Some(backoff) => {
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(backoff).await;
+                    hub.events.retry(&conn, &hub.stats);
+                });
+            }
+            // A draining worker gave them back: they move now if it answered for the earlier
+            // ones (otherwise with the acknowledgement of the last of those).
+            None if link.is_draining() => self.events.rehome(&conn, &self.stats),
+            None => {}
         }
     }
 

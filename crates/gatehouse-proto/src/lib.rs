@@ -6,7 +6,8 @@
 //! sockets or applications.
 //!
 //! # Layout
-//! - [`v1`]: generated messages, clients and servers (`Registry`, `Gateway`).
+//! - [`v1`]: generated messages, clients and servers (`Registry`, `Gateway`, and `ServerApi`,
+//!   the server API's public contract).
 //! - [`error`] — [`ErrorCode`], mapped to gRPC and HTTP status codes.
 
 pub mod error;

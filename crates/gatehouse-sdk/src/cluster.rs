@@ -151,6 +151,8 @@ struct Inner {
     identity: LinkIdentity,
     /// The worker is stopping: links (also ones made from now on) say so to their gateways.
     draining: std::sync::atomic::AtomicBool,
+    /// The worker stopped handling events: links (also ones made from now on) give them back.
+    closing: std::sync::atomic::AtomicBool,
     /// Ends the registry sessions and every link (links hold child tokens).
     token: CancellationToken,
 }
@@ -190,6 +192,7 @@ impl Cluster {
                 credentials: config.credentials.clone(),
             },
             draining: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
             token,
             config,
         });
@@ -237,6 +240,18 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Makes every link give back the events that still arrive (a gateway may have sent them
+    /// before it learnt of the drain) and waits, at most `timeout`, for the handlers that were
+    /// running to end. Afterwards no handler runs, so closing the links cannot strand a send
+    /// queued behind the close of another link while its event was acknowledged.
+    pub(crate) async fn stop_handling(&self, timeout: Duration) -> bool {
+        self.inner.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.inner.links.iter() {
+            link.stop_handling();
+        }
+        tokio::time::timeout(timeout, self.drained()).await.is_ok()
     }
 
     /// Ends every link's outbound stream after what is queued (bounded), so that the last
@@ -1161,6 +1176,9 @@ impl Inner {
                 let link = GatewayLink::spawn(NodeId(id), addr, self.identity.clone(), sink, &self.token);
                 if self.draining.load(std::sync::atomic::Ordering::Acquire) {
                     link.begin_drain();
+                }
+                if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    link.stop_handling();
                 }
                 link
             });

@@ -112,7 +112,14 @@ pub(crate) struct GatewayLink {
     down_since: Mutex<Option<tokio::time::Instant>>,
     /// The worker is stopping: every batch says so, and each new session first.
     draining: AtomicBool,
+    /// The worker is about to close the link: events that arrive from now on are given back
+    /// at once instead of handled, so that no handler can queue a command behind the close
+    /// (its event acknowledged, its sends never leaving).
+    closing: AtomicBool,
     /// Events received and not answered yet (running, queued, or answers not yet queued).
+    /// The event loop raises it before it looks at `closing`, and [`GatewayLink::stop_handling`]
+    /// reads it after setting `closing` (both sequentially consistent): an event is either seen
+    /// by the closing side as unanswered or given back by the loop, never neither.
     unanswered: AtomicUsize,
     /// Sessions this worker wrote, for the events the gateway had read before the write.
     pub sessions: SessionWrites,
@@ -150,6 +157,7 @@ impl GatewayLink {
             connected: AtomicBool::new(false),
             down_since: Mutex::new(None),
             draining: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             unanswered: AtomicUsize::new(0),
             sessions: SessionWrites::default(),
             cancel: parent.child_token(),
@@ -176,7 +184,14 @@ impl GatewayLink {
 
     /// Whether every event received was answered and every answer handed to the stream.
     pub(crate) fn is_idle(&self) -> bool {
-        self.unanswered.load(Ordering::Acquire) == 0 && self.up.capacity() == self.up.max_capacity()
+        self.unanswered.load(Ordering::SeqCst) == 0 && self.up.capacity() == self.up.max_capacity()
+    }
+
+    /// The last step before [`GatewayLink::finish`]: events that arrive from now on are given
+    /// back (nacked) instead of handled. Once every link [`is_idle`](Self::is_idle) after this,
+    /// no handler runs any more, so nothing a handler sends can be queued behind the close.
+    pub(crate) fn stop_handling(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     /// Ends the link's outbound stream after what is queued, so that the last answers reach
@@ -428,9 +443,14 @@ impl GatewayLink {
                 message = inbound.next() => match message.transpose() {
                     Ok(Some(down)) => {
                         self.answer(down.replies);
-                        if let Some(sink) = sink {
+                        if let Some(sink) = sink && !down.events.is_empty() {
+                            // Counted before `closing` is read (see `unanswered`); the store
+                            // below replaces this with the true count.
+                            self.unanswered.fetch_add(down.events.len(), Ordering::SeqCst);
+                            let closing = self.closing.load(Ordering::SeqCst);
                             for event in down.events {
-                                if let Some(outcome) = events.admit(event, |event| sink.handle(self, event)) {
+                                let start = |event: Event| if closing { give_back(&event) } else { sink.handle(self, event) };
+                                if let Some(outcome) = events.admit(event, start) {
                                     self.queue_outcome(outcome, &mut events.overflow);
                                 }
                             }
@@ -456,7 +476,7 @@ impl GatewayLink {
                     }
                 }
             }
-            self.unanswered.store(events.unanswered(), Ordering::Release);
+            self.unanswered.store(events.unanswered(), Ordering::SeqCst);
         };
         // Handlers already running finish (their effects are real); their acks cannot reach the
         // gateway any more, which re-sends those events elsewhere.
@@ -510,6 +530,16 @@ fn up_size(item: &Up) -> usize {
         Up::Nack(nack) => nack.encoded_len() + 4,
         Up::Draining | Up::Close => 2,
     }
+}
+
+/// The answer to an event that arrived after the worker stopped handling: given back, so the
+/// gateway sends it (and the client's later events) to another worker at once.
+fn give_back(event: &Event) -> HandlerFuture {
+    let nack = EventNack {
+        conn: event.conn,
+        seq: event.seq,
+    };
+    Box::pin(std::future::ready((event.conn, Outcome::Nack(nack))))
 }
 
 fn up(outcome: Outcome) -> Up {
@@ -840,6 +870,26 @@ mod tests {
             ]
         );
         assert_eq!(link.unanswered.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn events_that_arrive_after_the_worker_stopped_handling_are_given_back_unhandled() {
+        let link = link(16);
+        let held = Arc::new(Held(Mutex::new(Vec::new())));
+        let sink: Arc<dyn EventSink> = held.clone();
+        link.stop_handling();
+        let inbound = futures_util::stream::iter([down(vec![event(1, 4), event(1, 5), event(2, 1)], vec![])]);
+        let _ = link.serve(inbound, Some(&sink)).await;
+        assert!(held.0.lock().unwrap().is_empty(), "no handler ran");
+        assert_eq!(
+            queued(&link),
+            [
+                Outcome::Nack(EventNack { conn: 1, seq: 4 }),
+                Outcome::Nack(EventNack { conn: 2, seq: 1 })
+            ],
+            "one nack per client, from its first event: the gateway sends the rest again"
+        );
+        assert!(link.is_idle(), "nothing left to answer once the nacks are out");
     }
 
     #[tokio::test]

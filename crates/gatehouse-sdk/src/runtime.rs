@@ -206,10 +206,12 @@ impl<W: Worker> WorkerRuntime<W> {
         token.cancelled().await;
         tracing::info!("worker draining: no new clients; finishing the events it has");
         cluster.begin_drain();
-        if tokio::time::timeout(self.config.drain_timeout, cluster.drained())
-            .await
-            .is_err()
-        {
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        let drained = tokio::time::timeout_at(deadline, cluster.drained()).await.is_ok();
+        // Events a gateway sent before it learnt of the drain may still arrive: they are given
+        // back from now on, and the handlers that started meanwhile end before any link closes.
+        let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !(cluster.stop_handling(rest).await && drained) {
             tracing::warn!(
                 timeout_ms = self.config.drain_timeout.as_millis() as u64,
                 "handlers still running at the end of the drain; their events go to other workers"

@@ -25,7 +25,7 @@
 //!   read and delivery markers.
 //! - `catchup`: bounded catch-up (latest window per conversation, most recent first) and the
 //!   change counter.
-//! - `search`: full-text search (FTS5, tsvector) with snippets.
+//! - `search`: full-text search (FTS5, tsvector, MariaDB's FULLTEXT) with snippets.
 //! - `plan`: backend-independent planning of one append batch (validation, in-batch
 //!   duplicates, sequence assignment).
 //! - `sqlite`, `postgres`, `mysql`: the three backends (pools, append transaction, dialect

@@ -1,7 +1,7 @@
-//! Full-text search over the messages a user may read: SQLite FTS5 (bm25) and PostgreSQL
-//! `tsvector` under a GIN index (`ts_rank`), both maintained inside the writing transactions
-//! (see the `0004`/`0005` migrations), ranked, paged, with plain-text snippets and the
-//! positions of the matched words.
+//! Full-text search over the messages a user may read: SQLite FTS5 (bm25), PostgreSQL
+//! `tsvector` under a GIN index (`ts_rank`) and MariaDB's `FULLTEXT` index (`MATCH … AGAINST`),
+//! all maintained inside the writing transactions (see the `events` migrations), ranked, paged,
+//! with plain-text snippets and the positions of the matched words.
 
 use futures_util::TryStreamExt;
 

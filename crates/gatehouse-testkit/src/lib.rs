@@ -52,3 +52,37 @@ pub use tls::TestTls;
 
 /// The secret test clusters share.
 pub const TEST_SECRET: &str = "test-cluster-secret";
+
+/// Declares each named scenario (an `async fn NAME(database: ChatDatabase) -> anyhow::Result<()>`
+/// in the calling module) once per chat database: `needs_sqlite3::NAME`, `needs_postgres::NAME`
+/// and `needs_mariadb::NAME`. The module names are what [`services`] filters on, so a scenario
+/// whose database is missing is reported as skipped (or fails under CI), never passed unrun.
+#[macro_export]
+macro_rules! on_every_database {
+    ($($scenario:ident),* $(,)?) => {
+        mod needs_sqlite3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario($crate::ChatDatabase::sqlite()).await
+                }
+            )*
+        }
+        mod needs_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario($crate::ChatDatabase::postgres()).await
+                }
+            )*
+        }
+        mod needs_mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> anyhow::Result<()> {
+                    super::$scenario($crate::ChatDatabase::mariadb()).await
+                }
+            )*
+        }
+    };
+}
