@@ -128,7 +128,10 @@ async fn upgrade(
                 .max_message_size(config.max_message_bytes)
                 .max_frame_size(config.max_message_bytes)
                 .on_failed_upgrade(move |_| failed_hub.retire(&failed_conn, 1006, "upgrade failed"))
-                .on_upgrade(move |socket| socket::run(hub, conn, socket, slots))
+                .on_upgrade(move |socket| {
+                    let sockets = hub.sockets().clone();
+                    sockets.track_future(socket::run(hub, conn, socket, slots))
+                })
         }
         Handshake::Refused(reject) => {
             let status = u16::try_from(reject.status)

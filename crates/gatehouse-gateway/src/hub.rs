@@ -14,6 +14,7 @@ use gatehouse_core::lease::LeaseClock;
 use gatehouse_core::{ClientId, NodeId};
 use gatehouse_proto::v1::{Closed, Open, Reject, event};
 use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 use crate::config::GatewayConfig;
@@ -89,6 +90,10 @@ pub(crate) struct Hub {
     /// This gateway's lease as proven by registry acks: when no registry can still list it,
     /// its clients may be missing messages and it fences itself (see `fence`).
     lease: Arc<LeaseClock>,
+    /// The tasks of upgraded WebSockets (hyper spawns them outside the listener's tracker): a
+    /// stopping gateway waits for them so that the close handshakes it began are finished
+    /// before the process exits, instead of the last clients seeing a reset (1006).
+    sockets: TaskTracker,
 }
 
 impl Hub {
@@ -114,8 +119,14 @@ impl Hub {
             stats: Stats::default(),
             draining: AtomicBool::new(false),
             lease: Arc::new(LeaseClock::new(config.registries.len())),
+            sockets: TaskTracker::new(),
             config,
         }
+    }
+
+    /// The tasks of upgraded WebSockets (see the field).
+    pub(crate) fn sockets(&self) -> &TaskTracker {
+        &self.sockets
     }
 
     /// This gateway's id.

@@ -31,6 +31,8 @@ use crate::routes::RouteSync;
 
 /// How long a drained gateway waits for workers to acknowledge the events it already read.
 const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long a drained gateway waits for its sockets' close handshakes (each is bounded by 2 s).
+const SOCKETS_WAIT: Duration = Duration::from_secs(3);
 
 /// A gateway whose two listeners are bound but not yet serving.
 pub struct BoundGateway {
@@ -214,6 +216,15 @@ async fn drain(hub: &Hub, window: Duration) {
         tracing::warn!(
             pending_bytes = hub.events().pending_bytes(),
             "some events read before the drain were not acknowledged in time"
+        );
+    }
+    // The last clients closed are still in their close handshake (bounded per socket): exiting
+    // now would reset them instead of closing them cleanly.
+    hub.sockets().close();
+    if tokio::time::timeout(SOCKETS_WAIT, hub.sockets().wait()).await.is_err() {
+        tracing::warn!(
+            sockets = hub.sockets().len(),
+            "some connections had not finished closing at the end of the drain"
         );
     }
 }
