@@ -22,7 +22,7 @@
 //! - [`reply`] — [`reply::ListReply`], list replies that fit the reply byte budget.
 //! - [`protocol`] — client and server frames, error codes.
 //! - [`ratelimit`] — per-connection token buckets for sends and other requests.
-//! - [`auth`] — signed tokens (HS256 JWT) and the insecure dev identity.
+//! - [`auth`] — signed tokens (JWT: HS256 with a shared secret, or RS256/ES256 with a public key) and the insecure dev identity.
 //! - [`WEB_PAGE`] — the browser client a chat deployment's gateways serve at `/` (`--page chat`).
 
 pub mod auth;
