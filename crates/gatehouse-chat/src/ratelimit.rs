@@ -8,6 +8,12 @@
 //! connection that keeps sending regardless, more than [`RateLimits::abuse_refusals`] refused
 //! requests within [`RateLimits::abuse_window`], is closed with 1008 (policy violation).
 //!
+//! Sends keep their order through refusals: a client pipelines sends, so when one is refused a
+//! later one still on the wire could find a fresh token and be stored first. After a refused
+//! send (with a `cid`) the connection's other sends are refused too until that `cid` comes
+//! again, at most [`HOLD_FOR`]: a client that sends refused messages again oldest first (the
+//! client library does) gets them stored in the order it sent them.
+//!
 //! State is one small entry per connection in a sharded map (no global lock on the message
 //! path), dropped in `on_close`. A connection whose events moved to another worker never
 //! closes here: entries idle for longer than [`IDLE_EVICTION`] (a full bucket then, so
@@ -24,6 +30,8 @@ use tokio::time::Instant;
 pub const IDLE_EVICTION: Duration = Duration::from_secs(600);
 /// The map is swept once every this many checks.
 const SWEEP_EVERY: u64 = 1 << 16;
+/// How long a refused send holds back the connection's later sends (until it comes again).
+pub const HOLD_FOR: Duration = Duration::from_secs(2);
 /// At most one warning per this interval, however many requests are refused.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -128,16 +136,36 @@ impl Bucket {
         if rate.per_second == 0 {
             return Ok(());
         }
-        let per_second = f64::from(rate.per_second);
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.updated = now;
-        self.tokens = (self.tokens + elapsed * per_second).min(f64::from(rate.burst.max(1)));
+        self.refill(rate, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / per_second))
+            Err(self.wait(rate))
         }
+    }
+
+    /// How long until a token is there (zero if one is), taking nothing.
+    fn peek(&mut self, rate: Rate, now: Instant) -> Duration {
+        if rate.per_second == 0 {
+            return Duration::ZERO;
+        }
+        self.refill(rate, now);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            self.wait(rate)
+        }
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.updated = now;
+        self.tokens = (self.tokens + elapsed * f64::from(rate.per_second)).min(f64::from(rate.burst.max(1)));
+    }
+
+    fn wait(&self, rate: Rate) -> Duration {
+        Duration::from_secs_f64((1.0 - self.tokens) / f64::from(rate.per_second))
     }
 }
 
@@ -149,6 +177,40 @@ struct Connection {
     window_start: Instant,
     refusals: u32,
     last_seen: Instant,
+    /// The refused send (a hash of its `cid`) that holds back the later ones, and since when.
+    held: Option<(u64, Instant)>,
+}
+
+impl Connection {
+    /// Takes a send token, keeping sends in order through refusals (see the module docs).
+    fn send(&mut self, rate: Rate, cid: Option<&str>, now: Instant) -> Result<(), Duration> {
+        let key = cid.map(cid_key);
+        if let Some((held, since)) = self.held {
+            if now.saturating_duration_since(since) > HOLD_FOR {
+                self.held = None;
+            } else if key != Some(held) {
+                // Stored now, it would overtake the refused one: refused until that one is in.
+                return Err(self.sends.peek(rate, now).max(Duration::from_millis(1)));
+            }
+        }
+        let taken = self.sends.take(rate, now);
+        match (&taken, key) {
+            (Ok(()), _) => self.held = None,
+            (Err(_), Some(key)) if self.held.is_none() => self.held = Some((key, now)),
+            (Err(_), _) => {}
+        }
+        taken
+    }
+}
+
+/// A hash of a `cid`: the hold needs to recognise it, not to keep it (no allocation per send).
+fn cid_key(cid: &str) -> u64 {
+    use std::hash::Hasher;
+    // Fixed keys: the same cid must give the same key on every call. A client that made two of
+    // its own cids collide would only let its own later send through.
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(cid.as_bytes());
+    hasher.finish()
 }
 
 /// The per-connection buckets of one worker, and its counters.
@@ -178,13 +240,14 @@ impl Limiter {
         }
     }
 
-    /// Decides about one frame of `client` now.
-    pub fn check(&self, client: ClientId, kind: Kind) -> Verdict {
-        self.check_at(client, kind, Instant::now())
+    /// Decides about one frame of `client` now (`cid`: the frame's, which keeps sends in order
+    /// through refusals; see the module docs).
+    pub fn check(&self, client: ClientId, kind: Kind, cid: Option<&str>) -> Verdict {
+        self.check_at(client, kind, cid, Instant::now())
     }
 
     /// Decides about one frame of `client` at `now`.
-    pub fn check_at(&self, client: ClientId, kind: Kind, now: Instant) -> Verdict {
+    pub fn check_at(&self, client: ClientId, kind: Kind, cid: Option<&str>, now: Instant) -> Verdict {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep(now);
         }
@@ -197,10 +260,11 @@ impl Limiter {
                 window_start: now,
                 refusals: 0,
                 last_seen: now,
+                held: None,
             });
             connection.last_seen = now;
             let taken = match kind {
-                Kind::Send => connection.sends.take(limits.sends, now),
+                Kind::Send => connection.send(limits.sends, cid, now),
                 Kind::Typing => connection.typing.take(limits.typing, now),
                 Kind::Request => connection.requests.take(limits.requests, now),
             };
@@ -307,26 +371,26 @@ mod tests {
         let start = Instant::now();
         let limiter = Limiter::new(limits(10, 3));
         for _ in 0..3 {
-            assert_eq!(limiter.check_at(client(1), Kind::Send, start), Verdict::Allowed);
+            assert_eq!(limiter.check_at(client(1), Kind::Send, None, start), Verdict::Allowed);
         }
         assert_eq!(
-            limiter.check_at(client(1), Kind::Send, start),
+            limiter.check_at(client(1), Kind::Send, None, start),
             Verdict::Refused {
                 retry_after: Duration::from_millis(100)
             }
         );
         assert_eq!(
-            limiter.check_at(client(1), Kind::Request, start),
+            limiter.check_at(client(1), Kind::Request, None, start),
             Verdict::Allowed,
             "the buckets are separate"
         );
         assert_eq!(
-            limiter.check_at(client(2), Kind::Send, start),
+            limiter.check_at(client(2), Kind::Send, None, start),
             Verdict::Allowed,
             "and per connection"
         );
         let later = start + Duration::from_millis(100);
-        assert_eq!(limiter.check_at(client(1), Kind::Send, later), Verdict::Allowed);
+        assert_eq!(limiter.check_at(client(1), Kind::Send, None, later), Verdict::Allowed);
         assert_eq!(limiter.refused(), 1);
     }
 
@@ -334,14 +398,14 @@ mod tests {
     fn a_connection_that_keeps_sending_while_refused_is_closed() {
         let start = Instant::now();
         let limiter = Limiter::new(limits(1, 1));
-        assert_eq!(limiter.check_at(client(1), Kind::Send, start), Verdict::Allowed);
+        assert_eq!(limiter.check_at(client(1), Kind::Send, None, start), Verdict::Allowed);
         for _ in 0..3 {
             assert!(matches!(
-                limiter.check_at(client(1), Kind::Send, start),
+                limiter.check_at(client(1), Kind::Send, None, start),
                 Verdict::Refused { .. }
             ));
         }
-        assert_eq!(limiter.check_at(client(1), Kind::Send, start), Verdict::Abusive);
+        assert_eq!(limiter.check_at(client(1), Kind::Send, None, start), Verdict::Abusive);
         assert_eq!((limiter.refused(), limiter.closed()), (4, 1));
     }
 
@@ -351,9 +415,9 @@ mod tests {
         let limiter = Limiter::new(limits(1, 1));
         for second in 0..20u64 {
             let now = start + Duration::from_secs(second * 4);
-            assert_eq!(limiter.check_at(client(1), Kind::Send, now), Verdict::Allowed);
+            assert_eq!(limiter.check_at(client(1), Kind::Send, None, now), Verdict::Allowed);
             assert!(matches!(
-                limiter.check_at(client(1), Kind::Send, now),
+                limiter.check_at(client(1), Kind::Send, None, now),
                 Verdict::Refused { .. }
             ));
         }
@@ -363,8 +427,8 @@ mod tests {
     fn forgotten_and_idle_connections_leave_no_entry() {
         let start = Instant::now();
         let limiter = Limiter::new(RateLimits::default());
-        limiter.check_at(client(1), Kind::Send, start);
-        limiter.check_at(client(2), Kind::Send, start);
+        limiter.check_at(client(1), Kind::Send, None, start);
+        limiter.check_at(client(2), Kind::Send, None, start);
         limiter.forget(client(1));
         assert_eq!(limiter.tracked(), 1);
         limiter.sweep(start + IDLE_EVICTION);
@@ -376,16 +440,45 @@ mod tests {
         let start = Instant::now();
         let limiter = Limiter::new(limits(1, 2));
         for _ in 0..2 {
-            assert_eq!(limiter.check_at(client(1), Kind::Typing, start), Verdict::Allowed);
+            assert_eq!(limiter.check_at(client(1), Kind::Typing, None, start), Verdict::Allowed);
         }
         for _ in 0..100 {
             assert!(matches!(
-                limiter.check_at(client(1), Kind::Typing, start),
+                limiter.check_at(client(1), Kind::Typing, None, start),
                 Verdict::Refused { .. }
             ));
         }
-        assert_eq!(limiter.check_at(client(1), Kind::Send, start), Verdict::Allowed);
-        assert_eq!(limiter.check_at(client(1), Kind::Request, start), Verdict::Allowed);
+        assert_eq!(limiter.check_at(client(1), Kind::Send, None, start), Verdict::Allowed);
+        assert_eq!(
+            limiter.check_at(client(1), Kind::Request, None, start),
+            Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn after_a_refused_send_the_later_ones_wait_until_it_comes_again() {
+        let limiter = Limiter::new(limits(10, 1));
+        let start = Instant::now();
+        let send = |cid: &str, at: Instant| limiter.check_at(client(1), Kind::Send, Some(cid), at);
+        assert_eq!(send("a", start), Verdict::Allowed);
+        assert!(matches!(send("b", start), Verdict::Refused { .. }), "over the burst");
+        let later = start + Duration::from_millis(150);
+        assert!(
+            matches!(send("c", later), Verdict::Refused { .. }),
+            "a token is back, but c would overtake b"
+        );
+        assert_eq!(send("b", later), Verdict::Allowed, "b first");
+        assert_eq!(send("c", later + Duration::from_millis(100)), Verdict::Allowed);
+        assert!(matches!(
+            send("d", later + Duration::from_millis(100)),
+            Verdict::Refused { .. }
+        ));
+        let abandoned = later + Duration::from_millis(100) + HOLD_FOR + Duration::from_millis(1);
+        assert_eq!(
+            send("e", abandoned),
+            Verdict::Allowed,
+            "a refused send not sent again holds nothing for long"
+        );
     }
 
     #[test]
@@ -396,7 +489,7 @@ mod tests {
             ..limits(1, 1)
         });
         for _ in 0..1000 {
-            assert_eq!(limiter.check_at(client(1), Kind::Send, start), Verdict::Allowed);
+            assert_eq!(limiter.check_at(client(1), Kind::Send, None, start), Verdict::Allowed);
         }
     }
 }

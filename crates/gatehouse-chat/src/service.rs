@@ -122,7 +122,7 @@ impl ChatWorker {
             Ok(Request::Typing { .. }) => Kind::Typing,
             _ => Kind::Request,
         };
-        match self.limiter.check(ctx.client_id(), kind) {
+        match self.limiter.check(ctx.client_id(), kind, cid) {
             Verdict::Allowed => return Ok(false),
             Verdict::Refused { retry_after } => {
                 let retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX).max(1);
