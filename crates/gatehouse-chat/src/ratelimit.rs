@@ -184,20 +184,21 @@ struct Connection {
 impl Connection {
     /// Takes a send token, keeping sends in order through refusals (see the module docs).
     fn send(&mut self, rate: Rate, cid: Option<&str>, now: Instant) -> Result<(), Duration> {
-        let key = cid.map(cid_key);
+        // The cid is hashed only while a send is held or when this one is refused: an accepted
+        // send with nothing held (the common case) costs no hash.
         if let Some((held, since)) = self.held {
             if now.saturating_duration_since(since) > HOLD_FOR {
                 self.held = None;
-            } else if key != Some(held) {
+            } else if cid.map(cid_key) != Some(held) {
                 // Stored now, it would overtake the refused one: refused until that one is in.
                 return Err(self.sends.peek(rate, now).max(Duration::from_millis(1)));
             }
         }
         let taken = self.sends.take(rate, now);
-        match (&taken, key) {
-            (Ok(()), _) => self.held = None,
-            (Err(_), Some(key)) if self.held.is_none() => self.held = Some((key, now)),
-            (Err(_), _) => {}
+        if taken.is_ok() {
+            self.held = None;
+        } else if self.held.is_none() {
+            self.held = cid.map(|cid| (cid_key(cid), now));
         }
         taken
     }

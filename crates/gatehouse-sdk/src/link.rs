@@ -476,7 +476,8 @@ impl GatewayLink {
                     }
                 }
             }
-            self.unanswered.store(events.unanswered(), Ordering::SeqCst);
+            // Release suffices here: the ordering that matters is the increment above.
+            self.unanswered.store(events.unanswered(), Ordering::Release);
         };
         // Handlers already running finish (their effects are real); their acks cannot reach the
         // gateway any more, which re-sends those events elsewhere.
