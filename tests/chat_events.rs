@@ -516,6 +516,10 @@ async fn typing_reaches_the_others_and_is_rate_limited(backend: Backend) -> Resu
     let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
     let mut ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
     let mut eve = ChatClient::connect_as(&cluster.ws_url(1), "eve").await?;
+    let early = ann
+        .request(json!({"type": "typing", "conversation": "d:ann:ben"}))
+        .await?;
+    assert_eq!(early["code"], "not_member", "a direct conversation exists from its first message");
     ann.send_to("ben", "hi", "h1").await?;
     ann.send_raw(&json!({"type": "typing", "conversation": "d:ann:ben"}))
         .await?;

@@ -293,7 +293,13 @@ impl ChatWorker {
         start: bool,
         cid: Option<&str>,
     ) -> Result<Answer, ProtocolError> {
-        if !self.store.is_member(conversation, uid).await.map_err(store_error)? {
+        let audience = audience(conversation, uid);
+        let member = match audience {
+            // Two fixed members: cached once the conversation exists.
+            Some(Audience::Direct(_)) => self.in_direct(conversation, uid).await?,
+            _ => self.store.is_member(conversation, uid).await.map_err(store_error)?,
+        };
+        if !member {
             return Err(store_error(StoreError::NotMember {
                 uid: uid.to_owned(),
                 conversation: conversation.to_owned(),
@@ -304,7 +310,7 @@ impl ChatWorker {
         let push = Frame::json(&json!({"type": "typing", "conversation": conversation, "uid": uid,
             "state": state, "expires_ms": ttl}));
         let cluster = ctx.cluster();
-        match audience(conversation, uid) {
+        match audience {
             Some(Audience::Direct(peer)) if peer != uid => cluster.send_to_uid(peer, &push, &[]).await,
             Some(Audience::Group(group)) => cluster.send_to_group(group, &push, &[ctx.client_id()]).await,
             _ => Ok(()),

@@ -36,9 +36,12 @@ pub struct ChatWorker {
     pub(crate) config: ChatConfig,
     pub(crate) store: Store,
     pub(crate) committer: GroupCommitter,
-    /// Uids known to have signed in. Users are never removed, so a positive answer can be kept
-    /// forever and a direct message costs no lookup query.
-    known_users: DashSet<String>,
+    /// Uids known to have signed in. Users are never removed, so a positive answer stays true
+    /// and a direct message costs no lookup query.
+    known_users: Known,
+    /// Direct conversations known to exist. Their two members never change, so a `typing` in
+    /// one costs no membership query once its first has been checked.
+    known_directs: Known,
     /// Per-connection rate limits.
     pub(crate) limiter: Limiter,
     /// Checks tokens; `None` when no key is configured (dev mode or nothing accepted).
@@ -47,6 +50,50 @@ pub struct ChatWorker {
     pub(crate) refused_connections: AtomicU64,
     /// Pending offline announcements.
     pub(crate) presence: Presence,
+}
+
+/// How many facts each [`Known`] set keeps before it starts over: about 20 MB of short ids.
+const KNOWN_CAPACITY: usize = 200_000;
+
+/// Facts that never turn false (a user has signed in, a direct conversation exists), kept so
+/// that the per-message path skips their look-up query.
+///
+/// Bounded without bookkeeping per hit: when full, the set forgets everything and learns again,
+/// one query per fact. A hostile client that names many users or conversations costs queries,
+/// never memory.
+pub(crate) struct Known {
+    facts: DashSet<String>,
+    capacity: usize,
+}
+
+impl Known {
+    /// An empty set that keeps at most `capacity` facts.
+    pub(crate) fn new(capacity: usize) -> Known {
+        Known {
+            facts: DashSet::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Whether `fact` is known.
+    pub(crate) fn contains(&self, fact: &str) -> bool {
+        self.facts.contains(fact)
+    }
+
+    /// Learns `fact`; forgets everything first when the set is full. Called only after a
+    /// look-up query, so the size count (a read of every shard) is never per message.
+    pub(crate) fn insert(&self, fact: &str) {
+        if self.facts.len() >= self.capacity {
+            self.facts.clear();
+        }
+        self.facts.insert(fact.to_owned());
+    }
+
+    /// How many facts are kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.facts.len()
+    }
 }
 
 impl ChatWorker {
@@ -62,7 +109,8 @@ impl ChatWorker {
             config,
             store,
             committer,
-            known_users: DashSet::new(),
+            known_users: Known::new(KNOWN_CAPACITY),
+            known_directs: Known::new(KNOWN_CAPACITY),
             limiter,
             verifier,
             refused_connections: AtomicU64::new(0),
@@ -77,9 +125,24 @@ impl ChatWorker {
         }
         let exists = Box::pin(self.store.user_exists(uid)).await.map_err(store_error)?;
         if exists {
-            self.known_users.insert(uid.to_owned());
+            self.known_users.insert(uid);
         }
         Ok(exists)
+    }
+
+    /// Whether `uid` is a member of direct conversation `conversation` (whose id names `uid`, as
+    /// the caller has checked): true once the conversation exists, which is cached.
+    pub(crate) async fn in_direct(&self, conversation: &str, uid: &str) -> Result<bool, ProtocolError> {
+        if self.known_directs.contains(conversation) {
+            return Ok(true);
+        }
+        let member = Box::pin(self.store.is_member(conversation, uid))
+            .await
+            .map_err(store_error)?;
+        if member {
+            self.known_directs.insert(conversation);
+        }
+        Ok(member)
     }
 
     /// Starts a list reply of `kind` within the reply budget, with the request's `cid` and
@@ -118,5 +181,24 @@ impl ChatWorker {
         );
         let error = ProtocolError::new(Code::Internal, "the answer was larger than the reply limit");
         Frame::json(&protocol::error(&error, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Known;
+
+    #[test]
+    fn a_known_set_keeps_what_it_learned_and_starts_over_when_full() {
+        let known = Known::new(2);
+        known.insert("d:ann:ben");
+        known.insert("d:ann:ben");
+        known.insert("d:ann:cat");
+        assert!(known.contains("d:ann:ben") && known.contains("d:ann:cat"));
+        assert_eq!(known.len(), 2);
+        known.insert("d:ben:cat");
+        assert_eq!(known.len(), 1, "a full set forgets everything before it learns more");
+        assert!(known.contains("d:ben:cat"));
+        assert!(!known.contains("d:ann:ben"));
     }
 }
