@@ -29,7 +29,7 @@ use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::StoreError;
-use crate::events::{MarkerMove, MarkerRequest};
+use crate::events::{MarkerBatch, MarkerMove, MarkerRequest};
 use crate::model::{Appended, NewMessage};
 use crate::store::Store;
 
@@ -296,7 +296,7 @@ async fn run_writer(
     meters: &Meters,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-    let mut markers: Vec<(MarkerRequest, MarkerReply)> = Vec::new();
+    let mut markers = Markers::default();
     while jobs.recv_many(&mut batch, max_batch).await > 0 {
         meters.queue_depth.set(jobs.len() as f64);
         let mut messages = Vec::with_capacity(batch.len());
@@ -307,38 +307,88 @@ async fn run_writer(
                     messages.push(message);
                     replies.push(reply);
                 }
-                Job::Marker { request, reply } => markers.push((request, reply)),
+                Job::Marker { request, reply } => {
+                    markers.requests.push(request);
+                    markers.replies.push(reply);
+                }
             }
         }
         // What queued up meanwhile is set before the callers are answered (in each write),
-        // so an idle writer's last word is the empty queue it left.
+        // so an idle writer's last word is the empty queue it left. Markers ride in the
+        // messages' transaction where the store allows it (SQLite: one commit per round).
         if !messages.is_empty() {
-            write_messages(store, messages, replies, counters, meters, &jobs).await;
+            write_messages(store, messages, replies, &mut markers, counters, meters, &jobs).await;
         }
-        if !markers.is_empty() {
+        if !markers.requests.is_empty() {
             write_markers(store, &mut markers, counters, meters, &jobs).await;
         }
     }
     tracing::debug!("group committer stopped");
 }
 
-/// Appends one batch of messages and answers their callers.
+/// The marker requests of one round and their callers, index for index.
+#[derive(Default)]
+struct Markers {
+    requests: Vec<MarkerRequest>,
+    replies: Vec<MarkerReply>,
+}
+
+impl Markers {
+    /// Answers every caller, in order, and empties the round.
+    fn answer(&mut self, results: impl IntoIterator<Item = Result<MarkerMove, StoreError>>) {
+        self.requests.clear();
+        for (reply, result) in self.replies.drain(..).zip(results) {
+            // The caller may have gone away; its marker moved regardless.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Answers every caller with `error`.
+    fn fail(&mut self, error: &StoreError) {
+        let size = self.requests.len();
+        self.answer(std::iter::repeat_n(error, size).cloned().map(Err));
+    }
+}
+
+/// Appends one batch of messages and answers their callers. The round's `markers` go into the
+/// same transaction when the store can take them (then they are answered and emptied here).
 async fn write_messages(
     store: &Store,
     messages: Vec<NewMessage>,
     replies: Vec<Reply>,
+    markers: &mut Markers,
     counters: &Counters,
     meters: &Meters,
     jobs: &mpsc::Receiver<Job>,
 ) {
     let size = messages.len();
     let started = Instant::now();
-    let written = store.append_batch(messages).await;
-    meters.messages.batch(size, started.elapsed());
+    let requests = std::mem::take(&mut markers.requests);
+    let mut riders = MarkerBatch::new(&requests).ok().filter(|_| !requests.is_empty());
+    let written = store.append_batch(messages, riders.as_mut()).await;
+    let elapsed = started.elapsed();
+    meters.messages.batch(size, elapsed);
     if written.is_err() {
         meters.messages.failures.increment(1);
     }
+    // Markers rode in the transaction when the store says so; when it failed, they failed
+    // with it only if the store takes markers at all.
+    let rode = match &written {
+        Ok(outcome) => outcome.markers_moved,
+        Err(_) => riders.is_some() && store.merges_markers(),
+    };
+    if rode {
+        meters.markers.batch(requests.len(), elapsed);
+    }
     meters.queue_depth.set(jobs.len() as f64);
+    let answers = match riders {
+        Some(riders) if rode && written.is_ok() => Some(riders.finish()),
+        _ => None,
+    };
+    markers.requests = requests;
+    if let Some(answers) = answers {
+        markers.answer(answers);
+    }
     match written {
         Ok(outcome) => {
             if outcome.committed {
@@ -361,6 +411,12 @@ async fn write_messages(
             for reply in replies {
                 let _ = reply.send(Err(error.clone()));
             }
+            // Receipts that rode in the failed transaction fail with it; the client repeats a
+            // receipt with its next one.
+            if rode {
+                meters.markers.failures.increment(1);
+                markers.fail(&error);
+            }
         }
     }
 }
@@ -369,21 +425,22 @@ async fn write_messages(
 /// callers.
 async fn write_markers(
     store: &Store,
-    markers: &mut Vec<(MarkerRequest, MarkerReply)>,
+    markers: &mut Markers,
     counters: &Counters,
     meters: &Meters,
     jobs: &mpsc::Receiver<Job>,
 ) {
-    let (requests, replies): (Vec<MarkerRequest>, Vec<MarkerReply>) = markers.drain(..).unzip();
     let started = Instant::now();
-    let mut outcome = store.move_markers(&requests).await;
+    let requests = &markers.requests;
+    let mut outcome = store.move_markers(requests).await;
     for _ in 1..MARKER_ATTEMPTS {
         match &outcome {
-            Err(error) if crate::store::is_transient(error) => outcome = store.move_markers(&requests).await,
+            Err(error) if crate::store::is_transient(error) => outcome = store.move_markers(requests).await,
             _ => break,
         }
     }
-    meters.markers.batch(requests.len(), started.elapsed());
+    let size = requests.len();
+    meters.markers.batch(size, started.elapsed());
     if outcome.is_err() {
         meters.markers.failures.increment(1);
     }
@@ -391,16 +448,12 @@ async fn write_markers(
     match outcome {
         Ok(results) => {
             counters.batches_committed.fetch_add(1, Ordering::Relaxed);
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
+            markers.answer(results);
         }
         Err(error) => {
             counters.batches_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, size = requests.len(), "marker batch failed");
-            for reply in replies {
-                let _ = reply.send(Err(error.clone()));
-            }
+            tracing::warn!(%error, size, "marker batch failed");
+            markers.fail(&error);
         }
     }
 }
@@ -416,5 +469,94 @@ async fn finish_spawned_tasks() {
     let runtime = tokio::runtime::Handle::current();
     while runtime.metrics().num_alive_tasks() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Marker;
+    use crate::model::ConversationRef;
+
+    fn dm(from: &str, to: &str, cid: &str) -> NewMessage {
+        NewMessage {
+            conversation: ConversationRef::Direct { to: to.into() },
+            sender: from.into(),
+            cid: cid.into(),
+            text: format!("{from} says {cid}"),
+            ts_ms: 1_700_000_000_000,
+            reply_to: None,
+        }
+    }
+
+    fn marker(
+        uid: &str,
+        seq: i64,
+        marker: Marker,
+    ) -> (
+        MarkerRequest,
+        MarkerReply,
+        oneshot::Receiver<Result<MarkerMove, StoreError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let request = MarkerRequest {
+            uid: uid.to_owned(),
+            conversation: "d:alice:bob".to_owned(),
+            seq,
+            marker,
+        };
+        (request, reply, answer)
+    }
+
+    /// One round of the writer with a message and two receipts costs one SQLite transaction,
+    /// and every caller gets the answer it would get from separate transactions.
+    #[tokio::test]
+    async fn on_sqlite_a_round_of_messages_and_receipts_commits_once() {
+        let store = Store::open("sqlite::memory:").await.expect("open");
+        let first = store.append(vec![dm("alice", "bob", "m1")]).await;
+        assert_eq!(first[0].as_ref().expect("stored").message.seq, 1);
+        let counters = Counters::default();
+        let meters = Meters::new(8);
+        let (_queue, jobs) = mpsc::channel(8);
+        let mut markers = Markers::default();
+        let mut answers = Vec::new();
+        for (uid, seq, kind) in [
+            ("bob", 1, Marker::Delivered),
+            ("bob", 1, Marker::Read),
+            ("zoe", 1, Marker::Read),
+        ] {
+            let (request, reply, answer) = marker(uid, seq, kind);
+            markers.requests.push(request);
+            markers.replies.push(reply);
+            answers.push(answer);
+        }
+        let (reply, appended) = oneshot::channel();
+        write_messages(
+            &store,
+            vec![dm("alice", "bob", "m2")],
+            vec![reply],
+            &mut markers,
+            &counters,
+            &meters,
+            &jobs,
+        )
+        .await;
+
+        assert!(
+            markers.requests.is_empty() && markers.replies.is_empty(),
+            "the receipts rode along"
+        );
+        assert_eq!(counters.batches_committed.load(Ordering::Relaxed), 1, "one transaction");
+        assert_eq!(appended.await.expect("answered").expect("stored").message.seq, 2);
+        let delivered = answers.remove(0).await.expect("answered").expect("moved");
+        assert_eq!((delivered.marker, delivered.moved, delivered.last_seq), (1, true, 2));
+        let read = answers.remove(0).await.expect("answered").expect("moved");
+        assert_eq!((read.marker, read.moved), (1, true));
+        assert!(matches!(
+            answers.remove(0).await.expect("answered"),
+            Err(StoreError::NotMember { .. })
+        ));
+        let bob = store.conversations_of("bob").await.expect("conversations");
+        assert_eq!(bob[0].unread, 1, "bob read seq 1 of 2");
     }
 }

@@ -501,60 +501,157 @@ impl Store {
         &self,
         requests: &[MarkerRequest],
     ) -> Result<Vec<Result<MarkerMove, StoreError>>, StoreError> {
-        let mut results: Vec<Option<Result<MarkerMove, StoreError>>> = vec![None; requests.len()];
-        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(requests.len());
-        for (index, request) in requests.iter().enumerate() {
-            match check_ident("uid", &request.uid).and_then(|()| check_seq("seq", request.seq)) {
-                Ok(()) => pairs.push((&request.conversation, &request.uid)),
-                Err(error) => results[index] = Some(Err(error)),
-            }
-        }
-        pairs.sort_unstable();
-        pairs.dedup();
-        if pairs.is_empty() {
-            return Ok(finish(results));
+        let mut batch = MarkerBatch::new(requests)?;
+        if batch.is_empty() {
+            return Ok(batch.finish());
         }
         let (read_sql, write_sql) = match &*self.inner {
             Backend::Sqlite(_) => (crate::sqlite::MARKERS, crate::sqlite::SET_MARKERS),
             Backend::Postgres(_) => (crate::postgres::MARKERS, crate::postgres::SET_MARKERS),
             Backend::MySql(_) => (crate::mysql::MARKERS, crate::mysql::SET_MARKERS),
         };
-        let pairs_json = to_json(&pairs)?;
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
-            let rows: Vec<(String, String, i64, i64, i64)> =
-                sqlx::query_as(read_sql).bind(&pairs_json).fetch_all(&mut *tx).await?;
-            let mut state: HashMap<(&str, &str), MarkerRow> = rows
-                .iter()
-                .map(|row| ((row.0.as_str(), row.1.as_str()), MarkerRow::from(row)))
-                .collect();
-            let authors_wanted = apply_markers(requests, &mut results, &mut state);
-            let mut changed: Vec<(&str, &str, i64, i64)> = state
-                .iter()
-                .filter(|(_, row)| row.changed)
-                .map(|(&(conversation, uid), row)| (conversation, uid, row.read, row.delivered))
-                .collect();
-            if !changed.is_empty() {
-                changed.sort_unstable();
-                sqlx::query(write_sql)
-                    .bind(to_json(&changed)?)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            // Only a group receipt goes to the author of the event at the marker; a direct
-            // one goes to the peer, whom the conversation id names.
-            for index in authors_wanted {
-                if let Some(Ok(moved)) = results[index].as_mut() {
-                    moved.author = sqlx::query_scalar(dialect.sql(AUTHOR_AT))
-                        .bind(&requests[index].conversation)
-                        .bind(moved.marker)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                }
-            }
+            marker_statements!(&mut *tx, &mut batch, read_sql, write_sql, dialect.sql(AUTHOR_AT));
             tx.commit().await?;
         });
-        Ok(finish(results))
+        Ok(batch.finish())
+    }
+}
+
+/// Runs a [`MarkerBatch`]'s statements on `$conn` (a connection inside an open write
+/// transaction): the read, the write-back of the markers that moved, and the author look-up of
+/// each group receipt. A macro because the statements are the same on every backend while
+/// the connection types differ; the SQLite append batch runs them in its own transaction.
+macro_rules! marker_statements {
+    ($conn:expr, $batch:expr, $read_sql:expr, $write_sql:expr, $author_sql:expr) => {{
+        let conn = $conn;
+        let batch: &mut $crate::events::MarkerBatch<'_> = $batch;
+        let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as($read_sql)
+            .bind(batch.pairs())
+            .fetch_all(&mut *conn)
+            .await?;
+        let moves = batch.apply(&rows)?;
+        if let Some(changed) = &moves.changed {
+            sqlx::query($write_sql).bind(changed).execute(&mut *conn).await?;
+        }
+        // Only a group receipt goes to the author of the event at the marker; a direct one
+        // goes to the peer, whom the conversation id names.
+        for (index, conversation, marker) in moves.authors_wanted {
+            let author: Option<String> = sqlx::query_scalar($author_sql)
+                .bind(conversation)
+                .bind(marker)
+                .fetch_optional(&mut *conn)
+                .await?;
+            batch.set_author(index, author);
+        }
+    }};
+}
+pub(crate) use marker_statements;
+
+/// A batch of marker requests on its way through one transaction: checked once, its
+/// statements ([`marker_statements`]) run in the transaction that carries it, answered per
+/// request. It can run again (a retried transaction starts from the checked state).
+pub(crate) struct MarkerBatch<'r> {
+    requests: &'r [MarkerRequest],
+    /// The answers known before any statement: the requests refused by the checks.
+    refused: Vec<Option<Result<MarkerMove, StoreError>>>,
+    /// Every request's answer so far.
+    results: Vec<Option<Result<MarkerMove, StoreError>>>,
+    /// The `[conversation, uid]` pairs the read statement takes (sorted, each once), as JSON;
+    /// `None` when every request was refused.
+    pairs: Option<String>,
+}
+
+/// What applying a batch to the markers read leaves for the statements after the read.
+pub(crate) struct MarkerMoves<'r> {
+    /// The `[conversation, uid, read, delivered]` rows that moved, as JSON; `None` if none did.
+    pub(crate) changed: Option<String>,
+    /// `(request index, conversation, marker)` of each group receipt whose author is wanted.
+    pub(crate) authors_wanted: Vec<(usize, &'r str, i64)>,
+}
+
+impl<'r> MarkerBatch<'r> {
+    /// Checks every request (uid, seq); the ones that fail are answered at once.
+    pub(crate) fn new(requests: &'r [MarkerRequest]) -> Result<MarkerBatch<'r>, StoreError> {
+        let mut refused: Vec<Option<Result<MarkerMove, StoreError>>> = vec![None; requests.len()];
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            match check_ident("uid", &request.uid).and_then(|()| check_seq("seq", request.seq)) {
+                Ok(()) => pairs.push((&request.conversation, &request.uid)),
+                Err(error) => refused[index] = Some(Err(error)),
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let pairs = if pairs.is_empty() { None } else { Some(to_json(&pairs)?) };
+        Ok(MarkerBatch {
+            requests,
+            results: refused.clone(),
+            refused,
+            pairs,
+        })
+    }
+
+    /// Whether no statement is needed: the batch is empty or every request was refused.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pairs.is_none()
+    }
+
+    /// The read statement's parameter.
+    pub(crate) fn pairs(&self) -> &str {
+        self.pairs.as_deref().unwrap_or("[]")
+    }
+
+    /// Applies the requests, in order, to the markers read (starting over from the checked
+    /// state, so that a retried transaction answers afresh).
+    pub(crate) fn apply<'a>(
+        &mut self,
+        rows: &'a [(String, String, i64, i64, i64)],
+    ) -> Result<MarkerMoves<'a>, StoreError>
+    where
+        'r: 'a,
+    {
+        self.results.clone_from(&self.refused);
+        let mut state: HashMap<(&str, &str), MarkerRow> = rows
+            .iter()
+            .map(|row| ((row.0.as_str(), row.1.as_str()), MarkerRow::from(row)))
+            .collect();
+        let requests: &'a [MarkerRequest] = self.requests;
+        let authors_wanted = apply_markers(requests, &mut self.results, &mut state)
+            .into_iter()
+            .filter_map(|index| match &self.results[index] {
+                Some(Ok(moved)) => Some((index, requests[index].conversation.as_str(), moved.marker)),
+                _ => None,
+            })
+            .collect();
+        let mut changed: Vec<(&str, &str, i64, i64)> = state
+            .iter()
+            .filter(|(_, row)| row.changed)
+            .map(|(&(conversation, uid), row)| (conversation, uid, row.read, row.delivered))
+            .collect();
+        let changed = if changed.is_empty() {
+            None
+        } else {
+            changed.sort_unstable();
+            Some(to_json(&changed)?)
+        };
+        Ok(MarkerMoves {
+            changed,
+            authors_wanted,
+        })
+    }
+
+    /// Records who wrote the event at the marker of request `index` (a group receipt).
+    pub(crate) fn set_author(&mut self, index: usize, author: Option<String>) {
+        if let Some(Some(Ok(moved))) = self.results.get_mut(index) {
+            moved.author = author;
+        }
+    }
+
+    /// The per-request results, every request answered.
+    pub(crate) fn finish(self) -> Vec<Result<MarkerMove, StoreError>> {
+        finish(self.results)
     }
 }
 

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::StoreError;
+use crate::events::{MarkerBatch, marker_statements};
 use crate::model::MessageRow;
 use crate::plan::{Attempt, BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
 
@@ -184,7 +185,14 @@ impl SqliteBackend {
     /// `BEGIN IMMEDIATE` holds the database write lock from the start to the commit, so what
     /// the read phase finds (stored duplicates, memberships, counters, blocks, the last id)
     /// stays true until the write phase, and no row lock step is needed.
-    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
+    ///
+    /// `markers` are moved in the same transaction, after the messages: one commit, so one
+    /// fsync of the WAL, for the whole round of the group committer.
+    pub(crate) async fn append_attempt(
+        &self,
+        plan: &mut Plan,
+        markers: Option<&mut MarkerBatch<'_>>,
+    ) -> Result<Attempt, StoreError> {
         let mut tx = self.writer.begin_with(BEGIN).await?;
         let found = read_phase(&mut tx, plan).await?;
         if !plan.seq_demand().is_empty() {
@@ -192,6 +200,9 @@ impl SqliteBackend {
             plan.assign_seqs(&counters.bumped)?;
             let messages = message_rows(plan, found.last_id)?;
             write_phase(&mut tx, plan, counters, messages).await?;
+        }
+        if let Some(batch) = markers.filter(|batch| !batch.is_empty()) {
+            marker_statements!(&mut *tx, batch, MARKERS, SET_MARKERS, crate::sql::AUTHOR_AT);
         }
         tx.commit().await?;
         Ok(Attempt::Committed)
