@@ -9,15 +9,19 @@ hits both. Reports medians and the after/before ratios, and writes them to a gen
     python3 bench/compare.py --before /path/to/old/gatehouse --after target/release/gatehouse \\
         --title "limits of issue #10" --out docs/benchmarks-limits.md
 
-Scenarios: relay direct messages closed-loop (the maximum) and open-loop at 5,000 msg/s, and
-chat on SQLite closed-loop (a fresh database per build).
+Scenarios (`--scenarios`, all by default): relay direct messages closed-loop (the maximum) and
+open-loop at 5,000 msg/s (`relay`), chat on SQLite closed-loop (`chat`), the live-chat mix on
+SQLite, one typing and two receipts per message (`chatmix`), each with a fresh database per
+build, and the gateways' memory per idle connection with 10,000 held (`idle`).
 """
 
 import argparse
 import datetime
 import os
+import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the suite's process and report helpers)
@@ -48,7 +52,9 @@ def main():
     ap.add_argument("--duration", type=float, default=8)
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--out", default="", help="write the report to this markdown file")
+    ap.add_argument("--scenarios", default="relay,chat,chatmix,idle", help="comma-separated subset: relay,chat,chatmix,idle")
     opts = ap.parse_args()
+    wanted = set(opts.scenarios.split(","))
     for binary in (opts.before, opts.after):
         if not os.path.exists(binary):
             sys.exit(f"{binary} is missing")
@@ -58,16 +64,24 @@ def main():
     # flags: a build from before these settings ignores them instead of refusing to start.
     os.environ["GATEHOUSE_INSECURE_DEV_AUTH"] = "true"
     os.environ["GATEHOUSE_CHAT_SEND_RATE"] = "0"
+    os.environ["GATEHOUSE_CHAT_REQUEST_RATE"] = "0"
+    os.environ["GATEHOUSE_CHAT_TYPING_RATE"] = "0"
     common = ["--duration", opts.duration, "--warmup", 2, "--drain", 3]
     dm = ["--scenario", "dm", "--clients", opts.clients]
+    chat = ["--clients", opts.clients, "--mode", "closed", "--inflight", 1]
     scenarios = [
-        ("relay dm, closed loop (max)", "relay", [*dm, "--mode", "closed", "--inflight", 1, *common]),
-        ("relay dm, open loop 5,000 msg/s", "relay", [*dm, "--mode", "open", "--rate", 5000, *common]),
-        ("chat on SQLite, closed loop", "chat", ["--scenario", "chat", "--clients", opts.clients, "--mode", "closed",
-                                                  "--inflight", 1, *common]),
+        ("relay", "relay dm, closed loop (max)", "relay", [*dm, "--mode", "closed", "--inflight", 1, *common]),
+        ("relay", "relay dm, open loop 5,000 msg/s", "relay", [*dm, "--mode", "open", "--rate", 5000, *common]),
+        ("chat", "chat on SQLite, closed loop", "chat", ["--scenario", "chat", *chat, *common]),
+        # As the suite's Live chat table: 4 ongoing conversations each, and a drain long enough
+        # for the mix's closed-loop p99.
+        ("chatmix", "chat-mix on SQLite, 4 peers, closed loop", "chat",
+         ["--scenario", "chat-mix", *chat, "--peers", 4, "--duration", opts.duration, "--warmup", 2, "--drain", 12]),
     ]
     rows = []
-    for label, app, args in scenarios:
+    for key, label, app, args in scenarios:
+        if key not in wanted:
+            continue
         print(f"{label}: before and after, alternating", flush=True)
         clusters = {}
         for side, binary in [("before", opts.before), ("after", opts.after)]:
@@ -89,6 +103,9 @@ def main():
         after = figures([a for _, a in pairs])
         rows.append((label, before, after))
 
+    idle = [(side, idle_bytes_per_connection(binary)) for side, binary in [("before", opts.before), ("after", opts.after)]
+            ] if "idle" in wanted else []
+
     lines = [
         f"# Benchmark: {opts.title}",
         "",
@@ -98,7 +115,42 @@ def main():
         "default limits; the load generator is the after build's `gatehouse bench run` for both.",
         "",
     ]
-    publish(lines + table(rows, "before", "after"), opts.out)
+    lines += table(rows, "before", "after")
+    if idle:
+        (_, left), (_, right) = idle
+        lines += ["", "Gateway memory per idle connection (RSS growth over the connections each gateway holds, "
+                  "10,000 over two gateways, median of the gateways):", "",
+                  "| before (bytes) | after (bytes) | after/before |", "| --- | --- | --- |",
+                  f"| {left:.0f} | {right:.0f} | {right / left:.3f} |"]
+    publish(lines, opts.out)
+
+
+def idle_bytes_per_connection(binary, total=10000):
+    """Starts a relay cluster from `binary`, holds `total` idle connections on its two gateways
+    and returns the gateways' median RSS growth per connection they hold."""
+    cl = run.Cluster("relay", binary=binary)
+    before = {g.pid: run.rss_kb(g.pid) for g in cl.gateways}
+    hold = 20 + total / 2500
+    cmd = [run.BIN, "bench", "run", "-q", "--scenario", "idle", "--clients", str(total), "--duration", str(hold),
+           "--warmup", "0", "--drain", "0", "--connect-concurrency", "256", "--source-ips", "127.0.1.1-127.0.1.40"]
+    for url in cl.urls():
+        cmd += ["--url", url]
+    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run.COMMANDS.append(("idle", " ".join(cmd).replace(run.BIN, "gatehouse")))
+    deadline = time.time() + hold + 60
+    while time.time() < deadline:
+        if sum(run.gauge(g, "gatehouse_gateway_connections") for g in cl.gateways) >= total:
+            break
+        time.sleep(0.5)
+    # Settled: what the last handshakes allocated and freed is done.
+    time.sleep(2)
+    after = {g.pid: run.rss_kb(g.pid) for g in cl.gateways}
+    conns = {g.pid: run.gauge(g, "gatehouse_gateway_connections") for g in cl.gateways}
+    load.wait()
+    cl.stop()
+    per_connection = run.median([(after[p] - before[p]) * 1024 / max(conns[p], 1) for p in after])
+    print(f"  idle {total} ({binary}): {per_connection:.0f} bytes per connection", flush=True)
+    return per_connection
 
 
 def table(rows, left, right):
