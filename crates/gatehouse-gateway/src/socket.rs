@@ -46,20 +46,28 @@ pub(crate) struct Slots {
 ///
 /// The client's span is the parent of what the task logs, but it is not entered on every poll
 /// of the task (entering a span costs the subscriber's bookkeeping, per wake-up, per client).
-pub(crate) async fn run(hub: Arc<Hub>, conn: Arc<Conn>, socket: WebSocket, slots: Slots) {
+///
+/// Not an `async fn`: the session is built before the future, so the socket lives in the
+/// future once (inside the session) instead of twice (an argument's slot stays reserved in an
+/// async fn's state). The future is every idle connection's largest allocation.
+pub(crate) fn run(hub: Arc<Hub>, conn: Arc<Conn>, socket: WebSocket, slots: Slots) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!(
         "client",
         gateway = %hub.id(),
         client = %hub.client_id(&conn),
         uid = tracing::field::Empty
     );
-    let mut session = Session::new(&hub, &conn, socket, span.clone());
-    let ending = session.serve().await;
-    let (code, reason) = ending.code_and_reason();
-    tracing::debug!(parent: session.log_span(), code, %reason, "connection closed");
-    hub.retire(&conn, code, &reason);
-    session.finish(ending).await;
-    drop(slots);
+    let mut session = Session::new(hub, conn, socket, span);
+    async move {
+        let ending = session.serve().await;
+        let (code, reason) = ending.code_and_reason();
+        tracing::debug!(parent: session.log_span(), code, %reason, "connection closed");
+        session.hub.retire(&session.conn, code, &reason);
+        // Boxed: the close handshake's state is larger than the whole serving loop's, and
+        // every idle connection's task would carry it inline for its lifetime.
+        Box::pin(session.finish(ending)).await;
+        drop(slots);
+    }
 }
 
 /// How a connection ended.
@@ -118,9 +126,9 @@ enum Paused {
 }
 
 /// The state of one connection's task.
-struct Session<'a> {
-    hub: &'a Hub,
-    conn: &'a Conn,
+struct Session {
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
     socket: WebSocket,
     span: tracing::Span,
     /// Frames taken from the send queue in one swap, written in one flush.
@@ -140,12 +148,14 @@ struct Session<'a> {
     deadline_timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<'a> Session<'a> {
-    fn new(hub: &'a Hub, conn: &'a Conn, socket: WebSocket, span: tracing::Span) -> Session<'a> {
+impl Session {
+    fn new(hub: Arc<Hub>, conn: Arc<Conn>, socket: WebSocket, span: tracing::Span) -> Session {
         let config = hub.config();
         let now = Instant::now();
         let mut ping = tokio::time::interval_at(now + config.ping_interval, config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let messages = TokenBucket::new(config.message_rate, now);
+        let bytes = TokenBucket::new(config.byte_rate, now);
         Session {
             hub,
             conn,
@@ -155,8 +165,8 @@ impl<'a> Session<'a> {
             ping,
             last_heard: now,
             paused: Paused::No,
-            messages: TokenBucket::new(config.message_rate, now),
-            bytes: TokenBucket::new(config.byte_rate, now),
+            messages,
+            bytes,
             throttle: None,
             throttled: false,
             over_rate_since: None,
@@ -221,7 +231,7 @@ impl<'a> Session<'a> {
             _ => 0,
         };
         Stats::inc(&self.hub.stats().messages_in);
-        if self.hub.dispatch(self.conn, kind) {
+        if self.hub.dispatch(&self.conn, kind) {
             self.pause();
         }
         self.charge(size, now)
