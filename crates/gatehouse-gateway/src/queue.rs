@@ -203,6 +203,19 @@ impl SendQueue {
         })
     }
 
+    /// Frees the queue's room when it is empty, with `batch` (the socket task's half of the
+    /// swap, see [`SendQueue::next`]): both keep their capacity while frames flow, and an idle
+    /// connection gives it back at its next ping.
+    pub(crate) fn release_idle(&self, batch: &mut VecDeque<Outbound>) {
+        if batch.is_empty() && batch.capacity() > 0 {
+            *batch = VecDeque::new();
+        }
+        let mut state = self.lock();
+        if state.items.is_empty() && state.items.capacity() > 0 {
+            state.items = VecDeque::new();
+        }
+    }
+
     /// Resolves to the close code once a kill is requested (for a socket task busy writing).
     pub(crate) fn killed_signal(&self) -> impl Future<Output = u16> + '_ {
         std::future::poll_fn(move |cx| {
@@ -256,6 +269,26 @@ mod tests {
         assert_eq!(queue.push(frame("d")), Ok(()));
         queue.close();
         assert_eq!(queue.push(frame("e")), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn an_idle_queue_gives_back_its_room_and_a_busy_one_keeps_it() {
+        let queue = SendQueue::new(8);
+        let mut batch = VecDeque::new();
+        queue.push(frame("a")).unwrap();
+        queue.next(&mut batch).await;
+        queue.push(frame("b")).unwrap();
+        queue.release_idle(&mut batch);
+        assert!(batch.capacity() > 0, "frames still to write keep their room");
+        assert!(queue.lock().items.capacity() > 0, "a queued frame keeps its room");
+        batch.clear();
+        queue.next(&mut batch).await;
+        batch.clear();
+        queue.release_idle(&mut batch);
+        assert_eq!((batch.capacity(), queue.lock().items.capacity()), (0, 0));
+        queue.push(frame("c")).unwrap();
+        assert!(matches!(queue.next(&mut batch).await, Next::Frames(_)), "and works on");
+        assert_eq!(batch.len(), 1);
     }
 
     #[tokio::test]

@@ -387,6 +387,10 @@ impl Session {
             Stats::inc(&self.hub.stats().ping_timeouts);
             return Step::End(Ending::server(1001, "ping timeout"));
         }
+        // Once per ping interval: a busy connection reallocates its buffers at most that
+        // often, an idle one holds only its fixed state.
+        self.conn.queue().release_idle(&mut self.batch);
+        self.conn.lock().events_mut().release_idle();
         match self.socket.send(Message::Ping(bytes::Bytes::new())).await {
             Ok(()) => Step::Continue,
             Err(_) => Step::End(Ending::Lost("write failed")),
