@@ -519,7 +519,10 @@ async fn typing_reaches_the_others_and_is_rate_limited(backend: Backend) -> Resu
     let early = ann
         .request(json!({"type": "typing", "conversation": "d:ann:ben"}))
         .await?;
-    assert_eq!(early["code"], "not_member", "a direct conversation exists from its first message");
+    assert_eq!(
+        early["code"], "not_member",
+        "a direct conversation exists from its first message"
+    );
     ann.send_to("ben", "hi", "h1").await?;
     ann.send_raw(&json!({"type": "typing", "conversation": "d:ann:ben"}))
         .await?;
