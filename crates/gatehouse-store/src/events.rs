@@ -505,13 +505,22 @@ impl Store {
         if batch.is_empty() {
             return Ok(batch.finish());
         }
-        let (read_sql, write_sql) = match &*self.inner {
-            Backend::Sqlite(_) => (crate::sqlite::MARKERS, crate::sqlite::SET_MARKERS),
-            Backend::Postgres(_) => (crate::postgres::MARKERS, crate::postgres::SET_MARKERS),
-            Backend::MySql(_) => (crate::mysql::MARKERS, crate::mysql::SET_MARKERS),
+        // On PostgreSQL the conversations are locked first, as the append transaction that
+        // carries receipts locks them (see `PgBackend::append_attempt`).
+        let (lock_sql, read_sql, write_sql) = match &*self.inner {
+            Backend::Sqlite(_) => (None, crate::sqlite::MARKERS, crate::sqlite::SET_MARKERS),
+            Backend::Postgres(_) => (
+                Some(crate::postgres::LOCK_MARKED),
+                crate::postgres::MARKERS,
+                crate::postgres::SET_MARKERS,
+            ),
+            Backend::MySql(_) => (None, crate::mysql::MARKERS, crate::mysql::SET_MARKERS),
         };
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
+            if let Some(lock_sql) = lock_sql {
+                sqlx::query(lock_sql).bind(batch.pairs()).execute(&mut *tx).await?;
+            }
             marker_statements!(&mut *tx, &mut batch, read_sql, write_sql, dialect.sql(AUTHOR_AT));
             tx.commit().await?;
         });
@@ -601,6 +610,21 @@ impl<'r> MarkerBatch<'r> {
     /// The read statement's parameter.
     pub(crate) fn pairs(&self) -> &str {
         self.pairs.as_deref().unwrap_or("[]")
+    }
+
+    /// The conversations the batch's checked requests name, sorted, each once (their locks are
+    /// taken before the markers' rows on PostgreSQL).
+    pub(crate) fn conversations(&self) -> Vec<&'r str> {
+        let mut ids: Vec<&'r str> = self
+            .requests
+            .iter()
+            .zip(&self.refused)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(request, _)| request.conversation.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Applies the requests, in order, to the markers read (starting over from the checked

@@ -401,6 +401,7 @@ conformance!(
     group_commit_resends_in_one_batch,
     group_commit_failure_reaches_every_caller,
     try_append_sheds_load_when_queue_is_full,
+    receipts_queued_with_messages_share_their_commit,
     uids_with_colons_and_invalid_input,
     users_are_known_after_their_first_sign_in,
     a_leave_waits_for_an_append_in_flight,
@@ -1440,6 +1441,72 @@ mod cases {
         assert_eq!(ok(queued.await.expect("task")).message.seq, 3);
         let m4 = ok(committer.try_append(dm("alice", "bob", "m4")).await);
         assert_eq!(m4.message.seq, 4);
+    }
+
+    /// Receipts queued with messages are written in the messages' transaction (one commit per
+    /// round) on SQLite and PostgreSQL, and in one of their own on MariaDB; either way every
+    /// caller gets the answer a transaction of its own would give.
+    pub async fn receipts_queued_with_messages_share_their_commit(ctx: Ctx) {
+        use futures_util::FutureExt;
+        use gatehouse_store::{Marker, MarkerRequest};
+        let store = ctx.open().await;
+        let ab = direct_conversation_id("alice", "bob");
+        ok(append_one(&store, dm("alice", "bob", "m1")).await);
+        let committer = GroupCommitter::spawn(store.clone(), GroupCommitConfig::default())
+            .await
+            .expect("start the group committer");
+        let mut blocker = ctx.raw().await;
+        blocker.block_writes(&ab).await;
+        // Each call is polled once, which queues it; then it runs on its own task.
+        fn queued<T: Send + 'static>(
+            mut future: futures_util::future::BoxFuture<'static, T>,
+        ) -> tokio::task::JoinHandle<T> {
+            assert!(
+                (&mut future).now_or_never().is_none(),
+                "nothing is written while blocked"
+            );
+            tokio::spawn(future)
+        }
+        let m2 = queued(Box::pin({
+            let committer = committer.clone();
+            async move { committer.append(dm("alice", "bob", "m2")).await.map(|a| a.message.seq) }
+        }));
+        wait_until("the writer to take m2", || committer.queued() == 0).await;
+        let before = committer.batches_committed();
+        let m3 = queued(Box::pin({
+            let committer = committer.clone();
+            async move { committer.append(dm("alice", "bob", "m3")).await.map(|a| a.message.seq) }
+        }));
+        let receipt = |marker, seq| MarkerRequest {
+            uid: "bob".to_owned(),
+            conversation: ab.clone(),
+            seq,
+            marker,
+        };
+        let delivered = queued(Box::pin({
+            let (committer, request) = (committer.clone(), receipt(Marker::Delivered, 1));
+            async move { committer.move_marker(request).await.map(|m| (m.marker, m.moved)) }
+        }));
+        let read = queued(Box::pin({
+            let (committer, request) = (committer.clone(), receipt(Marker::Read, 1));
+            async move { committer.move_marker(request).await.map(|m| (m.marker, m.moved)) }
+        }));
+        assert_eq!(committer.queued(), 3, "m3 and both receipts wait for the next round");
+        blocker.exec("ROLLBACK").await;
+
+        assert_eq!(m2.await.expect("task").expect("m2"), 2);
+        assert_eq!(m3.await.expect("task").expect("m3"), 3);
+        assert_eq!(delivered.await.expect("task").expect("delivered"), (1, true));
+        assert_eq!(read.await.expect("task").expect("read"), (1, true));
+        let commits = committer.batches_committed() - before;
+        let expected = if ctx.kind == Kind::MySql { 3 } else { 2 };
+        assert_eq!(
+            commits, expected,
+            "m2's round, then m3 with the receipts ({:?})",
+            ctx.kind
+        );
+        let bob = store.conversations_of("bob").await.expect("conversations");
+        assert_eq!(bob[0].unread, 2, "bob read seq 1 of 3");
     }
 
     pub async fn users_are_known_after_their_first_sign_in(ctx: Ctx) {
