@@ -29,9 +29,9 @@ use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::StoreError;
-use crate::events::{MarkerBatch, MarkerMove, MarkerRequest};
+use crate::markers::{MarkerBatch, MarkerMove, MarkerRequest};
 use crate::model::{Appended, NewMessage};
-use crate::store::Store;
+use crate::store::{BatchOutcome, Store};
 
 /// Sizing of a [`GroupCommitter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,32 +363,16 @@ async fn write_messages(
 ) {
     let size = messages.len();
     let started = Instant::now();
-    let requests = std::mem::take(&mut markers.requests);
-    let mut riders = MarkerBatch::new(&requests).ok().filter(|_| !requests.is_empty());
-    let written = store.append_batch(messages, riders.as_mut()).await;
+    let (written, riders) = append_with_riders(store, messages, markers).await;
     let elapsed = started.elapsed();
     meters.messages.batch(size, elapsed);
     if written.is_err() {
         meters.messages.failures.increment(1);
     }
-    // Markers rode in the transaction when the store says so; when it failed, they failed
-    // with it only if the store takes markers at all.
-    let rode = match &written {
-        Ok(outcome) => outcome.markers_moved,
-        Err(_) => riders.is_some() && store.merges_markers(),
-    };
-    if rode {
-        meters.markers.batch(requests.len(), elapsed);
+    if let Some(riders) = riders {
+        meters.markers.batch(riders, elapsed);
     }
     meters.queue_depth.set(jobs.len() as f64);
-    let answers = match riders {
-        Some(riders) if rode && written.is_ok() => Some(riders.finish()),
-        _ => None,
-    };
-    markers.requests = requests;
-    if let Some(answers) = answers {
-        markers.answer(answers);
-    }
     match written {
         Ok(outcome) => {
             if outcome.committed {
@@ -413,12 +397,40 @@ async fn write_messages(
             }
             // Receipts that rode in the failed transaction fail with it; the client repeats a
             // receipt with its next one.
-            if rode {
+            if riders.is_some() {
                 meters.markers.failures.increment(1);
                 markers.fail(&error);
             }
         }
     }
+}
+
+/// Runs the append with the round's markers riding in its transaction where the store takes
+/// them. Returns the outcome and, when markers rode, how many: then, on success, they are
+/// answered here; on failure they are left for the caller to fail with the batch. Markers
+/// that did not ride stay queued for a transaction of their own.
+async fn append_with_riders(
+    store: &Store,
+    messages: Vec<NewMessage>,
+    markers: &mut Markers,
+) -> (Result<BatchOutcome, StoreError>, Option<usize>) {
+    let requests = std::mem::take(&mut markers.requests);
+    let requests_len = requests.len();
+    let mut riders = MarkerBatch::new(&requests).ok().filter(|_| !requests.is_empty());
+    let written = store.append_batch(messages, riders.as_mut()).await;
+    let rode = match &written {
+        Ok(outcome) => outcome.markers_moved,
+        Err(_) => riders.is_some() && store.merges_markers(),
+    };
+    let answers = match riders {
+        Some(riders) if rode && written.is_ok() => Some(riders.finish()),
+        _ => None,
+    };
+    markers.requests = requests;
+    if let Some(answers) = answers {
+        markers.answer(answers);
+    }
+    (written, rode.then_some(requests_len))
 }
 
 /// Moves one batch of markers in one transaction (retried after a deadlock) and answers their
@@ -475,7 +487,7 @@ async fn finish_spawned_tasks() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Marker;
+    use crate::markers::Marker;
     use crate::model::ConversationRef;
 
     fn dm(from: &str, to: &str, cid: &str) -> NewMessage {

@@ -21,11 +21,13 @@
 //!   pure rules, and [`StoreLimits`], the caps on what users can accumulate.
 //! - `groups`: group membership and administration under the group's lock.
 //! - `blocks`: blocks between users.
-//! - `events`: edits, deletes and reactions as events of the sequence; reply targets; the
-//!   read and delivery markers.
+//! - `events`: edits, deletes and reactions as events of the sequence; reply targets; moving
+//!   the read and delivery markers.
 //! - `catchup`: bounded catch-up (latest window per conversation, most recent first) and the
 //!   change counter.
 //! - `search`: full-text search (FTS5, tsvector, MariaDB's FULLTEXT) with snippets.
+//! - `markers`: the receipt markers' requests and the batch that moves many in one
+//!   transaction (its statements run in the backends' append transactions too).
 //! - `plan`: backend-independent planning of one append batch (validation, in-batch
 //!   duplicates, sequence assignment).
 //! - `sqlite`, `postgres`, `mysql`: the three backends (pools, append transaction, dialect
@@ -46,6 +48,7 @@ mod error;
 mod events;
 mod groups;
 mod ids;
+mod markers;
 mod model;
 mod mysql;
 mod plan;
@@ -62,12 +65,10 @@ pub use access::{
 pub use catchup::{Activity, CatchUpConversation, CatchUpPage, MAX_CONVERSATIONS_SCANNED, Offer};
 pub use committer::{GroupCommitConfig, GroupCommitter};
 pub use error::{Limit, StoreError};
-pub use events::{
-    ChangeAction, Changed, MAX_REACTIONS_PER_MESSAGE, MAX_REACTIONS_PER_USER, Marker, MarkerMove, MarkerRequest,
-    NewChange,
-};
+pub use events::{ChangeAction, Changed, MAX_REACTIONS_PER_MESSAGE, MAX_REACTIONS_PER_USER, NewChange};
 pub use groups::MAX_GROUPS_LISTED;
 pub use ids::{MAX_IDENT_CHARS, direct_conversation_id, group_conversation_id};
+pub use markers::{Marker, MarkerMove, MarkerRequest};
 pub use model::{
     Appended, ConversationKind, ConversationPage, ConversationRef, ConversationSummary, EventKind, HistoryPage,
     NewMessage, StoredMessage, SyncPage,

@@ -24,7 +24,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::StoreError;
-use crate::events::{MarkerBatch, marker_statements};
+use crate::markers::{MarkerBatch, marker_statements};
 use crate::model::MessageRow;
 use crate::plan::{Attempt, BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
 

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::StoreError;
-use crate::events::{MarkerBatch, marker_statements};
+use crate::markers::{MarkerBatch, marker_statements};
 use crate::model::MessageRow;
 use crate::plan::{Attempt, BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
 

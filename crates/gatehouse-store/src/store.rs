@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::access::StoreLimits;
 use crate::error::StoreError;
-use crate::events::MarkerBatch;
 use crate::ids::{check_ident, check_seq, now_ms};
+use crate::markers::MarkerBatch;
 use futures_util::TryStreamExt;
 
 use crate::model::{
