@@ -470,22 +470,13 @@ impl Store {
         if batch.is_empty() {
             return Ok(batch.finish());
         }
-        // On PostgreSQL the conversations are locked first, as the append transaction that
-        // carries receipts locks them (see `PgBackend::append_attempt`).
-        let (lock_sql, read_sql, write_sql) = match &*self.inner {
-            Backend::Sqlite(_) => (None, crate::sqlite::MARKERS, crate::sqlite::SET_MARKERS),
-            Backend::Postgres(_) => (
-                Some(crate::postgres::LOCK_MARKED),
-                crate::postgres::MARKERS,
-                crate::postgres::SET_MARKERS,
-            ),
-            Backend::MySql(_) => (None, crate::mysql::MARKERS, crate::mysql::SET_MARKERS),
+        let (read_sql, write_sql) = match &*self.inner {
+            Backend::Sqlite(_) => (crate::sqlite::MARKERS, crate::sqlite::SET_MARKERS),
+            Backend::Postgres(_) => (crate::postgres::MARKERS, crate::postgres::SET_MARKERS),
+            Backend::MySql(_) => (crate::mysql::MARKERS, crate::mysql::SET_MARKERS),
         };
         with_pool!(self, writer, |pool, dialect| {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
-            if let Some(lock_sql) = lock_sql {
-                sqlx::query(lock_sql).bind(batch.pairs()).execute(&mut *tx).await?;
-            }
             marker_statements!(&mut *tx, &mut batch, read_sql, write_sql, dialect.sql(AUTHOR_AT));
             tx.commit().await?;
         });

@@ -130,21 +130,6 @@ impl<'r> MarkerBatch<'r> {
         self.pairs.as_deref().unwrap_or("[]")
     }
 
-    /// The conversations the batch's checked requests name, sorted, each once (their locks are
-    /// taken before the markers' rows on PostgreSQL).
-    pub(crate) fn conversations(&self) -> Vec<&'r str> {
-        let mut ids: Vec<&'r str> = self
-            .requests
-            .iter()
-            .zip(&self.refused)
-            .filter(|(_, refused)| refused.is_none())
-            .map(|(request, _)| request.conversation.as_str())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    }
-
     /// Applies the requests, in order, to the markers read (starting over from the checked
     /// state, so that a retried transaction answers afresh).
     pub(crate) fn apply<'a>(

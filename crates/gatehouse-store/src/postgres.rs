@@ -24,7 +24,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::StoreError;
-use crate::markers::{MarkerBatch, marker_statements};
 use crate::model::MessageRow;
 use crate::plan::{Attempt, BumpedRow, DirectConversation, InsertedRow, MemberRow, Plan};
 
@@ -104,11 +103,6 @@ pub(crate) const MARKERS: &str = "SELECT m.conversation_id, m.uid, m.read_seq, m
      JOIN members AS m ON m.conversation_id = k.conversation_id AND m.uid = k.uid \
      JOIN conversations AS c ON c.id = m.conversation_id \
      ORDER BY m.conversation_id, m.uid FOR UPDATE OF m";
-
-/// Locks the conversations of a receipt batch (the JSON array `$1` of `[conversation, uid]`
-/// pairs) in id order before its members' rows, as every writer of member rows does.
-pub(crate) const LOCK_MARKED: &str = "SELECT id FROM conversations WHERE id = ANY(\
-     ARRAY(SELECT e ->> 0 FROM jsonb_array_elements($1::text::jsonb) AS j (e))) ORDER BY id FOR NO KEY UPDATE";
 
 /// Moves the markers of the JSON array `$1` of `[conversation, uid, read, delivered]` forward.
 pub(crate) const SET_MARKERS: &str = "UPDATE members AS m \
@@ -206,20 +200,9 @@ impl PgBackend {
     /// Runs one attempt of an append batch in one transaction: lock the batch's
     /// conversations in id order, read under the locks, create the missing direct
     /// conversations, then bump, mark and insert in one statement.
-    ///
-    /// `markers` are moved in the same transaction, after the messages: one commit (one WAL
-    /// flush) per round of the group committer. Their conversations are locked with the
-    /// batch's, in one id-ordered statement, before any member row is touched; every writer
-    /// of member rows takes its conversations' locks first, so no two of them can wait for each
-    /// other's member rows.
-    pub(crate) async fn append_attempt(
-        &self,
-        plan: &mut Plan,
-        markers: Option<&mut MarkerBatch<'_>>,
-    ) -> Result<Attempt, StoreError> {
+    pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN).await?;
-        let also = markers.as_deref().map(MarkerBatch::conversations).unwrap_or_default();
-        let mut counters = lock_conversations(&mut tx, plan, &also).await?;
+        let mut counters = lock_conversations(&mut tx, plan).await?;
         // Authoritative: the locks above make every earlier writer of these conversations
         // committed and visible. Duplicates are applied before membership and creation, so that
         // a resend needs neither.
@@ -229,9 +212,6 @@ impl PgBackend {
             return Ok(Attempt::Retry);
         }
         write_messages(&mut tx, plan, &counters).await?;
-        if let Some(batch) = markers.filter(|batch| !batch.is_empty()) {
-            marker_statements!(&mut *tx, batch, MARKERS, SET_MARKERS, crate::sql::AUTHOR_AT);
-        }
         tx.commit().await?;
         Ok(Attempt::Committed)
     }
@@ -241,18 +221,9 @@ type PgTransaction = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// Step 1: locks the rows of the batch's existing conversations (sorted: the lock order) and
 /// returns their `last_seq`.
-async fn lock_conversations(
-    tx: &mut PgTransaction,
-    plan: &Plan,
-    also: &[&str],
-) -> Result<HashMap<String, i64>, StoreError> {
+async fn lock_conversations(tx: &mut PgTransaction, plan: &Plan) -> Result<HashMap<String, i64>, StoreError> {
     let mut counters: HashMap<String, i64> = HashMap::new();
-    let mut ids = plan.conversations();
-    if !also.is_empty() {
-        ids.extend_from_slice(also);
-        ids.sort_unstable();
-        ids.dedup();
-    }
+    let ids = plan.conversations();
     if !ids.is_empty() {
         let locked: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(ids).fetch_all(&mut **tx).await?;
         counters.extend(locked);
@@ -472,7 +443,6 @@ mod tests {
                 MARK_READ,
                 LOCK_CONVERSATION,
                 LOCK_USER,
-                LOCK_MARKED,
                 MARKERS,
                 SET_MARKERS,
             ];

@@ -271,19 +271,19 @@ impl Store {
         }
     }
 
-    /// Whether [`Store::append_batch`] moves a marker batch in its own transaction (SQLite and
-    /// PostgreSQL; MariaDB keeps receipts in a transaction of their own).
+    /// Whether [`Store::append_batch`] moves a marker batch in its own transaction (SQLite).
     pub(crate) fn merges_markers(&self) -> bool {
-        matches!(&*self.inner, Backend::Sqlite(_) | Backend::Postgres(_))
+        matches!(&*self.inner, Backend::Sqlite(_))
     }
 
     /// Like [`Store::append`], but reports a failed transaction once instead of per item.
     ///
-    /// `markers`, if any, are moved in the same transaction where the backend supports it, so
-    /// the group committer pays one commit (one fsync) per round instead of two: on SQLite,
-    /// whose single writer holds the database lock, and on PostgreSQL, which locks the
-    /// receipts' conversations with the batch's, in id order, before any member row. MariaDB
-    /// leaves them to a transaction of their own (`markers_moved: false`).
+    /// `markers`, if any, are moved in the same transaction on SQLite, whose single writer holds
+    /// the database lock: the group committer pays one commit (one fsync) per round instead of
+    /// two. PostgreSQL and MariaDB leave them to a transaction of their own (`markers_moved:
+    /// false`): there a shared transaction would have to lock the receipts' conversations with
+    /// the messages', and with two workers that cost more throughput than the saved commit
+    /// (docs/benchmarks-receipts-idle.md).
     pub(crate) async fn append_batch(
         &self,
         messages: Vec<NewMessage>,
@@ -304,7 +304,7 @@ impl Store {
         for attempt in 1..=MAX_ATTEMPTS {
             let outcome = match &*self.inner {
                 Backend::Sqlite(backend) => backend.append_attempt(&mut plan, markers.as_deref_mut()).await,
-                Backend::Postgres(backend) => backend.append_attempt(&mut plan, markers.as_deref_mut()).await,
+                Backend::Postgres(backend) => backend.append_attempt(&mut plan).await,
                 Backend::MySql(backend) => backend.append_attempt(&mut plan).await,
             };
             match outcome {
