@@ -488,37 +488,8 @@ async fn finish_spawned_tasks() {
 mod tests {
     use super::*;
     use crate::markers::Marker;
-    use crate::model::ConversationRef;
-
-    fn dm(from: &str, to: &str, cid: &str) -> NewMessage {
-        NewMessage {
-            conversation: ConversationRef::Direct { to: to.into() },
-            sender: from.into(),
-            cid: cid.into(),
-            text: format!("{from} says {cid}"),
-            ts_ms: 1_700_000_000_000,
-            reply_to: None,
-        }
-    }
-
-    fn marker(
-        uid: &str,
-        seq: i64,
-        marker: Marker,
-    ) -> (
-        MarkerRequest,
-        MarkerReply,
-        oneshot::Receiver<Result<MarkerMove, StoreError>>,
-    ) {
-        let (reply, answer) = oneshot::channel();
-        let request = MarkerRequest {
-            uid: uid.to_owned(),
-            conversation: "d:alice:bob".to_owned(),
-            seq,
-            marker,
-        };
-        (request, reply, answer)
-    }
+    use crate::markers::tests::request;
+    use crate::plan::tests::direct as dm;
 
     /// One round of the writer with a message and two receipts costs one SQLite transaction,
     /// and every caller gets the answer it would get from separate transactions.
@@ -537,8 +508,8 @@ mod tests {
             ("bob", 1, Marker::Read),
             ("zoe", 1, Marker::Read),
         ] {
-            let (request, reply, answer) = marker(uid, seq, kind);
-            markers.requests.push(request);
+            let (reply, answer) = oneshot::channel();
+            markers.requests.push(request(uid, "d:alice:bob", seq, kind));
             markers.replies.push(reply);
             answers.push(answer);
         }

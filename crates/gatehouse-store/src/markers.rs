@@ -269,7 +269,7 @@ fn finish(results: Vec<Option<Result<MarkerMove, StoreError>>>) -> Vec<Result<Ma
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn marker_rows(read: i64, delivered: i64, last_seq: i64) -> MarkerRow {
@@ -281,7 +281,9 @@ mod tests {
         }
     }
 
-    fn request(uid: &str, conversation: &str, seq: i64, marker: Marker) -> MarkerRequest {
+    /// A request to move `uid`'s `marker` in `conversation` to `seq` (also used by the
+    /// committer's tests).
+    pub(crate) fn request(uid: &str, conversation: &str, seq: i64, marker: Marker) -> MarkerRequest {
         MarkerRequest {
             uid: uid.to_owned(),
             conversation: conversation.to_owned(),

@@ -477,10 +477,11 @@ fn prepare(message: NewMessage) -> Result<Primary, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn direct(sender: &str, to: &str, cid: &str) -> NewMessage {
+    /// A direct message of `sender` to `to` (also used by the committer's tests).
+    pub(crate) fn direct(sender: &str, to: &str, cid: &str) -> NewMessage {
         NewMessage {
             conversation: ConversationRef::Direct { to: to.into() },
             sender: sender.into(),
