@@ -58,6 +58,10 @@ pub enum BenchError {
         /// What went wrong.
         reason: String,
     },
+    /// A routing run could not complete a phase (a member that could not attach, a change
+    /// never confirmed, a registry that was not restarted).
+    #[error("routing run: {0}")]
+    Routing(String),
     /// A socket operation of the baseline server failed.
     #[error("baseline server: {0}")]
     Serve(#[from] std::io::Error),

@@ -41,6 +41,9 @@
 //! - [`baseline`] — the single-process reference relay server.
 //! - [`hop`] — the two-hop reference: baseline edges routing direct messages through hop
 //!   processes, to measure what the cluster's topology costs by itself.
+//! - [`routing`] — [`routing::run_routing`]: the routing state at scale (registry and worker
+//!   memory per uid, bind latency, bytes per bind, resync after a registry restart), measured
+//!   with synthetic gateways and subscribers speaking the registry's gRPC protocol.
 //! - `shards` — the sharded map of the baseline and hop processes.
 //! - [`error`] — [`BenchError`].
 
@@ -53,6 +56,7 @@ pub mod error;
 pub mod hop;
 pub mod proc;
 pub mod report;
+pub mod routing;
 pub mod runner;
 mod scenario;
 mod session;

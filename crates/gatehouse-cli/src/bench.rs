@@ -84,6 +84,58 @@ pub enum BenchCommand {
     /// next to the baseline and the cluster, it shows what the split itself costs. Logs
     /// `listening kind=hop addr=…`; serves until SIGINT or SIGTERM. Direct messages only.
     Hop(HopArgs),
+    /// Measure the routing state at scale with synthetic gateways and workers.
+    ///
+    /// Attaches --gateways synthetic gateways and --subscribers synthetic route subscribers to
+    /// the registry at --registry, speaking its real gRPC protocol; loads --uids bound uids spread
+    /// evenly over the gateways; reads the memory of the registry (--registry-pid) and of any
+    /// real workers attached to it (--worker-pid) before and after; then offers --bind-rate
+    /// binds and unbinds per second for --bind-seconds, each timed from its batch to the
+    /// registry's confirmation (sent once every subscriber acknowledged it), and counts the
+    /// route-update bytes each subscriber receives per bind. With --resync it prints
+    /// {"event":"restart-registry"} on stdout, waits for the registry's streams to break and
+    /// times how long the whole table takes to come back (restart the registry on the same
+    /// address; bench/routing.py does all of this). The report is one JSON object on stdout.
+    #[command(verbatim_doc_comment)]
+    Routing(RoutingArgs),
+}
+
+/// `gatehouse bench routing` flags (see its help).
+#[derive(Args, Debug)]
+pub struct RoutingArgs {
+    /// The registry's gRPC address.
+    #[arg(long)]
+    pub registry: String,
+    /// The cluster secret the registry expects.
+    #[arg(long = "cluster-secret", env = "GATEHOUSE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// The registry's admin listener (host:port), to wait for every subscriber after a restart.
+    #[arg(long)]
+    pub registry_admin: Option<String>,
+    /// Synthetic gateways.
+    #[arg(long, default_value_t = 100)]
+    pub gateways: usize,
+    /// Bound uids to load.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub uids: usize,
+    /// Synthetic route subscribers (workers) besides the real ones.
+    #[arg(long, default_value_t = 18)]
+    pub subscribers: usize,
+    /// Binds and unbinds per second in the bind phase.
+    #[arg(long, default_value_t = 1000)]
+    pub bind_rate: u32,
+    /// Length of the bind phase, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub bind_seconds: f64,
+    /// After the bind phase, ask for a registry restart and time the resync.
+    #[arg(long)]
+    pub resync: bool,
+    /// The registry's pid (for its memory).
+    #[arg(long)]
+    pub registry_pid: Option<u32>,
+    /// Real worker processes attached to the registry (for their memory).
+    #[arg(long = "worker-pid", value_delimiter = ',')]
+    pub worker_pids: Vec<u32>,
 }
 
 /// Traffic patterns (see `gatehouse bench run --help`).
@@ -367,6 +419,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Run(args) => run_load(*args).await,
         BenchCommand::Baseline(args) => run_baseline(args).await,
         BenchCommand::Hop(args) => run_hop(args).await,
+        BenchCommand::Routing(args) => run_routing(args).await,
     }
 }
 
@@ -413,6 +466,28 @@ async fn run_baseline(args: BaselineArgs) -> Result<()> {
 async fn run_hop(args: HopArgs) -> Result<()> {
     let listener = bind(args.listen).await?;
     gatehouse_bench::serve_hop(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_routing(args: RoutingArgs) -> Result<()> {
+    let mut config = gatehouse_bench::routing::RoutingConfig::new(args.registry);
+    config.secret = args.cluster_secret;
+    config.registry_admin = args.registry_admin;
+    config.gateways = args.gateways;
+    config.uids = args.uids;
+    config.subscribers = args.subscribers;
+    config.expect_subscribers = args.subscribers + args.worker_pids.len();
+    config.bind_rate = args.bind_rate;
+    config.bind_duration = Duration::from_secs_f64(args.bind_seconds.max(0.0));
+    config.resync = args.resync;
+    config.registry_pid = args.registry_pid;
+    config.worker_pids = args.worker_pids;
+    let progress = |line: String| eprintln!("{line}");
+    let report = tokio::select! {
+        report = gatehouse_bench::routing::run_routing(config, &progress) => report?,
+        () = shutdown_signal() => bail!("interrupted before the run finished; no result"),
+    };
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
