@@ -11,6 +11,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use compact_str::CompactString;
 use dashmap::DashMap;
 use gatehouse_proto::v1::{RouteEntry, RouteKind, RouteUpdate};
 use tokio::sync::watch;
@@ -29,13 +30,79 @@ struct View {
     authoritative: bool,
 }
 
+/// The gateways that hold one key, each with the mask of the registries that list it.
+///
+/// Nearly every key is held by one gateway (a user's devices behind one load balancer, a small
+/// group), and a worker holds one entry per bound uid of the whole cluster: so one gateway is
+/// stored inline, in 16 bytes, and only a second one moves the list to the heap. A vector would
+/// cost 24 bytes plus an allocation of 64 for every key.
+#[derive(Debug)]
+enum Gateways {
+    One(u64, u32),
+    // Boxed on purpose: a bare Vec would make every entry 8 bytes larger for the rare key
+    // held by several gateways.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<(u64, u32)>>),
+}
+
+impl Gateways {
+    /// `(gateway, mask)` pairs, masks possibly zero only transiently inside an update.
+    fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let (one, many) = match self {
+            Gateways::One(gateway, mask) => (Some((*gateway, *mask)), [].iter()),
+            Gateways::Many(list) => (None, list.iter()),
+        };
+        one.into_iter().chain(many.copied())
+    }
+
+    /// Registry `bit` lists `gateway` for this key.
+    fn set(&mut self, gateway: u64, bit: u32) {
+        match self {
+            Gateways::One(held, mask) if *held == gateway => *mask |= bit,
+            Gateways::One(held, mask) => *self = Gateways::Many(Box::new(vec![(*held, *mask), (gateway, bit)])),
+            Gateways::Many(list) => match list.iter_mut().find(|(held, _)| *held == gateway) {
+                Some(slot) => slot.1 |= bit,
+                None => list.push((gateway, bit)),
+            },
+        }
+    }
+
+    /// Registry `bit` no longer lists `gateway` (or, with `None`, any gateway) for this key.
+    /// Returns whether some registry still lists some gateway.
+    fn unset(&mut self, gateway: Option<u64>, bit: u32) -> bool {
+        let hit = |held: u64| gateway.is_none_or(|g| g == held);
+        match self {
+            Gateways::One(held, mask) => {
+                if hit(*held) {
+                    *mask &= !bit;
+                }
+                *mask != 0
+            }
+            Gateways::Many(list) => {
+                for slot in list.iter_mut().filter(|(held, _)| hit(*held)) {
+                    slot.1 &= !bit;
+                }
+                list.retain(|(_, mask)| *mask != 0);
+                if let [(held, mask)] = list[..] {
+                    *self = Gateways::One(held, mask);
+                }
+                !matches!(self, Gateways::Many(list) if list.is_empty())
+            }
+        }
+    }
+}
+
 /// uid / group → gateways, with one bit per registry that lists each gateway.
+///
+/// Every worker holds the whole cluster's table, so an entry must be small: the key is a
+/// [`CompactString`] (a uid or group name of up to 24 bytes needs no allocation) and the value
+/// a [`Gateways`], 40 bytes in all (docs/scaling.md).
 pub(crate) struct RouteTable {
-    /// Per uid: `(gateway, mask of the registries that list it)`. A sharded map: the send path
-    /// reads one shard, never a global lock.
-    uids: DashMap<String, Vec<(u64, u32)>>,
+    /// Per uid: the gateways that hold it. A sharded map: the send path reads one shard, never
+    /// a global lock.
+    uids: DashMap<CompactString, Gateways>,
     /// The same for groups.
-    groups: DashMap<String, Vec<(u64, u32)>>,
+    groups: DashMap<CompactString, Gateways>,
     /// Per registry: its view's state. Locked on updates and trust changes only, never on a send.
     views: Mutex<Vec<View>>,
     /// True while at least one registry view is complete and authoritative: absence in the
@@ -79,7 +146,7 @@ impl RouteTable {
     pub(crate) fn for_each_gateway(&self, kind: RouteKind, key: &str, mut f: impl FnMut(u64)) {
         if let Some(entry) = self.map(kind).get(key) {
             for (gateway, _) in entry.iter().filter(|(_, mask)| *mask != 0) {
-                f(*gateway);
+                f(gateway);
             }
         }
     }
@@ -88,10 +155,10 @@ impl RouteTable {
     pub(crate) fn holds(&self, kind: RouteKind, key: &str) -> bool {
         self.map(kind)
             .get(key)
-            .is_some_and(|gateways| gateways.iter().any(|(_, mask)| *mask != 0))
+            .is_some_and(|gateways| gateways.iter().any(|(_, mask)| mask != 0))
     }
 
-    fn map(&self, kind: RouteKind) -> &DashMap<String, Vec<(u64, u32)>> {
+    fn map(&self, kind: RouteKind) -> &DashMap<CompactString, Gateways> {
         match kind {
             RouteKind::Group => &self.groups,
             _ => &self.uids,
@@ -104,13 +171,7 @@ impl RouteTable {
         let bit = 1u32 << registry;
         if update.reset {
             for map in [&self.uids, &self.groups] {
-                map.retain(|_, gateways| {
-                    for entry in gateways.iter_mut() {
-                        entry.1 &= !bit;
-                    }
-                    gateways.retain(|(_, mask)| *mask != 0);
-                    !gateways.is_empty()
-                });
+                map.retain(|_, gateways| gateways.unset(None, bit));
             }
         }
         for entry in update.entries {
@@ -137,21 +198,15 @@ impl RouteTable {
             return;
         }
         let map = self.map(kind);
+        let key = CompactString::from(entry.key);
         if entry.present {
-            let mut gateways = map.entry(entry.key).or_default();
-            match gateways.iter_mut().find(|(gw, _)| *gw == entry.gateway) {
-                Some(slot) => slot.1 |= bit,
-                None => gateways.push((entry.gateway, bit)),
-            }
-        } else if let dashmap::mapref::entry::Entry::Occupied(mut occupied) = map.entry(entry.key) {
-            let gateways = occupied.get_mut();
-            for slot in gateways.iter_mut().filter(|(gw, _)| *gw == entry.gateway) {
-                slot.1 &= !bit;
-            }
-            gateways.retain(|(_, mask)| *mask != 0);
-            if gateways.is_empty() {
-                occupied.remove();
-            }
+            map.entry(key)
+                .and_modify(|gateways| gateways.set(entry.gateway, bit))
+                .or_insert(Gateways::One(entry.gateway, bit));
+        } else if let dashmap::mapref::entry::Entry::Occupied(mut occupied) = map.entry(key)
+            && !occupied.get_mut().unset(Some(entry.gateway), bit)
+        {
+            occupied.remove();
         }
     }
 
@@ -193,6 +248,27 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_of_the_table_takes_forty_bytes() {
+        assert_eq!(std::mem::size_of::<Gateways>(), 16);
+        assert_eq!(std::mem::size_of::<(CompactString, Gateways)>(), 40);
+    }
+
+    #[test]
+    fn a_second_gateway_spills_to_the_heap_and_the_last_one_left_comes_back_inline() {
+        let mut gateways = Gateways::One(1, 0b01);
+        gateways.set(1, 0b10);
+        assert!(
+            matches!(gateways, Gateways::One(1, 0b11)),
+            "the same gateway, another registry"
+        );
+        gateways.set(2, 0b01);
+        assert_eq!(gateways.iter().collect::<Vec<_>>(), vec![(1, 0b11), (2, 0b01)]);
+        assert!(gateways.unset(Some(1), 0b11), "gateway 2 is still listed");
+        assert!(matches!(gateways, Gateways::One(2, 0b01)));
+        assert!(!gateways.unset(None, 0b01), "nothing left");
+    }
 
     fn update(seq: u64, reset: bool, entries: Vec<(RouteKind, &str, u64, bool)>) -> RouteUpdate {
         RouteUpdate {
