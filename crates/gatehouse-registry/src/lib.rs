@@ -17,11 +17,15 @@
 //! - [`error`] — [`RegistryError`].
 //! - [`server`] — bind and run the gRPC service ([`bind`], [`BoundRegistry::run`]).
 //! - `state`: the single-task state machine that owns membership and the table.
+//! - `keys`: the keys one gateway holds, kept small (the registry holds every bound uid).
+//! - `packed`: route updates packed for the subscribers' queues, unpacked as they are encoded.
 //! - `service`: the tonic `Registry` service feeding the state machine.
 //! - `stats`: counters and gauges for the admin listener's `/metrics`.
 
 pub mod config;
 pub mod error;
+mod keys;
+mod packed;
 pub mod server;
 mod service;
 mod state;

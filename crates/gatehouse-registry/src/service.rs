@@ -11,9 +11,11 @@ use gatehouse_proto::v1::registry_server::Registry;
 use gatehouse_proto::v1::{AttachRequest, AttachResponse, Hello, Member, MemberKind, attach_request};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegistryConfig;
+use crate::packed::Outgoing;
 use crate::state::{Input, OUTBOUND_QUEUE, State};
 
 /// How long a new stream may take to say hello.
@@ -44,7 +46,8 @@ impl RegistryService {
 
 #[tonic::async_trait]
 impl Registry for RegistryService {
-    type AttachStream = ReceiverStream<Result<AttachResponse, Status>>;
+    /// The member's queue, each shared message unpacked as the stream encodes it.
+    type AttachStream = std::pin::Pin<Box<dyn Stream<Item = Result<AttachResponse, Status>> + Send>>;
 
     async fn attach(&self, request: Request<Streaming<AttachRequest>>) -> Result<Response<Self::AttachStream>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -65,7 +68,8 @@ impl Registry for RegistryService {
             .await
             .map_err(|_| ErrorCode::Unavailable.status("registry is shutting down"))?;
         tokio::spawn(forward(inbound, session, self.inputs.clone()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let outbound = ReceiverStream::new(rx).map(|message| message.map(Outgoing::into_response));
+        Ok(Response::new(Box::pin(outbound)))
     }
 }
 

@@ -12,32 +12,33 @@
 //! - A gateway's reset (a fresh session) is staged and applied as one diff when it is complete,
 //!   so its keys never disappear in between.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use gatehouse_core::NodeId;
 use gatehouse_core::limits::check_key;
 use gatehouse_proto::ErrorCode;
 use gatehouse_proto::tonic::Status;
 use gatehouse_proto::v1::{
-    AttachResponse, BatchApplied, HeartbeatAck, Member, MemberKind, Membership, RouteBatch, RouteEntry, RouteUpdate,
-    Welcome, attach_response,
+    AttachResponse, BatchApplied, HeartbeatAck, Member, MemberKind, Membership, RouteBatch, Welcome, attach_response,
 };
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RegistryConfig;
+use crate::keys::Keys;
+use crate::packed::{Chunks, Outgoing, PackedUpdate};
 use crate::stats::{Counters, Stats};
 
 /// Messages queued towards one member before it counts as too slow and is cut off.
 pub(crate) const OUTBOUND_QUEUE: usize = 1024;
-/// Entries per route update (snapshot chunks and ordinary updates alike): with keys of at most
-/// 256 bytes, about 1 MiB, far below the gRPC size limit, whatever a resync or a departure
-/// changes at once.
-const UPDATE_CHUNK: usize = 4096;
 
-type Outbound = mpsc::Sender<Result<AttachResponse, Status>>;
-type Key = (i32, String);
+/// A member's outbound queue. Messages are shared: a route update is queued for every
+/// subscriber as one packed allocation, and each stream unpacks it only while encoding it, so
+/// a burst of updates (a resync of a gateway with a million keys) is held once, and compactly,
+/// not once per worker.
+pub(crate) type Outbound = mpsc::Sender<Result<Outgoing, Status>>;
 
 /// What the gRPC streams tell the state machine. Every input names its stream by `session`
 /// (a number the service hands out per stream, never reused): a member that re-attached has a
@@ -92,9 +93,9 @@ struct MemberState {
     /// Its current stream; `None` while it is disconnected but its lease holds (its routes stay).
     session: Option<u64>,
     /// Gateways: the keys they hold.
-    keys: HashSet<Key>,
+    keys: Keys,
     /// Gateways: the keys of a resync in progress.
-    staging: Option<HashSet<Key>>,
+    staging: Option<Keys>,
 }
 
 /// Membership and the routing table, owned by the one task that handles every [`Input`].
@@ -235,7 +236,7 @@ impl State {
                         member,
                         last_seen: now,
                         session: Some(session),
-                        keys: HashSet::new(),
+                        keys: Keys::default(),
                         staging: None,
                     },
                 );
@@ -291,42 +292,40 @@ impl State {
             return;
         }
         let state = self.members.get_mut(&member).expect("touched member exists");
-        let mut entries = Vec::new();
+        let mut entries = Chunks::default();
         if batch.reset {
-            state.staging = Some(HashSet::new());
+            state.staging = Some(Keys::default());
         }
         if let Some(staging) = state.staging.as_mut() {
             for change in batch.changes {
-                let key = (change.kind, change.key);
                 if change.present {
-                    staging.insert(key);
+                    staging.insert(change.kind, &change.key);
                 } else {
-                    staging.remove(&key);
+                    staging.remove(change.kind, &change.key);
                 }
             }
             if !batch.synced {
                 return;
             }
             let fresh = state.staging.take().expect("staging checked above");
-            for key in state.keys.difference(&fresh) {
-                entries.push(entry(key, gateway, false));
+            for (kind, key) in state.keys.difference(&fresh) {
+                entries.push(kind as i32, key, gateway, false);
             }
-            for key in fresh.difference(&state.keys) {
-                entries.push(entry(key, gateway, true));
+            for (kind, key) in fresh.difference(&state.keys) {
+                entries.push(kind as i32, key, gateway, true);
             }
             state.keys = fresh;
             Counters::inc(&self.stats.counters.resyncs);
             tracing::info!(gateway = %NodeId(gateway), keys = state.keys.len(), "gateway routes resynchronised");
         } else {
             for change in batch.changes {
-                let key = (change.kind, change.key);
                 let changed = if change.present {
-                    state.keys.insert(key.clone())
+                    state.keys.insert(change.kind, &change.key)
                 } else {
-                    state.keys.remove(&key)
+                    state.keys.remove(change.kind, &change.key)
                 };
                 if changed {
-                    entries.push(entry(&key, gateway, change.present));
+                    entries.push(change.kind, &change.key, gateway, change.present);
                 }
             }
         }
@@ -336,11 +335,14 @@ impl State {
     }
 
     /// Why a gateway's route batch must not be applied: a key that is not a valid uid or group
-    /// name, or more keys than one gateway may hold.
+    /// name or of no known kind, or more keys than one gateway may hold.
     fn refuse_routes(&self, gateway: u64, batch: &RouteBatch) -> Option<String> {
         for change in &batch.changes {
             if let Err(error) = check_key("route key", &change.key) {
                 return Some(error.to_string());
+            }
+            if !Keys::known_kind(change.kind) {
+                return Some(format!("unknown route kind {}", change.kind));
             }
         }
         let state = self.members.get(&gateway)?;
@@ -439,7 +441,7 @@ impl State {
         if !self.authoritative && self.started.elapsed() >= self.config.warmup {
             self.authoritative = true;
             tracing::info!("routing table complete (warm-up over)");
-            self.publish(Vec::new());
+            self.publish(Chunks::default());
             self.broadcast_membership();
         }
         self.confirm();
@@ -452,80 +454,84 @@ impl State {
         if let Some(session) = state.session {
             self.sessions.remove(&session);
         }
-        let entries: Vec<RouteEntry> = state.keys.iter().map(|k| entry(k, member, false)).collect();
-        if !entries.is_empty() {
+        let mut entries = Chunks::default();
+        for (kind, key) in state.keys.iter() {
+            entries.push(kind as i32, key, member, false);
+        }
+        if entries.total() > 0 {
             self.publish(entries);
         }
         self.broadcast_membership();
     }
 
-    /// Sends changes to every subscriber, in chunks of at most [`UPDATE_CHUNK`] entries, each
+    /// Sends changes to every subscriber, in chunks of at most [`UPDATE_CHUNK`](crate::packed::UPDATE_CHUNK) entries, each
     /// under a new sequence number (or, with no entries, one update under the current number: a
     /// flag change only).
-    fn publish(&mut self, entries: Vec<RouteEntry>) {
+    fn publish(&mut self, entries: Chunks) {
         let subscribers: Vec<u64> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.subscribe)
             .map(|(id, _)| *id)
             .collect();
-        let chunks: Vec<Vec<RouteEntry>> = if entries.is_empty() {
-            vec![Vec::new()]
-        } else {
-            entries.chunks(UPDATE_CHUNK).map(<[RouteEntry]>::to_vec).collect()
-        };
-        Counters::add(&self.counters().entries_published, entries.len() as u64);
+        Counters::add(&self.counters().entries_published, entries.total() as u64);
+        let mut chunks = entries.finish();
+        if chunks.is_empty() {
+            chunks.push(Default::default());
+        }
         for chunk in chunks {
-            if !chunk.is_empty() {
+            if chunk.len() > 0 {
                 self.seq += 1;
                 Counters::add(&self.counters().updates_published, subscribers.len() as u64);
             }
-            let update = RouteUpdate {
+            let update = Outgoing::Update(Arc::new(PackedUpdate {
                 seq: self.seq,
                 reset: false,
                 authoritative: self.authoritative,
-                entries: chunk,
                 partial: false,
-            };
+                chunk,
+            }));
             for session in &subscribers {
-                self.send_update(*session, update.clone());
+                self.send_update(*session, self.seq, false, update.clone());
             }
         }
     }
 
+    /// Sends the whole table to one subscriber, in chunks of [`UPDATE_CHUNK`](crate::packed::UPDATE_CHUNK) entries.
     fn send_snapshot(&mut self, session: u64) {
         Counters::inc(&self.counters().snapshots);
-        let mut entries: Vec<RouteEntry> = Vec::new();
+        let mut entries = Chunks::default();
         for (gateway, state) in &self.members {
-            entries.extend(state.keys.iter().map(|k| entry(k, *gateway, true)));
+            for (kind, key) in state.keys.iter() {
+                entries.push(kind as i32, key, *gateway, true);
+            }
         }
-        let chunks: Vec<Vec<RouteEntry>> = if entries.is_empty() {
-            vec![Vec::new()]
-        } else {
-            entries.chunks(UPDATE_CHUNK).map(<[RouteEntry]>::to_vec).collect()
-        };
+        let mut chunks = entries.finish();
+        if chunks.is_empty() {
+            chunks.push(Default::default());
+        }
         let last = chunks.len() - 1;
         for (index, chunk) in chunks.into_iter().enumerate() {
-            let update = RouteUpdate {
+            let update = PackedUpdate {
                 seq: self.seq,
                 reset: index == 0,
                 authoritative: self.authoritative,
-                entries: chunk,
                 partial: index != last,
+                chunk,
             };
-            self.send_update(session, update);
+            self.send_update(session, self.seq, index == 0, Outgoing::Update(Arc::new(update)));
         }
     }
 
-    fn send_update(&mut self, session: u64, update: RouteUpdate) {
-        let seq = update.seq;
+    /// Queues a route update (`update`, numbered `seq`, a snapshot's first chunk if `reset`).
+    fn send_update(&mut self, session: u64, seq: u64, reset: bool, update: Outgoing) {
         if let Some(state) = self.sessions.get_mut(&session)
-            && (seq > state.acked || update.reset)
+            && (seq > state.acked || reset)
         {
             state.sent = state.sent.max(seq);
             state.behind_since.get_or_insert_with(Instant::now);
         }
-        self.send(session, msg(attach_response::Msg::RouteUpdate(update)));
+        self.send(session, update);
     }
 
     /// Confirms every pending batch that all subscribers have acknowledged.
@@ -549,7 +555,7 @@ impl State {
         }
     }
 
-    fn membership(&self) -> AttachResponse {
+    fn membership(&self) -> Outgoing {
         let members = self.members.values().map(|m| m.member.clone()).collect();
         msg(attach_response::Msg::Membership(Membership {
             members,
@@ -566,7 +572,7 @@ impl State {
     }
 
     /// Queues a message for one session; a member whose queue is full is cut off.
-    fn send(&mut self, session: u64, message: AttachResponse) {
+    fn send(&mut self, session: u64, message: Outgoing) {
         let Some(state) = self.sessions.get(&session) else {
             return;
         };
@@ -584,17 +590,8 @@ impl State {
     }
 }
 
-fn msg(msg: attach_response::Msg) -> AttachResponse {
-    AttachResponse { msg: Some(msg) }
-}
-
-fn entry(key: &Key, gateway: u64, present: bool) -> RouteEntry {
-    RouteEntry {
-        kind: key.0,
-        key: key.1.clone(),
-        gateway,
-        present,
-    }
+fn msg(msg: attach_response::Msg) -> Outgoing {
+    Outgoing::Message(Arc::new(AttachResponse { msg: Some(msg) }))
 }
 
 #[cfg(test)]

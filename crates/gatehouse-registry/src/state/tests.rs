@@ -7,11 +7,13 @@ use std::sync::atomic::AtomicU64;
 
 use gatehouse_core::ClusterSecret;
 use gatehouse_proto::tonic::Code;
-use gatehouse_proto::v1::{RouteChange, RouteKind};
+use gatehouse_proto::v1::{RouteChange, RouteKind, RouteUpdate};
+
+use crate::packed::UPDATE_CHUNK;
 
 use super::*;
 
-type Inbox = mpsc::Receiver<Result<AttachResponse, Status>>;
+type Inbox = mpsc::Receiver<Result<Outgoing, Status>>;
 type Received = Vec<Result<AttachResponse, Status>>;
 
 const LEASE: Duration = Duration::from_secs(3);
@@ -127,7 +129,7 @@ fn detach(state: &mut State, session: u64, graceful: bool) {
 fn drain(inbox: &mut Inbox) -> Received {
     let mut out = Vec::new();
     while let Ok(message) = inbox.try_recv() {
-        out.push(message);
+        out.push(message.map(Outgoing::into_response));
     }
     out
 }
@@ -200,7 +202,7 @@ fn ended_with(received: &Received) -> Option<Code> {
 }
 
 fn keys_of(state: &State, id: u64) -> BTreeSet<String> {
-    state.members[&id].keys.iter().map(|(_, key)| key.clone()).collect()
+    state.members[&id].keys.iter().map(|(_, key)| key.to_string()).collect()
 }
 
 fn count(state: &State, counter: fn(&Counters) -> &AtomicU64) -> u64 {
