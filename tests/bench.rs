@@ -250,3 +250,82 @@ async fn the_api_publish_scenario_delivers_every_send_over_http_and_grpc() -> Re
     }
     Ok(())
 }
+
+/// `gatehouse bench routing` against a real registry, with real gateways and a real worker
+/// attached beside its synthetic members: the load reaches every synthetic subscriber (the tool
+/// fails otherwise), every bind and unbind is confirmed, and after the registry is killed and
+/// started again on its address, as the tool asks, the whole table comes back and is timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routing_measurement_loads_binds_and_times_the_table_back_after_a_registry_restart() -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut cluster = Cluster::builder().workers("relay", 1).start().await?;
+    let registry = cluster.registries[0].addr("grpc").to_string();
+    let registry_pid = cluster.registries[0].pid().context("registry pid")?.to_string();
+    let worker_pid = cluster.workers[0].pid().context("worker pid")?.to_string();
+    let mut args = vec![
+        "bench",
+        "routing",
+        "--registry",
+        &registry,
+        "--gateways",
+        "4",
+        "--uids",
+        "2000",
+        "--subscribers",
+        "2",
+        "--bind-rate",
+        "200",
+        "--bind-seconds",
+        "0.5",
+        "--resync",
+        "--registry-pid",
+        &registry_pid,
+        "--worker-pid",
+        &worker_pid,
+    ];
+    let credentials: Vec<&str> = cluster.credential_args().iter().map(String::as_str).collect();
+    args.extend(credentials);
+    let mut tool = tokio::process::Command::new(gatehouse_bin())
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(tool.stdout.take().context("stdout")?).lines();
+    let mut report = None;
+    while let Some(line) = lines.next_line().await? {
+        let event: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+        if event["event"] == "restart-registry" {
+            cluster.kill_registry(0).await;
+            cluster.restart_registry(0).await?;
+        } else {
+            report = Some(event);
+        }
+    }
+    let output = tool.wait_with_output().await?;
+    ensure!(
+        output.status.success(),
+        "routing run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = report.context("no report")?;
+    assert_eq!(report["uids"], 2000, "{report}");
+    let (binds, unbinds) = (report["bind"]["count"].as_u64(), report["unbind"]["count"].as_u64());
+    assert_eq!(
+        binds,
+        Some(52),
+        "13 rounds of binds over 4 gateways in 100 timed operations: {report}"
+    );
+    assert_eq!(unbinds, Some(52), "every bind is unbound again: {report}");
+    assert!(report["bytes_per_change"].as_f64() > Some(0.0), "{report}");
+    assert!(report["registry_memory"]["after_bytes"].as_u64() > Some(0), "{report}");
+    assert_eq!(report["worker_memory"].as_array().map(Vec::len), Some(1), "{report}");
+    let resync = &report["resync"];
+    assert!(resync["table_seconds"].as_f64() > Some(0.0), "{report}");
+    assert!(
+        resync["table_seconds"].as_f64() >= resync["gateways_seconds"].as_f64(),
+        "{report}"
+    );
+    Ok(())
+}

@@ -608,6 +608,19 @@ fn a_gateway_announcing_an_invalid_key_is_cut_off_and_nothing_is_published() {
 }
 
 #[test]
+fn a_gateway_announcing_a_key_of_unknown_kind_is_cut_off_and_nothing_is_published() {
+    let mut state = state();
+    let (mut worker, mut gateway) = worker_and_gateway(&mut state);
+    let mut batch = add(&["ok", "odd"]);
+    batch[1].kind = 7;
+    routes(&mut state, 3, changes(1, batch));
+    assert!(drain(&mut worker).is_empty());
+    assert_eq!(ended_with(&drain(&mut gateway)), Some(Code::ResourceExhausted));
+    assert!(keys_of(&state, GATEWAY).is_empty());
+    assert_eq!(count(&state, |c| &c.batches_refused), 1);
+}
+
+#[test]
 fn a_refused_gateway_loses_its_session_but_keeps_its_routes_until_its_lease_ends() {
     let mut state = state();
     let (_worker, mut gateway) = worker_and_gateway(&mut state);
