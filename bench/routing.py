@@ -65,7 +65,7 @@ def measure(opts, binary):
            "--bind-seconds", str(opts.bind_seconds), "--resync", "--registry-pid", str(registry.proc.pid)]
     if workers:
         cmd += ["--worker-pid", ",".join(str(w.pid) for w in workers)]
-    run.COMMANDS.append(" ".join(cmd))
+    run.COMMANDS.append(("routing", " ".join(cmd)))
     tool = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     report = None
     for line in tool.stdout:
@@ -82,6 +82,43 @@ def measure(opts, binary):
     for p in [*workers, registry.proc]:
         p.stop()
     return report
+
+
+def defaults():
+    """The options of a default run, for bench/run.py."""
+    return argparse.Namespace(gateways=100, uids=1_000_000, workers=2, subscribers=18, bind_rate=1000,
+                              bind_seconds=10)
+
+
+def target_rows(report, met):
+    """The suite's Targets rows: (target, this run, table, verdict)."""
+    reg, worker, p99, resync, _ = figures(report)
+    table = "Routing state"
+    return [(f"≤ {TARGET_BYTES_PER_UID} bytes per bound uid in the registry, 1,000,000 uids", f"{reg:.0f}", table,
+             met(reg <= TARGET_BYTES_PER_UID)),
+            (f"≤ {TARGET_BYTES_PER_UID} bytes per bound uid in each worker", f"{worker:.0f}", table,
+             met(worker <= TARGET_BYTES_PER_UID)),
+            (f"bind p99 ≤ {TARGET_BIND_P99_MS} ms with 100 gateways and 20 workers", f"{p99:.2f} ms", table,
+             met(p99 <= TARGET_BIND_P99_MS)),
+            (f"resync of 1,000,000 uids after a registry restart ≤ {TARGET_RESYNC_S} s", f"{resync:.1f} s", table,
+             met(resync <= TARGET_RESYNC_S))]
+
+
+def section(report):
+    """The suite's Routing state section: the figures, with bench/routing.py's report for more."""
+    reg, worker, _, resync, peak = figures(report)
+    bind = report["bind"]
+    return ["## Routing state (1,000,000 bound uids, 100 gateways, 20 workers)", "",
+            "A real registry and two real relay workers; the gateways and the other workers are synthetic members speaking",
+            "the registry's gRPC protocol (`gatehouse bench routing`, driven by bench/routing.py; what each figure means:",
+            "docs/scaling.md).", "",
+            "| figure | this run |", "| --- | --- |",
+            f"| registry bytes per bound uid (peak RSS) | {reg:.0f} ({peak / 2**20:,.0f} MiB) |",
+            f"| worker bytes per bound uid (worst of the real ones) | {worker:.0f} |",
+            f"| bind confirmed by every worker: p50 / p99 / p99.9 | {bind['p50_ms']:.2f} / {bind['p99_ms']:.2f} / "
+            f"{bind['p999_ms']:.2f} ms |",
+            f"| route-update bytes per bind, per worker | {report['bytes_per_change']:.1f} |",
+            f"| whole table back after a registry restart | {resync:.1f} s |", ""]
 
 
 def verdict(ok):
@@ -202,7 +239,7 @@ def write(report, opts, before=None):
         "Commands run:",
         "",
         "```",
-        *run.COMMANDS,
+        *(cmd for _, cmd in run.COMMANDS),
         "```",
         "",
     ]

@@ -523,7 +523,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (the median is reported)")
     ap.add_argument("--duration", type=float, default=8, help="measured seconds per run")
     ap.add_argument("--clients", type=int, default=1000, help="clients for dm and chat")
-    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,chat,chatmix,rolling")
+    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,chat,chatmix,rolling,routing")
     ap.add_argument("--idle-big", type=int, default=100000, help="connections for the largest idle run, besides 10k and 50k (0 skips)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     ap.add_argument("--out", default="", help="write the report here instead of docs/benchmarks.md (required with --only, "
@@ -688,6 +688,14 @@ def main():
                 if cleanup:
                     cleanup()
 
+
+    if want("routing"):
+        # The routing table at a million bound uids (bench/routing.py, whose own report has the
+        # details): a real registry and two real workers, synthetic gateways and workers.
+        print("routing: 1,000,000 uids over 100 synthetic gateways, 20 workers", flush=True)
+        import routing
+        results["routing"] = routing.measure(routing.defaults(), BIN)
+        COMMANDS.extend(c for c in routing.run.COMMANDS if c not in COMMANDS)
 
     if want("rolling"):
         # The acceptance scenario of tests/rolling_restart.rs at benchmark scale: steady chat load
@@ -889,6 +897,22 @@ def targets(r):
     if mix:
         ratios = [c["mix"]["acked_per_sec"] / c["plain"]["acked_per_sec"] for c in mix]
         rows.append(("live chat (typing, receipts) ≥ 0.70 × plain chat", spread(ratios), "Live chat", met(min(ratios) >= 0.7)))
+    if "cl_5k" in r:
+        cpu5k = r["cl_5k"]["cpu_us"] / r["base_5k"]["cpu_us"]
+        p99x = r["cl_5k"]["p99"] / r["base_5k"]["p99"]
+        rows += [("server CPU per message at 5,000 msg/s ≤ 1.5 × the one-hop baseline's", f"{cpu5k:.2f}", "Direct messages", met(cpu5k <= 1.5)),
+                 ("p99 at 5,000 msg/s ≤ 2 × the one-hop baseline's", f"{p99x:.2f}", "Direct messages", met(p99x <= 2))]
+    if "cl_max_default_threads" in r:
+        d = r["cl_max_default_threads"]
+        tp = d["delivered_per_sec"] / r["base_max"]["delivered_per_sec"]
+        cpu = d["cpu_us"] / r["base_max"]["cpu_us"]
+        rows.append(("default runtime at saturation: ≥ 0.85 × the baseline's msg/s at ≤ 1.3 × its CPU per message", f"{tp:.2f} at {cpu:.2f}", "Direct messages", met(tp >= 0.85 and cpu <= 1.3)))
+    if "fanout" in r:
+        fx = r["fanout"]["delivered_per_sec"] / r["base_fanout"]["delivered_per_sec"]
+        rows.append(("fan-out to a 10,000-member group ≥ 0.85 × the baseline's deliveries/s", f"{fx:.2f}", "Fan-out", met(fx >= 0.85)))
+    if "routing" in r:
+        import routing
+        rows += routing.target_rows(r["routing"], met)
     if "rolling" in r:
         g = r["rolling"]
         ok = g["during"]["lost"] == 0 and g["acked_all"] and g["stored_twice"] == 0
@@ -1004,6 +1028,9 @@ def write_report(r, opts):
         if g.get("first_errors"):
             lines += ["The load generator's first error in each run that had one:", ""]
             lines += [f"- `{e}`" for e in g["first_errors"]] + [""]
+    if "routing" in r:
+        import routing
+        lines += routing.section(r["routing"])
     if "cl_max" in r or r.get("idle") or "chat_postgres_peers" in r:
         lines += ["## Capacity", "",
                   "What one core and one GB of gateway memory carry, from the figures above (server CPU per message",
