@@ -176,6 +176,59 @@ class Cluster:
             p.stop()
 
 
+def busy(total, rate, per_proc=15000):
+    """`total` relay clients over one gateway per 15,000 (a process may hold 20,000 open files),
+    exchanging `rate` direct messages per second in all: one load generator per 15,000 clients,
+    each on its own source addresses, each offering its share of the rate among its own clients
+    (spread over every gateway). Every generator connects, then sends through a warm-up long
+    enough for the slowest one to finish connecting, so that their measured windows overlap."""
+    gateways = max(2, (total + per_proc - 1) // per_proc)
+    print(f"busy: {total} connections over {gateways} gateways, {rate} msg/s among them", flush=True)
+    cl = Cluster("relay", gateways=gateways)
+    before = {g.pid: rss_kb(g.pid) for g in cl.gateways}
+    warmup, duration = 20 + total / 2500, 20
+    procs = []
+    for i in range(0, total, per_proc):
+        n = min(per_proc, total - i)
+        cmd = [BIN, "bench", "run", "-q", "--scenario", "dm", "--clients", str(n), "--mode", "open",
+               "--rate", str(max(1, rate * n // total)), "--duration", str(duration), "--warmup", str(warmup),
+               "--drain", "5", "--uid-prefix", f"b{i}-", "--connect-concurrency", "256",
+               "--source-ips", f"127.0.{1 + i // per_proc}.1-127.0.{1 + i // per_proc}.40"]
+        for pid in cl.pids():
+            cmd += ["--server-pid", str(pid)]
+        for u in cl.urls():
+            cmd += ["--url", u]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    COMMANDS.append((f"busy {total}", f"{len(procs)} × gatehouse bench run --scenario dm --mode open --rate {rate}/{len(procs)} "
+                     f"--clients ≤{per_proc} --warmup {warmup:g} --duration {duration} --url … (one per 15k clients, "
+                     "each on its own 127.0.x.y source range)"))
+    # Memory while every connection is held and traffic flows: sampled in the middle of the window.
+    time.sleep(warmup + duration / 2)
+    after = {g.pid: rss_kb(g.pid) for g in cl.gateways}
+    conns = {g.pid: gauge(g, "gatehouse_gateway_connections") for g in cl.gateways}
+    reports = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(f"busy load generator failed: {err[-2000:]}")
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    cl.stop()
+    held = sum(conns.values())
+    result = {
+        "clients": total, "gateways": gateways, "held": held, "rate": rate,
+        "delivered_per_sec": sum(r["delivered_per_sec"] for r in reports),
+        "lost": sum(r["lost"] for r in reports), "duplicated": sum(r["duplicated"] for r in reports),
+        "sent": sum(r["sent"] for r in reports),
+        "p50": max(r["latency_us"]["p50"] for r in reports), "p99": max(r["latency_us"]["p99"] for r in reports),
+        "p999": max(r["latency_us"]["p999"] for r in reports),
+        "bytes_per_conn": median([(after[p] - before[p]) * 1024 / max(conns[p], 1) for p in after]),
+        "connected": sum(r.get("connected", 0) for r in reports),
+    }
+    print(f"  busy {total}: {result['delivered_per_sec']:.0f} delivered/s, lost {result['lost']}, p99 {result['p99']} µs, "
+          f"{result['bytes_per_conn']:.0f} bytes per connection", flush=True)
+    return result
+
+
 def free_port():
     import socket
     with socket.socket() as s:
@@ -523,8 +576,10 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (the median is reported)")
     ap.add_argument("--duration", type=float, default=8, help="measured seconds per run")
     ap.add_argument("--clients", type=int, default=1000, help="clients for dm and chat")
-    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,chat,chatmix,rolling,routing")
+    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,busy,chat,chatmix,rolling,routing")
     ap.add_argument("--idle-big", type=int, default=100000, help="connections for the largest idle run, besides 10k and 50k (0 skips)")
+    ap.add_argument("--busy-clients", type=int, default=100000, help="connections of the busy scenario (0 skips)")
+    ap.add_argument("--busy-rate", type=int, default=10000, help="direct messages per second among them")
     ap.add_argument("--no-write", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     ap.add_argument("--out", default="", help="write the report here instead of docs/benchmarks.md (required with --only, "
                     "so that a partial run never replaces the full report)")
@@ -649,6 +704,9 @@ def main():
                                       "gateway_rss_mb": sum(after.values()) / 1024}
             print(f"  idle {total}: held {held}, {per_conn:.0f} bytes per connection per gateway", flush=True)
             cl.stop()
+
+    if want("busy") and opts.busy_clients:
+        results["busy"] = busy(opts.busy_clients, opts.busy_rate)
 
     if want("chat"):
         # Every configuration gets a fresh database and cluster: a store's cost per message grows
@@ -910,6 +968,12 @@ def targets(r):
     if "fanout" in r:
         fx = r["fanout"]["delivered_per_sec"] / r["base_fanout"]["delivered_per_sec"]
         rows.append(("fan-out to a 10,000-member group ≥ 0.85 × the baseline's deliveries/s", f"{fx:.2f}", "Fan-out", met(fx >= 0.85)))
+    if "busy" in r:
+        b = r["busy"]
+        ok = b["lost"] == 0 and b["duplicated"] == 0 and b["held"] >= b["clients"] and b["delivered_per_sec"] >= 0.99 * b["rate"]
+        rows.append((f"{fmt(b['clients'])} clients exchanging {fmt(b['rate'])} msg/s: nothing lost (p99 and memory reported)",
+                     f"{fmt(b['delivered_per_sec'])} msg/s, {fmt(b['lost'])} lost, p99 {b['p99'] / 1000:.1f} ms, "
+                     f"{fmt(b['bytes_per_conn'])} bytes per connection", "Busy connections", met(ok)))
     if "routing" in r:
         import routing
         rows += routing.target_rows(r["routing"], met)
@@ -1028,6 +1092,18 @@ def write_report(r, opts):
         if g.get("first_errors"):
             lines += ["The load generator's first error in each run that had one:", ""]
             lines += [f"- `{e}`" for e in g["first_errors"]] + [""]
+    if "busy" in r:
+        b = r["busy"]
+        lines += [f"## Busy connections ({fmt(b['clients'])} relay clients, {fmt(b['rate'])} direct messages per second among them)", "",
+                  f"{b['gateways']} gateways (a process may hold 20,000 open files here), one load generator per 15,000 clients, each",
+                  "offering its share of the rate among its own clients spread over every gateway (open loop). Latency is the",
+                  "worst generator's; memory is the median gateway's growth while traffic flows, per connection it holds.", "",
+                  "| figure | this run |", "| --- | --- |",
+                  f"| connections held | {fmt(b['held'])} |",
+                  f"| delivered msg/s | {fmt(b['delivered_per_sec'])} |",
+                  f"| sent / lost / duplicated | {fmt(b['sent'])} / {fmt(b['lost'])} / {fmt(b['duplicated'])} |",
+                  f"| p50 / p99 / p99.9 send→delivery (µs) | {fmt(b['p50'])} / {fmt(b['p99'])} / {fmt(b['p999'])} |",
+                  f"| gateway memory per connection (bytes) | {fmt(b['bytes_per_conn'])} |", ""]
     if "routing" in r:
         import routing
         lines += routing.section(r["routing"])
