@@ -12,7 +12,7 @@
 //! - A gateway's reset (a fresh session) is staged and applied as one diff when it is complete,
 //!   so its keys never disappear in between.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use gatehouse_core::NodeId;
@@ -82,6 +82,12 @@ struct Session {
     acked: u64,
     /// Since when it has had unacknowledged updates (reset on progress).
     behind_since: Option<Instant>,
+    /// Messages waiting for room in its queue, oldest first. A snapshot goes here whole, and
+    /// moves into the queue as the stream makes room: a table of any size reaches a new
+    /// subscriber, where a snapshot larger than the queue used to cut it off. While this is not
+    /// empty every later message waits behind it, so the order holds; a subscriber that stops
+    /// reading is still cut off, by its acknowledgement timeout.
+    backlog: VecDeque<Outgoing>,
 }
 
 /// One member, whether or not its stream is up.
@@ -118,6 +124,8 @@ pub(crate) struct State {
     /// The warm-up is over: every gateway had the time to resync, so absence from the table is
     /// true (subscribers may stop broadcasting).
     authoritative: bool,
+    /// Sessions with a non-empty backlog, moved into their queues after every input and tick.
+    backlogged: HashSet<u64>,
     /// What the admin listener shows.
     stats: std::sync::Arc<Stats>,
 }
@@ -134,6 +142,7 @@ impl State {
             seq: 0,
             pending: VecDeque::new(),
             authoritative: false,
+            backlogged: HashSet::new(),
         }
     }
 
@@ -182,6 +191,8 @@ impl State {
             Input::RouteAck { session, seq } => self.on_ack(session, seq),
             Input::Detach { session, graceful } => self.on_detach(session, graceful),
         }
+        // Every input may be the stream's read that made room (the registry cannot see reads).
+        self.flush_backlogs();
     }
 
     fn on_attach(&mut self, session: u64, member: Member, subscribe: bool, tx: Outbound) {
@@ -213,6 +224,7 @@ impl State {
                 sent: 0,
                 acked: 0,
                 behind_since: None,
+                backlog: VecDeque::new(),
             },
         );
         let now = Instant::now();
@@ -445,6 +457,7 @@ impl State {
             self.broadcast_membership();
         }
         self.confirm();
+        self.flush_backlogs();
     }
 
     fn remove_member(&mut self, member: u64) {
@@ -519,8 +532,15 @@ impl State {
                 partial: index != last,
                 chunk,
             };
-            self.send_update(session, self.seq, index == 0, Outgoing::Update(Arc::new(update)));
+            let update = Outgoing::Update(Arc::new(update));
+            if let Some(state) = self.sessions.get_mut(&session) {
+                state.sent = state.sent.max(self.seq);
+                state.behind_since.get_or_insert_with(Instant::now);
+                state.backlog.push_back(update);
+            }
         }
+        self.backlogged.insert(session);
+        self.flush_backlog(session);
     }
 
     /// Queues a route update (`update`, numbered `seq`, a snapshot's first chunk if `reset`).
@@ -573,9 +593,13 @@ impl State {
 
     /// Queues a message for one session; a member whose queue is full is cut off.
     fn send(&mut self, session: u64, message: Outgoing) {
-        let Some(state) = self.sessions.get(&session) else {
+        let Some(state) = self.sessions.get_mut(&session) else {
             return;
         };
+        if !state.backlog.is_empty() {
+            state.backlog.push_back(message);
+            return;
+        }
         if state.tx.try_send(Ok(message)).is_err() {
             let member = state.member;
             tracing::warn!(member = %NodeId(member), "member not reading its registry stream; cut off");
@@ -587,6 +611,34 @@ impl State {
                 m.session = None;
             }
         }
+    }
+}
+
+impl State {
+    /// Moves what waits in every backlog into the queues, as far as they have room.
+    fn flush_backlogs(&mut self) {
+        if self.backlogged.is_empty() {
+            return;
+        }
+        let sessions: Vec<u64> = self.backlogged.iter().copied().collect();
+        for session in sessions {
+            self.flush_backlog(session);
+        }
+    }
+
+    fn flush_backlog(&mut self, session: u64) {
+        let Some(state) = self.sessions.get_mut(&session) else {
+            self.backlogged.remove(&session);
+            return;
+        };
+        while !state.backlog.is_empty() {
+            let Ok(permit) = state.tx.try_reserve() else {
+                // Full: more room after the stream's next reads. Closed: the detach follows.
+                return;
+            };
+            permit.send(Ok(state.backlog.pop_front().expect("checked non-empty")));
+        }
+        self.backlogged.remove(&session);
     }
 }
 

@@ -330,6 +330,36 @@ fn a_large_snapshot_comes_in_chunks_marked_partial_until_the_last() {
 }
 
 #[test]
+fn a_snapshot_larger_than_the_queue_arrives_whole_and_in_order_as_the_stream_reads() {
+    let mut state = state();
+    let _gateway = attach(&mut state, 3, GATEWAY, MemberKind::Gateway);
+    let keys: Vec<String> = (0..UPDATE_CHUNK * 2 + 1).map(|i| format!("u{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    routes(&mut state, 3, changes(1, add(&keys)));
+    // Room for the welcome, the membership and one of the snapshot's three chunks.
+    let mut worker = attach_member(&mut state, 1, member(WORKER, MemberKind::Worker), true, 3);
+    // A change published while the snapshot waits must come after all of it.
+    routes(&mut state, 3, changes(2, add(&["late"])));
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        received.extend(drain(&mut worker));
+        state.on_input(Input::Heartbeat { session: 1, seq: 1 });
+    }
+    received.extend(drain(&mut worker));
+    assert_eq!(ended_with(&received), None, "not cut off");
+    assert_eq!(count(&state, |c| &c.subscribers_cut_off), 0);
+    let updates = updates(&received);
+    assert_eq!(updates.len(), 4, "three chunks and the late change");
+    assert!(updates[0].reset && updates[..2].iter().all(|u| u.partial) && !updates[2].partial);
+    let last: Vec<&str> = updates[3].entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(last, ["late"], "the late change comes after the whole snapshot");
+    let mut expected = listed(&keys, GATEWAY, true);
+    expected.push(("late".to_owned(), GATEWAY, true));
+    expected.sort();
+    assert_eq!(entries(&received), expected, "every key of the table, once");
+}
+
+#[test]
 fn a_subscriber_is_sent_a_snapshot_and_a_gateway_is_not() {
     let mut state = state();
     let (_worker, _gateway) = worker_and_gateway(&mut state);
