@@ -164,6 +164,9 @@ pub struct RoutingReport {
     pub registry_memory: Option<MemoryGrowth>,
     /// Each real worker's memory.
     pub worker_memory: Vec<MemoryGrowth>,
+    /// Seconds from a new subscriber's attach (after the load) until it held the whole table:
+    /// what a worker that starts or restarts waits for its snapshot.
+    pub snapshot_seconds: f64,
     /// Offered binds plus unbinds per second.
     pub bind_rate: u32,
     /// Binds (a uid newly held by a gateway), from the batch's send to its confirmation.
@@ -207,6 +210,10 @@ pub async fn run_routing(
     let after = samples(&pids)?;
     let mut growth = growth(&pids, &before, &after, config.uids)?;
     let registry_memory = config.registry_pid.map(|_| growth.remove(0));
+    let snapshot_seconds = late_subscriber(&config, &token).await?;
+    progress(format!(
+        "a subscriber attaching now holds the whole table after {snapshot_seconds:.1} s"
+    ));
     let (bind, unbind, bytes_per_change) = bind_phase(&config, &cluster).await?;
     progress(format!("binds: p50 {:.2} ms, p99 {:.2} ms", bind.p50_ms, bind.p99_ms));
     let resync = match config.resync {
@@ -218,6 +225,7 @@ pub async fn run_routing(
         uids: config.uids,
         subscribers: config.subscribers,
         load_seconds,
+        snapshot_seconds,
         registry_memory,
         worker_memory: growth,
         bind_rate: config.bind_rate,
@@ -233,13 +241,7 @@ fn failed(why: impl Into<String>) -> BenchError {
 }
 
 async fn start(config: &RoutingConfig, token: &CancellationToken) -> Result<Cluster, BenchError> {
-    let registry = Registry {
-        url: match config.registry.starts_with("http") {
-            true => config.registry.clone(),
-            false => format!("http://{}", config.registry),
-        },
-        secret: config.secret.clone(),
-    };
+    let registry = registry(config);
     let received: Vec<Arc<Received>> = (0..config.subscribers).map(|_| Arc::default()).collect();
     for (index, received) in received.iter().enumerate() {
         tokio::spawn(subscriber::run(
@@ -275,6 +277,34 @@ async fn start(config: &RoutingConfig, token: &CancellationToken) -> Result<Clus
         received,
         events,
     })
+}
+
+/// Attaches one more subscriber to the loaded table and times its snapshot; it leaves again
+/// (gracefully) before the bind phase, so the phases after it see the configured subscribers.
+async fn late_subscriber(config: &RoutingConfig, token: &CancellationToken) -> Result<f64, BenchError> {
+    let received = Arc::new(Received::default());
+    let stop = token.child_token();
+    let started = Instant::now();
+    tokio::spawn(subscriber::run(
+        registry(config),
+        usize::MAX,
+        received.clone(),
+        stop.clone(),
+    ));
+    wait_for(&[received], config.uids as i64, 1, Duration::from_secs(300)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    stop.cancel();
+    Ok(seconds)
+}
+
+fn registry(config: &RoutingConfig) -> Registry {
+    Registry {
+        url: match config.registry.starts_with("http") {
+            true => config.registry.clone(),
+            false => format!("http://{}", config.registry),
+        },
+        secret: config.secret.clone(),
+    }
 }
 
 /// Waits until every subscriber has attached `sessions` times and holds exactly `routes` routes
