@@ -43,6 +43,11 @@ impl Chunk {
         self.slots.len()
     }
 
+    /// Whether the chunk has no entry (an update that only carries flags).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// The entries as the wire has them.
     fn entries(&self) -> Vec<RouteEntry> {
         let mut start = 0;
@@ -92,9 +97,10 @@ impl Chunks {
         self.total
     }
 
-    /// The chunks, in order; none when nothing was pushed.
+    /// The chunks, in order; one empty chunk when nothing was pushed (an update or a snapshot
+    /// always has at least one message, which carries its flags).
     pub(crate) fn finish(mut self) -> Vec<Chunk> {
-        if self.current.len() > 0 {
+        if !self.current.is_empty() || self.full.is_empty() {
             self.full.push(self.current);
         }
         self.full
@@ -170,8 +176,10 @@ mod tests {
     }
 
     #[test]
-    fn nothing_pushed_gives_no_chunk_and_an_empty_key_survives() {
-        assert!(Chunks::default().finish().is_empty());
+    fn nothing_pushed_gives_one_empty_chunk_and_an_empty_key_survives() {
+        let nothing = Chunks::default().finish();
+        assert_eq!(nothing.len(), 1);
+        assert!(nothing[0].is_empty());
         let mut chunks = Chunks::default();
         chunks.push(RouteKind::Uid as i32, "", 1, true);
         chunks.push(RouteKind::Uid as i32, "b", 1, true);

@@ -88,6 +88,10 @@ struct Session {
     /// empty every later message waits behind it, so the order holds; a subscriber that stops
     /// reading is still cut off, by its acknowledgement timeout.
     backlog: VecDeque<Outgoing>,
+    /// The backlog's bound: the snapshot's chunks plus as many later messages as the queue
+    /// holds, so a subscriber that falls behind during its snapshot is cut off at the same
+    /// depth as one whose queue is full.
+    backlog_limit: usize,
 }
 
 /// One member, whether or not its stream is up.
@@ -225,6 +229,7 @@ impl State {
                 acked: 0,
                 behind_since: None,
                 backlog: VecDeque::new(),
+                backlog_limit: 0,
             },
         );
         let now = Instant::now();
@@ -477,9 +482,9 @@ impl State {
         self.broadcast_membership();
     }
 
-    /// Sends changes to every subscriber, in chunks of at most [`UPDATE_CHUNK`](crate::packed::UPDATE_CHUNK) entries, each
-    /// under a new sequence number (or, with no entries, one update under the current number: a
-    /// flag change only).
+    /// Sends changes to every subscriber, in chunks of at most
+    /// [`UPDATE_CHUNK`](crate::packed::UPDATE_CHUNK) entries, each under a new sequence number
+    /// (or, with no entries, one update under the current number: a flag change only).
     fn publish(&mut self, entries: Chunks) {
         let subscribers: Vec<u64> = self
             .sessions
@@ -488,12 +493,8 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         Counters::add(&self.counters().entries_published, entries.total() as u64);
-        let mut chunks = entries.finish();
-        if chunks.is_empty() {
-            chunks.push(Default::default());
-        }
-        for chunk in chunks {
-            if chunk.len() > 0 {
+        for chunk in entries.finish() {
+            if !chunk.is_empty() {
                 self.seq += 1;
                 Counters::add(&self.counters().updates_published, subscribers.len() as u64);
             }
@@ -510,7 +511,8 @@ impl State {
         }
     }
 
-    /// Sends the whole table to one subscriber, in chunks of [`UPDATE_CHUNK`](crate::packed::UPDATE_CHUNK) entries.
+    /// Sends the whole table to one subscriber, in chunks of
+    /// [`UPDATE_CHUNK`](crate::packed::UPDATE_CHUNK) entries, through its backlog.
     fn send_snapshot(&mut self, session: u64) {
         Counters::inc(&self.counters().snapshots);
         let mut entries = Chunks::default();
@@ -519,10 +521,7 @@ impl State {
                 entries.push(kind as i32, key, *gateway, true);
             }
         }
-        let mut chunks = entries.finish();
-        if chunks.is_empty() {
-            chunks.push(Default::default());
-        }
+        let chunks = entries.finish();
         let last = chunks.len() - 1;
         for (index, chunk) in chunks.into_iter().enumerate() {
             let update = PackedUpdate {
@@ -532,12 +531,12 @@ impl State {
                 partial: index != last,
                 chunk,
             };
-            let update = Outgoing::Update(Arc::new(update));
-            if let Some(state) = self.sessions.get_mut(&session) {
-                state.sent = state.sent.max(self.seq);
-                state.behind_since.get_or_insert_with(Instant::now);
-                state.backlog.push_back(update);
+            if let Some(state) = self.note_update(session, self.seq, true) {
+                state.backlog.push_back(Outgoing::Update(Arc::new(update)));
             }
+        }
+        if let Some(state) = self.sessions.get_mut(&session) {
+            state.backlog_limit = state.backlog.len() + OUTBOUND_QUEUE;
         }
         self.backlogged.insert(session);
         self.flush_backlog(session);
@@ -545,13 +544,18 @@ impl State {
 
     /// Queues a route update (`update`, numbered `seq`, a snapshot's first chunk if `reset`).
     fn send_update(&mut self, session: u64, seq: u64, reset: bool, update: Outgoing) {
-        if let Some(state) = self.sessions.get_mut(&session)
-            && (seq > state.acked || reset)
-        {
+        self.note_update(session, seq, reset);
+        self.send(session, update);
+    }
+
+    /// Records that update `seq` goes to `session`: it now waits for that acknowledgement.
+    fn note_update(&mut self, session: u64, seq: u64, reset: bool) -> Option<&mut Session> {
+        let state = self.sessions.get_mut(&session)?;
+        if seq > state.acked || reset {
             state.sent = state.sent.max(seq);
             state.behind_since.get_or_insert_with(Instant::now);
         }
-        self.send(session, update);
+        Some(state)
     }
 
     /// Confirms every pending batch that all subscribers have acknowledged.
@@ -591,16 +595,21 @@ impl State {
         }
     }
 
-    /// Queues a message for one session; a member whose queue is full is cut off.
+    /// Queues a message for one session (behind its backlog, if it has one); a member whose
+    /// queue or backlog is full is cut off.
     fn send(&mut self, session: u64, message: Outgoing) {
         let Some(state) = self.sessions.get_mut(&session) else {
             return;
         };
-        if !state.backlog.is_empty() {
+        let queued = if state.backlog.is_empty() {
+            state.tx.try_send(Ok(message)).is_ok()
+        } else if state.backlog.len() < state.backlog_limit {
             state.backlog.push_back(message);
-            return;
-        }
-        if state.tx.try_send(Ok(message)).is_err() {
+            true
+        } else {
+            false
+        };
+        if !queued {
             let member = state.member;
             tracing::warn!(member = %NodeId(member), "member not reading its registry stream; cut off");
             Counters::inc(&self.stats.counters.subscribers_cut_off);

@@ -16,8 +16,8 @@ use super::member::{self, Registry, Session};
 
 /// What the coordinator asks a gateway to do.
 pub(super) enum Command {
-    /// Hold `keys` from now on and announce them as a resync; `done` gets the time from the
-    /// first batch to the confirmation of the last.
+    /// Hold `keys` from now on and announce them as a resync; `done` hears when the last batch
+    /// is confirmed (the time since that batch was sent).
     Load {
         keys: Vec<String>,
         done: oneshot::Sender<std::time::Duration>,

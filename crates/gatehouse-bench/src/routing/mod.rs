@@ -208,7 +208,7 @@ pub async fn run_routing(
     wait_for(&cluster.received, config.uids as i64, 1, Duration::from_secs(120)).await?;
     progress(format!("loaded in {load_seconds:.1} s"));
     let after = samples(&pids)?;
-    let mut growth = growth(&pids, &before, &after, config.uids)?;
+    let mut growth = growth(&pids, &before, &after, config.uids);
     let registry_memory = config.registry_pid.map(|_| growth.remove(0));
     let snapshot_seconds = late_subscriber(&config, &token).await?;
     progress(format!(
@@ -360,14 +360,8 @@ fn samples(pids: &[u32]) -> Result<Vec<proc::ProcSample>, BenchError> {
     pids.iter().map(|pid| proc::sample(Some(*pid))).collect()
 }
 
-fn growth(
-    pids: &[u32],
-    before: &[proc::ProcSample],
-    after: &[proc::ProcSample],
-    uids: usize,
-) -> Result<Vec<MemoryGrowth>, BenchError> {
-    Ok(pids
-        .iter()
+fn growth(pids: &[u32], before: &[proc::ProcSample], after: &[proc::ProcSample], uids: usize) -> Vec<MemoryGrowth> {
+    pids.iter()
         .zip(before.iter().zip(after))
         .map(|(pid, (before, after))| MemoryGrowth {
             pid: *pid,
@@ -376,7 +370,7 @@ fn growth(
             peak_bytes: after.peak_rss_bytes,
             bytes_per_uid: (after.rss_bytes as f64 - before.rss_bytes as f64) / uids.max(1) as f64,
         })
-        .collect())
+        .collect()
 }
 
 /// Open loop: operation n goes to gateway n mod gateways and unbinds the uid that gateway bound

@@ -360,6 +360,30 @@ fn a_snapshot_larger_than_the_queue_arrives_whole_and_in_order_as_the_stream_rea
 }
 
 #[test]
+fn a_subscriber_that_stops_reading_during_its_snapshot_is_cut_off_a_queue_behind_it() {
+    let mut state = state();
+    // Room for every confirmation the gateway gets once the worker is gone.
+    let gateway = member(GATEWAY, MemberKind::Gateway);
+    let _gateway = attach_member(&mut state, 3, gateway, false, OUTBOUND_QUEUE * 2);
+    let keys: Vec<String> = (0..UPDATE_CHUNK * 2 + 1).map(|i| format!("u{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    routes(&mut state, 3, changes(1, add(&keys)));
+    // The queue fills with the welcome and the memberships: the whole snapshot waits behind.
+    let _worker = attach_member(&mut state, 1, member(WORKER, MemberKind::Worker), true, 3);
+    let late: Vec<String> = (0..=OUTBOUND_QUEUE).map(|i| format!("late{i}")).collect();
+    for (generation, key) in late[..OUTBOUND_QUEUE].iter().enumerate() {
+        routes(&mut state, 3, changes(2 + generation as u64, add(&[key.as_str()])));
+    }
+    assert_eq!(
+        count(&state, |c| &c.subscribers_cut_off),
+        0,
+        "a queue's worth of updates may wait behind the snapshot"
+    );
+    routes(&mut state, 3, changes(9_999, add(&[late[OUTBOUND_QUEUE].as_str()])));
+    assert_eq!(count(&state, |c| &c.subscribers_cut_off), 1, "one more is too many");
+}
+
+#[test]
 fn a_subscriber_is_sent_a_snapshot_and_a_gateway_is_not() {
     let mut state = state();
     let (_worker, _gateway) = worker_and_gateway(&mut state);
