@@ -247,6 +247,10 @@ impl ChatWorker {
             seq,
             marker,
         };
+        // A marker only ever moves forward, and nothing the client sends next depends on this
+        // one's commit: the client's next requests need not wait for its commit round (the
+        // event is still acknowledged only after it, see `Context::release_order`).
+        ctx.release_order();
         let moved = self.committer.move_marker(request).await.map_err(store_error)?;
         let kind = match marker {
             Marker::Read => "read",

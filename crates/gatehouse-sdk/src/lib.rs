@@ -53,8 +53,9 @@
 //! through the server API).
 //!
 //! # Guarantees
-//! - **Order.** Events of one client reach handlers one at a time, in order; different clients
-//!   run concurrently (see [`WorkerConfig::spawn_handlers`] for CPU-heavy handlers). Frames one
+//! - **Order.** Events of one client reach handlers one at a time, in order, unless a handler
+//!   lets the next ones start early ([`Context::release_order`]); different clients run
+//!   concurrently (see [`WorkerConfig::spawn_handlers`] for CPU-heavy handlers). Frames one
 //!   process sends to one client arrive in the order they were sent.
 //! - **At least once.** An event is acknowledged after its handler returned. After a worker
 //!   dies, its unacknowledged events are handled again by another worker, in order, so
@@ -80,7 +81,8 @@
 //! - [`telemetry`] — log set-up for applications that want JSON logs.
 //! - `routes`: the replicated uid / group → gateway table.
 //! - `link`: one self-healing stream to one gateway.
-//! - `handlers`: the handlers running for one link, one at a time per client.
+//! - `handlers`: the handlers running for one link, one at a time per client, their outcomes
+//!   in order.
 //! - `sessions`: read-your-writes for the sessions that travel with events.
 
 #![deny(missing_docs)]

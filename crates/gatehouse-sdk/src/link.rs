@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::handlers::{EventLoop, HandlerFuture, Outcome};
+use crate::handlers::{EventLoop, HandlerFuture, Outcome, Ticket};
 use crate::sessions::SessionWrites;
 
 /// Commands and acks queued towards one gateway. A full queue means the gateway is not
@@ -62,8 +62,9 @@ pub(crate) enum Up {
 
 /// Runs the handlers of the events a gateway sends (workers only).
 pub(crate) trait EventSink: Send + Sync + 'static {
-    /// Returns the future that handles `event`; the link polls it on its own task.
-    fn handle(&self, link: &Arc<GatewayLink>, event: Event) -> HandlerFuture;
+    /// Returns the future that handles `event`; the link polls it on its own task. `ticket`
+    /// names the handler to [`GatewayLink::release_order`].
+    fn handle(&self, link: &Arc<GatewayLink>, event: Event, ticket: Ticket) -> HandlerFuture;
 }
 
 /// Identity a link presents.
@@ -123,6 +124,10 @@ pub(crate) struct GatewayLink {
     unanswered: AtomicUsize,
     /// Sessions this worker wrote, for the events the gateway had read before the write.
     pub sessions: SessionWrites,
+    /// Handlers that gave their client's order up, for the event loop to pick up.
+    releases: Releases,
+    /// Sessions started, for the first ticket of each (see [`EventLoop::new`]).
+    sessions_started: AtomicU64,
     /// Ends the link for good (the gateway left the cluster, or the process stops).
     pub cancel: CancellationToken,
 }
@@ -160,6 +165,8 @@ impl GatewayLink {
             closing: AtomicBool::new(false),
             unanswered: AtomicUsize::new(0),
             sessions: SessionWrites::default(),
+            releases: Releases::default(),
+            sessions_started: AtomicU64::new(0),
             cancel: parent.child_token(),
         })
     }
@@ -203,6 +210,13 @@ impl GatewayLink {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+
+    /// The handler `ticket` of client `conn` gives its order up: the client's next events may
+    /// start before it ends (see [`Context::release_order`](crate::Context::release_order)).
+    /// Called from the handler, on the link's task or (spawned handlers) another one.
+    pub(crate) fn release_order(&self, conn: u64, ticket: Ticket) {
+        self.releases.push(conn, ticket);
     }
 
     /// Queues a command that needs no reply.
@@ -437,7 +451,15 @@ impl GatewayLink {
         mut inbound: impl Stream<Item = Result<LinkDown, Status>> + Unpin,
         sink: Option<&Arc<dyn EventSink>>,
     ) -> Result<(), SessionEnd> {
-        let mut events = EventLoop::default();
+        // 2^40 tickets per session: a handler of an earlier session (still running, spawned
+        // away) is never mistaken for one of this session.
+        let session = self.sessions_started.fetch_add(1, Ordering::Relaxed);
+        let mut events = EventLoop::new(session << 40);
+        let handle = |event: Event, ticket: Ticket| match sink {
+            Some(sink) => sink.handle(self, event, ticket),
+            // Without a sink no handler ever runs; nothing can be queued.
+            None => Box::pin(std::future::ready((event.conn, Outcome::Ack(EventAck::default())))) as HandlerFuture,
+        };
         let result = loop {
             tokio::select! {
                 message = inbound.next() => match message.transpose() {
@@ -449,7 +471,7 @@ impl GatewayLink {
                             self.unanswered.fetch_add(down.events.len(), Ordering::SeqCst);
                             let closing = self.closing.load(Ordering::SeqCst);
                             for event in down.events {
-                                let start = |event: Event| if closing { give_back(&event) } else { sink.handle(self, event) };
+                                let start = |event: Event, ticket| if closing { give_back(&event) } else { sink.handle(self, event, ticket) };
                                 if let Some(outcome) = events.admit(event, start) {
                                     self.queue_outcome(outcome, &mut events.overflow);
                                 }
@@ -459,15 +481,16 @@ impl GatewayLink {
                     Ok(None) => break Err(Retry("gateway closed the link".to_owned())),
                     Err(status) => break Err(Retry(format!("link failed: {}", status.message()))),
                 },
-                Some((conn, outcome)) = events.running.next(), if !events.running.is_empty() => {
-                    let started = events.finished(conn, &outcome, |event| match sink {
-                        Some(sink) => sink.handle(self, event),
-                        // Without a sink no handler ever ran; nothing can be queued.
-                        None => Box::pin(std::future::ready((conn, Outcome::Ack(EventAck::default())))),
-                    });
-                    self.queue_outcome(outcome, &mut events.overflow);
-                    for outcome in started {
+                Some((conn, ticket, outcome)) = events.running.next(), if !events.running.is_empty() => {
+                    for outcome in events.finished(conn, ticket, outcome, handle) {
                         self.queue_outcome(outcome, &mut events.overflow);
+                    }
+                }
+                () = self.releases.wait(), if !events.running.is_empty() => {
+                    for (conn, ticket) in self.releases.take() {
+                        for outcome in events.released(conn, ticket, handle) {
+                            self.queue_outcome(outcome, &mut events.overflow);
+                        }
                     }
                 }
                 permit = self.up.reserve(), if !events.overflow.is_empty() => {
@@ -514,6 +537,45 @@ impl GatewayLink {
             Err(mpsc::error::TrySendError::Full(Up::Nack(nack))) => overflow.push_back(Outcome::Nack(nack)),
             _ => {}
         }
+    }
+}
+
+/// Handlers that gave their client's order up, waiting for the link's event loop: pushed from
+/// a handler (on the loop's task, or another one for spawned handlers), taken by the loop,
+/// which the push wakes. Rare (receipts and the like), so a lock is fine; the loop's check
+/// while nothing was pushed is a load and a waker registration.
+#[derive(Default)]
+struct Releases {
+    pushed: Mutex<Vec<(u64, Ticket)>>,
+    any: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl Releases {
+    fn push(&self, conn: u64, ticket: Ticket) {
+        self.pushed.lock().expect("releases poisoned").push((conn, ticket));
+        self.any.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn take(&self) -> Vec<(u64, Ticket)> {
+        self.any.store(false, Ordering::Release);
+        std::mem::take(&mut *self.pushed.lock().expect("releases poisoned"))
+    }
+
+    /// Resolves once something was pushed (and not yet taken).
+    fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.any.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.any.load(Ordering::Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
     }
 }
 
@@ -789,7 +851,7 @@ mod tests {
     struct AtOnce;
 
     impl EventSink for AtOnce {
-        fn handle(&self, _link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
+        fn handle(&self, _link: &Arc<GatewayLink>, event: Event, _ticket: Ticket) -> HandlerFuture {
             let outcome = if event.conn == 9 {
                 Outcome::Nack(EventNack {
                     conn: event.conn,
@@ -810,7 +872,7 @@ mod tests {
     struct Held(Mutex<Vec<oneshot::Sender<()>>>);
 
     impl EventSink for Held {
-        fn handle(&self, _link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
+        fn handle(&self, _link: &Arc<GatewayLink>, event: Event, _ticket: Ticket) -> HandlerFuture {
             let (release, released) = oneshot::channel();
             self.0.lock().unwrap().push(release);
             Box::pin(async move {

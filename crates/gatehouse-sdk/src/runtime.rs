@@ -3,7 +3,9 @@
 //! Handlers run on the task of the gateway link that delivered the event (see `link`): one
 //! handler at a time per client, in order, while other clients' handlers proceed concurrently on
 //! the same task. No task is spawned per client or per event, so an event costs no cross-thread
-//! wake-up. An event is acknowledged to its gateway after its handler returned.
+//! wake-up. An event is acknowledged to its gateway after its handler returned, and after every
+//! earlier event of its client was (a handler may let the client's next events start before it
+//! ends: [`Context::release_order`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::frame::Frame;
-use crate::handlers::{HandlerFuture, Outcome};
+use crate::handlers::{HandlerFuture, Outcome, Ticket};
 use crate::link::{EventSink, GatewayLink};
-use crate::worker::{CloseInfo, Context, Handshake, Worker};
+use crate::worker::{CloseInfo, Context, Handshake, Order, Worker};
 
 /// How a worker joins the cluster and runs its handlers.
 #[derive(Debug, Clone)]
@@ -245,8 +247,8 @@ struct Dispatcher<W: Worker> {
 const LATENCY_SAMPLE: u64 = 16;
 
 impl<W: Worker> EventSink for Dispatcher<W> {
-    fn handle(&self, link: &Arc<GatewayLink>, event: Event) -> HandlerFuture {
-        let handler = self.handler(link, event);
+    fn handle(&self, link: &Arc<GatewayLink>, event: Event, ticket: Ticket) -> HandlerFuture {
+        let handler = self.handler(link, event, ticket);
         if !self.spawn {
             return handler;
         }
@@ -262,7 +264,7 @@ impl<W: Worker> EventSink for Dispatcher<W> {
 
 impl<W: Worker> Dispatcher<W> {
     /// The future that runs the handler of `event` and says what became of it.
-    fn handler(&self, link: &Arc<GatewayLink>, mut event: Event) -> HandlerFuture {
+    fn handler(&self, link: &Arc<GatewayLink>, mut event: Event, ticket: Ticket) -> HandlerFuture {
         link.sessions.refresh(&mut event);
         if event.redelivered {
             WorkerStats::inc(&self.stats.events_redelivered);
@@ -282,7 +284,8 @@ impl<W: Worker> Dispatcher<W> {
         };
         let client = ClientId::new(link.gateway, event.conn);
         let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
-        let ctx = Context::new(client, uid, std::mem::take(&mut event.session), cluster);
+        let order = Order::new(link.clone(), conn, ticket);
+        let ctx = Context::new(client, uid, std::mem::take(&mut event.session), cluster).with_order(order);
         let worker = self.worker.clone();
         let sampled = self
             .seen

@@ -19,8 +19,9 @@ pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// Application logic, called by the [`WorkerRuntime`](crate::WorkerRuntime).
 ///
-/// Handlers of one client run one at a time in event order; handlers of different clients run
-/// concurrently, so a slow handler stalls only its own client. Events are delivered at least
+/// Handlers of one client run one at a time in event order (unless one lets the next start,
+/// [`Context::release_order`]); handlers of different clients run concurrently, so a slow
+/// handler stalls only its own client. Events are delivered at least
 /// once: after a worker dies its unfinished events are handled again elsewhere, and a worker may
 /// see a client's messages without having seen its handshake. Every method has a default that
 /// does nothing except [`Worker::on_message`].
@@ -84,6 +85,28 @@ pub struct Context {
     /// writes.
     session: Mutex<SessionView>,
     cluster: Cluster,
+    /// The handler's place in its client's order, to give up (none outside a handler).
+    order: Option<Order>,
+}
+
+/// A handler's place in its client's order: what [`Context::release_order`] gives up.
+pub(crate) struct Order {
+    link: Arc<crate::link::GatewayLink>,
+    conn: u64,
+    ticket: crate::handlers::Ticket,
+    /// Given up already: a second call does nothing.
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl Order {
+    pub(crate) fn new(link: Arc<crate::link::GatewayLink>, conn: u64, ticket: crate::handlers::Ticket) -> Order {
+        Order {
+            link,
+            conn,
+            ticket,
+            released: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// A session as raw JSON and, once someone asked, parsed.
@@ -102,6 +125,33 @@ impl Context {
                 parsed: None,
             }),
             cluster,
+            order: None,
+        }
+    }
+
+    /// The context of a handler that holds its client's order.
+    pub(crate) fn with_order(mut self, order: Order) -> Context {
+        self.order = Some(order);
+        self
+    }
+
+    /// Lets the client's next events start before this handler ends: what a handler calls
+    /// once it has done what later events of the client must see, and only waits (a receipt
+    /// waiting for its commit round need not hold up the client's next message).
+    ///
+    /// Only the order is given up, not the guarantee: the event is still acknowledged to its
+    /// gateway only after this handler returned, and the client's later events only after it
+    /// (acknowledgements are cumulative per client). A worker that dies before leaves them all
+    /// to be delivered again, and a transient failure of this handler gives back the later
+    /// events too, even those that already ran. So the client's later events may run, and
+    /// their effects show, before this one's: call it only where that is harmless (their
+    /// handlers must not rely on this one's effects) and where running again is harmless
+    /// (as for every handler). Outside a handler, or called twice, it does nothing.
+    pub fn release_order(&self) {
+        if let Some(order) = &self.order
+            && !order.released.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            order.link.release_order(order.conn, order.ticket);
         }
     }
 
