@@ -130,7 +130,7 @@ impl ChatWorker {
             let cost = match offer {
                 Offer::Conversation(entry) => serde_json::to_vec(entry).map_or(usize::MAX, |v| v.len()),
                 Offer::Message(message) => {
-                    serde_json::to_vec(&protocol::message(message)).map_or(usize::MAX, |v| v.len())
+                    serde_json::to_vec(&protocol::MessageFrame::new(message)).map_or(usize::MAX, |v| v.len())
                 }
             }
             .saturating_add(1);
@@ -217,7 +217,7 @@ impl ChatWorker {
                 json!({"type": "ack", "changed": false, "conversation": conversation}),
             ));
         };
-        let mut ack = protocol::ack(&event, duplicate);
+        let mut ack = serde_json::to_value(protocol::ack(&event, duplicate)).expect("an ack serialises");
         ack["changed"] = json!(true);
         ctx.reply(Frame::json(&ack)).await.map_err(api_error)?;
         let mut push = protocol::message(&event);
@@ -257,10 +257,13 @@ impl ChatWorker {
             Marker::Delivered => "delivered",
         };
         if moved.moved {
-            let receipt = Frame::json(&json!({
-                "type": "receipt", "conversation": conversation, "uid": uid, "kind": kind,
-                "seq": moved.marker, "ts": now_ms(),
-            }));
+            let receipt = Frame::json(&protocol::ReceiptFrame::new(
+                conversation,
+                uid,
+                kind,
+                moved.marker,
+                now_ms(),
+            ));
             let cluster = ctx.cluster();
             let to = match audience(conversation, uid) {
                 Some(Audience::Direct(peer)) if peer != uid => Some(peer.to_owned()),
@@ -272,8 +275,12 @@ impl ChatWorker {
                 count("receipt");
             }
             if marker == Marker::Read {
-                let mine = json!({"type": "read", "conversation": conversation, "seq": moved.marker,
-                    "unread": (moved.last_seq - moved.marker).max(0)});
+                let mine = protocol::MarkerFrame {
+                    conversation,
+                    seq: moved.marker,
+                    kind: "read",
+                    unread: (moved.last_seq - moved.marker).max(0),
+                };
                 cluster
                     .send_to_uids(&[uid], &Frame::json(&mine), &[ctx.client_id()])
                     .await
@@ -311,8 +318,7 @@ impl ChatWorker {
         }
         let state = if start { "start" } else { "stop" };
         let ttl = u64::try_from(self.config.typing_ttl.as_millis()).unwrap_or(u64::MAX);
-        let push = Frame::json(&json!({"type": "typing", "conversation": conversation, "uid": uid,
-            "state": state, "expires_ms": ttl}));
+        let push = Frame::json(&protocol::TypingFrame::new(conversation, uid, state, ttl));
         let cluster = ctx.cluster();
         match audience {
             Some(Audience::Direct(peer)) if peer != uid => cluster.send_to_uid(peer, &push, &[]).await,

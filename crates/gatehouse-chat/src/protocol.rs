@@ -866,77 +866,203 @@ fn invalid(message: impl Into<String>) -> ProtocolError {
 /// The object of one item of a conversation's sequence (pushed, and inside `sync` and
 /// `history`): a `message` in its current state, or an `edit`, `delete` or `reaction` event.
 pub fn message(stored: &StoredMessage) -> Value {
-    let kind = match stored.kind {
-        EventKind::Message => "message",
-        EventKind::Edit => "edit",
-        EventKind::Delete => "delete",
-        EventKind::ReactionAdd | EventKind::ReactionRemove => "reaction",
-    };
-    let mut frame = json!({
-        "type": kind,
-        "id": stored.id,
-        "conversation": stored.conversation,
-        "seq": stored.seq,
-        "from": stored.sender,
-        "ts": stored.ts_ms,
-        "cid": stored.cid,
-    });
-    if let Some(to) = &stored.to {
-        frame["to"] = json!(to);
-    }
-    if let Some(group) = &stored.group {
-        frame["group"] = json!(group);
-    }
-    match stored.kind {
-        EventKind::Message => {
-            frame["text"] = json!(stored.text);
-            if let Some(reply_to) = stored.reply_to {
-                frame["reply_to"] = json!(reply_to);
+    serde_json::to_value(MessageFrame::new(stored)).expect("a message frame serialises")
+}
+
+/// [`message`] serialised straight from the stored message, without building a JSON tree
+/// first: every message is pushed, so this runs once per message, where the tree cost an
+/// allocation per key and per string. Fields are declared in the order a tree sorts its keys,
+/// so the bytes are the same either way.
+#[derive(Serialize)]
+pub struct MessageFrame<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'static str>,
+    cid: &'a str,
+    conversation: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edited: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emoji: Option<&'a str>,
+    from: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reactions: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<i64>,
+    seq: i64,
+    /// Present (possibly `null`) on change events only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<Option<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    ts: i64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+impl<'a> MessageFrame<'a> {
+    /// The frame of `stored`.
+    pub fn new(stored: &'a StoredMessage) -> MessageFrame<'a> {
+        let mut frame = MessageFrame {
+            action: None,
+            cid: &stored.cid,
+            conversation: &stored.conversation,
+            deleted: false,
+            edited: None,
+            emoji: None,
+            from: &stored.sender,
+            group: stored.group.as_deref(),
+            id: stored.id,
+            reactions: None,
+            reply_to: None,
+            seq: stored.seq,
+            target: None,
+            text: None,
+            to: stored.to.as_deref(),
+            ts: stored.ts_ms,
+            kind: "message",
+        };
+        match stored.kind {
+            EventKind::Message => {
+                frame.text = Some(&stored.text);
+                frame.reply_to = stored.reply_to;
+                frame.edited = stored.edited_ms;
+                frame.deleted = stored.deleted;
+                frame.reactions = stored
+                    .reactions
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str::<Value>(r).ok());
             }
-            if let Some(edited) = stored.edited_ms {
-                frame["edited"] = json!(edited);
+            EventKind::Edit => {
+                frame.kind = "edit";
+                frame.target = Some(stored.target);
+                frame.text = Some(&stored.text);
             }
-            if stored.deleted {
-                frame["deleted"] = json!(true);
+            EventKind::Delete => {
+                frame.kind = "delete";
+                frame.target = Some(stored.target);
             }
-            if let Some(reactions) = stored
-                .reactions
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<Value>(r).ok())
-            {
-                frame["reactions"] = reactions;
+            EventKind::ReactionAdd | EventKind::ReactionRemove => {
+                frame.kind = "reaction";
+                frame.target = Some(stored.target);
+                frame.emoji = Some(&stored.text);
+                frame.action = Some(if stored.kind == EventKind::ReactionAdd {
+                    "add"
+                } else {
+                    "remove"
+                });
             }
         }
-        EventKind::Edit => {
-            frame["target"] = json!(stored.target);
-            frame["text"] = json!(stored.text);
-        }
-        EventKind::Delete => frame["target"] = json!(stored.target),
-        EventKind::ReactionAdd | EventKind::ReactionRemove => {
-            frame["target"] = json!(stored.target);
-            frame["emoji"] = json!(stored.text);
-            let action = if stored.kind == EventKind::ReactionAdd {
-                "add"
-            } else {
-                "remove"
-            };
-            frame["action"] = json!(action);
-        }
+        frame
     }
-    frame
 }
 
 /// The `ack` for a stored message.
-pub fn ack(stored: &StoredMessage, duplicate: bool) -> Value {
-    json!({
-        "type": "ack",
-        "cid": stored.cid,
-        "id": stored.id,
-        "conversation": stored.conversation,
-        "seq": stored.seq,
-        "ts": stored.ts_ms,
-        "duplicate": duplicate,
-    })
+pub fn ack(stored: &StoredMessage, duplicate: bool) -> AckFrame<'_> {
+    AckFrame {
+        cid: &stored.cid,
+        conversation: &stored.conversation,
+        duplicate,
+        id: stored.id,
+        seq: stored.seq,
+        ts: stored.ts_ms,
+        kind: "ack",
+    }
+}
+
+/// The `ack` frame, serialised without a JSON tree (one per message, as [`MessageFrame`]), its
+/// fields in a tree's key order.
+#[derive(Serialize)]
+pub struct AckFrame<'a> {
+    cid: &'a str,
+    conversation: &'a str,
+    duplicate: bool,
+    id: i64,
+    seq: i64,
+    ts: i64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// The `receipt` push to the authors, serialised without a JSON tree (two per message in a
+/// live chat), fields in a tree's key order.
+#[derive(Serialize)]
+pub struct ReceiptFrame<'a> {
+    /// The conversation.
+    pub conversation: &'a str,
+    /// `read` or `delivered`.
+    pub kind: &'static str,
+    /// The marker after the move.
+    pub seq: i64,
+    /// When it moved (milliseconds since the Unix epoch).
+    pub ts: i64,
+    #[serde(rename = "type")]
+    kind_of_frame: &'static str,
+    /// The reader.
+    pub uid: &'a str,
+}
+
+impl<'a> ReceiptFrame<'a> {
+    /// The receipt of `uid`'s `kind` marker moved to `seq` in `conversation` at `ts`.
+    pub fn new(conversation: &'a str, uid: &'a str, kind: &'static str, seq: i64, ts: i64) -> ReceiptFrame<'a> {
+        ReceiptFrame {
+            conversation,
+            kind,
+            seq,
+            ts,
+            kind_of_frame: "receipt",
+            uid,
+        }
+    }
+}
+
+/// A marker and the unread count that follows (`read` pushed to the reader's other devices,
+/// and the answer to `read` or `delivered`), fields in a tree's key order.
+#[derive(Serialize)]
+pub struct MarkerFrame<'a> {
+    /// The conversation.
+    pub conversation: &'a str,
+    /// The marker.
+    pub seq: i64,
+    /// `read` or `delivered`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Events after the marker.
+    pub unread: i64,
+}
+
+/// The `typing` push, serialised without a JSON tree, fields in a tree's key order.
+#[derive(Serialize)]
+pub struct TypingFrame<'a> {
+    /// The conversation.
+    pub conversation: &'a str,
+    /// How long the indicator lasts without a refresh.
+    pub expires_ms: u64,
+    /// `start` or `stop`.
+    pub state: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// Who types.
+    pub uid: &'a str,
+}
+
+impl<'a> TypingFrame<'a> {
+    /// `uid` started or stopped typing in `conversation`.
+    pub fn new(conversation: &'a str, uid: &'a str, state: &'static str, expires_ms: u64) -> TypingFrame<'a> {
+        TypingFrame {
+            conversation,
+            expires_ms,
+            state,
+            kind: "typing",
+            uid,
+        }
+    }
 }
 
 /// The `group_info` frame: a group as one of its members sees it.
@@ -965,6 +1091,121 @@ pub fn error(error: &ProtocolError, cid: Option<&str>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stored(kind: EventKind) -> StoredMessage {
+        StoredMessage {
+            id: 41,
+            conversation: "d:ann:ben".into(),
+            seq: 7,
+            sender: "ann".into(),
+            to: Some("ben".into()),
+            group: None,
+            cid: "c-1".into(),
+            text: "hi \"there\"".into(),
+            ts_ms: 1_764_254_400_123,
+            kind,
+            target: None,
+            reply_to: None,
+            edited_ms: None,
+            deleted: false,
+            reactions: None,
+        }
+    }
+
+    /// The frame as bytes, and the same frame's bytes through a JSON tree (sorted keys).
+    fn both_ways(stored: &StoredMessage) -> (String, String) {
+        let direct = serde_json::to_string(&MessageFrame::new(stored)).unwrap();
+        let tree = serde_json::to_string(&message(stored)).unwrap();
+        (direct, tree)
+    }
+
+    #[test]
+    fn a_message_frame_has_every_field_of_its_kind_and_the_bytes_of_a_json_tree() {
+        let mut plain = stored(EventKind::Message);
+        let (direct, tree) = both_ways(&plain);
+        assert_eq!(direct, tree, "fields in a tree's key order");
+        assert_eq!(
+            message(&plain),
+            json!({"type": "message", "id": 41, "conversation": "d:ann:ben", "seq": 7, "from": "ann",
+                "ts": 1_764_254_400_123_i64, "cid": "c-1", "to": "ben", "text": "hi \"there\""})
+        );
+        plain.reply_to = Some(3);
+        plain.edited_ms = Some(5);
+        plain.deleted = true;
+        plain.reactions = Some(r#"{"👍":2,"🎉":1}"#.into());
+        plain.to = None;
+        plain.group = Some("team".into());
+        let (direct, tree) = both_ways(&plain);
+        assert_eq!(direct, tree);
+        let value = message(&plain);
+        assert_eq!(value["reply_to"], 3);
+        assert_eq!(value["edited"], 5);
+        assert_eq!(value["deleted"], true);
+        assert_eq!(value["reactions"], json!({"👍": 2, "🎉": 1}));
+        assert_eq!(value["group"], "team");
+        assert!(value.get("to").is_none() && value.get("target").is_none());
+
+        let mut edit = stored(EventKind::Edit);
+        edit.target = Some(40);
+        let (direct, tree) = both_ways(&edit);
+        assert_eq!(direct, tree);
+        assert_eq!(
+            (&message(&edit)["type"], &message(&edit)["target"]),
+            (&json!("edit"), &json!(40))
+        );
+
+        let delete = stored(EventKind::Delete);
+        let (direct, tree) = both_ways(&delete);
+        assert_eq!(direct, tree);
+        let value = message(&delete);
+        assert_eq!(
+            value["target"],
+            Value::Null,
+            "a change names its target, null if unknown"
+        );
+        assert!(value.get("text").is_none());
+
+        for (kind, action) in [(EventKind::ReactionAdd, "add"), (EventKind::ReactionRemove, "remove")] {
+            let reaction = stored(kind);
+            let (direct, tree) = both_ways(&reaction);
+            assert_eq!(direct, tree);
+            let value = message(&reaction);
+            assert_eq!(
+                (&value["type"], &value["action"], &value["emoji"]),
+                (&json!("reaction"), &json!(action), &json!("hi \"there\""))
+            );
+            assert!(value.get("text").is_none());
+        }
+    }
+
+    #[test]
+    fn receipt_marker_and_typing_pushes_have_the_bytes_of_a_json_tree() {
+        let receipt = ReceiptFrame::new("d:ann:ben", "ben", "read", 14, 1_764_254_400_123);
+        let expected = json!({"type": "receipt", "conversation": "d:ann:ben", "uid": "ben", "kind": "read",
+            "seq": 14, "ts": 1_764_254_400_123_i64});
+        assert_eq!(serde_json::to_string(&receipt).unwrap(), expected.to_string());
+        let marker = MarkerFrame {
+            conversation: "d:ann:ben",
+            seq: 14,
+            kind: "read",
+            unread: 2,
+        };
+        let expected = json!({"type": "read", "conversation": "d:ann:ben", "seq": 14, "unread": 2});
+        assert_eq!(serde_json::to_string(&marker).unwrap(), expected.to_string());
+        let typing = TypingFrame::new("g:team", "ann", "start", 6000);
+        let expected = json!({"type": "typing", "conversation": "g:team", "uid": "ann", "state": "start",
+            "expires_ms": 6000});
+        assert_eq!(serde_json::to_string(&typing).unwrap(), expected.to_string());
+    }
+
+    #[test]
+    fn an_ack_has_the_bytes_of_a_json_tree() {
+        let sent = stored(EventKind::Message);
+        let direct = serde_json::to_string(&ack(&sent, true)).unwrap();
+        let expected = json!({"type": "ack", "cid": "c-1", "id": 41, "conversation": "d:ann:ben", "seq": 7,
+            "ts": 1_764_254_400_123_i64, "duplicate": true});
+        assert_eq!(direct, expected.to_string());
+    }
 
     fn code(text: &str) -> Code {
         parse(text, 10).request.unwrap_err().code

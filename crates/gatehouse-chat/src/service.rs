@@ -248,7 +248,7 @@ impl ChatWorker {
     /// other devices (a direct message), or to the group's connections.
     async fn push_message(&self, ctx: &Context, uid: &str, stored: &StoredMessage) {
         let cluster = ctx.cluster();
-        let push = Frame::json(&protocol::message(stored));
+        let push = Frame::json(&protocol::MessageFrame::new(stored));
         let me = [ctx.client_id()];
         let pushed = match (&stored.to, &stored.group) {
             (Some(to), _) if to == uid => cluster.send_to_uids(&[uid], &push, &me).await,
