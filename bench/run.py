@@ -580,7 +580,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario (the median is reported)")
     ap.add_argument("--duration", type=float, default=8, help="measured seconds per run")
     ap.add_argument("--clients", type=int, default=1000, help="clients for dm and chat")
-    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,busy,chat,chatmix,rolling,routing")
+    ap.add_argument("--only", default="", help="comma-separated subset: dm,fanout,broadcast,idle,busy,chat,chatsink,chatmix,rolling,routing")
     ap.add_argument("--idle-big", type=int, default=100000, help="connections for the largest idle run, besides 10k and 50k (0 skips)")
     ap.add_argument("--busy-clients", type=int, default=100000, help="connections of the busy scenario (0 skips)")
     ap.add_argument("--busy-rate", type=int, default=10000, help="direct messages per second among them")
@@ -752,6 +752,21 @@ def main():
                 if cleanup:
                     cleanup()
 
+
+    if want("chatsink"):
+        # The chat path without its storage: the same load on two chat workers whose messages
+        # go to an in-memory sink (`--chat-bench-discard-messages`, benchmarks only: the same
+        # group-commit thread and batching, no database); sign-in still reads a shared
+        # PostgreSQL database. Its CPU per message is compared with the relay's.
+        print("chat, in-memory sink: fresh database and cluster", flush=True)
+        database, url, cleanup = scratch_postgres("_sink")
+        cl = Cluster("chat", workers=2, worker_args=["--database-url", url, "--insecure-dev-auth", "--chat-send-rate", "0",
+                                                     "--chat-bench-discard-messages"], gateway_args=["--insecure-dev-auth"])
+        chat = ["--scenario", "chat", "--clients", opts.clients, "--mode", "closed", "--inflight", 1]
+        bench(cl.urls(), [*chat, "--duration", 1, "--warmup", 1, "--drain", 3], cl.pids(), "chat sink, priming run (not reported)")
+        results["chat_sink"] = agg(runs_of(opts.runs, lambda: bench(cl.urls(), [*chat, *common], cl.pids(), "chat, in-memory sink")))
+        cl.stop()
+        cleanup()
 
     if want("routing"):
         # The routing table at a million bound uids (bench/routing.py, whose own report has the
@@ -962,6 +977,9 @@ def targets(r):
         db = r.get(key, {}).get("db_us")
         if db is not None and db == db:
             rows.append((f"PostgreSQL's CPU per persisted message ≤ {limit} µs {what}", f"{db:.1f} µs", "Chat with storage", met(db <= limit)))
+    if "chat_sink" in r and "cl_max" in r:
+        x = r["chat_sink"]["cpu_us"] / r["cl_max"]["cpu_us"]
+        rows.append(("chat without storage (in-memory sink) ≤ 1.5 × the relay's server CPU per message", f"{x:.2f}", "Chat without storage", met(x <= 1.5)))
     mix = [r[f"chatmix_{b}"] for b in ("sqlite", "postgres") if f"chatmix_{b}" in r]
     if mix:
         ratios = [c["mix"]["acked_per_sec"] / c["plain"]["acked_per_sec"] for c in mix]
@@ -1086,6 +1104,19 @@ def write_report(r, opts):
                                                                        [("chat_sqlite", "sqlite, random"), ("chat_sqlite_peers", "sqlite, 4 peers"),
                                                                         ("chat_postgres", "postgres, random"), ("chat_postgres_peers", "postgres, 4 peers"),
                                                                         ("chat_mariadb", "mariadb, random"), ("chat_mariadb_peers", "mariadb, 4 peers")] if key in r]), ""]
+    if "chat_sink" in r:
+        c = r["chat_sink"]
+        ratio = c["acked_per_sec"] / r["cl_max"]["delivered_per_sec"] if "cl_max" in r else float("nan")
+        cpu = f"{c['storage_us']:.1f} / {c['other_us']:.1f} / {c['generator_us']:.1f}"
+        relay = f" (the relay's: {r['cl_max']['cpu_us']:.1f})" if "cl_max" in r else ""
+        lines += ["## Chat without storage (chat app, in-memory sink)", "",
+                  "Two chat workers whose messages go to an in-memory sink (`--chat-bench-discard-messages`, benchmarks",
+                  "only: the same group-commit thread and batching, no database), 1,000 clients sending to random",
+                  "recipients, closed loop: the chat path's own cost, against the relay's server CPU per message at",
+                  "its maximum (**Direct messages**).", "",
+                  "| configuration | msg/s | p50 / p99 send→ack (µs) | ratio to the no-storage cluster | CPU µs per message: the sink / rest of the servers / load generator | server CPU µs per message |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| chat, in-memory sink | {fmt(c['acked_per_sec'])} | {fmt(c['ack_p50'])} / {fmt(c['ack_p99'])} | {ratio:.2f} | {cpu} | {c['cpu_us']:.1f}{relay} |", ""]
     if "rolling" in r:
         g = r["rolling"]
         st, du = g["steady"], g["during"]

@@ -548,3 +548,36 @@ mod mariadb_only {
         }
     }
 }
+
+/// The benchmarks' message sink (its acceptance on SQLite; the store's count needs the sqlite3
+/// shell).
+mod sink {
+    mod needs_sqlite3 {
+        use crate::*;
+
+        /// `--chat-bench-discard-messages`, the benchmarks' way to measure the chat path without its
+        /// storage: messages are acknowledged and pushed as usual, and none reaches the database.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_benchmark_sink_acknowledges_and_pushes_every_message_and_stores_none() -> Result<()> {
+            let backend = Backend::sqlite();
+            let cluster = chat_cluster_with(&backend, &["--chat-bench-discard-messages"]).await?;
+            let mut ann = ChatClient::connect_as(&cluster.ws_url(0), "ann").await?;
+            let mut ben = ChatClient::connect_as(&cluster.ws_url(1), "ben").await?;
+            for i in 1..=3 {
+                let ack = ann.send_to("ben", &format!("m{i}"), &format!("c{i}")).await?;
+                assert_eq!(
+                    (ack["type"].clone(), ack["seq"].clone()),
+                    (json!("ack"), json!(i)),
+                    "{ack}"
+                );
+                let pushed = ben.next_message().await?;
+                assert_eq!(
+                    (pushed["text"].clone(), pushed["id"].clone()),
+                    (json!(format!("m{i}")), ack["id"].clone())
+                );
+            }
+            assert_eq!(backend.stored_messages()?, 0, "nothing reached the database");
+            Ok(())
+        }
+    }
+}

@@ -540,10 +540,12 @@ async fn a_gateway_in_dev_mode_cannot_make_a_worker_accept_bare_uids() -> Result
     Ok(())
 }
 
-/// A worker refuses to start in dev mode with a production credential, and with a secret too
-/// short to be safe; `gatehouse token` refuses the short secret too.
+/// A worker refuses to start in dev mode with a production credential, with a secret too
+/// short to be safe, and with the benchmarks' message sink outside dev mode (it loses messages
+/// by design); `gatehouse token` refuses the short secret too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dev_mode_with_a_jwt_key_and_short_secrets_are_refused_at_start() -> Result<()> {
+async fn dev_mode_with_a_jwt_key_short_secrets_and_the_benchmark_sink_in_production_are_refused_at_start() -> Result<()>
+{
     let worker = |extra: &[&str]| {
         let mut args = vec![
             "worker",
@@ -582,6 +584,12 @@ async fn dev_mode_with_a_jwt_key_and_short_secrets_are_refused_at_start() -> Res
         "refused at start, not killed: {code:?}"
     );
     assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+    let (code, _, stderr) = worker(&["--jwt-secret", SECRET, "--chat-bench-discard-messages"])?;
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "refused at start, not killed: {code:?}"
+    );
+    assert!(stderr.contains("benchmarks only"), "{stderr}");
     let (code, _, stderr) = gatehouse(&["token", "--uid", "ann", "--jwt-secret", "only-16-bytes..."])?;
     assert!(
         matches!(code, Some(c) if c != 0),

@@ -65,6 +65,12 @@ pub struct ChatConfig {
     /// How long a user's last connection may be gone before it is announced offline: a reload
     /// or a network switch within it is no offline/online flap.
     pub presence_grace: Duration,
+    /// **Benchmarks only**: messages and receipts are answered by an in-memory sink and never
+    /// stored ([`GroupCommitter::spawn_sink`](gatehouse_store::GroupCommitter::spawn_sink)), so
+    /// that a benchmark measures the chat path without its storage. Everything else (sign-in,
+    /// groups, history) still uses the database, which then holds no message. Only with
+    /// `insecure_dev_auth`, so that no production configuration can lose messages by it.
+    pub discard_messages: bool,
 }
 
 /// Why a chat configuration is refused.
@@ -90,6 +96,9 @@ pub enum ConfigError {
          unset GATEHOUSE_JWT_SECRET / GATEHOUSE_JWT_PUBLIC_KEY for development, or drop --insecure-dev-auth"
     )]
     DevAuthWithKey,
+    /// The benchmark-only message sink outside development mode.
+    #[error("discarding messages is for benchmarks only: it needs insecure dev auth (--insecure-dev-auth)")]
+    DiscardOutsideDev,
     /// `max_reply_bytes` cannot hold the largest message.
     #[error("max_reply_bytes {got} is below {min}, the size of the largest possible message frame")]
     ReplyBudgetTooSmall {
@@ -127,6 +136,7 @@ impl ChatConfig {
             typing_ttl: Duration::from_secs(6),
             presence_contacts: 1000,
             presence_grace: Duration::from_secs(5),
+            discard_messages: false,
         }
     }
 
@@ -166,6 +176,9 @@ impl ChatConfig {
             return Err(ConfigError::NoDatabase);
         }
         self.verifier()?;
+        if self.discard_messages && !self.insecure_dev_auth {
+            return Err(ConfigError::DiscardOutsideDev);
+        }
         if self.max_reply_bytes < self.min_reply_bytes() {
             return Err(ConfigError::ReplyBudgetTooSmall {
                 got: self.max_reply_bytes,
@@ -185,6 +198,15 @@ mod tests {
     #[test]
     fn the_defaults_are_valid() {
         ChatConfig::new("sqlite::memory:").validate().unwrap();
+    }
+
+    #[test]
+    fn the_message_sink_is_refused_outside_development_mode() {
+        let mut config = ChatConfig::new("sqlite::memory:");
+        config.discard_messages = true;
+        assert!(matches!(config.validate(), Err(ConfigError::DiscardOutsideDev)));
+        config.insecure_dev_auth = true;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -103,7 +103,12 @@ impl ChatWorker {
         let verifier = config.verifier()?;
         let store = Store::open(&config.database_url).await?;
         tracing::info!(backend = ?store.backend(), "chat store ready");
-        let committer = GroupCommitter::spawn(store.clone(), config.commit).await?;
+        let committer = if config.discard_messages {
+            tracing::warn!("benchmark mode: messages and receipts are answered by a sink and never stored");
+            GroupCommitter::spawn_sink(config.commit).await?
+        } else {
+            GroupCommitter::spawn(store.clone(), config.commit).await?
+        };
         let limiter = Limiter::new(config.rate);
         Ok(ChatWorker {
             config,

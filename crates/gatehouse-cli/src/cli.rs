@@ -323,6 +323,10 @@ pub struct ChatArgs {
     /// How long a user's last connection may be gone before it is announced offline.
     #[arg(long = "chat-presence-grace", env = "GATEHOUSE_CHAT_PRESENCE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub presence_grace: Duration,
+    /// Benchmarks only: answer messages and receipts from an in-memory sink and store none, to
+    /// measure the chat path without its storage. Needs --insecure-dev-auth.
+    #[arg(long = "chat-bench-discard-messages")]
+    pub discard_messages: bool,
 }
 
 impl ChatArgs {
@@ -358,6 +362,7 @@ impl ChatArgs {
         config.typing_ttl = self.typing_ttl;
         config.presence_contacts = self.presence_contacts;
         config.presence_grace = self.presence_grace;
+        config.discard_messages = self.discard_messages;
         config
     }
 }

@@ -451,10 +451,7 @@ impl GatewayLink {
         mut inbound: impl Stream<Item = Result<LinkDown, Status>> + Unpin,
         sink: Option<&Arc<dyn EventSink>>,
     ) -> Result<(), SessionEnd> {
-        // 2^40 tickets per session: a handler of an earlier session (still running, spawned
-        // away) is never mistaken for one of this session.
-        let session = self.sessions_started.fetch_add(1, Ordering::Relaxed);
-        let mut events = EventLoop::new(session << 40);
+        let mut events = self.event_loop();
         let handle = |event: Event, ticket: Ticket| match sink {
             Some(sink) => sink.handle(self, event, ticket),
             // Without a sink no handler ever runs; nothing can be queued.
@@ -482,15 +479,13 @@ impl GatewayLink {
                     Err(status) => break Err(Retry(format!("link failed: {}", status.message()))),
                 },
                 Some((conn, ticket, outcome)) = events.running.next(), if !events.running.is_empty() => {
-                    for outcome in events.finished(conn, ticket, outcome, handle) {
-                        self.queue_outcome(outcome, &mut events.overflow);
-                    }
+                    let outcomes = events.finished(conn, ticket, outcome, handle);
+                    self.queue_outcomes(outcomes, &mut events.overflow);
                 }
                 () = self.releases.wait(), if !events.running.is_empty() => {
                     for (conn, ticket) in self.releases.take() {
-                        for outcome in events.released(conn, ticket, handle) {
-                            self.queue_outcome(outcome, &mut events.overflow);
-                        }
+                        let outcomes = events.released(conn, ticket, handle);
+                        self.queue_outcomes(outcomes, &mut events.overflow);
                     }
                 }
                 permit = self.up.reserve(), if !events.overflow.is_empty() => {
@@ -510,6 +505,20 @@ impl GatewayLink {
             tokio::spawn(async move { while running.next().await.is_some() {} });
         }
         result
+    }
+
+    /// The event loop of a new session. 2^40 tickets per session: a handler of an earlier
+    /// session (still running, spawned away) is never mistaken for one of this session.
+    fn event_loop(&self) -> EventLoop {
+        let session = self.sessions_started.fetch_add(1, Ordering::Relaxed);
+        EventLoop::new(session << 40)
+    }
+
+    /// Queues outcomes in order (see [`GatewayLink::queue_outcome`]).
+    fn queue_outcomes(&self, outcomes: Vec<Outcome>, overflow: &mut VecDeque<Outcome>) {
+        for outcome in outcomes {
+            self.queue_outcome(outcome, overflow);
+        }
     }
 
     /// Hands replies to the requests waiting for them.

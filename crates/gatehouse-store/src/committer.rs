@@ -55,11 +55,11 @@ impl Default for GroupCommitConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<Appended, StoreError>>;
-type MarkerReply = oneshot::Sender<Result<MarkerMove, StoreError>>;
+pub(crate) type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+pub(crate) type MarkerReply = oneshot::Sender<Result<MarkerMove, StoreError>>;
 
 #[derive(Debug)]
-enum Job {
+pub(crate) enum Job {
     /// A message to append.
     Append { message: NewMessage, reply: Reply },
     /// A receipt marker to move (read, delivered): receipts come at twice the rate of
@@ -69,17 +69,17 @@ enum Job {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
+pub(crate) struct Counters {
     /// Transactions that committed (a batch is one transaction).
-    batches_committed: AtomicU64,
+    pub(crate) batches_committed: AtomicU64,
     /// Transactions that failed as a whole (every caller of the batch got the error).
     batches_failed: AtomicU64,
     /// New messages written (duplicates and refused items not counted).
-    messages_stored: AtomicU64,
+    pub(crate) messages_stored: AtomicU64,
 }
 
 /// What the writer records about one kind of batch (messages or markers).
-struct BatchMeters {
+pub(crate) struct BatchMeters {
     /// Jobs per batch: how well commits are shared.
     items: Histogram,
     /// How long a batch's transaction took (retries included), whether or not it committed.
@@ -98,18 +98,18 @@ impl BatchMeters {
     }
 
     /// Records one batch of `size` jobs that took `elapsed`.
-    fn batch(&self, size: usize, elapsed: Duration) {
+    pub(crate) fn batch(&self, size: usize, elapsed: Duration) {
         self.items.record(size as f64);
         self.seconds.record(elapsed);
     }
 }
 
 /// The writer's metric handles, made once at spawn: a batch costs a few atomic operations.
-struct Meters {
-    messages: BatchMeters,
-    markers: BatchMeters,
+pub(crate) struct Meters {
+    pub(crate) messages: BatchMeters,
+    pub(crate) markers: BatchMeters,
     /// Jobs waiting for the writer, set after a batch is taken and after it is written.
-    queue_depth: Gauge,
+    pub(crate) queue_depth: Gauge,
 }
 
 impl Meters {
@@ -170,6 +170,22 @@ impl GroupCommitter {
     /// what is queued is still written after that runtime has stopped. Fails with
     /// [`StoreError::Start`] when the operating system refuses the thread or its runtime.
     pub async fn spawn(store: Store, config: GroupCommitConfig) -> Result<GroupCommitter, StoreError> {
+        GroupCommitter::start(config, move |jobs, max_batch, counters, meters| async move {
+            let store = store.for_this_runtime();
+            run_writer(&store, jobs, max_batch, &counters, &meters).await;
+            store.close_own_pools().await;
+            finish_spawned_tasks().await;
+        })
+        .await
+    }
+
+    /// Starts `writer` on a thread of its own (`group-commit`) with a single-threaded runtime,
+    /// and returns the handle once the thread runs.
+    pub(crate) async fn start<W, F>(config: GroupCommitConfig, writer: W) -> Result<GroupCommitter, StoreError>
+    where
+        W: FnOnce(mpsc::Receiver<Job>, usize, Arc<Counters>, Meters) -> F + Send + 'static,
+        F: std::future::Future<Output = ()>,
+    {
         let (queue, jobs) = mpsc::channel(config.queue_capacity.max(1));
         let meters = Meters::new(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
@@ -191,12 +207,7 @@ impl GroupCommitter {
                     }
                 };
                 let _ = report.send(Ok(()));
-                runtime.block_on(async move {
-                    let store = store.for_this_runtime();
-                    run_writer(&store, jobs, max_batch, &writer_counters, &meters).await;
-                    store.close_own_pools().await;
-                    finish_spawned_tasks().await;
-                });
+                runtime.block_on(writer(jobs, max_batch, writer_counters, meters));
                 drop(runtime);
                 stop.send_replace(true);
             })

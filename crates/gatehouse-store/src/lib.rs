@@ -34,6 +34,8 @@
 //!   SQL; `mysql` also translates the shared SQL to MariaDB's placeholders and syntax).
 //! - `sql`: SQL shared by the backends.
 //! - `committer`: [`GroupCommitter`], the single writer (a thread of its own) that batches appends.
+//! - `sink`: the benchmark-only writer that answers from memory and stores nothing
+//!   ([`GroupCommitter::spawn_sink`]).
 //! - `ids`: [`direct_conversation_id`], [`group_conversation_id`] and input checks.
 //! - `model`: the values taken and returned ([`NewMessage`], [`StoredMessage`], …).
 //! - `error`: [`StoreError`].
@@ -54,6 +56,7 @@ mod mysql;
 mod plan;
 mod postgres;
 mod search;
+mod sink;
 mod sql;
 mod sqlite;
 mod store;
