@@ -176,7 +176,7 @@ impl EventLoop {
         let mut outcomes = Vec::new();
         let books = &mut self.books;
         let Some(client) = self.clients.get_mut(&conn) else {
-            books.dropped -= 1;
+            books.dropped_ended();
             return outcomes;
         };
         if client.holder == Some(ticket) {
@@ -189,7 +189,7 @@ impl EventLoop {
             client.earlier[index].1 = Some(outcome);
             flush(client, books, &mut outcomes);
         } else {
-            books.dropped -= 1;
+            books.dropped_ended();
             return outcomes;
         }
         pump(client, books, &self.running, &mut start, &mut outcomes);
@@ -258,6 +258,12 @@ impl Books {
         let ticket = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(1);
         ticket
+    }
+
+    /// A handler whose outcome was dropped ended: it is no longer waited for.
+    fn dropped_ended(&mut self) {
+        debug_assert!(self.dropped > 0, "a handler ended that the loop does not know");
+        self.dropped = self.dropped.saturating_sub(1);
     }
 
     /// Remembers that `conn`'s events were given back from `nack.seq` on, so that the later
