@@ -285,7 +285,7 @@ impl<W: Worker> Dispatcher<W> {
         let client = ClientId::new(link.gateway, event.conn);
         let uid = (!event.uid.is_empty()).then(|| Arc::from(String::from_utf8_lossy(&event.uid).as_ref()));
         let order = Order::new(link.clone(), conn, ticket);
-        let ctx = Context::new(client, uid, std::mem::take(&mut event.session), cluster).with_order(order);
+        let ctx = Context::new(client, uid, std::mem::take(&mut event.session), cluster, order);
         let worker = self.worker.clone();
         let sampled = self
             .seen

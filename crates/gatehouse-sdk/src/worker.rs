@@ -85,8 +85,8 @@ pub struct Context {
     /// writes.
     session: Mutex<SessionView>,
     cluster: Cluster,
-    /// The handler's place in its client's order, to give up (none outside a handler).
-    order: Option<Order>,
+    /// The handler's place in its client's order, to give up.
+    order: Order,
 }
 
 /// A handler's place in its client's order: what [`Context::release_order`] gives up.
@@ -116,7 +116,13 @@ struct SessionView {
 }
 
 impl Context {
-    pub(crate) fn new(client: ClientId, uid: Option<Arc<str>>, session: Bytes, cluster: Cluster) -> Context {
+    pub(crate) fn new(
+        client: ClientId,
+        uid: Option<Arc<str>>,
+        session: Bytes,
+        cluster: Cluster,
+        order: Order,
+    ) -> Context {
         Context {
             client,
             uid: RwLock::new(uid),
@@ -125,14 +131,8 @@ impl Context {
                 parsed: None,
             }),
             cluster,
-            order: None,
+            order,
         }
-    }
-
-    /// The context of a handler that holds its client's order.
-    pub(crate) fn with_order(mut self, order: Order) -> Context {
-        self.order = Some(order);
-        self
     }
 
     /// Lets the client's next events start before this handler ends: what a handler calls
@@ -146,11 +146,10 @@ impl Context {
     /// events too, even those that already ran. So the client's later events may run, and
     /// their effects show, before this one's: call it only where that is harmless (their
     /// handlers must not rely on this one's effects) and where running again is harmless
-    /// (as for every handler). Outside a handler, or called twice, it does nothing.
+    /// (as for every handler). Called twice, it does nothing the second time.
     pub fn release_order(&self) {
-        if let Some(order) = &self.order
-            && !order.released.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        let order = &self.order;
+        if !order.released.swap(true, std::sync::atomic::Ordering::Relaxed) {
             order.link.release_order(order.conn, order.ticket);
         }
     }

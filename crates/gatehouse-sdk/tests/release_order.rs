@@ -70,17 +70,43 @@ async fn cluster() -> Result<Cluster> {
         .await
 }
 
+/// An in-process [`Releasing`] worker of the test's cluster.
+struct Running {
+    /// What its handlers started for.
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), gatehouse_sdk::ApiError>>,
+}
+
+impl Running {
+    async fn start(cluster: &Cluster, slow: Slow) -> Result<Running> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let worker = Releasing {
+            slow,
+            seen: seen.clone(),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(WorkerRuntime::new(config(cluster)?, worker).run(stop.clone()));
+        Ok(Running { seen, stop, task })
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+
+    /// Stops it as SIGTERM would: it drains (for `config`'s short drain timeout) and leaves.
+    async fn stop(self) -> Result<()> {
+        self.stop.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn a_handler_that_gives_its_order_up_lets_the_clients_next_message_run_before_it_ends() -> Result<()> {
     let cluster = cluster().await?;
     let go = Arc::new(Notify::new());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let worker = Releasing {
-        slow: Slow::Until(go.clone()),
-        seen: seen.clone(),
-    };
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(WorkerRuntime::new(config(&cluster)?, worker).run(stop.clone()));
+    let worker = Running::start(&cluster, Slow::Until(go.clone())).await?;
     cluster.wait_workers(1).await?;
 
     let mut client = WsClient::connect(&cluster.ws_url(0)).await?;
@@ -93,23 +119,14 @@ async fn a_handler_that_gives_its_order_up_lets_the_clients_next_message_run_bef
     assert_eq!(client.recv_text().await?, "done slow 1");
     client.send_text("fast 3").await?;
     assert_eq!(client.recv_text().await?, "done fast 3", "the client goes on as usual");
-    assert_eq!(*seen.lock().unwrap(), ["slow 1", "fast 2", "fast 3"]);
-
-    stop.cancel();
-    running.await??;
-    Ok(())
+    assert_eq!(worker.seen(), ["slow 1", "fast 2", "fast 3"]);
+    worker.stop().await
 }
 
 #[tokio::test]
 async fn events_that_ran_after_an_unfinished_released_one_go_to_the_next_worker_with_it() -> Result<()> {
     let cluster = cluster().await?;
-    let first_seen = Arc::new(Mutex::new(Vec::new()));
-    let first = Releasing {
-        slow: Slow::Forever,
-        seen: first_seen.clone(),
-    };
-    let stop_first = CancellationToken::new();
-    let running_first = tokio::spawn(WorkerRuntime::new(config(&cluster)?, first).run(stop_first.clone()));
+    let first = Running::start(&cluster, Slow::Forever).await?;
     cluster.wait_workers(1).await?;
 
     let mut client = WsClient::connect(&cluster.ws_url(0)).await?;
@@ -119,18 +136,11 @@ async fn events_that_ran_after_an_unfinished_released_one_go_to_the_next_worker_
     // The first worker leaves with "slow 1" unfinished. Had "fast 2" been acknowledged when
     // its handler ended, that cumulative acknowledgement would have covered "slow 1" too, and
     // the gateway would have nothing left to send again.
-    stop_first.cancel();
-    running_first.await??;
+    assert_eq!(first.seen(), ["slow 1", "fast 2"]);
+    first.stop().await?;
     cluster.wait_workers(0).await?;
-    assert_eq!(*first_seen.lock().unwrap(), ["slow 1", "fast 2"]);
 
-    let next_seen = Arc::new(Mutex::new(Vec::new()));
-    let next = Releasing {
-        slow: Slow::No,
-        seen: next_seen.clone(),
-    };
-    let stop_next = CancellationToken::new();
-    let running_next = tokio::spawn(WorkerRuntime::new(config(&cluster)?, next).run(stop_next.clone()));
+    let next = Running::start(&cluster, Slow::No).await?;
     assert_eq!(
         client.recv_text().await?,
         "done slow 1",
@@ -141,9 +151,6 @@ async fn events_that_ran_after_an_unfinished_released_one_go_to_the_next_worker_
         "done fast 2",
         "2 came again with it: its ack had waited for 1's"
     );
-    assert_eq!(*next_seen.lock().unwrap(), ["slow 1", "fast 2"], "in order");
-
-    stop_next.cancel();
-    running_next.await??;
-    Ok(())
+    assert_eq!(next.seen(), ["slow 1", "fast 2"], "in order");
+    next.stop().await
 }

@@ -55,8 +55,8 @@ impl Default for GroupCommitConfig {
     }
 }
 
-pub(crate) type Reply = oneshot::Sender<Result<Appended, StoreError>>;
-pub(crate) type MarkerReply = oneshot::Sender<Result<MarkerMove, StoreError>>;
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+type MarkerReply = oneshot::Sender<Result<MarkerMove, StoreError>>;
 
 #[derive(Debug)]
 pub(crate) enum Job {
