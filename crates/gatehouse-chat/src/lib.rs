@@ -20,6 +20,8 @@
 //!   errors, the clock, the event counter.
 //! - [`config`] — [`ChatConfig`] and its validation.
 //! - [`reply`] — [`reply::ListReply`], list replies that fit the reply byte budget.
+//! - `fastparse` — the per-message frames (send, receipts, typing) read without a JSON tree,
+//!   answering exactly as [`protocol`]'s parser, which takes every other frame.
 //! - [`protocol`] — client and server frames, error codes.
 //! - [`ratelimit`] — per-connection token buckets for sends and other requests.
 //! - [`auth`] — signed tokens (JWT: HS256 with a shared secret, or RS256/ES256 with a public key) and the insecure dev identity.
@@ -29,6 +31,7 @@ pub mod auth;
 mod common;
 pub mod config;
 mod events;
+mod fastparse;
 mod groups;
 mod presence;
 pub mod protocol;

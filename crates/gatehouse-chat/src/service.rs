@@ -83,7 +83,7 @@ impl Worker for ChatWorker {
             ctx.reply(Frame::json(&protocol::error(&error, None))).await?;
             return Ok(());
         };
-        let parsed = protocol::parse(text, self.config.max_text_chars);
+        let parsed = crate::fastparse::parse(text, self.config.max_text_chars);
         let cid = parsed.cid.as_deref();
         if self.rate_limited(ctx, &parsed.request, cid).await? {
             return Ok(());
