@@ -17,13 +17,6 @@ use anyhow::Result;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-/// Every role allocates small, short-lived buffers per message (frames, JSON, gRPC batches),
-/// often freeing them on another thread than the one that made them. mimalloc's per-thread
-/// free lists make that cheaper than glibc's malloc in every process; the before and after,
-/// CPU and idle memory, are in docs/benchmarks-allocator.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> Result<()> {
     let cli = cli::Cli::parse();
     gatehouse_core::telemetry::init(cli.log_format.into());
