@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::auth::valid_uid;
-use crate::protocol::{self, Parsed, Request, Target, valid_cid, valid_conversation};
+use crate::protocol::{self, Parsed, Request, Target, check_text, typing_start, valid_cid, valid_conversation};
 
 /// Parses a client text frame: the typed view for the per-message frames, the JSON tree for
 /// everything else.
@@ -69,11 +69,7 @@ fn quick(text: &str, max_text_chars: usize) -> Option<Parsed> {
         },
         "typing" => Request::Typing {
             conversation: conversation(&view)?,
-            start: match view.state.as_deref() {
-                None | Some("start") => true,
-                Some("stop") => false,
-                Some(_) => return None,
-            },
+            start: typing_start(view.state.as_deref()).ok()?,
         },
         _ => return None,
     };
@@ -92,9 +88,10 @@ fn send(view: &View<'_>, has_cid: bool, max_text_chars: usize) -> Option<Request
         _ => return None,
     };
     let text = view.text.as_deref()?;
-    if !has_cid || text.trim().is_empty() || text.chars().count() > max_text_chars {
+    if !has_cid {
         return None;
     }
+    check_text(text, max_text_chars).ok()?;
     let reply_to = match view.reply_to {
         None => None,
         Some(id) => Some(non_negative(id)?),

@@ -509,7 +509,7 @@ impl Fields<'_> {
             },
             "typing" => Request::Typing {
                 conversation: self.conversation("conversation")?,
-                start: self.choice("state", "start", "stop")?,
+                start: typing_start(self.optional_string("state")?.as_deref())?,
             },
             _ => return Ok(None),
         }))
@@ -632,26 +632,13 @@ impl Fields<'_> {
 
     fn text(&self, max_text_chars: usize) -> Result<String, ProtocolError> {
         let text = self.string("text")?;
-        if text.trim().is_empty() {
-            return Err(ProtocolError::new(Code::EmptyText, "text is empty"));
-        }
-        if text.chars().count() > max_text_chars {
-            return Err(ProtocolError::new(
-                Code::TextTooLong,
-                format!("text is longer than {max_text_chars} characters"),
-            ));
-        }
+        check_text(&text, max_text_chars)?;
         Ok(text)
     }
 
     /// An optional field that is one of two words, `first` by default: `true` for `first`.
     fn choice(&self, name: &str, first: &str, second: &str) -> Result<bool, ProtocolError> {
-        match self.optional_string(name)?.as_deref() {
-            None => Ok(true),
-            Some(value) if value == first => Ok(true),
-            Some(value) if value == second => Ok(false),
-            Some(_) => Err(invalid(format!("{name} must be \"{first}\" or \"{second}\""))),
-        }
+        choose(name, self.optional_string(name)?.as_deref(), first, second)
     }
 
     /// One emoji: 1–32 bytes, printable, no whitespace.
@@ -853,6 +840,38 @@ pub fn valid_conversation(id: &str) -> bool {
     id.strip_prefix("d:")
         .and_then(|pair| pair.split_once(':'))
         .is_some_and(|(a, b)| crate::auth::valid_uid(a) && crate::auth::valid_uid(b))
+}
+
+/// Whether a message's `text` may be sent: not only whitespace, at most `max_text_chars`
+/// characters. Both parsers (this module's and `fastparse`) check a text through it.
+pub(crate) fn check_text(text: &str, max_text_chars: usize) -> Result<(), ProtocolError> {
+    if text.trim().is_empty() {
+        return Err(ProtocolError::new(Code::EmptyText, "text is empty"));
+    }
+    if text.chars().count() > max_text_chars {
+        return Err(ProtocolError::new(
+            Code::TextTooLong,
+            format!("text is longer than {max_text_chars} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A `typing` frame's `state`: `true` for `"start"` (the default), `false` for `"stop"`.
+/// Both parsers read it through this.
+pub(crate) fn typing_start(state: Option<&str>) -> Result<bool, ProtocolError> {
+    choose("state", state, "start", "stop")
+}
+
+/// An optional field's `value` that is one of two words, `first` by default: `true` for
+/// `first`.
+fn choose(name: &str, value: Option<&str>, first: &str, second: &str) -> Result<bool, ProtocolError> {
+    match value {
+        None => Ok(true),
+        Some(value) if value == first => Ok(true),
+        Some(value) if value == second => Ok(false),
+        Some(_) => Err(invalid(format!("{name} must be \"{first}\" or \"{second}\""))),
+    }
 }
 
 fn missing(name: &str) -> ProtocolError {

@@ -74,8 +74,8 @@ struct Sink {
     last_id: i64,
     /// Each conversation's last `seq`.
     last_seq: HashMap<String, i64>,
-    /// Each (conversation, uid)'s read and delivered markers.
-    markers: HashMap<(String, String), (i64, i64)>,
+    /// Per conversation, each member's read and delivered markers.
+    markers: HashMap<String, HashMap<String, (i64, i64)>>,
 }
 
 impl Sink {
@@ -85,14 +85,24 @@ impl Sink {
             ConversationRef::Direct { to } => (direct_conversation_id(&message.sender, &to), Some(to), None),
             ConversationRef::Group { id } => (group_conversation_id(&id), None, Some(id)),
         };
-        let last = self.last_seq.entry(conversation.clone()).or_insert(0);
-        *last += 1;
+        // Looked up before it is inserted: a key is copied once per conversation, not per
+        // message.
+        let seq = match self.last_seq.get_mut(&conversation) {
+            Some(last) => {
+                *last += 1;
+                *last
+            }
+            None => {
+                self.last_seq.insert(conversation.clone(), 1);
+                1
+            }
+        };
         self.last_id += 1;
         Appended {
             message: StoredMessage {
                 id: self.last_id,
                 conversation,
-                seq: *last,
+                seq,
                 sender: message.sender,
                 to,
                 group,
@@ -113,10 +123,14 @@ impl Sink {
     /// Moves a marker forward, never past the conversation's last `seq`.
     fn move_marker(&mut self, request: &MarkerRequest) -> MarkerMove {
         let last_seq = self.last_seq.get(&request.conversation).copied().unwrap_or(0);
-        let (read, delivered) = self
-            .markers
-            .entry((request.conversation.clone(), request.uid.clone()))
-            .or_insert((0, 0));
+        let members = match self.markers.get_mut(&request.conversation) {
+            Some(members) => members,
+            None => self.markers.entry(request.conversation.clone()).or_default(),
+        };
+        let (read, delivered) = match members.get_mut(&request.uid) {
+            Some(markers) => markers,
+            None => members.entry(request.uid.clone()).or_insert((0, 0)),
+        };
         let marker = match request.marker {
             Marker::Read => read,
             Marker::Delivered => delivered,
