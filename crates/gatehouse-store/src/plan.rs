@@ -238,10 +238,16 @@ impl Plan {
         }
     }
 
-    /// Returns the direct conversations the batch writes to, sorted by id (the lock order).
+    /// Returns the direct conversations the batch writes to, sorted by id (the lock order):
+    /// those of the items still pending, or already given their sequence number (PostgreSQL
+    /// creates new conversations after numbering, at their final counter).
     pub(crate) fn direct_conversations(&self) -> Vec<DirectConversation<'_>> {
         let mut seen: BTreeMap<&str, DirectConversation<'_>> = BTreeMap::new();
-        for primary in self.pending() {
+        let to_write = self
+            .primaries
+            .iter()
+            .filter(|p| matches!(p.state, State::Pending | State::Assigned(_)));
+        for primary in to_write {
             let Some(peer) = primary.peer.as_deref() else {
                 continue;
             };
@@ -720,6 +726,24 @@ pub(crate) mod tests {
         assert_eq!(plan.membership_probes(), vec![("g:g1", "a")]);
         assert_eq!(plan.block_probes(), vec![("bob", "ann")]);
         assert_eq!(plan.direct_conversations().len(), 1);
+    }
+
+    #[test]
+    fn numbered_items_still_name_the_direct_conversations_to_create_with_their_markers() {
+        let mut plan = Plan::new(vec![direct("ann", "bob", "1"), direct("ann", "bob", "2")]);
+        plan.assign_seqs(&[BumpedRow {
+            id: "d:ann:bob".into(),
+            last_seq: 2,
+        }])
+        .expect("numbered");
+        let directs = plan.direct_conversations();
+        assert_eq!(
+            directs.len(),
+            1,
+            "a numbered item's conversation is still to be created"
+        );
+        assert_eq!((directs[0].a, directs[0].b), ("ann", "bob"));
+        assert_eq!(plan.read_marks(), vec![("d:ann:bob", "ann", 2)]);
     }
 
     #[test]

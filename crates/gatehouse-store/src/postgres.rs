@@ -16,7 +16,7 @@
 //! group memberships and blocks, one statement for every write, commit); new direct
 //! conversations add two (create them, add their members).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -48,20 +48,27 @@ const READ: &str = "SELECT \
       FROM UNNEST($5::text[], $6::text[]) AS k (blocker, blocked) \
       JOIN blocks AS b ON b.blocker = k.blocker AND b.blocked = k.blocked)::text";
 
-/// Creates the direct conversations that the lock found missing. `DO NOTHING` covers a
-/// concurrent writer that created one of them first: only the rows created here come back.
+/// Creates the direct conversations that the lock found missing, in id order, at their new
+/// `last_seq` (`$4`). A plain insert:
+/// a concurrent writer that created one of them first makes it fail on the primary key
+/// ([`CONVERSATION_KEY`]), and the attempt starts again (an `ON CONFLICT DO NOTHING` would
+/// make every row pay a speculative insertion for a race that almost never happens).
 const CREATE_DIRECTS: &str = "INSERT INTO conversations \
      (id, kind, name, created_by, created_at_ms, last_seq) \
-     SELECT k.id, 'direct', NULL, k.created_by, k.ts_ms, 0 \
-     FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS k (id, created_by, ts_ms) \
-     ORDER BY k.id \
-     ON CONFLICT (id) DO NOTHING RETURNING id";
+     SELECT k.id, 'direct', NULL, k.created_by, k.ts_ms, k.last_seq \
+     FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS k (id, created_by, ts_ms, last_seq) \
+     ORDER BY k.id";
 
+/// The name PostgreSQL gives the primary key of `conversations`.
+const CONVERSATION_KEY: &str = "conversations_pkey";
+
+/// Adds the members of the direct conversations [`CREATE_DIRECTS`] has just created, with
+/// their read markers. A plain insert: nobody else can have added members to a conversation
+/// this transaction created.
 const ADD_MEMBERS: &str = "INSERT INTO members (conversation_id, uid, joined_at_ms, read_seq) \
-     SELECT k.conversation_id, k.uid, k.ts_ms, 0 \
-     FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS k (conversation_id, uid, ts_ms) \
-     ORDER BY k.conversation_id, k.uid \
-     ON CONFLICT (conversation_id, uid) DO NOTHING";
+     SELECT k.conversation_id, k.uid, k.ts_ms, k.read_seq \
+     FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS k (conversation_id, uid, ts_ms, read_seq) \
+     ORDER BY k.conversation_id, k.uid";
 
 /// Locks the existing conversations among `$1` in id order and returns their counters, which
 /// stay valid until the commit because nobody else can bump them meanwhile.
@@ -198,20 +205,21 @@ impl PgBackend {
     }
 
     /// Runs one attempt of an append batch in one transaction: lock the batch's
-    /// conversations in id order, read under the locks, create the missing direct
-    /// conversations, then bump, mark and insert in one statement.
+    /// conversations in id order, read under the locks, hand out the sequence numbers, create
+    /// the missing direct conversations, then bump, mark and insert in one statement.
     pub(crate) async fn append_attempt(&self, plan: &mut Plan) -> Result<Attempt, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN).await?;
-        let mut counters = lock_conversations(&mut tx, plan).await?;
+        let counters = lock_conversations(&mut tx, plan).await?;
         // Authoritative: the locks above make every earlier writer of these conversations
         // committed and visible. Duplicates are applied before membership and creation, so that
         // a resend needs neither.
         read_phase(&mut tx, plan).await?;
-        if !create_directs(&mut tx, plan, &mut counters).await? {
+        let bumped = assign_seqs(plan, &counters)?;
+        if !create_directs(&mut tx, plan, &counters, &bumped).await? {
             tx.rollback().await?;
             return Ok(Attempt::Retry);
         }
-        write_messages(&mut tx, plan, &counters).await?;
+        write_messages(&mut tx, plan, &counters, &bumped).await?;
         tx.commit().await?;
         Ok(Attempt::Committed)
     }
@@ -231,15 +239,51 @@ async fn lock_conversations(tx: &mut PgTransaction, plan: &Plan) -> Result<HashM
     Ok(counters)
 }
 
-/// Step 3: creates the direct conversations the batch needs that do not exist yet, with their
-/// members, and adds them to `counters` at 0. Returns `false` when a concurrent writer created
-/// one of them after the locks were taken: it cannot be locked now without breaking the id
+/// Step 3: hands out the sequence numbers. A direct conversation the locks did not find is
+/// one the batch creates (step 4) and starts at 0; any other conversation missing from
+/// `counters` vanished, which [`Plan::assign_seqs`] reports. Returns each written
+/// conversation's new `last_seq` and its number of new messages, sorted by id.
+fn assign_seqs(plan: &mut Plan, counters: &HashMap<String, i64>) -> Result<Vec<(BumpedRow, i64)>, StoreError> {
+    let new_directs: HashSet<&str> = plan
+        .direct_conversations()
+        .into_iter()
+        .map(|d| d.id)
+        .filter(|id| !counters.contains_key(*id))
+        .collect();
+    let bumped: Vec<(BumpedRow, i64)> = plan
+        .seq_demand()
+        .into_iter()
+        .filter_map(|(id, n)| {
+            let counter = match counters.get(id) {
+                Some(counter) => *counter,
+                None if new_directs.contains(id) => 0,
+                None => return None,
+            };
+            let bumped = BumpedRow {
+                id: id.to_owned(),
+                last_seq: counter + n,
+            };
+            Some((bumped, n))
+        })
+        .collect();
+    let rows: Vec<BumpedRow> = bumped.iter().map(|(row, _)| row.clone()).collect();
+    plan.assign_seqs(&rows)?;
+    Ok(bumped)
+}
+
+/// Step 4: creates the direct conversations the batch needs that do not exist yet, already
+/// at their new `last_seq` and with their members' read markers where step 5 would move them
+/// (the sender has read up to its own message): a row inserted with its final values costs
+/// one row version, where an insert followed by an update costs two. Returns `false` when a
+/// concurrent writer created one of them after the locks were taken (the insert fails on the
+/// primary key, which aborts the transaction): it cannot be locked now without breaking the id
 /// order of the locks (a deadlock with a third writer), so the attempt must start again and
 /// will find it existing.
 async fn create_directs(
     tx: &mut PgTransaction,
     plan: &Plan,
-    counters: &mut HashMap<String, i64>,
+    counters: &HashMap<String, i64>,
+    bumped: &[(BumpedRow, i64)],
 ) -> Result<bool, StoreError> {
     let missing: Vec<DirectConversation<'_>> = plan
         .direct_conversations()
@@ -249,62 +293,71 @@ async fn create_directs(
     if missing.is_empty() {
         return Ok(true);
     }
-    let created: Vec<String> = sqlx::query_scalar(CREATE_DIRECTS)
+    let last_seq: HashMap<&str, i64> = bumped.iter().map(|(row, _)| (row.id.as_str(), row.last_seq)).collect();
+    let created = sqlx::query(CREATE_DIRECTS)
         .bind(missing.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(missing.iter().map(|d| d.created_by).collect::<Vec<_>>())
         .bind(missing.iter().map(|d| d.ts_ms).collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
-        .await?;
-    if created.len() < missing.len() {
-        return Ok(false);
+        .bind(
+            missing
+                .iter()
+                .map(|d| last_seq.get(d.id).copied().unwrap_or(0))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await;
+    match created.map_err(StoreError::from) {
+        Ok(_) => {}
+        Err(error) if error.database_constraint().as_deref() == Some(CONVERSATION_KEY) => return Ok(false),
+        Err(error) => return Err(error),
     }
-    let (mut ids, mut uids, mut ts) = (Vec::new(), Vec::new(), Vec::new());
+    let marks: HashMap<(&str, &str), i64> = plan.read_marks().into_iter().map(|(c, u, seq)| ((c, u), seq)).collect();
+    let (mut ids, mut uids, mut ts, mut read) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for d in &missing {
         let members = if d.a == d.b { 1 } else { 2 };
         for uid in [d.a, d.b].into_iter().take(members) {
             ids.push(d.id);
             uids.push(uid);
             ts.push(d.ts_ms);
+            read.push(marks.get(&(d.id, uid)).copied().unwrap_or(0));
         }
     }
     sqlx::query(ADD_MEMBERS)
         .bind(ids)
         .bind(uids)
         .bind(ts)
+        .bind(read)
         .execute(&mut **tx)
         .await?;
-    counters.extend(created.into_iter().map(|id| (id, 0)));
     Ok(true)
 }
 
-/// Step 4: hands out the sequence numbers, then bumps the counters, moves the senders' read
-/// markers and inserts the messages in one statement; the plan learns the new ids.
+/// Step 5: bumps the counters of the conversations that existed, moves the senders' read
+/// markers in them and inserts the messages, in one statement; the plan learns the new ids.
 async fn write_messages(
     tx: &mut PgTransaction,
     plan: &mut Plan,
     counters: &HashMap<String, i64>,
+    bumped: &[(BumpedRow, i64)],
 ) -> Result<(), StoreError> {
-    let demand = plan.seq_demand();
-    if demand.is_empty() {
+    if bumped.is_empty() {
         return Ok(());
     }
-    // A conversation missing from `counters` vanished, which `assign_seqs` reports.
-    let (bumped, counts): (Vec<BumpedRow>, Vec<i64>) = demand
+    // Conversations created by step 4 already hold their final counter and markers.
+    let (bump_ids, bump_counts): (Vec<&str>, Vec<i64>) = bumped
         .iter()
-        .filter_map(|&(id, n)| {
-            let bumped = BumpedRow {
-                id: id.to_owned(),
-                last_seq: counters.get(id)? + n,
-            };
-            Some((bumped, n))
-        })
+        .filter(|(row, _)| counters.contains_key(&row.id))
+        .map(|(row, n)| (row.id.as_str(), *n))
         .unzip();
-    plan.assign_seqs(&bumped)?;
-    let marks = plan.read_marks();
+    let marks: Vec<(&str, &str, i64)> = plan
+        .read_marks()
+        .into_iter()
+        .filter(|(conversation, _, _)| counters.contains_key(*conversation))
+        .collect();
     let rows = plan.new_rows();
     let inserted: Vec<InsertedRow> = sqlx::query_as(WRITE)
-        .bind(bumped.iter().map(|b| b.id.as_str()).collect::<Vec<_>>())
-        .bind(counts)
+        .bind(bump_ids)
+        .bind(bump_counts)
         .bind(marks.iter().map(|m| m.0).collect::<Vec<_>>())
         .bind(marks.iter().map(|m| m.1).collect::<Vec<_>>())
         .bind(marks.iter().map(|m| m.2).collect::<Vec<_>>())

@@ -390,6 +390,7 @@ conformance!(
     resend_is_idempotent_within_and_across_batches,
     a_reused_cid_for_another_message_is_a_conflict,
     concurrent_resend_from_two_stores_stores_once,
+    writers_opening_the_same_conversation_at_once_all_store,
     non_members_cannot_send_or_read,
     history_pages_backwards,
     sync_returns_missed_messages_once_with_paging,
@@ -873,6 +874,37 @@ mod cases {
         for summary in list {
             let rows = if summary.id == ab { in_ab } else { in_ac };
             assert_eq!(summary.last_seq, rows, "last_seq of {}", summary.id);
+        }
+    }
+
+    /// Several stores (several workers) send the first messages of the same new direct
+    /// conversations at the same moment: on PostgreSQL and MariaDB all but one of them find the
+    /// conversation created under them and start their attempt again. Every message is stored,
+    /// the conversation has its two members, and its sequence has no hole.
+    pub async fn writers_opening_the_same_conversation_at_once_all_store(ctx: Ctx) {
+        let stores = [ctx.open().await, ctx.open().await, ctx.open().await];
+        const PAIRS: usize = 8;
+        for pair in 0..PAIRS {
+            let (a, b) = (format!("open{pair}a"), format!("open{pair}b"));
+            let sends = stores.iter().enumerate().flat_map(|(i, store)| {
+                let (a, b) = (a.clone(), b.clone());
+                (0..2).map(move |k| {
+                    let (from, to) = if k == 0 {
+                        (a.clone(), b.clone())
+                    } else {
+                        (b.clone(), a.clone())
+                    };
+                    let store = store.clone();
+                    async move { append_one(&store, dm(&from, &to, &format!("first-{i}-{k}"))).await }
+                })
+            });
+            let results = futures_util::future::join_all(sends).await;
+            for result in results {
+                assert!(!ok(result).duplicate, "every first message is new");
+            }
+            let conversation = direct_conversation_id(&a, &b);
+            assert_contiguous(&stores[0], &a, &conversation, 6).await;
+            assert_contiguous(&stores[1], &b, &conversation, 6).await;
         }
     }
 
