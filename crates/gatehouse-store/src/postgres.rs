@@ -242,15 +242,15 @@ async fn lock_conversations(tx: &mut PgTransaction, plan: &Plan) -> Result<HashM
 /// Step 3: hands out the sequence numbers. A direct conversation the locks did not find is
 /// one the batch creates (step 4) and starts at 0; any other conversation missing from
 /// `counters` vanished, which [`Plan::assign_seqs`] reports. Returns each written
-/// conversation's new `last_seq` and its number of new messages, sorted by id.
-fn assign_seqs(plan: &mut Plan, counters: &HashMap<String, i64>) -> Result<Vec<(BumpedRow, i64)>, StoreError> {
+/// conversation's new `last_seq`, sorted by id.
+fn assign_seqs(plan: &mut Plan, counters: &HashMap<String, i64>) -> Result<Vec<BumpedRow>, StoreError> {
     let new_directs: HashSet<&str> = plan
         .direct_conversations()
         .into_iter()
         .map(|d| d.id)
         .filter(|id| !counters.contains_key(*id))
         .collect();
-    let bumped: Vec<(BumpedRow, i64)> = plan
+    let bumped: Vec<BumpedRow> = plan
         .seq_demand()
         .into_iter()
         .filter_map(|(id, n)| {
@@ -259,15 +259,13 @@ fn assign_seqs(plan: &mut Plan, counters: &HashMap<String, i64>) -> Result<Vec<(
                 None if new_directs.contains(id) => 0,
                 None => return None,
             };
-            let bumped = BumpedRow {
+            Some(BumpedRow {
                 id: id.to_owned(),
                 last_seq: counter + n,
-            };
-            Some((bumped, n))
+            })
         })
         .collect();
-    let rows: Vec<BumpedRow> = bumped.iter().map(|(row, _)| row.clone()).collect();
-    plan.assign_seqs(&rows)?;
+    plan.assign_seqs(&bumped)?;
     Ok(bumped)
 }
 
@@ -283,7 +281,7 @@ async fn create_directs(
     tx: &mut PgTransaction,
     plan: &Plan,
     counters: &HashMap<String, i64>,
-    bumped: &[(BumpedRow, i64)],
+    bumped: &[BumpedRow],
 ) -> Result<bool, StoreError> {
     let missing: Vec<DirectConversation<'_>> = plan
         .direct_conversations()
@@ -293,7 +291,7 @@ async fn create_directs(
     if missing.is_empty() {
         return Ok(true);
     }
-    let last_seq: HashMap<&str, i64> = bumped.iter().map(|(row, _)| (row.id.as_str(), row.last_seq)).collect();
+    let last_seq: HashMap<&str, i64> = bumped.iter().map(|row| (row.id.as_str(), row.last_seq)).collect();
     let created = sqlx::query(CREATE_DIRECTS)
         .bind(missing.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(missing.iter().map(|d| d.created_by).collect::<Vec<_>>())
@@ -338,16 +336,16 @@ async fn write_messages(
     tx: &mut PgTransaction,
     plan: &mut Plan,
     counters: &HashMap<String, i64>,
-    bumped: &[(BumpedRow, i64)],
+    bumped: &[BumpedRow],
 ) -> Result<(), StoreError> {
     if bumped.is_empty() {
         return Ok(());
     }
-    // Conversations created by step 4 already hold their final counter and markers.
+    // Conversations created by step 4 already hold their final counter and markers; the
+    // others grow by their new messages.
     let (bump_ids, bump_counts): (Vec<&str>, Vec<i64>) = bumped
         .iter()
-        .filter(|(row, _)| counters.contains_key(&row.id))
-        .map(|(row, n)| (row.id.as_str(), *n))
+        .filter_map(|row| Some((row.id.as_str(), row.last_seq - counters.get(&row.id)?)))
         .unzip();
     let marks: Vec<(&str, &str, i64)> = plan
         .read_marks()
